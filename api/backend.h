@@ -1,0 +1,265 @@
+/* The dispatch table: what a backend must provide.
+ *
+ * This header is internal to libxgrad (it is not installed). The core in api/
+ * checks every argument, computes shapes and strides, and then calls a
+ * backend through one `struct xg_backend`. A backend therefore never sees a
+ * malformed call: sizes are positive, buffers are large enough, axes are in
+ * range. Kernels may assert such invariants; they must not re-validate them.
+ *
+ * Threading: the core calls a device from one thread at a time.
+ * Ordering: calls on one device take effect in the order they are made.
+ * A backend may queue work (it should: DESIGN.md, convention 6) and must make
+ * download() observe every earlier call.
+ */
+#ifndef XGRAD_BACKEND_H
+#define XGRAD_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "xgrad.h"
+
+/* ---- the op list ------------------------------------------------------- */
+
+typedef enum xg_op {
+#define XG_OP(name, family, n_in, n_out) XG_OP_##name,
+#include "ops.def"
+#undef XG_OP
+    XG_OP_COUNT
+} xg_op;
+
+typedef enum xg_op_family {
+    XG_FAMILY_UNARY,
+    XG_FAMILY_UNARY_BACKWARD,
+    XG_FAMILY_SCALAR,
+    XG_FAMILY_BINARY,
+    XG_FAMILY_REDUCE,
+    XG_FAMILY_REDUCE_BACKWARD,
+    XG_FAMILY_ROWS,
+    XG_FAMILY_GEMM,
+    XG_FAMILY_PERMUTE,
+    XG_FAMILY_FILL,
+    XG_FAMILY_RNG,
+    XG_FAMILY_ADAM,
+    XG_FAMILY_SGD,
+} xg_op_family;
+
+/* Static facts about one op, from ops.def. */
+typedef struct xg_op_info {
+    const char *name;
+    xg_op_family family;
+    int n_in, n_out;
+} xg_op_info;
+
+/* Indexed by xg_op; XG_OP_COUNT entries. Defined in api/ops.c. */
+extern const xg_op_info xg_op_table[XG_OP_COUNT];
+
+/* ---- kernel arguments, one struct per family --------------------------- */
+
+#define XG_KERNEL_MAX_IN 3
+#define XG_KERNEL_MAX_OUT 3
+
+/* UNARY, UNARY_BACKWARD, SCALAR: n elements; `scalar` for SCALAR only. */
+typedef struct xg_ew_args {
+    int64_t n;
+    float scalar;
+} xg_ew_args;
+
+/* BINARY: out is contiguous with shape[0..ndim-1] (row-major, last axis
+ * fastest). Element (i0..i{ndim-1}) of the output reads
+ * a[sum_k i_k * stride_a[k]] and b[sum_k i_k * stride_b[k]]; a stride of 0
+ * broadcasts. ndim is 1..XG_MAX_DIMS after the core merges axes that can be
+ * merged, n is the product of shape. */
+typedef struct xg_binary_args {
+    int ndim;
+    int64_t n;
+    int64_t shape[XG_MAX_DIMS];
+    int64_t stride_a[XG_MAX_DIMS];
+    int64_t stride_b[XG_MAX_DIMS];
+} xg_binary_args;
+
+/* REDUCE, REDUCE_BACKWARD: the input is viewed as [outer, dim, inner],
+ * contiguous; the reduced output is [outer, inner]. All three are >= 1. */
+typedef struct xg_reduce_args {
+    int64_t outer, dim, inner;
+} xg_reduce_args;
+
+/* ROWS: [rows, cols], contiguous; rows, cols >= 1. */
+typedef struct xg_rows_args {
+    int64_t rows, cols;
+} xg_rows_args;
+
+/* GEMM: for b in [0, batch):
+ *   C_b[m, n] = alpha * sum_k opA(A_b)[m, k] * opB(B_b)[k, n]
+ * A_b starts at element b * stride_a of in[0] (stride 0 broadcasts one
+ * matrix over the batch), likewise B_b (in[1]) and C_b (out[0],
+ * stride_c = M * N). opA(A) = A, stored [M, K] row-major, when trans_a is 0;
+ * A^T with A stored [K, M] when trans_a is 1. Likewise B: [K, N] or, with
+ * trans_b, stored [N, K]. C is overwritten (no beta). */
+typedef struct xg_gemm_args {
+    int64_t batch, m, n, k;
+    int64_t stride_a, stride_b, stride_c;
+    int trans_a, trans_b;
+    float alpha;
+} xg_gemm_args;
+
+/* PERMUTE: input contiguous with shape in_shape[0..ndim-1]; output axis j is
+ * input axis perm[j], so out shape[j] = in_shape[perm[j]]. n = product. */
+typedef struct xg_permute_args {
+    int ndim;
+    int64_t n;
+    int64_t in_shape[XG_MAX_DIMS];
+    int perm[XG_MAX_DIMS];
+} xg_permute_args;
+
+/* FILL (fill, copy): n elements; `value` for fill. */
+typedef struct xg_fill_args {
+    int64_t n;
+    float value;
+} xg_fill_args;
+
+/* RNG: element i of the output is drawn from Philox4x32-10 with
+ * key = (seed low 32 bits, seed high 32 bits) and counter
+ * (c0, c1, c2, c3) = (low 32 bits of (offset + i/4), high 32 bits, 0, 0);
+ * it takes output word (i % 4) of that block. Uniform: u = (word >> 8) *
+ * 2^-24 in [0, 1), out = a + (b - a) * u. Normal (Box-Muller): for the pair
+ * (2j, 2j+1) of one block, u1 = ((w[2j] >> 8) + 1) * 2^-24 in (0, 1],
+ * u2 = (w[2j+1] >> 8) * 2^-24, r = sqrt(-2 ln u1), out[2j] = a + b * r *
+ * cos(2 pi u2), out[2j+1] = a + b * r * sin(2 pi u2). `a`, `b` are
+ * (low, high) for uniform and (mean, std) for normal. The reference is
+ * backends/cpu; float rounding of cos/sin/log may differ slightly between
+ * backends, the bits fed to them may not. */
+typedef struct xg_rng_args {
+    int64_t n;
+    uint64_t seed, offset;
+    float a, b;
+} xg_rng_args;
+
+/* ADAM: PyTorch's Adam/AdamW for one parameter, step t >= 1:
+ *   g = grad; if (!decoupled && weight_decay) g += weight_decay * p
+ *   if (decoupled) p *= 1 - lr * weight_decay
+ *   m = beta1 * m + (1 - beta1) * g
+ *   v = beta2 * v + (1 - beta2) * g * g
+ *   p -= lr / bias1 * m / (sqrt(v) / sqrt(bias2) + eps)
+ * with bias1 = 1 - beta1^t and bias2 = 1 - beta2^t computed by the core. */
+typedef struct xg_adam_args {
+    int64_t n;
+    float lr, beta1, beta2, eps, weight_decay;
+    float bias1, bias2;
+    int decoupled;
+} xg_adam_args;
+
+/* SGD: PyTorch's SGD for one parameter:
+ *   g = grad + weight_decay * p
+ *   if (momentum != 0) {
+ *       buf = first ? g : momentum * buf + (1 - dampening) * g
+ *       g = nesterov ? g + momentum * buf : buf
+ *   }
+ *   p -= lr * g
+ * out[1] (buf) is NULL and untouched when momentum is 0. */
+typedef struct xg_sgd_args {
+    int64_t n;
+    float lr, momentum, dampening, weight_decay;
+    int nesterov, first;
+} xg_sgd_args;
+
+/* One kernel call. Buffers are whole device allocations made by the same
+ * backend's alloc(); element 0 is at offset 0. */
+typedef struct xg_buffer xg_buffer;
+typedef struct xg_kernel_call {
+    xg_op op;
+    xg_buffer *in[XG_KERNEL_MAX_IN];
+    xg_buffer *out[XG_KERNEL_MAX_OUT];
+    union {
+        xg_ew_args ew;
+        xg_binary_args binary;
+        xg_reduce_args reduce;
+        xg_rows_args rows;
+        xg_gemm_args gemm;
+        xg_permute_args permute;
+        xg_fill_args fill;
+        xg_rng_args rng;
+        xg_adam_args adam;
+        xg_sgd_args sgd;
+    } p;
+} xg_kernel_call;
+
+/* ---- devices ----------------------------------------------------------- */
+
+/* What a backend reports about one of its devices. */
+typedef struct xg_device_desc {
+    char name[256];        /* the driver's device name */
+    int is_software;       /* 1 for CPU implementations (lavapipe, PoCL) */
+    uint64_t memory_bytes; /* device memory, 0 if unknown */
+} xg_device_desc;
+
+/* A backend's open device. Backends embed this as the first member of their
+ * own device struct and cast. */
+typedef struct xg_backend_device {
+    const struct xg_backend *backend;
+    int index;
+    xg_device_desc desc;
+} xg_backend_device;
+
+typedef xg_status (*xg_kernel_fn)(xg_backend_device *dev,
+                                  const xg_kernel_call *call);
+
+/* A backend. Every function returns XG_OK or a negative xg_status and, on
+ * error, sets the message with xg_set_error() (api/core_impl.h). */
+typedef struct xg_backend {
+    const char *name; /* "cpu", "opencl", "vulkan" */
+
+    /* Lists devices: writes up to `cap` descriptions to `out` and the total
+     * count to *count. XG_ERR_NO_DEVICE (with a message saying why: no
+     * driver, no platform) when the backend cannot enumerate at all. */
+    xg_status (*enumerate)(xg_device_desc *out, int cap, int *count);
+
+    /* Opens device `index` (0-based, as enumerate lists them). The caller
+     * owns *out and releases it with close(). */
+    xg_status (*open)(int index, xg_backend_device **out);
+    /* Waits for queued work and releases the device and everything cached on
+     * it. Every buffer must already have been freed. */
+    void (*close)(xg_backend_device *dev);
+
+    /* Allocates `bytes` (> 0) of device memory; contents undefined.
+     * XG_ERR_DEVICE_OOM when the device is out of memory,
+     * XG_ERR_TOO_LARGE when one allocation of that size is impossible. */
+    xg_status (*alloc)(xg_backend_device *dev, size_t bytes, xg_buffer **out);
+    /* Returns a buffer (NULL is ignored). Work already queued on it still
+     * completes correctly. */
+    void (*free)(xg_backend_device *dev, xg_buffer *buf);
+    /* Copies `bytes` from host memory into the buffer at byte `offset`. The
+     * host memory may be reused as soon as this returns. */
+    xg_status (*upload)(xg_backend_device *dev, xg_buffer *buf, size_t offset,
+                        const void *src, size_t bytes);
+    /* Waits for every earlier call, then copies `bytes` from byte `offset`
+     * of the buffer to host memory. */
+    xg_status (*download)(xg_backend_device *dev, xg_buffer *buf,
+                          size_t offset, void *dst, size_t bytes);
+    /* Waits for every earlier call to finish. */
+    xg_status (*sync)(xg_backend_device *dev);
+
+    /* One kernel per op, indexed by xg_op. A NULL slot means "not
+     * implemented": the core reports XG_ERR_UNSUPPORTED and the conformance
+     * suite fails. */
+    xg_kernel_fn ops[XG_OP_COUNT];
+} xg_backend;
+
+/* The backends built into this library; NULL when a backend was not built. */
+extern const xg_backend xg_backend_cpu;
+#ifdef XGRAD_HAVE_OPENCL
+extern const xg_backend xg_backend_opencl;
+#endif
+#ifdef XGRAD_HAVE_VULKAN
+extern const xg_backend xg_backend_vulkan;
+#endif
+
+/* Sets the thread's error message (printf-style) and returns `status`, so a
+ * backend can write `return xg_set_error(XG_ERR_DEVICE_OOM, "...")`. */
+xg_status xg_set_error(xg_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+#endif

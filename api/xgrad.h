@@ -1,0 +1,482 @@
+/* xgrad: train neural networks in C on any GPU vendor, or on the CPU.
+ *
+ * One backend-neutral API. Tensors live on a device (CPU, OpenCL or Vulkan,
+ * picked with XGRAD_BACKEND); ops queue work there and the host waits only
+ * when it reads values.
+ *
+ * Conventions that hold for every function below:
+ * - Functions that do something return xg_status: XG_OK (0) or a negative
+ *   code. Functions that make a tensor or object return it, or NULL on error.
+ *   In both cases xg_last_error() then says what went wrong and where.
+ * - An op given NULL returns NULL and keeps the error that produced the NULL,
+ *   so a chain such as xg_relu(xg_add(xg_matmul(x, w), b)) needs one check.
+ * - Ownership: ops never free their inputs. A tensor made while a scope is
+ *   open (xg_scope_begin) belongs to that scope and is freed by
+ *   xg_scope_end; otherwise the caller owns it and frees it with
+ *   xg_tensor_free. Parameters made by nn layers belong to their module.
+ *   Pointers described as "borrowed" must not be freed by the caller.
+ * - Nothing here aborts or exits on input from a caller or a file.
+ * - Objects may be used from one thread at a time; errors, scopes, the
+ *   grad mode and the current device are per thread.
+ */
+#ifndef XGRAD_H
+#define XGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define XGRAD_VERSION "0.1.0"
+
+/* ===== Errors ============================================================ */
+
+typedef enum xg_status {
+    XG_OK = 0,
+    XG_ERR_INVALID_ARG = -1,  /* a bad value: NULL, out-of-range axis, ... */
+    XG_ERR_SHAPE = -2,        /* shapes that do not fit together */
+    XG_ERR_DTYPE = -3,        /* wrong element type for this use */
+    XG_ERR_OUT_OF_MEMORY = -4,/* host memory exhausted */
+    XG_ERR_DEVICE_OOM = -5,   /* device memory exhausted; the process goes on */
+    XG_ERR_DEVICE_LOST = -6,  /* the device stopped working; sticky */
+    XG_ERR_NO_DEVICE = -7,    /* no driver, platform or device */
+    XG_ERR_NOT_FOUND = -8,    /* unknown backend name, device index, file */
+    XG_ERR_UNSUPPORTED = -9,  /* the backend has no kernel for this op */
+    XG_ERR_IO = -10,          /* reading or writing a file failed */
+    XG_ERR_FORMAT = -11,      /* a file's contents are malformed */
+    XG_ERR_TOO_LARGE = -12,   /* a size past what the device or format allows */
+    XG_ERR_BACKEND = -13,     /* any other driver error; message has details */
+    XG_ERR_STATE = -14,       /* call not valid now (e.g. scope misuse) */
+} xg_status;
+
+/* A static, human-readable name for a status code ("device out of memory").
+ * Unknown codes give "unknown status". */
+const char *xg_status_str(xg_status status);
+
+/* The calling thread's last error message, e.g.
+ * "matmul: inner dimensions differ: [64,784] x [128,10]". Empty string if
+ * none. Borrowed; valid until the thread's next xgrad call. */
+const char *xg_last_error(void);
+
+/* The status that went with xg_last_error(); XG_OK if none. */
+xg_status xg_last_status(void);
+
+/* Forgets the calling thread's last error. */
+void xg_clear_error(void);
+
+/* ===== Devices and backends ============================================== */
+
+typedef struct xg_device xg_device;
+
+/* Opens a device. `spec` is "cpu", "opencl", "vulkan" or "auto", with an
+ * optional ":INDEX" (e.g. "vulkan:1"); NULL means the XGRAD_BACKEND
+ * environment variable, or "auto" when it is unset. "auto" picks a hardware
+ * GPU through Vulkan, else through OpenCL, else the CPU; software devices
+ * (lavapipe, PoCL) are used only when named. The caller owns *out and closes
+ * it with xg_device_close.
+ * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
+ * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device. */
+xg_status xg_device_open(const char *spec, xg_device **out);
+
+/* Closes a device. Tensors still alive on it become unusable (reading them
+ * fails with XG_ERR_STATE) but may still be freed. NULL is ignored. */
+void xg_device_close(xg_device *dev);
+
+/* The calling thread's current device: the one new tensors are made on.
+ * When none was set, the first call opens the default device (spec NULL
+ * above); it stays open until xg_shutdown. Returns NULL, with the error, if
+ * it cannot be opened. Borrowed. */
+xg_device *xg_device_current(void);
+
+/* Makes `dev` the calling thread's current device (NULL: back to the
+ * default device). The caller keeps ownership. */
+void xg_device_set_current(xg_device *dev);
+
+/* The backend's name ("cpu", "opencl", "vulkan"). Static string. */
+const char *xg_device_backend(const xg_device *dev);
+
+/* The driver's device name, e.g. "NVIDIA H100" or "llvmpipe (LLVM 15)".
+ * Borrowed; valid while the device is open. */
+const char *xg_device_name(const xg_device *dev);
+
+/* Waits until all queued work on the device is done. */
+xg_status xg_device_sync(xg_device *dev);
+
+/* Closes the default device opened by xg_device_current, if any. Call at
+ * exit for a clean leak report; harmless when nothing is open. */
+void xg_shutdown(void);
+
+/* One device as a backend reports it (for listings such as xgrad-info). */
+typedef struct xg_device_info {
+    char name[256];
+    bool is_software;      /* CPU implementation: lavapipe, PoCL, xgrad cpu */
+    uint64_t memory_bytes; /* 0 when unknown */
+} xg_device_info;
+
+/* Names of the backends built into this library, in "auto" preference
+ * order reversed: "cpu" first. Returns the count; writes up to `cap` static
+ * names to `names`. */
+int xg_backends(const char **names, int cap);
+
+/* Lists the devices of one backend: up to `cap` entries to `out`, the total
+ * to *count. Errors: XG_ERR_NOT_FOUND for a backend not built in,
+ * XG_ERR_NO_DEVICE (with the reason) when its driver is missing. */
+xg_status xg_backend_devices(const char *backend, xg_device_info *out,
+                             int cap, int *count);
+
+/* ===== Tensors =========================================================== */
+
+#define XG_MAX_DIMS 6
+
+typedef enum xg_dtype {
+    XG_F32 = 0, /* 32-bit float: values, parameters, gradients */
+    XG_I32 = 1, /* 32-bit signed integer: labels, argmax results */
+} xg_dtype;
+
+typedef struct xg_tensor xg_tensor;
+
+/* XG_SHAPE(64, 784) expands to the (shape, ndim) argument pair. */
+#define XG_SHAPE(...)                                                        \
+    ((const int64_t[]){__VA_ARGS__}),                                        \
+        ((int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+
+/* New tensors on the current device. `shape` holds `ndim` (0..XG_MAX_DIMS)
+ * sizes, each >= 1; ndim 0 is a scalar. Owned by the open scope, or the
+ * caller. Errors: XG_ERR_SHAPE, XG_ERR_INVALID_ARG, XG_ERR_DEVICE_OOM. */
+
+/* Copies numel elements of `dtype` from host `data`. */
+xg_tensor *xg_tensor_from_data(const void *data, xg_dtype dtype,
+                               const int64_t *shape, int ndim);
+xg_tensor *xg_zeros(const int64_t *shape, int ndim);
+xg_tensor *xg_ones(const int64_t *shape, int ndim);
+xg_tensor *xg_full(const int64_t *shape, int ndim, float value);
+
+/* Random tensors from the thread's generator (see xg_manual_seed): the same
+ * seed gives the same values on every backend. Uniform in [low, high);
+ * normal with the given mean and standard deviation (std >= 0). */
+xg_tensor *xg_rand_uniform(const int64_t *shape, int ndim, float low,
+                           float high);
+xg_tensor *xg_rand_normal(const int64_t *shape, int ndim, float mean,
+                          float std);
+
+/* Seeds the calling thread's random generator (Philox4x32-10) and resets
+ * its counter. The default seed is 0. */
+void xg_manual_seed(uint64_t seed);
+
+/* The generator's state, for checkpoints: seed and counter. */
+void xg_rng_state(uint64_t *seed, uint64_t *offset);
+void xg_rng_set_state(uint64_t seed, uint64_t offset);
+
+/* Shape queries. `t` must not be NULL (they return 0 / XG_F32 if it is).
+ * xg_tensor_dim accepts a negative axis counted from the end; out of range
+ * gives 0. xg_tensor_shape is borrowed, valid while `t` lives. */
+int xg_tensor_ndim(const xg_tensor *t);
+int64_t xg_tensor_dim(const xg_tensor *t, int axis);
+const int64_t *xg_tensor_shape(const xg_tensor *t);
+int64_t xg_tensor_numel(const xg_tensor *t);
+xg_dtype xg_tensor_dtype(const xg_tensor *t);
+xg_device *xg_tensor_device(const xg_tensor *t);
+
+/* Copies the tensor's values to host memory (waits for queued work).
+ * `bytes` must equal numel * 4. Errors: XG_ERR_INVALID_ARG, device errors. */
+xg_status xg_tensor_read(const xg_tensor *t, void *dst, size_t bytes);
+
+/* Overwrites the tensor's values from host memory; `bytes` must equal
+ * numel * 4. Not recorded by autograd. */
+xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes);
+
+/* Reads a one-element f32 tensor into *out. */
+xg_status xg_tensor_item(const xg_tensor *t, float *out);
+
+/* The same values with a new shape (one size may be -1: inferred). Shares
+ * the storage; differentiable. Errors: XG_ERR_SHAPE if numel differs. */
+xg_tensor *xg_reshape(xg_tensor *t, const int64_t *shape, int ndim);
+
+/* A copy of the values on another device (host round-trip). */
+xg_tensor *xg_tensor_to(xg_tensor *t, xg_device *dev);
+
+/* The same values, cut off from autograd (shares storage). */
+xg_tensor *xg_detach(xg_tensor *t);
+
+/* Releases the caller's (or the scope's) hold on `t`. Memory is returned
+ * when nothing else (an autograd graph, a module) still uses it. NULL is
+ * ignored. */
+void xg_tensor_free(xg_tensor *t);
+
+/* Takes `t` out of its scope: the caller now owns it and frees it with
+ * xg_tensor_free. Returns `t` (NULL stays NULL). */
+xg_tensor *xg_tensor_keep(xg_tensor *t);
+
+/* ===== Scopes ============================================================ */
+
+typedef struct xg_scope xg_scope;
+
+/* Opens a scope on the calling thread: tensors made until the matching
+ * xg_scope_end belong to it. Scopes nest. NULL on host OOM. */
+xg_scope *xg_scope_begin(void);
+
+/* Frees every tensor the scope owns and closes it; inner scopes still open
+ * are closed first. NULL is ignored. */
+void xg_scope_end(xg_scope *scope);
+
+/* ===== Ops ===============================================================
+ * Each returns a new tensor (owned as above) or NULL with the error.
+ * Binary ops broadcast as NumPy and PyTorch do. Axes may be negative. */
+
+xg_tensor *xg_add(xg_tensor *a, xg_tensor *b);
+xg_tensor *xg_sub(xg_tensor *a, xg_tensor *b);
+xg_tensor *xg_mul(xg_tensor *a, xg_tensor *b);
+xg_tensor *xg_div(xg_tensor *a, xg_tensor *b);
+
+xg_tensor *xg_add_scalar(xg_tensor *a, float s);
+xg_tensor *xg_sub_scalar(xg_tensor *a, float s); /* a - s */
+xg_tensor *xg_mul_scalar(xg_tensor *a, float s);
+xg_tensor *xg_div_scalar(xg_tensor *a, float s); /* a / s */
+
+xg_tensor *xg_neg(xg_tensor *x);
+xg_tensor *xg_exp(xg_tensor *x);
+xg_tensor *xg_log(xg_tensor *x);
+xg_tensor *xg_sqrt(xg_tensor *x);
+xg_tensor *xg_relu(xg_tensor *x);
+xg_tensor *xg_sigmoid(xg_tensor *x);
+xg_tensor *xg_tanh(xg_tensor *x);
+xg_tensor *xg_gelu(xg_tensor *x); /* exact (erf) form, as PyTorch's default */
+
+/* Matrix product. 1-D and 2-D operands as torch.matmul; with more axes the
+ * leading (batch) axes broadcast. xg_matmul_t multiplies op(a) by op(b),
+ * where op transposes the last two axes when its flag is set, without
+ * making a transposed copy. */
+xg_tensor *xg_matmul(xg_tensor *a, xg_tensor *b);
+xg_tensor *xg_matmul_t(xg_tensor *a, xg_tensor *b, bool trans_a,
+                       bool trans_b);
+
+/* Reductions over one axis (the axis is removed unless keepdim) or over
+ * all elements (a scalar). max and argmax return the first maximum. */
+xg_tensor *xg_sum(xg_tensor *x, int axis, bool keepdim);
+xg_tensor *xg_mean(xg_tensor *x, int axis, bool keepdim);
+xg_tensor *xg_max(xg_tensor *x, int axis, bool keepdim);
+xg_tensor *xg_sum_all(xg_tensor *x);
+xg_tensor *xg_mean_all(xg_tensor *x);
+xg_tensor *xg_max_all(xg_tensor *x);
+xg_tensor *xg_argmax(xg_tensor *x, int axis, bool keepdim); /* XG_I32 */
+
+/* Over the last axis. */
+xg_tensor *xg_softmax(xg_tensor *x);
+xg_tensor *xg_log_softmax(xg_tensor *x);
+
+/* Axis reordering (makes a contiguous copy). xg_permute: output axis i is
+ * input axis perm[i]; perm holds each of 0..ndim-1 once. */
+xg_tensor *xg_transpose(xg_tensor *x, int axis0, int axis1);
+xg_tensor *xg_permute(xg_tensor *x, const int *perm, int ndim);
+
+/* Losses, mean over the batch as PyTorch's defaults.
+ * cross_entropy: logits [N, C] f32, labels [N] XG_I32 in [0, C); a label
+ * out of range makes the loss NaN (checking it would cost a device read).
+ * mse_loss: mean((pred - target)^2), shapes broadcast. */
+xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels);
+xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target);
+
+/* ===== Autograd ==========================================================
+ * Define-by-run: ops on tensors that require grad record how to
+ * differentiate themselves. */
+
+/* Marks a tensor as a leaf that collects gradients (f32 only). */
+xg_status xg_tensor_set_requires_grad(xg_tensor *t, bool requires_grad);
+bool xg_tensor_requires_grad(const xg_tensor *t);
+
+/* The gradient accumulated in `t` by xg_backward, or NULL if none yet.
+ * Borrowed: owned by `t`. */
+xg_tensor *xg_tensor_grad(const xg_tensor *t);
+
+/* Drops t's gradient (the next backward starts from zero). */
+void xg_tensor_zero_grad(xg_tensor *t);
+
+/* Back-propagates from a one-element f32 tensor: adds d(loss)/d(leaf) to the
+ * gradient of every leaf that requires grad. Gradients accumulate across
+ * calls until zeroed. Errors: XG_ERR_INVALID_ARG (not a scalar, or no
+ * graph), device errors. */
+xg_status xg_backward(xg_tensor *loss);
+
+/* Turns graph recording on or off for the calling thread (off for
+ * evaluation); returns the previous setting. On by default. */
+bool xg_set_grad_enabled(bool enabled);
+bool xg_grad_enabled(void);
+
+/* ===== nn: layers ========================================================
+ * Modules own their parameters. Layouts and names follow PyTorch. */
+
+typedef struct xg_module xg_module;
+
+/* y = x W^T + b, W [out, in], b [out]; PyTorch's initialisation (uniform in
+ * +-1/sqrt(in) for both) drawn from the thread's generator. */
+xg_module *xg_linear(int64_t in_features, int64_t out_features, bool bias);
+
+/* Parameter-free activation layers. */
+xg_module *xg_relu_layer(void);
+xg_module *xg_sigmoid_layer(void);
+xg_module *xg_tanh_layer(void);
+xg_module *xg_gelu_layer(void);
+
+/* An empty sequential container. */
+xg_module *xg_sequential(void);
+
+/* Appends `child` to a sequential container, which takes ownership of it
+ * (also on error). `name` (NULL: its index, "0", "1", ...) prefixes the
+ * child's parameter names: "fc1.weight". Errors: XG_ERR_INVALID_ARG for a
+ * non-container, a duplicate or malformed name. */
+xg_status xg_sequential_add(xg_module *seq, const char *name,
+                            xg_module *child);
+
+/* Runs the module on x. */
+xg_tensor *xg_module_forward(xg_module *m, xg_tensor *x);
+
+/* Number of parameters (tensors) in the module and its children. */
+int xg_module_param_count(const xg_module *m);
+
+/* Parameter i (0 <= i < count), in PyTorch's order; *name (optional) gets
+ * its dotted name. Both borrowed from the module. NULL if out of range. */
+xg_tensor *xg_module_param(const xg_module *m, int i, const char **name);
+
+/* Freezes (requires_grad off) or unfreezes every parameter. */
+void xg_module_set_frozen(xg_module *m, bool frozen);
+
+/* Training or evaluation mode (matters for dropout and batch norm). */
+void xg_module_set_training(xg_module *m, bool training);
+
+/* Frees a module, its children and its parameters. NULL is ignored. */
+void xg_module_free(xg_module *m);
+
+/* ===== Optimizers ========================================================
+ * PyTorch's formulas. An optimizer holds borrowed parameter pointers (they
+ * must outlive it) and its own state, made at the first step that sees a
+ * gradient for a parameter; frozen parameters get no state. */
+
+typedef struct xg_optim xg_optim;
+
+typedef struct xg_sgd_options {
+    float lr, momentum, dampening, weight_decay;
+    bool nesterov;
+} xg_sgd_options;
+
+typedef struct xg_adam_options {
+    float lr, beta1, beta2, eps, weight_decay;
+} xg_adam_options;
+
+/* PyTorch's defaults: SGD lr 1e-3 (PyTorch requires one; give yours),
+ * momentum 0; Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 0;
+ * AdamW the same with weight decay 1e-2. */
+xg_sgd_options xg_sgd_defaults(void);
+xg_adam_options xg_adam_defaults(void);
+xg_adam_options xg_adamw_defaults(void);
+
+/* New optimizers over `n` parameters. Errors: XG_ERR_INVALID_ARG for bad
+ * hyperparameters (negative lr, beta outside [0, 1), nesterov without
+ * momentum...). */
+xg_optim *xg_optim_sgd(xg_tensor *const *params, int n,
+                       const xg_sgd_options *options);
+xg_optim *xg_optim_adam(xg_tensor *const *params, int n,
+                        const xg_adam_options *options);
+xg_optim *xg_optim_adamw(xg_tensor *const *params, int n,
+                         const xg_adam_options *options);
+
+/* The same over every parameter of a module. */
+xg_optim *xg_optim_for_module(xg_module *m, const char *kind /* "sgd",
+                              "adam", "adamw" */, float lr);
+
+/* Applies one update to every parameter that has a gradient. */
+xg_status xg_optim_step(xg_optim *opt);
+
+/* Drops the gradients of all its parameters. */
+void xg_optim_zero_grad(xg_optim *opt);
+
+float xg_optim_lr(const xg_optim *opt);
+void xg_optim_set_lr(xg_optim *opt, float lr);
+
+/* Number of steps taken. */
+int64_t xg_optim_steps(const xg_optim *opt);
+
+void xg_optim_free(xg_optim *opt);
+
+/* Learning-rate schedules, as pure functions of the step (or epoch).
+ * StepLR: base * gamma^(floor(step / step_size)).
+ * Cosine with linear warmup: base * (step + 1) / warmup during the first
+ * `warmup` steps, then min_lr + (base - min_lr) * (1 + cos(pi * p)) / 2 with
+ * p = (step - warmup) / (total - warmup) clamped to [0, 1]. */
+float xg_lr_step(float base_lr, int64_t step, int64_t step_size, float gamma);
+float xg_lr_cosine(float base_lr, int64_t step, int64_t warmup,
+                   int64_t total, float min_lr);
+
+/* Scales the gradients so their global L2 norm is at most max_norm, as
+ * torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6)).
+ * *total_norm (optional) gets the norm before clipping. Reads one value
+ * from the device. */
+xg_status xg_clip_grad_norm(xg_tensor *const *params, int n, float max_norm,
+                            float *total_norm);
+
+/* ===== Data ============================================================== */
+
+/* An IDX file (the MNIST format) in host memory. */
+typedef struct xg_idx {
+    uint8_t type;           /* 0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32,
+                               0x0D f32, 0x0E f64 */
+    int ndim;               /* 1..XG_MAX_DIMS */
+    int64_t dims[XG_MAX_DIMS];
+    void *data;             /* native-endian values, owned by the struct */
+    size_t bytes;
+} xg_idx;
+
+/* Reads an IDX file, gzip-compressed or plain. Validates the magic, the
+ * type, the dimensions and that the data is exactly as long as they say.
+ * Errors: XG_ERR_IO (cannot open/read), XG_ERR_FORMAT (with what is wrong),
+ * XG_ERR_TOO_LARGE (over 4 GiB of data). Free with xg_idx_free. */
+xg_status xg_idx_read(const char *path, xg_idx *out);
+void xg_idx_free(xg_idx *idx);
+
+/* A labelled image set in host memory: images [n, channels, height,
+ * width] f32 and labels [n] i32. */
+typedef struct xg_dataset {
+    int64_t n, channels, height, width;
+    float *images;
+    int32_t *labels;
+    int32_t num_classes;
+} xg_dataset;
+
+/* Loads an MNIST-format folder: `split` "train" reads
+ * train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]; "test"
+ * reads the t10k-* pair. Pixels are scaled to [0, 1] then normalised with
+ * (x - mean) / std when std > 0 (Fashion-MNIST: 0.2860, 0.3530).
+ * Errors: XG_ERR_NOT_FOUND (file missing), those of xg_idx_read,
+ * XG_ERR_FORMAT (counts differ, label out of range). Free with
+ * xg_dataset_free. */
+xg_status xg_mnist_load(const char *dir, const char *split, float mean,
+                        float std, xg_dataset **out);
+void xg_dataset_free(xg_dataset *ds);
+
+/* Batches over a dataset (borrowed; must outlive the loader). */
+typedef struct xg_loader xg_loader;
+
+/* Each epoch visits the first `limit` samples (0: all) in an order shuffled
+ * with `seed` and the epoch number, or in order without shuffle. */
+xg_loader *xg_loader_new(const xg_dataset *ds, int64_t batch_size,
+                         bool shuffle, bool drop_last, uint64_t seed,
+                         int64_t limit);
+
+/* Starts epoch `epoch` (0-based): reshuffles. */
+void xg_loader_start(xg_loader *ld, int64_t epoch);
+
+/* Makes the next batch on the current device: *images [b, c, h, w] f32
+ * and *labels [b] i32, owned as any new tensor. Returns 1 when it made a
+ * batch, 0 at the end of the epoch, a negative status on error. */
+int xg_loader_next(xg_loader *ld, xg_tensor **images, xg_tensor **labels);
+
+/* Batches per epoch. */
+int64_t xg_loader_batches(const xg_loader *ld);
+void xg_loader_free(xg_loader *ld);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
