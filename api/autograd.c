@@ -1,0 +1,245 @@
+/* Define-by-run autograd: graph nodes, grad mode and xg_backward. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_impl.h"
+
+static _Thread_local bool grad_disabled;
+
+bool xg_set_grad_enabled(bool enabled)
+{
+    bool was = !grad_disabled;
+    grad_disabled = !enabled;
+    return was;
+}
+
+bool xg_grad_enabled(void)
+{
+    return !grad_disabled;
+}
+
+bool xg__needs_grad(xg_tensor *const *inputs, int n)
+{
+    if (grad_disabled)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (inputs[i] && inputs[i]->requires_grad)
+            return true;
+    return false;
+}
+
+xg_node *xg__record(xg_tensor *out, const char *name, xg_backward_fn bw,
+                    xg_tensor *const *inputs, int n)
+{
+    xg_node *node = calloc(1, sizeof *node);
+    if (!node) {
+        xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory", name);
+        return NULL;
+    }
+    node->name = name;
+    node->backward = bw;
+    node->n_inputs = n;
+    for (int i = 0; i < n; i++) {
+        node->inputs[i] = inputs[i];
+        xg__tensor_retain(inputs[i]);
+    }
+    out->node = node;
+    out->requires_grad = true;
+    return node;
+}
+
+static bool push(xg_tensor ***list, int *n, int *cap, xg_tensor *t)
+{
+    if (*n == *cap) {
+        int c = *cap ? *cap * 2 : 32;
+        xg_tensor **l = realloc(*list, (size_t)c * sizeof *l);
+        if (!l)
+            return false;
+        *list = l;
+        *cap = c;
+    }
+    (*list)[(*n)++] = t;
+    return true;
+}
+
+void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap)
+{
+    /* Hand each reference to the caller's release worklist; if that list
+     * cannot grow, release directly (recursion, but only on host OOM). */
+    xg_tensor *held[XG_NODE_MAX_INPUTS + 1];
+    int k = 0;
+    for (int i = 0; i < node->n_inputs; i++)
+        held[k++] = node->inputs[i];
+    if (node->saved)
+        held[k++] = node->saved;
+    for (int i = 0; i < k; i++)
+        if (!push(pending, n, cap, held[i]))
+            xg__tensor_release(held[i]);
+    free(node);
+}
+
+/* ---- leaves and gradients --------------------------------------------- */
+
+xg_status xg_tensor_set_requires_grad(xg_tensor *t, bool requires_grad)
+{
+    if (!t)
+        return xg_set_error(XG_ERR_INVALID_ARG,
+                            "set_requires_grad: tensor is NULL");
+    if (t->node)
+        return xg_set_error(XG_ERR_INVALID_ARG, "set_requires_grad: only "
+                            "leaf tensors can change it (this one was made "
+                            "by %s)", t->node->name);
+    if (requires_grad && t->dtype != XG_F32)
+        return xg_set_error(XG_ERR_DTYPE,
+                            "set_requires_grad: only f32 tensors have "
+                            "gradients");
+    t->requires_grad = requires_grad;
+    return XG_OK;
+}
+
+bool xg_tensor_requires_grad(const xg_tensor *t)
+{
+    return t && t->requires_grad;
+}
+
+xg_tensor *xg_tensor_grad(const xg_tensor *t)
+{
+    return t ? t->grad : NULL;
+}
+
+void xg_tensor_zero_grad(xg_tensor *t)
+{
+    if (t && t->grad) {
+        xg__tensor_release(t->grad);
+        t->grad = NULL;
+    }
+}
+
+xg_tensor *xg_detach(xg_tensor *t)
+{
+    if (!xg__check_arg("detach", 0, t, t ? t->dtype : XG_F32))
+        return NULL;
+    return xg__tensor_alias(t, t->shape, t->ndim);
+}
+
+/* ---- backward ----------------------------------------------------------- */
+
+/* Lists the graph below `root` in post-order (inputs before their users),
+ * visiting only tensors that require grad: a depth-first search with an
+ * explicit stack. bw_pending is 0 for unvisited tensors, 1 + the index of
+ * the next input to visit while a tensor is on the stack, and -1 after. */
+static xg_status topo_order(xg_tensor *root, xg_tensor ***order, int *n)
+{
+    int cap = 0, stack_n = 0, stack_cap = 0;
+    xg_tensor **stack = NULL;
+    bool ok = push(&stack, &stack_n, &stack_cap, root);
+    root->bw_pending = ok;
+    while (ok && stack_n > 0) {
+        xg_tensor *t = stack[stack_n - 1];
+        int next = t->bw_pending - 1;
+        if (t->node && next < t->node->n_inputs) {
+            xg_tensor *in = t->node->inputs[next];
+            t->bw_pending++;
+            if (in->requires_grad && in->bw_pending == 0) {
+                ok = push(&stack, &stack_n, &stack_cap, in);
+                in->bw_pending = ok;
+            }
+            continue;
+        }
+        stack_n--;
+        ok = push(order, n, &cap, t);
+        t->bw_pending = ok ? -1 : 0;
+    }
+    while (stack_n > 0) /* left by a failure: unmark */
+        stack[--stack_n]->bw_pending = 0;
+    free(stack);
+    if (!ok)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY,
+                            "backward: out of host memory");
+    return XG_OK;
+}
+
+/* Adds g into t's pending gradient. */
+static xg_status accumulate(xg_tensor *t, xg_tensor *g)
+{
+    xg_tensor *sum = t->bw_grad ? xg_add(t->bw_grad, g) : g;
+    if (!sum)
+        return xg_last_status();
+    t->bw_grad = sum;
+    return XG_OK;
+}
+
+static xg_status run_node(xg_tensor *t)
+{
+    xg_tensor *grads[XG_NODE_MAX_INPUTS] = {0};
+    xg_node *node = t->node;
+    xg_status st = node->backward(node, t->bw_grad, grads);
+    for (int i = 0; i < node->n_inputs && st == XG_OK; i++)
+        if (grads[i] && node->inputs[i]->requires_grad)
+            st = accumulate(node->inputs[i], grads[i]);
+    return st;
+}
+
+/* Moves a leaf's pending gradient into its lasting .grad. */
+static xg_status store_leaf_grad(xg_tensor *t)
+{
+    xg_tensor *g = t->bw_grad;
+    if (t->grad) {
+        g = xg_add(t->grad, g);
+        if (!g)
+            return xg_last_status();
+        xg__tensor_release(t->grad);
+    }
+    xg__tensor_retain(g); /* survives the backward scope */
+    t->grad = g;
+    return XG_OK;
+}
+
+static xg_status check_loss(const xg_tensor *loss)
+{
+    if (!xg__check_arg("backward", 0, loss, XG_F32))
+        return xg_last_status() ? xg_last_status() : XG_ERR_INVALID_ARG;
+    if (loss->numel != 1)
+        return xg_set_error(XG_ERR_INVALID_ARG, "backward: the loss must "
+                            "have one element, it has %lld",
+                            (long long)loss->numel);
+    if (!loss->requires_grad)
+        return xg_set_error(XG_ERR_INVALID_ARG, "backward: the loss does not "
+                            "require grad (no parameter in its graph, or made "
+                            "with grad recording off)");
+    return XG_OK;
+}
+
+xg_status xg_backward(xg_tensor *loss)
+{
+    xg_status st = check_loss(loss);
+    if (st != XG_OK)
+        return st;
+    xg_tensor **order = NULL;
+    int n = 0;
+    st = topo_order(loss, &order, &n);
+    xg_scope *scope = xg_scope_begin();
+    bool was_enabled = xg_set_grad_enabled(false);
+    if (st == XG_OK && !scope)
+        st = XG_ERR_OUT_OF_MEMORY;
+    if (st == XG_OK) {
+        loss->bw_grad = xg__fill(loss->storage->dev, loss->shape, loss->ndim,
+                                 1.0f, "backward");
+        if (!loss->bw_grad)
+            st = xg_last_status();
+    }
+    for (int i = n - 1; i >= 0 && st == XG_OK; i--) {
+        xg_tensor *t = order[i];
+        if (!t->bw_grad)
+            continue;
+        st = t->node ? run_node(t) : store_leaf_grad(t);
+    }
+    for (int i = 0; i < n; i++) {
+        order[i]->bw_grad = NULL;
+        order[i]->bw_pending = 0;
+    }
+    xg_set_grad_enabled(was_enabled);
+    xg_scope_end(scope);
+    free(order);
+    return st;
+}

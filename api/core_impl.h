@@ -1,0 +1,162 @@
+/* Internals shared by the backend-neutral core (the api folder). Not installed. */
+#ifndef XGRAD_CORE_IMPL_H
+#define XGRAD_CORE_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "xgrad.h"
+
+/* ---- devices ------------------------------------------------------------ */
+
+/* A device as the core sees it: the backend's device plus bookkeeping. It is
+ * reference counted: the opener holds one reference and every storage on it
+ * holds one, so closing a device with live tensors is safe. */
+struct xg_device {
+    const xg_backend *backend;
+    xg_backend_device *bdev;
+    int refs;
+    bool closed; /* the opener closed it; tensors on it are unusable */
+    xg_status lost; /* XG_ERR_DEVICE_LOST once the device is lost, else OK */
+};
+
+void xg__device_retain(xg_device *dev);
+void xg__device_release(xg_device *dev);
+
+/* XG_OK when the device can take work; else XG_ERR_STATE (closed) or
+ * XG_ERR_DEVICE_LOST, with the error set for `what`. */
+xg_status xg__device_check(const xg_device *dev, const char *what);
+
+/* Passes a backend's status through, remembering a device loss. */
+xg_status xg__device_result(xg_device *dev, xg_status st);
+
+/* Runs one kernel on `dev`: checks the device is usable and the slot is
+ * filled, then calls it. A lost device stays lost. */
+xg_status xg__launch(xg_device *dev, const xg_kernel_call *call);
+
+/* ---- tensors ------------------------------------------------------------ */
+
+/* Device memory shared by a tensor and its reshaped views. */
+typedef struct xg_storage {
+    int refs;
+    xg_device *dev;
+    xg_buffer *buf;
+    size_t bytes;
+} xg_storage;
+
+typedef struct xg_node xg_node;
+
+struct xg_tensor {
+    int refs; /* the owner (scope or caller) + graph nodes + grads holders */
+    xg_dtype dtype;
+    int ndim;
+    int64_t shape[XG_MAX_DIMS];
+    int64_t numel;
+    xg_storage *storage;
+
+    bool requires_grad; /* leaf that wants a gradient, or a graph result */
+    xg_node *node;      /* how this tensor was made; NULL for leaves */
+    xg_tensor *grad;    /* accumulated gradient of a leaf (one reference) */
+
+    xg_scope *scope; /* the scope owning it, or NULL (caller or nobody) */
+    int scope_slot;
+
+    /* Scratch used by xg_backward only. */
+    xg_tensor *bw_grad;
+    int bw_pending;
+};
+
+/* A new tensor with fresh (uninitialised) storage on `dev`, owned by the
+ * open scope or the caller. `who` names the operation for errors. */
+xg_tensor *xg__tensor_new(xg_device *dev, xg_dtype dtype,
+                          const int64_t *shape, int ndim, const char *who);
+
+/* A new tensor object sharing `src`'s storage with another shape (same
+ * numel); not part of any graph. */
+xg_tensor *xg__tensor_alias(xg_tensor *src, const int64_t *shape, int ndim);
+
+/* Reference counting; release frees at zero, along with the tensor's graph
+ * node and gradient (iteratively, so long graphs cannot overflow the stack). */
+void xg__tensor_retain(xg_tensor *t);
+void xg__tensor_release(xg_tensor *t);
+
+/* Checks a tensor argument of an op: not NULL, on an open device, of the
+ * given dtype. Sets the error ("<op>: argument <i> is NULL") and returns
+ * false otherwise. A NULL argument keeps an earlier error. */
+bool xg__check_arg(const char *op, int index, const xg_tensor *t,
+                   xg_dtype dtype);
+
+/* Both tensors on the same device. */
+bool xg__check_same_device(const char *op, const xg_tensor *a,
+                           const xg_tensor *b);
+
+/* Fills buf with "[2,3,4]". */
+void xg__shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);
+
+static inline xg_buffer *xg__buf(const xg_tensor *t)
+{
+    return t->storage->buf;
+}
+
+/* Makes a tensor of `shape` on `dev` filled with `value` (no graph). */
+xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
+                    float value, const char *who);
+
+/* ---- autograd ----------------------------------------------------------- */
+
+/* Computes the gradients of a node's inputs from the gradient of its output.
+ * grads_in[i] is set to a new tensor or left NULL (no gradient for that
+ * input). Runs with grad recording off inside a scope that xg_backward
+ * closes, so it need not free anything. */
+typedef xg_status (*xg_backward_fn)(xg_node *node, xg_tensor *grad_out,
+                                    xg_tensor **grads_in);
+
+#define XG_NODE_MAX_INPUTS 3
+
+struct xg_node {
+    const char *name;
+    xg_backward_fn backward;
+    int n_inputs;
+    xg_tensor *inputs[XG_NODE_MAX_INPUTS]; /* one reference each */
+    xg_tensor *saved;  /* an extra tensor the rule needs (one reference) */
+    int64_t ints[XG_MAX_DIMS];   /* op parameters: axes, flags, shapes */
+    float scalar;
+};
+
+/* True when grad recording is on and one of the inputs requires grad. */
+bool xg__needs_grad(xg_tensor *const *inputs, int n);
+
+/* Attaches a new node to `out` (which becomes a non-leaf requiring grad)
+ * and returns it so the op can fill ints/scalar/saved; NULL on host OOM
+ * (the caller then fails the op). Takes references on the inputs. */
+xg_node *xg__record(xg_tensor *out, const char *name, xg_backward_fn bw,
+                    xg_tensor *const *inputs, int n);
+
+/* Frees a node, releasing what it holds. */
+void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap);
+
+/* ---- shared op helpers --------------------------------------------------- */
+
+/* Broadcast-adds `src` into a new tensor of `shape` (which src must
+ * broadcast to). */
+xg_tensor *xg__expand(xg_tensor *src, const int64_t *shape, int ndim);
+
+/* Sums `g` down to `shape` (the inverse of broadcasting), for gradients of
+ * broadcast inputs. Returns g itself when the shapes already match. */
+xg_tensor *xg__sum_to(xg_tensor *g, const int64_t *shape, int ndim);
+
+/* Backend-neutral gradient ops that are kernels in the op list. */
+xg_tensor *xg__unary_backward(xg_op op, xg_tensor *x, xg_tensor *g);
+
+/* In-place kernel updates for optimizers (no graph). */
+xg_status xg__adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
+                          xg_tensor *v, const xg_adam_args *args);
+xg_status xg__sgd_update(xg_tensor *param, xg_tensor *grad, xg_tensor *buf,
+                         const xg_sgd_args *args);
+
+/* Thread-local random generator: reserves `blocks` Philox counters and
+ * returns the first. */
+uint64_t xg__rng_take(uint64_t blocks, uint64_t *seed);
+
+#endif

@@ -1,0 +1,299 @@
+/* Shape ops (reshape, permute, transpose) and matrix products. */
+#include <string.h>
+
+#include "core_impl.h"
+
+/* ---- reshape ---------------------------------------------------------- */
+
+static xg_status bw_reshape(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *x = n->inputs[0];
+    gi[0] = xg_reshape(g, x->shape, x->ndim);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+/* Copies `shape` to `out`, replacing one -1 with the size that keeps numel. */
+static bool infer_shape(const xg_tensor *x, const int64_t *shape, int ndim,
+                        int64_t *out)
+{
+    int infer = -1;
+    int64_t known = 1; /* product of the given sizes, kept <= numel */
+    bool ok = ndim >= 0 && ndim <= XG_MAX_DIMS && (shape || ndim == 0);
+    for (int i = 0; ok && i < ndim; i++) {
+        out[i] = shape[i];
+        if (shape[i] == -1 && infer < 0)
+            infer = i;
+        else if (shape[i] >= 1 && shape[i] <= x->numel / known)
+            known *= shape[i];
+        else
+            ok = false;
+    }
+    if (ok && infer >= 0)
+        out[infer] = x->numel / known;
+    if (ok && known * (infer >= 0 ? out[infer] : 1) == x->numel)
+        return true;
+    char s1[160], s2[160];
+    xg__shape_str(x->shape, x->ndim, s1, sizeof s1);
+    xg__shape_str(shape, ndim >= 0 && ndim <= XG_MAX_DIMS && shape ? ndim : 0,
+                  s2, sizeof s2);
+    xg_set_error(XG_ERR_SHAPE, "reshape: cannot view %s (%lld elements) as %s",
+                 s1, (long long)x->numel, s2);
+    return false;
+}
+
+xg_tensor *xg_reshape(xg_tensor *x, const int64_t *shape, int ndim)
+{
+    if (!xg__check_arg("reshape", 0, x, x ? x->dtype : XG_F32))
+        return NULL;
+    int64_t resolved[XG_MAX_DIMS];
+    if (!infer_shape(x, shape, ndim, resolved))
+        return NULL;
+    xg_tensor *y = xg__tensor_alias(x, resolved, ndim);
+    if (y && xg__needs_grad(&x, 1) &&
+        !xg__record(y, "reshape", bw_reshape, &x, 1)) {
+        xg_tensor_free(y);
+        return NULL;
+    }
+    return y;
+}
+
+/* ---- permute / transpose ---------------------------------------------- */
+
+static xg_status bw_permute(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    int inverse[XG_MAX_DIMS];
+    for (int i = 0; i < g->ndim; i++)
+        inverse[n->ints[i]] = i;
+    gi[0] = xg_permute(g, inverse, g->ndim);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static bool check_perm(const xg_tensor *x, const int *perm, int ndim)
+{
+    bool seen[XG_MAX_DIMS] = {0};
+    bool ok = perm && ndim == x->ndim;
+    for (int i = 0; ok && i < ndim; i++) {
+        ok = perm[i] >= 0 && perm[i] < ndim && !seen[perm[i]];
+        if (ok)
+            seen[perm[i]] = true;
+    }
+    if (!ok)
+        xg_set_error(XG_ERR_INVALID_ARG, "permute: the permutation must list "
+                     "each of the tensor's %d axes once", x->ndim);
+    return ok;
+}
+
+xg_tensor *xg_permute(xg_tensor *x, const int *perm, int ndim)
+{
+    if (!xg__check_arg("permute", 0, x, x ? x->dtype : XG_F32) ||
+        !check_perm(x, perm, ndim))
+        return NULL;
+    int64_t shape[XG_MAX_DIMS];
+    for (int i = 0; i < ndim; i++)
+        shape[i] = x->shape[perm[i]];
+    xg_device *dev = x->storage->dev;
+    xg_tensor *y = xg__tensor_new(dev, x->dtype, shape, ndim, "permute");
+    if (!y)
+        return NULL;
+    xg_kernel_call call = {.op = XG_OP_permute, .in = {xg__buf(x)},
+                           .out = {xg__buf(y)}};
+    xg_permute_args *p = &call.p.permute;
+    p->ndim = ndim ? ndim : 1;
+    p->n = x->numel;
+    p->in_shape[0] = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->in_shape[i] = x->shape[i];
+        p->perm[i] = perm[i];
+    }
+    xg_node *node = NULL;
+    if (xg__launch(dev, &call) != XG_OK ||
+        (xg__needs_grad(&x, 1) &&
+         !(node = xg__record(y, "permute", bw_permute, &x, 1)))) {
+        xg_tensor_free(y);
+        return NULL;
+    }
+    for (int i = 0; node && i < ndim; i++)
+        node->ints[i] = perm[i];
+    return y;
+}
+
+xg_tensor *xg_transpose(xg_tensor *x, int axis0, int axis1)
+{
+    if (!xg__check_arg("transpose", 0, x, x ? x->dtype : XG_F32))
+        return NULL;
+    int nd = x->ndim;
+    int a0 = axis0 < 0 ? axis0 + nd : axis0, a1 = axis1 < 0 ? axis1 + nd : axis1;
+    if (a0 < 0 || a0 >= nd || a1 < 0 || a1 >= nd) {
+        xg_set_error(XG_ERR_INVALID_ARG, "transpose: axes %d, %d out of range "
+                     "for %d dimension(s)", axis0, axis1, nd);
+        return NULL;
+    }
+    int perm[XG_MAX_DIMS];
+    for (int i = 0; i < nd; i++)
+        perm[i] = i == a0 ? a1 : i == a1 ? a0 : i;
+    return xg_permute(x, perm, nd);
+}
+
+/* ---- matmul --------------------------------------------------------------- */
+
+/* Sizes of op(a) op(b) for operands of >= 2 axes. */
+typedef struct mm_plan {
+    int64_t m, n, k;
+    int64_t batch_shape[XG_MAX_DIMS];
+    int batch_ndim;
+    int64_t batch;
+} mm_plan;
+
+static bool mm_shapes(const xg_tensor *a, const xg_tensor *b, bool ta,
+                      bool tb, mm_plan *p)
+{
+    int64_t ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
+    int64_t br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
+    p->m = ta ? ac : ar;
+    p->k = ta ? ar : ac;
+    p->n = tb ? br : bc;
+    int64_t kb = tb ? bc : br;
+    char s1[160], s2[160];
+    xg__shape_str(a->shape, a->ndim, s1, sizeof s1);
+    xg__shape_str(b->shape, b->ndim, s2, sizeof s2);
+    if (kb != p->k) {
+        xg_set_error(XG_ERR_SHAPE, "matmul: inner dimensions differ: %s%s x "
+                     "%s%s", s1, ta ? "^T" : "", s2, tb ? "^T" : "");
+        return false;
+    }
+    int na = a->ndim - 2, nb = b->ndim - 2;
+    p->batch_ndim = na > nb ? na : nb;
+    p->batch = 1;
+    for (int i = 0; i < p->batch_ndim; i++) {
+        int ia = na - p->batch_ndim + i, ib = nb - p->batch_ndim + i;
+        int64_t sa = ia >= 0 ? a->shape[ia] : 1, sb = ib >= 0 ? b->shape[ib] : 1;
+        if (sa != sb && sa != 1 && sb != 1) {
+            xg_set_error(XG_ERR_SHAPE, "matmul: batch dimensions do not "
+                         "broadcast: %s x %s", s1, s2);
+            return false;
+        }
+        p->batch_shape[i] = sa > sb ? sa : sb;
+        p->batch *= p->batch_shape[i];
+    }
+    return true;
+}
+
+/* Element stride between batch matrices of `*t`, expanding it first when
+ * it broadcasts over only some of the batch axes. */
+static int64_t mm_operand(xg_tensor **t, const mm_plan *p)
+{
+    xg_tensor *x = *t;
+    int64_t mat = x->shape[x->ndim - 2] * x->shape[x->ndim - 1];
+    int64_t count = x->numel / mat;
+    if (count == 1)
+        return 0;
+    if (count != p->batch) {
+        int64_t shape[XG_MAX_DIMS];
+        memcpy(shape, p->batch_shape, sizeof *shape * p->batch_ndim);
+        shape[p->batch_ndim] = x->shape[x->ndim - 2];
+        shape[p->batch_ndim + 1] = x->shape[x->ndim - 1];
+        *t = xg__expand(x, shape, p->batch_ndim + 2);
+    }
+    return mat;
+}
+
+/* dA = g op(B)^T (stored back through op); dB likewise. */
+static xg_status bw_matmul(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *a = n->inputs[0], *b = n->inputs[1];
+    bool ta = n->ints[0], tb = n->ints[1];
+    if (a->requires_grad) {
+        xg_tensor *da = ta ? xg_matmul_t(b, g, tb, true)
+                           : xg_matmul_t(g, b, false, !tb);
+        if (!(gi[0] = xg__sum_to(da, a->shape, a->ndim)))
+            return xg_last_status();
+    }
+    if (b->requires_grad) {
+        xg_tensor *db = tb ? xg_matmul_t(g, a, true, ta)
+                           : xg_matmul_t(a, g, !ta, false);
+        if (!(gi[1] = xg__sum_to(db, b->shape, b->ndim)))
+            return xg_last_status();
+    }
+    return XG_OK;
+}
+
+/* op(a) op(b) for operands with >= 2 axes each. */
+static xg_tensor *matmul_nd(xg_tensor *a, xg_tensor *b, bool ta, bool tb)
+{
+    mm_plan p;
+    if (!mm_shapes(a, b, ta, tb, &p))
+        return NULL;
+    xg_kernel_call call = {.op = XG_OP_matmul};
+    xg_gemm_args *g = &call.p.gemm;
+    g->stride_a = mm_operand(&a, &p);
+    g->stride_b = mm_operand(&b, &p);
+    if (!a || !b)
+        return NULL;
+    int64_t shape[XG_MAX_DIMS];
+    memcpy(shape, p.batch_shape, sizeof *shape * p.batch_ndim);
+    shape[p.batch_ndim] = p.m;
+    shape[p.batch_ndim + 1] = p.n;
+    xg_device *dev = a->storage->dev;
+    xg_tensor *c = xg__tensor_new(dev, XG_F32, shape, p.batch_ndim + 2,
+                                  "matmul");
+    if (!c)
+        return NULL;
+    *g = (xg_gemm_args){.batch = p.batch, .m = p.m, .n = p.n, .k = p.k,
+                        .stride_a = g->stride_a, .stride_b = g->stride_b,
+                        .stride_c = p.m * p.n, .trans_a = ta, .trans_b = tb,
+                        .alpha = 1.0f};
+    call.in[0] = xg__buf(a);
+    call.in[1] = xg__buf(b);
+    call.out[0] = xg__buf(c);
+    xg_tensor *in[2] = {a, b};
+    xg_node *node = NULL;
+    if (xg__launch(dev, &call) != XG_OK ||
+        (xg__needs_grad(in, 2) &&
+         !(node = xg__record(c, "matmul", bw_matmul, in, 2)))) {
+        xg_tensor_free(c);
+        return NULL;
+    }
+    if (node) {
+        node->ints[0] = ta;
+        node->ints[1] = tb;
+    }
+    return c;
+}
+
+/* Views a 1-D operand as a matrix: [1, k] on the left, [k, 1] on the right. */
+static xg_tensor *as_matrix(xg_tensor *v, bool left)
+{
+    int64_t shape[2] = {left ? 1 : v->numel, left ? v->numel : 1};
+    return xg_reshape(v, shape, 2);
+}
+
+xg_tensor *xg_matmul_t(xg_tensor *a, xg_tensor *b, bool trans_a,
+                       bool trans_b)
+{
+    if (!xg__check_arg("matmul", 0, a, XG_F32) ||
+        !xg__check_arg("matmul", 1, b, XG_F32) ||
+        !xg__check_same_device("matmul", a, b))
+        return NULL;
+    if (a->ndim == 0 || b->ndim == 0) {
+        xg_set_error(XG_ERR_SHAPE, "matmul: operands need at least one axis");
+        return NULL;
+    }
+    bool va = a->ndim == 1, vb = b->ndim == 1;
+    xg_tensor *c = matmul_nd(va ? as_matrix(a, true) : a,
+                             vb ? as_matrix(b, false) : b, trans_a && !va,
+                             trans_b && !vb);
+    if (!c || (!va && !vb))
+        return c;
+    /* Drop the axes the 1-D operands gained, as torch.matmul does. */
+    int64_t shape[XG_MAX_DIMS];
+    int nd = 0;
+    for (int i = 0; i < c->ndim; i++)
+        if (!((va && i == c->ndim - 2) || (vb && i == c->ndim - 1)))
+            shape[nd++] = c->shape[i];
+    return xg_reshape(c, shape, nd);
+}
+
+xg_tensor *xg_matmul(xg_tensor *a, xg_tensor *b)
+{
+    return xg_matmul_t(a, b, false, false);
+}

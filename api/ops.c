@@ -1,0 +1,362 @@
+/* The op table, generated from ops.def. */
+#include "core_impl.h"
+
+const xg_op_info xg_op_table[XG_OP_COUNT] = {
+#define XG_OP(name, family, n_in, n_out)                                     \
+    [XG_OP_##name] = {#name, XG_FAMILY_##family, n_in, n_out},
+#include "ops.def"
+#undef XG_OP
+};
+
+#define XG_OP(name, family, n_in, n_out)                                     \
+    _Static_assert((n_in) <= XG_KERNEL_MAX_IN && (n_out) <= XG_KERNEL_MAX_OUT,\
+                   #name ": too many operands");
+#include "ops.def"
+#undef XG_OP
+
+/* ---- launching -------------------------------------------------------- */
+
+/* A new f32 tensor like `x` (same device and shape). */
+static xg_tensor *new_like(const xg_tensor *x, const char *who)
+{
+    return xg__tensor_new(x->storage->dev, XG_F32, x->shape, x->ndim, who);
+}
+
+/* Launches `call` on out's device, freeing `out` on failure. */
+static xg_tensor *finish(xg_tensor *out, xg_kernel_call *call)
+{
+    if (out && xg__launch(out->storage->dev, call) != XG_OK) {
+        xg_tensor_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Records a node on `out` when an input requires grad. Returns out, or
+ * NULL (freeing out) on host OOM. */
+static xg_tensor *track(xg_tensor *out, const char *name, xg_backward_fn bw,
+                        xg_tensor *const *inputs, int n, xg_node **node)
+{
+    if (node)
+        *node = NULL;
+    if (!out || !xg__needs_grad(inputs, n))
+        return out;
+    xg_node *nd = xg__record(out, name, bw, inputs, n);
+    if (!nd) {
+        xg_tensor_free(out);
+        return NULL;
+    }
+    if (node)
+        *node = nd;
+    return out;
+}
+
+/* Saves an alias of `out`'s values for the backward rule (an alias, not
+ * `out` itself, so the node does not keep its own tensor alive). */
+static xg_tensor *save_output(xg_tensor *out, xg_node *node)
+{
+    if (!node)
+        return out;
+    node->saved = xg__tensor_alias(out, out->shape, out->ndim);
+    if (!node->saved) {
+        xg_tensor_free(out);
+        return NULL;
+    }
+    xg_tensor_keep(node->saved); /* owned by the node, not the scope */
+    return out;
+}
+
+/* ---- unary ops ----------------------------------------------------------- */
+
+static xg_tensor *unary_kernel(xg_op op, xg_tensor *x)
+{
+    const char *name = xg_op_table[op].name;
+    if (!xg__check_arg(name, 0, x, XG_F32))
+        return NULL;
+    xg_tensor *y = new_like(x, name);
+    xg_kernel_call call = {.op = op, .in = {xg__buf(x)}};
+    if (y)
+        call.out[0] = xg__buf(y);
+    call.p.ew.n = x->numel;
+    return finish(y, &call);
+}
+
+xg_tensor *xg__unary_backward(xg_op op, xg_tensor *x, xg_tensor *g)
+{
+    const char *name = xg_op_table[op].name;
+    if (!xg__check_arg(name, 0, x, XG_F32) ||
+        !xg__check_arg(name, 1, g, XG_F32))
+        return NULL;
+    xg_tensor *dx = new_like(x, name);
+    xg_kernel_call call = {.op = op, .in = {xg__buf(x), xg__buf(g)}};
+    if (dx)
+        call.out[0] = xg__buf(dx);
+    call.p.ew.n = x->numel;
+    return finish(dx, &call);
+}
+
+/* Backward rules. y is node->saved (the output) where the rule needs it. */
+static xg_status bw_neg(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    (void)n;
+    gi[0] = xg_neg(g);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_status bw_exp(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = xg_mul(g, n->saved);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_status bw_log(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = xg_div(g, n->inputs[0]);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_status bw_sqrt(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = xg_div(g, xg_mul_scalar(n->saved, 2.0f));
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_status bw_relu(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = xg__unary_backward(XG_OP_relu_backward, n->inputs[0], g);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_status bw_gelu(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = xg__unary_backward(XG_OP_gelu_backward, n->inputs[0], g);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+/* sigmoid' = y (1 - y) */
+static xg_status bw_sigmoid(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *y = n->saved;
+    gi[0] = xg_mul(g, xg_mul(y, xg_add_scalar(xg_neg(y), 1.0f)));
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+/* tanh' = 1 - y^2 */
+static xg_status bw_tanh(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *y = n->saved;
+    gi[0] = xg_mul(g, xg_add_scalar(xg_neg(xg_mul(y, y)), 1.0f));
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_tensor *unary(xg_op op, xg_tensor *x, xg_backward_fn bw,
+                        bool saves_output)
+{
+    xg_node *node;
+    xg_tensor *y = track(unary_kernel(op, x), xg_op_table[op].name, bw, &x, 1,
+                         &node);
+    return saves_output ? save_output(y, node) : y;
+}
+
+xg_tensor *xg_neg(xg_tensor *x) { return unary(XG_OP_neg, x, bw_neg, false); }
+xg_tensor *xg_exp(xg_tensor *x) { return unary(XG_OP_exp, x, bw_exp, true); }
+xg_tensor *xg_log(xg_tensor *x) { return unary(XG_OP_log, x, bw_log, false); }
+xg_tensor *xg_sqrt(xg_tensor *x) { return unary(XG_OP_sqrt, x, bw_sqrt, true); }
+xg_tensor *xg_relu(xg_tensor *x) { return unary(XG_OP_relu, x, bw_relu, false); }
+xg_tensor *xg_gelu(xg_tensor *x) { return unary(XG_OP_gelu, x, bw_gelu, false); }
+xg_tensor *xg_tanh(xg_tensor *x) { return unary(XG_OP_tanh, x, bw_tanh, true); }
+xg_tensor *xg_sigmoid(xg_tensor *x)
+{
+    return unary(XG_OP_sigmoid, x, bw_sigmoid, true);
+}
+
+/* ---- scalar ops ------------------------------------------------------------ */
+
+/* d(x + s) = d(x - s) = g; d(x * s) = g * s; d(x / s) = g / s. */
+static xg_status bw_scalar(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    switch ((xg_op)n->ints[0]) {
+    case XG_OP_mul_scalar: gi[0] = xg_mul_scalar(g, n->scalar); break;
+    case XG_OP_div_scalar: gi[0] = xg_div_scalar(g, n->scalar); break;
+    default: gi[0] = g; break;
+    }
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_tensor *scalar_op(xg_op op, xg_tensor *x, float s)
+{
+    const char *name = xg_op_table[op].name;
+    if (!xg__check_arg(name, 0, x, XG_F32))
+        return NULL;
+    xg_tensor *y = new_like(x, name);
+    xg_kernel_call call = {.op = op, .in = {xg__buf(x)}};
+    if (y)
+        call.out[0] = xg__buf(y);
+    call.p.ew = (xg_ew_args){.n = x->numel, .scalar = s};
+    xg_node *node;
+    y = track(finish(y, &call), name, bw_scalar, &x, 1, &node);
+    if (node) {
+        node->ints[0] = op;
+        node->scalar = s;
+    }
+    return y;
+}
+
+xg_tensor *xg_add_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_add_scalar, a, s); }
+xg_tensor *xg_sub_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_sub_scalar, a, s); }
+xg_tensor *xg_mul_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_mul_scalar, a, s); }
+xg_tensor *xg_div_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_div_scalar, a, s); }
+
+/* ---- broadcasting binary ops --------------------------------------------- */
+
+/* The broadcast shape of a and b (right-aligned, sizes equal or 1). */
+static bool broadcast_shape(const char *op, const xg_tensor *a,
+                            const xg_tensor *b, int64_t *shape, int *ndim)
+{
+    int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
+    for (int i = 0; i < nd; i++) {
+        int ia = a->ndim - nd + i, ib = b->ndim - nd + i;
+        int64_t sa = ia >= 0 ? a->shape[ia] : 1;
+        int64_t sb = ib >= 0 ? b->shape[ib] : 1;
+        if (sa != sb && sa != 1 && sb != 1) {
+            char s1[160], s2[160];
+            xg__shape_str(a->shape, a->ndim, s1, sizeof s1);
+            xg__shape_str(b->shape, b->ndim, s2, sizeof s2);
+            xg_set_error(XG_ERR_SHAPE, "%s: shapes do not broadcast: %s and %s "
+                         "(axis %d: %lld vs %lld)", op, s1, s2, i - nd,
+                         (long long)sa, (long long)sb);
+            return false;
+        }
+        shape[i] = sa > sb ? sa : sb;
+    }
+    *ndim = nd;
+    return true;
+}
+
+/* Element strides of `t` read as `shape` (right-aligned; 0 where broadcast). */
+static void broadcast_strides(const xg_tensor *t, const int64_t *shape,
+                              int ndim, int64_t *strides)
+{
+    int64_t stride = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        int it = t->ndim - ndim + i;
+        bool real = it >= 0 && t->shape[it] == shape[i] && shape[i] != 1;
+        strides[i] = real ? stride : 0;
+        if (it >= 0)
+            stride *= t->shape[it];
+    }
+}
+
+/* Drops size-1 axes and merges neighbours that are contiguous in both
+ * inputs, so kernels see the fewest axes. */
+static void merge_axes(xg_binary_args *p)
+{
+    int nd = 0;
+    for (int i = 0; i < p->ndim; i++) {
+        if (p->shape[i] == 1)
+            continue;
+        if (nd > 0 && p->stride_a[nd - 1] == p->stride_a[i] * p->shape[i] &&
+            p->stride_b[nd - 1] == p->stride_b[i] * p->shape[i]) {
+            p->shape[nd - 1] *= p->shape[i];
+            p->stride_a[nd - 1] = p->stride_a[i];
+            p->stride_b[nd - 1] = p->stride_b[i];
+            continue;
+        }
+        p->shape[nd] = p->shape[i];
+        p->stride_a[nd] = p->stride_a[i];
+        p->stride_b[nd] = p->stride_b[i];
+        nd++;
+    }
+    if (nd == 0) {
+        p->shape[0] = 1;
+        p->stride_a[0] = p->stride_b[0] = 0;
+        nd = 1;
+    }
+    p->ndim = nd;
+}
+
+/* c = a (op) b, both broadcast to `shape`. */
+static xg_tensor *binary_kernel(xg_op op, xg_tensor *a, xg_tensor *b,
+                                const int64_t *shape, int ndim)
+{
+    const char *name = xg_op_table[op].name;
+    xg_tensor *c = xg__tensor_new(a->storage->dev, XG_F32, shape, ndim, name);
+    if (!c)
+        return NULL;
+    xg_kernel_call call = {.op = op, .in = {xg__buf(a), xg__buf(b)},
+                           .out = {xg__buf(c)}};
+    xg_binary_args *p = &call.p.binary;
+    p->ndim = ndim;
+    p->n = c->numel;
+    for (int i = 0; i < ndim; i++)
+        p->shape[i] = shape[i];
+    broadcast_strides(a, shape, ndim, p->stride_a);
+    broadcast_strides(b, shape, ndim, p->stride_b);
+    merge_axes(p);
+    return finish(c, &call);
+}
+
+static xg_status bw_binary(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *a = n->inputs[0], *b = n->inputs[1];
+    xg_tensor *ga = g, *gb = g;
+    switch ((xg_op)n->ints[0]) {
+    case XG_OP_sub: gb = xg_neg(g); break;
+    case XG_OP_mul: ga = xg_mul(g, b); gb = xg_mul(g, a); break;
+    case XG_OP_div: /* d/da = g / b; d/db = -g a / b^2 */
+        ga = xg_div(g, b);
+        gb = xg_neg(xg_div(xg_mul(ga, a), b));
+        break;
+    default: break;
+    }
+    if (a->requires_grad)
+        gi[0] = xg__sum_to(ga, a->shape, a->ndim);
+    if (b->requires_grad)
+        gi[1] = xg__sum_to(gb, b->shape, b->ndim);
+    if ((a->requires_grad && !gi[0]) || (b->requires_grad && !gi[1]))
+        return xg_last_status();
+    return XG_OK;
+}
+
+static xg_tensor *binary(xg_op op, xg_tensor *a, xg_tensor *b)
+{
+    const char *name = xg_op_table[op].name;
+    if (!xg__check_arg(name, 0, a, XG_F32) ||
+        !xg__check_arg(name, 1, b, XG_F32) ||
+        !xg__check_same_device(name, a, b))
+        return NULL;
+    int64_t shape[XG_MAX_DIMS];
+    int ndim;
+    if (!broadcast_shape(name, a, b, shape, &ndim))
+        return NULL;
+    xg_tensor *in[2] = {a, b};
+    xg_node *node;
+    xg_tensor *c = track(binary_kernel(op, a, b, shape, ndim), name,
+                         bw_binary, in, 2, &node);
+    if (node)
+        node->ints[0] = op;
+    return c;
+}
+
+xg_tensor *xg_add(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_add, a, b); }
+xg_tensor *xg_sub(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_sub, a, b); }
+xg_tensor *xg_mul(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_mul, a, b); }
+xg_tensor *xg_div(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_div, a, b); }
+
+static xg_status bw_expand(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = xg__sum_to(g, n->inputs[0]->shape, n->inputs[0]->ndim);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+xg_tensor *xg__expand(xg_tensor *src, const int64_t *shape, int ndim)
+{
+    if (!xg__check_arg("expand", 0, src, XG_F32))
+        return NULL;
+    xg_tensor *zero = xg__fill(src->storage->dev, NULL, 0, 0.0f, "expand");
+    if (!zero)
+        return NULL;
+    xg_tensor *out = binary_kernel(XG_OP_add, src, zero, shape, ndim);
+    xg_tensor_free(zero);
+    return track(out, "expand", bw_expand, &src, 1, NULL);
+}

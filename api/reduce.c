@@ -1,0 +1,329 @@
+/* Reductions, softmax and losses. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_impl.h"
+
+/* Resolves a possibly negative axis of x (a scalar counts as shape [1]). */
+static bool resolve_axis(const char *op, const xg_tensor *x, int *axis)
+{
+    int nd = x->ndim ? x->ndim : 1;
+    int a = *axis < 0 ? *axis + nd : *axis;
+    if (a < 0 || a >= nd) {
+        xg_set_error(XG_ERR_INVALID_ARG, "%s: axis %d is out of range for "
+                     "%d dimension(s)", op, *axis, x->ndim);
+        return false;
+    }
+    *axis = a;
+    return true;
+}
+
+/* [outer, dim, inner] view of x around `axis`. */
+static xg_reduce_args reduce_view(const xg_tensor *x, int axis)
+{
+    xg_reduce_args r = {1, 1, 1};
+    for (int i = 0; i < x->ndim; i++) {
+        if (i < axis)
+            r.outer *= x->shape[i];
+        else if (i == axis)
+            r.dim = x->shape[i];
+        else
+            r.inner *= x->shape[i];
+    }
+    return r;
+}
+
+/* x's shape with `axis` removed (or kept as 1). */
+static int reduced_shape(const xg_tensor *x, int axis, bool keepdim,
+                         int64_t *shape)
+{
+    int nd = 0;
+    for (int i = 0; i < x->ndim; i++) {
+        if (i != axis)
+            shape[nd++] = x->shape[i];
+        else if (keepdim)
+            shape[nd++] = 1;
+    }
+    return nd;
+}
+
+/* Runs a REDUCE-family kernel: out[0] of dtype0, optional out[1] (i32). */
+static xg_tensor *reduce_kernel(xg_op op, xg_tensor *x, int axis,
+                                bool keepdim, xg_dtype dtype0,
+                                xg_tensor **index_out)
+{
+    const char *name = xg_op_table[op].name;
+    int64_t shape[XG_MAX_DIMS];
+    int nd = reduced_shape(x, axis, keepdim, shape);
+    xg_device *dev = x->storage->dev;
+    xg_tensor *out = xg__tensor_new(dev, dtype0, shape, nd, name);
+    xg_tensor *idx = index_out && out
+                         ? xg__tensor_new(dev, XG_I32, shape, nd, name)
+                         : NULL;
+    if (!out || (index_out && !idx))
+        goto fail;
+    xg_kernel_call call = {.op = op, .in = {xg__buf(x)},
+                           .out = {xg__buf(out), idx ? xg__buf(idx) : NULL}};
+    call.p.reduce = reduce_view(x, axis);
+    if (xg__launch(dev, &call) != XG_OK)
+        goto fail;
+    if (index_out)
+        *index_out = idx;
+    return out;
+fail:
+    xg_tensor_free(out);
+    xg_tensor_free(idx);
+    return NULL;
+}
+
+/* d sum / dx: g (with the axis restored) broadcast over the axis. */
+static xg_status bw_sum(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *x = n->inputs[0];
+    int64_t shape[XG_MAX_DIMS];
+    int nd = reduced_shape(x, (int)n->ints[0], true, shape);
+    gi[0] = xg__expand(xg_reshape(g, shape, nd), x->shape, x->ndim);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+xg_tensor *xg_sum(xg_tensor *x, int axis, bool keepdim)
+{
+    if (!xg__check_arg("sum", 0, x, XG_F32) || !resolve_axis("sum", x, &axis))
+        return NULL;
+    xg_node *node = NULL;
+    xg_tensor *out = reduce_kernel(XG_OP_sum, x, axis, keepdim, XG_F32, NULL);
+    if (out && xg__needs_grad(&x, 1) &&
+        !(node = xg__record(out, "sum", bw_sum, &x, 1))) {
+        xg_tensor_free(out);
+        return NULL;
+    }
+    if (node)
+        node->ints[0] = axis;
+    return out;
+}
+
+xg_tensor *xg_mean(xg_tensor *x, int axis, bool keepdim)
+{
+    if (!xg__check_arg("mean", 0, x, XG_F32) ||
+        !resolve_axis("mean", x, &axis))
+        return NULL;
+    int64_t n = x->ndim ? x->shape[axis] : 1;
+    return xg_mul_scalar(xg_sum(x, axis, keepdim), 1.0f / (float)n);
+}
+
+/* Flattens x to [numel] (differentiable) for the *_all reductions. */
+static xg_tensor *flat(xg_tensor *x, const char *op)
+{
+    if (!xg__check_arg(op, 0, x, x ? x->dtype : XG_F32))
+        return NULL;
+    return xg_reshape(x, &x->numel, 1);
+}
+
+xg_tensor *xg_sum_all(xg_tensor *x) { return xg_sum(flat(x, "sum_all"), 0, false); }
+xg_tensor *xg_mean_all(xg_tensor *x) { return xg_mean(flat(x, "mean_all"), 0, false); }
+xg_tensor *xg_max_all(xg_tensor *x) { return xg_max(flat(x, "max_all"), 0, false); }
+
+/* d max / dx: g routed to the index of the maximum. */
+static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *x = n->inputs[0];
+    xg_tensor *dx = xg__tensor_new(x->storage->dev, XG_F32, x->shape, x->ndim,
+                                   "max_backward");
+    if (!dx)
+        return xg_last_status();
+    xg_kernel_call call = {.op = XG_OP_max_backward,
+                           .in = {xg__buf(g), xg__buf(n->saved)},
+                           .out = {xg__buf(dx)}};
+    call.p.reduce = reduce_view(x, (int)n->ints[0]);
+    xg_status st = xg__launch(x->storage->dev, &call);
+    gi[0] = dx;
+    return st;
+}
+
+xg_tensor *xg_max(xg_tensor *x, int axis, bool keepdim)
+{
+    if (!xg__check_arg("max", 0, x, XG_F32) || !resolve_axis("max", x, &axis))
+        return NULL;
+    xg_tensor *idx = NULL;
+    xg_tensor *out = reduce_kernel(XG_OP_max, x, axis, keepdim, XG_F32, &idx);
+    if (!out)
+        return NULL;
+    xg_node *node = NULL;
+    if (xg__needs_grad(&x, 1) &&
+        !(node = xg__record(out, "max", bw_max, &x, 1))) {
+        xg_tensor_free(out);
+        xg_tensor_free(idx);
+        return NULL;
+    }
+    if (node) {
+        node->ints[0] = axis;
+        node->saved = xg_tensor_keep(idx); /* the node owns it now */
+    } else {
+        xg_tensor_free(idx);
+    }
+    return out;
+}
+
+xg_tensor *xg_argmax(xg_tensor *x, int axis, bool keepdim)
+{
+    if (!xg__check_arg("argmax", 0, x, XG_F32) ||
+        !resolve_axis("argmax", x, &axis))
+        return NULL;
+    return reduce_kernel(XG_OP_argmax, x, axis, keepdim, XG_I32, NULL);
+}
+
+/* Sums g down to `shape`, one broadcast axis at a time. */
+xg_tensor *xg__sum_to(xg_tensor *g, const int64_t *shape, int ndim)
+{
+    if (!g)
+        return NULL;
+    if (g->ndim == ndim && memcmp(g->shape, shape, sizeof *shape * ndim) == 0)
+        return g;
+    xg_tensor *r = g;
+    int lead = g->ndim - ndim; /* axes that broadcasting added in front */
+    for (int i = g->ndim - 1; i >= 0 && r; i--) {
+        bool added = i < lead;
+        if (added || (shape[i - lead] == 1 && g->shape[i] != 1))
+            r = xg_sum(r, i, true);
+    }
+    return xg_reshape(r, shape, ndim);
+}
+
+/* ---- softmax family, over the last axis ------------------------------- */
+
+static xg_tensor *rows_kernel(xg_op op, xg_tensor *x)
+{
+    const char *name = xg_op_table[op].name;
+    if (!xg__check_arg(name, 0, x, XG_F32))
+        return NULL;
+    xg_tensor *y = xg__tensor_new(x->storage->dev, XG_F32, x->shape, x->ndim,
+                                  name);
+    if (!y)
+        return NULL;
+    int64_t cols = x->ndim ? x->shape[x->ndim - 1] : 1;
+    xg_kernel_call call = {.op = op, .in = {xg__buf(x)}, .out = {xg__buf(y)}};
+    call.p.rows = (xg_rows_args){.rows = x->numel / cols, .cols = cols};
+    if (xg__launch(x->storage->dev, &call) != XG_OK) {
+        xg_tensor_free(y);
+        return NULL;
+    }
+    return y;
+}
+
+/* softmax: dx = y * (g - sum(g * y)) */
+static xg_status bw_softmax(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *y = n->saved;
+    gi[0] = xg_mul(y, xg_sub(g, xg_sum(xg_mul(g, y), -1, true)));
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+/* log_softmax: dx = g - exp(y) * sum(g) */
+static xg_status bw_log_softmax(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = xg_sub(g, xg_mul(xg_exp(n->saved), xg_sum(g, -1, true)));
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_tensor *softmax_op(xg_op op, xg_tensor *x, xg_backward_fn bw)
+{
+    xg_tensor *y = rows_kernel(op, x);
+    if (!y || !xg__needs_grad(&x, 1))
+        return y;
+    xg_node *node = xg__record(y, xg_op_table[op].name, bw, &x, 1);
+    if (node)
+        node->saved = xg_tensor_keep(xg__tensor_alias(y, y->shape, y->ndim));
+    if (!node || !node->saved) {
+        xg_tensor_free(y);
+        return NULL;
+    }
+    return y;
+}
+
+xg_tensor *xg_softmax(xg_tensor *x)
+{
+    return softmax_op(XG_OP_softmax, x, bw_softmax);
+}
+
+xg_tensor *xg_log_softmax(xg_tensor *x)
+{
+    return softmax_op(XG_OP_log_softmax, x, bw_log_softmax);
+}
+
+/* ---- losses -------------------------------------------------------------- */
+
+static xg_status bw_cross_entropy(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *logits = n->inputs[0];
+    xg_device *dev = logits->storage->dev;
+    xg_tensor *dx = xg__tensor_new(dev, XG_F32, logits->shape, logits->ndim,
+                                   "cross_entropy_backward");
+    if (!dx)
+        return xg_last_status();
+    xg_kernel_call call = {.op = XG_OP_cross_entropy_backward,
+                           .in = {xg__buf(logits), xg__buf(n->saved),
+                                  xg__buf(g)},
+                           .out = {xg__buf(dx)}};
+    call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1]};
+    gi[0] = dx;
+    return xg__launch(dev, &call);
+}
+
+static bool check_ce_args(xg_tensor *logits, xg_tensor *labels)
+{
+    const char *op = "cross_entropy";
+    if (!xg__check_arg(op, 0, logits, XG_F32) ||
+        !xg__check_arg(op, 1, labels, XG_I32) ||
+        !xg__check_same_device(op, logits, labels))
+        return false;
+    if (logits->ndim != 2 || labels->ndim != 1 ||
+        labels->shape[0] != logits->shape[0]) {
+        char s1[160], s2[160];
+        xg__shape_str(logits->shape, logits->ndim, s1, sizeof s1);
+        xg__shape_str(labels->shape, labels->ndim, s2, sizeof s2);
+        xg_set_error(XG_ERR_SHAPE, "cross_entropy: needs logits [N, C] and "
+                     "labels [N], got %s and %s", s1, s2);
+        return false;
+    }
+    return true;
+}
+
+/* Per-sample losses [N], with a node that keeps the labels. */
+static xg_tensor *cross_entropy_rows(xg_tensor *logits, xg_tensor *labels)
+{
+    xg_device *dev = logits->storage->dev;
+    xg_tensor *loss = xg__tensor_new(dev, XG_F32, labels->shape, 1,
+                                     "cross_entropy");
+    if (!loss)
+        return NULL;
+    xg_kernel_call call = {.op = XG_OP_cross_entropy,
+                           .in = {xg__buf(logits), xg__buf(labels)},
+                           .out = {xg__buf(loss)}};
+    call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1]};
+    xg_node *node = NULL;
+    if (xg__launch(dev, &call) != XG_OK ||
+        (xg__needs_grad(&logits, 1) &&
+         !(node = xg__record(loss, "cross_entropy", bw_cross_entropy,
+                             &logits, 1)))) {
+        xg_tensor_free(loss);
+        return NULL;
+    }
+    if (node) {
+        node->saved = labels;
+        xg__tensor_retain(labels);
+    }
+    return loss;
+}
+
+xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels)
+{
+    if (!check_ce_args(logits, labels))
+        return NULL;
+    return xg_mean_all(cross_entropy_rows(logits, labels));
+}
+
+xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target)
+{
+    xg_tensor *d = xg_sub(pred, target);
+    return xg_mean_all(xg_mul(d, d));
+}

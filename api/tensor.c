@@ -1,0 +1,487 @@
+/* Tensors, storage, scopes and the random generator. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_impl.h"
+
+/* ---- scopes --------------------------------------------------------------- */
+
+struct xg_scope {
+    xg_scope *parent;
+    xg_tensor **items; /* slots; NULL where a tensor left the scope */
+    int n, cap;
+};
+
+static _Thread_local xg_scope *scope_top;
+
+xg_scope *xg_scope_begin(void)
+{
+    xg_scope *s = calloc(1, sizeof *s);
+    if (!s) {
+        xg_set_error(XG_ERR_OUT_OF_MEMORY, "scope_begin: out of memory");
+        return NULL;
+    }
+    s->parent = scope_top;
+    scope_top = s;
+    return s;
+}
+
+static void scope_close(xg_scope *s)
+{
+    scope_top = s->parent;
+    for (int i = 0; i < s->n; i++) {
+        xg_tensor *t = s->items[i];
+        if (t) {
+            t->scope = NULL;
+            xg__tensor_release(t);
+        }
+    }
+    free(s->items);
+    free(s);
+}
+
+void xg_scope_end(xg_scope *scope)
+{
+    if (!scope)
+        return;
+    xg_scope *s = scope_top;
+    while (s && s != scope)
+        s = s->parent;
+    if (!s) {
+        xg_set_error(XG_ERR_STATE, "scope_end: scope is not open on this "
+                                   "thread");
+        return;
+    }
+    while (scope_top != scope)
+        scope_close(scope_top);
+    scope_close(scope);
+}
+
+/* Hands `t` (holding one reference) to the open scope, if any. */
+static bool scope_adopt(xg_tensor *t)
+{
+    xg_scope *s = scope_top;
+    if (!s)
+        return true;
+    if (s->n == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 64;
+        xg_tensor **items = realloc(s->items, (size_t)cap * sizeof *items);
+        if (!items)
+            return false;
+        s->items = items;
+        s->cap = cap;
+    }
+    t->scope = s;
+    t->scope_slot = s->n;
+    s->items[s->n++] = t;
+    return true;
+}
+
+static void scope_forget(xg_tensor *t)
+{
+    if (t->scope) {
+        t->scope->items[t->scope_slot] = NULL;
+        t->scope = NULL;
+    }
+}
+
+/* ---- storage -------------------------------------------------------------- */
+
+static xg_storage *storage_new(xg_device *dev, size_t bytes, const char *who)
+{
+    if (xg__device_check(dev, who) != XG_OK)
+        return NULL;
+    xg_storage *s = calloc(1, sizeof *s);
+    if (!s) {
+        xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory", who);
+        return NULL;
+    }
+    xg_status st = dev->backend->alloc(dev->bdev, bytes, &s->buf);
+    if (xg__device_result(dev, st) != XG_OK) {
+        free(s);
+        return NULL;
+    }
+    s->refs = 1;
+    s->dev = dev;
+    s->bytes = bytes;
+    xg__device_retain(dev);
+    return s;
+}
+
+static void storage_release(xg_storage *s)
+{
+    if (!s || --s->refs > 0)
+        return;
+    s->dev->backend->free(s->dev->bdev, s->buf);
+    xg__device_release(s->dev);
+    free(s);
+}
+
+/* ---- tensor objects --------------------------------------------------- */
+
+void xg__shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
+{
+    size_t used = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%lld",
+                                 i ? "," : "", (long long)shape[i]);
+    if (used < cap)
+        snprintf(buf + used, cap - used, "]");
+}
+
+/* Validates a shape and returns its element count, or -1 with the error. */
+static int64_t shape_numel(const int64_t *shape, int ndim, const char *who)
+{
+    if (ndim < 0 || ndim > XG_MAX_DIMS) {
+        xg_set_error(XG_ERR_SHAPE, "%s: %d dimensions (0 to %d allowed)", who,
+                     ndim, XG_MAX_DIMS);
+        return -1;
+    }
+    if (ndim > 0 && !shape) {
+        xg_set_error(XG_ERR_INVALID_ARG, "%s: shape is NULL", who);
+        return -1;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 1 || shape[i] > (INT64_C(1) << 40) / n) {
+            char s[160];
+            xg__shape_str(shape, ndim, s, sizeof s);
+            xg_set_error(XG_ERR_SHAPE, "%s: bad shape %s: every size must be "
+                         ">= 1 and the total below 2^40", who, s);
+            return -1;
+        }
+        n *= shape[i];
+    }
+    return n;
+}
+
+static xg_tensor *tensor_wrap(xg_storage *s, xg_dtype dtype,
+                              const int64_t *shape, int ndim, int64_t numel,
+                              const char *who)
+{
+    xg_tensor *t = calloc(1, sizeof *t);
+    if (!t || (t->refs = 1, !scope_adopt(t))) {
+        free(t);
+        xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory", who);
+        return NULL;
+    }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    if (ndim > 0)
+        memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    t->numel = numel;
+    t->storage = s;
+    s->refs++;
+    return t;
+}
+
+xg_tensor *xg__tensor_new(xg_device *dev, xg_dtype dtype,
+                          const int64_t *shape, int ndim, const char *who)
+{
+    int64_t n = shape_numel(shape, ndim, who);
+    if (n < 0 || !dev)
+        return NULL;
+    if (dtype != XG_F32 && dtype != XG_I32) {
+        xg_set_error(XG_ERR_DTYPE, "%s: unknown dtype %d", who, (int)dtype);
+        return NULL;
+    }
+    xg_storage *s = storage_new(dev, (size_t)n * 4, who);
+    if (!s)
+        return NULL;
+    xg_tensor *t = tensor_wrap(s, dtype, shape, ndim, n, who);
+    storage_release(s); /* the tensor holds it now, or nobody */
+    return t;
+}
+
+xg_tensor *xg__tensor_alias(xg_tensor *src, const int64_t *shape, int ndim)
+{
+    return tensor_wrap(src->storage, src->dtype, shape, ndim, src->numel,
+                       "alias");
+}
+
+void xg__tensor_retain(xg_tensor *t)
+{
+    t->refs++;
+}
+
+void xg__tensor_release(xg_tensor *t)
+{
+    /* A worklist instead of recursion: a graph may be thousands deep. */
+    xg_tensor **work = NULL;
+    int n = 0, cap = 0;
+    while (t) {
+        if (--t->refs == 0) {
+            if (t->node)
+                xg__node_free(t->node, &work, &n, &cap);
+            if (t->grad)
+                xg__tensor_release(t->grad);
+            storage_release(t->storage);
+            free(t);
+        }
+        t = n > 0 ? work[--n] : NULL;
+    }
+    free(work);
+}
+
+void xg_tensor_free(xg_tensor *t)
+{
+    if (!t)
+        return;
+    scope_forget(t);
+    xg__tensor_release(t);
+}
+
+xg_tensor *xg_tensor_keep(xg_tensor *t)
+{
+    if (t)
+        scope_forget(t);
+    return t;
+}
+
+bool xg__check_arg(const char *op, int index, const xg_tensor *t,
+                   xg_dtype dtype)
+{
+    if (!t) {
+        if (xg_last_status() == XG_OK)
+            xg_set_error(XG_ERR_INVALID_ARG, "%s: argument %d is NULL", op,
+                         index);
+        return false;
+    }
+    if (xg__device_check(t->storage->dev, op) != XG_OK)
+        return false;
+    if (t->dtype != dtype) {
+        xg_set_error(XG_ERR_DTYPE, "%s: argument %d must be %s", op, index,
+                     dtype == XG_F32 ? "f32" : "i32");
+        return false;
+    }
+    return true;
+}
+
+bool xg__check_same_device(const char *op, const xg_tensor *a,
+                           const xg_tensor *b)
+{
+    if (a->storage->dev == b->storage->dev)
+        return true;
+    xg_set_error(XG_ERR_INVALID_ARG, "%s: tensors are on different devices "
+                 "(%s and %s); move one with xg_tensor_to", op,
+                 a->storage->dev->backend->name,
+                 b->storage->dev->backend->name);
+    return false;
+}
+
+/* ---- queries -------------------------------------------------------------- */
+
+int xg_tensor_ndim(const xg_tensor *t) { return t ? t->ndim : 0; }
+int64_t xg_tensor_numel(const xg_tensor *t) { return t ? t->numel : 0; }
+xg_dtype xg_tensor_dtype(const xg_tensor *t) { return t ? t->dtype : XG_F32; }
+const int64_t *xg_tensor_shape(const xg_tensor *t) { return t ? t->shape : NULL; }
+
+int64_t xg_tensor_dim(const xg_tensor *t, int axis)
+{
+    if (!t)
+        return 0;
+    if (axis < 0)
+        axis += t->ndim;
+    return axis >= 0 && axis < t->ndim ? t->shape[axis] : 0;
+}
+
+xg_device *xg_tensor_device(const xg_tensor *t)
+{
+    return t ? t->storage->dev : NULL;
+}
+
+/* ---- host transfers ----------------------------------------------------- */
+
+static xg_status check_transfer(const xg_tensor *t, const void *host,
+                                size_t bytes, const char *who)
+{
+    if (!t || !host)
+        return xg_set_error(XG_ERR_INVALID_ARG, "%s: NULL argument", who);
+    if (bytes != (size_t)t->numel * 4)
+        return xg_set_error(XG_ERR_INVALID_ARG, "%s: %zu bytes given, the "
+                            "tensor holds %lld", who, bytes,
+                            (long long)t->numel * 4);
+    return xg__device_check(t->storage->dev, who);
+}
+
+xg_status xg_tensor_read(const xg_tensor *t, void *dst, size_t bytes)
+{
+    xg_status st = check_transfer(t, dst, bytes, "tensor_read");
+    if (st != XG_OK)
+        return st;
+    xg_device *dev = t->storage->dev;
+    return xg__device_result(
+        dev, dev->backend->download(dev->bdev, xg__buf(t), 0, dst, bytes));
+}
+
+xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes)
+{
+    xg_status st = check_transfer(t, src, bytes, "tensor_write");
+    if (st != XG_OK)
+        return st;
+    xg_device *dev = t->storage->dev;
+    return xg__device_result(
+        dev, dev->backend->upload(dev->bdev, xg__buf(t), 0, src, bytes));
+}
+
+xg_status xg_tensor_item(const xg_tensor *t, float *out)
+{
+    if (!t || !out)
+        return xg_set_error(XG_ERR_INVALID_ARG, "tensor_item: NULL argument");
+    if (t->numel != 1 || t->dtype != XG_F32)
+        return xg_set_error(XG_ERR_INVALID_ARG, "tensor_item: needs a "
+                            "one-element f32 tensor, got %lld elements",
+                            (long long)t->numel);
+    return xg_tensor_read(t, out, sizeof *out);
+}
+
+/* ---- creation --------------------------------------------------------- */
+
+xg_tensor *xg_tensor_from_data(const void *data, xg_dtype dtype,
+                               const int64_t *shape, int ndim)
+{
+    if (!data) {
+        xg_set_error(XG_ERR_INVALID_ARG, "tensor_from_data: data is NULL");
+        return NULL;
+    }
+    xg_tensor *t = xg__tensor_new(xg_device_current(), dtype, shape, ndim,
+                                  "tensor_from_data");
+    if (t && xg_tensor_write(t, data, (size_t)t->numel * 4) != XG_OK) {
+        xg_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
+                    float value, const char *who)
+{
+    xg_tensor *t = xg__tensor_new(dev, XG_F32, shape, ndim, who);
+    if (!t)
+        return NULL;
+    xg_kernel_call call = {.op = XG_OP_fill, .out = {xg__buf(t)}};
+    call.p.fill = (xg_fill_args){.n = t->numel, .value = value};
+    if (xg__launch(dev, &call) != XG_OK) {
+        xg_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+xg_tensor *xg_full(const int64_t *shape, int ndim, float value)
+{
+    return xg__fill(xg_device_current(), shape, ndim, value, "full");
+}
+
+xg_tensor *xg_zeros(const int64_t *shape, int ndim)
+{
+    return xg__fill(xg_device_current(), shape, ndim, 0.0f, "zeros");
+}
+
+xg_tensor *xg_ones(const int64_t *shape, int ndim)
+{
+    return xg__fill(xg_device_current(), shape, ndim, 1.0f, "ones");
+}
+
+/* ---- random numbers ---------------------------------------------------- */
+
+static _Thread_local uint64_t rng_seed, rng_offset;
+
+void xg_manual_seed(uint64_t seed)
+{
+    rng_seed = seed;
+    rng_offset = 0;
+}
+
+void xg_rng_state(uint64_t *seed, uint64_t *offset)
+{
+    if (seed)
+        *seed = rng_seed;
+    if (offset)
+        *offset = rng_offset;
+}
+
+void xg_rng_set_state(uint64_t seed, uint64_t offset)
+{
+    rng_seed = seed;
+    rng_offset = offset;
+}
+
+uint64_t xg__rng_take(uint64_t blocks, uint64_t *seed)
+{
+    uint64_t first = rng_offset;
+    rng_offset += blocks;
+    *seed = rng_seed;
+    return first;
+}
+
+static xg_tensor *rand_tensor(xg_op op, const int64_t *shape, int ndim,
+                              float a, float b, const char *who)
+{
+    xg_device *dev = xg_device_current();
+    xg_tensor *t = xg__tensor_new(dev, XG_F32, shape, ndim, who);
+    if (!t)
+        return NULL;
+    xg_kernel_call call = {.op = op, .out = {xg__buf(t)}};
+    xg_rng_args *r = &call.p.rng;
+    *r = (xg_rng_args){.n = t->numel, .a = a, .b = b};
+    r->offset = xg__rng_take(((uint64_t)t->numel + 3) / 4, &r->seed);
+    if (xg__launch(dev, &call) != XG_OK) {
+        xg_tensor_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+xg_tensor *xg_rand_uniform(const int64_t *shape, int ndim, float low,
+                           float high)
+{
+    if (!(low <= high)) {
+        xg_set_error(XG_ERR_INVALID_ARG, "rand_uniform: low %g > high %g",
+                     (double)low, (double)high);
+        return NULL;
+    }
+    return rand_tensor(XG_OP_rand_uniform, shape, ndim, low, high,
+                       "rand_uniform");
+}
+
+xg_tensor *xg_rand_normal(const int64_t *shape, int ndim, float mean,
+                          float std)
+{
+    if (!(std >= 0)) {
+        xg_set_error(XG_ERR_INVALID_ARG, "rand_normal: std %g < 0",
+                     (double)std);
+        return NULL;
+    }
+    return rand_tensor(XG_OP_rand_normal, shape, ndim, mean, std,
+                       "rand_normal");
+}
+
+/* ---- moving between devices ---------------------------------------------- */
+
+xg_tensor *xg_tensor_to(xg_tensor *t, xg_device *dev)
+{
+    if (!xg__check_arg("tensor_to", 0, t, t ? t->dtype : XG_F32))
+        return NULL;
+    if (!dev) {
+        xg_set_error(XG_ERR_INVALID_ARG, "tensor_to: device is NULL");
+        return NULL;
+    }
+    size_t bytes = (size_t)t->numel * 4;
+    void *host = malloc(bytes);
+    if (!host) {
+        xg_set_error(XG_ERR_OUT_OF_MEMORY, "tensor_to: out of host memory");
+        return NULL;
+    }
+    xg_tensor *out = NULL;
+    if (xg_tensor_read(t, host, bytes) == XG_OK) {
+        out = xg__tensor_new(dev, t->dtype, t->shape, t->ndim, "tensor_to");
+        if (out && xg_tensor_write(out, host, bytes) != XG_OK) {
+            xg_tensor_free(out);
+            out = NULL;
+        }
+    }
+    free(host);
+    return out;
+}
