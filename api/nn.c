@@ -40,7 +40,7 @@ struct xg_module {
 };
 
 /* Bumped whenever any container gains a child. */
-static unsigned tree_gen = 1;
+static _Atomic unsigned tree_gen = 1;
 
 static xg_module *module_new(const module_class *cls)
 {
