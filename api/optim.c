@@ -264,6 +264,41 @@ void xg_optim_free(xg_optim *o)
     free(o);
 }
 
+/* ---- state access for checkpoints ---------------------------------------- */
+
+const char *xg__optim_kind(const xg_optim *o)
+{
+    static const char *const names[] = {"sgd", "adam", "adamw"};
+    return names[o->kind];
+}
+
+int xg__optim_count(const xg_optim *o)
+{
+    return o->n;
+}
+
+xg_optim_slot xg__optim_slot(const xg_optim *o, int i)
+{
+    const param_state *s = &o->state[i];
+    return (xg_optim_slot){o->params[i], s->s0, s->s1, s->step};
+}
+
+void xg__optim_set_slot(xg_optim *o, int i, xg_tensor *s0, xg_tensor *s1,
+                        int64_t step)
+{
+    param_state *s = &o->state[i];
+    xg_tensor_free(s->s0);
+    xg_tensor_free(s->s1);
+    s->s0 = xg_tensor_keep(s0);
+    s->s1 = xg_tensor_keep(s1);
+    s->step = step;
+}
+
+void xg__optim_set_steps(xg_optim *o, int64_t steps)
+{
+    o->steps = steps;
+}
+
 /* ---- kernels ----------------------------------------------------------- */
 
 xg_status xg__adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,

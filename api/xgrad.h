@@ -416,6 +416,90 @@ float xg_lr_cosine(float base_lr, int64_t step, int64_t warmup,
 xg_status xg_clip_grad_norm(xg_tensor *const *params, int n, float max_norm,
                             float *total_norm);
 
+/* ===== Model files: safetensors ==========================================
+ * The format of PyTorch and Hugging Face: an 8-byte little-endian header
+ * length, a JSON header naming each tensor's dtype, shape and byte range,
+ * then the raw little-endian data. Files are written atomically (temporary
+ * file, fsync, rename, fsync of the folder): a failure leaves the previous
+ * file intact. Loading checks everything before trusting it; a hostile file
+ * gets XG_ERR_FORMAT (or XG_ERR_TOO_LARGE) naming what is wrong. */
+
+typedef struct xg_safetensors xg_safetensors;
+
+/* Reads and validates a whole file into host memory. Errors: XG_ERR_IO,
+ * XG_ERR_FORMAT, XG_ERR_TOO_LARGE (header over 100 MB). Close with
+ * xg_safetensors_close. */
+xg_status xg_safetensors_open(const char *path, xg_safetensors **out);
+void xg_safetensors_close(xg_safetensors *st);
+
+/* Number of tensors, and the name of tensor i (borrowed; file order). */
+int xg_safetensors_count(const xg_safetensors *st);
+const char *xg_safetensors_name(const xg_safetensors *st, int i);
+
+/* A tensor's dtype name ("F32", "I64", ...; borrowed) and shape; *ndim gets
+ * the axis count (shape needs XG_MAX_DIMS entries). XG_ERR_NOT_FOUND for an
+ * unknown name. */
+xg_status xg_safetensors_info(const xg_safetensors *st, const char *name,
+                              const char **dtype, int64_t *shape, int *ndim);
+
+/* The named tensor on the current device, owned as any new tensor. F32 and
+ * I32 load as they are; I64 loads as XG_I32 when every value fits.
+ * Errors: XG_ERR_NOT_FOUND, XG_ERR_DTYPE for other dtypes. */
+xg_tensor *xg_safetensors_tensor(const xg_safetensors *st, const char *name);
+
+/* The value of a __metadata__ key (borrowed), or NULL. */
+const char *xg_safetensors_metadata(const xg_safetensors *st,
+                                    const char *key);
+
+/* Collects named tensors and metadata, then writes them in one go. */
+typedef struct xg_safetensors_writer xg_safetensors_writer;
+
+xg_safetensors_writer *xg_safetensors_writer_new(void);
+/* Adds a tensor (copied to the host now, so it may be freed after) under
+ * `name` (unique, non-empty). */
+xg_status xg_safetensors_writer_add(xg_safetensors_writer *w,
+                                    const char *name, const xg_tensor *t);
+/* Adds a scalar I64 tensor (e.g. BatchNorm's num_batches_tracked). */
+xg_status xg_safetensors_writer_add_i64(xg_safetensors_writer *w,
+                                        const char *name, int64_t value);
+/* Sets a __metadata__ string pair. */
+xg_status xg_safetensors_writer_metadata(xg_safetensors_writer *w,
+                                         const char *key, const char *value);
+/* Writes the file atomically. Errors: XG_ERR_IO with the reason. */
+xg_status xg_safetensors_writer_save(xg_safetensors_writer *w,
+                                     const char *path);
+void xg_safetensors_writer_free(xg_safetensors_writer *w);
+
+/* A module's parameters under their PyTorch names (a state_dict). */
+xg_status xg_module_save(const xg_module *m, const char *path);
+
+/* Loads parameters saved by xg_module_save or PyTorch onto the module's
+ * device: every parameter must be in the file with its exact shape, and the
+ * file must hold nothing else. Errors: XG_ERR_NOT_FOUND (missing tensor),
+ * XG_ERR_SHAPE, XG_ERR_FORMAT (unexpected tensor), those of opening. On
+ * error the module is unchanged. */
+xg_status xg_module_load(xg_module *m, const char *path);
+
+/* Training progress stored in a checkpoint beside model and optimizer. */
+typedef struct xg_train_state {
+    int64_t epoch; /* epochs completed */
+    int64_t step;  /* optimizer steps taken */
+    uint64_t rng_seed, rng_offset; /* xg_rng_state() */
+} xg_train_state;
+
+/* Saves model parameters, optimizer state (moments, momentum buffers, step
+ * counts, hyperparameters), `state`, and `hparams` (NULL or a NULL-ended
+ * list of key, value strings) as __metadata__, atomically. */
+xg_status xg_checkpoint_save(const char *path, const xg_module *m,
+                             const xg_optim *opt, const xg_train_state *state,
+                             const char *const *hparams);
+
+/* Restores what xg_checkpoint_save wrote into a module and optimizer built
+ * the same way (same kind, same parameters), and fills *state. Nothing is
+ * changed on error. */
+xg_status xg_checkpoint_load(const char *path, xg_module *m, xg_optim *opt,
+                             xg_train_state *state);
+
 /* ===== Data ============================================================== */
 
 /* An IDX file (the MNIST format) in host memory. */
