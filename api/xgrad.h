@@ -144,7 +144,7 @@ typedef struct xg_tensor xg_tensor;
         ((int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 
 /* New tensors on the current device. `shape` holds `ndim` (0..XG_MAX_DIMS)
- * sizes, each >= 1; ndim 0 is a scalar. Owned by the open scope, or the
+ * sizes, each >= 1; ndim 0 is a scalar (shape may then be NULL). Owned by the open scope, or the
  * caller. Errors: XG_ERR_SHAPE, XG_ERR_INVALID_ARG, XG_ERR_DEVICE_OOM. */
 
 /* Copies numel elements of `dtype` from host `data`. */
