@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every test: install what is missing (including the CPU drivers PoCL and
 # lavapipe, so the OpenCL and Vulkan suites run without a GPU), build, and
-# run all suites. With every driver installed a missing device fails its
-# suite instead of being skipped.
+# run all suites; then the CPU suites again under AddressSanitizer and
+# UndefinedBehaviorSanitizer, and the safetensors loader under libFuzzer for
+# a minute. With every driver installed a missing device fails its suite
+# instead of being skipped. Arguments go to the first `meson test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/setup.sh
@@ -15,5 +17,21 @@ else
     echo "xgrad: without those drivers the OpenCL and Vulkan suites are" \
          "reported as SKIPPED" >&2
 fi
+
+echo "== all suites" >&2
 xg_build build-test -Dtests=enabled
 meson test -C build-test --print-errorlogs "$@"
+
+echo "== CPU suites under ASan + UBSan" >&2
+xg_build build-asan -Dtests=enabled -Dopencl=disabled -Dvulkan=disabled \
+    -Db_sanitize=address,undefined -Dbuildtype=debug
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    meson test -C build-asan --print-errorlogs --suite core --suite samples
+
+echo "== safetensors loader under libFuzzer (60 s)" >&2
+CC=clang xg_build build-fuzz -Dfuzz=enabled -Dtests=disabled \
+    -Dopencl=disabled -Dvulkan=disabled
+rm -rf build-fuzz/corpus && mkdir -p build-fuzz/corpus
+build-fuzz/fuzz/fuzz_safetensors -max_total_time=60 -print_final_stats=1 \
+    -dict=fuzz/safetensors.dict -artifact_prefix=build-fuzz/ \
+    build-fuzz/corpus fuzz/corpus

@@ -1,0 +1,667 @@
+/* Cross-backend conformance suite: main(), shared helpers and the
+ * kernel-level tests (one Criterion test per op of api/ops.def).
+ *
+ * Run: XGRAD_TEST_BACKEND=opencl ./conformance   (or vulkan, or "name:N").
+ * Exit 77 (meson's SKIP) when the backend is not built or has no device,
+ * unless XGRAD_REQUIRE_BACKENDS=1, which makes that a failure. */
+#include "conformance.h"
+
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef XGRAD_HAVE_VULKAN
+#include "../backends/vulkan/vulkan_backend.h"
+#endif
+
+/* ---- target selection ------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    const xg_backend *backend;
+} built_backends[] = {
+    {"cpu", &xg_backend_cpu},
+#ifdef XGRAD_HAVE_OPENCL
+    {"opencl", &xg_backend_opencl},
+#endif
+#ifdef XGRAD_HAVE_VULKAN
+    {"vulkan", &xg_backend_vulkan},
+#endif
+};
+#define N_BUILT ((int)(sizeof built_backends / sizeof built_backends[0]))
+
+const xg_backend *conf_backend_by_name(const char *name)
+{
+    for (int i = 0; i < N_BUILT; i++)
+        if (strcmp(built_backends[i].name, name) == 0)
+            return built_backends[i].backend;
+    return NULL;
+}
+
+bool conf_target_parse(conf_target *t, char *why, size_t why_len)
+{
+    static const char *const known[] = {"cpu", "opencl", "vulkan"};
+    memset(t, 0, sizeof *t);
+    const char *env = getenv("XGRAD_TEST_BACKEND");
+    if (!env || !*env) {
+        snprintf(why, why_len, "XGRAD_TEST_BACKEND is not set (want opencl "
+                 "or vulkan, optionally with :INDEX)");
+        return false;
+    }
+    char name[32];
+    size_t len = strcspn(env, ":");
+    if (len == 0 || len >= sizeof name) {
+        snprintf(why, why_len, "XGRAD_TEST_BACKEND=%s is malformed", env);
+        return false;
+    }
+    memcpy(name, env, len);
+    name[len] = '\0';
+    if (env[len] == ':') {
+        char *end;
+        long idx = strtol(env + len + 1, &end, 10);
+        if (*end || end == env + len + 1 || idx < 0 || idx > 1000) {
+            snprintf(why, why_len, "XGRAD_TEST_BACKEND=%s: bad device index",
+                     env);
+            return false;
+        }
+        t->index = (int)idx;
+    }
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(known[i], name) == 0)
+            t->name = known[i];
+    if (!t->name) {
+        snprintf(why, why_len, "XGRAD_TEST_BACKEND=%s: unknown backend "
+                 "(cpu, opencl, vulkan)", env);
+        return false;
+    }
+    snprintf(t->spec, sizeof t->spec, "%s:%d", t->name, t->index);
+    t->backend = conf_backend_by_name(t->name);
+    return true;
+}
+
+const conf_target *conf_target_get(void)
+{
+    static conf_target target;
+    static bool parsed;
+    if (!parsed) {
+        char why[256];
+        if (!conf_target_parse(&target, why, sizeof why))
+            cr_assert_fail("%s", why);
+        if (!target.backend)
+            cr_assert_fail("backend %s is not built into this library",
+                           target.name);
+        parsed = true;
+    }
+    return &target;
+}
+
+void conf_check_validation(void)
+{
+#ifdef XGRAD_HAVE_VULKAN
+    const conf_target *t = conf_target_get();
+    if (strcmp(t->name, "vulkan") != 0)
+        return;
+    uint64_t n = xg_vulkan_validation_messages();
+    cr_assert(n == 0, "the Vulkan validation layer reported %" PRIu64
+              " message(s) during this test (see the log above)", n);
+#endif
+}
+
+/* Checks that the target backend has a device; on failure writes the
+ * reason. Runs in main(), before Criterion starts any test. */
+static bool probe_target(const conf_target *t, char *why, size_t why_len)
+{
+    if (!t->backend) {
+        char list[128] = "";
+        for (int i = 0, len = 0; i < N_BUILT; i++)
+            len += snprintf(list + len, sizeof list - (size_t)len, "%s%s",
+                            i ? ", " : "", built_backends[i].name);
+        snprintf(why, why_len, "not built into this library (built: %s)",
+                 list);
+        return false;
+    }
+    xg_device_desc descs[16];
+    int count = 0;
+    xg_status st = t->backend->enumerate(descs, 16, &count);
+    if (st != XG_OK) {
+        snprintf(why, why_len, "%s: %s", xg_status_str(st), xg_last_error());
+        return false;
+    }
+    if (t->index >= count) {
+        snprintf(why, why_len, "device index %d requested, %d device(s) found",
+                 t->index, count);
+        return false;
+    }
+    xg_backend_device *dev = NULL;
+    st = t->backend->open(t->index, &dev);
+    if (st != XG_OK) {
+        snprintf(why, why_len, "opening device %d failed: %s: %s", t->index,
+                 xg_status_str(st), xg_last_error());
+        return false;
+    }
+    fprintf(stderr, "conformance: testing %s (%s%s) against cpu; %d "
+            "kernel-level cases over %d ops\n", t->spec,
+            dev->desc.name, dev->desc.is_software ? ", software" : "",
+            conf_case_count_all(), (int)XG_OP_COUNT);
+    t->backend->close(dev);
+    return true;
+}
+
+int main(int argc, char *argv[])
+{
+    conf_target t;
+    char why[512];
+    bool required = getenv("XGRAD_REQUIRE_BACKENDS") &&
+                    strcmp(getenv("XGRAD_REQUIRE_BACKENDS"), "1") == 0;
+    if (!conf_target_parse(&t, why, sizeof why)) {
+        /* Unset: nothing to test. Set but malformed: a configuration error. */
+        bool unset = !getenv("XGRAD_TEST_BACKEND") ||
+                     !*getenv("XGRAD_TEST_BACKEND");
+        fprintf(stderr, "%s: %s\n", unset && !required ? "SKIPPED" : "FAILED",
+                why);
+        return unset && !required ? 77 : 1;
+    }
+    if (!probe_target(&t, why, sizeof why)) {
+        /* Loud on purpose: a skipped backend must not pass unnoticed. */
+        fprintf(stderr, "\n*****************************************************"
+                "*******\n%s: %s backend has no device: %s\n%s\n"
+                "************************************************************"
+                "\n\n", required ? "FAILED" : "SKIPPED", t.name, why,
+                required ? "(XGRAD_REQUIRE_BACKENDS=1: a missing backend is a "
+                           "failure)"
+                         : "(set XGRAD_REQUIRE_BACKENDS=1 to make this a "
+                           "failure)");
+        return required ? 1 : 77;
+    }
+
+    struct criterion_test_set *tests = criterion_initialize();
+    int result = 0;
+    if (criterion_handle_args(argc, argv, true)) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        result = !criterion_run_all_tests(tests);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        fprintf(stderr, "conformance: %s: %.1f s\n", t.spec,
+                (double)(t1.tv_sec - t0.tv_sec) +
+                    (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9);
+    }
+    criterion_finalize(tests);
+    return result;
+}
+
+/* ---- host data ------------------------------------------------------------- */
+
+conf_rng conf_rng_make(uint64_t seed_a, uint64_t seed_b)
+{
+    conf_rng r = {seed_a * 0x9e3779b97f4a7c15ULL ^ (seed_b + 0x632be59bd9b4e019ULL)};
+    conf_rng_u64(&r);
+    return r;
+}
+
+uint64_t conf_rng_u64(conf_rng *r)
+{
+    uint64_t z = (r->state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+float conf_rng_uniform(conf_rng *r, float lo, float hi)
+{
+    float u = (float)(conf_rng_u64(r) >> 40) * (1.0f / 16777216.0f);
+    return lo + (hi - lo) * u;
+}
+
+void conf_fill(void *dst, const conf_buf *b, conf_rng *r)
+{
+    static const float special[] = {
+        0.0f, -0.0f, 1.0f, -1.0f, 0.5f, -0.5f, 3.0f, -3.0f, 20.0f, -20.0f,
+        100.0f, -100.0f, 1e30f, -1e30f, 1e-30f, -1e-30f, INFINITY, -INFINITY,
+        NAN, 1e-3f, -1e-3f,
+    };
+    const int n_special = sizeof special / sizeof special[0];
+    float *f = dst;
+    int32_t *i32 = dst;
+    int64_t n = b->count;
+    switch (b->domain) {
+    case DOM_CLASS:
+        for (int64_t i = 0; i < n; i++)
+            i32[i] = (int32_t)(conf_rng_u64(r) % (uint64_t)b->classes);
+        return;
+    case DOM_DISTINCT:
+        /* Equally spaced values, then a Fisher-Yates shuffle. */
+        for (int64_t i = 0; i < n; i++)
+            f[i] = -3.0f + 6.0f * ((float)i + 0.5f) / (float)n;
+        for (int64_t i = n - 1; i > 0; i--) {
+            int64_t j = (int64_t)(conf_rng_u64(r) % (uint64_t)(i + 1));
+            float t = f[i];
+            f[i] = f[j];
+            f[j] = t;
+        }
+        return;
+    case DOM_SPECIAL:
+        for (int64_t i = 0; i < n; i++)
+            f[i] = i < n_special ? special[i]
+                                 : special[conf_rng_u64(r) % n_special];
+        return;
+    default:
+        break;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        switch (b->domain) {
+        case DOM_POSITIVE: f[i] = conf_rng_uniform(r, 0.05f, 4.0f); break;
+        case DOM_NONZERO: {
+            float m = conf_rng_uniform(r, 0.5f, 2.0f);
+            f[i] = (conf_rng_u64(r) & 1) ? m : -m;
+            break;
+        }
+        case DOM_WIDE: f[i] = conf_rng_uniform(r, -80.0f, 80.0f); break;
+        case DOM_ZERO: f[i] = 0.0f; break;
+        case DOM_SMALL: f[i] = conf_rng_uniform(r, -0.1f, 0.1f); break;
+        default: f[i] = conf_rng_uniform(r, -3.0f, 3.0f); break;
+        }
+    }
+}
+
+/* ---- comparison ------------------------------------------------------------- */
+
+conf_cmp conf_compare_f32(const float *got, const float *ref, int64_t n)
+{
+    conf_cmp c = {0, 0, -1, -1};
+    double num = 0, den = 0, worst = -1;
+    for (int64_t i = 0; i < n; i++) {
+        float a = ref[i], b = got[i];
+        if (!isfinite(a) || !isfinite(b)) {
+            bool same = (isnan(a) && isnan(b)) ||
+                        (isinf(a) && isinf(b) && signbit(a) == signbit(b));
+            if (!same) {
+                if (c.first_bad < 0)
+                    c.first_bad = i;
+                c.nonfinite_mismatch++;
+            }
+            continue;
+        }
+        double d = (double)a - (double)b;
+        num += d * d;
+        den += (double)a * (double)a;
+        if (fabs(d) > worst) {
+            worst = fabs(d);
+            c.worst = i;
+        }
+    }
+    c.nmse = num / (den > CONF_NMSE_TINY ? den : CONF_NMSE_TINY);
+    return c;
+}
+
+const char *conf_fmt_f32(char *buf, size_t len, float v)
+{
+    snprintf(buf, len, "%.9g", (double)v);
+    return buf;
+}
+
+/* ---- kernel-level runner ------------------------------------------------------ */
+
+/* Elements after the logical end of every output buffer, filled with
+ * SENTINEL (a NaN bit pattern) that no kernel may touch. The logical part
+ * starts as SENTINEL too (except update ops' state), so an element a
+ * kernel forgets to write shows up as a NaN mismatch. */
+#define GUARD 67
+#define SENTINEL 0x7fc0dea1u
+/* At most this many failure messages per test; the rest are counted. */
+#define MAX_MESSAGES 12
+
+typedef struct dev_pair {
+    const xg_backend *be[2]; /* [0] cpu reference, [1] target */
+    xg_backend_device *dev[2];
+} dev_pair;
+
+/* Host copies of one case's buffers. */
+typedef struct case_data {
+    uint32_t *in[XG_KERNEL_MAX_IN];  /* inputs, shared by both devices */
+    uint32_t *out0[XG_KERNEL_MAX_OUT]; /* initial outputs incl. guard */
+    uint32_t *res[2][XG_KERNEL_MAX_OUT]; /* results: [cpu, target] */
+} case_data;
+
+typedef struct run_state {
+    const char *target;
+    int failures;  /* failing cases */
+    int messages;  /* messages printed */
+} run_state;
+
+static void report(run_state *rs, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void report(run_state *rs, const char *fmt, ...)
+{
+    if (rs->messages++ >= MAX_MESSAGES)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cr_expect_fail("%s", msg);
+}
+
+static void *xmalloc(size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    cr_assert(p, "out of host memory (%zu bytes)", bytes);
+    return p;
+}
+
+static void case_data_free(case_data *d)
+{
+    for (int k = 0; k < XG_KERNEL_MAX_IN; k++)
+        free(d->in[k]);
+    for (int k = 0; k < XG_KERNEL_MAX_OUT; k++) {
+        free(d->out0[k]);
+        free(d->res[0][k]);
+        free(d->res[1][k]);
+    }
+}
+
+static void case_data_make(const conf_case *c, int case_index, case_data *d)
+{
+    memset(d, 0, sizeof *d);
+    for (int k = 0; k < XG_KERNEL_MAX_IN; k++) {
+        if (c->in[k].count == 0)
+            continue;
+        conf_rng r = conf_rng_make((uint64_t)c->call.op * 1000 + case_index,
+                                   (uint64_t)k);
+        d->in[k] = xmalloc((size_t)c->in[k].count * 4);
+        conf_fill(d->in[k], &c->in[k], &r);
+    }
+    for (int p = 0; p < c->n_poison; p++) {
+        const conf_poison *q = &c->poison[p];
+        if (c->in[q->buf].dtype == XG_I32)
+            ((int32_t *)d->in[q->buf])[q->at] = q->i;
+        else
+            ((float *)d->in[q->buf])[q->at] = q->f;
+    }
+    for (int k = 0; k < XG_KERNEL_MAX_OUT; k++) {
+        int64_t n = c->out[k].count;
+        if (n == 0)
+            continue;
+        d->out0[k] = xmalloc((size_t)(n + GUARD) * 4);
+        for (int64_t i = 0; i < n + GUARD; i++)
+            d->out0[k][i] = SENTINEL;
+        if (c->out_has_state) {
+            conf_rng r = conf_rng_make((uint64_t)c->call.op * 1000 + case_index,
+                                       100 + (uint64_t)k);
+            conf_fill(d->out0[k], &c->out[k], &r);
+        }
+    }
+}
+
+/* Allocates a buffer of `bytes` and uploads `src` into it. */
+static xg_status put(const xg_backend *be, xg_backend_device *dev,
+                     const void *src, size_t bytes, xg_buffer **out)
+{
+    xg_status st = be->alloc(dev, bytes, out);
+    return st != XG_OK ? st : be->upload(dev, *out, 0, src, bytes);
+}
+
+/* Downloads input buffer `buf` and finds the first element that differs
+ * from the host copy (-1: none). */
+static xg_status first_changed(const xg_backend *be, xg_backend_device *dev,
+                               xg_buffer *buf, const uint32_t *host,
+                               int64_t n, int64_t *at)
+{
+    uint32_t *back = xmalloc((size_t)n * 4);
+    xg_status st = be->download(dev, buf, 0, back, (size_t)n * 4);
+    *at = -1;
+    for (int64_t i = 0; st == XG_OK && i < n && *at < 0; i++)
+        if (back[i] != host[i])
+            *at = i;
+    free(back);
+    return st;
+}
+
+/* Runs case `c` on device `side` (0 cpu, 1 target) and downloads the
+ * outputs (with their guards) into d->res[side]. Inputs are read-only: a
+ * kernel that writes one (a wrong binding, scratch space in place) fails
+ * even if its output is right. Returns false after reporting an error. */
+static bool run_on(const dev_pair *dp, int side, const conf_case *c,
+                   case_data *d, run_state *rs)
+{
+    const xg_backend *be = dp->be[side];
+    xg_backend_device *dev = dp->dev[side];
+    xg_kernel_call call = c->call;
+    xg_buffer *bufs[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT] = {0};
+    xg_buffer **outs = bufs + XG_KERNEL_MAX_IN;
+    xg_status st = XG_OK;
+    const char *stage = "upload input";
+    int64_t changed = -1;
+    int k;
+
+    for (k = 0; k < XG_KERNEL_MAX_IN; k++)
+        if (c->in[k].count && (st = put(be, dev, d->in[k],
+                                        (size_t)c->in[k].count * 4,
+                                        &bufs[k])) != XG_OK)
+            goto done;
+    stage = "upload output";
+    for (k = 0; k < XG_KERNEL_MAX_OUT; k++)
+        if (c->out[k].count && (st = put(be, dev, d->out0[k],
+                                         (size_t)(c->out[k].count + GUARD) * 4,
+                                         &outs[k])) != XG_OK)
+            goto done;
+    memcpy(call.in, bufs, sizeof call.in);
+    memcpy(call.out, outs, sizeof call.out);
+    stage = "kernel call";
+    if ((st = be->ops[c->call.op](dev, &call)) != XG_OK)
+        goto done;
+    stage = "download output";
+    for (k = 0; k < XG_KERNEL_MAX_OUT; k++) {
+        size_t bytes = (size_t)(c->out[k].count + GUARD) * 4;
+        if (c->out[k].count == 0)
+            continue;
+        d->res[side][k] = xmalloc(bytes);
+        if ((st = be->download(dev, outs[k], 0, d->res[side][k], bytes)) !=
+            XG_OK)
+            goto done;
+    }
+    stage = "download input";
+    for (k = 0; k < XG_KERNEL_MAX_IN && changed < 0; k++)
+        if (c->in[k].count &&
+            (st = first_changed(be, dev, bufs[k], d->in[k], c->in[k].count,
+                                &changed)) != XG_OK)
+            goto done;
+done:
+    if (st != XG_OK)
+        report(rs, "%s: %s failed on %s: %s: %s", c->desc, stage, be->name,
+               xg_status_str(st), xg_last_error());
+    else if (changed >= 0)
+        report(rs, "%s: in[%d] was modified by the kernel on %s (first at "
+               "element %" PRId64 ")", c->desc, k - 1, be->name, changed);
+    for (k = 0; k < XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT; k++)
+        if (bufs[k])
+            be->free(dev, bufs[k]);
+    return st == XG_OK && changed < 0;
+}
+
+/* Compares the results of one case; reports each problem. Returns false
+ * if anything differs. */
+static bool check_case(const conf_case *c, const case_data *d, run_state *rs)
+{
+    bool ok = true;
+    const char *side_name[2] = {"cpu", rs->target};
+    for (int k = 0; k < XG_KERNEL_MAX_OUT; k++) {
+        int64_t n = c->out[k].count;
+        if (n == 0)
+            continue;
+        for (int s = 0; s < 2; s++)
+            for (int64_t i = n; i < n + GUARD; i++)
+                if (d->res[s][k][i] != SENTINEL) {
+                    report(rs, "%s: out[%d]: write past the end on %s: guard "
+                           "element %" PRId64 " (index %" PRId64 ") changed "
+                           "to 0x%08x", c->desc, k, side_name[s], i - n, i,
+                           d->res[s][k][i]);
+                    ok = false;
+                    break;
+                }
+        const uint32_t *ref = d->res[0][k], *got = d->res[1][k];
+        if (!c->out_has_state)
+            for (int64_t i = 0; i < n; i++)
+                if (got[i] == SENTINEL && ref[i] != SENTINEL) {
+                    report(rs, "%s: out[%d]: element %" PRId64 " never "
+                           "written on %s", c->desc, k, i, rs->target);
+                    ok = false;
+                    break;
+                }
+        if (c->out[k].dtype == XG_I32) {
+            for (int64_t i = 0; i < n; i++)
+                if (ref[i] != got[i]) {
+                    report(rs, "%s: out[%d] (i32) differs on %s at %" PRId64
+                           ": %" PRId32 ", cpu %" PRId32, c->desc, k,
+                           rs->target, i, (int32_t)got[i], (int32_t)ref[i]);
+                    ok = false;
+                    break;
+                }
+            continue;
+        }
+        conf_cmp r = conf_compare_f32((const float *)got, (const float *)ref,
+                                      n);
+        char g[32], e[32];
+        if (r.nonfinite_mismatch) {
+            int64_t i = r.first_bad;
+            report(rs, "%s: out[%d]: NaN/Inf in different places on %s "
+                   "(%" PRId64 " of %" PRId64 "), first at %" PRId64
+                   ": %s, cpu %s%s", c->desc, k, rs->target,
+                   r.nonfinite_mismatch, n, i,
+                   conf_fmt_f32(g, sizeof g, ((const float *)got)[i]),
+                   conf_fmt_f32(e, sizeof e, ((const float *)ref)[i]),
+                   got[i] == SENTINEL ? " (never written)" : "");
+            ok = false;
+        }
+        if (!(r.nmse <= c->tol)) {
+            int64_t i = r.worst;
+            report(rs, "%s: out[%d]: nMSE %.3g > %.3g on %s (worst at %" PRId64
+                   ": %s, cpu %s)", c->desc, k, r.nmse, c->tol, rs->target, i,
+                   conf_fmt_f32(g, sizeof g, i >= 0 ? ((const float *)got)[i] : 0),
+                   conf_fmt_f32(e, sizeof e, i >= 0 ? ((const float *)ref)[i] : 0));
+            ok = false;
+        }
+    }
+    /* Rows that must be NaN (invalid labels), on both backends. */
+    for (int r = 0; r < c->n_nan_rows; r++)
+        for (int s = 0; s < 2; s++) {
+            const float *o = (const float *)d->res[s][0];
+            for (int64_t j = 0; j < c->nan_row_len; j++) {
+                float v = o[c->nan_rows[r] * c->nan_row_len + j];
+                if (!isnan(v)) {
+                    char g[32];
+                    report(rs, "%s: row %" PRId64 " must be NaN on %s, "
+                           "element %" PRId64 " is %s", c->desc,
+                           c->nan_rows[r], side_name[s], j,
+                           conf_fmt_f32(g, sizeof g, v));
+                    ok = false;
+                    break;
+                }
+            }
+        }
+    return ok;
+}
+
+static void open_pair(dev_pair *dp)
+{
+    const conf_target *t = conf_target_get();
+    dp->be[0] = &xg_backend_cpu;
+    dp->be[1] = t->backend;
+    dp->dev[0] = dp->dev[1] = NULL;
+    xg_status st = xg_backend_cpu.open(0, &dp->dev[0]);
+    cr_assert(st == XG_OK, "opening the cpu reference failed: %s: %s",
+              xg_status_str(st), xg_last_error());
+    st = t->backend->open(t->index, &dp->dev[1]);
+    cr_assert(st == XG_OK, "opening %s failed: %s: %s", t->spec,
+              xg_status_str(st), xg_last_error());
+}
+
+static void close_pair(dev_pair *dp)
+{
+    for (int s = 1; s >= 0; s--)
+        if (dp->dev[s])
+            dp->be[s]->close(dp->dev[s]);
+}
+
+/* The kernel-level test of one op: every case of its family. */
+static void run_op_test(xg_op op)
+{
+    const conf_target *t = conf_target_get();
+    const char *name = xg_op_table[op].name;
+    /* A missing kernel is a failure, never a skip. */
+    cr_assert(xg_backend_cpu.ops[op] != NULL,
+              "op %s has no kernel on backend cpu (the reference)", name);
+    cr_assert(t->backend->ops[op] != NULL, "op %s has no kernel on backend %s",
+              name, t->name);
+
+    dev_pair dp;
+    open_pair(&dp);
+    conf_case_list cases;
+    conf_cases_for_op(op, &cases);
+    cr_assert(cases.n > 0, "op %s (family %d) has no conformance cases", name,
+              (int)xg_op_table[op].family);
+    run_state rs = {t->name, 0, 0};
+    for (int i = 0; i < cases.n; i++) {
+        case_data d;
+        case_data_make(&cases.v[i], i, &d);
+        bool ok = run_on(&dp, 0, &cases.v[i], &d, &rs) &&
+                  run_on(&dp, 1, &cases.v[i], &d, &rs) &&
+                  check_case(&cases.v[i], &d, &rs);
+        rs.failures += !ok;
+        case_data_free(&d);
+    }
+    close_pair(&dp);
+    if (rs.messages > MAX_MESSAGES)
+        cr_log_error("%s: %d more message(s) not shown", name,
+                     rs.messages - MAX_MESSAGES);
+    cr_expect(rs.failures == 0, "op %s: %d of %d case(s) fail on %s", name,
+              rs.failures, cases.n, t->name);
+    free(cases.v);
+    conf_check_validation();
+}
+
+/* The op table the suite was generated from must match the library's. */
+static const struct {
+    const char *name;
+    xg_op_family family;
+    int n_in, n_out;
+} suite_ops[] = {
+#define XG_OP(name, family, n_in, n_out) {#name, XG_FAMILY_##family, n_in, n_out},
+#include "ops.def"
+#undef XG_OP
+};
+
+_Static_assert(sizeof suite_ops / sizeof suite_ops[0] == XG_OP_COUNT,
+               "the conformance case table must cover every op of ops.def");
+
+TestSuite(kernel, .timeout = 900);
+
+Test(kernel, op_table)
+{
+    for (int op = 0; op < XG_OP_COUNT; op++) {
+        cr_expect_str_eq(xg_op_table[op].name, suite_ops[op].name,
+                         "op %d name", op);
+        cr_expect(xg_op_table[op].family == suite_ops[op].family &&
+                      xg_op_table[op].n_in == suite_ops[op].n_in &&
+                      xg_op_table[op].n_out == suite_ops[op].n_out,
+                  "op %s: xg_op_table disagrees with ops.def",
+                  suite_ops[op].name);
+    }
+}
+
+/* One test per op, named after it: kernel::matmul, kernel::exp, ... */
+#define XG_OP(name, family, n_in, n_out)                                     \
+    Test(kernel, name) { run_op_test(XG_OP_##name); }
+#include "ops.def"
+#undef XG_OP

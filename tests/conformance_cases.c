@@ -1,0 +1,610 @@
+/* Kernel-level conformance cases: data tables per op family.
+ *
+ * Every op of api/ops.def gets the cases of its FAMILY (sizes, broadcast
+ * patterns, transposes...). What differs between ops of one family (input
+ * domains, element types, tolerances) is in op_props[], indexed by op; an op
+ * with no entry gets the defaults, so a new line in ops.def is tested
+ * without new code here. */
+#include "conformance.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- per-op properties ----------------------------------------------------- */
+
+typedef struct conf_op_props {
+    conf_domain in_domain[XG_KERNEL_MAX_IN];
+    xg_dtype in_dtype[XG_KERNEL_MAX_IN];
+    xg_dtype out_dtype[XG_KERNEL_MAX_OUT];
+    double tol;         /* nMSE bound; 0 means CONF_NMSE_TOL */
+    bool per_row_out;   /* ROWS: out[0] holds one value per row */
+    bool labels;        /* ROWS: in[1] are class labels (invalid-label case) */
+    bool no_special;    /* UNARY/SCALAR: skip the special-values case */
+} conf_op_props;
+
+/* Zero-initialised entries are the defaults: f32 everywhere, inputs uniform
+ * in [-3, 3), the global tolerance. */
+static const conf_op_props op_props[XG_OP_COUNT] = {
+    [XG_OP_log] = {.in_domain = {DOM_POSITIVE}},
+    [XG_OP_sqrt] = {.in_domain = {DOM_POSITIVE}},
+    [XG_OP_div] = {.in_domain = {DOM_SIGNED, DOM_NONZERO}},
+    [XG_OP_max] = {.in_domain = {DOM_DISTINCT}, .out_dtype = {XG_F32, XG_I32}},
+    [XG_OP_argmax] = {.in_domain = {DOM_DISTINCT}, .out_dtype = {XG_I32}},
+    [XG_OP_max_backward] = {.in_domain = {DOM_SIGNED, DOM_CLASS},
+                            .in_dtype = {XG_F32, XG_I32}},
+    [XG_OP_cross_entropy] = {.in_domain = {DOM_SIGNED, DOM_CLASS},
+                             .in_dtype = {XG_F32, XG_I32},
+                             .per_row_out = true, .labels = true},
+    [XG_OP_cross_entropy_backward] = {
+        .in_domain = {DOM_SIGNED, DOM_CLASS, DOM_SIGNED},
+        .in_dtype = {XG_F32, XG_I32, XG_F32}, .labels = true},
+};
+
+_Static_assert(sizeof op_props / sizeof op_props[0] == XG_OP_COUNT,
+               "op_props must have one entry per op of ops.def");
+
+static const conf_op_props *props_of(xg_op op) { return &op_props[op]; }
+
+static double tol_of(xg_op op)
+{
+    return op_props[op].tol > 0 ? op_props[op].tol : CONF_NMSE_TOL;
+}
+
+/* ---- building cases -------------------------------------------------------- */
+
+static conf_case *add_case(conf_case_list *list, xg_op op, const char *fmt,
+                           ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static conf_case *add_case(conf_case_list *list, xg_op op, const char *fmt,
+                           ...)
+{
+    if (list->n == list->cap) {
+        int cap = list->cap ? list->cap * 2 : 64;
+        conf_case *v = realloc(list->v, (size_t)cap * sizeof *v);
+        if (!v) {
+            fprintf(stderr, "conformance: out of host memory\n");
+            abort();
+        }
+        list->v = v;
+        list->cap = cap;
+    }
+    conf_case *c = &list->v[list->n++];
+    memset(c, 0, sizeof *c);
+    c->call.op = op;
+    c->tol = tol_of(op);
+    va_list ap;
+    va_start(ap, fmt);
+    int len = snprintf(c->desc, sizeof c->desc, "%s ", xg_op_table[op].name);
+    vsnprintf(c->desc + len, sizeof c->desc - (size_t)len, fmt, ap);
+    va_end(ap);
+    return c;
+}
+
+/* Inputs 0..n_in-1 of the op with `count` elements and the op's types and
+ * domains; outputs likewise. */
+static void set_ins(conf_case *c, int64_t count)
+{
+    const conf_op_props *p = props_of(c->call.op);
+    for (int i = 0; i < xg_op_table[c->call.op].n_in; i++)
+        c->in[i] = (conf_buf){count, p->in_dtype[i], p->in_domain[i], 0};
+}
+
+static void set_outs(conf_case *c, int64_t count)
+{
+    const conf_op_props *p = props_of(c->call.op);
+    for (int i = 0; i < xg_op_table[c->call.op].n_out; i++)
+        c->out[i] = (conf_buf){count, p->out_dtype[i], DOM_ZERO, 0};
+}
+
+static void add_poison_f(conf_case *c, int buf, int64_t at, float v)
+{
+    assert(c->n_poison < CONF_MAX_POISON);
+    c->poison[c->n_poison++] = (conf_poison){buf, at, v, 0};
+}
+
+static void add_poison_i(conf_case *c, int buf, int64_t at, int32_t v)
+{
+    assert(c->n_poison < CONF_MAX_POISON);
+    c->poison[c->n_poison++] = (conf_poison){buf, at, 0, v};
+}
+
+/* Elementwise sizes: 1, odd, just over one work-group of 256, several
+ * groups, and one past 2^24 elements (more than 65535 groups of 256: the
+ * usual limit of one dispatch dimension). */
+#define CONF_HUGE_N ((int64_t)(1 << 24) + 5)
+static const int64_t ew_sizes[] = {1, 3, 17, 257, 4099, 65537};
+
+/* ---- UNARY, UNARY_BACKWARD, SCALAR ----------------------------------------- */
+
+static void gen_unary(xg_op op, conf_case_list *l)
+{
+    for (size_t i = 0; i < sizeof ew_sizes / sizeof ew_sizes[0]; i++) {
+        conf_case *c = add_case(l, op, "n=%" PRId64, ew_sizes[i]);
+        c->call.p.ew.n = ew_sizes[i];
+        set_ins(c, ew_sizes[i]);
+        set_outs(c, ew_sizes[i]);
+    }
+    conf_case *c = add_case(l, op, "n=%" PRId64 " (huge)", CONF_HUGE_N);
+    c->call.p.ew.n = CONF_HUGE_N;
+    set_ins(c, CONF_HUGE_N);
+    set_outs(c, CONF_HUGE_N);
+    if (!props_of(op)->no_special) {
+        c = add_case(l, op, "n=61 special values (0, -0, +-Inf, NaN, ...)");
+        c->call.p.ew.n = 61;
+        set_ins(c, 61);
+        set_outs(c, 61);
+        c->in[0].domain = DOM_SPECIAL;
+    }
+}
+
+static void gen_unary_backward(xg_op op, conf_case_list *l)
+{
+    for (size_t i = 0; i < sizeof ew_sizes / sizeof ew_sizes[0]; i++) {
+        conf_case *c = add_case(l, op, "n=%" PRId64, ew_sizes[i]);
+        c->call.p.ew.n = ew_sizes[i];
+        set_ins(c, ew_sizes[i]);
+        set_outs(c, ew_sizes[i]);
+    }
+}
+
+static void gen_scalar(xg_op op, conf_case_list *l)
+{
+    static const float scalars[] = {1.5f, -0.375f};
+    for (size_t i = 0; i < sizeof ew_sizes / sizeof ew_sizes[0]; i++) {
+        float s = scalars[i % 2];
+        conf_case *c = add_case(l, op, "n=%" PRId64 " scalar=%g", ew_sizes[i],
+                                (double)s);
+        c->call.p.ew.n = ew_sizes[i];
+        c->call.p.ew.scalar = s;
+        set_ins(c, ew_sizes[i]);
+        set_outs(c, ew_sizes[i]);
+    }
+    if (!props_of(op)->no_special) {
+        conf_case *c = add_case(l, op, "n=61 scalar=-2.5 special values");
+        c->call.p.ew.n = 61;
+        c->call.p.ew.scalar = -2.5f;
+        set_ins(c, 61);
+        set_outs(c, 61);
+        c->in[0].domain = DOM_SPECIAL;
+    }
+}
+
+/* ---- BINARY ---------------------------------------------------------------- */
+
+typedef struct binary_shape {
+    const char *what;
+    int ndim;
+    int64_t shape[XG_MAX_DIMS];
+    int64_t sa[XG_MAX_DIMS], sb[XG_MAX_DIMS];
+} binary_shape;
+
+static const binary_shape binary_shapes[] = {
+    {"same shape", 1, {1}, {1}, {1}},
+    {"same shape", 1, {3}, {1}, {1}},
+    {"same shape", 1, {17}, {1}, {1}},
+    {"same shape", 1, {257}, {1}, {1}},
+    {"same shape", 1, {65537}, {1}, {1}},
+    {"scalar b", 1, {257}, {1}, {0}},
+    {"scalar a", 1, {17}, {0}, {1}},
+    {"row broadcast b[33]", 2, {17, 33}, {33, 1}, {0, 1}},
+    {"column broadcast b[17,1]", 2, {17, 33}, {33, 1}, {1, 0}},
+    {"outer a[17,1] b[1,33]", 2, {17, 33}, {1, 0}, {0, 1}},
+    {"transposed a", 2, {5, 7}, {1, 5}, {7, 1}},
+    {"4-D a[2,3,4,5] b[2,1,4,1]", 4, {2, 3, 4, 5}, {60, 20, 5, 1},
+     {4, 0, 1, 0}},
+    {"4-D a[1,3,1,5] b[2,1,4,5]", 4, {2, 3, 4, 5}, {0, 5, 0, 1},
+     {20, 0, 5, 1}},
+    {"6-D mixed", 6, {2, 1, 3, 2, 3, 2}, {36, 36, 12, 6, 2, 1},
+     {0, 0, 2, 0, 1, 0}},
+};
+
+static int64_t strided_count(int ndim, const int64_t *shape,
+                             const int64_t *stride)
+{
+    int64_t last = 0;
+    for (int k = 0; k < ndim; k++)
+        last += (shape[k] - 1) * stride[k];
+    return last + 1;
+}
+
+static void gen_binary(xg_op op, conf_case_list *l)
+{
+    for (size_t i = 0; i < sizeof binary_shapes / sizeof binary_shapes[0];
+         i++) {
+        const binary_shape *s = &binary_shapes[i];
+        char dims[96] = "";
+        for (int k = 0, len = 0; k < s->ndim; k++)
+            len += snprintf(dims + len, sizeof dims - (size_t)len, "%s%" PRId64,
+                            k ? "," : "", s->shape[k]);
+        conf_case *c = add_case(l, op, "%s out=[%s]", s->what, dims);
+        xg_binary_args *b = &c->call.p.binary;
+        b->ndim = s->ndim;
+        b->n = 1;
+        for (int k = 0; k < s->ndim; k++) {
+            b->shape[k] = s->shape[k];
+            b->stride_a[k] = s->sa[k];
+            b->stride_b[k] = s->sb[k];
+            b->n *= s->shape[k];
+        }
+        set_ins(c, 0);
+        c->in[0].count = strided_count(s->ndim, s->shape, s->sa);
+        c->in[1].count = strided_count(s->ndim, s->shape, s->sb);
+        set_outs(c, b->n);
+    }
+}
+
+/* ---- REDUCE, REDUCE_BACKWARD ----------------------------------------------- */
+
+static const int64_t reduce_shapes[][3] = {
+    {1, 1, 1},  {1, 3, 1},   {1, 17, 1},   {1, 257, 1}, {7, 1, 1},
+    {1, 1, 9},  {3, 1, 5},   {5, 33, 1},   {1, 33, 7},  {3, 17, 5},
+    {2, 1000, 3}, {1, 65537, 1}, {300, 7, 3},
+};
+
+static void set_reduce(conf_case *c, const int64_t *s)
+{
+    c->call.p.reduce = (xg_reduce_args){s[0], s[1], s[2]};
+}
+
+static void gen_reduce(xg_op op, conf_case_list *l)
+{
+    size_t n = sizeof reduce_shapes / sizeof reduce_shapes[0];
+    for (size_t i = 0; i < n; i++) {
+        const int64_t *s = reduce_shapes[i];
+        conf_case *c = add_case(l, op, "outer=%" PRId64 " dim=%" PRId64
+                                " inner=%" PRId64, s[0], s[1], s[2]);
+        set_reduce(c, s);
+        set_ins(c, s[0] * s[1] * s[2]);
+        set_outs(c, s[0] * s[2]);
+    }
+    /* A NaN in the middle of one reduced row, off the first position. */
+    static const int64_t s[3] = {3, 17, 5};
+    conf_case *c = add_case(l, op, "outer=3 dim=17 inner=5 with a NaN at "
+                            "[1,6,2]");
+    set_reduce(c, s);
+    set_ins(c, 3 * 17 * 5);
+    set_outs(c, 3 * 5);
+    add_poison_f(c, 0, (1 * 17 + 6) * 5 + 2, NAN);
+}
+
+static void gen_reduce_backward(xg_op op, conf_case_list *l)
+{
+    size_t n = sizeof reduce_shapes / sizeof reduce_shapes[0];
+    for (size_t i = 0; i < n; i++) {
+        const int64_t *s = reduce_shapes[i];
+        conf_case *c = add_case(l, op, "outer=%" PRId64 " dim=%" PRId64
+                                " inner=%" PRId64, s[0], s[1], s[2]);
+        set_reduce(c, s);
+        set_ins(c, s[0] * s[2]);
+        for (int k = 0; k < XG_KERNEL_MAX_IN; k++)
+            c->in[k].classes = (int32_t)s[1];
+        set_outs(c, s[0] * s[1] * s[2]);
+    }
+}
+
+/* ---- ROWS ------------------------------------------------------------------ */
+
+static const int64_t rows_shapes[][2] = {
+    {1, 1}, {17, 1}, {1, 10}, {3, 10}, {64, 10}, {3, 1000}, {2, 4099},
+};
+
+/* in[0] is [rows, cols]; further inputs (labels, g) have one value per row.
+ * out[0] is [rows, cols], or [rows] for per-row ops. */
+static conf_case *rows_case(xg_op op, conf_case_list *l, int64_t rows,
+                            int64_t cols, const char *extra)
+{
+    conf_case *c = add_case(l, op, "rows=%" PRId64 " cols=%" PRId64 "%s",
+                            rows, cols, extra);
+    c->call.p.rows = (xg_rows_args){rows, cols};
+    set_ins(c, rows);
+    c->in[0].count = rows * cols;
+    for (int k = 0; k < XG_KERNEL_MAX_IN; k++)
+        c->in[k].classes = (int32_t)cols;
+    set_outs(c, props_of(op)->per_row_out ? rows : rows * cols);
+    return c;
+}
+
+static void gen_rows(xg_op op, conf_case_list *l)
+{
+    for (size_t i = 0; i < sizeof rows_shapes / sizeof rows_shapes[0]; i++)
+        rows_case(op, l, rows_shapes[i][0], rows_shapes[i][1], "");
+    conf_case *c = rows_case(op, l, 5, 10, " logits in [-80, 80)");
+    c->in[0].domain = DOM_WIDE;
+    if (props_of(op)->labels) {
+        /* Labels cols and -1 in rows 1 and 3: NaN in exactly those rows. */
+        c = rows_case(op, l, 4, 10, " invalid labels 10 and -1 in rows 1, 3");
+        add_poison_i(c, 1, 1, 10);
+        add_poison_i(c, 1, 3, -1);
+        c->nan_rows[0] = 1;
+        c->nan_rows[1] = 3;
+        c->n_nan_rows = 2;
+        c->nan_row_len = props_of(op)->per_row_out ? 1 : 10;
+    }
+}
+
+/* ---- GEMM ------------------------------------------------------------------ */
+
+static void gemm_case(xg_op op, conf_case_list *l, xg_gemm_args g,
+                      const char *what)
+{
+    conf_case *c = add_case(l, op, "%strans_a=%d trans_b=%d m=%" PRId64
+                            " n=%" PRId64 " k=%" PRId64 " batch=%" PRId64
+                            " stride_a=%" PRId64 " stride_b=%" PRId64
+                            " alpha=%g", what, g.trans_a, g.trans_b, g.m, g.n,
+                            g.k, g.batch, g.stride_a, g.stride_b,
+                            (double)g.alpha);
+    g.stride_c = g.m * g.n;
+    c->call.p.gemm = g;
+    set_ins(c, 0);
+    c->in[0].count = (g.batch - 1) * g.stride_a + g.m * g.k;
+    c->in[1].count = (g.batch - 1) * g.stride_b + g.k * g.n;
+    set_outs(c, g.batch * g.stride_c);
+}
+
+static void gen_gemm(xg_op op, conf_case_list *l)
+{
+    static const int64_t sizes[] = {1, 3, 17, 65};
+    const int ns = sizeof sizes / sizeof sizes[0];
+    for (int t = 0; t < 4; t++)
+        for (int im = 0; im < ns; im++)
+            for (int in = 0; in < ns; in++)
+                for (int ik = 0; ik < ns; ik++) {
+                    int64_t m = sizes[im], n = sizes[in], k = sizes[ik];
+                    xg_gemm_args g = {1, m, n, k, m * k, k * n, 0, t & 1,
+                                      t >> 1, 1.0f};
+                    gemm_case(op, l, g, "");
+                }
+    /* Batched, with stride-0 broadcast of one operand, and alpha. */
+    static const struct {
+        int64_t batch, m, n, k;
+        int bcast_a, bcast_b, ta, tb;
+        float alpha;
+    } batched[] = {
+        {3, 17, 3, 65, 0, 0, 0, 0, 1.0f},  {4, 17, 5, 9, 1, 0, 0, 0, 1.0f},
+        {4, 3, 17, 65, 0, 1, 0, 0, 0.5f},  {2, 65, 17, 3, 0, 1, 1, 1, 1.0f},
+        {5, 9, 17, 3, 1, 0, 1, 0, -2.0f},  {3, 1, 65, 17, 0, 0, 0, 1, 1.0f},
+    };
+    for (size_t i = 0; i < sizeof batched / sizeof batched[0]; i++) {
+        xg_gemm_args g = {batched[i].batch, batched[i].m, batched[i].n,
+                          batched[i].k, 0, 0, 0, batched[i].ta, batched[i].tb,
+                          batched[i].alpha};
+        g.stride_a = batched[i].bcast_a ? 0 : g.m * g.k;
+        g.stride_b = batched[i].bcast_b ? 0 : g.k * g.n;
+        gemm_case(op, l, g, "batched ");
+    }
+    xg_gemm_args big = {1, 512, 512, 512, 512 * 512, 512 * 512, 0, 0, 0, 1.0f};
+    gemm_case(op, l, big, "large ");
+    big.trans_a = big.trans_b = 1;
+    big.m = 257;
+    big.n = 129;
+    big.k = 300;
+    big.stride_a = big.m * big.k;
+    big.stride_b = big.k * big.n;
+    gemm_case(op, l, big, "large ");
+}
+
+/* ---- PERMUTE --------------------------------------------------------------- */
+
+static const struct {
+    int ndim;
+    int64_t shape[XG_MAX_DIMS];
+    int perm[XG_MAX_DIMS];
+} permute_cases[] = {
+    {1, {17}, {0}},
+    {2, {3, 17}, {1, 0}},
+    {2, {1, 5}, {1, 0}},
+    {2, {65, 33}, {1, 0}},
+    {3, {2, 3, 4}, {2, 0, 1}},
+    {3, {2, 3, 4}, {1, 2, 0}},
+    {3, {17, 33, 5}, {0, 2, 1}},
+    {4, {2, 3, 5, 7}, {3, 1, 0, 2}},
+    {4, {2, 3, 5, 7}, {0, 1, 3, 2}},
+    {4, {8, 16, 9, 5}, {0, 2, 3, 1}},
+    {6, {2, 1, 3, 2, 1, 4}, {5, 3, 1, 0, 2, 4}},
+};
+
+static void gen_permute(xg_op op, conf_case_list *l)
+{
+    for (size_t i = 0; i < sizeof permute_cases / sizeof permute_cases[0];
+         i++) {
+        char desc[128] = "in=[";
+        int len = 4;
+        int64_t n = 1;
+        int nd = permute_cases[i].ndim;
+        for (int k = 0; k < nd; k++) {
+            n *= permute_cases[i].shape[k];
+            len += snprintf(desc + len, sizeof desc - (size_t)len,
+                            "%s%" PRId64, k ? "," : "",
+                            permute_cases[i].shape[k]);
+        }
+        len += snprintf(desc + len, sizeof desc - (size_t)len, "] perm=(");
+        for (int k = 0; k < nd; k++)
+            len += snprintf(desc + len, sizeof desc - (size_t)len, "%s%d",
+                            k ? "," : "", permute_cases[i].perm[k]);
+        snprintf(desc + len, sizeof desc - (size_t)len, ")");
+        conf_case *c = add_case(l, op, "%s", desc);
+        xg_permute_args *p = &c->call.p.permute;
+        p->ndim = nd;
+        p->n = n;
+        for (int k = 0; k < nd; k++) {
+            p->in_shape[k] = permute_cases[i].shape[k];
+            p->perm[k] = permute_cases[i].perm[k];
+        }
+        set_ins(c, n);
+        set_outs(c, n);
+    }
+}
+
+/* ---- FILL (fill, copy) ----------------------------------------------------- */
+
+static void gen_fill(xg_op op, conf_case_list *l)
+{
+    static const float values[] = {2.5f, -0.0f, 1e-3f};
+    for (size_t i = 0; i < sizeof ew_sizes / sizeof ew_sizes[0]; i++) {
+        float v = values[i % 3];
+        conf_case *c = add_case(l, op, "n=%" PRId64 " value=%g", ew_sizes[i],
+                                (double)v);
+        c->call.p.fill = (xg_fill_args){ew_sizes[i], v};
+        set_ins(c, ew_sizes[i]);
+        set_outs(c, ew_sizes[i]);
+    }
+    conf_case *c = add_case(l, op, "n=%" PRId64 " (huge) value=-7",
+                            CONF_HUGE_N);
+    c->call.p.fill = (xg_fill_args){CONF_HUGE_N, -7.0f};
+    set_ins(c, CONF_HUGE_N);
+    set_outs(c, CONF_HUGE_N);
+}
+
+/* ---- RNG ------------------------------------------------------------------- */
+
+static void gen_rng(xg_op op, conf_case_list *l)
+{
+    /* Offsets that start mid-block, and that carry into the counter's high
+     * word; seeds with both key words set. */
+    static const struct {
+        int64_t n;
+        uint64_t seed, offset;
+        float a, b;
+    } cases[] = {
+        {1, 0, 0, 0.0f, 1.0f},
+        {3, 42, 7, -2.0f, 3.0f},
+        {17, 0x0123456789abcdefULL, 0xfffffffeULL, 0.5f, 2.0f},
+        {257, 7, (uint64_t)1 << 40, 0.0f, 1.0f},
+        {4099, 0xffffffffffffffffULL, 123, -1.0f, 1.0f},
+        {65537, 1234, 99999, 1.0f, 0.25f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conf_case *c = add_case(l, op, "n=%" PRId64 " seed=0x%" PRIx64
+                                " offset=0x%" PRIx64 " a=%g b=%g", cases[i].n,
+                                cases[i].seed, cases[i].offset,
+                                (double)cases[i].a, (double)cases[i].b);
+        c->call.p.rng = (xg_rng_args){cases[i].n, cases[i].seed,
+                                      cases[i].offset, cases[i].a, cases[i].b};
+        set_outs(c, cases[i].n);
+    }
+}
+
+/* ---- ADAM, SGD --------------------------------------------------------------- */
+
+/* Learning rates are large so that the update is a visible part of the
+ * parameter: an error in the update then moves the nMSE of out[0]. */
+static void gen_adam(xg_op op, conf_case_list *l)
+{
+    static const struct {
+        int t;
+        float wd;
+        int decoupled;
+    } cfg[] = {{1, 0, 0}, {10, 0, 0}, {3, 0.05f, 0}, {7, 0.05f, 1}};
+    static const int64_t sizes[] = {1, 17, 4099};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+            int64_t n = sizes[s];
+            conf_case *c = add_case(l, op, "n=%" PRId64 " step=%d "
+                                    "weight_decay=%g decoupled=%d", n,
+                                    cfg[i].t, (double)cfg[i].wd,
+                                    cfg[i].decoupled);
+            xg_adam_args *a = &c->call.p.adam;
+            *a = (xg_adam_args){n, 0.25f, 0.9f, 0.999f, 1e-8f, cfg[i].wd,
+                                0, 0, cfg[i].decoupled};
+            a->bias1 = 1.0f - powf(a->beta1, (float)cfg[i].t);
+            a->bias2 = 1.0f - powf(a->beta2, (float)cfg[i].t);
+            set_ins(c, n);
+            set_outs(c, n);
+            c->out_has_state = true;
+            c->out[0].domain = DOM_SIGNED;
+            bool first = cfg[i].t == 1;
+            c->out[1].domain = first ? DOM_ZERO : DOM_SMALL;
+            c->out[2].domain = first ? DOM_ZERO : DOM_POSITIVE;
+        }
+}
+
+static void gen_sgd(xg_op op, conf_case_list *l)
+{
+    static const struct {
+        float momentum, dampening, wd;
+        int nesterov, first;
+    } cfg[] = {
+        {0, 0, 0, 0, 1},        {0, 0, 0.05f, 0, 0},  {0.9f, 0, 0, 0, 1},
+        {0.9f, 0, 0, 0, 0},     {0.9f, 0.1f, 0, 0, 0}, {0.9f, 0, 0, 1, 1},
+        {0.9f, 0, 0.05f, 1, 0},
+    };
+    static const int64_t sizes[] = {1, 17, 4099};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) {
+            int64_t n = sizes[s];
+            conf_case *c = add_case(l, op, "n=%" PRId64 " momentum=%g "
+                                    "dampening=%g weight_decay=%g nesterov=%d "
+                                    "first=%d", n, (double)cfg[i].momentum,
+                                    (double)cfg[i].dampening,
+                                    (double)cfg[i].wd, cfg[i].nesterov,
+                                    cfg[i].first);
+            c->call.p.sgd = (xg_sgd_args){n, 0.5f, cfg[i].momentum,
+                                          cfg[i].dampening, cfg[i].wd,
+                                          cfg[i].nesterov, cfg[i].first};
+            set_ins(c, n);
+            set_outs(c, n);
+            c->out_has_state = true;
+            c->out[0].domain = DOM_SIGNED;
+            /* The momentum buffer: absent without momentum, stale garbage
+             * on the first step (it must be overwritten), else state. */
+            if (cfg[i].momentum == 0)
+                c->out[1].count = 0;
+            else
+                c->out[1].domain = DOM_SIGNED;
+        }
+}
+
+/* ---- dispatch by family ------------------------------------------------------ */
+
+typedef void (*family_gen)(xg_op op, conf_case_list *l);
+
+static const family_gen family_gens[] = {
+    [XG_FAMILY_UNARY] = gen_unary,
+    [XG_FAMILY_UNARY_BACKWARD] = gen_unary_backward,
+    [XG_FAMILY_SCALAR] = gen_scalar,
+    [XG_FAMILY_BINARY] = gen_binary,
+    [XG_FAMILY_REDUCE] = gen_reduce,
+    [XG_FAMILY_REDUCE_BACKWARD] = gen_reduce_backward,
+    [XG_FAMILY_ROWS] = gen_rows,
+    [XG_FAMILY_GEMM] = gen_gemm,
+    [XG_FAMILY_PERMUTE] = gen_permute,
+    [XG_FAMILY_FILL] = gen_fill,
+    [XG_FAMILY_RNG] = gen_rng,
+    [XG_FAMILY_ADAM] = gen_adam,
+    [XG_FAMILY_SGD] = gen_sgd,
+};
+
+_Static_assert(sizeof family_gens / sizeof family_gens[0] ==
+                   XG_FAMILY_SGD + 1,
+               "every op family needs a case generator");
+
+void conf_cases_for_op(xg_op op, conf_case_list *list)
+{
+    list->v = NULL;
+    list->n = list->cap = 0;
+    xg_op_family f = xg_op_table[op].family;
+    if ((size_t)f < sizeof family_gens / sizeof family_gens[0] &&
+        family_gens[f])
+        family_gens[f](op, list);
+}
+
+int conf_case_count_all(void)
+{
+    int total = 0;
+    for (int op = 0; op < XG_OP_COUNT; op++) {
+        conf_case_list l;
+        conf_cases_for_op((xg_op)op, &l);
+        total += l.n;
+        free(l.v);
+    }
+    return total;
+}

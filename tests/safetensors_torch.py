@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""xgrad's model files against PyTorch (Debian's python3-torch).
+
+Usage: safetensors_torch.py path/to/libxgrad.so   (meson test runs it)
+
+Debian's torch comes without the safetensors package, so the format is
+written and read here with struct + json, the way safetensors.torch does
+(tensors sorted by name, header padded with spaces to a multiple of 8).
+xgrad is driven through ctypes. Checked:
+  1. a torch state_dict loads into the same xgrad model: equal parameters
+     (bit for bit) and equal outputs;
+  2. a model saved by xgrad loads into torch with load_state_dict(strict):
+     equal parameters and outputs;
+  3. an xgrad Adam checkpoint carries torch.optim.Adam's state: installed
+     into torch, one more step gives the parameters xgrad computes;
+  4. an I64 tensor written by torch loads into xgrad as I32.
+Exits 77 (skipped) when torch is not installed.
+"""
+import collections
+import ctypes as C
+import json
+import os
+import struct
+import sys
+import tempfile
+
+try:
+    import torch
+except ImportError:
+    print("python3-torch is not installed: skipped")
+    sys.exit(77)
+
+FORMATS = {"F32": ("f", torch.float32), "I64": ("q", torch.int64),
+           "I32": ("i", torch.int32)}
+DTYPE_NAMES = {torch.float32: "F32", torch.int64: "I64", torch.int32: "I32"}
+
+
+def st_write(path, tensors, metadata=None):
+    header, blobs, at = {}, [], 0
+    if metadata:
+        header["__metadata__"] = metadata
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        code = FORMATS[DTYPE_NAMES[t.dtype]][0]
+        blob = struct.pack("<%d%s" % (t.numel(), code), *t.flatten().tolist())
+        header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [at, at + len(blob)]}
+        blobs.append(blob)
+        at += len(blob)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def st_read(path):
+    """The tensors (in file order) and metadata; checks the layout."""
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert n % 8 == 0 and raw[8:9] == b"{", "header length or start"
+    header = json.loads(raw[8:8 + n].decode())
+    metadata = header.pop("__metadata__", {})
+    data, at = raw[8 + n:], 0
+    tensors = collections.OrderedDict()
+    for name, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"]):
+        begin, end = e["data_offsets"]
+        assert begin == at, "hole or overlap before " + name
+        code, dtype = FORMATS[e["dtype"]]
+        count = (end - begin) // struct.calcsize(code)
+        values = struct.unpack("<%d%s" % (count, code), data[begin:end])
+        tensors[name] = torch.tensor(values, dtype=dtype).reshape(e["shape"])
+        at = end
+    assert at == len(data), "bytes after the last tensor"
+    return tensors, metadata
+
+
+class TrainState(C.Structure):
+    _fields_ = [("epoch", C.c_int64), ("step", C.c_int64),
+                ("rng_seed", C.c_uint64), ("rng_offset", C.c_uint64)]
+
+
+def load_xgrad(path):
+    lib = C.CDLL(path)
+    P = C.c_void_p
+    sigs = {
+        "xg_manual_seed": (None, [C.c_uint64]),
+        "xg_sequential": (P, []),
+        "xg_linear": (P, [C.c_int64, C.c_int64, C.c_bool]),
+        "xg_relu_layer": (P, []),
+        "xg_sequential_add": (C.c_int, [P, C.c_char_p, P]),
+        "xg_module_forward": (P, [P, P]),
+        "xg_module_param_count": (C.c_int, [P]),
+        "xg_module_param": (P, [P, C.c_int, C.POINTER(C.c_char_p)]),
+        "xg_module_save": (C.c_int, [P, C.c_char_p]),
+        "xg_module_load": (C.c_int, [P, C.c_char_p]),
+        "xg_module_free": (None, [P]),
+        "xg_tensor_from_data": (P, [P, C.c_int, C.POINTER(C.c_int64), C.c_int]),
+        "xg_tensor_read": (C.c_int, [P, P, C.c_size_t]),
+        "xg_tensor_numel": (C.c_int64, [P]),
+        "xg_tensor_dtype": (C.c_int, [P]),
+        "xg_tensor_free": (None, [P]),
+        "xg_cross_entropy": (P, [P, P]),
+        "xg_backward": (C.c_int, [P]),
+        "xg_optim_for_module": (P, [P, C.c_char_p, C.c_float]),
+        "xg_optim_zero_grad": (None, [P]),
+        "xg_optim_step": (C.c_int, [P]),
+        "xg_optim_free": (None, [P]),
+        "xg_checkpoint_save": (C.c_int, [C.c_char_p, P, P,
+                                         C.POINTER(TrainState),
+                                         C.POINTER(C.c_char_p)]),
+        "xg_safetensors_open": (C.c_int, [C.c_char_p, C.POINTER(P)]),
+        "xg_safetensors_tensor": (P, [P, C.c_char_p]),
+        "xg_safetensors_close": (None, [P]),
+        "xg_last_error": (C.c_char_p, []),
+        "xg_shutdown": (None, []),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+class Xgrad:
+    XG_F32, XG_I32 = 0, 1
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def check(self, ok, what):
+        if not ok:
+            sys.exit("FAIL %s: %s" % (what, self.lib.xg_last_error().decode()))
+
+    def mlp(self, seed):
+        """fc1: Linear(4, 8), ReLU, fc2: Linear(8, 3), as torch_mlp()."""
+        lib = self.lib
+        lib.xg_manual_seed(seed)
+        m = lib.xg_sequential()
+        self.check(lib.xg_sequential_add(m, b"fc1", lib.xg_linear(4, 8, True)) == 0, "add")
+        self.check(lib.xg_sequential_add(m, None, lib.xg_relu_layer()) == 0, "add")
+        self.check(lib.xg_sequential_add(m, b"fc2", lib.xg_linear(8, 3, True)) == 0, "add")
+        return m
+
+    def tensor(self, t):
+        dtype = self.XG_F32 if t.dtype == torch.float32 else self.XG_I32
+        code = "f" if dtype == self.XG_F32 else "i"
+        buf = C.create_string_buffer(struct.pack("<%d%s" % (t.numel(), code),
+                                                 *t.flatten().tolist()))
+        shape = (C.c_int64 * t.dim())(*t.shape)
+        x = self.lib.xg_tensor_from_data(buf, dtype, shape, t.dim())
+        self.check(x, "tensor_from_data")
+        return x
+
+    def values(self, x, shape):
+        n = self.lib.xg_tensor_numel(x)
+        buf = C.create_string_buffer(4 * n)
+        self.check(self.lib.xg_tensor_read(x, buf, 4 * n) == 0, "read")
+        code = "f" if self.lib.xg_tensor_dtype(x) == self.XG_F32 else "i"
+        vals = struct.unpack("<%d%s" % (n, code), buf.raw)
+        dtype = torch.float32 if code == "f" else torch.int32
+        return torch.tensor(vals, dtype=dtype).reshape(shape)
+
+    def params(self, m):
+        out = collections.OrderedDict()
+        for i in range(self.lib.xg_module_param_count(m)):
+            name = C.c_char_p()
+            p = self.lib.xg_module_param(m, i, C.byref(name))
+            out[name.value.decode()] = p
+        return out
+
+    def forward(self, m, x):
+        xt = self.tensor(x)
+        y = self.lib.xg_module_forward(m, xt)
+        self.check(y, "forward")
+        out = self.values(y, (x.shape[0], 3))
+        self.lib.xg_tensor_free(y)
+        self.lib.xg_tensor_free(xt)
+        return out
+
+
+def torch_mlp():
+    return torch.nn.Sequential(collections.OrderedDict(
+        fc1=torch.nn.Linear(4, 8), act=torch.nn.ReLU(),
+        fc2=torch.nn.Linear(8, 3)))
+
+
+def same_params(xg, m, sd, what):
+    for name, p in xg.params(m).items():
+        got = xg.values(p, sd[name].shape)
+        assert torch.equal(got, sd[name]), "%s: %s differs" % (what, name)
+
+
+def torch_to_xgrad(xg, folder, x):
+    torch.manual_seed(0)
+    net = torch_mlp()
+    path = os.path.join(folder, "torch.safetensors")
+    st_write(path, net.state_dict(), {"format": "pt"})
+    m = xg.mlp(123)
+    xg.check(xg.lib.xg_module_load(m, path.encode()) == 0, "module_load")
+    same_params(xg, m, net.state_dict(), "torch -> xgrad")
+    torch.testing.assert_close(xg.forward(m, x), net(x).detach(),
+                               atol=1e-6, rtol=1e-5)
+    xg.lib.xg_module_free(m)
+    print("ok: a torch state_dict loads into xgrad")
+
+
+def xgrad_to_torch(xg, folder, x):
+    m = xg.mlp(7)
+    path = os.path.join(folder, "xgrad.safetensors")
+    xg.check(xg.lib.xg_module_save(m, path.encode()) == 0, "module_save")
+    tensors, metadata = st_read(path)
+    assert metadata == {"format": "pt"}, metadata
+    net = torch_mlp()
+    net.load_state_dict(tensors, strict=True)
+    same_params(xg, m, net.state_dict(), "xgrad -> torch")
+    torch.testing.assert_close(net(x).detach(), xg.forward(m, x),
+                               atol=1e-6, rtol=1e-5)
+    xg.lib.xg_module_free(m)
+    print("ok: an xgrad model loads into torch (strict)")
+
+
+def xgrad_step(xg, m, opt, x, y):
+    lib = xg.lib
+    xt, yt = xg.tensor(x), xg.tensor(y)
+    lib.xg_optim_zero_grad(opt)
+    logits = lib.xg_module_forward(m, xt)
+    loss = lib.xg_cross_entropy(logits, yt)
+    xg.check(loss and lib.xg_backward(loss) == 0, "backward")
+    xg.check(lib.xg_optim_step(opt) == 0, "step")
+    for t in (loss, logits, xt, yt):
+        lib.xg_tensor_free(t)
+
+
+def adam_state_matches_torch(xg, folder, x, y):
+    lib = xg.lib
+    m = xg.mlp(11)
+    opt = lib.xg_optim_for_module(m, b"adam", C.c_float(0.01))
+    for _ in range(3):
+        xgrad_step(xg, m, opt, x, y)
+    path = os.path.join(folder, "ckpt.safetensors")
+    state = TrainState(1, 3, 0, 0)
+    xg.check(lib.xg_checkpoint_save(path.encode(), m, opt, C.byref(state),
+                                    None) == 0, "checkpoint_save")
+    tensors, metadata = st_read(path)
+    assert metadata["format"] == "xgrad-checkpoint-1", metadata
+    net = torch_mlp()
+    net.load_state_dict({k: v for k, v in tensors.items()
+                         if not k.startswith("optim.")}, strict=True)
+    topt = torch.optim.Adam(net.parameters(), lr=float(metadata["lr"]))
+    for name, p in net.named_parameters():
+        step = tensors["optim.%s.step" % name]
+        assert step.dtype == torch.int64 and step.dim() == 0
+        topt.state[p] = {"step": torch.tensor(float(step)),
+                         "exp_avg": tensors["optim.%s.exp_avg" % name],
+                         "exp_avg_sq": tensors["optim.%s.exp_avg_sq" % name]}
+    topt.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y.long()).backward()
+    topt.step()
+    xgrad_step(xg, m, opt, x, y)
+    for name, p in xg.params(m).items():
+        torch.testing.assert_close(xg.values(p, tuple(net.state_dict()[name].shape)),
+                                   net.state_dict()[name], atol=1e-6, rtol=1e-5)
+    lib.xg_optim_free(opt)
+    lib.xg_module_free(m)
+    print("ok: xgrad's Adam checkpoint continues in torch.optim.Adam")
+
+
+def int64_loads_as_int32(xg, folder):
+    path = os.path.join(folder, "labels.safetensors")
+    labels = torch.tensor([[3, -1], [7, 2 ** 31 - 1]], dtype=torch.int64)
+    st_write(path, {"labels": labels})
+    st = C.c_void_p()
+    xg.check(xg.lib.xg_safetensors_open(path.encode(), C.byref(st)) == 0, "open")
+    t = xg.lib.xg_safetensors_tensor(st, b"labels")
+    xg.check(t, "safetensors_tensor")
+    assert torch.equal(xg.values(t, (2, 2)), labels.int())
+    xg.lib.xg_tensor_free(t)
+    xg.lib.xg_safetensors_close(st)
+    print("ok: torch int64 loads as I32")
+
+
+def main():
+    xg = Xgrad(load_xgrad(sys.argv[1]))
+    torch.manual_seed(1)
+    x = torch.randn(5, 4)
+    y = torch.tensor([0, 1, 2, 1, 0], dtype=torch.int32)
+    with tempfile.TemporaryDirectory() as folder:
+        torch_to_xgrad(xg, folder, x)
+        xgrad_to_torch(xg, folder, x)
+        adam_state_matches_torch(xg, folder, x, y)
+        int64_loads_as_int32(xg, folder)
+    xg.lib.xg_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,713 @@
+/* Bad calls, table-driven: each must return its specific status (checked
+ * with xg_last_status()), leave a message that names the operation, abort
+ * nothing and leak nothing (the inputs are freed explicitly; the lead runs
+ * this suite under valgrind). */
+#include "test_util.h"
+
+#include <criterion/parameterized.h>
+
+/* What a bad call left behind. */
+typedef struct outcome {
+    bool called;
+    xg_status status;  /* xg_last_status() right after the call */
+    char msg[512];     /* a copy of xg_last_error() right after the call */
+} outcome;
+
+static void record(outcome *o)
+{
+    o->called = true;
+    o->status = xg_last_status();
+    snprintf(o->msg, sizeof o->msg, "%s", xg_last_error());
+}
+
+/* For ops: the result must be NULL. */
+static void got_tensor(outcome *o, xg_tensor *r)
+{
+    record(o);
+    if (r) {
+        xg_tensor_free(r);
+        cr_expect_fail("the bad call returned a tensor (status %s)",
+                xg_status_str(o->status));
+    }
+}
+
+/* For functions returning a status: it must match xg_last_status(). */
+static void got_status(outcome *o, xg_status st)
+{
+    record(o);
+    cr_expect_neq(st, XG_OK, "the bad call returned XG_OK");
+    cr_expect_eq(st, o->status, "returned %s but xg_last_status() is %s",
+                 xg_status_str(st), xg_status_str(o->status));
+}
+
+static xg_tensor *mk(const int64_t *shape, int ndim)
+{
+    xg_tensor *t = xg_zeros(shape, ndim);
+    cr_assert_not_null(t, "%s", xg_last_error());
+    return t;
+}
+
+static xg_tensor *mk_i32(const int64_t *shape, int ndim)
+{
+    int32_t v[64] = {0};
+    cr_assert_leq(tu_numel(shape, ndim), 64);
+    return tu_i32(v, shape, ndim);
+}
+
+/* ---- the cases --------------------------------------------------------- */
+
+#define BINARY_CASE(fn, op, as, bs)                                          \
+    static void fn(outcome *o)                                               \
+    {                                                                        \
+        xg_tensor *a = mk as, *b = mk bs;                                    \
+        xg_clear_error();                                                    \
+        got_tensor(o, op(a, b));                                             \
+        xg_tensor_free(a);                                                   \
+        xg_tensor_free(b);                                                   \
+    }
+
+BINARY_CASE(c_add_shape, xg_add, (XG_SHAPE(2, 3)), (XG_SHAPE(4)))
+BINARY_CASE(c_sub_shape, xg_sub, (XG_SHAPE(2, 3)), (XG_SHAPE(3, 2)))
+BINARY_CASE(c_mul_shape_4d, xg_mul, (XG_SHAPE(2, 3, 1, 1)),
+            (XG_SHAPE(4, 1, 1)))
+BINARY_CASE(c_matmul_inner, xg_matmul, (XG_SHAPE(2, 3)), (XG_SHAPE(4, 5)))
+BINARY_CASE(c_matmul_batch, xg_matmul, (XG_SHAPE(2, 2, 3)),
+            (XG_SHAPE(3, 3, 4)))
+BINARY_CASE(c_matmul_1d, xg_matmul, (XG_SHAPE(3)), (XG_SHAPE(4)))
+BINARY_CASE(c_mse_shape, xg_mse_loss, (XG_SHAPE(2, 3)), (XG_SHAPE(4)))
+
+static void c_matmul_scalar(outcome *o)
+{
+    int64_t none[1] = {0};
+    xg_tensor *a = mk(none, 0), *b = mk(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_matmul(a, b));
+    xg_tensor_free(a);
+    xg_tensor_free(b);
+}
+
+static void c_matmul_t_flags(outcome *o)
+{
+    /* op(a) = a^T is [3,2]; b is [3,4] */
+    xg_tensor *a = mk(XG_SHAPE(2, 3)), *b = mk(XG_SHAPE(3, 4));
+    xg_clear_error();
+    got_tensor(o, xg_matmul_t(a, b, true, false));
+    xg_tensor_free(a);
+    xg_tensor_free(b);
+}
+
+static void c_div_dtype(outcome *o)
+{
+    xg_tensor *a = mk(XG_SHAPE(3)), *b = mk_i32(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_div(a, b));
+    xg_tensor_free(a);
+    xg_tensor_free(b);
+}
+
+static void c_null_input(outcome *o)
+{
+    xg_tensor *b = mk(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_add(NULL, b));
+    xg_tensor_free(b);
+}
+
+static void c_null_unary(outcome *o)
+{
+    xg_clear_error();
+    got_tensor(o, xg_relu(NULL));
+}
+
+/* The first error in a chain survives the NULLs that follow it. */
+static void c_chain_keeps_first_error(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *w = mk(XG_SHAPE(4, 5));
+    xg_tensor *b = mk(XG_SHAPE(5));
+    xg_clear_error();
+    got_tensor(o, xg_softmax(xg_relu(xg_add(xg_matmul(x, w), b))));
+    xg_tensor_free(x);
+    xg_tensor_free(w);
+    xg_tensor_free(b);
+}
+
+#define AXIS_CASE(fn, call)                                                  \
+    static void fn(outcome *o)                                               \
+    {                                                                        \
+        xg_tensor *x = mk(XG_SHAPE(2, 3));                                   \
+        xg_clear_error();                                                    \
+        got_tensor(o, call);                                                 \
+        xg_tensor_free(x);                                                   \
+    }
+
+AXIS_CASE(c_sum_axis, xg_sum(x, 2, false))
+AXIS_CASE(c_sum_neg_axis, xg_sum(x, -3, true))
+AXIS_CASE(c_mean_axis, xg_mean(x, 7, false))
+AXIS_CASE(c_max_axis, xg_max(x, -5, false))
+AXIS_CASE(c_argmax_axis, xg_argmax(x, 2, true))
+AXIS_CASE(c_transpose_axis, xg_transpose(x, 0, 2))
+AXIS_CASE(c_permute_dup, xg_permute(x, (const int[]){0, 0}, 2))
+AXIS_CASE(c_permute_range, xg_permute(x, (const int[]){0, 2}, 2))
+AXIS_CASE(c_permute_count, xg_permute(x, (const int[]){0, 1, 2}, 3))
+AXIS_CASE(c_permute_null, xg_permute(x, NULL, 2))
+AXIS_CASE(c_reshape_numel, xg_reshape(x, XG_SHAPE(4)))
+AXIS_CASE(c_reshape_numel2, xg_reshape(x, XG_SHAPE(2, 2, 2)))
+AXIS_CASE(c_reshape_indivisible, xg_reshape(x, XG_SHAPE(-1, 4)))
+AXIS_CASE(c_reshape_two_infer, xg_reshape(x, XG_SHAPE(-1, -1)))
+AXIS_CASE(c_reshape_zero, xg_reshape(x, XG_SHAPE(0, 6)))
+AXIS_CASE(c_reshape_negative, xg_reshape(x, XG_SHAPE(-2, -3)))
+AXIS_CASE(c_reshape_too_many, xg_reshape(x, XG_SHAPE(1, 1, 1, 1, 1, 2, 3)))
+AXIS_CASE(c_mse_null, xg_mse_loss(x, NULL))
+
+static void c_ce_f32_labels(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *y = mk(XG_SHAPE(2));
+    xg_clear_error();
+    got_tensor(o, xg_cross_entropy(x, y));
+    xg_tensor_free(x);
+    xg_tensor_free(y);
+}
+
+static void c_ce_label_count(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *y = mk_i32(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_cross_entropy(x, y));
+    xg_tensor_free(x);
+    xg_tensor_free(y);
+}
+
+static void c_ce_label_2d(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *y = mk_i32(XG_SHAPE(2, 1));
+    xg_clear_error();
+    got_tensor(o, xg_cross_entropy(x, y));
+    xg_tensor_free(x);
+    xg_tensor_free(y);
+}
+
+static void c_ce_logits_1d(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(3)), *y = mk_i32(XG_SHAPE(1));
+    xg_clear_error();
+    got_tensor(o, xg_cross_entropy(x, y));
+    xg_tensor_free(x);
+    xg_tensor_free(y);
+}
+
+static void c_ce_i32_logits(outcome *o)
+{
+    xg_tensor *x = mk_i32(XG_SHAPE(2, 3)), *y = mk_i32(XG_SHAPE(2));
+    xg_clear_error();
+    got_tensor(o, xg_cross_entropy(x, y));
+    xg_tensor_free(x);
+    xg_tensor_free(y);
+}
+
+static void c_softmax_i32(outcome *o)
+{
+    xg_tensor *x = mk_i32(XG_SHAPE(2, 3));
+    xg_clear_error();
+    got_tensor(o, xg_softmax(x));
+    xg_tensor_free(x);
+}
+
+static void c_exp_i32(outcome *o)
+{
+    xg_tensor *x = mk_i32(XG_SHAPE(4));
+    xg_clear_error();
+    got_tensor(o, xg_exp(x));
+    xg_tensor_free(x);
+}
+
+static void c_matmul_i32(outcome *o)
+{
+    xg_tensor *a = mk_i32(XG_SHAPE(2, 2)), *b = mk(XG_SHAPE(2, 2));
+    xg_clear_error();
+    got_tensor(o, xg_matmul(a, b));
+    xg_tensor_free(a);
+    xg_tensor_free(b);
+}
+
+/* ---- devices ----------------------------------------------------------- */
+
+static void open_dev(outcome *o, const char *spec)
+{
+    xg_device *dev = NULL;
+    xg_clear_error();
+    xg_status st = xg_device_open(spec, &dev);
+    got_status(o, st);
+    if (st == XG_OK)
+        xg_device_close(dev);
+    else
+        cr_expect_null(dev, "*out set on error");
+}
+
+static void c_dev_unknown(outcome *o) { open_dev(o, "nosuch"); }
+static void c_dev_index(outcome *o) { open_dev(o, "cpu:7"); }
+static void c_dev_bad_index(outcome *o) { open_dev(o, "cpu:x"); }
+static void c_dev_neg_index(outcome *o) { open_dev(o, "cpu:-1"); }
+
+static void c_dev_null_out(outcome *o)
+{
+    xg_clear_error();
+    got_status(o, xg_device_open("cpu", NULL));
+}
+
+static void c_backend_devices_unknown(outcome *o)
+{
+    xg_device_info info[2];
+    int count = -1;
+    xg_clear_error();
+    got_status(o, xg_backend_devices("nosuch", info, 2, &count));
+}
+
+/* Documented: tensors on a closed device can no longer be read
+ * (XG_ERR_STATE) but can still be freed. */
+static void c_closed_device(outcome *o)
+{
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK);
+    xg_device_set_current(dev);
+    xg_tensor *t = xg_ones(XG_SHAPE(2));
+    xg_device_set_current(NULL);
+    cr_assert_not_null(t);
+    xg_device_close(dev);
+    float v[2];
+    xg_clear_error();
+    got_status(o, xg_tensor_read(t, v, sizeof v));
+    xg_tensor_free(t);
+}
+
+/* ---- tensor access ----------------------------------------------------- */
+
+static void c_read_bytes(outcome *o)
+{
+    xg_tensor *t = mk(XG_SHAPE(2, 3));
+    float v[8];
+    xg_clear_error();
+    got_status(o, xg_tensor_read(t, v, 5 * sizeof(float)));
+    xg_tensor_free(t);
+}
+
+static void c_read_bytes_big(outcome *o)
+{
+    xg_tensor *t = mk(XG_SHAPE(2, 3));
+    float v[8];
+    xg_clear_error();
+    got_status(o, xg_tensor_read(t, v, sizeof v));
+    xg_tensor_free(t);
+}
+
+static void c_read_null_dst(outcome *o)
+{
+    xg_tensor *t = mk(XG_SHAPE(2));
+    xg_clear_error();
+    got_status(o, xg_tensor_read(t, NULL, 2 * sizeof(float)));
+    xg_tensor_free(t);
+}
+
+static void c_read_null_tensor(outcome *o)
+{
+    float v[2];
+    xg_clear_error();
+    got_status(o, xg_tensor_read(NULL, v, sizeof v));
+}
+
+static void c_write_bytes(outcome *o)
+{
+    xg_tensor *t = mk(XG_SHAPE(2, 3));
+    float v[8] = {0};
+    xg_clear_error();
+    got_status(o, xg_tensor_write(t, v, 7 * sizeof(float)));
+    xg_tensor_free(t);
+}
+
+static void c_item_many(outcome *o)
+{
+    xg_tensor *t = mk(XG_SHAPE(2));
+    float v;
+    xg_clear_error();
+    got_status(o, xg_tensor_item(t, &v));
+    xg_tensor_free(t);
+}
+
+static void c_item_i32(outcome *o)
+{
+    xg_tensor *t = mk_i32(XG_SHAPE(1));
+    float v;
+    xg_clear_error();
+    got_status(o, xg_tensor_item(t, &v));
+    xg_tensor_free(t);
+}
+
+/* ---- creation ---------------------------------------------------------- */
+
+static void c_zeros_zero_dim(outcome *o)
+{
+    xg_clear_error();
+    got_tensor(o, xg_zeros(XG_SHAPE(2, 0, 3)));
+}
+
+static void c_ones_negative_dim(outcome *o)
+{
+    xg_clear_error();
+    got_tensor(o, xg_ones(XG_SHAPE(-4)));
+}
+
+static void c_full_too_many_dims(outcome *o)
+{
+    xg_clear_error();
+    got_tensor(o, xg_full(XG_SHAPE(1, 1, 1, 1, 1, 1, 1), 2));
+}
+
+static void c_zeros_negative_ndim(outcome *o)
+{
+    int64_t s[1] = {1};
+    xg_clear_error();
+    got_tensor(o, xg_zeros(s, -1));
+}
+
+static void c_from_data_zero_dim(outcome *o)
+{
+    float v[4] = {0};
+    xg_clear_error();
+    got_tensor(o, xg_tensor_from_data(v, XG_F32, XG_SHAPE(0)));
+}
+
+static void c_from_data_null(outcome *o)
+{
+    xg_clear_error();
+    got_tensor(o, xg_tensor_from_data(NULL, XG_F32, XG_SHAPE(2)));
+}
+
+static void c_from_data_dtype(outcome *o)
+{
+    float v[2] = {0};
+    xg_clear_error();
+    got_tensor(o, xg_tensor_from_data(v, (xg_dtype)7, XG_SHAPE(2)));
+}
+
+static void c_rand_huge_ndim(outcome *o)
+{
+    xg_clear_error();
+    got_tensor(o, xg_rand_uniform(XG_SHAPE(1, 1, 1, 1, 1, 1, 1, 1), 0, 1));
+}
+
+static void c_rand_normal_std(outcome *o)
+{
+    xg_clear_error();
+    got_tensor(o, xg_rand_normal(XG_SHAPE(4), 0, -1));
+}
+
+static void c_rand_zero_dim(outcome *o)
+{
+    xg_clear_error();
+    got_tensor(o, xg_rand_uniform(XG_SHAPE(3, 0), 0, 1));
+}
+
+/* ---- autograd ---------------------------------------------------------- */
+
+static void c_backward_nonscalar(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(3));
+    cr_assert_eq(xg_tensor_set_requires_grad(x, true), XG_OK);
+    xg_tensor *y = xg_mul_scalar(x, 2);
+    cr_assert_not_null(y);
+    xg_clear_error();
+    got_status(o, xg_backward(y));
+    xg_tensor_free(y);
+    xg_tensor_free(x);
+}
+
+static void c_backward_no_graph(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(3));
+    xg_tensor *y = xg_sum_all(x); /* nothing requires grad */
+    cr_assert_not_null(y);
+    xg_clear_error();
+    got_status(o, xg_backward(y));
+    xg_tensor_free(y);
+    xg_tensor_free(x);
+}
+
+static void c_backward_null(outcome *o)
+{
+    xg_clear_error();
+    got_status(o, xg_backward(NULL));
+}
+
+static void c_requires_grad_i32(outcome *o)
+{
+    xg_tensor *x = mk_i32(XG_SHAPE(3));
+    xg_clear_error();
+    got_status(o, xg_tensor_set_requires_grad(x, true));
+    xg_tensor_free(x);
+}
+
+/* ---- modules ----------------------------------------------------------- */
+
+static void c_seq_add_non_container(outcome *o)
+{
+    xg_module *lin = xg_linear(2, 2, true);
+    xg_module *child = xg_relu_layer();
+    cr_assert(lin && child);
+    xg_clear_error();
+    got_status(o, xg_sequential_add(lin, NULL, child)); /* takes child */
+    xg_module_free(lin);
+}
+
+static void c_seq_add_duplicate(outcome *o)
+{
+    xg_module *seq = xg_sequential();
+    cr_assert_not_null(seq);
+    cr_assert_eq(xg_sequential_add(seq, "fc", xg_linear(2, 2, true)), XG_OK);
+    xg_clear_error();
+    got_status(o, xg_sequential_add(seq, "fc", xg_linear(2, 2, true)));
+    xg_module_free(seq);
+}
+
+static void c_seq_add_malformed(outcome *o)
+{
+    xg_module *seq = xg_sequential();
+    cr_assert_not_null(seq);
+    xg_clear_error();
+    got_status(o, xg_sequential_add(seq, "a.b", xg_tanh_layer()));
+    xg_module_free(seq);
+}
+
+static void c_linear_zero(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_linear(0, 3, true);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_linear(0, 3) made a module");
+    }
+}
+
+static void c_forward_features(outcome *o)
+{
+    xg_module *m = xg_linear(3, 2, true);
+    cr_assert_not_null(m);
+    xg_tensor *x = mk(XG_SHAPE(4, 5));
+    xg_clear_error();
+    got_tensor(o, xg_module_forward(m, x));
+    xg_tensor_free(x);
+    xg_module_free(m);
+}
+
+/* ---- the table --------------------------------------------------------- */
+
+typedef struct err_case {
+    const char *name;
+    void (*run)(outcome *o);
+    xg_status want, alt; /* alt: also acceptable where the API leaves the
+                            choice open (0: none) */
+    const char *needle, *needle2; /* substrings the message must contain */
+} err_case;
+
+#define SH XG_ERR_SHAPE
+#define IA XG_ERR_INVALID_ARG
+#define DT XG_ERR_DTYPE
+#define NF XG_ERR_NOT_FOUND
+
+static err_case cases[] = {
+    {"add [2,3]+[4]", c_add_shape, SH, 0, "add", NULL},
+    {"sub [2,3]-[3,2]", c_sub_shape, SH, 0, "sub", NULL},
+    {"mul 4-D mismatch", c_mul_shape_4d, SH, 0, "mul", NULL},
+    {"div f32 / i32", c_div_dtype, DT, 0, "div", NULL},
+    {"matmul inner dims", c_matmul_inner, SH, 0, "matmul", "[2,3]"},
+    {"matmul batch dims", c_matmul_batch, SH, 0, "matmul", NULL},
+    {"matmul [3]@[4]", c_matmul_1d, SH, 0, "matmul", NULL},
+    {"matmul 0-D operand", c_matmul_scalar, SH, IA, "matmul", NULL},
+    {"matmul_t flags make dims differ", c_matmul_t_flags, SH, 0, "matmul",
+     NULL},
+    {"matmul i32", c_matmul_i32, DT, 0, "matmul", NULL},
+    {"add(NULL, b)", c_null_input, IA, 0, "add", NULL},
+    {"relu(NULL)", c_null_unary, IA, 0, "relu", NULL},
+    {"chain keeps the first error", c_chain_keeps_first_error, SH, 0,
+     "matmul", NULL},
+    {"sum axis 2 of 2-D", c_sum_axis, IA, 0, "sum", NULL},
+    {"sum axis -3 of 2-D", c_sum_neg_axis, IA, 0, "sum", NULL},
+    {"mean axis 7", c_mean_axis, IA, 0, "mean", NULL},
+    {"max axis -5", c_max_axis, IA, 0, "max", NULL},
+    {"argmax axis 2", c_argmax_axis, IA, 0, "argmax", NULL},
+    {"transpose axis 2 of 2-D", c_transpose_axis, IA, 0, "transpose", NULL},
+    {"permute {0,0}", c_permute_dup, IA, 0, "permute", NULL},
+    {"permute {0,2}", c_permute_range, IA, 0, "permute", NULL},
+    {"permute 3 axes of 2-D", c_permute_count, IA, SH, "permute", NULL},
+    {"permute NULL", c_permute_null, IA, 0, "permute", NULL},
+    {"reshape [2,3] -> [4]", c_reshape_numel, SH, 0, "reshape", NULL},
+    {"reshape [2,3] -> [2,2,2]", c_reshape_numel2, SH, 0, "reshape", NULL},
+    {"reshape [2,3] -> [-1,4]", c_reshape_indivisible, SH, 0, "reshape",
+     NULL},
+    {"reshape two -1", c_reshape_two_infer, IA, SH, "reshape", NULL},
+    {"reshape [0,6]", c_reshape_zero, SH, IA, "reshape", NULL},
+    {"reshape [-2,-3]", c_reshape_negative, SH, IA, "reshape", NULL},
+    {"reshape to 7 dims", c_reshape_too_many, SH, IA, "reshape", NULL},
+    {"mse_loss shapes", c_mse_shape, SH, 0, "mse", NULL},
+    {"mse_loss NULL target", c_mse_null, IA, 0, "mse", NULL},
+    {"cross_entropy f32 labels", c_ce_f32_labels, DT, 0, "cross_entropy",
+     NULL},
+    {"cross_entropy 3 labels for 2 rows", c_ce_label_count, SH, 0,
+     "cross_entropy", NULL},
+    {"cross_entropy labels [2,1]", c_ce_label_2d, SH, 0, "cross_entropy",
+     NULL},
+    {"cross_entropy 1-D logits", c_ce_logits_1d, SH, 0, "cross_entropy",
+     NULL},
+    {"cross_entropy i32 logits", c_ce_i32_logits, DT, 0, "cross_entropy",
+     NULL},
+    {"softmax i32", c_softmax_i32, DT, 0, "softmax", NULL},
+    {"exp i32", c_exp_i32, DT, 0, "exp", NULL},
+    {"device \"nosuch\"", c_dev_unknown, NF, 0, "nosuch", "cpu"},
+    {"device \"cpu:7\"", c_dev_index, NF, 0, "cpu", "7"},
+    {"device \"cpu:x\"", c_dev_bad_index, NF, IA, "cpu", NULL},
+    {"device \"cpu:-1\"", c_dev_neg_index, NF, IA, "cpu", NULL},
+    {"device_open out NULL", c_dev_null_out, IA, 0, NULL, NULL},
+    {"backend_devices \"nosuch\"", c_backend_devices_unknown, NF, 0,
+     "nosuch", NULL},
+    {"read from a closed device", c_closed_device, XG_ERR_STATE, 0, NULL,
+     NULL},
+    {"read 5 of 6 floats", c_read_bytes, IA, 0, "read", NULL},
+    {"read 8 of 6 floats", c_read_bytes_big, IA, 0, "read", NULL},
+    {"read into NULL", c_read_null_dst, IA, 0, "read", NULL},
+    {"read a NULL tensor", c_read_null_tensor, IA, 0, "read", NULL},
+    {"write 7 of 6 floats", c_write_bytes, IA, 0, "write", NULL},
+    {"item of 2 elements", c_item_many, IA, SH, "item", NULL},
+    {"item of i32", c_item_i32, DT, IA, "item", NULL},
+    {"zeros [2,0,3]", c_zeros_zero_dim, SH, IA, "zeros", NULL},
+    {"ones [-4]", c_ones_negative_dim, SH, IA, "ones", NULL},
+    {"full with 7 dims", c_full_too_many_dims, SH, IA, "full", NULL},
+    {"zeros ndim -1", c_zeros_negative_ndim, SH, IA, "zeros", NULL},
+    {"from_data [0]", c_from_data_zero_dim, SH, IA, "from_data", NULL},
+    {"from_data NULL", c_from_data_null, IA, 0, "from_data", NULL},
+    {"from_data dtype 7", c_from_data_dtype, IA, DT, "from_data", NULL},
+    {"rand_uniform with 8 dims", c_rand_huge_ndim, SH, IA, "rand", NULL},
+    {"rand_uniform [3,0]", c_rand_zero_dim, SH, IA, "rand", NULL},
+    {"rand_normal std -1", c_rand_normal_std, IA, 0, "rand_normal", NULL},
+    {"backward on [3]", c_backward_nonscalar, IA, 0, "backward", NULL},
+    {"backward without a graph", c_backward_no_graph, IA, 0, "backward",
+     NULL},
+    {"backward NULL", c_backward_null, IA, 0, "backward", NULL},
+    {"requires_grad on i32", c_requires_grad_i32, DT, 0, NULL, NULL},
+    {"sequential_add to a linear", c_seq_add_non_container, IA, 0, NULL,
+     NULL},
+    {"sequential_add duplicate name", c_seq_add_duplicate, IA, 0, "fc",
+     NULL},
+    {"sequential_add name \"a.b\"", c_seq_add_malformed, IA, 0, NULL, NULL},
+    {"linear with 0 inputs", c_linear_zero, IA, SH, "linear", NULL},
+    {"linear forward [4,5] into 3 features", c_forward_features, SH, 0,
+     NULL, NULL},
+};
+
+static void errors_fini(void)
+{
+    tu_fini();
+}
+
+#define N_CASES ((int)(sizeof cases / sizeof cases[0]))
+
+/* Criterion runs each parameter in a fresh process of this executable, so
+ * the parameter is an index into `cases` rather than a pointer into it. */
+ParameterizedTestParameters(errors, table)
+{
+    static int idx[N_CASES];
+    for (int i = 0; i < N_CASES; i++)
+        idx[i] = i;
+    return cr_make_param_array(int, idx, N_CASES);
+}
+
+ParameterizedTest(int *i, errors, table, .init = tu_init,
+                  .fini = errors_fini)
+{
+    cr_assert(*i >= 0 && *i < N_CASES);
+    const err_case *c = &cases[*i];
+    outcome o = {0};
+    c->run(&o);
+    cr_assert(o.called, "%s: case did not record its outcome", c->name);
+    bool ok = o.status == c->want || (c->alt && o.status == c->alt);
+    cr_expect(ok, "%s: status %d (%s), expected %s%s%s; message \"%s\"",
+              c->name, (int)o.status, xg_status_str(o.status),
+              xg_status_str(c->want), c->alt ? " or " : "",
+              c->alt ? xg_status_str(c->alt) : "", o.msg);
+    cr_expect(o.msg[0] != 0, "%s: empty error message", c->name);
+    if (c->needle)
+        cr_expect(strstr(o.msg, c->needle) != NULL,
+                  "%s: message \"%s\" does not mention \"%s\"", c->name,
+                  o.msg, c->needle);
+    if (c->needle2)
+        cr_expect(strstr(o.msg, c->needle2) != NULL,
+                  "%s: message \"%s\" does not mention \"%s\"", c->name,
+                  o.msg, c->needle2);
+}
+
+/* ---- the error state itself -------------------------------------------- */
+
+TestSuite(error_state, .init = tu_init, .fini = tu_fini);
+
+Test(error_state, clear_and_status_names)
+{
+    xg_clear_error();
+    cr_expect_eq(xg_last_status(), XG_OK);
+    cr_expect_str_eq(xg_last_error(), "");
+    xg_tensor *a = mk(XG_SHAPE(2)), *b = mk(XG_SHAPE(3));
+    cr_expect_null(xg_add(a, b));
+    cr_expect_eq(xg_last_status(), XG_ERR_SHAPE);
+    xg_clear_error();
+    cr_expect_eq(xg_last_status(), XG_OK, "clear_error resets the status");
+    cr_expect_str_eq(xg_last_error(), "", "clear_error empties the message");
+    xg_tensor_free(a);
+    xg_tensor_free(b);
+
+    cr_expect_str_eq(xg_status_str((xg_status)-999), "unknown status");
+    cr_expect_str_eq(xg_status_str((xg_status)5), "unknown status");
+    const char *names[15];
+    for (int s = 0; s >= -14; s--) {
+        names[-s] = xg_status_str((xg_status)s);
+        cr_assert_not_null(names[-s]);
+        cr_expect(names[-s][0], "status %d has an empty name", s);
+        cr_expect_str_neq(names[-s], "unknown status",
+                          "status %d is unnamed", s);
+        for (int t = 0; t < -s; t++)
+            cr_expect_str_neq(names[t], names[-s],
+                              "statuses %d and %d share a name", -t, s);
+    }
+    cr_expect_str_eq(xg_status_str(XG_ERR_DEVICE_OOM),
+                     "device out of memory", "the example in xgrad.h");
+}
+
+Test(error_state, many_bad_calls_in_a_row_do_not_abort)
+{
+    xg_tensor *a = mk(XG_SHAPE(2, 3)), *b = mk(XG_SHAPE(4, 5));
+    for (int i = 0; i < 1000; i++) {
+        cr_assert_null(xg_matmul(a, b));
+        cr_assert_null(xg_add(a, NULL));
+        cr_assert_null(xg_sum(a, 9, false));
+    }
+    cr_expect_eq(xg_last_status(), XG_ERR_INVALID_ARG);
+    /* a good call still works afterwards */
+    xg_tensor *at = xg_transpose(a, 0, 1);
+    xg_tensor *c = xg_matmul(a, at);
+    tu_assert_values(c, XG_SHAPE(2, 2), (const double[]){0, 0, 0, 0}, 0, 0,
+                     "good call after errors");
+    xg_tensor_free(c);
+    xg_tensor_free(at);
+    xg_tensor_free(a);
+    xg_tensor_free(b);
+}
+
+Test(error_state, device_error_lists_backends)
+{
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("nosuch", &dev), XG_ERR_NOT_FOUND);
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", xg_last_error());
+    const char *names[8];
+    int n = xg_backends(names, 8);
+    for (int i = 0; i < n && i < 8; i++)
+        cr_expect(strstr(copy, names[i]) != NULL,
+                  "message \"%s\" does not list backend \"%s\"", copy,
+                  names[i]);
+}

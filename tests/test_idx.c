@@ -1,0 +1,779 @@
+/* IDX files (valid and hostile), MNIST-format folders and the batch
+ * loader. Files are written by the tests into a fresh temporary folder,
+ * plain or gzip-compressed with zlib. */
+#include "test_util.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static char tmpdir[64];
+
+static void idx_init(void)
+{
+    tu_init_scope();
+    strcpy(tmpdir, "/tmp/xgrad-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp failed");
+}
+
+/* Removes tmpdir and what is in it (one level of subfolders). */
+static void rm_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            rm_tree(p);
+        else
+            unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void idx_fini(void)
+{
+    rm_tree(tmpdir);
+    tu_fini_scope();
+}
+
+TestSuite(idx, .init = idx_init, .fini = idx_fini);
+TestSuite(mnist, .init = idx_init, .fini = idx_fini);
+TestSuite(loader, .init = tu_init_scope, .fini = tu_fini_scope);
+
+/* ---- building files ---------------------------------------------------- */
+
+typedef struct bytes {
+    uint8_t b[4096];
+    size_t n;
+} bytes;
+
+static void put(bytes *o, const void *p, size_t n)
+{
+    cr_assert_leq(o->n + n, sizeof o->b);
+    memcpy(o->b + o->n, p, n);
+    o->n += n;
+}
+
+static void put_u8(bytes *o, uint8_t v) { put(o, &v, 1); }
+
+static void put_be32(bytes *o, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8),
+                    (uint8_t)v};
+    put(o, b, 4);
+}
+
+static void put_be16(bytes *o, uint16_t v)
+{
+    uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    put(o, b, 2);
+}
+
+static void put_be64(bytes *o, uint64_t v)
+{
+    put_be32(o, (uint32_t)(v >> 32));
+    put_be32(o, (uint32_t)v);
+}
+
+/* magic 0x00 0x00 type ndim, then ndim big-endian u32 sizes */
+static void idx_header(bytes *o, uint8_t type, int ndim, const uint32_t *dims)
+{
+    put_u8(o, 0);
+    put_u8(o, 0);
+    put_u8(o, type);
+    put_u8(o, (uint8_t)ndim);
+    for (int i = 0; i < ndim; i++)
+        put_be32(o, dims[i]);
+}
+
+static const char *path_of(const char *name)
+{
+    static char p[4][256];
+    static int next;
+    char *b = p[next++ & 3];
+    snprintf(b, sizeof p[0], "%s/%s", tmpdir, name);
+    return b;
+}
+
+static const char *write_plain(const char *name, const bytes *o)
+{
+    const char *p = path_of(name);
+    FILE *f = fopen(p, "wb");
+    cr_assert_not_null(f, "cannot write %s", p);
+    cr_assert_eq(fwrite(o->b, 1, o->n, f), o->n);
+    fclose(f);
+    return p;
+}
+
+static const char *write_gz(const char *name, const bytes *o)
+{
+    const char *p = path_of(name);
+    gzFile f = gzopen(p, "wb");
+    cr_assert_not_null(f, "cannot write %s", p);
+    if (o->n)
+        cr_assert_eq(gzwrite(f, o->b, (unsigned)o->n), (int)o->n);
+    cr_assert_eq(gzclose(f), Z_OK);
+    return p;
+}
+
+/* u8 file with dims and values 0, 1, 2, ... */
+static bytes u8_file(int ndim, const uint32_t *dims)
+{
+    bytes o = {.n = 0};
+    idx_header(&o, 0x08, ndim, dims);
+    uint64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= dims[i];
+    for (uint64_t i = 0; i < n; i++)
+        put_u8(&o, (uint8_t)(i * 7 + 1));
+    return o;
+}
+
+static void assert_u8_idx(const xg_idx *x, int ndim, const uint32_t *dims,
+                          const char *what)
+{
+    cr_assert_eq(x->type, 0x08, "%s: type 0x%02x", what, x->type);
+    cr_assert_eq(x->ndim, ndim, "%s: ndim %d", what, x->ndim);
+    uint64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        cr_expect_eq(x->dims[i], (int64_t)dims[i], "%s: dims[%d] = %" PRId64,
+                     what, i, x->dims[i]);
+        n *= dims[i];
+    }
+    cr_assert_eq(x->bytes, n, "%s: %zu bytes, expected %" PRIu64, what,
+                 x->bytes, n);
+    cr_assert_not_null(x->data);
+    const uint8_t *d = x->data;
+    for (uint64_t i = 0; i < n; i++)
+        cr_assert_eq(d[i], (uint8_t)(i * 7 + 1), "%s: byte %" PRIu64, what,
+                     i);
+}
+
+/* ---- valid files ------------------------------------------------------- */
+
+Test(idx, u8_3d_plain)
+{
+    const uint32_t dims[3] = {2, 3, 4};
+    bytes o = u8_file(3, dims);
+    xg_idx x;
+    memset(&x, 0, sizeof x);
+    xg_status st = xg_idx_read(write_plain("a-idx3-ubyte", &o), &x);
+    cr_assert_eq(st, XG_OK, "%s: %s", xg_status_str(st), xg_last_error());
+    assert_u8_idx(&x, 3, dims, "u8 [2,3,4]");
+    xg_idx_free(&x);
+}
+
+Test(idx, u8_1d_plain_and_gz)
+{
+    const uint32_t dims[1] = {5};
+    bytes o = u8_file(1, dims);
+    xg_idx x;
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_plain("l-idx1-ubyte", &o), &x), XG_OK,
+                 "%s", xg_last_error());
+    assert_u8_idx(&x, 1, dims, "u8 [5] plain");
+    xg_idx_free(&x);
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_gz("l-idx1-ubyte.gz", &o), &x), XG_OK,
+                 "%s", xg_last_error());
+    assert_u8_idx(&x, 1, dims, "u8 [5] gzip");
+    xg_idx_free(&x);
+}
+
+Test(idx, u8_3d_gz)
+{
+    const uint32_t dims[3] = {3, 5, 7};
+    bytes o = u8_file(3, dims);
+    xg_idx x;
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_gz("img.gz", &o), &x), XG_OK, "%s",
+                 xg_last_error());
+    assert_u8_idx(&x, 3, dims, "u8 [3,5,7] gzip");
+    xg_idx_free(&x);
+}
+
+Test(idx, u8_6d_is_the_maximum)
+{
+    const uint32_t dims[6] = {1, 2, 1, 3, 1, 2};
+    bytes o = u8_file(6, dims);
+    xg_idx x;
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_plain("six", &o), &x), XG_OK, "%s",
+                 xg_last_error());
+    assert_u8_idx(&x, 6, dims, "u8 6-D");
+    xg_idx_free(&x);
+}
+
+Test(idx, wider_types_become_native_endian)
+{
+    xg_idx x;
+    /* i32 */
+    bytes o = {.n = 0};
+    idx_header(&o, 0x0C, 1, (const uint32_t[]){3});
+    const int32_t iv[3] = {1, -2, 0x01020304};
+    for (int i = 0; i < 3; i++)
+        put_be32(&o, (uint32_t)iv[i]);
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_plain("i32", &o), &x), XG_OK, "%s",
+                 xg_last_error());
+    cr_expect_eq(x.type, 0x0C);
+    cr_assert_eq(x.bytes, sizeof iv);
+    cr_expect_arr_eq(x.data, iv, sizeof iv, "i32 values");
+    xg_idx_free(&x);
+    /* f32 */
+    bytes f = {.n = 0};
+    idx_header(&f, 0x0D, 2, (const uint32_t[]){2, 2});
+    const float fv[4] = {1.5f, -0.25f, 3e10f, -1e-20f};
+    for (int i = 0; i < 4; i++) {
+        uint32_t u;
+        memcpy(&u, &fv[i], 4);
+        put_be32(&f, u);
+    }
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_gz("f32.gz", &f), &x), XG_OK, "%s",
+                 xg_last_error());
+    cr_expect_eq(x.type, 0x0D);
+    cr_expect(x.ndim == 2 && x.dims[0] == 2 && x.dims[1] == 2);
+    cr_assert_eq(x.bytes, sizeof fv);
+    cr_expect_arr_eq(x.data, fv, sizeof fv, "f32 values");
+    xg_idx_free(&x);
+    /* i16, i8, f64 */
+    bytes s = {.n = 0};
+    idx_header(&s, 0x0B, 1, (const uint32_t[]){2});
+    put_be16(&s, (uint16_t)-300);
+    put_be16(&s, 0x1234);
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_plain("i16", &s), &x), XG_OK, "%s",
+                 xg_last_error());
+    const int16_t sv[2] = {-300, 0x1234};
+    cr_assert_eq(x.bytes, sizeof sv);
+    cr_expect_arr_eq(x.data, sv, sizeof sv, "i16 values");
+    xg_idx_free(&x);
+    bytes b = {.n = 0};
+    idx_header(&b, 0x09, 1, (const uint32_t[]){2});
+    put_u8(&b, 0xFF);
+    put_u8(&b, 0x05);
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_plain("i8", &b), &x), XG_OK);
+    const int8_t bv[2] = {-1, 5};
+    cr_assert_eq(x.bytes, sizeof bv);
+    cr_expect_arr_eq(x.data, bv, sizeof bv, "i8 values");
+    xg_idx_free(&x);
+    bytes d = {.n = 0};
+    idx_header(&d, 0x0E, 1, (const uint32_t[]){2});
+    const double dv[2] = {3.141592653589793, -2.5e-300};
+    for (int i = 0; i < 2; i++) {
+        uint64_t u;
+        memcpy(&u, &dv[i], 8);
+        put_be64(&d, u);
+    }
+    memset(&x, 0, sizeof x);
+    cr_assert_eq(xg_idx_read(write_plain("f64", &d), &x), XG_OK);
+    cr_assert_eq(x.bytes, sizeof dv);
+    cr_expect_arr_eq(x.data, dv, sizeof dv, "f64 values");
+    xg_idx_free(&x);
+}
+
+/* ---- hostile files ----------------------------------------------------- */
+
+/* Reads `path` and expects the error to be one of `want` (0-terminated). */
+static void expect_fail(const char *path, const xg_status *want,
+                        const char *what)
+{
+    xg_idx x;
+    memset(&x, 0, sizeof x);
+    xg_clear_error();
+    xg_status st = xg_idx_read(path, &x);
+    if (st == XG_OK)
+        xg_idx_free(&x);
+    bool ok = false;
+    for (const xg_status *w = want; *w; w++)
+        ok |= st == *w;
+    cr_expect(ok, "%s: xg_idx_read gave %d (%s), expected %s%s%s; \"%s\"",
+              what, (int)st, xg_status_str(st), xg_status_str(want[0]),
+              want[1] ? " or " : "", want[1] ? xg_status_str(want[1]) : "",
+              xg_last_error());
+    if (st != XG_OK) {
+        cr_expect_eq(xg_last_status(), st, "%s: last status differs", what);
+        cr_expect(xg_last_error()[0] != 0, "%s: no error message", what);
+    }
+}
+
+static const xg_status FORMAT[] = {XG_ERR_FORMAT, 0};
+static const xg_status FORMAT_OR_LARGE[] = {XG_ERR_FORMAT, XG_ERR_TOO_LARGE,
+                                            0};
+
+/* The same bytes as a plain file and gzip-compressed. */
+static void expect_format_both(const char *name, const bytes *o,
+                               const xg_status *want)
+{
+    char gz[80], what[120];
+    snprintf(what, sizeof what, "%s (plain)", name);
+    expect_fail(write_plain(name, o), want, what);
+    snprintf(gz, sizeof gz, "%s.gz", name);
+    snprintf(what, sizeof what, "%s (gzip)", name);
+    expect_fail(write_gz(gz, o), want, what);
+}
+
+Test(idx, bad_magic)
+{
+    bytes o = u8_file(1, (const uint32_t[]){4});
+    o.b[0] = 0x01;
+    expect_format_both("magic0", &o, FORMAT);
+    bytes p = u8_file(1, (const uint32_t[]){4});
+    p.b[1] = 0x08;
+    expect_format_both("magic1", &p, FORMAT);
+}
+
+Test(idx, unknown_type)
+{
+    const uint8_t types[] = {0x00, 0x07, 0x0A, 0x0F, 0xFF};
+    for (size_t i = 0; i < sizeof types; i++) {
+        bytes o = u8_file(1, (const uint32_t[]){4});
+        o.b[2] = types[i];
+        char name[32];
+        snprintf(name, sizeof name, "type%02x", types[i]);
+        expect_format_both(name, &o, FORMAT);
+    }
+}
+
+Test(idx, ndim_zero_and_too_many)
+{
+    bytes z = {.n = 0};
+    idx_header(&z, 0x08, 0, NULL);
+    put_u8(&z, 1);
+    expect_format_both("ndim0", &z, FORMAT);
+    const uint32_t dims[7] = {1, 1, 1, 1, 1, 1, 2};
+    bytes o = u8_file(7, dims);
+    expect_format_both("ndim7", &o, FORMAT);
+    bytes big = {.n = 0};
+    idx_header(&big, 0x08, 0, NULL);
+    big.b[3] = 0xFF; /* 255 dims claimed, none present */
+    expect_format_both("ndim255", &big, FORMAT);
+}
+
+Test(idx, zero_dimension)
+{
+    bytes o = {.n = 0};
+    idx_header(&o, 0x08, 3, (const uint32_t[]){2, 0, 3});
+    expect_format_both("zerodim", &o, FORMAT);
+}
+
+Test(idx, truncated_data_and_trailing_bytes)
+{
+    bytes t = u8_file(2, (const uint32_t[]){3, 4});
+    t.n -= 1;
+    expect_format_both("short", &t, FORMAT);
+    bytes t2 = {.n = 0};
+    idx_header(&t2, 0x0C, 1, (const uint32_t[]){2});
+    put_be32(&t2, 1);
+    put_u8(&t2, 0); /* 5 of the 8 data bytes of two i32 */
+    expect_format_both("short_i32", &t2, FORMAT);
+    bytes x = u8_file(2, (const uint32_t[]){3, 4});
+    put_u8(&x, 0xAB);
+    expect_format_both("trailing", &x, FORMAT);
+    bytes h = u8_file(1, (const uint32_t[]){4});
+    h.n = 6; /* cut inside the first dimension */
+    expect_format_both("cut_dims", &h, FORMAT);
+    bytes m = {.n = 0};
+    put_u8(&m, 0);
+    put_u8(&m, 0);
+    put_u8(&m, 8);
+    expect_format_both("cut_magic", &m, FORMAT);
+    bytes e = {.n = 0};
+    expect_format_both("empty", &e, FORMAT);
+}
+
+Test(idx, huge_or_overflowing_dimensions)
+{
+    /* 4 x 0xFFFFFFFF: the product overflows 64 bits */
+    bytes o = {.n = 0};
+    idx_header(&o, 0x0E, 4,
+               (const uint32_t[]){0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu,
+                                  0xFFFFFFFFu});
+    put_u8(&o, 1);
+    expect_format_both("overflow", &o, FORMAT_OR_LARGE);
+    /* 2^32 - 1 by 2^32 - 1 f64 values, 2^67 bytes: too large or short */
+    bytes l = {.n = 0};
+    idx_header(&l, 0x0E, 2, (const uint32_t[]){0xFFFFFFFFu, 0xFFFFFFFFu});
+    put_u8(&l, 1);
+    expect_format_both("huge", &l, FORMAT_OR_LARGE);
+    /* 6 dims of 2^16: 2^96 elements */
+    bytes s = {.n = 0};
+    idx_header(&s, 0x08, 6,
+               (const uint32_t[]){65536, 65536, 65536, 65536, 65536, 65536});
+    expect_format_both("overflow6", &s, FORMAT_OR_LARGE);
+}
+
+Test(idx, corrupt_gzip_stream)
+{
+    /* a valid gzip file cut in the middle of its deflate stream */
+    const uint32_t dims[2] = {20, 30};
+    bytes o = u8_file(2, dims);
+    const char *p = write_gz("cut.gz", &o);
+    FILE *f = fopen(p, "rb");
+    cr_assert_not_null(f);
+    bytes z = {.n = 0};
+    z.n = fread(z.b, 1, sizeof z.b, f);
+    fclose(f);
+    cr_assert_gt(z.n, 30);
+    z.n = 24;
+    static const xg_status want[] = {XG_ERR_FORMAT, XG_ERR_IO, 0};
+    expect_fail(write_plain("cut2.gz", &z), want, "truncated gzip stream");
+}
+
+Test(idx, missing_file)
+{
+    static const xg_status want[] = {XG_ERR_IO, 0};
+    expect_fail(path_of("no-such-file"), want, "missing file");
+    expect_fail(tmpdir, want, "a directory");
+}
+
+Test(idx, free_of_zeroed_struct_is_harmless)
+{
+    xg_idx x;
+    memset(&x, 0, sizeof x);
+    xg_idx_free(&x);
+    xg_idx_free(NULL);
+    cr_expect_null(x.data);
+}
+
+/* ---- MNIST folders ----------------------------------------------------- */
+
+enum { MN = 4, MH = 3, MW = 2 };
+static const uint8_t mn_labels[MN] = {0, 9, 3, 1};
+
+static uint8_t mn_pixel(int i) { return (uint8_t)(i * 11 % 256); }
+
+/* Writes <prefix>-images-idx3-ubyte and <prefix>-labels-idx1-ubyte
+ * (".gz" when gz) with n_img images and n_lab labels. */
+static void write_mnist(const char *dir, const char *prefix, bool gz,
+                        int n_img, int n_lab, const uint8_t *labels)
+{
+    bytes im = {.n = 0};
+    idx_header(&im, 0x08, 3, (const uint32_t[]){(uint32_t)n_img, MH, MW});
+    for (int i = 0; i < n_img * MH * MW; i++)
+        put_u8(&im, mn_pixel(i));
+    bytes lb = {.n = 0};
+    idx_header(&lb, 0x08, 1, (const uint32_t[]){(uint32_t)n_lab});
+    for (int i = 0; i < n_lab; i++)
+        put_u8(&lb, labels[i % MN]);
+    char a[128], b[128];
+    snprintf(a, sizeof a, "%s%s-images-idx3-ubyte%s", dir, prefix,
+             gz ? ".gz" : "");
+    snprintf(b, sizeof b, "%s%s-labels-idx1-ubyte%s", dir, prefix,
+             gz ? ".gz" : "");
+    if (gz) {
+        write_gz(a, &im);
+        write_gz(b, &lb);
+    } else {
+        write_plain(a, &im);
+        write_plain(b, &lb);
+    }
+}
+
+static void check_dataset(const xg_dataset *ds, float mean, float sd)
+{
+    cr_assert_not_null(ds);
+    cr_expect_eq(ds->n, MN);
+    cr_expect_eq(ds->channels, 1);
+    cr_expect_eq(ds->height, MH);
+    cr_expect_eq(ds->width, MW);
+    cr_expect_eq(ds->num_classes, 10, "labels 0..9 give 10 classes, got %d",
+                 ds->num_classes);
+    for (int i = 0; i < MN; i++)
+        cr_expect_eq(ds->labels[i], mn_labels[i], "label %d", i);
+    for (int i = 0; i < MN * MH * MW; i++) {
+        double v = mn_pixel(i) / 255.0;
+        if (sd > 0)
+            v = (v - mean) / sd;
+        cr_expect(tu_close(ds->images[i], v, 1e-6, 1e-5),
+                  "pixel %d: %.7g, expected %.7g", i, ds->images[i], v);
+    }
+}
+
+Test(mnist, train_split_plain)
+{
+    write_mnist("", "train", false, MN, MN, mn_labels);
+    xg_dataset *ds = NULL;
+    xg_status st = xg_mnist_load(tmpdir, "train", 0, 0, &ds);
+    cr_assert_eq(st, XG_OK, "%s: %s", xg_status_str(st), xg_last_error());
+    check_dataset(ds, 0, 0);
+    xg_dataset_free(ds);
+}
+
+Test(mnist, test_split_gz_normalised)
+{
+    write_mnist("", "t10k", true, MN, MN, mn_labels);
+    xg_dataset *ds = NULL;
+    xg_status st = xg_mnist_load(tmpdir, "test", 0.2860f, 0.3530f, &ds);
+    cr_assert_eq(st, XG_OK, "%s: %s", xg_status_str(st), xg_last_error());
+    check_dataset(ds, 0.2860f, 0.3530f);
+    xg_dataset_free(ds);
+    xg_dataset_free(NULL);
+}
+
+static void expect_load_fails(const char *split, xg_status want,
+                              const char *what)
+{
+    xg_dataset *ds = NULL;
+    xg_clear_error();
+    xg_status st = xg_mnist_load(tmpdir, split, 0, 0, &ds);
+    if (st == XG_OK)
+        xg_dataset_free(ds);
+    cr_expect_eq(st, want, "%s: got %d (%s), expected %s; \"%s\"", what,
+                 (int)st, xg_status_str(st), xg_status_str(want),
+                 xg_last_error());
+    cr_expect(xg_last_error()[0], "%s: empty message", what);
+}
+
+Test(mnist, mismatched_counts)
+{
+    write_mnist("", "train", false, MN, MN - 1, mn_labels);
+    expect_load_fails("train", XG_ERR_FORMAT, "4 images, 3 labels");
+}
+
+Test(mnist, label_out_of_range)
+{
+    const uint8_t bad[MN] = {0, 10, 3, 1};
+    write_mnist("", "train", false, MN, MN, bad);
+    expect_load_fails("train", XG_ERR_FORMAT, "label 10");
+    const uint8_t bad2[MN] = {0, 255, 3, 1};
+    write_mnist("", "t10k", true, MN, MN, bad2);
+    expect_load_fails("test", XG_ERR_FORMAT, "label 255");
+}
+
+Test(mnist, missing_files)
+{
+    expect_load_fails("train", XG_ERR_NOT_FOUND, "empty folder");
+    /* images present, labels missing */
+    write_mnist("", "train", false, MN, MN, mn_labels);
+    unlink(path_of("train-labels-idx1-ubyte"));
+    expect_load_fails("train", XG_ERR_NOT_FOUND, "labels file missing");
+    xg_dataset *ds = NULL;
+    cr_expect_eq(xg_mnist_load("/nonexistent/xgrad", "train", 0, 0, &ds),
+                 XG_ERR_NOT_FOUND, "missing folder");
+}
+
+Test(mnist, wrong_file_shapes)
+{
+    /* images given as a 1-D file */
+    bytes im = u8_file(1, (const uint32_t[]){MN * MH * MW});
+    write_plain("train-images-idx3-ubyte", &im);
+    bytes lb = {.n = 0};
+    idx_header(&lb, 0x08, 1, (const uint32_t[]){MN});
+    put(&lb, mn_labels, MN);
+    write_plain("train-labels-idx1-ubyte", &lb);
+    expect_load_fails("train", XG_ERR_FORMAT, "1-D images file");
+}
+
+Test(mnist, unknown_split)
+{
+    write_mnist("", "train", false, MN, MN, mn_labels);
+    xg_dataset *ds = NULL;
+    xg_status st = xg_mnist_load(tmpdir, "validation", 0, 0, &ds);
+    if (st == XG_OK)
+        xg_dataset_free(ds);
+    cr_expect_neq(st, XG_OK, "split \"validation\" accepted");
+}
+
+/* ---- the loader -------------------------------------------------------- */
+
+enum { LN = 23, LC = 5 };
+
+/* A dataset built by hand: image i is [1,1,2] = {i, -i}, label i % 5. */
+typedef struct hand_ds {
+    xg_dataset ds;
+    float images[LN * 2];
+    int32_t labels[LN];
+} hand_ds;
+
+static void hand_init(hand_ds *h)
+{
+    memset(h, 0, sizeof *h);
+    for (int i = 0; i < LN; i++) {
+        h->images[2 * i] = (float)i;
+        h->images[2 * i + 1] = (float)-i;
+        h->labels[i] = i % LC;
+    }
+    h->ds = (xg_dataset){.n = LN, .channels = 1, .height = 1, .width = 2,
+                         .images = h->images, .labels = h->labels,
+                         .num_classes = LC};
+}
+
+/* Runs one epoch; writes the sample ids in visiting order to ids and the
+ * batch sizes to sizes; returns the number of samples. Checks shapes and
+ * that labels travel with their images. */
+static int run_epoch(xg_loader *ld, int64_t epoch, int *ids, int *sizes,
+                     int *nbatches)
+{
+    xg_loader_start(ld, epoch);
+    int n = 0, b = 0;
+    for (;;) {
+        xg_tensor *im = NULL, *lb = NULL;
+        int r = xg_loader_next(ld, &im, &lb);
+        cr_assert_geq(r, 0, "loader_next: %s", xg_last_error());
+        if (r == 0)
+            break;
+        cr_assert_not_null(im);
+        cr_assert_not_null(lb);
+        int64_t bs = xg_tensor_dim(im, 0);
+        tu_assert_shape(im, XG_SHAPE(bs, 1, 1, 2), "batch images");
+        tu_assert_shape(lb, XG_SHAPE(bs), "batch labels");
+        cr_assert_eq(xg_tensor_dtype(lb), XG_I32);
+        float *iv = tu_read(im);
+        int32_t *lv = tu_read_i32(lb);
+        for (int64_t i = 0; i < bs; i++) {
+            int id = (int)iv[2 * i];
+            cr_assert_eq(iv[2 * i + 1], (float)-id, "image %d mangled", id);
+            cr_assert_eq(lv[i], id % LC, "label of sample %d", id);
+            cr_assert_lt(n, LN);
+            ids[n++] = id;
+        }
+        free(iv);
+        free(lv);
+        sizes[b++] = (int)bs;
+        cr_assert_leq(b, LN);
+        xg_tensor_free(im);
+        xg_tensor_free(lb);
+    }
+    *nbatches = b;
+    return n;
+}
+
+static void check_batches(bool shuffle, bool drop_last, int64_t limit,
+                          int64_t bs, const int *want_sizes, int want_n)
+{
+    hand_ds h;
+    hand_init(&h);
+    xg_loader *ld = xg_loader_new(&h.ds, bs, shuffle, drop_last, 1, limit);
+    cr_assert_not_null(ld, "%s", xg_last_error());
+    cr_expect_eq(xg_loader_batches(ld), want_n,
+                 "batches: %" PRId64 ", expected %d (bs %" PRId64
+                 ", limit %" PRId64 ", drop_last %d)",
+                 xg_loader_batches(ld), want_n, bs, limit, drop_last);
+    int ids[LN], sizes[LN], nb = 0;
+    int n = run_epoch(ld, 0, ids, sizes, &nb);
+    cr_assert_eq(nb, want_n, "batches made: %d, expected %d", nb, want_n);
+    int total = 0;
+    for (int i = 0; i < nb; i++) {
+        cr_expect_eq(sizes[i], want_sizes[i], "batch %d has %d samples, "
+                     "expected %d", i, sizes[i], want_sizes[i]);
+        total += want_sizes[i];
+    }
+    cr_assert_eq(n, total);
+    int64_t pool = limit && limit < LN ? limit : LN;
+    int seen[LN] = {0};
+    for (int i = 0; i < n; i++) {
+        cr_assert_lt(ids[i], pool, "sample %d is past the limit", ids[i]);
+        cr_assert_eq(seen[ids[i]]++, 0, "sample %d visited twice", ids[i]);
+    }
+    if (!drop_last)
+        cr_expect_eq(n, pool, "every sample visited once");
+    if (!shuffle)
+        for (int i = 0; i < n; i++)
+            cr_expect_eq(ids[i], i, "unshuffled order");
+    /* after the end, next keeps saying 0 */
+    xg_tensor *im = NULL, *lb = NULL;
+    cr_expect_eq(xg_loader_next(ld, &im, &lb), 0);
+    xg_loader_free(ld);
+}
+
+Test(loader, batch_shapes_and_counts)
+{
+    check_batches(false, false, 0, 5, (const int[]){5, 5, 5, 5, 3}, 5);
+    check_batches(false, true, 0, 5, (const int[]){5, 5, 5, 5}, 4);
+    check_batches(true, false, 0, 5, (const int[]){5, 5, 5, 5, 3}, 5);
+    check_batches(true, true, 0, 5, (const int[]){5, 5, 5, 5}, 4);
+    check_batches(false, false, 0, 23, (const int[]){23}, 1);
+    check_batches(false, false, 0, 100, (const int[]){23}, 1);
+    check_batches(false, true, 0, 100, (const int[]){0}, 0);
+    check_batches(false, false, 0, 1, (const int[]){1, 1, 1, 1, 1, 1, 1, 1,
+                                                    1, 1, 1, 1, 1, 1, 1, 1,
+                                                    1, 1, 1, 1, 1, 1, 1},
+                  23);
+}
+
+Test(loader, limit)
+{
+    check_batches(false, false, 12, 5, (const int[]){5, 5, 2}, 3);
+    check_batches(false, true, 12, 5, (const int[]){5, 5}, 2);
+    check_batches(true, false, 12, 5, (const int[]){5, 5, 2}, 3);
+    check_batches(true, false, 100, 10, (const int[]){10, 10, 3}, 3);
+}
+
+static void epoch_order(uint64_t seed, int64_t epoch, int *ids)
+{
+    hand_ds h;
+    hand_init(&h);
+    xg_loader *ld = xg_loader_new(&h.ds, 4, true, false, seed, 0);
+    cr_assert_not_null(ld);
+    int sizes[LN], nb;
+    cr_assert_eq(run_epoch(ld, epoch, ids, sizes, &nb), LN);
+    xg_loader_free(ld);
+}
+
+static int same_positions(const int *a, const int *b)
+{
+    int s = 0;
+    for (int i = 0; i < LN; i++)
+        s += a[i] == b[i];
+    return s;
+}
+
+Test(loader, shuffle_is_seeded_and_per_epoch)
+{
+    int a[LN], b[LN], c[LN], d[LN];
+    epoch_order(9, 0, a);
+    epoch_order(9, 0, b);
+    cr_expect_arr_eq(a, b, sizeof a, "same seed and epoch, same order");
+    epoch_order(9, 1, c);
+    cr_expect_lt(same_positions(a, c), LN,
+                 "epochs 0 and 1 visit in the same order");
+    epoch_order(10, 0, d);
+    cr_expect_lt(same_positions(a, d), LN,
+                 "seeds 9 and 10 visit in the same order");
+    int ident = 0;
+    for (int i = 0; i < LN; i++)
+        ident += a[i] == i;
+    cr_expect_lt(ident, LN, "shuffle left the order unchanged");
+    /* one loader: restarting an epoch replays it */
+    hand_ds h;
+    hand_init(&h);
+    xg_loader *ld = xg_loader_new(&h.ds, 4, true, false, 9, 0);
+    int e0[LN], e1[LN], e0b[LN], sizes[LN], nb;
+    run_epoch(ld, 0, e0, sizes, &nb);
+    run_epoch(ld, 1, e1, sizes, &nb);
+    run_epoch(ld, 0, e0b, sizes, &nb);
+    cr_expect_arr_eq(e0, a, sizeof a, "loader order matches a fresh one");
+    cr_expect_arr_eq(e1, c, sizeof c, "epoch 1 matches a fresh loader's");
+    cr_expect_arr_eq(e0, e0b, sizeof e0, "restarting epoch 0 replays it");
+    xg_loader_free(ld);
+}
+
+Test(loader, bad_arguments)
+{
+    hand_ds h;
+    hand_init(&h);
+    xg_clear_error();
+    xg_loader *ld = xg_loader_new(&h.ds, 0, false, false, 0, 0);
+    cr_expect_null(ld, "batch size 0 accepted");
+    xg_loader_free(ld);
+    cr_expect_eq(xg_last_status(), XG_ERR_INVALID_ARG);
+    ld = xg_loader_new(NULL, 4, false, false, 0, 0);
+    cr_expect_null(ld, "NULL dataset accepted");
+    xg_loader_free(ld);
+    ld = xg_loader_new(&h.ds, 4, false, false, 0, -1);
+    cr_expect_null(ld, "negative limit accepted");
+    xg_loader_free(ld);
+    xg_loader_free(NULL);
+}
