@@ -72,6 +72,14 @@ struct xg_tensor {
 xg_tensor *xg__tensor_new(xg_device *dev, xg_dtype dtype,
                           const int64_t *shape, int ndim, const char *who);
 
+/* Ops built from other ops run between these two calls, so that their
+ * intermediate tensors are freed even when the caller has no scope open:
+ * composite_end frees everything made since composite_begin except
+ * `result` (NULL passes through), which goes to the caller's scope or to
+ * the caller. */
+xg_scope *xg__composite_begin(void);
+xg_tensor *xg__composite_end(xg_scope *scope, xg_tensor *result);
+
 /* A new tensor object sharing `src`'s storage with another shape (same
  * numel); not part of any graph. */
 xg_tensor *xg__tensor_alias(xg_tensor *src, const int64_t *shape, int ndim);

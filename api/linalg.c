@@ -229,6 +229,8 @@ static xg_tensor *matmul_nd(xg_tensor *a, xg_tensor *b, bool ta, bool tb)
     g->stride_b = mm_operand(&b, &p);
     if (!a || !b)
         return NULL;
+    /* mm_operand may have expanded an operand: that copy is freed with the
+     * caller's composite scope, or by the graph that uses it. */
     int64_t shape[XG_MAX_DIMS];
     memcpy(shape, p.batch_shape, sizeof *shape * p.batch_ndim);
     shape[p.batch_ndim] = p.m;
@@ -260,6 +262,23 @@ static xg_tensor *matmul_nd(xg_tensor *a, xg_tensor *b, bool ta, bool tb)
     return c;
 }
 
+/* Checks inner sizes when an operand is 1-D, so the error shows the
+ * caller's shapes rather than the matrices they become. */
+static bool vector_fits(const xg_tensor *a, const xg_tensor *b, bool ta,
+                        bool tb)
+{
+    int64_t ka = a->ndim == 1 ? a->numel : a->shape[a->ndim - (ta ? 2 : 1)];
+    int64_t kb = b->ndim == 1 ? b->numel : b->shape[b->ndim - (tb ? 1 : 2)];
+    if (ka == kb)
+        return true;
+    char s1[160], s2[160];
+    xg__shape_str(a->shape, a->ndim, s1, sizeof s1);
+    xg__shape_str(b->shape, b->ndim, s2, sizeof s2);
+    xg_set_error(XG_ERR_SHAPE, "matmul: inner dimensions differ: %s x %s", s1,
+                 s2);
+    return false;
+}
+
 /* Views a 1-D operand as a matrix: [1, k] on the left, [k, 1] on the right. */
 static xg_tensor *as_matrix(xg_tensor *v, bool left)
 {
@@ -279,18 +298,23 @@ xg_tensor *xg_matmul_t(xg_tensor *a, xg_tensor *b, bool trans_a,
         return NULL;
     }
     bool va = a->ndim == 1, vb = b->ndim == 1;
+    if ((va || vb) && !vector_fits(a, b, trans_a, trans_b))
+        return NULL;
+    xg_scope *scope = xg__composite_begin();
+    if (!va && !vb)
+        return xg__composite_end(scope, matmul_nd(a, b, trans_a, trans_b));
     xg_tensor *c = matmul_nd(va ? as_matrix(a, true) : a,
                              vb ? as_matrix(b, false) : b, trans_a && !va,
                              trans_b && !vb);
-    if (!c || (!va && !vb))
-        return c;
+    if (!c)
+        return xg__composite_end(scope, NULL);
     /* Drop the axes the 1-D operands gained, as torch.matmul does. */
     int64_t shape[XG_MAX_DIMS];
     int nd = 0;
     for (int i = 0; i < c->ndim; i++)
         if (!((va && i == c->ndim - 2) || (vb && i == c->ndim - 1)))
             shape[nd++] = c->shape[i];
-    return xg_reshape(c, shape, nd);
+    return xg__composite_end(scope, xg_reshape(c, shape, nd));
 }
 
 xg_tensor *xg_matmul(xg_tensor *a, xg_tensor *b)

@@ -233,7 +233,8 @@ xg_tensor *xg_module_forward(xg_module *m, xg_tensor *x)
     }
     if (!xg__check_arg("module_forward", 1, x, x ? x->dtype : XG_F32))
         return NULL;
-    return m->cls->forward(m, x);
+    xg_scope *scope = xg__composite_begin();
+    return xg__composite_end(scope, m->cls->forward(m, x));
 }
 
 /* Appends m's parameters (own first, then children's, as PyTorch's

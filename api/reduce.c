@@ -108,7 +108,9 @@ xg_tensor *xg_mean(xg_tensor *x, int axis, bool keepdim)
         !resolve_axis("mean", x, &axis))
         return NULL;
     int64_t n = x->ndim ? x->shape[axis] : 1;
-    return xg_mul_scalar(xg_sum(x, axis, keepdim), 1.0f / (float)n);
+    xg_scope *scope = xg__composite_begin();
+    return xg__composite_end(
+        scope, xg_mul_scalar(xg_sum(x, axis, keepdim), 1.0f / (float)n));
 }
 
 /* Flattens x to [numel] (differentiable) for the *_all reductions. */
@@ -119,9 +121,17 @@ static xg_tensor *flat(xg_tensor *x, const char *op)
     return xg_reshape(x, &x->numel, 1);
 }
 
-xg_tensor *xg_sum_all(xg_tensor *x) { return xg_sum(flat(x, "sum_all"), 0, false); }
-xg_tensor *xg_mean_all(xg_tensor *x) { return xg_mean(flat(x, "mean_all"), 0, false); }
-xg_tensor *xg_max_all(xg_tensor *x) { return xg_max(flat(x, "max_all"), 0, false); }
+/* Reduces all of x with `reduce` over its flattened view. */
+static xg_tensor *reduce_all(xg_tensor *x, const char *op,
+                             xg_tensor *(*reduce)(xg_tensor *, int, bool))
+{
+    xg_scope *scope = xg__composite_begin();
+    return xg__composite_end(scope, reduce(flat(x, op), 0, false));
+}
+
+xg_tensor *xg_sum_all(xg_tensor *x) { return reduce_all(x, "sum_all", xg_sum); }
+xg_tensor *xg_mean_all(xg_tensor *x) { return reduce_all(x, "mean_all", xg_mean); }
+xg_tensor *xg_max_all(xg_tensor *x) { return reduce_all(x, "max_all", xg_max); }
 
 /* d max / dx: g routed to the index of the maximum. */
 static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
@@ -319,7 +329,9 @@ xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels)
 {
     if (!check_ce_args(logits, labels))
         return NULL;
-    return xg_mean_all(cross_entropy_rows(logits, labels));
+    xg_scope *scope = xg__composite_begin();
+    return xg__composite_end(scope,
+                             xg_mean_all(cross_entropy_rows(logits, labels)));
 }
 
 xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target)
@@ -332,6 +344,7 @@ xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target)
         !xg__check_same_device(op, pred, target) ||
         !xg__broadcast_shape(op, pred, target, shape, &nd))
         return NULL;
+    xg_scope *scope = xg__composite_begin();
     xg_tensor *d = xg_sub(pred, target);
-    return xg_mean_all(xg_mul(d, d));
+    return xg__composite_end(scope, xg_mean_all(xg_mul(d, d)));
 }

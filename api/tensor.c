@@ -86,6 +86,25 @@ static void scope_forget(xg_tensor *t)
     }
 }
 
+xg_scope *xg__composite_begin(void)
+{
+    return xg_scope_begin();
+}
+
+xg_tensor *xg__composite_end(xg_scope *scope, xg_tensor *result)
+{
+    if (!scope)
+        return result;
+    xg_tensor_keep(result);
+    xg_scope_end(scope);
+    if (result && !scope_adopt(result)) {
+        xg_tensor_free(result);
+        xg_set_error(XG_ERR_OUT_OF_MEMORY, "out of host memory");
+        return NULL;
+    }
+    return result;
+}
+
 /* ---- storage -------------------------------------------------------------- */
 
 static xg_storage *storage_new(xg_device *dev, size_t bytes, const char *who)
