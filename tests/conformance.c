@@ -265,6 +265,7 @@ void conf_fill(void *dst, const conf_buf *b, conf_rng *r)
         case DOM_WIDE: f[i] = conf_rng_uniform(r, -80.0f, 80.0f); break;
         case DOM_ZERO: f[i] = 0.0f; break;
         case DOM_SMALL: f[i] = conf_rng_uniform(r, -0.1f, 0.1f); break;
+        case DOM_TIES: f[i] = (float)(conf_rng_u64(r) % 4); break;
         default: f[i] = conf_rng_uniform(r, -3.0f, 3.0f); break;
         }
     }

@@ -93,6 +93,7 @@ typedef enum conf_domain {
     DOM_ZERO,       /* all zero: optimizer state before the first step */
     DOM_CLASS,      /* i32 in [0, classes): labels and indices */
     DOM_SMALL,      /* uniform in [-0.1, 0.1): Adam's exp_avg */
+    DOM_TIES,       /* integers 0..3 as floats: many ties (first index wins) */
 } conf_domain;
 
 typedef struct conf_buf {

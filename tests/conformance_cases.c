@@ -122,6 +122,9 @@ static void add_poison_i(conf_case *c, int buf, int64_t at, int32_t v)
  * usual limit of one dispatch dimension). */
 #define CONF_HUGE_N ((int64_t)(1 << 24) + 5)
 static const int64_t ew_sizes[] = {1, 3, 17, 257, 4099, 65537};
+/* Rows longer than 65535 x 256: see gen_reduce and gen_rows. */
+#define CONF_LONG_DIM ((int64_t)16777000)
+#define CONF_LONG_COLS ((int64_t)9000000)
 
 /* ---- UNARY, UNARY_BACKWARD, SCALAR ----------------------------------------- */
 
@@ -274,6 +277,24 @@ static void gen_reduce(xg_op op, conf_case_list *l)
     set_ins(c, 3 * 17 * 5);
     set_outs(c, 3 * 5);
     add_poison_f(c, 0, (1 * 17 + 6) * 5 + 2, NAN);
+    /* Many equal values: max/argmax must return the first index. */
+    static const int64_t t[3] = {3, 257, 5};
+    c = add_case(l, op, "outer=3 dim=257 inner=5 with ties");
+    set_reduce(c, t);
+    set_ins(c, 3 * 257 * 5);
+    set_outs(c, 3 * 5);
+    c->in[0].domain = DOM_TIES;
+    /* One very long row with a unique maximum near its start. A kernel
+     * that gives each invocation dim/256 loop trips silently loses lanes
+     * on lavapipe, which ends every shader loop after 65535 iterations in
+     * total (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS). */
+    c = add_case(l, op, "outer=1 dim=%" PRId64 " inner=1 (long row, ties, "
+                 "max 7 at 5)", CONF_LONG_DIM);
+    set_reduce(c, (const int64_t[3]){1, CONF_LONG_DIM, 1});
+    set_ins(c, CONF_LONG_DIM);
+    set_outs(c, 1);
+    c->in[0].domain = DOM_TIES;
+    add_poison_f(c, 0, 5, 7.0f);
 }
 
 static void gen_reduce_backward(xg_op op, conf_case_list *l)
@@ -319,6 +340,9 @@ static void gen_rows(xg_op op, conf_case_list *l)
         rows_case(op, l, rows_shapes[i][0], rows_shapes[i][1], "");
     conf_case *c = rows_case(op, l, 5, 10, " logits in [-80, 80)");
     c->in[0].domain = DOM_WIDE;
+    /* One long row: 2-3 passes of cols/256 loop trips per invocation
+     * exceed lavapipe's 65535-iteration shader loop budget (gen_reduce). */
+    rows_case(op, l, 1, CONF_LONG_COLS, " (long row)");
     if (props_of(op)->labels) {
         /* Labels cols and -1 in rows 1 and 3: NaN in exactly those rows. */
         c = rows_case(op, l, 4, 10, " invalid labels 10 and -1 in rows 1, 3");

@@ -9,15 +9,16 @@
 #include <assert.h>
 #include <math.h>
 
-/* m = max_j x[j]; s = sum_j e[j] with e[j] = exp(x[j] - m), summed in 8
- * interleaved lanes that are then added pairwise. Stores e[] to `e` unless
+/* m = max_j x[j]; s = sum_j e[j] with e[j] = exp(x[j] - m), summed in 8 double
+ * lanes that are then added pairwise. Stores e[] to `e` unless
  * it is NULL (e may be the output row: x is read before e is written). */
 static void row_stats(const float *x, int64_t n, float *e, float *m, float *s)
 {
     float mx = x[0];
     for (int64_t j = 1; j < n; j++)
         mx = x[j] > mx ? x[j] : mx;
-    float lane[8] = {0};
+    /* Double lanes: a row of millions of columns keeps f32 precision. */
+    double lane[8] = {0};
     for (int64_t j = 0; j < n; j++) {
         float ej = expf(x[j] - mx);
         if (e)
@@ -25,8 +26,8 @@ static void row_stats(const float *x, int64_t n, float *e, float *m, float *s)
         lane[j % 8] += ej;
     }
     *m = mx;
-    *s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-         ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    *s = (float)(((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                 ((lane[4] + lane[5]) + (lane[6] + lane[7])));
 }
 
 /* ---- softmax, log_softmax --------------------------------------------------
