@@ -138,6 +138,10 @@ void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap);
 
 /* ---- shared op helpers --------------------------------------------------- */
 
+/* The shape that a and b broadcast to, or false with the error for `op`. */
+bool xg__broadcast_shape(const char *op, const xg_tensor *a,
+                         const xg_tensor *b, int64_t *shape, int *ndim);
+
 /* Broadcast-adds `src` into a new tensor of `shape` (which src must
  * broadcast to). */
 xg_tensor *xg__expand(xg_tensor *src, const int64_t *shape, int ndim);

@@ -210,7 +210,7 @@ xg_tensor *xg_div_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_div_sca
 /* ---- broadcasting binary ops --------------------------------------------- */
 
 /* The broadcast shape of a and b (right-aligned, sizes equal or 1). */
-static bool broadcast_shape(const char *op, const xg_tensor *a,
+bool xg__broadcast_shape(const char *op, const xg_tensor *a,
                             const xg_tensor *b, int64_t *shape, int *ndim)
 {
     int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
@@ -327,7 +327,7 @@ static xg_tensor *binary(xg_op op, xg_tensor *a, xg_tensor *b)
         return NULL;
     int64_t shape[XG_MAX_DIMS];
     int ndim;
-    if (!broadcast_shape(name, a, b, shape, &ndim))
+    if (!xg__broadcast_shape(name, a, b, shape, &ndim))
         return NULL;
     xg_tensor *in[2] = {a, b};
     xg_node *node;

@@ -45,6 +45,11 @@ xg_adam_options xg_adamw_defaults(void)
 
 static xg_optim *optim_new(optim_kind kind, xg_tensor *const *params, int n)
 {
+    if (n < 0 || (n > 0 && !params)) {
+        xg_set_error(XG_ERR_INVALID_ARG, "optim: %d parameters at %p", n,
+                     (const void *)params);
+        return NULL;
+    }
     for (int i = 0; i < n; i++)
         if (!params || !params[i] || params[i]->dtype != XG_F32 ||
             params[i]->node) {

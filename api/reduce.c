@@ -324,6 +324,14 @@ xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels)
 
 xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target)
 {
+    const char *op = "mse_loss";
+    int64_t shape[XG_MAX_DIMS];
+    int nd;
+    if (!xg__check_arg(op, 0, pred, XG_F32) ||
+        !xg__check_arg(op, 1, target, XG_F32) ||
+        !xg__check_same_device(op, pred, target) ||
+        !xg__broadcast_shape(op, pred, target, shape, &nd))
+        return NULL;
     xg_tensor *d = xg_sub(pred, target);
     return xg_mean_all(xg_mul(d, d));
 }

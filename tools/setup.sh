@@ -2,11 +2,11 @@
 # Sourced by tools/train.sh and tools/test.sh; not meant to be run alone.
 
 # Packages the library, the samples and the tests need on Debian 12.
-XG_BUILD_PKGS="gcc meson ninja-build pkg-config zlib1g-dev libopenblas-dev
-  ocl-icd-opencl-dev opencl-headers libclblast-dev
+XG_BUILD_PKGS="gcc meson ninja-build pkg-config zlib1g-dev libjansson-dev
+  libopenblas-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
   libvulkan-dev glslang-tools"
 XG_DATA_PKGS="dataset-fashion-mnist"
-XG_TEST_PKGS="libcriterion-dev valgrind"
+XG_TEST_PKGS="libcriterion-dev valgrind clang libfuzzer-14-dev"
 # CPU implementations of OpenCL and Vulkan, so those suites run without a GPU.
 XG_DRIVER_PKGS="pocl-opencl-icd mesa-vulkan-drivers vulkan-validationlayers"
 

@@ -1,0 +1,539 @@
+/* Model files built on safetensors: a module's parameters under PyTorch's
+ * names (a state_dict, xg_module_save/load), and training checkpoints that
+ * add the optimizer's state and the training progress so that training
+ * resumes bit for bit (xg_checkpoint_save/load).
+ *
+ * A checkpoint holds, beside each parameter "<name>":
+ *   optim.<name>.exp_avg, optim.<name>.exp_avg_sq  F32 (Adam, AdamW)
+ *   optim.<name>.momentum_buffer                   F32 (SGD with momentum)
+ *   optim.<name>.step                              I64 scalar
+ * for every parameter the optimizer has updated (a frozen one has none),
+ * and the __metadata__ keys listed in `reserved` below plus the caller's
+ * hyperparameters.
+ *
+ * Loading checks the whole file against the module and optimizer and
+ * builds the new optimizer state before it changes anything. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safetensors_impl.h"
+
+#define CHECKPOINT_FORMAT "xgrad-checkpoint-1"
+
+/* The checkpoint's own metadata keys; hyperparameters may not use them. */
+static const char *const reserved[] = {
+    "format", "optimizer", "lr", "optimizer_steps",
+    "epoch", "step", "rng_seed", "rng_offset",
+};
+
+/* "optim.<name>.<what>" */
+typedef struct state_key {
+    char s[320];
+} state_key;
+
+static state_key key_of(const char *param, const char *what)
+{
+    state_key k;
+    snprintf(k.s, sizeof k.s, "optim.%s.%s", param, what);
+    return k;
+}
+
+/* The names of an optimizer's two state tensors (the second may be NULL). */
+static const char *state_name(const xg_optim *opt, int which)
+{
+    bool sgd = strcmp(xg__optim_kind(opt), "sgd") == 0;
+    if (which == 0)
+        return sgd ? "momentum_buffer" : "exp_avg";
+    return sgd ? NULL : "exp_avg_sq";
+}
+
+/* The module's name for parameter tensor p, or NULL. */
+static const char *param_name(const xg_module *m, const xg_tensor *p)
+{
+    int n = xg_module_param_count(m);
+    for (int i = 0; i < n; i++) {
+        const char *name = NULL;
+        if (xg_module_param(m, i, &name) == p)
+            return name;
+    }
+    return NULL;
+}
+
+/* ==== Saving ============================================================== */
+
+static xg_status add_params(xg_safetensors_writer *w, const xg_module *m)
+{
+    int n = xg_module_param_count(m);
+    for (int i = 0; i < n; i++) {
+        const char *name = NULL;
+        xg_tensor *p = xg_module_param(m, i, &name);
+        xg_status st = p ? xg_safetensors_writer_add(w, name, p)
+                         : xg_last_status();
+        if (st != XG_OK)
+            return st;
+    }
+    return XG_OK;
+}
+
+xg_status xg_module_save(const xg_module *m, const char *path)
+{
+    if (!m || !path)
+        return xg_set_error(XG_ERR_INVALID_ARG, "module_save: NULL argument");
+    xg_safetensors_writer *w = xg_safetensors_writer_new();
+    /* "format": "pt" is what Hugging Face loaders expect of a state_dict. */
+    xg_status st = w ? xg_safetensors_writer_metadata(w, "format", "pt")
+                     : xg_last_status();
+    if (st == XG_OK)
+        st = add_params(w, m);
+    if (st == XG_OK)
+        st = xg_safetensors_writer_save(w, path);
+    xg_safetensors_writer_free(w);
+    return st;
+}
+
+/* The state of every parameter the optimizer has updated. */
+static xg_status add_optim(xg_safetensors_writer *w, const xg_module *m,
+                           const xg_optim *opt)
+{
+    for (int i = 0; i < xg__optim_count(opt); i++) {
+        xg_optim_slot s = xg__optim_slot(opt, i);
+        const char *name = param_name(m, s.param);
+        if (!name)
+            return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: the "
+                                "optimizer's parameter %d is not a parameter "
+                                "of the module", i);
+        if (s.step == 0 && !s.s0 && !s.s1)
+            continue; /* never updated: frozen, or unused so far */
+        state_key step = key_of(name, "step");
+        state_key k0 = key_of(name, state_name(opt, 0));
+        state_key k1 = key_of(name, s.s1 ? state_name(opt, 1) : "");
+        xg_status st = xg_safetensors_writer_add_i64(w, step.s, s.step);
+        if (st == XG_OK && s.s0)
+            st = xg_safetensors_writer_add(w, k0.s, s.s0);
+        if (st == XG_OK && s.s1)
+            st = xg_safetensors_writer_add(w, k1.s, s.s1);
+        if (st != XG_OK)
+            return st;
+    }
+    return XG_OK;
+}
+
+static xg_status add_metadata(xg_safetensors_writer *w, const xg_optim *opt,
+                              const xg_train_state *s,
+                              const char *const *hparams)
+{
+    char v[6][32];
+    snprintf(v[0], sizeof v[0], "%.9g", (double)xg_optim_lr(opt));
+    snprintf(v[1], sizeof v[1], "%" PRId64, xg_optim_steps(opt));
+    snprintf(v[2], sizeof v[2], "%" PRId64, s->epoch);
+    snprintf(v[3], sizeof v[3], "%" PRId64, s->step);
+    snprintf(v[4], sizeof v[4], "%" PRIu64, s->rng_seed);
+    snprintf(v[5], sizeof v[5], "%" PRIu64, s->rng_offset);
+    const char *values[] = {/* in the order of `reserved` */
+                            CHECKPOINT_FORMAT, xg__optim_kind(opt),
+                            v[0], v[1], v[2], v[3], v[4], v[5]};
+    xg_status st = XG_OK;
+    for (size_t i = 0; i < sizeof reserved / sizeof *reserved &&
+                       st == XG_OK; i++)
+        st = xg_safetensors_writer_metadata(w, reserved[i], values[i]);
+    for (int i = 0; hparams && hparams[i] && st == XG_OK; i += 2)
+        st = xg_safetensors_writer_metadata(w, hparams[i], hparams[i + 1]);
+    return st;
+}
+
+/* Hyperparameters come in key, value pairs, with keys of their own. */
+static xg_status check_save_args(const xg_train_state *s,
+                                 const char *const *hparams)
+{
+    if (s->epoch < 0 || s->step < 0)
+        return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: epoch and "
+                            "step must be >= 0");
+    for (int i = 0; hparams && hparams[i]; i += 2) {
+        if (!hparams[i + 1])
+            return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: "
+                                "hyperparameter '%s' has no value",
+                                hparams[i]);
+        for (size_t k = 0; k < sizeof reserved / sizeof *reserved; k++)
+            if (strcmp(hparams[i], reserved[k]) == 0)
+                return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: "
+                                    "hyperparameter '%s' is a name the "
+                                    "checkpoint itself uses", hparams[i]);
+    }
+    return XG_OK;
+}
+
+xg_status xg_checkpoint_save(const char *path, const xg_module *m,
+                             const xg_optim *opt, const xg_train_state *state,
+                             const char *const *hparams)
+{
+    if (!path || !m || !opt)
+        return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: NULL "
+                            "argument");
+    const xg_train_state zero = {0};
+    const xg_train_state *s = state ? state : &zero;
+    xg_status st = check_save_args(s, hparams);
+    xg_safetensors_writer *w = NULL;
+    if (st == XG_OK && !(w = xg_safetensors_writer_new()))
+        st = xg_last_status();
+    if (st == XG_OK)
+        st = add_params(w, m);
+    if (st == XG_OK)
+        st = add_optim(w, m, opt);
+    if (st == XG_OK)
+        st = add_metadata(w, opt, s, hparams);
+    if (st == XG_OK)
+        st = xg_safetensors_writer_save(w, path);
+    xg_safetensors_writer_free(w);
+    return st;
+}
+
+/* ==== Loading: the plan =================================================== */
+
+/* Everything a load will install, checked and built before anything
+ * changes. Per optimizer slot: the file's entries, then new tensors. */
+typedef struct load_plan {
+    const xg_safetensors *st;
+    const char *label;
+    bool *used;                  /* per file entry: claimed */
+    const xg__st_entry **params; /* per module parameter */
+    int n_slots;
+    const xg__st_entry **e0, **e1;
+    xg_tensor **s0, **s1;
+    int64_t *steps;
+} load_plan;
+
+static void plan_free(load_plan *p)
+{
+    for (int i = 0; p->s0 && p->s1 && i < p->n_slots; i++) {
+        xg_tensor_free(p->s0[i]);
+        xg_tensor_free(p->s1[i]);
+    }
+    free(p->used);
+    free(p->params);
+    free(p->e0);
+    free(p->e1);
+    free(p->s0);
+    free(p->s1);
+    free(p->steps);
+}
+
+static xg_status plan_init(load_plan *p, const xg_safetensors *st,
+                           const xg_module *m, const xg_optim *opt)
+{
+    size_t files = (size_t)xg_safetensors_count(st) + 1;
+    size_t params = (size_t)xg_module_param_count(m) + 1;
+    size_t slots = (size_t)(opt ? xg__optim_count(opt) : 0) + 1;
+    *p = (load_plan){.st = st, .label = xg__safetensors_label(st),
+                     .n_slots = (int)slots - 1};
+    p->used = calloc(files, sizeof *p->used);
+    p->params = calloc(params, sizeof *p->params);
+    p->e0 = calloc(slots, sizeof *p->e0);
+    p->e1 = calloc(slots, sizeof *p->e1);
+    p->s0 = calloc(slots, sizeof *p->s0);
+    p->s1 = calloc(slots, sizeof *p->s1);
+    p->steps = calloc(slots, sizeof *p->steps);
+    if (!p->used || !p->params || !p->e0 || !p->e1 || !p->s0 || !p->s1 ||
+        !p->steps)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory",
+                            p->label);
+    return XG_OK;
+}
+
+/* Claims the entry `name` (*out: NULL when absent) and checks that it is
+ * F32 with t's shape. */
+static xg_status claim_like(load_plan *p, const char *name,
+                            const xg_tensor *t, bool required,
+                            const xg__st_entry **out)
+{
+    *out = NULL;
+    int i = xg__safetensors_index(p->st, name);
+    if (i < 0)
+        return !required ? XG_OK
+                         : xg_set_error(XG_ERR_NOT_FOUND, "%s: tensor '%s' "
+                                        "is missing (the model has it)",
+                                        p->label, name);
+    const xg__st_entry *e = xg__safetensors_entry(p->st, i);
+    p->used[i] = true;
+    if (strcmp(e->dtype, "F32") != 0)
+        return xg_set_error(XG_ERR_DTYPE, "%s: tensor '%s' is %s; the model "
+                            "expects F32", p->label, name, e->dtype);
+    bool same = e->ndim == xg_tensor_ndim(t);
+    for (int d = 0; same && d < e->ndim; d++)
+        same = e->shape[d] == xg_tensor_dim(t, d);
+    if (!same) {
+        char got[160], want[160];
+        xg__shape_str(e->shape, e->ndim, got, sizeof got);
+        xg__shape_str(xg_tensor_shape(t), xg_tensor_ndim(t), want,
+                      sizeof want);
+        return xg_set_error(XG_ERR_SHAPE, "%s: tensor '%s' has shape %s; the "
+                            "model expects %s", p->label, name, got, want);
+    }
+    *out = e;
+    return XG_OK;
+}
+
+static xg_status plan_params(load_plan *p, const xg_module *m)
+{
+    int n = xg_module_param_count(m);
+    for (int i = 0; i < n; i++) {
+        const char *name = NULL;
+        xg_tensor *t = xg_module_param(m, i, &name);
+        xg_status st = t ? claim_like(p, name, t, true, &p->params[i])
+                         : xg_last_status();
+        if (st != XG_OK)
+            return st;
+    }
+    return XG_OK;
+}
+
+/* Claims optim.<name>.step: absent (*step 0), or a non-negative I64
+ * scalar. */
+static xg_status claim_step(load_plan *p, const char *name, int64_t *step)
+{
+    state_key k = key_of(name, "step");
+    int i = xg__safetensors_index(p->st, k.s);
+    const xg__st_entry *e = xg__safetensors_entry(p->st, i);
+    *step = 0;
+    if (!e)
+        return XG_OK;
+    p->used[i] = true;
+    if (strcmp(e->dtype, "I64") == 0 && e->ndim == 0)
+        memcpy(step, e->data, sizeof *step);
+    if (strcmp(e->dtype, "I64") != 0 || e->ndim != 0 || *step < 0)
+        return xg_set_error(XG_ERR_FORMAT, "%s: tensor '%s' must be an I64 "
+                            "scalar >= 0", p->label, k.s);
+    return XG_OK;
+}
+
+/* Claims the state of optimizer slot i and checks it hangs together. */
+static xg_status plan_slot(load_plan *p, const xg_module *m,
+                           const xg_optim *opt, int i)
+{
+    xg_optim_slot s = xg__optim_slot(opt, i);
+    const char *name = param_name(m, s.param);
+    if (!name)
+        return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_load: the "
+                            "optimizer's parameter %d is not a parameter of "
+                            "the module", i);
+    const char *n0 = state_name(opt, 0), *n1 = state_name(opt, 1);
+    state_key k0 = key_of(name, n0), k1 = key_of(name, n1 ? n1 : "");
+    xg_status st = claim_step(p, name, &p->steps[i]);
+    if (st == XG_OK)
+        st = claim_like(p, k0.s, s.param, false, &p->e0[i]);
+    if (st == XG_OK && n1)
+        st = claim_like(p, k1.s, s.param, false, &p->e1[i]);
+    if (st != XG_OK)
+        return st;
+    if (n1 && !p->e0[i] != !p->e1[i])
+        return xg_set_error(XG_ERR_FORMAT, "%s: parameter '%s' has %s but "
+                            "not %s", p->label, name, p->e0[i] ? n0 : n1,
+                            p->e0[i] ? n1 : n0);
+    if (p->e0[i] && p->steps[i] == 0)
+        return xg_set_error(XG_ERR_FORMAT, "%s: parameter '%s' has optimizer "
+                            "state but no step count", p->label, name);
+    return XG_OK;
+}
+
+static xg_status check_all_used(const load_plan *p, const char *expected)
+{
+    for (int i = 0; i < xg_safetensors_count(p->st); i++)
+        if (!p->used[i])
+            return xg_set_error(XG_ERR_FORMAT, "%s: unexpected tensor '%s' "
+                                "(the model has no %s of that name)",
+                                p->label, xg_safetensors_name(p->st, i),
+                                expected);
+    return XG_OK;
+}
+
+/* Builds the new optimizer state tensors on their parameters' devices. */
+static xg_status make_state(load_plan *p, const xg_optim *opt)
+{
+    for (int i = 0; i < p->n_slots; i++) {
+        xg_device *dev = xg_tensor_device(xg__optim_slot(opt, i).param);
+        if (p->e0[i] && !(p->s0[i] = xg__safetensors_load(p->st, p->e0[i],
+                                                          dev)))
+            return xg_last_status();
+        if (p->e1[i] && !(p->s1[i] = xg__safetensors_load(p->st, p->e1[i],
+                                                          dev)))
+            return xg_last_status();
+    }
+    return XG_OK;
+}
+
+static xg_status write_params(const load_plan *p, xg_module *m)
+{
+    int n = xg_module_param_count(m);
+    for (int i = 0; i < n; i++) {
+        xg_status st = xg_tensor_write(xg_module_param(m, i, NULL),
+                                       p->params[i]->data,
+                                       p->params[i]->bytes);
+        if (st != XG_OK)
+            return st;
+    }
+    return XG_OK;
+}
+
+/* ==== Loading: modules ==================================================== */
+
+xg_status xg__module_load_from(xg_module *m, const xg_safetensors *st)
+{
+    load_plan p;
+    xg_status s = plan_init(&p, st, m, NULL);
+    if (s == XG_OK)
+        s = plan_params(&p, m);
+    if (s == XG_OK)
+        s = check_all_used(&p, "parameter");
+    if (s == XG_OK)
+        s = write_params(&p, m);
+    plan_free(&p);
+    return s;
+}
+
+xg_status xg_module_load(xg_module *m, const char *path)
+{
+    if (!m || !path)
+        return xg_set_error(XG_ERR_INVALID_ARG, "module_load: NULL argument");
+    xg_safetensors *st = NULL;
+    xg_status s = xg_safetensors_open(path, &st);
+    if (s == XG_OK)
+        s = xg__module_load_from(m, st);
+    xg_safetensors_close(st);
+    return s;
+}
+
+/* ==== Loading: checkpoints ================================================ */
+
+typedef struct checkpoint_meta {
+    float lr;
+    int64_t optimizer_steps;
+    xg_train_state state;
+} checkpoint_meta;
+
+static xg_status meta_string(const xg_safetensors *st, const char *key,
+                             const char **out)
+{
+    *out = xg_safetensors_metadata(st, key);
+    return *out ? XG_OK
+                : xg_set_error(XG_ERR_FORMAT, "%s: the checkpoint's metadata "
+                               "has no '%s'", xg__safetensors_label(st), key);
+}
+
+/* A metadata value that must be a decimal integer in [0, max]. */
+static xg_status meta_uint(const xg_safetensors *st, const char *key,
+                           uint64_t max, uint64_t *out)
+{
+    const char *v = NULL;
+    xg_status s = meta_string(st, key, &v);
+    if (s != XG_OK)
+        return s;
+    char *end = (char *)v;
+    errno = 0;
+    if (v[0] >= '0' && v[0] <= '9')
+        *out = strtoull(v, &end, 10);
+    if (end == v || *end || errno == ERANGE || *out > max)
+        return xg_set_error(XG_ERR_FORMAT, "%s: metadata '%s' is \"%s\", not "
+                            "an integer in [0, %" PRIu64 "]",
+                            xg__safetensors_label(st), key, v, max);
+    return XG_OK;
+}
+
+static xg_status meta_lr(const xg_safetensors *st, float *lr)
+{
+    const char *v = NULL;
+    xg_status s = meta_string(st, "lr", &v);
+    if (s != XG_OK)
+        return s;
+    char *end = NULL;
+    *lr = strtof(v, &end);
+    if (end == v || *end || !isfinite(*lr) || *lr < 0)
+        return xg_set_error(XG_ERR_FORMAT, "%s: metadata 'lr' is \"%s\", not "
+                            "a finite number >= 0",
+                            xg__safetensors_label(st), v);
+    return XG_OK;
+}
+
+/* Checks that the file is a checkpoint for an optimizer of opt's kind and
+ * reads its numbers. */
+static xg_status read_meta(const xg_safetensors *st, const xg_optim *opt,
+                           checkpoint_meta *meta)
+{
+    const char *label = xg__safetensors_label(st);
+    const char *format = xg_safetensors_metadata(st, "format");
+    if (!format || strcmp(format, CHECKPOINT_FORMAT) != 0)
+        return xg_set_error(XG_ERR_FORMAT, "%s: not an xgrad checkpoint "
+                            "(metadata 'format' is %s, expected '%s')", label,
+                            format ? format : "missing", CHECKPOINT_FORMAT);
+    const char *kind = NULL;
+    xg_status s = meta_string(st, "optimizer", &kind);
+    if (s == XG_OK && strcmp(kind, xg__optim_kind(opt)) != 0)
+        s = xg_set_error(XG_ERR_INVALID_ARG, "%s: the checkpoint holds '%s' "
+                         "optimizer state; the optimizer is '%s'", label,
+                         kind, xg__optim_kind(opt));
+    uint64_t v[5] = {0};
+    const char *keys[5] = {"optimizer_steps", "epoch", "step", "rng_seed",
+                           "rng_offset"};
+    for (int i = 0; i < 5 && s == XG_OK; i++)
+        s = meta_uint(st, keys[i], i < 3 ? INT64_MAX : UINT64_MAX, &v[i]);
+    if (s == XG_OK)
+        s = meta_lr(st, &meta->lr);
+    meta->optimizer_steps = (int64_t)v[0];
+    meta->state = (xg_train_state){(int64_t)v[1], (int64_t)v[2], v[3], v[4]};
+    return s;
+}
+
+/* Checks the file against the module and the optimizer, and builds the new
+ * optimizer state. Changes nothing. */
+static xg_status plan_checkpoint(load_plan *p, const xg_module *m,
+                                 const xg_optim *opt)
+{
+    xg_status s = plan_params(p, m);
+    for (int i = 0; i < p->n_slots && s == XG_OK; i++)
+        s = plan_slot(p, m, opt, i);
+    if (s == XG_OK)
+        s = check_all_used(p, "parameter or optimizer state");
+    return s == XG_OK ? make_state(p, opt) : s;
+}
+
+xg_status xg__checkpoint_load_from(const xg_safetensors *st, xg_module *m,
+                                   xg_optim *opt, xg_train_state *state)
+{
+    checkpoint_meta meta = {0};
+    load_plan p;
+    xg_status s = plan_init(&p, st, m, opt);
+    if (s == XG_OK)
+        s = read_meta(st, opt, &meta);
+    if (s == XG_OK)
+        s = plan_checkpoint(&p, m, opt);
+    if (s == XG_OK)
+        s = write_params(&p, m);
+    for (int i = 0; i < p.n_slots && s == XG_OK; i++) {
+        xg__optim_set_slot(opt, i, p.s0[i], p.s1[i], p.steps[i]);
+        p.s0[i] = p.s1[i] = NULL; /* the optimizer owns them now */
+    }
+    if (s == XG_OK) {
+        xg__optim_set_steps(opt, meta.optimizer_steps);
+        xg_optim_set_lr(opt, meta.lr);
+        if (state)
+            *state = meta.state;
+    }
+    plan_free(&p);
+    return s;
+}
+
+xg_status xg_checkpoint_load(const char *path, xg_module *m, xg_optim *opt,
+                             xg_train_state *state)
+{
+    if (!path || !m || !opt)
+        return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_load: NULL "
+                            "argument");
+    xg_safetensors *st = NULL;
+    xg_status s = xg_safetensors_open(path, &st);
+    if (s == XG_OK)
+        s = xg__checkpoint_load_from(st, m, opt, state);
+    xg_safetensors_close(st);
+    return s;
+}

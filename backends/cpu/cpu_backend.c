@@ -1,0 +1,201 @@
+/* The CPU backend: one device (this machine), host memory as device memory,
+ * every op computed synchronously by the reference kernels. */
+#include "cpu_impl.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef XGRAD_HAVE_BLAS
+#include <cblas.h>
+#define CPU_GEMM_NAME "OpenBLAS"
+#else
+#define CPU_GEMM_NAME "built-in GEMM"
+#endif
+
+enum { CPU_ALIGN = 64, CPU_MAX_THREADS = 256 };
+
+/* A positive integer from XGRAD_NUM_THREADS, or 0 when unset or malformed. */
+static int env_thread_count(void)
+{
+    const char *s = getenv("XGRAD_NUM_THREADS");
+    if (!s || !*s)
+        return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 1)
+        return 0;
+    return v > CPU_MAX_THREADS ? CPU_MAX_THREADS : (int)v;
+}
+
+int cpu_thread_count(void)
+{
+    int n = env_thread_count();
+    if (n > 0)
+        return n;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    n = online > 0 ? (int)(online < CPU_MAX_THREADS ? online
+                                                    : CPU_MAX_THREADS)
+                   : 1;
+#ifdef CPU_COUNT
+    /* A process pinned to fewer CPUs (taskset, cgroup cpusets) gets fewer. */
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0 &&
+        CPU_COUNT(&set) < n)
+        n = CPU_COUNT(&set);
+#endif
+    return n;
+}
+
+static void describe(xg_device_desc *desc, int threads)
+{
+    memset(desc, 0, sizeof *desc);
+    snprintf(desc->name, sizeof desc->name, "CPU (%d thread%s, %s)", threads,
+             threads == 1 ? "" : "s", CPU_GEMM_NAME);
+    desc->is_software = 1;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    desc->memory_bytes =
+        pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+}
+
+static xg_status cpu_enumerate(xg_device_desc *out, int cap, int *count)
+{
+    *count = 1;
+    if (cap >= 1)
+        describe(&out[0], cpu_thread_count());
+    return XG_OK;
+}
+
+static xg_status cpu_open(int index, xg_backend_device **out)
+{
+    if (index != 0)
+        return xg_set_error(XG_ERR_NOT_FOUND,
+                            "cpu: no device %d (the CPU backend has one "
+                            "device, 0)",
+                            index);
+    int threads = cpu_thread_count();
+    cpu_device *dev = calloc(1, sizeof *dev);
+    cpu_pool *pool = dev ? cpu_pool_new(threads) : NULL;
+    if (!pool) {
+        free(dev);
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY,
+                            "cpu: out of host memory opening the device");
+    }
+#ifdef XGRAD_HAVE_BLAS
+    if (getenv("XGRAD_NUM_THREADS"))
+        openblas_set_num_threads(threads);
+#endif
+    dev->pool = pool;
+    dev->base.backend = &xg_backend_cpu;
+    dev->base.index = 0;
+    describe(&dev->base.desc, cpu_pool_threads(pool));
+    *out = &dev->base;
+    return XG_OK;
+}
+
+static void cpu_close(xg_backend_device *dev)
+{
+    if (!dev)
+        return;
+    cpu_pool_free(cpu_dev(dev)->pool);
+    free(cpu_dev(dev)->gemm_scratch);
+    free(dev);
+}
+
+static xg_status cpu_alloc(xg_backend_device *dev, size_t bytes,
+                           xg_buffer **out)
+{
+    (void)dev;
+    if (bytes > SIZE_MAX - CPU_ALIGN)
+        return xg_set_error(XG_ERR_TOO_LARGE,
+                            "cpu: cannot allocate %zu bytes", bytes);
+    /* aligned_alloc wants a size that is a multiple of the alignment. */
+    size_t rounded = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    void *p = aligned_alloc(CPU_ALIGN, rounded);
+    if (!p)
+        return xg_set_error(XG_ERR_DEVICE_OOM,
+                            "cpu: out of memory allocating %zu bytes", bytes);
+    *out = p;
+    return XG_OK;
+}
+
+static void cpu_free(xg_backend_device *dev, xg_buffer *buf)
+{
+    (void)dev;
+    free(buf);
+}
+
+static xg_status cpu_upload(xg_backend_device *dev, xg_buffer *buf,
+                            size_t offset, const void *src, size_t bytes)
+{
+    (void)dev;
+    memcpy((char *)buf + offset, src, bytes);
+    return XG_OK;
+}
+
+static xg_status cpu_download(xg_backend_device *dev, xg_buffer *buf,
+                              size_t offset, void *dst, size_t bytes)
+{
+    (void)dev;
+    memcpy(dst, (const char *)buf + offset, bytes);
+    return XG_OK;
+}
+
+/* Kernels run synchronously: by the time a call returns, its work is done. */
+static xg_status cpu_sync(xg_backend_device *dev)
+{
+    (void)dev;
+    return XG_OK;
+}
+
+const xg_backend xg_backend_cpu = {
+    .name = "cpu",
+    .enumerate = cpu_enumerate,
+    .open = cpu_open,
+    .close = cpu_close,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .sync = cpu_sync,
+    .ops = {
+        [XG_OP_neg] = cpu_unary,
+        [XG_OP_exp] = cpu_unary,
+        [XG_OP_log] = cpu_unary,
+        [XG_OP_sqrt] = cpu_unary,
+        [XG_OP_relu] = cpu_unary,
+        [XG_OP_sigmoid] = cpu_unary,
+        [XG_OP_tanh] = cpu_unary,
+        [XG_OP_gelu] = cpu_unary,
+        [XG_OP_relu_backward] = cpu_unary_backward,
+        [XG_OP_gelu_backward] = cpu_unary_backward,
+        [XG_OP_add_scalar] = cpu_scalar,
+        [XG_OP_sub_scalar] = cpu_scalar,
+        [XG_OP_mul_scalar] = cpu_scalar,
+        [XG_OP_div_scalar] = cpu_scalar,
+        [XG_OP_add] = cpu_binary,
+        [XG_OP_sub] = cpu_binary,
+        [XG_OP_mul] = cpu_binary,
+        [XG_OP_div] = cpu_binary,
+        [XG_OP_sum] = cpu_sum,
+        [XG_OP_max] = cpu_max,
+        [XG_OP_argmax] = cpu_max,
+        [XG_OP_max_backward] = cpu_max_backward,
+        [XG_OP_softmax] = cpu_softmax,
+        [XG_OP_log_softmax] = cpu_softmax,
+        [XG_OP_cross_entropy] = cpu_cross_entropy,
+        [XG_OP_cross_entropy_backward] = cpu_cross_entropy_backward,
+        [XG_OP_matmul] = cpu_matmul,
+        [XG_OP_permute] = cpu_permute,
+        [XG_OP_copy] = cpu_copy,
+        [XG_OP_fill] = cpu_fill,
+        [XG_OP_rand_uniform] = cpu_rand,
+        [XG_OP_rand_normal] = cpu_rand,
+        [XG_OP_adam_update] = cpu_adam_update,
+        [XG_OP_sgd_update] = cpu_sgd_update,
+    },
+};

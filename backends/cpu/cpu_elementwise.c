@@ -1,0 +1,358 @@
+/* Elementwise kernels: unary ops and their backward, scalar and broadcasting
+ * binary arithmetic, permute, copy and fill.
+ *
+ * Each family has one value function (a switch on the op) and one loop; the
+ * loop is instantiated per op by a dispatch switch whose cases pass the op as
+ * a constant, so every op gets its own tight, vectorisable loop. */
+#include "cpu_impl.h"
+
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- unary -------------------------------------------------------------- */
+
+/* Standard normal CDF and density, for GELU.
+ * reference: Hendrycks & Gimpel, "Gaussian Error Linear Units", 2016; the
+ * exact (erf) form is PyTorch's default (approximate='none'). */
+static inline float normal_cdf(float x)
+{
+    return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
+}
+
+static inline float normal_pdf(float x)
+{
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    return inv_sqrt_2pi * expf(-0.5f * x * x);
+}
+
+CPU_INLINE float unary_value(xg_op op, float x)
+{
+    switch (op) {
+    case XG_OP_neg: return -x;
+    case XG_OP_exp: return expf(x);
+    case XG_OP_log: return logf(x);
+    case XG_OP_sqrt: return sqrtf(x);
+    case XG_OP_relu: return x < 0.0f ? 0.0f : x; /* NaN stays NaN */
+    case XG_OP_sigmoid: return 1.0f / (1.0f + expf(-x));
+    case XG_OP_tanh: return tanhf(x);
+    case XG_OP_gelu: return x * normal_cdf(x);
+    default: assert(!"not a unary op"); return x;
+    }
+}
+
+CPU_INLINE void unary_loop(xg_op op, const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = unary_value(op, x[i]);
+}
+
+static void unary_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    const float *x = cpu_f32(c->in[0]) + begin;
+    float *y = cpu_f32(c->out[0]) + begin;
+    int64_t n = end - begin;
+    switch (c->op) {
+    case XG_OP_neg: unary_loop(XG_OP_neg, x, y, n); break;
+    case XG_OP_exp: unary_loop(XG_OP_exp, x, y, n); break;
+    case XG_OP_log: unary_loop(XG_OP_log, x, y, n); break;
+    case XG_OP_sqrt: unary_loop(XG_OP_sqrt, x, y, n); break;
+    case XG_OP_relu: unary_loop(XG_OP_relu, x, y, n); break;
+    case XG_OP_sigmoid: unary_loop(XG_OP_sigmoid, x, y, n); break;
+    case XG_OP_tanh: unary_loop(XG_OP_tanh, x, y, n); break;
+    case XG_OP_gelu: unary_loop(XG_OP_gelu, x, y, n); break;
+    default: assert(!"not a unary op");
+    }
+}
+
+xg_status cpu_unary(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    int cheap = call->op == XG_OP_neg || call->op == XG_OP_relu ||
+                call->op == XG_OP_sqrt;
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.ew.n,
+                          cheap ? CPU_COST_SIMPLE : CPU_COST_LIBM,
+                          unary_range, call);
+    return XG_OK;
+}
+
+/* ---- unary backward: dx = g * f'(x) ------------------------------------- */
+
+CPU_INLINE float unary_backward_value(xg_op op, float x, float g)
+{
+    switch (op) {
+    /* reference: PyTorch threshold_backward; f'(0) = 0. */
+    case XG_OP_relu_backward: return x > 0.0f ? g : 0.0f;
+    /* d/dx x Phi(x) = Phi(x) + x phi(x); reference: PyTorch GeluBackward. */
+    case XG_OP_gelu_backward: return g * (normal_cdf(x) + x * normal_pdf(x));
+    default: assert(!"not a unary backward op"); return g;
+    }
+}
+
+CPU_INLINE void unary_backward_loop(xg_op op, const float *x, const float *g,
+                                    float *dx, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dx[i] = unary_backward_value(op, x[i], g[i]);
+}
+
+static void unary_backward_range(const void *ctx, int64_t begin, int64_t end,
+                                 int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    const float *x = cpu_f32(c->in[0]) + begin;
+    const float *g = cpu_f32(c->in[1]) + begin;
+    float *dx = cpu_f32(c->out[0]) + begin;
+    int64_t n = end - begin;
+    switch (c->op) {
+    case XG_OP_relu_backward:
+        unary_backward_loop(XG_OP_relu_backward, x, g, dx, n);
+        break;
+    case XG_OP_gelu_backward:
+        unary_backward_loop(XG_OP_gelu_backward, x, g, dx, n);
+        break;
+    default: assert(!"not a unary backward op");
+    }
+}
+
+xg_status cpu_unary_backward(xg_backend_device *dev,
+                             const xg_kernel_call *call)
+{
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.ew.n,
+                          call->op == XG_OP_relu_backward ? CPU_COST_SIMPLE
+                                                          : CPU_COST_LIBM,
+                          unary_backward_range, call);
+    return XG_OK;
+}
+
+/* ---- binary rows: c[i] = a[i * sa] (op) b[i * sb] ----------------------- */
+
+CPU_INLINE float binary_value(xg_op op, float x, float y)
+{
+    switch (op) {
+    case XG_OP_add: return x + y;
+    case XG_OP_sub: return x - y;
+    case XG_OP_mul: return x * y;
+    case XG_OP_div: return x / y;
+    default: assert(!"not a binary op"); return x;
+    }
+}
+
+/* One row of a binary op; the stride patterns that broadcasting produces
+ * most (same shape, a row or scalar operand) get their own unit-stride
+ * loops, which the compiler vectorises. */
+CPU_INLINE void binary_row_op(xg_op op, float *c, const float *a, int64_t sa,
+                              const float *b, int64_t sb, int64_t n)
+{
+    if (sa == 1 && sb == 1) {
+        for (int64_t i = 0; i < n; i++)
+            c[i] = binary_value(op, a[i], b[i]);
+    } else if (sa == 1 && sb == 0) {
+        const float y = b[0];
+        for (int64_t i = 0; i < n; i++)
+            c[i] = binary_value(op, a[i], y);
+    } else if (sa == 0 && sb == 1) {
+        const float x = a[0];
+        for (int64_t i = 0; i < n; i++)
+            c[i] = binary_value(op, x, b[i]);
+    } else {
+        for (int64_t i = 0; i < n; i++)
+            c[i] = binary_value(op, a[i * sa], b[i * sb]);
+    }
+}
+
+static void binary_row(xg_op op, float *c, const float *a, int64_t sa,
+                       const float *b, int64_t sb, int64_t n)
+{
+    switch (op) {
+    case XG_OP_add: binary_row_op(XG_OP_add, c, a, sa, b, sb, n); break;
+    case XG_OP_sub: binary_row_op(XG_OP_sub, c, a, sa, b, sb, n); break;
+    case XG_OP_mul: binary_row_op(XG_OP_mul, c, a, sa, b, sb, n); break;
+    case XG_OP_div: binary_row_op(XG_OP_div, c, a, sa, b, sb, n); break;
+    default: assert(!"not a binary op");
+    }
+}
+
+/* ---- scalar: y = x (op) s ----------------------------------------------- */
+
+static xg_op scalar_to_binary(xg_op op)
+{
+    switch (op) {
+    case XG_OP_add_scalar: return XG_OP_add;
+    case XG_OP_sub_scalar: return XG_OP_sub;
+    case XG_OP_mul_scalar: return XG_OP_mul;
+    case XG_OP_div_scalar: return XG_OP_div;
+    default: assert(!"not a scalar op"); return XG_OP_add;
+    }
+}
+
+static void scalar_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    binary_row(scalar_to_binary(c->op), cpu_f32(c->out[0]) + begin,
+               cpu_f32(c->in[0]) + begin, 1, &c->p.ew.scalar, 0,
+               end - begin);
+}
+
+xg_status cpu_scalar(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.ew.n, CPU_COST_SIMPLE,
+                          scalar_range, call);
+    return XG_OK;
+}
+
+/* ---- strided walks (binary broadcasting, permute) ----------------------- */
+
+/* A walk over a contiguous output of shape[0..ndim-1], tracking the element
+ * offset in up to two strided inputs. The last axis is the inner loop. */
+typedef struct strided_walk {
+    int ndim, inputs;
+    const int64_t *shape;
+    const int64_t *stride[2];
+    int64_t idx[XG_MAX_DIMS];
+    int64_t off[2];
+} strided_walk;
+
+/* Positions the walk at linear output index `pos`. */
+static void walk_start(strided_walk *w, int64_t pos)
+{
+    w->off[0] = w->off[1] = 0;
+    for (int k = w->ndim - 1; k >= 0; k--) {
+        w->idx[k] = pos % w->shape[k];
+        pos /= w->shape[k];
+        for (int s = 0; s < w->inputs; s++)
+            w->off[s] += w->idx[k] * w->stride[s][k];
+    }
+}
+
+/* Elements left in the current row (along the last axis). */
+static int64_t walk_row_left(const strided_walk *w)
+{
+    return w->shape[w->ndim - 1] - w->idx[w->ndim - 1];
+}
+
+/* Advances `count` (<= walk_row_left) elements, carrying into outer axes. */
+static void walk_advance(strided_walk *w, int64_t count)
+{
+    int k = w->ndim - 1;
+    w->idx[k] += count;
+    for (int s = 0; s < w->inputs; s++)
+        w->off[s] += count * w->stride[s][k];
+    while (k > 0 && w->idx[k] == w->shape[k]) {
+        for (int s = 0; s < w->inputs; s++)
+            w->off[s] += w->stride[s][k - 1] - w->idx[k] * w->stride[s][k];
+        w->idx[k] = 0;
+        w->idx[--k]++;
+    }
+}
+
+/* ---- binary: c = a (op) b with broadcasting strides --------------------- */
+
+static void binary_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    const xg_binary_args *p = &c->p.binary;
+    const float *a = cpu_f32(c->in[0]), *b = cpu_f32(c->in[1]);
+    float *out = cpu_f32(c->out[0]);
+    int last = p->ndim - 1;
+    strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
+                      .stride = {p->stride_a, p->stride_b}};
+    walk_start(&w, begin);
+    for (int64_t pos = begin; pos < end;) {
+        int64_t len = walk_row_left(&w);
+        if (len > end - pos)
+            len = end - pos;
+        binary_row(c->op, out + pos, a + w.off[0], p->stride_a[last],
+                   b + w.off[1], p->stride_b[last], len);
+        walk_advance(&w, len);
+        pos += len;
+    }
+}
+
+xg_status cpu_binary(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.binary.n,
+                          CPU_COST_SIMPLE, binary_range, call);
+    return XG_OK;
+}
+
+/* ---- permute: out[j...] = in[perm...] ----------------------------------- */
+
+static void permute_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    const xg_permute_args *p = &c->p.permute;
+    int64_t in_stride[XG_MAX_DIMS], shape[XG_MAX_DIMS] = {0},
+                                    stride[XG_MAX_DIMS] = {0};
+    int64_t s = 1;
+    for (int k = p->ndim - 1; k >= 0; k--) {
+        in_stride[k] = s;
+        s *= p->in_shape[k];
+    }
+    for (int j = 0; j < p->ndim; j++) {
+        shape[j] = p->in_shape[p->perm[j]];
+        stride[j] = in_stride[p->perm[j]];
+    }
+    const float *in = cpu_f32(c->in[0]);
+    float *out = cpu_f32(c->out[0]);
+    int64_t s_last = stride[p->ndim - 1];
+    strided_walk w = {.ndim = p->ndim, .inputs = 1, .shape = shape,
+                      .stride = {stride}};
+    walk_start(&w, begin);
+    for (int64_t pos = begin; pos < end;) {
+        int64_t len = walk_row_left(&w);
+        if (len > end - pos)
+            len = end - pos;
+        const float *src = in + w.off[0];
+        for (int64_t i = 0; i < len; i++)
+            out[pos + i] = src[i * s_last];
+        walk_advance(&w, len);
+        pos += len;
+    }
+}
+
+xg_status cpu_permute(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.permute.n,
+                          CPU_COST_SIMPLE, permute_range, call);
+    return XG_OK;
+}
+
+/* ---- copy and fill ------------------------------------------------------ */
+
+static void copy_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    memcpy(cpu_f32(c->out[0]) + begin, cpu_f32(c->in[0]) + begin,
+           (size_t)(end - begin) * sizeof(float));
+}
+
+xg_status cpu_copy(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.fill.n, CPU_COST_SIMPLE,
+                          copy_range, call);
+    return XG_OK;
+}
+
+static void fill_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    const float value = c->p.fill.value;
+    float *out = cpu_f32(c->out[0]);
+    for (int64_t i = begin; i < end; i++)
+        out[i] = value;
+}
+
+xg_status cpu_fill(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.fill.n, CPU_COST_SIMPLE,
+                          fill_range, call);
+    return XG_OK;
+}

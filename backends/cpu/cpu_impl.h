@@ -1,0 +1,146 @@
+/* The CPU backend's internals: device, buffers, thread pool and kernels.
+ *
+ * The CPU backend is the reference: its kernels define the semantics that
+ * api/backend.h states, and the conformance suite holds every other backend
+ * to them. Work runs synchronously in the calling thread, split over a small
+ * persistent thread pool when it is large enough to pay for the hand-off.
+ */
+#ifndef XGRAD_CPU_IMPL_H
+#define XGRAD_CPU_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+/* Marks a helper whose `op` argument is a constant at every call site, so the
+ * compiler emits one specialised (vectorisable) loop per op from one body. */
+#if defined(__GNUC__)
+#define CPU_INLINE static inline __attribute__((always_inline))
+#else
+#define CPU_INLINE static inline
+#endif
+
+/* ---- thread pool (cpu_pool.c) ------------------------------------------- */
+
+typedef struct cpu_pool cpu_pool;
+
+/* Work on items [begin, end) of a job. `thread` is in [0, threads): 0 for
+ * the calling thread, and never the same for two ranges that run at once
+ * (it indexes per-thread scratch). */
+typedef void (*cpu_range_fn)(const void *ctx, int64_t begin, int64_t end,
+                             int thread);
+
+/* Starts `threads` - 1 workers; the calling thread makes up the count.
+ * Returns NULL on host OOM; fewer workers start if the system refuses
+ * threads. */
+cpu_pool *cpu_pool_new(int threads);
+/* Stops and joins the workers and frees the pool. NULL is ignored. */
+void cpu_pool_free(cpu_pool *pool);
+/* Threads that take part in a job, the caller included. */
+int cpu_pool_threads(const cpu_pool *pool);
+
+/* Runs fn over [0, n) and returns when every range is done. Each item costs
+ * about `item_cost` simple operations (an add or a compare is 1, a libm call
+ * such as expf about 16); below CPU_PARALLEL_MIN_WORK in total, fn runs
+ * once, serially, in the calling thread, so small ops pay nothing for the
+ * pool. Otherwise [0, n) is cut into contiguous ranges that start at
+ * multiples of `align` items, and the pool's threads claim them in turn. */
+void cpu_parallel_for(cpu_pool *pool, int64_t n, int64_t item_cost,
+                      int64_t align, cpu_range_fn fn, const void *ctx);
+
+#define CPU_PARALLEL_MIN_WORK ((int64_t)32768)
+
+/* Costs of one element for cpu_parallel_for: a few arithmetic operations,
+ * or one libm call (expf, erff, ...). */
+enum { CPU_COST_SIMPLE = 1, CPU_COST_LIBM = 16 };
+
+/* Elementwise work: ranges start at multiples of 16 elements, so threads
+ * never write to one cache line and RNG blocks (4 elements) are never cut. */
+static inline void cpu_parallel_elements(cpu_pool *pool, int64_t n,
+                                         int64_t cost, cpu_range_fn fn,
+                                         const void *ctx)
+{
+    cpu_parallel_for(pool, n, cost, 16, fn, ctx);
+}
+
+/* Row work: `rows` items of `row_cost` each. */
+static inline void cpu_parallel_rows(cpu_pool *pool, int64_t rows,
+                                     int64_t row_cost, cpu_range_fn fn,
+                                     const void *ctx)
+{
+    cpu_parallel_for(pool, rows, row_cost, 1, fn, ctx);
+}
+
+/* ---- device and buffers (cpu_backend.c) --------------------------------- */
+
+/* A CPU buffer is the host allocation itself (64-byte aligned), so a kernel
+ * reaches its data with one cast and no indirection. */
+static inline float *cpu_f32(xg_buffer *buf) { return (float *)(void *)buf; }
+static inline int32_t *cpu_i32(xg_buffer *buf)
+{
+    return (int32_t *)(void *)buf;
+}
+
+typedef struct cpu_device {
+    xg_backend_device base; /* first member: the core casts */
+    cpu_pool *pool;
+    float *gemm_scratch;    /* packing buffers of the built-in GEMM */
+    size_t gemm_scratch_floats;
+} cpu_device;
+
+static inline cpu_device *cpu_dev(xg_backend_device *dev)
+{
+    return (cpu_device *)dev;
+}
+
+/* The number of threads the backend uses: XGRAD_NUM_THREADS when it holds
+ * a positive integer, else the CPUs this process may run on. */
+int cpu_thread_count(void);
+
+/* ---- random numbers (cpu_random.c) -------------------------------------- */
+
+/* One block of Philox4x32-10: out = philox(key, ctr). */
+void cpu_philox4x32_10(const uint32_t key[2], const uint32_t ctr[4],
+                       uint32_t out[4]);
+
+/* ---- kernels: one per family or op group -------------------------------- */
+
+/* cpu_elementwise.c */
+xg_status cpu_unary(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_unary_backward(xg_backend_device *dev,
+                             const xg_kernel_call *call);
+xg_status cpu_scalar(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_binary(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_permute(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_copy(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_fill(xg_backend_device *dev, const xg_kernel_call *call);
+
+/* cpu_reduce.c */
+xg_status cpu_sum(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_max(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_max_backward(xg_backend_device *dev,
+                           const xg_kernel_call *call);
+
+/* cpu_rows.c */
+xg_status cpu_softmax(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_cross_entropy(xg_backend_device *dev,
+                            const xg_kernel_call *call);
+xg_status cpu_cross_entropy_backward(xg_backend_device *dev,
+                                     const xg_kernel_call *call);
+
+/* cpu_gemm.c */
+xg_status cpu_matmul(xg_backend_device *dev, const xg_kernel_call *call);
+/* The built-in GEMM that cpu_matmul uses without OpenBLAS; exposed so that
+ * tests can check it against BLAS in every build. */
+xg_status cpu_gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
+                           const float *a, const float *b, float *c);
+
+/* cpu_random.c */
+xg_status cpu_rand(xg_backend_device *dev, const xg_kernel_call *call);
+
+/* cpu_optim.c */
+xg_status cpu_adam_update(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_sgd_update(xg_backend_device *dev, const xg_kernel_call *call);
+
+#endif
