@@ -1,0 +1,101 @@
+/* xgrad-info: lists the backends built into libxgrad, their devices, and
+ * the device that XGRAD_BACKEND (or "auto") selects, in the manner of
+ * `vulkaninfo --summary` and `clinfo -l`.
+ *
+ *   xgrad-info
+ *
+ * Exit status: 0 when the selected device opens, 1 otherwise, 2 on bad
+ * usage.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "xgrad.h"
+
+#define MAX_BACKENDS 8
+#define MAX_DEVICES 32
+
+/* "15.6 GiB", "512 MiB" or "unknown". */
+static const char *format_memory(uint64_t bytes, char *buf, size_t cap)
+{
+    if (bytes == 0)
+        snprintf(buf, cap, "unknown");
+    else if (bytes >= (uint64_t)1 << 30)
+        snprintf(buf, cap, "%.1f GiB", (double)bytes / (1u << 30));
+    else
+        snprintf(buf, cap, "%.0f MiB", (double)bytes / (1u << 20));
+    return buf;
+}
+
+/* Prints one backend's devices, or why it has none. */
+static void list_backend(const char *backend)
+{
+    xg_device_info devices[MAX_DEVICES];
+    int count = 0;
+    xg_status st = xg_backend_devices(backend, devices, MAX_DEVICES, &count);
+    printf("%s:\n", backend);
+    if (st != XG_OK) {
+        printf("    unavailable: %s (%s)\n", xg_last_error(),
+               xg_status_str(st));
+        return;
+    }
+    if (count == 0)
+        printf("    no devices\n");
+    for (int i = 0; i < count && i < MAX_DEVICES; i++) {
+        char mem[32];
+        printf("    %s:%d  %-40s %-9s memory %s\n", backend, i,
+               devices[i].name, devices[i].is_software ? "software" : "hardware",
+               format_memory(devices[i].memory_bytes, mem, sizeof mem));
+    }
+    if (count > MAX_DEVICES)
+        printf("    ... and %d more\n", count - MAX_DEVICES);
+}
+
+/* Opens `spec` and prints what it selects; returns 0 when it opened. */
+static int show_selection(const char *label, const char *spec)
+{
+    xg_device *dev = NULL;
+    xg_status st = xg_device_open(spec, &dev);
+    if (st != XG_OK) {
+        printf("%-22s error: %s (%s)\n", label, xg_last_error(),
+               xg_status_str(st));
+        return 1;
+    }
+    printf("%-22s %s: %s\n", label, xg_device_backend(dev),
+           xg_device_name(dev));
+    xg_device_close(dev);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+        fprintf(help ? stdout : stderr,
+                "usage: %s\nLists xgrad's backends and devices, and the device "
+                "that XGRAD_BACKEND=cpu|opencl|vulkan|auto[:INDEX] selects.\n",
+                argv[0]);
+        return help ? 0 : 2;
+    }
+    const char *names[MAX_BACKENDS];
+    int n = xg_backends(names, MAX_BACKENDS);
+    printf("xgrad %s\nbackends built:", XGRAD_VERSION);
+    for (int i = 0; i < n && i < MAX_BACKENDS; i++)
+        printf(" %s", names[i]);
+    printf("\n\n");
+    for (int i = 0; i < n && i < MAX_BACKENDS; i++)
+        list_backend(names[i]);
+    printf("\n");
+    const char *env = getenv("XGRAD_BACKEND");
+    int rc = show_selection("auto selects", "auto");
+    if (env && *env) {
+        char label[64];
+        snprintf(label, sizeof label, "XGRAD_BACKEND=%.40s", env);
+        rc = show_selection(label, NULL);
+    } else {
+        printf("%-22s unset (auto)\n", "XGRAD_BACKEND");
+    }
+    xg_shutdown();
+    return rc;
+}
