@@ -279,10 +279,16 @@ static xg_status conv_prepare(xg_backend_device *dev,
                             "matrix exceeds the GEMM index range",
                             xg_op_table[call->op].name, (long long)j->k,
                             (long long)j->p);
-    size_t cols = j->unit ? 0 : (size_t)threads * (size_t)(j->k * j->p);
+    /* Columns for each thread that unfolds, partial sums for chunks > 0. */
+    int64_t users = j->serial_gemm ? threads : 1;
+    size_t cols = j->unit ? 0 : (size_t)(users * j->k * j->p);
     size_t partial = call->op == XG_OP_conv2d_backward_weight
-                         ? (size_t)(j->chunks - 1) * (size_t)(a->c_out * j->k)
+                         ? (size_t)((j->chunks - 1) * a->c_out * j->k)
                          : 0;
+    if (cols > SIZE_MAX / 2 / sizeof(float) - partial)
+        return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld x %lld columns are "
+                            "too large", xg_op_table[call->op].name,
+                            (long long)j->k, (long long)j->p);
     float *s = cols + partial ? conv_scratch(j->dev, cols + partial) : NULL;
     if (cols + partial && !s)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory for"
