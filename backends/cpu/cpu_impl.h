@@ -21,19 +21,6 @@
 #define CPU_INLINE static inline
 #endif
 
-/* Compiles a hot loop also for AVX-512 and AVX2, the variant picked when the
- * library loads (function multi-versioning: ifunc, so x86-64 ELF with GCC
- * or Clang). Elsewhere the baseline code alone. */
-#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define CPU_SIMD_CLONES                                                      \
-    __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef CPU_SIMD_CLONES
-#define CPU_SIMD_CLONES
-#endif
-
 /* ---- thread pool (cpu_pool.c) ------------------------------------------- */
 
 typedef struct cpu_pool cpu_pool;

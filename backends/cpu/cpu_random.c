@@ -44,9 +44,8 @@ static inline float unit_float(uint32_t w)
 
 /* Philox4x32-10 on `n` <= CPU_RNG_LANES consecutive counters at once, lane
  * by lane in arrays, so that the compiler turns each round into vector
- * multiplies (AVX2 / AVX-512 where the CPU has them: this is most of the
- * cost of dropout); the same values as cpu_philox4x32_10 block by block. */
-CPU_SIMD_CLONES
+ * multiplies (this is most of the cost of dropout); the same values as
+ * cpu_philox4x32_10 block by block. */
 static void philox_lanes(uint64_t seed, uint64_t first, int n,
                          uint32_t out[4][CPU_RNG_LANES])
 {
