@@ -42,6 +42,9 @@ typedef enum xg_op_family {
     XG_FAMILY_RNG,
     XG_FAMILY_ADAM,
     XG_FAMILY_SGD,
+    XG_FAMILY_CONV,
+    XG_FAMILY_POOL,
+    XG_FAMILY_DROPOUT,
 } xg_op_family;
 
 /* Static facts about one op, from ops.def. */
@@ -163,6 +166,46 @@ typedef struct xg_sgd_args {
     int nesterov, first;
 } xg_sgd_args;
 
+/* CONV: PyTorch's conv2d without bias. x [n, c_in, h, w], weight
+ * [c_out, c_in / groups, kh, kw], y [n, c_out, oh, ow], all contiguous, with
+ *   y[b, o, i, j] = sum over c in o's group, p < kh, q < kw of
+ *       x[b, c, i * stride_h - pad_h + p * dil_h, j * stride_w - pad_w + q * dil_w]
+ *       * weight[o, c - group_start, p, q]
+ * where x outside the image is 0, and oh = (h + 2 pad_h - dil_h (kh - 1)
+ * - 1) / stride_h + 1 (likewise ow). The backward kernels compute dx
+ * (shape of x) from dy and weight, and dweight (shape of weight) from x and
+ * dy, overwriting their output. All sizes >= 1; c_in and c_out are
+ * multiples of groups. */
+typedef struct xg_conv_args {
+    int64_t n, c_in, h, w, c_out, oh, ow;
+    int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+} xg_conv_args;
+
+/* POOL: x [n, c, h, w] -> y [n, c, oh, ow] over kh x kw windows at
+ * (i * stride_h - pad_h, j * stride_w - pad_w), oh = (h + 2 pad_h - kh) /
+ * stride_h + 1 (floor; likewise ow); pad <= kernel / 2 so every window
+ * holds at least one pixel of x.
+ * max_pool2d: positions outside x never win; out[1] gets the winner's index
+ * in its input plane (row * w + col), the first one on ties; NaN wins.
+ * max_pool2d_backward: dx[b, c, k] = sum of dy over the windows whose index
+ * is k (windows may overlap).
+ * avg_pool2d: sum over the window / (kh * kw), padding counted as zeros
+ * (PyTorch's count_include_pad=True); avg_pool2d_backward spreads
+ * dy / (kh * kw) back over each window, overwriting dx. */
+typedef struct xg_pool_args {
+    int64_t n, c, h, w, oh, ow;
+    int kh, kw, stride_h, stride_w, pad_h, pad_w;
+} xg_pool_args;
+
+/* DROPOUT: out[i] = u_i < p ? 0 : in[i] * (1 / (1 - p)), where u_i is
+ * element i of rand_uniform(low 0, high 1) with this seed and offset (see
+ * xg_rng_args); 0 <= p < 1. */
+typedef struct xg_dropout_args {
+    int64_t n;
+    uint64_t seed, offset;
+    float p;
+} xg_dropout_args;
+
 /* One kernel call. Buffers are whole device allocations made by the same
  * backend's alloc(); element 0 is at offset 0. */
 typedef struct xg_buffer xg_buffer;
@@ -181,6 +224,9 @@ typedef struct xg_kernel_call {
         xg_rng_args rng;
         xg_adam_args adam;
         xg_sgd_args sgd;
+        xg_conv_args conv;
+        xg_pool_args pool;
+        xg_dropout_args dropout;
     } p;
 } xg_kernel_call;
 

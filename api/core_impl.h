@@ -128,7 +128,7 @@ struct xg_node {
     int n_inputs;
     xg_tensor *inputs[XG_NODE_MAX_INPUTS]; /* one reference each */
     xg_tensor *saved;  /* an extra tensor the rule needs (one reference) */
-    int64_t ints[XG_MAX_DIMS];   /* op parameters: axes, flags, shapes */
+    int64_t ints[8]; /* op parameters: axes, flags, geometry */
     float scalar;
 };
 

@@ -19,23 +19,37 @@ typedef struct child {
     xg_module *module;
 } child;
 
+/* Named tensors a module owns directly: its parameters or its buffers. */
+typedef struct entries {
+    xg_tensor *t[MAX_OWN_PARAMS]; /* one reference each */
+    const char *name[MAX_OWN_PARAMS];
+    int n;
+} entries;
+
+/* Every entry below a module with its dotted name ("fc1.weight"). */
+typedef struct flat_list {
+    xg_tensor **t;
+    char (*name)[4 * MAX_NAME];
+    int n;
+} flat_list;
+
 struct xg_module {
     const module_class *cls;
     bool training;
-    int64_t in_features; /* Linear only */
+    union { /* the layer's configuration */
+        int64_t in_features;
+        xg_conv2d_params conv;
+        struct { int kernel, stride, padding; } pool;
+        float dropout_p;
+        struct { float eps, momentum; int64_t batches; } bn;
+    } cfg;
 
-    xg_tensor *params[MAX_OWN_PARAMS]; /* owned: one reference each */
-    const char *param_names[MAX_OWN_PARAMS];
-    int n_params;
-
+    entries params, buffers;
     child *children;
     int n_children, cap_children;
 
-    /* Every parameter below this module with its dotted name, rebuilt when
-     * the module tree has changed (flat_gen != tree_gen). */
-    xg_tensor **flat;
-    char (*flat_names)[2 * MAX_NAME + 8];
-    int n_flat;
+    /* Rebuilt when the module tree has changed (flat_gen != tree_gen). */
+    flat_list flat_params, flat_buffers;
     unsigned flat_gen;
 };
 
@@ -55,30 +69,50 @@ static xg_module *module_new(const module_class *cls)
     return m;
 }
 
+/* Gives `t` (NULL: the error is set) to the module under `name`. */
+static bool own(entries *e, const char *name, xg_tensor *t)
+{
+    if (!t)
+        return false;
+    e->t[e->n] = xg_tensor_keep(t);
+    e->name[e->n++] = name;
+    return true;
+}
+
 /* Makes a parameter of `shape`, uniform in +-bound, owned by `m`. */
 static bool add_param(xg_module *m, const char *name, const int64_t *shape,
                       int ndim, float bound)
 {
-    xg_tensor *p = xg_tensor_keep(xg_rand_uniform(shape, ndim, -bound, bound));
-    if (!p)
+    xg_tensor *p = xg_rand_uniform(shape, ndim, -bound, bound);
+    if (!own(&m->params, name, p))
         return false;
     xg_tensor_set_requires_grad(p, true);
-    m->params[m->n_params] = p;
-    m->param_names[m->n_params++] = name;
     return true;
+}
+
+static void entries_free(entries *e)
+{
+    for (int i = 0; i < e->n; i++)
+        xg_tensor_free(e->t[i]);
+}
+
+static void flat_free(flat_list *f)
+{
+    free(f->t);
+    free(f->name);
 }
 
 void xg_module_free(xg_module *m)
 {
     if (!m)
         return;
-    for (int i = 0; i < m->n_params; i++)
-        xg_tensor_free(m->params[i]);
+    entries_free(&m->params);
+    entries_free(&m->buffers);
     for (int i = 0; i < m->n_children; i++)
         xg_module_free(m->children[i].module);
     free(m->children);
-    free(m->flat);
-    free(m->flat_names);
+    flat_free(&m->flat_params);
+    flat_free(&m->flat_buffers);
     free(m);
 }
 
@@ -88,16 +122,16 @@ static xg_tensor *linear_forward(xg_module *m, xg_tensor *x)
 {
     if (!xg__check_arg("linear", 0, x, XG_F32))
         return NULL;
-    if (x->ndim == 0 || x->shape[x->ndim - 1] != m->in_features) {
+    if (x->ndim == 0 || x->shape[x->ndim - 1] != m->cfg.in_features) {
         char s[160];
         xg__shape_str(x->shape, x->ndim, s, sizeof s);
         xg_set_error(XG_ERR_SHAPE, "linear: input %s, expected the last axis "
                      "to be in_features = %lld", s,
-                     (long long)m->in_features);
+                     (long long)m->cfg.in_features);
         return NULL;
     }
-    xg_tensor *y = xg_matmul_t(x, m->params[0], false, true);
-    return m->n_params > 1 ? xg_add(y, m->params[1]) : y;
+    xg_tensor *y = xg_matmul_t(x, m->params.t[0], false, true);
+    return m->params.n > 1 ? xg_add(y, m->params.t[1]) : y;
 }
 
 static const module_class linear_class = {"Linear", linear_forward};
@@ -113,7 +147,7 @@ xg_module *xg_linear(int64_t in_features, int64_t out_features, bool bias)
     xg_module *m = module_new(&linear_class);
     if (!m)
         return NULL;
-    m->in_features = in_features;
+    m->cfg.in_features = in_features;
     /* reference: torch.nn.Linear.reset_parameters — kaiming_uniform_ with
      * a = sqrt(5) gives bound 1/sqrt(in) for the weight; the bias too. */
     float bound = 1.0f / sqrtf((float)in_features);
@@ -139,6 +173,167 @@ ACTIVATION(relu, "ReLU", xg_relu)
 ACTIVATION(sigmoid, "Sigmoid", xg_sigmoid)
 ACTIVATION(tanh, "Tanh", xg_tanh)
 ACTIVATION(gelu, "GELU", xg_gelu)
+
+/* ---- convolutional layers -------------------------------------------------- */
+
+static xg_tensor *conv2d_forward(xg_module *m, xg_tensor *x)
+{
+    return xg_conv2d(x, m->params.t[0], m->params.n > 1 ? m->params.t[1] : NULL,
+                     &m->cfg.conv);
+}
+
+static const module_class conv2d_class = {"Conv2d", conv2d_forward};
+
+xg_module *xg_conv2d_layer(int64_t in_channels, int64_t out_channels,
+                           int kernel, const xg_conv2d_params *params,
+                           bool bias)
+{
+    xg_conv2d_params p = params ? *params : xg_conv2d_defaults();
+    if (in_channels < 1 || out_channels < 1 || kernel < 1 || p.groups < 1 ||
+        in_channels % p.groups || out_channels % p.groups) {
+        xg_set_error(XG_ERR_INVALID_ARG, "conv2d_layer: channels %lld -> %lld,"
+                     " kernel %d, groups %d: need positive sizes and channels "
+                     "divisible by groups", (long long)in_channels,
+                     (long long)out_channels, kernel, p.groups);
+        return NULL;
+    }
+    xg_module *m = module_new(&conv2d_class);
+    if (!m)
+        return NULL;
+    m->cfg.conv = p;
+    /* reference: torch.nn.Conv2d.reset_parameters, as Linear with
+     * fan_in = in / groups * kernel^2. */
+    int64_t in_per_group = in_channels / p.groups;
+    float bound = 1.0f / sqrtf((float)(in_per_group * kernel * kernel));
+    int64_t wshape[4] = {out_channels, in_per_group, kernel, kernel};
+    if (!add_param(m, "weight", wshape, 4, bound) ||
+        (bias && !add_param(m, "bias", &out_channels, 1, bound))) {
+        xg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static xg_tensor *max_pool_forward(xg_module *m, xg_tensor *x)
+{
+    return xg_max_pool2d(x, m->cfg.pool.kernel, m->cfg.pool.stride,
+                         m->cfg.pool.padding);
+}
+
+static xg_tensor *avg_pool_forward(xg_module *m, xg_tensor *x)
+{
+    return xg_avg_pool2d(x, m->cfg.pool.kernel, m->cfg.pool.stride,
+                         m->cfg.pool.padding);
+}
+
+static const module_class max_pool_class = {"MaxPool2d", max_pool_forward};
+static const module_class avg_pool_class = {"AvgPool2d", avg_pool_forward};
+
+static xg_module *pool_layer(const module_class *cls, int kernel, int stride,
+                             int padding)
+{
+    if (kernel < 1 || stride < 0 || padding < 0 || padding > kernel / 2) {
+        xg_set_error(XG_ERR_INVALID_ARG, "%s: kernel %d, stride %d, padding "
+                     "%d: need kernel >= 1, stride >= 0 and 0 <= padding <= "
+                     "kernel / 2", cls->type, kernel, stride, padding);
+        return NULL;
+    }
+    xg_module *m = module_new(cls);
+    if (m) {
+        m->cfg.pool.kernel = kernel;
+        m->cfg.pool.stride = stride;
+        m->cfg.pool.padding = padding;
+    }
+    return m;
+}
+
+xg_module *xg_max_pool2d_layer(int kernel, int stride, int padding)
+{
+    return pool_layer(&max_pool_class, kernel, stride, padding);
+}
+
+xg_module *xg_avg_pool2d_layer(int kernel, int stride, int padding)
+{
+    return pool_layer(&avg_pool_class, kernel, stride, padding);
+}
+
+static xg_tensor *dropout_forward(xg_module *m, xg_tensor *x)
+{
+    return xg_dropout(x, m->cfg.dropout_p, m->training);
+}
+
+static const module_class dropout_class = {"Dropout", dropout_forward};
+
+xg_module *xg_dropout_layer(float p)
+{
+    if (!(p >= 0.0f && p < 1.0f)) {
+        xg_set_error(XG_ERR_INVALID_ARG, "dropout_layer: p = %g, must be in "
+                     "[0, 1)", (double)p);
+        return NULL;
+    }
+    xg_module *m = module_new(&dropout_class);
+    if (m)
+        m->cfg.dropout_p = p;
+    return m;
+}
+
+static xg_tensor *flatten_forward(xg_module *m, xg_tensor *x)
+{
+    (void)m;
+    return xg_flatten(x, 1);
+}
+
+static const module_class flatten_class = {"Flatten", flatten_forward};
+
+xg_module *xg_flatten_layer(void)
+{
+    return module_new(&flatten_class);
+}
+
+/* Buffers: running_mean, running_var, num_batches_tracked. */
+static xg_tensor *batch_norm_forward(xg_module *m, xg_tensor *x)
+{
+    xg_tensor *const *b = m->buffers.t;
+    xg_tensor *y = xg_batch_norm2d(x, m->params.t[0], m->params.t[1], b[0],
+                                   b[1], m->training, m->cfg.bn.momentum,
+                                   m->cfg.bn.eps);
+    if (y && m->training) {
+        int32_t count = (int32_t)++m->cfg.bn.batches;
+        if (xg_tensor_write(b[2], &count, sizeof count) != XG_OK)
+            return NULL;
+    }
+    return y;
+}
+
+static const module_class batch_norm_class = {"BatchNorm2d",
+                                              batch_norm_forward};
+
+xg_module *xg_batch_norm2d_layer(int64_t channels)
+{
+    if (channels < 1) {
+        xg_set_error(XG_ERR_INVALID_ARG, "batch_norm2d_layer: channels %lld",
+                     (long long)channels);
+        return NULL;
+    }
+    xg_module *m = module_new(&batch_norm_class);
+    if (!m)
+        return NULL;
+    m->cfg.bn.eps = 1e-5f;
+    m->cfg.bn.momentum = 0.1f;
+    int32_t zero = 0;
+    if (!own(&m->params, "weight", xg_ones(&channels, 1)) ||
+        !own(&m->params, "bias", xg_zeros(&channels, 1)) ||
+        !own(&m->buffers, "running_mean", xg_zeros(&channels, 1)) ||
+        !own(&m->buffers, "running_var", xg_ones(&channels, 1)) ||
+        !own(&m->buffers, "num_batches_tracked",
+             xg_tensor_from_data(&zero, XG_I32, NULL, 0))) {
+        xg_module_free(m);
+        return NULL;
+    }
+    xg_tensor_set_requires_grad(m->params.t[0], true);
+    xg_tensor_set_requires_grad(m->params.t[1], true);
+    return m;
+}
 
 /* ---- sequential ------------------------------------------------------------- */
 
@@ -237,71 +432,99 @@ xg_tensor *xg_module_forward(xg_module *m, xg_tensor *x)
     return xg__composite_end(scope, m->cls->forward(m, x));
 }
 
-/* Appends m's parameters (own first, then children's, as PyTorch's
- * named_parameters) to root's flat list under `prefix`. */
-static void flatten(xg_module *root, const xg_module *m, const char *prefix)
+/* Appends the entries below m (own first, then the children's, as
+ * PyTorch's named_parameters) to `out` under `prefix`. */
+static void flatten(const xg_module *m, bool buffers, const char *prefix,
+                    flat_list *out)
 {
-    for (int i = 0; i < m->n_params; i++) {
-        root->flat[root->n_flat] = m->params[i];
-        snprintf(root->flat_names[root->n_flat++], sizeof *root->flat_names,
-                 "%s%s", prefix, m->param_names[i]);
+    const entries *e = buffers ? &m->buffers : &m->params;
+    for (int i = 0; i < e->n; i++) {
+        out->t[out->n] = e->t[i];
+        snprintf(out->name[out->n++], sizeof *out->name, "%s%s", prefix,
+                 e->name[i]);
     }
     for (int i = 0; i < m->n_children; i++) {
-        char sub[sizeof *root->flat_names];
+        char sub[sizeof *out->name];
         snprintf(sub, sizeof sub, "%s%s.", prefix, m->children[i].name);
-        flatten(root, m->children[i].module, sub);
+        flatten(m->children[i].module, buffers, sub, out);
     }
 }
 
-static int count_params(const xg_module *m)
+static int count_entries(const xg_module *m, bool buffers)
 {
-    int n = m->n_params;
+    int n = buffers ? m->buffers.n : m->params.n;
     for (int i = 0; i < m->n_children; i++)
-        n += count_params(m->children[i].module);
+        n += count_entries(m->children[i].module, buffers);
     return n;
 }
 
-/* Brings m's flat parameter list up to date; false on host OOM. */
+static bool flat_build(const xg_module *m, bool buffers, flat_list *f)
+{
+    int n = count_entries(m, buffers);
+    flat_free(f);
+    f->t = calloc((size_t)n + 1, sizeof *f->t);
+    f->name = calloc((size_t)n + 1, sizeof *f->name);
+    f->n = 0;
+    if (!f->t || !f->name) {
+        xg_set_error(XG_ERR_OUT_OF_MEMORY, "module: out of host memory");
+        return false;
+    }
+    flatten(m, buffers, "", f);
+    return true;
+}
+
+/* Brings m's flat lists up to date; false on host OOM. */
 static bool refresh(xg_module *m)
 {
     if (m->flat_gen == tree_gen)
         return true;
-    int n = count_params(m);
-    free(m->flat);
-    free(m->flat_names);
-    m->flat = calloc((size_t)n + 1, sizeof *m->flat);
-    m->flat_names = calloc((size_t)n + 1, sizeof *m->flat_names);
-    m->n_flat = 0;
-    if (!m->flat || !m->flat_names) {
-        xg_set_error(XG_ERR_OUT_OF_MEMORY, "module: out of host memory");
+    if (!flat_build(m, false, &m->flat_params) ||
+        !flat_build(m, true, &m->flat_buffers))
         return false;
-    }
-    flatten(m, m, "");
     m->flat_gen = tree_gen;
     return true;
 }
 
+static xg_tensor *flat_get(const xg_module *m, bool buffers, int i,
+                           const char **name)
+{
+    xg_module *mm = (xg_module *)m; /* the cache is not observable state */
+    if (!mm || !refresh(mm))
+        return NULL;
+    const flat_list *f = buffers ? &mm->flat_buffers : &mm->flat_params;
+    if (i < 0 || i >= f->n)
+        return NULL;
+    if (name)
+        *name = f->name[i];
+    return f->t[i];
+}
+
 int xg_module_param_count(const xg_module *m)
 {
-    return m ? count_params(m) : 0;
+    return m ? count_entries(m, false) : 0;
 }
 
 xg_tensor *xg_module_param(const xg_module *m, int i, const char **name)
 {
-    xg_module *mm = (xg_module *)m; /* the cache is not observable state */
-    if (!mm || !refresh(mm) || i < 0 || i >= mm->n_flat)
-        return NULL;
-    if (name)
-        *name = mm->flat_names[i];
-    return mm->flat[i];
+    return flat_get(m, false, i, name);
+}
+
+int xg_module_buffer_count(const xg_module *m)
+{
+    return m ? count_entries(m, true) : 0;
+}
+
+xg_tensor *xg_module_buffer(const xg_module *m, int i, const char **name)
+{
+    return flat_get(m, true, i, name);
 }
 
 void xg_module_set_frozen(xg_module *m, bool frozen)
 {
     if (!m)
         return;
-    for (int i = 0; i < m->n_params; i++)
-        xg_tensor_set_requires_grad(m->params[i], !frozen);
+    for (int i = 0; i < m->params.n; i++)
+        xg_tensor_set_requires_grad(m->params.t[i], !frozen);
     for (int i = 0; i < m->n_children; i++)
         xg_module_set_frozen(m->children[i].module, frozen);
 }

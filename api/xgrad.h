@@ -279,6 +279,48 @@ xg_tensor *xg_permute(xg_tensor *x, const int *perm, int ndim);
 xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels);
 xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target);
 
+/* ===== Convolutional ops =================================================
+ * NCHW images; weights [out, in / groups, kh, kw] as in PyTorch. */
+
+/* Stride, zero padding, dilation (each per axis, height then width) and
+ * groups of a convolution. */
+typedef struct xg_conv2d_params {
+    int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+} xg_conv2d_params;
+
+/* stride 1, padding 0, dilation 1, groups 1. */
+xg_conv2d_params xg_conv2d_defaults(void);
+
+/* torch.nn.functional.conv2d. bias [out] or NULL; params NULL means the
+ * defaults. Errors: XG_ERR_SHAPE (channels, groups, an output smaller than
+ * one pixel), XG_ERR_INVALID_ARG (stride or dilation < 1, padding < 0). */
+xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                     const xg_conv2d_params *params);
+
+/* Pooling over kernel x kernel windows; stride 0 means stride = kernel;
+ * padding <= kernel / 2. Max pooling pads with -infinity, average pooling
+ * with zeros counted in the mean (PyTorch's defaults). */
+xg_tensor *xg_max_pool2d(xg_tensor *x, int kernel, int stride, int padding);
+xg_tensor *xg_avg_pool2d(xg_tensor *x, int kernel, int stride, int padding);
+
+/* Zeroes each element with probability p (0 <= p < 1) and scales the rest
+ * by 1 / (1 - p), drawing the mask from the thread's generator; returns x's
+ * values unchanged (a new tensor) when `training` is false. */
+xg_tensor *xg_dropout(xg_tensor *x, float p, bool training);
+
+/* Merges axes start_axis..end into one (torch.flatten(x, start_axis)). */
+xg_tensor *xg_flatten(xg_tensor *x, int start_axis);
+
+/* Batch normalisation over (N, H, W) for each channel of x [N, C, H, W].
+ * Training: normalises with the batch's statistics and updates
+ * running_mean / running_var in place (running = (1 - momentum) * running +
+ * momentum * batch, the variance unbiased), as PyTorch. Evaluation:
+ * normalises with the running statistics. weight/bias [C] (NULL: 1 and 0);
+ * running_mean/var [C] (required in evaluation). */
+xg_tensor *xg_batch_norm2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                           xg_tensor *running_mean, xg_tensor *running_var,
+                           bool training, float momentum, float eps);
+
 /* ===== Autograd ==========================================================
  * Define-by-run: ops on tensors that require grad record how to
  * differentiate themselves. */
@@ -320,6 +362,22 @@ xg_module *xg_sigmoid_layer(void);
 xg_module *xg_tanh_layer(void);
 xg_module *xg_gelu_layer(void);
 
+/* Conv2d(in, out, kernel) with the given stride, padding, dilation and
+ * groups (params NULL: defaults), weight and bias initialised as PyTorch
+ * does (uniform in +-1/sqrt(in / groups * kernel^2)). */
+xg_module *xg_conv2d_layer(int64_t in_channels, int64_t out_channels,
+                           int kernel, const xg_conv2d_params *params,
+                           bool bias);
+xg_module *xg_max_pool2d_layer(int kernel, int stride, int padding);
+xg_module *xg_avg_pool2d_layer(int kernel, int stride, int padding);
+/* Dropout(p): active in training mode only. */
+xg_module *xg_dropout_layer(float p);
+/* Flatten(start_dim = 1). */
+xg_module *xg_flatten_layer(void);
+/* BatchNorm2d(channels, eps = 1e-5, momentum = 0.1): parameters weight and
+ * bias, buffers running_mean, running_var, num_batches_tracked. */
+xg_module *xg_batch_norm2d_layer(int64_t channels);
+
 /* An empty sequential container. */
 xg_module *xg_sequential(void);
 
@@ -339,6 +397,12 @@ int xg_module_param_count(const xg_module *m);
 /* Parameter i (0 <= i < count), in PyTorch's order; *name (optional) gets
  * its dotted name. Both borrowed from the module. NULL if out of range. */
 xg_tensor *xg_module_param(const xg_module *m, int i, const char **name);
+
+/* Buffers: state that is saved with the model but not trained (BatchNorm's
+ * running statistics). Same conventions as the parameters above;
+ * num_batches_tracked is an XG_I32 tensor here and I64 in files. */
+int xg_module_buffer_count(const xg_module *m);
+xg_tensor *xg_module_buffer(const xg_module *m, int i, const char **name);
 
 /* Freezes (requires_grad off) or unfreezes every parameter. */
 void xg_module_set_frozen(xg_module *m, bool frozen);

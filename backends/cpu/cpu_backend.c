@@ -16,7 +16,7 @@
 #define CPU_GEMM_NAME "built-in GEMM"
 #endif
 
-enum { CPU_ALIGN = 64, CPU_MAX_THREADS = 256 };
+enum { CPU_MAX_THREADS = 256 };
 
 /* A positive integer from XGRAD_NUM_THREADS, or 0 when unset or malformed. */
 static int env_thread_count(void)
@@ -90,6 +90,7 @@ static xg_status cpu_open(int index, xg_backend_device **out)
         openblas_set_num_threads(threads);
 #endif
     dev->pool = pool;
+    cpu_cache_init(dev);
     dev->base.backend = &xg_backend_cpu;
     dev->base.index = 0;
     describe(&dev->base.desc, cpu_pool_threads(pool));
@@ -102,31 +103,21 @@ static void cpu_close(xg_backend_device *dev)
     if (!dev)
         return;
     cpu_pool_free(cpu_dev(dev)->pool);
+    cpu_cache_release(cpu_dev(dev));
     free(cpu_dev(dev)->gemm_scratch);
+    free(cpu_dev(dev)->conv_scratch);
     free(dev);
 }
 
 static xg_status cpu_alloc(xg_backend_device *dev, size_t bytes,
                            xg_buffer **out)
 {
-    (void)dev;
-    if (bytes > SIZE_MAX - CPU_ALIGN)
-        return xg_set_error(XG_ERR_TOO_LARGE,
-                            "cpu: cannot allocate %zu bytes", bytes);
-    /* aligned_alloc wants a size that is a multiple of the alignment. */
-    size_t rounded = (bytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
-    void *p = aligned_alloc(CPU_ALIGN, rounded);
-    if (!p)
-        return xg_set_error(XG_ERR_DEVICE_OOM,
-                            "cpu: out of memory allocating %zu bytes", bytes);
-    *out = p;
-    return XG_OK;
+    return cpu_cache_alloc(cpu_dev(dev), bytes, out);
 }
 
 static void cpu_free(xg_backend_device *dev, xg_buffer *buf)
 {
-    (void)dev;
-    free(buf);
+    cpu_cache_free(cpu_dev(dev), buf);
 }
 
 static xg_status cpu_upload(xg_backend_device *dev, xg_buffer *buf,
@@ -195,6 +186,14 @@ const xg_backend xg_backend_cpu = {
         [XG_OP_fill] = cpu_fill,
         [XG_OP_rand_uniform] = cpu_rand,
         [XG_OP_rand_normal] = cpu_rand,
+        [XG_OP_conv2d] = cpu_conv2d,
+        [XG_OP_conv2d_backward_input] = cpu_conv2d_backward_input,
+        [XG_OP_conv2d_backward_weight] = cpu_conv2d_backward_weight,
+        [XG_OP_max_pool2d] = cpu_max_pool2d,
+        [XG_OP_max_pool2d_backward] = cpu_max_pool2d_backward,
+        [XG_OP_avg_pool2d] = cpu_avg_pool2d,
+        [XG_OP_avg_pool2d_backward] = cpu_avg_pool2d_backward,
+        [XG_OP_dropout] = cpu_dropout,
         [XG_OP_adam_update] = cpu_adam_update,
         [XG_OP_sgd_update] = cpu_sgd_update,
     },

@@ -1,9 +1,11 @@
 /* Batched GEMM: C_b = alpha * op(A_b) op(B_b), C overwritten.
  *
- * With OpenBLAS (XGRAD_HAVE_BLAS): one cblas_sgemm per batch entry, the
- * transposes passed as flags (no transposed copies); OpenBLAS threads it.
+ * With OpenBLAS (XGRAD_HAVE_BLAS): single-threaded cblas_sgemm calls on
+ * batch entries or blocks of C, the transposes passed as flags (no
+ * transposed copies), run in parallel by the backend's pool.
  * Without: a cache-blocked kernel in the GotoBLAS/BLIS layout, parallelised
- * over tiles of C.
+ * over tiles of C. cpu_sgemm is the same on raw pointers, with C += as an
+ * option and a serial mode for GEMMs inside a parallel job (convolution).
  * reference: Goto & van de Geijn, "Anatomy of high-performance matrix
  * multiplication", ACM TOMS 34(3), 2008. */
 #include "cpu_impl.h"
@@ -15,8 +17,58 @@
 #ifdef XGRAD_HAVE_BLAS
 #include <cblas.h>
 
-static xg_status gemm_blas(const xg_gemm_args *g, const float *a,
-                           const float *b, float *c)
+/* Rows [m0, m1) x columns [n0, n1) of C_t by one single-threaded BLAS
+ * call: the block's rows of op(A) and columns of op(B) are sub-matrices of
+ * the stored A and B with the full leading dimensions. */
+static void blas_block(const xg_gemm_args *g, const float *a, const float *b,
+                       float *c, float beta, int64_t t, const int64_t r[4])
+{
+    int64_t m0 = r[0], m1 = r[1], n0 = r[2], n1 = r[3];
+    const float *at = a + t * g->stride_a, *bt = b + t * g->stride_b;
+    cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
+                g->trans_b ? CblasTrans : CblasNoTrans, (int)(m1 - m0),
+                (int)(n1 - n0), (int)g->k, g->alpha,
+                g->trans_a ? at + m0 : at + m0 * g->k,
+                (int)(g->trans_a ? g->m : g->k),
+                g->trans_b ? bt + n0 * g->k : bt + n0,
+                (int)(g->trans_b ? g->k : g->n), beta,
+                c + t * g->stride_c + m0 * g->n + n0, (int)g->n);
+}
+
+/* The batch, each entry cut into `parts` blocks of `step` rows (split_m)
+ * or columns, one item per block. */
+typedef struct blas_job {
+    const xg_gemm_args *g;
+    const float *a, *b;
+    float *c;
+    float beta;
+    int64_t parts, step;
+    int split_m;
+} blas_job;
+
+static void blas_range(const void *ctx, int64_t begin, int64_t end, int th)
+{
+    (void)th;
+    const blas_job *j = ctx;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t t = item / j->parts, lo = item % j->parts * j->step;
+        int64_t size = j->split_m ? j->g->m : j->g->n;
+        int64_t hi = lo + j->step < size ? lo + j->step : size;
+        int64_t r[4] = {0, j->g->m, 0, j->g->n};
+        r[j->split_m ? 0 : 2] = lo;
+        r[j->split_m ? 1 : 3] = hi;
+        if (lo < hi)
+            blas_block(j->g, j->a, j->b, j->c, j->beta, t, r);
+    }
+}
+
+/* OpenBLAS, one thread per call; the pool runs the batch entries, or
+ * blocks of rows or columns of one product, in parallel. OpenBLAS's own
+ * threads stay asleep: woken, they spin (sched_yield) for a long while
+ * after each call and steal the pool's cores. */
+static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
+                           const float *a, const float *b, float *c,
+                           float beta, int thread)
 {
     if (g->m > INT_MAX || g->n > INT_MAX || g->k > INT_MAX)
         return xg_set_error(XG_ERR_TOO_LARGE,
@@ -24,13 +76,22 @@ static xg_status gemm_blas(const xg_gemm_args *g, const float *a,
                             "index range",
                             (long long)g->m, (long long)g->n,
                             (long long)g->k);
-    int m = (int)g->m, n = (int)g->n, k = (int)g->k;
-    for (int64_t t = 0; t < g->batch; t++)
-        cblas_sgemm(CblasRowMajor, g->trans_a ? CblasTrans : CblasNoTrans,
-                    g->trans_b ? CblasTrans : CblasNoTrans, m, n, k, g->alpha,
-                    a + t * g->stride_a, g->trans_a ? m : k,
-                    b + t * g->stride_b, g->trans_b ? k : n, 0.0f,
-                    c + t * g->stride_c, n);
+    int threads = cpu_pool_threads(dev->pool);
+    blas_job j = {g, a, b, c, beta, 1, g->n, 0};
+    if (thread < 0 && g->batch < threads) {
+        j.split_m = g->m > g->n;
+        int64_t size = j.split_m ? g->m : g->n;
+        j.parts = threads;
+        j.step = ((size + threads - 1) / threads + 15) / 16 * 16;
+    }
+    if (thread >= 0) {
+        blas_range(&j, 0, g->batch, thread);
+        return XG_OK;
+    }
+    cpu_sgemm_serial_begin(dev);
+    cpu_parallel_for(dev->pool, g->batch * j.parts,
+                     g->m * g->n * g->k / j.parts, 1, blas_range, &j);
+    cpu_sgemm_serial_end(dev);
     return XG_OK;
 }
 #endif
@@ -85,6 +146,7 @@ typedef struct gemm_job {
     float *c;
     float *scratch;
     int64_t tiles_m, tiles_n;
+    int accumulate; /* C += instead of C = */
 } gemm_job;
 
 /* C[i0.., j0..] (=|+=) alpha * acc, clipped to rows x cols. */
@@ -119,7 +181,8 @@ static void gemm_tile(const gemm_job *job, int64_t tile, float *pa, float *pb)
             for (int64_t ir = 0; ir < mc; ir += MR) {
                 float acc[MR][NR];
                 gemm_micro(kc, pa + ir * kc, pb + jr * kc, acc);
-                gemm_store(c + ir * g->n + jr, g->n, g->alpha, k0 > 0, acc,
+                gemm_store(c + ir * g->n + jr, g->n, g->alpha,
+                           k0 > 0 || job->accumulate, acc,
                            mc - ir < MR ? mc - ir : MR,
                            nc - jr < NR ? nc - jr : NR);
             }
@@ -147,28 +210,72 @@ static float *gemm_scratch(cpu_device *dev)
     return dev->gemm_scratch;
 }
 
-xg_status cpu_gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
-                           const float *a, const float *b, float *c)
+/* The built-in GEMM; thread < 0: over the pool, else serially as `thread`
+ * (whose packing buffers must already exist: cpu_sgemm_serial_begin). */
+static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
+                              const float *a, const float *b, float *c,
+                              int accumulate, int thread)
 {
-    gemm_job job = {g, a, b, c, gemm_scratch(dev), (g->m + MC - 1) / MC,
-                    (g->n + NC - 1) / NC};
+    gemm_job job = {g, a, b, c, thread < 0 ? gemm_scratch(dev)
+                                           : dev->gemm_scratch,
+                    (g->m + MC - 1) / MC, (g->n + NC - 1) / NC, accumulate};
     if (!job.scratch)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY,
                             "matmul: out of host memory for packing buffers");
-    cpu_parallel_for(dev->pool, g->batch * job.tiles_m * job.tiles_n,
-                     (int64_t)MC * NC * g->k, 1, gemm_range, &job);
+    int64_t tiles = g->batch * job.tiles_m * job.tiles_n;
+    if (thread >= 0)
+        gemm_range(&job, 0, tiles, thread);
+    else
+        cpu_parallel_for(dev->pool, tiles, (int64_t)MC * NC * g->k, 1,
+                         gemm_range, &job);
     return XG_OK;
+}
+
+xg_status cpu_gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
+                           const float *a, const float *b, float *c)
+{
+    return gemm_builtin(dev, g, a, b, c, 0, -1);
+}
+
+xg_status cpu_sgemm(cpu_device *dev, const xg_gemm_args *g, const float *a,
+                    const float *b, float *c, int accumulate, int thread)
+{
+#ifdef XGRAD_HAVE_BLAS
+    return gemm_blas(dev, g, a, b, c, accumulate ? 1.0f : 0.0f, thread);
+#else
+    return gemm_builtin(dev, g, a, b, c, accumulate, thread);
+#endif
+}
+
+xg_status cpu_sgemm_serial_begin(cpu_device *dev)
+{
+#ifdef XGRAD_HAVE_BLAS
+    if (dev->serial_depth++ == 0) {
+        dev->blas_threads = openblas_get_num_threads();
+        if (dev->blas_threads > 1)
+            openblas_set_num_threads(1);
+    }
+    return XG_OK;
+#else
+    return gemm_scratch(dev)
+               ? XG_OK
+               : xg_set_error(XG_ERR_OUT_OF_MEMORY,
+                              "gemm: out of host memory for packing buffers");
+#endif
+}
+
+void cpu_sgemm_serial_end(cpu_device *dev)
+{
+#ifdef XGRAD_HAVE_BLAS
+    if (--dev->serial_depth == 0 && dev->blas_threads > 1)
+        openblas_set_num_threads(dev->blas_threads);
+#else
+    (void)dev;
+#endif
 }
 
 xg_status cpu_matmul(xg_backend_device *dev, const xg_kernel_call *call)
 {
-    const xg_gemm_args *g = &call->p.gemm;
-    const float *a = cpu_f32(call->in[0]), *b = cpu_f32(call->in[1]);
-    float *c = cpu_f32(call->out[0]);
-#ifdef XGRAD_HAVE_BLAS
-    (void)dev;
-    return gemm_blas(g, a, b, c);
-#else
-    return cpu_gemm_builtin(cpu_dev(dev), g, a, b, c);
-#endif
+    return cpu_sgemm(cpu_dev(dev), &call->p.gemm, cpu_f32(call->in[0]),
+                     cpu_f32(call->in[1]), cpu_f32(call->out[0]), 0, -1);
 }

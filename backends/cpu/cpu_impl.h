@@ -74,25 +74,45 @@ static inline void cpu_parallel_rows(cpu_pool *pool, int64_t rows,
 
 /* ---- device and buffers (cpu_backend.c) --------------------------------- */
 
-/* A CPU buffer is the host allocation itself (64-byte aligned), so a kernel
- * reaches its data with one cast and no indirection. */
+/* A CPU buffer is host memory itself (64-byte aligned), so a kernel reaches
+ * its data with one cast and no indirection. */
 static inline float *cpu_f32(xg_buffer *buf) { return (float *)(void *)buf; }
 static inline int32_t *cpu_i32(xg_buffer *buf)
 {
     return (int32_t *)(void *)buf;
 }
 
+/* Size classes of the buffer cache (cpu_cache.c). */
+enum { CPU_CACHE_CLASSES = 64 + 8 * 36 };
+struct block_header;
+
 typedef struct cpu_device {
     xg_backend_device base; /* first member: the core casts */
     cpu_pool *pool;
+    struct block_header *cache[CPU_CACHE_CLASSES]; /* free blocks by class */
+    size_t cached_bytes, cache_limit;
     float *gemm_scratch;    /* packing buffers of the built-in GEMM */
     size_t gemm_scratch_floats;
+    float *conv_scratch;    /* per-thread im2col columns and partial sums
+                               of the convolution kernels (cpu_conv.c) */
+    size_t conv_scratch_floats;
+    int blas_threads;       /* OpenBLAS threads saved by
+                               cpu_sgemm_serial_begin */
+    int serial_depth;       /* nesting of cpu_sgemm_serial_begin */
 } cpu_device;
 
 static inline cpu_device *cpu_dev(xg_backend_device *dev)
 {
     return (cpu_device *)dev;
 }
+
+/* The caching allocator behind alloc() and free() (cpu_cache.c): buffers
+ * are 64-byte aligned, freed ones are kept by size class for reuse, up to
+ * cache_limit bytes, and released by cpu_cache_release (at close). */
+void cpu_cache_init(cpu_device *dev);
+xg_status cpu_cache_alloc(cpu_device *dev, size_t bytes, xg_buffer **out);
+void cpu_cache_free(cpu_device *dev, xg_buffer *buf);
+void cpu_cache_release(cpu_device *dev);
 
 /* The number of threads the backend uses: XGRAD_NUM_THREADS when it holds
  * a positive integer, else the CPUs this process may run on. */
@@ -103,6 +123,12 @@ int cpu_thread_count(void);
 /* One block of Philox4x32-10: out = philox(key, ctr). */
 void cpu_philox4x32_10(const uint32_t key[2], const uint32_t ctr[4],
                        uint32_t out[4]);
+/* The uniform numbers in [0, 1) of blocks first .. first + n - 1 of stream
+ * `seed` (1 <= n <= CPU_RNG_LANES), as rand_uniform(0, 1) maps them
+ * (api/backend.h, xg_rng_args): u[4 * l + k] is word k of block first + l.
+ * Dropout draws its mask from them. */
+enum { CPU_RNG_LANES = 16 };
+void cpu_uniform_blocks(uint64_t seed, uint64_t first, int n, float *u);
 
 /* ---- kernels: one per family or op group -------------------------------- */
 
@@ -135,9 +161,35 @@ xg_status cpu_matmul(xg_backend_device *dev, const xg_kernel_call *call);
  * tests can check it against BLAS in every build. */
 xg_status cpu_gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
                            const float *a, const float *b, float *c);
+/* The backend's GEMM (OpenBLAS, else the built-in one) on host pointers:
+ * C_b = alpha * op(A_b) op(B_b) as struct xg_gemm_args says, or C_b += that
+ * when `accumulate`. thread < 0: called outside any parallel job; the GEMM
+ * uses the pool. thread >= 0: called from a cpu_parallel_for range running
+ * as `thread`; the GEMM runs serially in it, and the calls must lie between
+ * cpu_sgemm_serial_begin and cpu_sgemm_serial_end (made outside the job,
+ * nestable), which switch OpenBLAS to one thread (and back) or make sure
+ * the built-in kernel's per-thread packing buffers exist. */
+xg_status cpu_sgemm(cpu_device *dev, const xg_gemm_args *g, const float *a,
+                    const float *b, float *c, int accumulate, int thread);
+xg_status cpu_sgemm_serial_begin(cpu_device *dev);
+void cpu_sgemm_serial_end(cpu_device *dev);
 
 /* cpu_random.c */
 xg_status cpu_rand(xg_backend_device *dev, const xg_kernel_call *call);
+
+/* cpu_conv.c: convolution (im2col + GEMM), pooling, dropout */
+xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
+                                    const xg_kernel_call *call);
+xg_status cpu_conv2d_backward_weight(xg_backend_device *dev,
+                                     const xg_kernel_call *call);
+xg_status cpu_max_pool2d(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_max_pool2d_backward(xg_backend_device *dev,
+                                  const xg_kernel_call *call);
+xg_status cpu_avg_pool2d(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_avg_pool2d_backward(xg_backend_device *dev,
+                                  const xg_kernel_call *call);
+xg_status cpu_dropout(xg_backend_device *dev, const xg_kernel_call *call);
 
 /* cpu_optim.c */
 xg_status cpu_adam_update(xg_backend_device *dev, const xg_kernel_call *call);

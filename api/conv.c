@@ -1,0 +1,431 @@
+/* Convolution, pooling, dropout, flatten and batch normalisation. */
+#include <math.h>
+
+#include "core_impl.h"
+
+/* ---- conv2d --------------------------------------------------------------- */
+
+xg_conv2d_params xg_conv2d_defaults(void)
+{
+    return (xg_conv2d_params){.stride_h = 1, .stride_w = 1, .dil_h = 1,
+                              .dil_w = 1, .groups = 1};
+}
+
+static bool is_4d(const char *op, int index, const xg_tensor *t)
+{
+    if (t->ndim == 4)
+        return true;
+    char s[160];
+    xg__shape_str(t->shape, t->ndim, s, sizeof s);
+    xg_set_error(XG_ERR_SHAPE, "%s: argument %d must be 4-D (NCHW), got %s",
+                 op, index, s);
+    return false;
+}
+
+/* Output size along one axis, or 0 when the window does not fit. */
+static int64_t out_size(int64_t in, int k, int stride, int pad, int dil)
+{
+    int64_t span = (int64_t)dil * (k - 1) + 1;
+    return in + 2 * pad < span ? 0 : (in + 2 * pad - span) / stride + 1;
+}
+
+static bool conv_geometry(const xg_tensor *x, const xg_tensor *w,
+                          const xg_conv2d_params *p, xg_conv_args *a)
+{
+    const char *op = "conv2d";
+    if (p->stride_h < 1 || p->stride_w < 1 || p->dil_h < 1 || p->dil_w < 1 ||
+        p->pad_h < 0 || p->pad_w < 0 || p->groups < 1) {
+        xg_set_error(XG_ERR_INVALID_ARG, "%s: stride, dilation and groups "
+                     "must be >= 1 and padding >= 0", op);
+        return false;
+    }
+    *a = (xg_conv_args){.n = x->shape[0], .c_in = x->shape[1],
+                        .h = x->shape[2], .w = x->shape[3],
+                        .c_out = w->shape[0], .kh = (int)w->shape[2],
+                        .kw = (int)w->shape[3], .stride_h = p->stride_h,
+                        .stride_w = p->stride_w, .pad_h = p->pad_h,
+                        .pad_w = p->pad_w, .dil_h = p->dil_h,
+                        .dil_w = p->dil_w, .groups = p->groups};
+    a->oh = out_size(a->h, a->kh, a->stride_h, a->pad_h, a->dil_h);
+    a->ow = out_size(a->w, a->kw, a->stride_w, a->pad_w, a->dil_w);
+    char s1[160], s2[160];
+    xg__shape_str(x->shape, 4, s1, sizeof s1);
+    xg__shape_str(w->shape, 4, s2, sizeof s2);
+    const char *bad =
+        a->c_in % p->groups || a->c_out % p->groups
+            ? "channels are not multiples of groups"
+        : w->shape[1] * p->groups != a->c_in
+            ? "weight's input channels x groups differ from the input's"
+        : a->oh < 1 || a->ow < 1 ? "the kernel is larger than the padded input"
+                                 : NULL;
+    if (bad)
+        xg_set_error(XG_ERR_SHAPE, "%s: %s: input %s, weight %s, groups %d",
+                     op, bad, s1, s2, p->groups);
+    return !bad;
+}
+
+/* Runs a CONV kernel into a new tensor of `shape`. */
+static xg_tensor *conv_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
+                              const int64_t *shape, const xg_conv_args *a)
+{
+    xg_device *dev = in0->storage->dev;
+    xg_tensor *out = xg__tensor_new(dev, XG_F32, shape, 4,
+                                    xg_op_table[op].name);
+    if (!out)
+        return NULL;
+    xg_kernel_call call = {.op = op, .in = {xg__buf(in0), xg__buf(in1)},
+                           .out = {xg__buf(out)}};
+    call.p.conv = *a;
+    if (xg__launch(dev, &call) != XG_OK) {
+        xg_tensor_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static void conv_args_to_node(xg_node *n, const xg_conv_args *a)
+{
+    int64_t v[] = {a->stride_h, a->stride_w, a->pad_h, a->pad_w,
+                   a->dil_h, a->dil_w, a->groups};
+    for (int i = 0; i < 7; i++)
+        n->ints[i] = v[i];
+}
+
+static xg_status bw_conv2d(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *x = n->inputs[0], *w = n->inputs[1];
+    xg_conv2d_params p = {(int)n->ints[0], (int)n->ints[1], (int)n->ints[2],
+                          (int)n->ints[3], (int)n->ints[4], (int)n->ints[5],
+                          (int)n->ints[6]};
+    xg_conv_args a;
+    conv_geometry(x, w, &p, &a);
+    if (x->requires_grad &&
+        !(gi[0] = conv_kernel(XG_OP_conv2d_backward_input, g, w, x->shape, &a)))
+        return xg_last_status();
+    if (w->requires_grad &&
+        !(gi[1] = conv_kernel(XG_OP_conv2d_backward_weight, x, g, w->shape, &a)))
+        return xg_last_status();
+    return XG_OK;
+}
+
+static bool check_bias(const xg_tensor *bias, int64_t c_out)
+{
+    if (!xg__check_arg("conv2d", 2, bias, XG_F32))
+        return false;
+    if (bias->ndim == 1 && bias->shape[0] == c_out)
+        return true;
+    xg_set_error(XG_ERR_SHAPE, "conv2d: bias must be [%lld]",
+                 (long long)c_out);
+    return false;
+}
+
+xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                     const xg_conv2d_params *params)
+{
+    xg_conv2d_params p = params ? *params : xg_conv2d_defaults();
+    xg_conv_args a;
+    if (!xg__check_arg("conv2d", 0, x, XG_F32) ||
+        !xg__check_arg("conv2d", 1, weight, XG_F32) ||
+        !xg__check_same_device("conv2d", x, weight) || !is_4d("conv2d", 0, x) ||
+        !is_4d("conv2d", 1, weight) || !conv_geometry(x, weight, &p, &a) ||
+        (bias && !check_bias(bias, a.c_out)))
+        return NULL;
+    int64_t shape[4] = {a.n, a.c_out, a.oh, a.ow};
+    xg_tensor *y = conv_kernel(XG_OP_conv2d, x, weight, shape, &a);
+    xg_tensor *in[2] = {x, weight};
+    xg_node *node = NULL;
+    if (y && xg__needs_grad(in, 2) &&
+        !(node = xg__record(y, "conv2d", bw_conv2d, in, 2))) {
+        xg_tensor_free(y);
+        return NULL;
+    }
+    if (node)
+        conv_args_to_node(node, &a);
+    if (!bias || !y)
+        return y;
+    return xg_add(y, xg_reshape(bias, XG_SHAPE(1, a.c_out, 1, 1)));
+}
+
+/* ---- pooling ------------------------------------------------------------- */
+
+static bool pool_geometry(const char *op, const xg_tensor *x, int k,
+                          int stride, int pad, xg_pool_args *a)
+{
+    if (!is_4d(op, 0, x))
+        return false;
+    if (stride == 0)
+        stride = k;
+    if (k < 1 || stride < 1 || pad < 0 || pad > k / 2) {
+        xg_set_error(XG_ERR_INVALID_ARG, "%s: kernel %d, stride %d, padding "
+                     "%d: need kernel >= 1, stride >= 1 (0: the kernel) and "
+                     "0 <= padding <= kernel / 2", op, k, stride, pad);
+        return false;
+    }
+    *a = (xg_pool_args){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2],
+                        .w = x->shape[3], .kh = k, .kw = k,
+                        .stride_h = stride, .stride_w = stride, .pad_h = pad,
+                        .pad_w = pad};
+    a->oh = out_size(a->h, k, stride, pad, 1);
+    a->ow = out_size(a->w, k, stride, pad, 1);
+    if (a->oh >= 1 && a->ow >= 1)
+        return true;
+    char s[160];
+    xg__shape_str(x->shape, 4, s, sizeof s);
+    xg_set_error(XG_ERR_SHAPE, "%s: a %dx%d window does not fit input %s",
+                 op, k, k, s);
+    return false;
+}
+
+/* Runs a POOL kernel: out0 of `shape` (f32) and optionally an i32 index
+ * tensor of the same shape. */
+static xg_tensor *pool_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
+                              const int64_t *shape, const xg_pool_args *a,
+                              xg_tensor **index)
+{
+    const char *name = xg_op_table[op].name;
+    xg_device *dev = in0->storage->dev;
+    xg_tensor *out = xg__tensor_new(dev, XG_F32, shape, 4, name);
+    xg_tensor *idx = index && out ? xg__tensor_new(dev, XG_I32, shape, 4, name)
+                                  : NULL;
+    if (!out || (index && !idx))
+        goto fail;
+    xg_kernel_call call = {.op = op,
+                           .in = {xg__buf(in0), in1 ? xg__buf(in1) : NULL},
+                           .out = {xg__buf(out), idx ? xg__buf(idx) : NULL}};
+    call.p.pool = *a;
+    if (xg__launch(dev, &call) != XG_OK)
+        goto fail;
+    if (index)
+        *index = idx;
+    return out;
+fail:
+    xg_tensor_free(out);
+    xg_tensor_free(idx);
+    return NULL;
+}
+
+static xg_pool_args node_pool_args(const xg_node *n)
+{
+    const xg_tensor *x = n->inputs[0];
+    xg_pool_args a;
+    pool_geometry("pool", x, (int)n->ints[0], (int)n->ints[1],
+                  (int)n->ints[2], &a);
+    return a;
+}
+
+static xg_status bw_max_pool(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_pool_args a = node_pool_args(n);
+    gi[0] = pool_kernel(XG_OP_max_pool2d_backward, g, n->saved,
+                        n->inputs[0]->shape, &a, NULL);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_status bw_avg_pool(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_pool_args a = node_pool_args(n);
+    gi[0] = pool_kernel(XG_OP_avg_pool2d_backward, g, NULL,
+                        n->inputs[0]->shape, &a, NULL);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+static xg_tensor *pool(xg_op op, xg_tensor *x, int k, int stride, int pad,
+                       xg_backward_fn bw)
+{
+    const char *name = xg_op_table[op].name;
+    xg_pool_args a;
+    if (!xg__check_arg(name, 0, x, XG_F32) ||
+        !pool_geometry(name, x, k, stride, pad, &a))
+        return NULL;
+    int64_t shape[4] = {a.n, a.c, a.oh, a.ow};
+    xg_tensor *idx = NULL;
+    bool is_max = op == XG_OP_max_pool2d;
+    xg_tensor *y = pool_kernel(op, x, NULL, shape, &a, is_max ? &idx : NULL);
+    xg_node *node = NULL;
+    if (y && xg__needs_grad(&x, 1) &&
+        !(node = xg__record(y, name, bw, &x, 1))) {
+        xg_tensor_free(y);
+        y = NULL;
+    }
+    if (node) {
+        node->ints[0] = k;
+        node->ints[1] = a.stride_h;
+        node->ints[2] = pad;
+        node->saved = xg_tensor_keep(idx);
+    } else {
+        xg_tensor_free(idx);
+    }
+    return y;
+}
+
+xg_tensor *xg_max_pool2d(xg_tensor *x, int kernel, int stride, int padding)
+{
+    return pool(XG_OP_max_pool2d, x, kernel, stride, padding, bw_max_pool);
+}
+
+xg_tensor *xg_avg_pool2d(xg_tensor *x, int kernel, int stride, int padding)
+{
+    return pool(XG_OP_avg_pool2d, x, kernel, stride, padding, bw_avg_pool);
+}
+
+/* ---- dropout and flatten -------------------------------------------------- */
+
+static xg_tensor *dropout_kernel(xg_tensor *x, float p, uint64_t seed,
+                                 uint64_t offset)
+{
+    xg_device *dev = x->storage->dev;
+    xg_tensor *y = xg__tensor_new(dev, XG_F32, x->shape, x->ndim, "dropout");
+    if (!y)
+        return NULL;
+    xg_kernel_call call = {.op = XG_OP_dropout, .in = {xg__buf(x)},
+                           .out = {xg__buf(y)}};
+    call.p.dropout = (xg_dropout_args){.n = x->numel, .seed = seed,
+                                       .offset = offset, .p = p};
+    if (xg__launch(dev, &call) != XG_OK) {
+        xg_tensor_free(y);
+        return NULL;
+    }
+    return y;
+}
+
+/* The mask is a function of (seed, offset): applying it to g is the
+ * backward. */
+static xg_status bw_dropout(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = dropout_kernel(g, n->scalar, (uint64_t)n->ints[0],
+                           (uint64_t)n->ints[1]);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+xg_tensor *xg_dropout(xg_tensor *x, float p, bool training)
+{
+    if (!xg__check_arg("dropout", 0, x, XG_F32))
+        return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) {
+        xg_set_error(XG_ERR_INVALID_ARG, "dropout: p = %g, must be in [0, 1)",
+                     (double)p);
+        return NULL;
+    }
+    if (!training || p == 0.0f)
+        return xg_reshape(x, x->shape, x->ndim); /* same values, new handle */
+    uint64_t seed, offset = xg__rng_take(((uint64_t)x->numel + 3) / 4, &seed);
+    xg_tensor *y = dropout_kernel(x, p, seed, offset);
+    xg_node *node = NULL;
+    if (y && xg__needs_grad(&x, 1) &&
+        !(node = xg__record(y, "dropout", bw_dropout, &x, 1))) {
+        xg_tensor_free(y);
+        return NULL;
+    }
+    if (node) {
+        node->ints[0] = (int64_t)seed;
+        node->ints[1] = (int64_t)offset;
+        node->scalar = p;
+    }
+    return y;
+}
+
+xg_tensor *xg_flatten(xg_tensor *x, int start_axis)
+{
+    if (!xg__check_arg("flatten", 0, x, x ? x->dtype : XG_F32))
+        return NULL;
+    int a = start_axis < 0 ? start_axis + x->ndim : start_axis;
+    if (x->ndim == 0 || a < 0 || a >= x->ndim) {
+        xg_set_error(XG_ERR_INVALID_ARG, "flatten: axis %d out of range for "
+                     "%d dimension(s)", start_axis, x->ndim);
+        return NULL;
+    }
+    int64_t shape[XG_MAX_DIMS];
+    for (int i = 0; i < a; i++)
+        shape[i] = x->shape[i];
+    shape[a] = -1;
+    return xg_reshape(x, shape, a + 1);
+}
+
+/* ---- batch normalisation ------------------------------------------------ */
+
+/* Mean over axes 0, 2, 3 of an NCHW tensor, kept as [1, C, 1, 1]. */
+static xg_tensor *channel_mean(xg_tensor *x)
+{
+    return xg_mean(xg_mean(xg_mean(x, 3, true), 2, true), 0, true);
+}
+
+/* running = (1 - m) * running + m * batch, written into running's storage. */
+static xg_status update_running(xg_tensor *running, xg_tensor *batch,
+                                float m)
+{
+    xg_tensor *next = xg_add(xg_mul_scalar(running, 1.0f - m),
+                             xg_mul_scalar(xg_reshape(batch, running->shape,
+                                                      running->ndim), m));
+    if (!next)
+        return xg_last_status();
+    xg_kernel_call call = {.op = XG_OP_copy, .in = {xg__buf(next)},
+                           .out = {xg__buf(running)}};
+    call.p.fill.n = running->numel;
+    return xg__launch(running->storage->dev, &call);
+}
+
+static bool check_bn_args(xg_tensor *x, xg_tensor *const *per_channel,
+                          bool training)
+{
+    if (!xg__check_arg("batch_norm2d", 0, x, XG_F32) ||
+        !is_4d("batch_norm2d", 0, x))
+        return false;
+    for (int i = 0; i < 4; i++) {
+        xg_tensor *t = per_channel[i];
+        if (!t && (i < 2 || training))
+            continue;
+        if (!xg__check_arg("batch_norm2d", i + 1, t, XG_F32) ||
+            !xg__check_same_device("batch_norm2d", x, t))
+            return false;
+        if (t->numel != x->shape[1]) {
+            xg_set_error(XG_ERR_SHAPE, "batch_norm2d: argument %d must hold "
+                         "one value per channel (%lld)", i + 1,
+                         (long long)x->shape[1]);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Batch statistics, updating the running ones when given. */
+static xg_status batch_stats(xg_tensor *x, xg_tensor *rmean, xg_tensor *rvar,
+                             float momentum, xg_tensor **mean, xg_tensor **var)
+{
+    *mean = channel_mean(x);
+    xg_tensor *d = xg_sub(x, *mean);
+    *var = channel_mean(xg_mul(d, d));
+    if (!*var)
+        return xg_last_status();
+    if (!rmean || !rvar)
+        return XG_OK;
+    int64_t n = x->numel / x->shape[1];
+    bool was = xg_set_grad_enabled(false);
+    float unbias = n > 1 ? (float)n / (float)(n - 1) : 1.0f;
+    xg_status st = update_running(rmean, *mean, momentum);
+    if (st == XG_OK)
+        st = update_running(rvar, xg_mul_scalar(*var, unbias), momentum);
+    xg_set_grad_enabled(was);
+    return st;
+}
+
+xg_tensor *xg_batch_norm2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                           xg_tensor *running_mean, xg_tensor *running_var,
+                           bool training, float momentum, float eps)
+{
+    xg_tensor *pc[4] = {weight, bias, running_mean, running_var};
+    if (!check_bn_args(x, pc, training))
+        return NULL;
+    int64_t c = x->shape[1];
+    xg_tensor *mean = running_mean, *var = running_var;
+    if (training &&
+        batch_stats(x, running_mean, running_var, momentum, &mean, &var) != XG_OK)
+        return NULL;
+    int64_t shape[4] = {1, c, 1, 1};
+    xg_tensor *y = xg_div(xg_sub(x, xg_reshape(mean, shape, 4)),
+                          xg_sqrt(xg_add_scalar(xg_reshape(var, shape, 4), eps)));
+    if (weight)
+        y = xg_mul(y, xg_reshape(weight, shape, 4));
+    if (bias)
+        y = xg_add(y, xg_reshape(bias, shape, 4));
+    return y;
+}

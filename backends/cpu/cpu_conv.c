@@ -1,0 +1,594 @@
+/* Convolution, pooling and dropout on NCHW images, with the semantics of
+ * api/backend.h (struct xg_conv_args, xg_pool_args, xg_dropout_args).
+ *
+ * Convolution is lowered to GEMM through im2col.
+ * reference: Chellapilla, Puri & Simard, "High Performance Convolutional
+ * Neural Networks for Document Processing", IWFHR 2006; Caffe's
+ * im2col_cpu / col2im_cpu.
+ * For one sample and one group, the columns matrix cols [K, P], with
+ * K = (c_in / groups) * kh * kw and P = oh * ow, holds in row (c, p, q) and
+ * column (i, j) the input pixel that weight tap (c, p, q) meets at output
+ * (i, j), or 0 where that pixel is padding. Then
+ *   forward          y_g [c_out_g, P] = W_g [c_out_g, K] cols
+ *   backward input   dcols [K, P] = W_g^T dy_g, added back into dx (col2im)
+ *   backward weight  dW_g [c_out_g, K] = sum over samples of dy_g cols^T
+ * A 1x1 kernel with stride 1 and no padding needs no columns: cols is x.
+ *
+ * Threads: with at least as many samples as threads, the samples are split
+ * over the pool and every GEMM runs serially in its thread (one OpenBLAS
+ * thread), each thread unfolding into its own columns buffer (conv_scratch
+ * of the device). With fewer samples, they run one after another and each
+ * GEMM uses every thread. The weight gradient is summed per fixed chunk of
+ * samples, then the chunks in order, so it does not depend on which thread
+ * ran what. */
+#include "cpu_impl.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- scratch ---------------------------------------------------------- */
+
+/* At least `floats` floats of device scratch, grown as needed and kept until
+ * the device closes (its contents are not kept across calls). */
+static float *conv_scratch(cpu_device *dev, size_t floats)
+{
+    if (dev->conv_scratch_floats < floats) {
+        free(dev->conv_scratch);
+        size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+        dev->conv_scratch = aligned_alloc(64, bytes);
+        dev->conv_scratch_floats = dev->conv_scratch ? floats : 0;
+    }
+    return dev->conv_scratch;
+}
+
+/* ---- im2col and col2im ------------------------------------------------ */
+
+/* Outputs [*j0, *j1) of `out` whose input coordinate j * stride + off lies
+ * inside [0, size). */
+static void valid_span(int64_t out, int64_t size, int stride, int64_t off,
+                       int64_t *j0, int64_t *j1)
+{
+    int64_t lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int64_t hi = size - off <= 0 ? 0 : (size - off - 1) / stride + 1;
+    *j0 = lo < out ? lo : out;
+    *j1 = hi < out ? hi : out;
+    if (*j1 < *j0)
+        *j1 = *j0;
+}
+
+/* dst[0 .. n) = src[0 .. n) and dst[0 .. n) = 0 for the short runs of
+ * im2col (an output row: tens of floats). Fixed-size memcpy calls compile
+ * to a few vector moves; a libc call per run would cost more than the
+ * copy. */
+static inline void copy_floats(float *restrict dst, const float *restrict src,
+                               int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        memcpy(dst + i, src + i, 8 * sizeof *dst);
+    if (i + 4 <= n) {
+        memcpy(dst + i, src + i, 4 * sizeof *dst);
+        i += 4;
+    }
+    for (; i < n; i++)
+        dst[i] = src[i];
+}
+
+static inline void zero_floats(float *dst, int64_t n)
+{
+    static const float zeros[8];
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        memcpy(dst + i, zeros, sizeof zeros);
+    for (; i < n; i++)
+        dst[i] = 0.0f;
+}
+
+/* Row (p, q) of one input channel's columns: row[i * ow + j] =
+ * plane[i * stride_h - pad_h + p * dil_h, j * stride_w - pad_w + q * dil_w],
+ * 0 outside the plane. */
+static void im2col_row(const xg_conv_args *a, const float *plane, int p,
+                       int q, float *row)
+{
+    int64_t off = (int64_t)q * a->dil_w - a->pad_w, j0, j1;
+    valid_span(a->ow, a->w, a->stride_w, off, &j0, &j1);
+    for (int64_t i = 0; i < a->oh; i++, row += a->ow) {
+        int64_t ih = i * a->stride_h - a->pad_h + (int64_t)p * a->dil_h;
+        if (ih < 0 || ih >= a->h) {
+            zero_floats(row, a->ow);
+            continue;
+        }
+        const float *line = plane + ih * a->w;
+        zero_floats(row, j0);
+        if (a->stride_w == 1)
+            copy_floats(row + j0, line + j0 + off, j1 - j0);
+        else
+            for (int64_t j = j0; j < j1; j++)
+                row[j] = line[j * a->stride_w + off];
+        zero_floats(row + j1, a->ow - j1);
+    }
+}
+
+/* The transpose of im2col_row: plane[...] += row[i * ow + j]. */
+static void col2im_row(const xg_conv_args *a, const float *restrict row,
+                       int p, int q, float *restrict plane)
+{
+    int64_t off = (int64_t)q * a->dil_w - a->pad_w, j0, j1;
+    valid_span(a->ow, a->w, a->stride_w, off, &j0, &j1);
+    for (int64_t i = 0; i < a->oh; i++, row += a->ow) {
+        int64_t ih = i * a->stride_h - a->pad_h + (int64_t)p * a->dil_h;
+        if (ih < 0 || ih >= a->h)
+            continue;
+        float *restrict line = plane + ih * a->w;
+        if (a->stride_w == 1) /* unit stride: a loop that vectorises */
+            for (int64_t j = j0; j < j1; j++)
+                line[j + off] += row[j];
+        else
+            for (int64_t j = j0; j < j1; j++)
+                line[j * a->stride_w + off] += row[j];
+    }
+}
+
+/* cols [channels * kh * kw, oh * ow] from `channels` planes at x. */
+static void im2col(const xg_conv_args *a, const float *x, int64_t channels,
+                   float *cols)
+{
+    int64_t plane = a->h * a->w, p_out = a->oh * a->ow;
+    for (int64_t c = 0; c < channels; c++)
+        for (int p = 0; p < a->kh; p++)
+            for (int q = 0; q < a->kw; q++, cols += p_out)
+                im2col_row(a, x + c * plane, p, q, cols);
+}
+
+/* dx (`channels` planes, already initialised) += col2im(cols). */
+static void col2im(const xg_conv_args *a, const float *cols, int64_t channels,
+                   float *dx)
+{
+    int64_t plane = a->h * a->w, p_out = a->oh * a->ow;
+    for (int64_t c = 0; c < channels; c++)
+        for (int p = 0; p < a->kh; p++)
+            for (int q = 0; q < a->kw; q++, cols += p_out)
+                col2im_row(a, cols, p, q, dx + c * plane);
+}
+
+/* ---- convolution jobs ------------------------------------------------- */
+
+typedef struct conv_job {
+    cpu_device *dev;
+    const xg_conv_args *a;
+    int64_t cin_g, cout_g; /* channels per group */
+    int64_t k, p;          /* GEMM depth K and columns P per group */
+    int unit;              /* 1x1, stride 1, no padding: cols is x itself */
+    const float *in0, *in1;
+    float *out;
+    float *cols;     /* k * p floats per thread */
+    float *partial;  /* backward weight: one weight-sized sum per chunk > 0 */
+    int64_t chunks;  /* backward weight: chunks of samples */
+    int serial_gemm; /* samples split over threads: each GEMM runs serially */
+} conv_job;
+
+/* Columns for group `grp` of sample `b` in `thread`'s buffer (or x). */
+static const float *sample_cols(const conv_job *j, int64_t b, int64_t grp,
+                                int thread)
+{
+    const xg_conv_args *a = j->a;
+    const float *x = j->in0 + (b * a->c_in + grp * j->cin_g) * a->h * a->w;
+    if (j->unit)
+        return x;
+    float *cols = j->cols + (size_t)thread * (size_t)(j->k * j->p);
+    im2col(a, x, j->cin_g, cols);
+    return cols;
+}
+
+/* The GEMM of one group: C (+)= op(A) op(B), C [m, n], depth k. */
+static void group_gemm(const conv_job *j, int thread, int64_t m, int64_t n,
+                       int64_t k, int ta, int tb, const float *A,
+                       const float *B, float *C, int accumulate)
+{
+    xg_gemm_args g = {.batch = 1, .m = m, .n = n, .k = k, .trans_a = ta,
+                      .trans_b = tb, .alpha = 1.0f};
+    xg_status st = cpu_sgemm(j->dev, &g, A, B, C, accumulate,
+                             j->serial_gemm ? thread : -1);
+    assert(st == XG_OK); /* sizes were checked in conv_prepare */
+    (void)st;
+}
+
+/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h). */
+static void forward_range(const void *ctx, int64_t begin, int64_t end,
+                          int thread)
+{
+    const conv_job *j = ctx;
+    const xg_conv_args *a = j->a;
+    for (int64_t b = begin; b < end; b++)
+        for (int64_t grp = 0; grp < a->groups; grp++) {
+            const float *cols = sample_cols(j, b, grp, thread);
+            const float *w = j->in1 + grp * j->cout_g * j->k;
+            float *y = j->out + (b * a->c_out + grp * j->cout_g) * j->p;
+            group_gemm(j, thread, j->cout_g, j->p, j->k, 0, 0, w, cols, y, 0);
+        }
+}
+
+/* reference: dx = sum over taps of w^T dy placed where im2col took x. */
+static void backward_input_range(const void *ctx, int64_t begin, int64_t end,
+                                 int thread)
+{
+    const conv_job *j = ctx;
+    const xg_conv_args *a = j->a;
+    int64_t plane = a->h * a->w;
+    float *cols = j->cols + (size_t)thread * (size_t)(j->k * j->p);
+    for (int64_t b = begin; b < end; b++) {
+        float *dx = j->out + b * a->c_in * plane;
+        if (!j->unit)
+            memset(dx, 0, (size_t)(a->c_in * plane) * sizeof *dx);
+        for (int64_t grp = 0; grp < a->groups; grp++) {
+            const float *dy = j->in0 + (b * a->c_out + grp * j->cout_g) * j->p;
+            const float *w = j->in1 + grp * j->cout_g * j->k;
+            float *dxg = dx + grp * j->cin_g * plane;
+            group_gemm(j, thread, j->k, j->p, j->cout_g, 1, 0, w, dy,
+                       j->unit ? dxg : cols, 0);
+            if (!j->unit)
+                col2im(a, cols, j->cin_g, dxg);
+        }
+    }
+}
+
+/* Chunk c of the weight gradient: the sum over its samples, into dweight
+ * itself (chunk 0) or its partial buffer. */
+static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
+                                  int thread)
+{
+    const conv_job *j = ctx;
+    const xg_conv_args *a = j->a;
+    int64_t wsize = a->c_out * j->k;
+    for (int64_t c = begin; c < end; c++) {
+        float *dw = c == 0 ? j->out : j->partial + (c - 1) * wsize;
+        int64_t b0 = a->n * c / j->chunks, b1 = a->n * (c + 1) / j->chunks;
+        for (int64_t b = b0; b < b1; b++)
+            for (int64_t grp = 0; grp < a->groups; grp++) {
+                const float *cols = sample_cols(j, b, grp, thread);
+                const float *dy =
+                    j->in1 + (b * a->c_out + grp * j->cout_g) * j->p;
+                group_gemm(j, thread, j->cout_g, j->k, j->p, 0, 1, dy, cols,
+                           dw + grp * j->cout_g * j->k, b > b0);
+            }
+    }
+}
+
+/* Fills in the job's sizes and scratch; XG_ERR_TOO_LARGE past the BLAS
+ * index range, XG_ERR_OUT_OF_MEMORY without scratch. */
+static xg_status conv_prepare(xg_backend_device *dev,
+                              const xg_kernel_call *call, conv_job *j)
+{
+    const xg_conv_args *a = &call->p.conv;
+    int threads = cpu_pool_threads(cpu_dev(dev)->pool);
+    *j = (conv_job){.dev = cpu_dev(dev), .a = a,
+                    .cin_g = a->c_in / a->groups,
+                    .cout_g = a->c_out / a->groups,
+                    .k = a->c_in / a->groups * a->kh * a->kw,
+                    .p = a->oh * a->ow,
+                    .unit = a->kh == 1 && a->kw == 1 && a->stride_h == 1 &&
+                            a->stride_w == 1 && a->pad_h == 0 && a->pad_w == 0,
+                    .in0 = cpu_f32(call->in[0]), .in1 = cpu_f32(call->in[1]),
+                    .out = cpu_f32(call->out[0]),
+                    .serial_gemm = threads > 1 && a->n >= threads};
+    j->chunks = j->serial_gemm ? threads : 1;
+    if (j->k > INT_MAX || j->p > INT_MAX || j->cout_g > INT_MAX)
+        return xg_set_error(XG_ERR_TOO_LARGE, "%s: a [%lld x %lld] column "
+                            "matrix exceeds the GEMM index range",
+                            xg_op_table[call->op].name, (long long)j->k,
+                            (long long)j->p);
+    /* Columns for each thread that unfolds, partial sums for chunks > 0. */
+    int64_t users = j->serial_gemm ? threads : 1;
+    size_t cols = j->unit ? 0 : (size_t)(users * j->k * j->p);
+    size_t partial = call->op == XG_OP_conv2d_backward_weight
+                         ? (size_t)((j->chunks - 1) * a->c_out * j->k)
+                         : 0;
+    if (cols > SIZE_MAX / 2 / sizeof(float) - partial)
+        return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld x %lld columns are "
+                            "too large", xg_op_table[call->op].name,
+                            (long long)j->k, (long long)j->p);
+    float *s = cols + partial ? conv_scratch(j->dev, cols + partial) : NULL;
+    if (cols + partial && !s)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory for"
+                            " %zu floats of columns", xg_op_table[call->op].name,
+                            cols + partial);
+    j->cols = s;
+    j->partial = s ? s + cols : NULL;
+    return XG_OK;
+}
+
+/* Runs fn over `items` (samples or chunks) of `cost` each. */
+static xg_status conv_run(conv_job *j, int64_t items, int64_t cost,
+                          cpu_range_fn fn)
+{
+    if (!j->serial_gemm) {
+        fn(j, 0, items, 0);
+        return XG_OK;
+    }
+    xg_status st = cpu_sgemm_serial_begin(j->dev);
+    if (st != XG_OK)
+        return st;
+    cpu_parallel_for(j->dev->pool, items, cost, 1, fn, j);
+    cpu_sgemm_serial_end(j->dev);
+    return XG_OK;
+}
+
+/* Multiply-adds of one sample's GEMMs plus its unfolding. */
+static int64_t sample_cost(const conv_job *j)
+{
+    return j->a->groups * (j->cout_g + 1) * j->k * j->p;
+}
+
+xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    conv_job j;
+    xg_status st = conv_prepare(dev, call, &j);
+    return st != XG_OK ? st
+                       : conv_run(&j, j.a->n, sample_cost(&j), forward_range);
+}
+
+xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
+                                    const xg_kernel_call *call)
+{
+    conv_job j;
+    xg_status st = conv_prepare(dev, call, &j);
+    return st != XG_OK ? st
+                       : conv_run(&j, j.a->n, sample_cost(&j),
+                                  backward_input_range);
+}
+
+/* dst[i] += src[i] for the partial sums, chunk by chunk. */
+typedef struct sum_job {
+    float *dst;
+    const float *src;
+    int64_t count, stride;
+} sum_job;
+
+static void sum_partials_range(const void *ctx, int64_t begin, int64_t end,
+                               int thread)
+{
+    (void)thread;
+    const sum_job *s = ctx;
+    for (int64_t c = 0; c < s->count; c++)
+        for (int64_t i = begin; i < end; i++)
+            s->dst[i] += s->src[c * s->stride + i];
+}
+
+xg_status cpu_conv2d_backward_weight(xg_backend_device *dev,
+                                     const xg_kernel_call *call)
+{
+    conv_job j;
+    xg_status st = conv_prepare(dev, call, &j);
+    if (st == XG_OK)
+        st = conv_run(&j, j.chunks, sample_cost(&j) * j.a->n / j.chunks,
+                      backward_weight_range);
+    if (st != XG_OK || j.chunks == 1)
+        return st;
+    int64_t wsize = j.a->c_out * j.k;
+    sum_job s = {j.out, j.partial, j.chunks - 1, wsize};
+    cpu_parallel_elements(j.dev->pool, wsize, j.chunks, sum_partials_range,
+                          &s);
+    return XG_OK;
+}
+
+/* ---- pooling ---------------------------------------------------------- */
+
+/* The window of output (i, j) clipped to the plane: rows [*r0, *r1), columns
+ * [*c0, *c1); never empty, since padding <= kernel / 2. */
+static void pool_window(const xg_pool_args *a, int64_t i, int64_t j,
+                        int64_t *r0, int64_t *r1, int64_t *c0, int64_t *c1)
+{
+    int64_t top = i * a->stride_h - a->pad_h, left = j * a->stride_w - a->pad_w;
+    *r0 = top > 0 ? top : 0;
+    *c0 = left > 0 ? left : 0;
+    *r1 = top + a->kh < a->h ? top + a->kh : a->h;
+    *c1 = left + a->kw < a->w ? left + a->kw : a->w;
+    assert(*r0 < *r1 && *c0 < *c1);
+}
+
+/* Planes [begin, end) of a POOL call; in[0]/out[0] are [planes, ...]. */
+typedef void (*pool_plane_fn)(const xg_pool_args *a, const xg_kernel_call *c,
+                              int64_t plane);
+
+typedef struct pool_job {
+    const xg_kernel_call *call;
+    pool_plane_fn fn;
+} pool_job;
+
+static void pool_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const pool_job *j = ctx;
+    for (int64_t plane = begin; plane < end; plane++)
+        j->fn(&j->call->p.pool, j->call, plane);
+}
+
+static xg_status pool_run(xg_backend_device *dev, const xg_kernel_call *call,
+                          pool_plane_fn fn)
+{
+    const xg_pool_args *a = &call->p.pool;
+    pool_job j = {call, fn};
+    cpu_parallel_rows(cpu_dev(dev)->pool, a->n * a->c,
+                      a->oh * a->ow * a->kh * a->kw + a->h * a->w, pool_range,
+                      &j);
+    return XG_OK;
+}
+
+/* One step of a running maximum: v (at index k) replaces m (at *best) when
+ * it is larger, or the first NaN. Written with bit masks, not selects, so
+ * that the compiler emits no branch: on real data these comparisons are
+ * random and every mispredicted branch would cost more than the work. */
+static inline void max_step(float v, int32_t k, float *m, int32_t *best)
+{
+    uint32_t take = (uint32_t)0 - (uint32_t)((v > *m) |
+                                             ((v != v) & (*m == *m)));
+    uint32_t vb, mb;
+    memcpy(&vb, &v, sizeof vb);
+    memcpy(&mb, m, sizeof mb);
+    mb = (vb & take) | (mb & ~take);
+    memcpy(m, &mb, sizeof mb);
+    *best = (int32_t)(((uint32_t)k & take) | ((uint32_t)*best & ~take));
+}
+
+/* reference: PyTorch max_pool2d: the first maximum of the window in
+ * row-major order; a NaN beats any number (the first NaN wins). */
+static void max_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
+                           int64_t plane)
+{
+    const float *x = cpu_f32(c->in[0]) + plane * a->h * a->w;
+    float *y = cpu_f32(c->out[0]) + plane * a->oh * a->ow;
+    int32_t *idx = cpu_i32(c->out[1]) + plane * a->oh * a->ow;
+    for (int64_t i = 0; i < a->oh; i++)
+        for (int64_t j = 0; j < a->ow; j++) {
+            int64_t r0, r1, c0, c1;
+            pool_window(a, i, j, &r0, &r1, &c0, &c1);
+            int32_t best = (int32_t)(r0 * a->w + c0);
+            float m = x[best];
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t q = c0; q < c1; q++)
+                    max_step(x[r * a->w + q], (int32_t)(r * a->w + q), &m,
+                             &best);
+            y[i * a->ow + j] = m;
+            idx[i * a->ow + j] = best;
+        }
+}
+
+/* The same for 2x2 windows at stride 2 without padding (the usual
+ * MaxPool2d(2)): four candidates in row-major order per output. */
+static void max_pool_plane_2x2(const xg_pool_args *a, const xg_kernel_call *c,
+                               int64_t plane)
+{
+    const float *x = cpu_f32(c->in[0]) + plane * a->h * a->w;
+    float *y = cpu_f32(c->out[0]) + plane * a->oh * a->ow;
+    int32_t *idx = cpu_i32(c->out[1]) + plane * a->oh * a->ow;
+    for (int64_t i = 0; i < a->oh; i++, y += a->ow, idx += a->ow) {
+        const float *r0 = x + 2 * i * a->w, *r1 = r0 + a->w;
+        int32_t k0 = (int32_t)(2 * i * a->w), w = (int32_t)a->w;
+        for (int64_t j = 0; j < a->ow; j++) {
+            int32_t k = k0 + (int32_t)(2 * j), best = k;
+            float m = r0[2 * j];
+            max_step(r0[2 * j + 1], k + 1, &m, &best);
+            max_step(r1[2 * j], k + w, &m, &best);
+            max_step(r1[2 * j + 1], k + w + 1, &m, &best);
+            y[j] = m;
+            idx[j] = best;
+        }
+    }
+}
+
+/* dx[k] = sum of dy over the windows whose winner is k. */
+static void max_pool_backward_plane(const xg_pool_args *a,
+                                    const xg_kernel_call *c, int64_t plane)
+{
+    const float *dy = cpu_f32(c->in[0]) + plane * a->oh * a->ow;
+    const int32_t *idx = cpu_i32(c->in[1]) + plane * a->oh * a->ow;
+    float *dx = cpu_f32(c->out[0]) + plane * a->h * a->w;
+    memset(dx, 0, (size_t)(a->h * a->w) * sizeof *dx);
+    for (int64_t k = 0; k < a->oh * a->ow; k++)
+        dx[idx[k]] += dy[k];
+}
+
+/* reference: PyTorch avg_pool2d with count_include_pad=True: the window's
+ * sum (row-major) / (kh * kw). */
+static void avg_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
+                           int64_t plane)
+{
+    const float *x = cpu_f32(c->in[0]) + plane * a->h * a->w;
+    float *y = cpu_f32(c->out[0]) + plane * a->oh * a->ow;
+    const float area = (float)(a->kh * a->kw);
+    for (int64_t i = 0; i < a->oh; i++)
+        for (int64_t j = 0; j < a->ow; j++) {
+            int64_t r0, r1, c0, c1;
+            pool_window(a, i, j, &r0, &r1, &c0, &c1);
+            float sum = 0.0f;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t q = c0; q < c1; q++)
+                    sum += x[r * a->w + q];
+            y[i * a->ow + j] = sum / area;
+        }
+}
+
+/* dx = sum over the windows that hold a pixel of dy / (kh * kw). */
+static void avg_pool_backward_plane(const xg_pool_args *a,
+                                    const xg_kernel_call *c, int64_t plane)
+{
+    const float *dy = cpu_f32(c->in[0]) + plane * a->oh * a->ow;
+    float *dx = cpu_f32(c->out[0]) + plane * a->h * a->w;
+    const float area = (float)(a->kh * a->kw);
+    memset(dx, 0, (size_t)(a->h * a->w) * sizeof *dx);
+    for (int64_t i = 0; i < a->oh; i++)
+        for (int64_t j = 0; j < a->ow; j++) {
+            int64_t r0, r1, c0, c1;
+            pool_window(a, i, j, &r0, &r1, &c0, &c1);
+            float g = dy[i * a->ow + j] / area;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t q = c0; q < c1; q++)
+                    dx[r * a->w + q] += g;
+        }
+}
+
+xg_status cpu_max_pool2d(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    const xg_pool_args *a = &call->p.pool;
+    assert(a->h * a->w <= INT32_MAX);
+    int pairs = a->kh == 2 && a->kw == 2 && a->stride_h == 2 &&
+                a->stride_w == 2 && a->pad_h == 0 && a->pad_w == 0;
+    return pool_run(dev, call, pairs ? max_pool_plane_2x2 : max_pool_plane);
+}
+
+xg_status cpu_max_pool2d_backward(xg_backend_device *dev,
+                                  const xg_kernel_call *call)
+{
+    return pool_run(dev, call, max_pool_backward_plane);
+}
+
+xg_status cpu_avg_pool2d(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    return pool_run(dev, call, avg_pool_plane);
+}
+
+xg_status cpu_avg_pool2d_backward(xg_backend_device *dev,
+                                  const xg_kernel_call *call)
+{
+    return pool_run(dev, call, avg_pool_backward_plane);
+}
+
+/* ---- dropout ---------------------------------------------------------- */
+
+/* reference: backend.h: out[i] = u_i < p ? 0 : in[i] * (1 / (1 - p)), u_i
+ * element i of rand_uniform(0, 1) with this seed and offset. Ranges start at
+ * multiples of 4 (cpu_parallel_elements), so each covers whole blocks. */
+static void dropout_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    const xg_dropout_args d = c->p.dropout;
+    const float *x = cpu_f32(c->in[0]);
+    float *y = cpu_f32(c->out[0]);
+    const float scale = 1.0f / (1.0f - d.p);
+    assert(begin % 4 == 0);
+    for (int64_t i = begin; i < end; i += 4 * CPU_RNG_LANES) {
+        int64_t n = end - i < 4 * CPU_RNG_LANES ? end - i : 4 * CPU_RNG_LANES;
+        float u[4 * CPU_RNG_LANES];
+        cpu_uniform_blocks(d.seed, d.offset + (uint64_t)i / 4,
+                           (int)((n + 3) / 4), u);
+        for (int64_t k = 0; k < n; k++) {
+            /* A bit mask rather than a branch (vectorises, and a dropped
+             * NaN or infinity still gives 0). */
+            float kept = x[i + k] * scale;
+            uint32_t bits, keep = u[k] < d.p ? 0u : ~0u;
+            memcpy(&bits, &kept, sizeof bits);
+            bits &= keep;
+            memcpy(&y[i + k], &bits, sizeof bits);
+        }
+    }
+}
+
+xg_status cpu_dropout(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.dropout.n,
+                          4 * CPU_COST_SIMPLE, dropout_range, call);
+    return XG_OK;
+}

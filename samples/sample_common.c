@@ -1,0 +1,489 @@
+/* The parts of the Fashion-MNIST samples that do not depend on the model:
+ * flags, data, training loop, progress, evaluation, result line. See
+ * sample_common.h. */
+#include "sample_common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
+#define FMNIST_MEAN 0.2860f /* of the training pixels scaled to [0, 1] */
+#define FMNIST_STD 0.3530f
+#define EVAL_BATCH 1000
+
+typedef struct run {
+    const sample_spec *spec;
+    sample_options opt;
+    xg_device *dev;
+    xg_dataset *train, *test;
+    xg_loader *train_loader, *test_loader;
+    sample_model model;
+    xg_optim *optim;
+    int32_t *predictions; /* EVAL_BATCH argmax results read back */
+    int64_t features;     /* c * h * w */
+    int64_t train_samples;
+    int32_t classes;
+    bool tty;
+} run;
+
+static const char *prog = "sample"; /* for messages: the spec's prog */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The status of the error just reported by the library, as a negative int. */
+static int lib_error(void)
+{
+    xg_status st = xg_last_status();
+    return st != XG_OK ? (int)st : (int)XG_ERR_BACKEND;
+}
+
+/* ===== Flags ============================================================= */
+
+static void usage(const sample_spec *spec, FILE *f)
+{
+    fprintf(f,
+            "usage: %s [options]\n"
+            "%s\n"
+            "  --data DIR          MNIST-format folder (default %s)\n"
+            "  --epochs N          passes over the training set (3)\n"
+            "  --batch-size N      samples per step (64)\n"
+            "  --lr X              learning rate (1e-3)\n"
+            "  --optimizer NAME    sgd, adam or adamw (adam)\n",
+            spec->prog, spec->summary, DEFAULT_DATA);
+    for (int i = 0; i < spec->n_flags; i++) {
+        const sample_flag *fl = &spec->flags[i];
+        char left[32];
+        snprintf(left, sizeof left, "%s%s%s", fl->name, fl->arg ? " " : "",
+                 fl->arg ? fl->arg : "");
+        fprintf(f, "  %-19s %s\n", left, fl->help);
+    }
+    fprintf(f,
+            "  --limit N           use only the first N training samples (0: all)\n"
+            "  --seed N            initialisation and shuffling seed (0)\n"
+            "  --help              this text\n");
+}
+
+int sample_bad_value(const char *flag, const char *value, const char *want)
+{
+    fprintf(stderr, "%s: %s '%s': expected %s\n", prog, flag, value, want);
+    return 2;
+}
+
+static int parse_i64(const char *flag, const char *s, int64_t min,
+                     int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE || v < min || v > max) {
+        char want[96];
+        snprintf(want, sizeof want, "an integer from %lld to %lld",
+                 (long long)min, (long long)max);
+        return sample_bad_value(flag, s, want);
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_seed(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno == ERANGE)
+        return sample_bad_value("--seed", s, "an integer from 0 to 2^64-1");
+    *out = v;
+    return 0;
+}
+
+static int parse_lr(const char *s, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !(v > 0.0 && v <= 10.0))
+        return sample_bad_value("--lr", s, "a number in (0, 10]");
+    *out = v;
+    return 0;
+}
+
+static int parse_optimizer(const char *s, sample_options *o)
+{
+    if (strcmp(s, "sgd") && strcmp(s, "adam") && strcmp(s, "adamw"))
+        return sample_bad_value("--optimizer", s, "sgd, adam or adamw");
+    o->optimizer = s;
+    return 0;
+}
+
+/* A common flag with its value; -1 when `flag` is not one of them. */
+static int parse_common(sample_options *o, const char *flag, const char *value)
+{
+    if (strcmp(flag, "--data") == 0) {
+        o->data_dir = value;
+        o->data_given = true;
+        return 0;
+    }
+    if (strcmp(flag, "--epochs") == 0)
+        return parse_i64(flag, value, 1, 100000, &o->epochs);
+    if (strcmp(flag, "--batch-size") == 0)
+        return parse_i64(flag, value, 1, 1 << 20, &o->batch_size);
+    if (strcmp(flag, "--limit") == 0)
+        return parse_i64(flag, value, 0, INT64_MAX, &o->limit);
+    if (strcmp(flag, "--lr") == 0)
+        return parse_lr(value, &o->lr);
+    if (strcmp(flag, "--optimizer") == 0)
+        return parse_optimizer(value, o);
+    if (strcmp(flag, "--seed") == 0)
+        return parse_seed(value, &o->seed);
+    return -1;
+}
+
+/* The sample's own flag called `flag`, or NULL. */
+static const sample_flag *find_flag(const sample_spec *spec, const char *flag)
+{
+    for (int i = 0; i < spec->n_flags; i++)
+        if (strcmp(spec->flags[i].name, flag) == 0)
+            return &spec->flags[i];
+    return NULL;
+}
+
+/* One argument at argv[*i] (which may consume the next one as its value).
+ * Returns 0 to go on, 2 on a bad flag. */
+static int parse_arg(const sample_spec *spec, sample_options *o, int argc,
+                     char **argv, int *i)
+{
+    char flag[32];
+    const char *arg = argv[*i], *eq = strchr(arg, '='), *value = NULL;
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    snprintf(flag, sizeof flag, "%.*s", (int)len, arg);
+    const sample_flag *own = find_flag(spec, flag);
+    if (own && !own->arg && !eq)
+        return own->parse(spec->ctx, NULL);
+    if (own && !own->arg) {
+        fprintf(stderr, "%s: %s takes no value (see --help)\n", prog, flag);
+        return 2;
+    }
+    if (eq)
+        value = eq + 1;
+    else if (*i + 1 < argc)
+        value = argv[++*i];
+    else {
+        fprintf(stderr, "%s: %s needs a value (see --help)\n", prog, arg);
+        return 2;
+    }
+    if (own)
+        return own->parse(spec->ctx, value);
+    int rc = parse_common(o, flag, value);
+    if (rc >= 0)
+        return rc;
+    fprintf(stderr, "%s: unknown flag '%s' (see --help)\n", prog, flag);
+    return 2;
+}
+
+/* Returns 0 to go on, 1 after --help, 2 on a bad flag. */
+static int parse_args(const sample_spec *spec, int argc, char **argv,
+                      sample_options *o)
+{
+    *o = (sample_options){.data_dir = DEFAULT_DATA, .epochs = 3,
+                          .batch_size = 64, .lr = 1e-3, .optimizer = "adam"};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(spec, stdout);
+            return 1;
+        }
+        int rc = parse_arg(spec, o, argc, argv, &i);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ===== Setup ============================================================= */
+
+static int load_data(run *r)
+{
+    const char *dir = r->opt.data_dir;
+    xg_status st = xg_mnist_load(dir, "train", FMNIST_MEAN, FMNIST_STD,
+                                 &r->train);
+    if (st == XG_OK)
+        st = xg_mnist_load(dir, "test", FMNIST_MEAN, FMNIST_STD, &r->test);
+    if (st == XG_ERR_NOT_FOUND && !r->opt.data_given) {
+        fprintf(stderr,
+                "%s: Fashion-MNIST is not in %s\n  (%s)\n"
+                "  Install the Debian package dataset-fashion-mnist, or pass "
+                "--data DIR with a folder that holds\n"
+                "  train-images-idx3-ubyte[.gz], "
+                "train-labels-idx1-ubyte[.gz] and the t10k-* pair.\n",
+                prog, dir, xg_last_error());
+        return 1;
+    }
+    if (st != XG_OK) {
+        fprintf(stderr, "%s: loading %s: %s\n", prog, dir, xg_last_error());
+        return 1;
+    }
+    const xg_dataset *a = r->train, *b = r->test;
+    r->features = a->channels * a->height * a->width;
+    if (r->spec->flatten ? b->channels * b->height * b->width != r->features
+                         : b->channels != a->channels ||
+                               b->height != a->height || b->width != a->width) {
+        fprintf(stderr, "%s: train and test images differ in size\n", prog);
+        return 1;
+    }
+    return 0;
+}
+
+static void print_header(const run *r)
+{
+    const sample_options *o = &r->opt;
+    int64_t params = 0;
+    for (int i = 0; i < xg_module_param_count(r->model.module); i++)
+        params += xg_tensor_numel(xg_module_param(r->model.module, i, NULL));
+    printf("device: %s (%s)\n", xg_device_name(r->dev),
+           xg_device_backend(r->dev));
+    printf("data: %s: train %lld (using %lld), test %lld\n", o->data_dir,
+           (long long)r->train->n, (long long)r->train_samples,
+           (long long)r->test->n);
+    printf("model: %s, %lld parameters; %s lr=%g batch=%lld seed=%llu\n",
+           r->model.description, (long long)params, o->optimizer, o->lr,
+           (long long)o->batch_size, (unsigned long long)o->seed);
+    fflush(stdout);
+}
+
+/* Device, data, model, optimizer and loaders; prints what it set up. */
+static int setup(run *r)
+{
+    const sample_options *o = &r->opt;
+    const xg_dataset *d;
+    r->tty = isatty(STDERR_FILENO);
+    if (!(r->dev = xg_device_current())) {
+        fprintf(stderr, "%s: opening the device: %s\n", prog, xg_last_error());
+        return 1;
+    }
+    if (load_data(r))
+        return 1;
+    d = r->train;
+    r->classes = d->num_classes > r->test->num_classes ? d->num_classes
+                                                       : r->test->num_classes;
+    xg_manual_seed(o->seed);
+    if (r->spec->build(r->spec->ctx, d->channels, d->height, d->width,
+                       r->classes, &r->model) == 0)
+        r->optim = xg_optim_for_module(r->model.module, o->optimizer,
+                                       (float)o->lr);
+    if (r->optim)
+        r->train_loader = xg_loader_new(r->train, o->batch_size, true, false,
+                                        o->seed, o->limit);
+    if (r->train_loader)
+        r->test_loader = xg_loader_new(r->test, EVAL_BATCH, false, false, 0, 0);
+    r->predictions = malloc(EVAL_BATCH * sizeof *r->predictions);
+    if (!r->test_loader || !r->predictions) {
+        fprintf(stderr, "%s: setting up: %s\n", prog,
+                r->predictions ? xg_last_error() : "out of memory");
+        return 1;
+    }
+    r->train_samples = o->limit && o->limit < d->n ? o->limit : d->n;
+    print_header(r);
+    return 0;
+}
+
+static void teardown(run *r)
+{
+    xg_loader_free(r->train_loader);
+    xg_loader_free(r->test_loader);
+    xg_optim_free(r->optim);
+    xg_module_free(r->model.module);
+    xg_dataset_free(r->train);
+    xg_dataset_free(r->test);
+    free(r->predictions);
+    xg_shutdown();
+}
+
+/* ===== Training ========================================================== */
+
+/* The model's output for a batch of images [b, c, h, w]. */
+static xg_tensor *forward(run *r, xg_tensor *images)
+{
+    xg_tensor *x = r->spec->flatten
+                       ? xg_reshape(images, XG_SHAPE(-1, r->features))
+                       : images;
+    return xg_module_forward(r->model.module, x);
+}
+
+/* Forward, loss, backward, update on one batch. The loss is added to
+ * *loss_sum on the device: no host read, so no sync. */
+static int train_batch(run *r, xg_tensor *images, xg_tensor *labels,
+                       xg_tensor **loss_sum)
+{
+    xg_tensor *loss = xg_cross_entropy(forward(r, images), labels);
+    if (!loss || xg_backward(loss) != XG_OK || xg_optim_step(r->optim) != XG_OK)
+        return lib_error();
+    xg_optim_zero_grad(r->optim);
+    xg_tensor *sum = xg_tensor_keep(xg_add(*loss_sum, xg_detach(loss)));
+    if (!sum)
+        return lib_error();
+    xg_tensor_free(*loss_sum);
+    *loss_sum = sum;
+    return 1;
+}
+
+/* One step in its own scope. 1: trained a batch; 0: end of epoch; < 0:
+ * error. */
+static int train_step(run *r, xg_tensor **loss_sum)
+{
+    xg_scope *scope = xg_scope_begin();
+    if (!scope)
+        return lib_error();
+    xg_tensor *images = NULL, *labels = NULL;
+    int got = xg_loader_next(r->train_loader, &images, &labels);
+    if (got == 1)
+        got = train_batch(r, images, labels, loss_sum);
+    xg_scope_end(scope);
+    return got;
+}
+
+/* Reads the running loss (a device sync) and redraws the progress: a bar
+ * on a terminal, a plain line otherwise. */
+static int show_progress(const run *r, int64_t epoch, int64_t i, int64_t n,
+                         xg_tensor *loss_sum, double t0)
+{
+    float sum = 0.0f;
+    if (xg_tensor_item(loss_sum, &sum) != XG_OK)
+        return lib_error();
+    int64_t done = i * r->opt.batch_size;
+    done = done < r->train_samples ? done : r->train_samples;
+    double rate = (double)done / (now() - t0);
+    long long e = (long long)epoch + 1, epochs = (long long)r->opt.epochs;
+    if (r->tty) {
+        char bar[31];
+        int fill = (int)(30 * i / n);
+        memset(bar, '#', (size_t)fill);
+        memset(bar + fill, '.', (size_t)(30 - fill));
+        bar[30] = '\0';
+        fprintf(stderr, "\r\033[Kepoch %lld/%lld [%s] %lld/%lld loss=%.4f %.0f "
+                "samples/s", e, epochs, bar, (long long)i, (long long)n,
+                sum / (float)i, rate);
+    } else {
+        fprintf(stderr, "epoch %lld/%lld: batch %lld/%lld loss=%.4f "
+                "samples/s=%.0f\n", e, epochs, (long long)i, (long long)n,
+                sum / (float)i, rate);
+    }
+    return 1;
+}
+
+typedef struct epoch_stats {
+    double loss, seconds;
+} epoch_stats;
+
+static int train_epoch(run *r, int64_t epoch, epoch_stats *out)
+{
+    int64_t n = xg_loader_batches(r->train_loader), i = 0;
+    int64_t every = r->tty ? n / 50 : (n + 9) / 10; /* display reads sync */
+    every = every > 0 ? every : 1;
+    xg_loader_start(r->train_loader, epoch);
+    double t0 = now();
+    xg_tensor *loss_sum = xg_zeros(XG_SHAPE(1));
+    int got = loss_sum ? 1 : lib_error();
+    while (got == 1 && (got = train_step(r, &loss_sum)) == 1) {
+        if (++i % every == 0 || i == n)
+            got = show_progress(r, epoch, i, n, loss_sum, t0);
+    }
+    float sum = 0.0f;
+    if (got == 0 && xg_tensor_item(loss_sum, &sum) != XG_OK)
+        got = lib_error();
+    out->seconds = now() - t0; /* after the read, so all work is done */
+    out->loss = i ? sum / (double)i : 0.0;
+    xg_tensor_free(loss_sum);
+    if (r->tty)
+        fprintf(stderr, "\r\033[K");
+    return got;
+}
+
+/* ===== Evaluation ======================================================== */
+
+/* Classifies one test batch; the argmax runs on the device and only the
+ * predicted classes come back. */
+static int eval_batch(run *r, int64_t *seen, int64_t *correct)
+{
+    xg_tensor *images = NULL, *labels = NULL;
+    int got = xg_loader_next(r->test_loader, &images, &labels);
+    if (got != 1)
+        return got;
+    int64_t b = xg_tensor_dim(labels, 0);
+    xg_tensor *pred = xg_argmax(forward(r, images), -1, false);
+    if (!pred || xg_tensor_read(pred, r->predictions,
+                                (size_t)b * sizeof *r->predictions) != XG_OK)
+        return lib_error();
+    const int32_t *truth = r->test->labels + *seen; /* loader keeps order */
+    for (int64_t k = 0; k < b; k++)
+        *correct += r->predictions[k] == truth[k];
+    *seen += b;
+    return 1;
+}
+
+/* Test accuracy in evaluation mode (dropout off, batch norm on its running
+ * statistics) without recording a graph. */
+static int evaluate(run *r, double *accuracy)
+{
+    bool grad = xg_set_grad_enabled(false);
+    xg_module_set_training(r->model.module, false);
+    xg_loader_start(r->test_loader, 0);
+    int64_t seen = 0, correct = 0;
+    int got = 1;
+    while (got == 1) {
+        xg_scope *scope = xg_scope_begin();
+        got = scope ? eval_batch(r, &seen, &correct) : lib_error();
+        xg_scope_end(scope);
+    }
+    xg_module_set_training(r->model.module, true);
+    xg_set_grad_enabled(grad);
+    *accuracy = seen ? (double)correct / (double)seen : 0.0;
+    return got;
+}
+
+/* ===== Main ============================================================== */
+
+static int train(run *r)
+{
+    const sample_options *o = &r->opt;
+    double train_seconds = 0.0, accuracy = 0.0;
+    for (int64_t e = 0; e < o->epochs; e++) {
+        epoch_stats st;
+        if (train_epoch(r, e, &st) < 0 || evaluate(r, &accuracy) < 0) {
+            fprintf(stderr, "%s: %s\n", prog, xg_last_error());
+            return 1;
+        }
+        train_seconds += st.seconds;
+        printf("epoch %lld/%lld: train_loss=%.4f test_acc=%.4f time=%.1fs "
+               "samples/s=%.0f\n", (long long)e + 1, (long long)o->epochs,
+               st.loss, accuracy, st.seconds,
+               (double)r->train_samples / st.seconds);
+        fflush(stdout);
+    }
+    printf("result: backend=%s model=%s epochs=%lld train_samples=%lld "
+           "test_acc=%.4f samples_per_s=%.0f\n", xg_device_backend(r->dev),
+           r->model.name, (long long)o->epochs, (long long)r->train_samples,
+           accuracy, (double)(r->train_samples * o->epochs) / train_seconds);
+    return 0;
+}
+
+int sample_main(const sample_spec *spec, int argc, char **argv)
+{
+    run r = {.spec = spec};
+    prog = spec->prog;
+    int rc = parse_args(spec, argc, argv, &r.opt);
+    if (rc)
+        return rc == 1 ? 0 : 2;
+    rc = setup(&r);
+    if (rc == 0)
+        rc = train(&r);
+    teardown(&r);
+    return rc;
+}
