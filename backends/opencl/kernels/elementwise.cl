@@ -1,0 +1,59 @@
+/* UNARY, SCALAR, UNARY_BACKWARD and FILL families: one work-item per
+ * element (grid-stride). Every kernel takes (buffers..., long n, float s);
+ * `s` is ew.scalar or fill.value, unused by the ops that have none. */
+
+#define XG_SQRT1_2 0.70710678118654752f   /* 1 / sqrt(2) */
+#define XG_INV_SQRT_2PI 0.39894228040143268f /* 1 / sqrt(2 pi) */
+
+/* y = expr(x, s) */
+#define XG_MAP(name, expr)                                                   \
+    __kernel void xg_##name(__global const float *in, __global float *out,   \
+                            long n, float s)                                 \
+    {                                                                        \
+        XG_FOR_EACH(i, n) {                                                  \
+            float x = in[i];                                                 \
+            out[i] = (expr);                                                 \
+        }                                                                    \
+    }
+
+/* dx = expr(x, g) */
+#define XG_MAP_BACKWARD(name, expr)                                          \
+    __kernel void xg_##name(__global const float *in,                        \
+                            __global const float *grad, __global float *out, \
+                            long n, float s)                                 \
+    {                                                                        \
+        XG_FOR_EACH(i, n) {                                                  \
+            float x = in[i], g = grad[i];                                    \
+            out[i] = (expr);                                                 \
+        }                                                                    \
+    }
+
+XG_MAP(neg, -x)
+XG_MAP(exp, exp(x))
+XG_MAP(log, log(x))
+XG_MAP(sqrt, sqrt(x))
+XG_MAP(relu, x < 0.0f ? 0.0f : x) /* NaN stays NaN, as in PyTorch */
+XG_MAP(sigmoid, 1.0f / (1.0f + exp(-x)))
+/* Past |x| = 9, tanh rounds to +-1 in f32; some libms (PoCL's) return
+ * 1 - ulp there, so saturate explicitly. NaN falls through to tanh. */
+XG_MAP(tanh, fabs(x) >= 9.0f ? copysign(1.0f, x) : tanh(x))
+XG_MAP(gelu, 0.5f * x * (1.0f + erf(x * XG_SQRT1_2)))
+
+XG_MAP(add_scalar, x + s)
+XG_MAP(sub_scalar, x - s)
+XG_MAP(mul_scalar, x * s)
+XG_MAP(div_scalar, x / s)
+
+XG_MAP(copy, x)
+
+XG_MAP_BACKWARD(relu_backward, x > 0.0f ? g : 0.0f)
+/* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
+XG_MAP_BACKWARD(gelu_backward,
+                g * (0.5f * (1.0f + erf(x * XG_SQRT1_2)) +
+                     x * XG_INV_SQRT_2PI * exp(-0.5f * x * x)))
+
+__kernel void xg_fill(__global float *out, long n, float value)
+{
+    XG_FOR_EACH(i, n)
+        out[i] = value;
+}

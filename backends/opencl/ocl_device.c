@@ -1,0 +1,316 @@
+/* The OpenCL backend's devices (enumerate, open, close, sync) and its
+ * dispatch table.
+ *
+ * Device indices: every device of every platform, in the ICD loader's
+ * platform order and then each platform's device order.
+ */
+#include "ocl_impl.h"
+
+#include <CL/cl_ext.h>
+#include <clblast_c.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* The kernel files, embedded by tools/embed.c (meson.build lists the same
+ * files). They are compiled as one program, common.cl first. */
+#define OCL_SOURCES(X)                                                       \
+    X(common) X(elementwise) X(binary) X(reduce) X(rows) X(permute) X(rng)  \
+    X(optim)
+#define OCL_DECLARE_SOURCE(name) extern const unsigned char ocl_src_##name[];
+OCL_SOURCES(OCL_DECLARE_SOURCE)
+#undef OCL_DECLARE_SOURCE
+
+#define OCL_STR(x) #x
+#define OCL_XSTR(x) OCL_STR(x)
+#define OCL_BUILD_OPTIONS "-cl-std=CL1.2 -DXG_WG_MAX=" OCL_XSTR(OCL_WG_MAX)
+
+/* Work-groups per compute unit in a grid-stride launch: enough to hide
+ * memory latency on GPUs, few enough to keep CPU devices cheap. */
+#define OCL_GROUPS_PER_CU 16
+
+/* The kernel of each op is named xg_<op>. GEMM ops have none (CLBlast). */
+static const char *const kernel_names[XG_OP_COUNT] = {
+#define XG_OP(name, family, n_in, n_out) [XG_OP_##name] = "xg_" #name,
+#include "ops.def"
+#undef XG_OP
+};
+
+/* Open devices: CLBlast's program cache is cleared when the last closes. */
+static atomic_int open_devices;
+
+/* ---- enumeration ------------------------------------------------------ */
+
+static xg_status list_platforms(cl_platform_id **out, cl_uint *count)
+{
+    cl_uint n = 0;
+    cl_int err = clGetPlatformIDs(0, NULL, &n);
+    if (err == CL_PLATFORM_NOT_FOUND_KHR || (err == CL_SUCCESS && n == 0))
+        return xg_set_error(XG_ERR_NO_DEVICE,
+                            "opencl: no OpenCL platform found (install an ICD "
+                            "such as pocl-opencl-icd or your GPU vendor's "
+                            "driver)");
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "clGetPlatformIDs");
+    *out = malloc(n * sizeof **out);
+    if (!*out)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "opencl: out of host memory");
+    err = clGetPlatformIDs(n, *out, count);
+    if (err != CL_SUCCESS) {
+        free(*out);
+        return ocl_fail(err, "clGetPlatformIDs");
+    }
+    return XG_OK;
+}
+
+/* Appends the devices of `platform` to the array *ids of *count. */
+static xg_status append_devices(cl_platform_id platform, cl_device_id **ids,
+                                int *count)
+{
+    cl_uint n = 0;
+    cl_int err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 0, NULL, &n);
+    if (err == CL_DEVICE_NOT_FOUND || (err == CL_SUCCESS && n == 0))
+        return XG_OK;
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "clGetDeviceIDs");
+    cl_device_id *grown = realloc(*ids, (*count + n) * sizeof *grown);
+    if (!grown)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "opencl: out of host memory");
+    *ids = grown;
+    err = clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, n, grown + *count, &n);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "clGetDeviceIDs");
+    *count += (int)n;
+    return XG_OK;
+}
+
+/* Every device, in index order. The caller frees *ids. */
+static xg_status list_devices(cl_device_id **ids, int *count)
+{
+    cl_platform_id *platforms = NULL;
+    cl_uint n_platforms = 0;
+    *ids = NULL;
+    *count = 0;
+    xg_status st = list_platforms(&platforms, &n_platforms);
+    for (cl_uint p = 0; st == XG_OK && p < n_platforms; p++)
+        st = append_devices(platforms[p], ids, count);
+    free(platforms);
+    if (st != XG_OK) {
+        free(*ids);
+        *ids = NULL;
+    }
+    return st;
+}
+
+/* "device name (platform name)", software flag and memory size. */
+static void describe_device(cl_device_id id, xg_device_desc *desc)
+{
+    char name[1024] = "?", platform_name[1024] = "?";
+    cl_platform_id platform = NULL;
+    cl_device_type type = 0;
+    cl_ulong memory = 0;
+    clGetDeviceInfo(id, CL_DEVICE_NAME, sizeof name, name, NULL);
+    clGetDeviceInfo(id, CL_DEVICE_PLATFORM, sizeof platform, &platform, NULL);
+    clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof platform_name,
+                      platform_name, NULL);
+    clGetDeviceInfo(id, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    clGetDeviceInfo(id, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof memory, &memory,
+                    NULL);
+    snprintf(desc->name, sizeof desc->name, "%.180s (%.60s)", name,
+             platform_name);
+    desc->is_software = (type & CL_DEVICE_TYPE_CPU) != 0;
+    desc->memory_bytes = memory;
+}
+
+static xg_status ocl_enumerate(xg_device_desc *out, int cap, int *count)
+{
+    cl_device_id *ids;
+    int n;
+    xg_status st = list_devices(&ids, &n);
+    if (st != XG_OK)
+        return st;
+    for (int i = 0; i < n && i < cap; i++)
+        describe_device(ids[i], &out[i]);
+    *count = n;
+    free(ids);
+    return XG_OK;
+}
+
+/* ---- open and close ---------------------------------------------------- */
+
+/* Context, in-order queue and the limits launches and allocations need. */
+static xg_status create_queue(ocl_device *d)
+{
+    cl_int err;
+    d->context = clCreateContext(NULL, 1, &d->device, NULL, NULL, &err);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "clCreateContext");
+    d->queue = clCreateCommandQueue(d->context, d->device, 0, &err);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "clCreateCommandQueue");
+    cl_uint units = 1;
+    err = clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units,
+                          &units, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(d->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE,
+                              sizeof d->max_alloc, &d->max_alloc, NULL);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "clGetDeviceInfo");
+    d->max_groups = (size_t)(units ? units : 1) * OCL_GROUPS_PER_CU;
+    return XG_OK;
+}
+
+/* XG_ERR_BACKEND with the compiler's build log. */
+static xg_status build_failure(ocl_device *d)
+{
+    size_t size = 0;
+    clGetProgramBuildInfo(d->program, d->device, CL_PROGRAM_BUILD_LOG, 0, NULL,
+                          &size);
+    char *log = malloc(size + 1);
+    if (!log)
+        return xg_set_error(XG_ERR_BACKEND, "opencl: building the kernels "
+                                            "for %s failed (no build log)",
+                            d->base.desc.name);
+    log[0] = '\0';
+    clGetProgramBuildInfo(d->program, d->device, CL_PROGRAM_BUILD_LOG, size,
+                          log, NULL);
+    log[size] = '\0';
+    xg_status st = xg_set_error(XG_ERR_BACKEND,
+                                "opencl: building the kernels for %s "
+                                "failed:\n%s",
+                                d->base.desc.name, log);
+    free(log);
+    return st;
+}
+
+static xg_status build_program(ocl_device *d)
+{
+#define OCL_SOURCE_TEXT(name) (const char *)ocl_src_##name,
+    const char *sources[] = {OCL_SOURCES(OCL_SOURCE_TEXT)};
+#undef OCL_SOURCE_TEXT
+    cl_uint n = sizeof sources / sizeof sources[0];
+    cl_int err;
+    d->program = clCreateProgramWithSource(d->context, n, sources, NULL, &err);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "clCreateProgramWithSource");
+    err = clBuildProgram(d->program, 1, &d->device, OCL_BUILD_OPTIONS, NULL,
+                         NULL);
+    if (err == CL_BUILD_PROGRAM_FAILURE)
+        return build_failure(d);
+    return err == CL_SUCCESS ? XG_OK : ocl_fail(err, "clBuildProgram");
+}
+
+/* The op's kernel and the largest power-of-two work-group it runs with. */
+static xg_status create_kernel(ocl_device *d, xg_op op)
+{
+    cl_int err;
+    d->kernels[op] = clCreateKernel(d->program, kernel_names[op], &err);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, kernel_names[op]);
+    size_t limit = 1;
+    err = clGetKernelWorkGroupInfo(d->kernels[op], d->device,
+                                   CL_KERNEL_WORK_GROUP_SIZE, sizeof limit,
+                                   &limit, NULL);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, kernel_names[op]);
+    size_t wg = 1;
+    while (wg * 2 <= limit && wg * 2 <= OCL_WG_MAX)
+        wg *= 2;
+    d->wg_size[op] = wg;
+    return XG_OK;
+}
+
+/* Waits for queued work and releases everything the device holds. Accepts
+ * a partly opened device, and NULL. */
+static void release_device(ocl_device *d)
+{
+    if (!d)
+        return;
+    if (d->queue)
+        clFinish(d->queue);
+    ocl_release_cached(d);
+    for (int op = 0; op < XG_OP_COUNT; op++)
+        if (d->kernels[op])
+            clReleaseKernel(d->kernels[op]);
+    if (d->program)
+        clReleaseProgram(d->program);
+    if (d->queue)
+        clReleaseCommandQueue(d->queue);
+    if (d->context)
+        clReleaseContext(d->context);
+    free(d);
+}
+
+static xg_status ocl_open(int index, xg_backend_device **out)
+{
+    cl_device_id *ids = NULL;
+    int n = 0;
+    ocl_device *d = NULL;
+    xg_status st = list_devices(&ids, &n);
+    if (st != XG_OK)
+        goto done;
+    if (index < 0 || index >= n) {
+        st = xg_set_error(XG_ERR_NOT_FOUND, "opencl: no device %d (%d found)",
+                          index, n);
+        goto done;
+    }
+    d = calloc(1, sizeof *d);
+    if (!d) {
+        st = xg_set_error(XG_ERR_OUT_OF_MEMORY, "opencl: out of host memory");
+        goto done;
+    }
+    d->base.backend = &xg_backend_opencl;
+    d->base.index = index;
+    d->device = ids[index];
+    describe_device(d->device, &d->base.desc);
+    st = create_queue(d);
+    if (st == XG_OK)
+        st = build_program(d);
+    for (int op = 0; st == XG_OK && op < XG_OP_COUNT; op++)
+        if (xg_op_table[op].family != XG_FAMILY_GEMM)
+            st = create_kernel(d, (xg_op)op);
+    if (st == XG_OK) {
+        atomic_fetch_add(&open_devices, 1);
+        *out = &d->base;
+        d = NULL;
+    }
+done:
+    release_device(d);
+    free(ids);
+    return st;
+}
+
+static void ocl_close(xg_backend_device *dev)
+{
+    if (!dev)
+        return;
+    release_device(ocl_dev(dev));
+    /* CLBlast caches programs per context, which keeps contexts alive. */
+    if (atomic_fetch_sub(&open_devices, 1) == 1)
+        CLBlastClearCache();
+}
+
+static xg_status ocl_sync(xg_backend_device *dev)
+{
+    cl_int err = clFinish(ocl_dev(dev)->queue);
+    return err == CL_SUCCESS ? XG_OK : ocl_fail(err, "sync");
+}
+
+/* ---- the dispatch table ------------------------------------------------- */
+
+const xg_backend xg_backend_opencl = {
+    .name = "opencl",
+    .enumerate = ocl_enumerate,
+    .open = ocl_open,
+    .close = ocl_close,
+    .alloc = ocl_alloc,
+    .free = ocl_free,
+    .upload = ocl_upload,
+    .download = ocl_download,
+    .sync = ocl_sync,
+    .ops = {
+#define XG_OP(name, family, n_in, n_out) [XG_OP_##name] = OCL_LAUNCHER_##family,
+#include "ops.def"
+#undef XG_OP
+    },
+};

@@ -1,0 +1,110 @@
+/* Internals of the OpenCL backend, shared by its files. Not installed.
+ *
+ * One device = one context, one in-order command queue, one program built
+ * at open from the kernel files in kernels/ (embedded in the library), and
+ * a caching buffer allocator.
+ * Ops enqueue work and return; only download() and sync() wait.
+ */
+#ifndef XGRAD_OCL_IMPL_H
+#define XGRAD_OCL_IMPL_H
+
+/* The OpenCL 1.2 API: what every ICD from the last decade provides. */
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+
+#include "backend.h"
+
+/* Largest work-group size any kernel is launched with (a power of two); it
+ * sizes the kernels' local arrays (-DXG_WG_MAX). */
+#define OCL_WG_MAX 256
+
+/* Size classes of the caching allocator (see ocl_memory.c). */
+#define OCL_SIZE_CLASSES 256
+
+/* A device allocation. While cached it sits on its class's free list. */
+struct xg_buffer {
+    cl_mem mem;
+    int size_class;
+    struct xg_buffer *next_free;
+};
+
+typedef struct ocl_device {
+    xg_backend_device base; /* first member: the core casts to this */
+    cl_device_id device;
+    cl_context context;
+    cl_command_queue queue; /* in order; every op goes here */
+    cl_program program;     /* every kernel of kernels/ */
+    /* The kernel of each op, NULL for ops that have none (GEMM). */
+    cl_kernel kernels[XG_OP_COUNT];
+    /* The largest power-of-two work-group size (<= OCL_WG_MAX) each
+     * kernel can run with on this device. */
+    size_t wg_size[XG_OP_COUNT];
+    size_t max_groups;   /* work-groups in one grid-stride launch, at most */
+    cl_ulong max_alloc;  /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
+    xg_buffer *free_list[OCL_SIZE_CLASSES];
+} ocl_device;
+
+/* Also declared by backend.h when the build defines XGRAD_HAVE_OPENCL. */
+extern const xg_backend xg_backend_opencl;
+
+static inline ocl_device *ocl_dev(xg_backend_device *dev)
+{
+    return (ocl_device *)dev;
+}
+
+/* ---- ocl_error.c --------------------------------------------------------- */
+
+/* "CL_INVALID_KERNEL_ARGS" for -52; "unknown OpenCL error" otherwise. */
+const char *ocl_error_name(cl_int err);
+
+/* Sets the error for a failed OpenCL call and returns its status:
+ * XG_ERR_DEVICE_OOM for CL_MEM_OBJECT_ALLOCATION_FAILURE and
+ * CL_OUT_OF_RESOURCES, XG_ERR_OUT_OF_MEMORY for CL_OUT_OF_HOST_MEMORY,
+ * XG_ERR_BACKEND otherwise. `what` says what failed ("relu",
+ * "clCreateBuffer"). */
+xg_status ocl_fail(cl_int err, const char *what);
+
+/* ---- ocl_memory.c -------------------------------------------------------- */
+
+xg_status ocl_alloc(xg_backend_device *dev, size_t bytes, xg_buffer **out);
+void ocl_free(xg_backend_device *dev, xg_buffer *buf);
+xg_status ocl_upload(xg_backend_device *dev, xg_buffer *buf, size_t offset,
+                     const void *src, size_t bytes);
+xg_status ocl_download(xg_backend_device *dev, xg_buffer *buf, size_t offset,
+                       void *dst, size_t bytes);
+/* Releases every cached (free) buffer of the device. */
+void ocl_release_cached(ocl_device *d);
+
+/* ---- ocl_ops.c and ocl_gemm.c: one launcher per op family ------------- */
+
+xg_status ocl_run_elementwise(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_fill(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_binary(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_reduce(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_reduce_backward(xg_backend_device *dev,
+                                  const xg_kernel_call *c);
+xg_status ocl_run_rows(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_permute(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_rng(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_adam(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_sgd(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c);
+
+/* Which launcher serves each family (used to fill the dispatch table). */
+#define OCL_LAUNCHER_UNARY ocl_run_elementwise
+#define OCL_LAUNCHER_UNARY_BACKWARD ocl_run_elementwise
+#define OCL_LAUNCHER_SCALAR ocl_run_elementwise
+#define OCL_LAUNCHER_BINARY ocl_run_binary
+#define OCL_LAUNCHER_REDUCE ocl_run_reduce
+#define OCL_LAUNCHER_REDUCE_BACKWARD ocl_run_reduce_backward
+#define OCL_LAUNCHER_ROWS ocl_run_rows
+#define OCL_LAUNCHER_GEMM ocl_run_gemm
+#define OCL_LAUNCHER_PERMUTE ocl_run_permute
+#define OCL_LAUNCHER_FILL ocl_run_fill
+#define OCL_LAUNCHER_RNG ocl_run_rng
+#define OCL_LAUNCHER_ADAM ocl_run_adam
+#define OCL_LAUNCHER_SGD ocl_run_sgd
+
+#endif

@@ -1,0 +1,230 @@
+/* One launcher per op family: it passes the family's arguments to the op's
+ * kernel and enqueues it. Kernel arguments follow one convention (see
+ * kernels/common.cl): the call's input buffers, its output buffers, then
+ * the family's scalars.
+ */
+#include "ocl_impl.h"
+
+/* Groups of fewer work-items leave GPU SIMD lanes idle. */
+#define OCL_MIN_GROUP 64
+
+/* A reduction puts this many neighbouring columns in one work-group once
+ * `inner` has that many, so that reads along `inner` are coalesced. */
+#define OCL_REDUCE_COLUMNS 32
+
+/* One scalar kernel argument. */
+typedef struct ocl_arg {
+    size_t size;
+    const void *value;
+} ocl_arg;
+
+#define OCL_ARG(v) {sizeof(v), &(v)}
+/* An array of ocl_arg and its length, as two function arguments. */
+#define OCL_ARGS(...)                                                        \
+    (const ocl_arg[]){__VA_ARGS__},                                          \
+        (int)(sizeof((const ocl_arg[]){__VA_ARGS__}) / sizeof(ocl_arg))
+
+/* A buffer argument; NULL (an unused optional buffer) as a NULL pointer. */
+static cl_int set_buffer(cl_kernel k, cl_uint at, const xg_buffer *buf)
+{
+    return clSetKernelArg(k, at, sizeof(cl_mem), buf ? &buf->mem : NULL);
+}
+
+static cl_int set_args(cl_kernel k, const xg_kernel_call *c,
+                       const ocl_arg *args, int n_args)
+{
+    const xg_op_info *info = &xg_op_table[c->op];
+    cl_uint at = 0;
+    cl_int err = CL_SUCCESS;
+    for (int i = 0; err == CL_SUCCESS && i < info->n_in; i++)
+        err = set_buffer(k, at++, c->in[i]);
+    for (int i = 0; err == CL_SUCCESS && i < info->n_out; i++)
+        err = set_buffer(k, at++, c->out[i]);
+    for (int i = 0; err == CL_SUCCESS && i < n_args; i++)
+        err = clSetKernelArg(k, at++, args[i].size, args[i].value);
+    return err;
+}
+
+/* Enqueues the op's kernel over `global` work-items in groups of `local`. */
+static xg_status launch(ocl_device *d, const xg_kernel_call *c,
+                        const ocl_arg *args, int n_args, cl_uint dims,
+                        const size_t *global, const size_t *local)
+{
+    cl_kernel k = d->kernels[c->op];
+    cl_int err = set_args(k, c, args, n_args);
+    if (err == CL_SUCCESS)
+        err = clEnqueueNDRangeKernel(d->queue, k, dims, NULL, global, local,
+                                     0, NULL, NULL);
+    return err == CL_SUCCESS ? XG_OK : ocl_fail(err, xg_op_table[c->op].name);
+}
+
+/* Enqueues a grid-stride kernel (XG_FOR_EACH) for `items` (>= 1) items. */
+static xg_status launch_grid_stride(ocl_device *d, const xg_kernel_call *c,
+                                    const ocl_arg *args, int n_args,
+                                    int64_t items)
+{
+    size_t local = d->wg_size[c->op];
+    uint64_t groups = ((uint64_t)items + local - 1) / local;
+    if (groups > d->max_groups)
+        groups = d->max_groups;
+    size_t global = (size_t)groups * local;
+    return launch(d, c, args, n_args, 1, &global, &local);
+}
+
+/* The smallest power of two >= want, clamped to [lo, hi] (powers of two). */
+static size_t pow2_at_least(int64_t want, size_t lo, size_t hi)
+{
+    size_t p = lo < hi ? lo : hi;
+    while (p < hi && (int64_t)p < want)
+        p *= 2;
+    return p;
+}
+
+/* Right-aligns per-axis values in the eight lanes of a long8 (see
+ * xg_strided_offsets in kernels/common.cl); leading lanes get `pad`. */
+static cl_long8 lanes(const int64_t *v, int ndim, cl_long pad)
+{
+    cl_long8 out;
+    for (int k = 0; k < 8; k++)
+        out.s[k] = k < 8 - ndim ? pad : v[k - (8 - ndim)];
+    return out;
+}
+
+/* UNARY, UNARY_BACKWARD, SCALAR and FILL kernels take (..., long n,
+ * float s): s is the scalar operand or fill value, unused by the rest. */
+static xg_status launch_elementwise(ocl_device *d, const xg_kernel_call *c,
+                                    cl_long n, cl_float s)
+{
+    return launch_grid_stride(d, c, OCL_ARGS(OCL_ARG(n), OCL_ARG(s)), n);
+}
+
+xg_status ocl_run_elementwise(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    return launch_elementwise(ocl_dev(dev), c, c->p.ew.n, c->p.ew.scalar);
+}
+
+xg_status ocl_run_fill(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    return launch_elementwise(ocl_dev(dev), c, c->p.fill.n, c->p.fill.value);
+}
+
+xg_status ocl_run_binary(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_binary_args *p = &c->p.binary;
+    cl_long n = p->n;
+    cl_long8 shape = lanes(p->shape, p->ndim, 1);
+    cl_long8 stride_a = lanes(p->stride_a, p->ndim, 0);
+    cl_long8 stride_b = lanes(p->stride_b, p->ndim, 0);
+    return launch_grid_stride(ocl_dev(dev), c,
+                              OCL_ARGS(OCL_ARG(n), OCL_ARG(shape),
+                                       OCL_ARG(stride_a), OCL_ARG(stride_b)),
+                              n);
+}
+
+/* Passes the output shape and, per output axis, its input stride. */
+xg_status ocl_run_permute(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_permute_args *p = &c->p.permute;
+    int64_t in_stride[XG_MAX_DIMS], shape[XG_MAX_DIMS], stride[XG_MAX_DIMS];
+    int64_t step = 1;
+    for (int k = p->ndim - 1; k >= 0; k--) {
+        in_stride[k] = step;
+        step *= p->in_shape[k];
+    }
+    for (int j = 0; j < p->ndim; j++) {
+        shape[j] = p->in_shape[p->perm[j]];
+        stride[j] = in_stride[p->perm[j]];
+    }
+    cl_long n = p->n;
+    cl_long8 shape8 = lanes(shape, p->ndim, 1);
+    cl_long8 stride8 = lanes(stride, p->ndim, 0);
+    return launch_grid_stride(
+        ocl_dev(dev), c,
+        OCL_ARGS(OCL_ARG(n), OCL_ARG(shape8), OCL_ARG(stride8)), n);
+}
+
+/* Work-groups of (nx, ny): nx columns, ny work-items splitting `dim`; see
+ * kernels/reduce.cl. */
+xg_status ocl_run_reduce(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    ocl_device *d = ocl_dev(dev);
+    const xg_reduce_args *p = &c->p.reduce;
+    size_t wg = d->wg_size[c->op];
+    size_t nx = p->inner >= OCL_REDUCE_COLUMNS && wg >= 2 * OCL_REDUCE_COLUMNS
+                    ? OCL_REDUCE_COLUMNS
+                    : 1;
+    size_t ny = pow2_at_least(p->dim, OCL_MIN_GROUP / nx, wg / nx);
+    size_t local[2] = {nx, ny};
+    size_t global[2] = {(size_t)(p->inner + nx - 1) / nx * nx,
+                        (size_t)p->outer * ny};
+    cl_long outer = p->outer, dim = p->dim, inner = p->inner;
+    return launch(d, c,
+                  OCL_ARGS(OCL_ARG(outer), OCL_ARG(dim), OCL_ARG(inner)), 2,
+                  global, local);
+}
+
+xg_status ocl_run_reduce_backward(xg_backend_device *dev,
+                                  const xg_kernel_call *c)
+{
+    const xg_reduce_args *p = &c->p.reduce;
+    cl_long outer = p->outer, dim = p->dim, inner = p->inner;
+    return launch_grid_stride(
+        ocl_dev(dev), c,
+        OCL_ARGS(OCL_ARG(outer), OCL_ARG(dim), OCL_ARG(inner)),
+        outer * dim * inner);
+}
+
+/* One work-group per row, sized to the row. */
+xg_status ocl_run_rows(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    ocl_device *d = ocl_dev(dev);
+    cl_long rows = c->p.rows.rows, cols = c->p.rows.cols;
+    size_t local = pow2_at_least(cols, OCL_MIN_GROUP, d->wg_size[c->op]);
+    size_t global = (size_t)rows * local;
+    return launch(d, c, OCL_ARGS(OCL_ARG(rows), OCL_ARG(cols)), 1, &global,
+                  &local);
+}
+
+/* One work-item per Philox block of four values. */
+xg_status ocl_run_rng(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_rng_args *p = &c->p.rng;
+    cl_long n = p->n;
+    cl_ulong seed = p->seed, offset = p->offset;
+    cl_float a = p->a, b = p->b;
+    return launch_grid_stride(ocl_dev(dev), c,
+                              OCL_ARGS(OCL_ARG(n), OCL_ARG(seed),
+                                       OCL_ARG(offset), OCL_ARG(a), OCL_ARG(b)),
+                              (n + 3) / 4);
+}
+
+xg_status ocl_run_adam(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_adam_args *p = &c->p.adam;
+    cl_long n = p->n;
+    cl_float lr = p->lr, beta1 = p->beta1, beta2 = p->beta2, eps = p->eps;
+    cl_float weight_decay = p->weight_decay, bias1 = p->bias1;
+    cl_float bias2 = p->bias2;
+    cl_int decoupled = p->decoupled;
+    return launch_grid_stride(
+        ocl_dev(dev), c,
+        OCL_ARGS(OCL_ARG(n), OCL_ARG(lr), OCL_ARG(beta1), OCL_ARG(beta2),
+                 OCL_ARG(eps), OCL_ARG(weight_decay), OCL_ARG(bias1),
+                 OCL_ARG(bias2), OCL_ARG(decoupled)),
+        n);
+}
+
+xg_status ocl_run_sgd(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_sgd_args *p = &c->p.sgd;
+    cl_long n = p->n;
+    cl_float lr = p->lr, momentum = p->momentum, dampening = p->dampening;
+    cl_float weight_decay = p->weight_decay;
+    cl_int nesterov = p->nesterov, first = p->first;
+    return launch_grid_stride(
+        ocl_dev(dev), c,
+        OCL_ARGS(OCL_ARG(n), OCL_ARG(lr), OCL_ARG(momentum),
+                 OCL_ARG(dampening), OCL_ARG(weight_decay), OCL_ARG(nesterov),
+                 OCL_ARG(first)),
+        n);
+}
