@@ -16,7 +16,7 @@
  * files). They are compiled as one program, common.cl first. */
 #define OCL_SOURCES(X)                                                       \
     X(common) X(elementwise) X(binary) X(reduce) X(rows) X(permute) X(rng)  \
-    X(optim)
+    X(optim) X(conv)
 #define OCL_DECLARE_SOURCE(name) extern const unsigned char ocl_src_##name[];
 OCL_SOURCES(OCL_DECLARE_SOURCE)
 #undef OCL_DECLARE_SOURCE
@@ -29,11 +29,17 @@ OCL_SOURCES(OCL_DECLARE_SOURCE)
  * memory latency on GPUs, few enough to keep CPU devices cheap. */
 #define OCL_GROUPS_PER_CU 16
 
-/* The kernel of each op is named xg_<op>. GEMM ops have none (CLBlast). */
+/* The kernel of each op is named xg_<op> (where ocl_op_has_kernel). */
 static const char *const kernel_names[XG_OP_COUNT] = {
 #define XG_OP(name, family, n_in, n_out) [XG_OP_##name] = "xg_" #name,
 #include "ops.def"
 #undef XG_OP
+};
+
+static const char *const helper_names[OCL_HELPER_COUNT] = {
+#define OCL_HELPER_NAME(name) [OCL_HELPER_##name] = "xg_" #name,
+    OCL_HELPERS(OCL_HELPER_NAME)
+#undef OCL_HELPER_NAME
 };
 
 /* Open devices: CLBlast's program cache is cleared when the last closes. */
@@ -200,24 +206,39 @@ static xg_status build_program(ocl_device *d)
     return err == CL_SUCCESS ? XG_OK : ocl_fail(err, "clBuildProgram");
 }
 
-/* The op's kernel and the largest power-of-two work-group it runs with. */
-static xg_status create_kernel(ocl_device *d, xg_op op)
+/* Kernel `name` and the largest power-of-two work-group it runs with. */
+static xg_status create_kernel(ocl_device *d, const char *name,
+                               cl_kernel *kernel, size_t *wg_size)
 {
     cl_int err;
-    d->kernels[op] = clCreateKernel(d->program, kernel_names[op], &err);
+    *kernel = clCreateKernel(d->program, name, &err);
     if (err != CL_SUCCESS)
-        return ocl_fail(err, kernel_names[op]);
+        return ocl_fail(err, name);
     size_t limit = 1;
-    err = clGetKernelWorkGroupInfo(d->kernels[op], d->device,
+    err = clGetKernelWorkGroupInfo(*kernel, d->device,
                                    CL_KERNEL_WORK_GROUP_SIZE, sizeof limit,
                                    &limit, NULL);
     if (err != CL_SUCCESS)
-        return ocl_fail(err, kernel_names[op]);
+        return ocl_fail(err, name);
     size_t wg = 1;
     while (wg * 2 <= limit && wg * 2 <= OCL_WG_MAX)
         wg *= 2;
-    d->wg_size[op] = wg;
+    *wg_size = wg;
     return XG_OK;
+}
+
+/* Every op's kernel and every helper kernel. */
+static xg_status create_kernels(ocl_device *d)
+{
+    xg_status st = XG_OK;
+    for (int op = 0; st == XG_OK && op < XG_OP_COUNT; op++)
+        if (ocl_op_has_kernel(xg_op_table[op].family))
+            st = create_kernel(d, kernel_names[op], &d->kernels[op],
+                               &d->wg_size[op]);
+    for (int h = 0; st == XG_OK && h < OCL_HELPER_COUNT; h++)
+        st = create_kernel(d, helper_names[h], &d->helpers[h],
+                           &d->helper_wg_size[h]);
+    return st;
 }
 
 /* Waits for queued work and releases everything the device holds. Accepts
@@ -232,6 +253,9 @@ static void release_device(ocl_device *d)
     for (int op = 0; op < XG_OP_COUNT; op++)
         if (d->kernels[op])
             clReleaseKernel(d->kernels[op]);
+    for (int h = 0; h < OCL_HELPER_COUNT; h++)
+        if (d->helpers[h])
+            clReleaseKernel(d->helpers[h]);
     if (d->program)
         clReleaseProgram(d->program);
     if (d->queue)
@@ -266,9 +290,8 @@ static xg_status ocl_open(int index, xg_backend_device **out)
     st = create_queue(d);
     if (st == XG_OK)
         st = build_program(d);
-    for (int op = 0; st == XG_OK && op < XG_OP_COUNT; op++)
-        if (xg_op_table[op].family != XG_FAMILY_GEMM)
-            st = create_kernel(d, (xg_op)op);
+    if (st == XG_OK)
+        st = create_kernels(d);
     if (st == XG_OK) {
         atomic_fetch_add(&open_devices, 1);
         *out = &d->base;

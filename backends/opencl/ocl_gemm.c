@@ -5,15 +5,19 @@
 #include "ocl_impl.h"
 
 #include <clblast_c.h>
+#include <stdio.h>
 
 /* CLBlast's codes down to -63 are OpenCL's; the rest are its own. */
-static xg_status clblast_fail(CLBlastStatusCode st)
+xg_status ocl_clblast_fail(int status, const char *what)
 {
-    if (st > -64)
-        return ocl_fail((cl_int)st, "matmul (CLBlast)");
+    if (status > -64) {
+        char where[64];
+        snprintf(where, sizeof where, "%s (CLBlast)", what);
+        return ocl_fail((cl_int)status, where);
+    }
     return xg_set_error(XG_ERR_BACKEND,
-                        "opencl: matmul: CLBlast error %d (see clblast_c.h)",
-                        (int)st);
+                        "opencl: %s: CLBlast error %d (see clblast_c.h)", what,
+                        status);
 }
 
 xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c)
@@ -43,5 +47,5 @@ xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c)
             CLBlastLayoutRowMajor, ta, tb, m, n, k, g->alpha, a, 0, lda,
             (size_t)g->stride_a, b, 0, ldb, (size_t)g->stride_b, 0.0f, out, 0,
             n, (size_t)g->stride_c, batch, queue, NULL);
-    return st == CLBlastSuccess ? XG_OK : clblast_fail(st);
+    return st == CLBlastSuccess ? XG_OK : ocl_clblast_fail(st, "matmul");
 }

@@ -23,6 +23,17 @@
 /* Size classes of the caching allocator (see ocl_memory.c). */
 #define OCL_SIZE_CLASSES 256
 
+/* Kernels that serve several ops rather than one (see kernels/conv.cl):
+ * X(name) for a kernel named xg_<name>, a name no op may have. */
+#define OCL_HELPERS(X) X(im2col) X(col2im)
+
+typedef enum ocl_helper {
+#define OCL_HELPER_ENUM(name) OCL_HELPER_##name,
+    OCL_HELPERS(OCL_HELPER_ENUM)
+#undef OCL_HELPER_ENUM
+    OCL_HELPER_COUNT
+} ocl_helper;
+
 /* A device allocation. While cached it sits on its class's free list. */
 struct xg_buffer {
     cl_mem mem;
@@ -36,11 +47,14 @@ typedef struct ocl_device {
     cl_context context;
     cl_command_queue queue; /* in order; every op goes here */
     cl_program program;     /* every kernel of kernels/ */
-    /* The kernel of each op, NULL for ops that have none (GEMM). */
+    /* The kernel of each op, NULL for ops that have none (GEMM, CONV:
+     * see ocl_op_has_kernel). */
     cl_kernel kernels[XG_OP_COUNT];
     /* The largest power-of-two work-group size (<= OCL_WG_MAX) each
      * kernel can run with on this device. */
     size_t wg_size[XG_OP_COUNT];
+    cl_kernel helpers[OCL_HELPER_COUNT]; /* and their sizes, likewise */
+    size_t helper_wg_size[OCL_HELPER_COUNT];
     size_t max_groups;   /* work-groups in one grid-stride launch, at most */
     cl_ulong max_alloc;  /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
     xg_buffer *free_list[OCL_SIZE_CLASSES];
@@ -52,6 +66,13 @@ extern const xg_backend xg_backend_opencl;
 static inline ocl_device *ocl_dev(xg_backend_device *dev)
 {
     return (ocl_device *)dev;
+}
+
+/* Whether ops of the family have a kernel xg_<op> of their own. GEMM runs
+ * in CLBlast; CONV in CLBlast and the helper kernels. */
+static inline int ocl_op_has_kernel(xg_op_family family)
+{
+    return family != XG_FAMILY_GEMM && family != XG_FAMILY_CONV;
 }
 
 /* ---- ocl_error.c --------------------------------------------------------- */
@@ -77,7 +98,41 @@ xg_status ocl_download(xg_backend_device *dev, xg_buffer *buf, size_t offset,
 /* Releases every cached (free) buffer of the device. */
 void ocl_release_cached(ocl_device *d);
 
-/* ---- ocl_ops.c and ocl_gemm.c: one launcher per op family ------------- */
+/* ---- ocl_ops.c: enqueueing kernels ------------------------------------ */
+
+/* One scalar kernel argument. */
+typedef struct ocl_arg {
+    size_t size;
+    const void *value;
+} ocl_arg;
+
+#define OCL_ARG(v) {sizeof(v), &(v)}
+/* An array of ocl_arg and its length, as two function arguments. */
+#define OCL_ARGS(...)                                                        \
+    (const ocl_arg[]){__VA_ARGS__},                                          \
+        (int)(sizeof((const ocl_arg[]){__VA_ARGS__}) / sizeof(ocl_arg))
+
+/* Sets kernel k's arguments (the n_bufs buffers, then the n_args scalars)
+ * and enqueues it over `global` work-items in groups of `local`; `what`
+ * names it in an error. A NULL buffer is passed as a NULL cl_mem. */
+xg_status ocl_enqueue(ocl_device *d, cl_kernel k, const char *what,
+                      const xg_buffer *const *bufs, int n_bufs,
+                      const ocl_arg *args, int n_args, cl_uint dims,
+                      const size_t *global, const size_t *local);
+
+/* The smallest power of two >= want, clamped to [lo, hi] (powers of two). */
+size_t ocl_pow2_at_least(int64_t want, size_t lo, size_t hi);
+
+/* Groups of fewer work-items leave GPU SIMD lanes idle. */
+#define OCL_MIN_GROUP 64
+
+/* ---- ocl_gemm.c ------------------------------------------------------- */
+
+/* Sets the error for a failed CLBlast call (a CLBlastStatusCode) and
+ * returns its status; `what` names the op. */
+xg_status ocl_clblast_fail(int status, const char *what);
+
+/* ---- one launcher per op family (ocl_ops.c, ocl_gemm.c, ocl_conv.c) --- */
 
 xg_status ocl_run_elementwise(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_fill(xg_backend_device *dev, const xg_kernel_call *c);
@@ -91,6 +146,9 @@ xg_status ocl_run_rng(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_adam(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_sgd(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_conv(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_pool(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_dropout(xg_backend_device *dev, const xg_kernel_call *c);
 
 /* Which launcher serves each family (used to fill the dispatch table). */
 #define OCL_LAUNCHER_UNARY ocl_run_elementwise
@@ -106,5 +164,8 @@ xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c);
 #define OCL_LAUNCHER_RNG ocl_run_rng
 #define OCL_LAUNCHER_ADAM ocl_run_adam
 #define OCL_LAUNCHER_SGD ocl_run_sgd
+#define OCL_LAUNCHER_CONV ocl_run_conv
+#define OCL_LAUNCHER_POOL ocl_run_pool
+#define OCL_LAUNCHER_DROPOUT ocl_run_dropout
 
 #endif

@@ -5,57 +5,45 @@
  */
 #include "ocl_impl.h"
 
-/* Groups of fewer work-items leave GPU SIMD lanes idle. */
-#define OCL_MIN_GROUP 64
+#include <limits.h>
 
 /* A reduction puts this many neighbouring columns in one work-group once
  * `inner` has that many, so that reads along `inner` are coalesced. */
 #define OCL_REDUCE_COLUMNS 32
 
-/* One scalar kernel argument. */
-typedef struct ocl_arg {
-    size_t size;
-    const void *value;
-} ocl_arg;
-
-#define OCL_ARG(v) {sizeof(v), &(v)}
-/* An array of ocl_arg and its length, as two function arguments. */
-#define OCL_ARGS(...)                                                        \
-    (const ocl_arg[]){__VA_ARGS__},                                          \
-        (int)(sizeof((const ocl_arg[]){__VA_ARGS__}) / sizeof(ocl_arg))
-
-/* A buffer argument; NULL (an unused optional buffer) as a NULL pointer. */
-static cl_int set_buffer(cl_kernel k, cl_uint at, const xg_buffer *buf)
+xg_status ocl_enqueue(ocl_device *d, cl_kernel k, const char *what,
+                      const xg_buffer *const *bufs, int n_bufs,
+                      const ocl_arg *args, int n_args, cl_uint dims,
+                      const size_t *global, const size_t *local)
 {
-    return clSetKernelArg(k, at, sizeof(cl_mem), buf ? &buf->mem : NULL);
-}
-
-static cl_int set_args(cl_kernel k, const xg_kernel_call *c,
-                       const ocl_arg *args, int n_args)
-{
-    const xg_op_info *info = &xg_op_table[c->op];
     cl_uint at = 0;
     cl_int err = CL_SUCCESS;
-    for (int i = 0; err == CL_SUCCESS && i < info->n_in; i++)
-        err = set_buffer(k, at++, c->in[i]);
-    for (int i = 0; err == CL_SUCCESS && i < info->n_out; i++)
-        err = set_buffer(k, at++, c->out[i]);
+    for (int i = 0; err == CL_SUCCESS && i < n_bufs; i++)
+        err = clSetKernelArg(k, at++, sizeof(cl_mem),
+                             bufs[i] ? &bufs[i]->mem : NULL);
     for (int i = 0; err == CL_SUCCESS && i < n_args; i++)
         err = clSetKernelArg(k, at++, args[i].size, args[i].value);
-    return err;
+    if (err == CL_SUCCESS)
+        err = clEnqueueNDRangeKernel(d->queue, k, dims, NULL, global, local,
+                                     0, NULL, NULL);
+    return err == CL_SUCCESS ? XG_OK : ocl_fail(err, what);
 }
 
-/* Enqueues the op's kernel over `global` work-items in groups of `local`. */
+/* Enqueues the op's kernel: the call's input buffers, its output buffers
+ * and then `args`, over `global` work-items in groups of `local`. */
 static xg_status launch(ocl_device *d, const xg_kernel_call *c,
                         const ocl_arg *args, int n_args, cl_uint dims,
                         const size_t *global, const size_t *local)
 {
-    cl_kernel k = d->kernels[c->op];
-    cl_int err = set_args(k, c, args, n_args);
-    if (err == CL_SUCCESS)
-        err = clEnqueueNDRangeKernel(d->queue, k, dims, NULL, global, local,
-                                     0, NULL, NULL);
-    return err == CL_SUCCESS ? XG_OK : ocl_fail(err, xg_op_table[c->op].name);
+    const xg_op_info *info = &xg_op_table[c->op];
+    const xg_buffer *bufs[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
+    int n_bufs = 0;
+    for (int i = 0; i < info->n_in; i++)
+        bufs[n_bufs++] = c->in[i];
+    for (int i = 0; i < info->n_out; i++)
+        bufs[n_bufs++] = c->out[i];
+    return ocl_enqueue(d, d->kernels[c->op], info->name, bufs, n_bufs, args,
+                       n_args, dims, global, local);
 }
 
 /* Enqueues a grid-stride kernel (XG_FOR_EACH) for `items` (>= 1) items. */
@@ -71,8 +59,7 @@ static xg_status launch_grid_stride(ocl_device *d, const xg_kernel_call *c,
     return launch(d, c, args, n_args, 1, &global, &local);
 }
 
-/* The smallest power of two >= want, clamped to [lo, hi] (powers of two). */
-static size_t pow2_at_least(int64_t want, size_t lo, size_t hi)
+size_t ocl_pow2_at_least(int64_t want, size_t lo, size_t hi)
 {
     size_t p = lo < hi ? lo : hi;
     while (p < hi && (int64_t)p < want)
@@ -153,7 +140,7 @@ xg_status ocl_run_reduce(xg_backend_device *dev, const xg_kernel_call *c)
     size_t nx = p->inner >= OCL_REDUCE_COLUMNS && wg >= 2 * OCL_REDUCE_COLUMNS
                     ? OCL_REDUCE_COLUMNS
                     : 1;
-    size_t ny = pow2_at_least(p->dim, OCL_MIN_GROUP / nx, wg / nx);
+    size_t ny = ocl_pow2_at_least(p->dim, OCL_MIN_GROUP / nx, wg / nx);
     size_t local[2] = {nx, ny};
     size_t global[2] = {(size_t)(p->inner + nx - 1) / nx * nx,
                         (size_t)p->outer * ny};
@@ -179,7 +166,7 @@ xg_status ocl_run_rows(xg_backend_device *dev, const xg_kernel_call *c)
 {
     ocl_device *d = ocl_dev(dev);
     cl_long rows = c->p.rows.rows, cols = c->p.rows.cols;
-    size_t local = pow2_at_least(cols, OCL_MIN_GROUP, d->wg_size[c->op]);
+    size_t local = ocl_pow2_at_least(cols, OCL_MIN_GROUP, d->wg_size[c->op]);
     size_t global = (size_t)rows * local;
     return launch(d, c, OCL_ARGS(OCL_ARG(rows), OCL_ARG(cols)), 1, &global,
                   &local);
@@ -227,4 +214,41 @@ xg_status ocl_run_sgd(xg_backend_device *dev, const xg_kernel_call *c)
                  OCL_ARG(dampening), OCL_ARG(weight_decay), OCL_ARG(nesterov),
                  OCL_ARG(first)),
         n);
+}
+
+/* One work-item per output element (forward) or per input element
+ * (backward: each gathers from the windows that cover it). */
+xg_status ocl_run_pool(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_pool_args *p = &c->p.pool;
+    cl_long n = p->n, ch = p->c, h = p->h, w = p->w, oh = p->oh, ow = p->ow;
+    cl_int kh = p->kh, kw = p->kw, stride_h = p->stride_h;
+    cl_int stride_w = p->stride_w, pad_h = p->pad_h, pad_w = p->pad_w;
+    int backward = c->op == XG_OP_max_pool2d_backward ||
+                   c->op == XG_OP_avg_pool2d_backward;
+    if (h * w > INT_MAX) /* the kernels index within a plane with int */
+        return xg_set_error(XG_ERR_TOO_LARGE,
+                            "opencl: %s: planes must be below 2^31 pixels",
+                            xg_op_table[c->op].name);
+    return launch_grid_stride(
+        ocl_dev(dev), c,
+        OCL_ARGS(OCL_ARG(n), OCL_ARG(ch), OCL_ARG(h), OCL_ARG(w), OCL_ARG(oh),
+                 OCL_ARG(ow), OCL_ARG(kh), OCL_ARG(kw), OCL_ARG(stride_h),
+                 OCL_ARG(stride_w), OCL_ARG(pad_h), OCL_ARG(pad_w)),
+        n * ch * (backward ? h * w : oh * ow));
+}
+
+/* One work-item per Philox block, as in the RNG family. The kernel gets
+ * the scale 1 / (1 - p) rounded here, in C's float arithmetic. */
+xg_status ocl_run_dropout(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_dropout_args *p = &c->p.dropout;
+    cl_long n = p->n;
+    cl_ulong seed = p->seed, offset = p->offset;
+    cl_float prob = p->p, scale = 1.0f / (1.0f - p->p);
+    return launch_grid_stride(ocl_dev(dev), c,
+                              OCL_ARGS(OCL_ARG(n), OCL_ARG(seed),
+                                       OCL_ARG(offset), OCL_ARG(prob),
+                                       OCL_ARG(scale)),
+                              (n + 3) / 4);
 }

@@ -4,7 +4,9 @@
  *
  * Kernel signatures follow one convention: the op's input buffers, then its
  * output buffers (api/ops.def order), then the scalars of its family's
- * argument struct in api/backend.h, in struct order.
+ * argument struct in api/backend.h, in struct order (xg_dropout adds one
+ * derived scalar after them). The helper kernels of conv.cl, which serve
+ * several ops, say what they take.
  */
 #ifndef XG_WG_MAX
 #error "build with -DXG_WG_MAX=<largest work-group size>"

@@ -64,3 +64,19 @@ __kernel void xg_rand_normal(__global float *out, long n, ulong seed,
         xg_store_block(out, n, j, a + z);
     }
 }
+
+/* DROPOUT: out = u < p ? 0 : x * scale with u = rand_uniform(0, 1)'s
+ * element i for this seed and offset (0 + (1 - 0) * unit(word) is unit(word)
+ * exactly). scale = 1 / (1 - p) comes from the host, which rounds the
+ * division correctly (OpenCL's float division need not). */
+__kernel void xg_dropout(__global const float *x, __global float *out,
+                         long n, ulong seed, ulong offset, float p,
+                         float scale)
+{
+    XG_FOR_EACH(j, (n + 3) / 4) {
+        float4 u = xg_unit(xg_philox_block(seed, offset, j));
+        float vals[4] = {u.x, u.y, u.z, u.w};
+        for (int q = 0; q < 4 && 4 * j + q < n; q++)
+            out[4 * j + q] = vals[q] < p ? 0.0f : x[4 * j + q] * scale;
+    }
+}
