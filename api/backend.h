@@ -45,6 +45,7 @@ typedef enum xg_op_family {
     XG_FAMILY_CONV,
     XG_FAMILY_POOL,
     XG_FAMILY_DROPOUT,
+    XG_FAMILY_COUNT
 } xg_op_family;
 
 /* Static facts about one op, from ops.def. */

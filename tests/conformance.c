@@ -219,6 +219,23 @@ float conf_rng_uniform(conf_rng *r, float lo, float hi)
     return lo + (hi - lo) * u;
 }
 
+/* Indices a max_pool2d could have produced: for every output, a random
+ * in-image pixel of its window, as (row * w + col) in its plane. */
+static void conf_fill_pool_index(int32_t *idx, const xg_pool_args *p,
+                                 conf_rng *r)
+{
+    for (int64_t o = 0; o < p->n * p->c * p->oh * p->ow; o++) {
+        int64_t oi = o / p->ow % p->oh, oj = o % p->ow, row, col;
+        do {
+            row = oi * p->stride_h - p->pad_h +
+                  (int64_t)(conf_rng_u64(r) % (uint64_t)p->kh);
+            col = oj * p->stride_w - p->pad_w +
+                  (int64_t)(conf_rng_u64(r) % (uint64_t)p->kw);
+        } while (row < 0 || row >= p->h || col < 0 || col >= p->w);
+        idx[o] = (int32_t)(row * p->w + col);
+    }
+}
+
 void conf_fill(void *dst, const conf_buf *b, conf_rng *r)
 {
     static const float special[] = {
@@ -245,6 +262,9 @@ void conf_fill(void *dst, const conf_buf *b, conf_rng *r)
             f[i] = f[j];
             f[j] = t;
         }
+        return;
+    case DOM_POOL_INDEX:
+        conf_fill_pool_index(i32, &b->pool, r);
         return;
     case DOM_SPECIAL:
         for (int64_t i = 0; i < n; i++)

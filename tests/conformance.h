@@ -94,6 +94,7 @@ typedef enum conf_domain {
     DOM_CLASS,      /* i32 in [0, classes): labels and indices */
     DOM_SMALL,      /* uniform in [-0.1, 0.1): Adam's exp_avg */
     DOM_TIES,       /* integers 0..3 as floats: many ties (first index wins) */
+    DOM_POOL_INDEX, /* i32: for each output of `pool`, a pixel of its window */
 } conf_domain;
 
 typedef struct conf_buf {
@@ -101,6 +102,7 @@ typedef struct conf_buf {
     xg_dtype dtype;
     conf_domain domain;
     int32_t classes; /* DOM_CLASS: values in [0, classes) */
+    xg_pool_args pool; /* DOM_POOL_INDEX: the pooling the indices come from */
 } conf_buf;
 
 /* One value written over a generated input after generation. */

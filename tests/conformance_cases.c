@@ -43,6 +43,10 @@ static const conf_op_props op_props[XG_OP_COUNT] = {
     [XG_OP_cross_entropy_backward] = {
         .in_domain = {DOM_SIGNED, DOM_CLASS, DOM_SIGNED},
         .in_dtype = {XG_F32, XG_I32, XG_F32}, .labels = true},
+    [XG_OP_max_pool2d] = {.in_domain = {DOM_DISTINCT},
+                          .out_dtype = {XG_F32, XG_I32}},
+    [XG_OP_max_pool2d_backward] = {.in_domain = {DOM_SIGNED, DOM_POOL_INDEX},
+                                   .in_dtype = {XG_F32, XG_I32}},
 };
 
 _Static_assert(sizeof op_props / sizeof op_props[0] == XG_OP_COUNT,
@@ -587,6 +591,103 @@ static void gen_sgd(xg_op op, conf_case_list *l)
         }
 }
 
+/* ---- convolution, pooling, dropout ------------------------------------------ */
+
+/* n, c_in, h, w, c_out, k, stride, pad, dilation, groups: a single pixel,
+ * strides, padding, dilation, groups (also 1x1 and depthwise), a kernel as
+ * large as the padded image, and the MNIST network's shapes (batch cut). */
+static const int conv_shapes[][10] = {
+    {1, 1, 5, 5, 1, 3, 1, 0, 1, 1},   {2, 3, 7, 7, 4, 3, 2, 1, 1, 1},
+    {3, 4, 9, 8, 6, 3, 1, 1, 2, 2},   {2, 6, 5, 7, 6, 1, 1, 0, 1, 3},
+    {1, 4, 6, 6, 4, 3, 1, 1, 1, 4},   {1, 3, 5, 5, 2, 5, 1, 2, 1, 1},
+    {4, 1, 28, 28, 32, 3, 1, 0, 1, 1}, {2, 32, 26, 26, 64, 3, 1, 0, 1, 1},
+};
+
+static void gen_conv(xg_op op, conf_case_list *l)
+{
+    for (size_t i = 0; i < sizeof conv_shapes / sizeof conv_shapes[0]; i++) {
+        const int *s = conv_shapes[i];
+        int k = s[5], st = s[6], pad = s[7], dil = s[8], g = s[9];
+        xg_conv_args a = {.n = s[0], .c_in = s[1], .h = s[2], .w = s[3],
+                          .c_out = s[4], .kh = k, .kw = k, .stride_h = st,
+                          .stride_w = st, .pad_h = pad, .pad_w = pad,
+                          .dil_h = dil, .dil_w = dil, .groups = g};
+        a.oh = (a.h + 2 * pad - dil * (k - 1) - 1) / st + 1;
+        a.ow = (a.w + 2 * pad - dil * (k - 1) - 1) / st + 1;
+        conf_case *c = add_case(l, op, "x=[%d,%d,%d,%d] c_out=%d k=%d "
+                                "stride=%d pad=%d dil=%d groups=%d", s[0],
+                                s[1], s[2], s[3], s[4], k, st, pad, dil, g);
+        c->call.p.conv = a;
+        int64_t nx = a.n * a.c_in * a.h * a.w;
+        int64_t nw = a.c_out * (a.c_in / g) * k * k;
+        int64_t ny = a.n * a.c_out * a.oh * a.ow;
+        int64_t in0 = op == XG_OP_conv2d_backward_input ? ny : nx;
+        int64_t in1 = op == XG_OP_conv2d_backward_weight ? ny : nw;
+        int64_t out = op == XG_OP_conv2d                  ? ny
+                      : op == XG_OP_conv2d_backward_input ? nx
+                                                          : nw;
+        set_ins(c, in0);
+        c->in[1].count = in1;
+        set_outs(c, out);
+    }
+}
+
+/* n, c, h, w, kernel, stride, pad: non-overlapping, overlapping and padded
+ * windows, a 1x1 image, and the MNIST pooling (batch cut). */
+static const int pool_shapes[][7] = {
+    {1, 1, 4, 4, 2, 2, 0}, {2, 3, 7, 7, 3, 2, 1}, {2, 2, 5, 6, 2, 1, 0},
+    {3, 2, 9, 9, 3, 3, 1}, {1, 1, 1, 1, 1, 1, 0}, {2, 64, 24, 24, 2, 2, 0},
+};
+
+static void gen_pool(xg_op op, conf_case_list *l)
+{
+    bool backward = op == XG_OP_max_pool2d_backward ||
+                    op == XG_OP_avg_pool2d_backward;
+    for (size_t i = 0; i < sizeof pool_shapes / sizeof pool_shapes[0]; i++) {
+        const int *s = pool_shapes[i];
+        xg_pool_args a = {.n = s[0], .c = s[1], .h = s[2], .w = s[3],
+                          .kh = s[4], .kw = s[4], .stride_h = s[5],
+                          .stride_w = s[5], .pad_h = s[6], .pad_w = s[6]};
+        a.oh = (a.h + 2 * a.pad_h - a.kh) / a.stride_h + 1;
+        a.ow = (a.w + 2 * a.pad_w - a.kw) / a.stride_w + 1;
+        for (int ties = 0; ties <= (op == XG_OP_max_pool2d); ties++) {
+            conf_case *c = add_case(l, op, "x=[%d,%d,%d,%d] k=%d stride=%d "
+                                    "pad=%d%s", s[0], s[1], s[2], s[3], s[4],
+                                    s[5], s[6], ties ? " ties" : "");
+            c->call.p.pool = a;
+            int64_t nx = a.n * a.c * a.h * a.w, ny = a.n * a.c * a.oh * a.ow;
+            set_ins(c, backward ? ny : nx);
+            c->in[1].pool = a;
+            if (ties)
+                c->in[0].domain = DOM_TIES;
+            set_outs(c, backward ? nx : ny);
+        }
+    }
+}
+
+static void gen_dropout(xg_op op, conf_case_list *l)
+{
+    static const struct {
+        int64_t n;
+        uint64_t seed, offset;
+        float p;
+    } cases[] = {
+        {1, 0, 0, 0.5f},         {3, 42, 7, 0.25f},
+        {17, 5, 0xfffffffeULL, 0.9f}, {257, 7, (uint64_t)1 << 40, 0.0f},
+        {4099, 0xffffffffffffffffULL, 123, 0.5f}, {65537, 1234, 99999, 0.1f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conf_case *c = add_case(l, op, "n=%" PRId64 " seed=0x%" PRIx64
+                                " offset=0x%" PRIx64 " p=%g", cases[i].n,
+                                cases[i].seed, cases[i].offset,
+                                (double)cases[i].p);
+        c->call.p.dropout = (xg_dropout_args){cases[i].n, cases[i].seed,
+                                              cases[i].offset, cases[i].p};
+        set_ins(c, cases[i].n);
+        set_outs(c, cases[i].n);
+    }
+}
+
 /* ---- dispatch by family ------------------------------------------------------ */
 
 typedef void (*family_gen)(xg_op op, conf_case_list *l);
@@ -605,10 +706,13 @@ static const family_gen family_gens[] = {
     [XG_FAMILY_RNG] = gen_rng,
     [XG_FAMILY_ADAM] = gen_adam,
     [XG_FAMILY_SGD] = gen_sgd,
+    [XG_FAMILY_CONV] = gen_conv,
+    [XG_FAMILY_POOL] = gen_pool,
+    [XG_FAMILY_DROPOUT] = gen_dropout,
 };
 
 _Static_assert(sizeof family_gens / sizeof family_gens[0] ==
-                   XG_FAMILY_SGD + 1,
+                   XG_FAMILY_COUNT,
                "every op family needs a case generator");
 
 void conf_cases_for_op(xg_op op, conf_case_list *list)

@@ -85,6 +85,20 @@ static xg_tensor *f_reshape(xg_tensor *const *x, const fe_case *c) { return xg_r
 static xg_tensor *f_reshape_tanh(xg_tensor *const *x, const fe_case *c) { return xg_tanh(xg_reshape(xg_mul(x[0], x[0]), c->shape, c->ndim)); }
 static xg_tensor *f_ce(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_cross_entropy(x[0], x[1]); }
 static xg_tensor *f_mse(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_mse_loss(x[0], x[1]); }
+/* CNN ops: conv2d's geometry from `perm` (stride, pad, dilation, groups);
+ * pools use `axis` as the kernel and `ndim` as the stride. Dropout seeds
+ * the generator so both devices draw the same mask. */
+static xg_tensor *f_conv(xg_tensor *const *x, const fe_case *c)
+{
+    xg_conv2d_params p = {c->perm[0], c->perm[0], c->perm[1], c->perm[1],
+                          c->perm[2], c->perm[2], c->perm[3]};
+    return xg_conv2d(x[0], x[1], c->n_in > 2 ? x[2] : NULL, &p);
+}
+static xg_tensor *f_max_pool(xg_tensor *const *x, const fe_case *c) { return xg_max_pool2d(x[0], c->axis, c->ndim, c->perm[0]); }
+static xg_tensor *f_avg_pool(xg_tensor *const *x, const fe_case *c) { return xg_avg_pool2d(x[0], c->axis, c->ndim, c->perm[0]); }
+static xg_tensor *f_dropout(xg_tensor *const *x, const fe_case *c) { xg_manual_seed(7); return xg_dropout(x[0], c->scalar, true); }
+static xg_tensor *f_bn_train(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_batch_norm2d(x[0], x[1], x[2], NULL, NULL, true, 0.1f, 1e-5f); }
+static xg_tensor *f_bn_eval(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_batch_norm2d(x[0], NULL, NULL, x[1], x[2], false, 0.1f, 1e-5f); }
 
 static const fe_case fe_cases[] = {
     /* binary, with broadcasting */
@@ -163,6 +177,21 @@ static const fe_case fe_cases[] = {
     {"loss", "cross_entropy logits[64,10] wide", f_ce, 2, {TD(DOM_WIDE, 64, 10), LABELS(10, 64)}},
     {"loss", "mse_loss pred[8,5] target[8,5]", f_mse, 2, {T(8, 5), T(8, 5)}},
     {"loss", "mse_loss pred[8,5] target[5] (broadcast)", f_mse, 2, {T(8, 5), T(5)}},
+    /* convolution: perm = {stride, padding, dilation, groups} */
+    {"conv", "conv2d x[2,3,7,7] w[4,3,3,3] b[4]", f_conv, 3, {T(2, 3, 7, 7), T(4, 3, 3, 3), T(4)}, .perm = {1, 0, 1, 1}},
+    {"conv", "conv2d x[2,4,9,8] w[6,2,3,3] stride 2 pad 1 groups 2", f_conv, 2, {T(2, 4, 9, 8), T(6, 2, 3, 3)}, .perm = {2, 1, 1, 2}},
+    {"conv", "conv2d x[1,2,9,9] w[3,2,3,3] dilation 2 pad 2", f_conv, 2, {T(1, 2, 9, 9), T(3, 2, 3, 3)}, .perm = {1, 2, 2, 1}},
+    {"conv", "conv2d x[4,1,28,28] w[8,1,3,3] b[8]", f_conv, 3, {T(4, 1, 28, 28), T(8, 1, 3, 3), T(8)}, .perm = {1, 0, 1, 1}},
+    /* pooling: axis = kernel, ndim = stride, perm[0] = padding */
+    {"pool", "max_pool2d x[2,3,8,8] k2", f_max_pool, 1, {TD(DOM_DISTINCT, 2, 3, 8, 8)}, .axis = 2, .ndim = 2},
+    {"pool", "max_pool2d x[2,2,7,7] k3 s2 pad 1", f_max_pool, 1, {TD(DOM_DISTINCT, 2, 2, 7, 7)}, .axis = 3, .ndim = 2, .perm = {1}},
+    {"pool", "avg_pool2d x[2,3,8,8] k2", f_avg_pool, 1, {T(2, 3, 8, 8)}, .axis = 2, .ndim = 2},
+    {"pool", "avg_pool2d x[1,2,7,6] k3 s1 pad 1", f_avg_pool, 1, {T(1, 2, 7, 6)}, .axis = 3, .ndim = 1, .perm = {1}},
+    /* dropout and batch norm */
+    {"dropout", "dropout x[8,33] p=0.25", f_dropout, 1, {T(8, 33)}, .scalar = 0.25f},
+    {"dropout", "dropout x[3,1,5,5] p=0.5", f_dropout, 1, {T(3, 1, 5, 5)}, .scalar = 0.5f},
+    {"batchnorm", "batch_norm2d training x[4,3,5,5] w[3] b[3]", f_bn_train, 3, {T(4, 3, 5, 5), T(3), T(3)}},
+    {"batchnorm", "batch_norm2d eval x[2,3,4,4] mean[3] var[3]", f_bn_eval, 3, {T(2, 3, 4, 4), T(3), TD(DOM_POSITIVE, 3)}},
 };
 #define N_FE_CASES ((int)(sizeof fe_cases / sizeof fe_cases[0]))
 
@@ -413,6 +442,10 @@ Test(frontend, softmax) { run_group("softmax"); }
 Test(frontend, permute) { run_group("permute"); }
 Test(frontend, reshape) { run_group("reshape"); }
 Test(frontend, loss) { run_group("loss"); }
+Test(frontend, conv) { run_group("conv"); }
+Test(frontend, pool) { run_group("pool"); }
+Test(frontend, dropout) { run_group("dropout"); }
+Test(frontend, batchnorm) { run_group("batchnorm"); }
 
 /* ---- training agreement ------------------------------------------------------- */
 
