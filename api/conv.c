@@ -143,7 +143,10 @@ xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
         conv_args_to_node(node, &a);
     if (!bias || !y)
         return y;
-    return xg_add(y, xg_reshape(bias, XG_SHAPE(1, a.c_out, 1, 1)));
+    xg_scope *scope = xg__composite_begin();
+    xg_tensor *out = xg_add(y, xg_reshape(bias, XG_SHAPE(1, a.c_out, 1, 1)));
+    xg_tensor_free(y); /* made before the scope; the graph keeps it */
+    return xg__composite_end(scope, out);
 }
 
 /* ---- pooling ------------------------------------------------------------- */
@@ -417,9 +420,10 @@ xg_tensor *xg_batch_norm2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
         return NULL;
     int64_t c = x->shape[1];
     xg_tensor *mean = running_mean, *var = running_var;
+    xg_scope *scope = xg__composite_begin();
     if (training &&
         batch_stats(x, running_mean, running_var, momentum, &mean, &var) != XG_OK)
-        return NULL;
+        return xg__composite_end(scope, NULL);
     int64_t shape[4] = {1, c, 1, 1};
     xg_tensor *y = xg_div(xg_sub(x, xg_reshape(mean, shape, 4)),
                           xg_sqrt(xg_add_scalar(xg_reshape(var, shape, 4), eps)));
@@ -427,5 +431,5 @@ xg_tensor *xg_batch_norm2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
         y = xg_mul(y, xg_reshape(weight, shape, 4));
     if (bias)
         y = xg_add(y, xg_reshape(bias, shape, 4));
-    return y;
+    return xg__composite_end(scope, y);
 }
