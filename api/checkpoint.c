@@ -3,7 +3,8 @@
  * add the optimizer's state and the training progress so that training
  * resumes bit for bit (xg_checkpoint_save/load).
  *
- * A checkpoint holds, beside each parameter "<name>":
+ * A checkpoint holds, beside each parameter and buffer "<name>" (BatchNorm's
+ * num_batches_tracked as an I64 scalar):
  *   optim.<name>.exp_avg, optim.<name>.exp_avg_sq  F32 (Adam, AdamW)
  *   optim.<name>.momentum_buffer                   F32 (SGD with momentum)
  *   optim.<name>.step                              I64 scalar
@@ -63,16 +64,50 @@ static const char *param_name(const xg_module *m, const xg_tensor *p)
     return NULL;
 }
 
+/* ==== The module's state: parameters, then buffers ====================== */
+
+static int state_count(const xg_module *m)
+{
+    return xg_module_param_count(m) + xg_module_buffer_count(m);
+}
+
+/* Entry i of the state_dict, as PyTorch lists it: parameters, then buffers
+ * such as BatchNorm's running statistics. */
+static xg_tensor *state_at(const xg_module *m, int i, const char **name)
+{
+    int np = xg_module_param_count(m);
+    return i < np ? xg_module_param(m, i, name)
+                  : xg_module_buffer(m, i - np, name);
+}
+
+/* BatchNorm's batch counter: f32 in memory, an I64 scalar in files. */
+static bool is_counter(const char *name)
+{
+    const char *suffix = "num_batches_tracked";
+    size_t n = strlen(name), k = strlen(suffix);
+    return n >= k && strcmp(name + n - k, suffix) == 0;
+}
+
 /* ==== Saving ============================================================== */
+
+static xg_status add_entry(xg_safetensors_writer *w, const char *name,
+                           const xg_tensor *t)
+{
+    if (!is_counter(name))
+        return xg_safetensors_writer_add(w, name, t);
+    float count = 0.0f;
+    xg_status st = xg_tensor_item(t, &count);
+    return st == XG_OK ? xg_safetensors_writer_add_i64(w, name, (int64_t)count)
+                       : st;
+}
 
 static xg_status add_params(xg_safetensors_writer *w, const xg_module *m)
 {
-    int n = xg_module_param_count(m);
+    int n = state_count(m);
     for (int i = 0; i < n; i++) {
         const char *name = NULL;
-        xg_tensor *p = xg_module_param(m, i, &name);
-        xg_status st = p ? xg_safetensors_writer_add(w, name, p)
-                         : xg_last_status();
+        xg_tensor *p = state_at(m, i, &name);
+        xg_status st = p ? add_entry(w, name, p) : xg_last_status();
         if (st != XG_OK)
             return st;
     }
@@ -199,7 +234,8 @@ typedef struct load_plan {
     const xg_safetensors *st;
     const char *label;
     bool *used;                  /* per file entry: claimed */
-    const xg__st_entry **params; /* per module parameter */
+    const xg__st_entry **params; /* per state_dict entry */
+    int64_t *counters;           /* per entry: a batch counter's value */
     int n_slots;
     const xg__st_entry **e0, **e1;
     xg_tensor **s0, **s1;
@@ -214,6 +250,7 @@ static void plan_free(load_plan *p)
     }
     free(p->used);
     free(p->params);
+    free(p->counters);
     free(p->e0);
     free(p->e1);
     free(p->s0);
@@ -225,18 +262,19 @@ static xg_status plan_init(load_plan *p, const xg_safetensors *st,
                            const xg_module *m, const xg_optim *opt)
 {
     size_t files = (size_t)xg_safetensors_count(st) + 1;
-    size_t params = (size_t)xg_module_param_count(m) + 1;
+    size_t params = (size_t)state_count(m) + 1;
     size_t slots = (size_t)(opt ? xg__optim_count(opt) : 0) + 1;
     *p = (load_plan){.st = st, .label = xg__safetensors_label(st),
                      .n_slots = (int)slots - 1};
     p->used = calloc(files, sizeof *p->used);
     p->params = calloc(params, sizeof *p->params);
+    p->counters = calloc(params, sizeof *p->counters);
     p->e0 = calloc(slots, sizeof *p->e0);
     p->e1 = calloc(slots, sizeof *p->e1);
     p->s0 = calloc(slots, sizeof *p->s0);
     p->s1 = calloc(slots, sizeof *p->s1);
     p->steps = calloc(slots, sizeof *p->steps);
-    if (!p->used || !p->params || !p->e0 || !p->e1 || !p->s0 || !p->s1 ||
+    if (!p->used || !p->params || !p->counters || !p->e0 || !p->e1 || !p->s0 || !p->s1 ||
         !p->steps)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory",
                             p->label);
@@ -276,14 +314,42 @@ static xg_status claim_like(load_plan *p, const char *name,
     return XG_OK;
 }
 
+/* Claims a batch counter: an I64 (or I32) scalar >= 0, as PyTorch saves
+ * num_batches_tracked. */
+static xg_status claim_counter(load_plan *p, const char *name, int64_t *out)
+{
+    int i = xg__safetensors_index(p->st, name);
+    const xg__st_entry *e = xg__safetensors_entry(p->st, i);
+    if (!e)
+        return xg_set_error(XG_ERR_NOT_FOUND, "%s: tensor '%s' is missing "
+                            "(the model has it)", p->label, name);
+    p->used[i] = true;
+    bool i64 = strcmp(e->dtype, "I64") == 0, i32 = strcmp(e->dtype, "I32") == 0;
+    int64_t v = -1;
+    if (i64 && e->ndim == 0)
+        memcpy(&v, e->data, sizeof v);
+    if (i32 && e->ndim == 0) {
+        int32_t v32;
+        memcpy(&v32, e->data, sizeof v32);
+        v = v32;
+    }
+    if (v < 0)
+        return xg_set_error(XG_ERR_FORMAT, "%s: tensor '%s' must be an I64 "
+                            "scalar >= 0", p->label, name);
+    *out = v;
+    return XG_OK;
+}
+
 static xg_status plan_params(load_plan *p, const xg_module *m)
 {
-    int n = xg_module_param_count(m);
+    int n = state_count(m);
     for (int i = 0; i < n; i++) {
         const char *name = NULL;
-        xg_tensor *t = xg_module_param(m, i, &name);
-        xg_status st = t ? claim_like(p, name, t, true, &p->params[i])
-                         : xg_last_status();
+        xg_tensor *t = state_at(m, i, &name);
+        xg_status st = !t                ? xg_last_status()
+                       : is_counter(name) ? claim_counter(p, name, &p->counters[i])
+                                          : claim_like(p, name, t, true,
+                                                       &p->params[i]);
         if (st != XG_OK)
             return st;
     }
@@ -366,11 +432,14 @@ static xg_status make_state(load_plan *p, const xg_optim *opt)
 
 static xg_status write_params(const load_plan *p, xg_module *m)
 {
-    int n = xg_module_param_count(m);
+    int n = state_count(m);
     for (int i = 0; i < n; i++) {
-        xg_status st = xg_tensor_write(xg_module_param(m, i, NULL),
-                                       p->params[i]->data,
-                                       p->params[i]->bytes);
+        xg_tensor *t = state_at(m, i, NULL);
+        float count = (float)p->counters[i];
+        xg_status st = p->params[i]
+                           ? xg_tensor_write(t, p->params[i]->data,
+                                             p->params[i]->bytes)
+                           : xg_tensor_write(t, &count, sizeof count);
         if (st != XG_OK)
             return st;
     }

@@ -359,12 +359,7 @@ static xg_status update_running(xg_tensor *running, xg_tensor *batch,
     xg_tensor *next = xg_add(xg_mul_scalar(running, 1.0f - m),
                              xg_mul_scalar(xg_reshape(batch, running->shape,
                                                       running->ndim), m));
-    if (!next)
-        return xg_last_status();
-    xg_kernel_call call = {.op = XG_OP_copy, .in = {xg__buf(next)},
-                           .out = {xg__buf(running)}};
-    call.p.fill.n = running->numel;
-    return xg__launch(running->storage->dev, &call);
+    return next ? xg__assign(running, next) : xg_last_status();
 }
 
 static bool check_bn_args(xg_tensor *x, xg_tensor *const *per_channel,

@@ -107,6 +107,10 @@ static inline xg_buffer *xg__buf(const xg_tensor *t)
     return t->storage->buf;
 }
 
+/* Copies src's values into dst's storage (same device and numel; no
+ * graph): in-place updates such as running statistics. */
+xg_status xg__assign(xg_tensor *dst, const xg_tensor *src);
+
 /* Makes a tensor of `shape` on `dev` filled with `value` (no graph). */
 xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
                     float value, const char *who);

@@ -41,7 +41,7 @@ struct xg_module {
         xg_conv2d_params conv;
         struct { int kernel, stride, padding; } pool;
         float dropout_p;
-        struct { float eps, momentum; int64_t batches; } bn;
+        struct { float eps, momentum; } bn;
     } cfg;
 
     entries params, buffers;
@@ -297,9 +297,12 @@ static xg_tensor *batch_norm_forward(xg_module *m, xg_tensor *x)
     xg_tensor *y = xg_batch_norm2d(x, m->params.t[0], m->params.t[1], b[0],
                                    b[1], m->training, m->cfg.bn.momentum,
                                    m->cfg.bn.eps);
-    if (y && m->training) {
-        int32_t count = (int32_t)++m->cfg.bn.batches;
-        if (xg_tensor_write(b[2], &count, sizeof count) != XG_OK)
+    if (y && m->training) { /* num_batches_tracked += 1, on the device */
+        bool was = xg_set_grad_enabled(false);
+        xg_tensor *next = xg_add_scalar(b[2], 1.0f);
+        xg_status st = next ? xg__assign(b[2], next) : xg_last_status();
+        xg_set_grad_enabled(was);
+        if (st != XG_OK)
             return NULL;
     }
     return y;
@@ -320,13 +323,11 @@ xg_module *xg_batch_norm2d_layer(int64_t channels)
         return NULL;
     m->cfg.bn.eps = 1e-5f;
     m->cfg.bn.momentum = 0.1f;
-    int32_t zero = 0;
     if (!own(&m->params, "weight", xg_ones(&channels, 1)) ||
         !own(&m->params, "bias", xg_zeros(&channels, 1)) ||
         !own(&m->buffers, "running_mean", xg_zeros(&channels, 1)) ||
         !own(&m->buffers, "running_var", xg_ones(&channels, 1)) ||
-        !own(&m->buffers, "num_batches_tracked",
-             xg_tensor_from_data(&zero, XG_I32, NULL, 0))) {
+        !own(&m->buffers, "num_batches_tracked", xg_zeros(NULL, 0))) {
         xg_module_free(m);
         return NULL;
     }

@@ -388,6 +388,14 @@ xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
     return t;
 }
 
+xg_status xg__assign(xg_tensor *dst, const xg_tensor *src)
+{
+    xg_kernel_call call = {.op = XG_OP_copy, .in = {xg__buf(src)},
+                           .out = {xg__buf(dst)}};
+    call.p.fill.n = dst->numel;
+    return xg__launch(dst->storage->dev, &call);
+}
+
 xg_tensor *xg_full(const int64_t *shape, int ndim, float value)
 {
     return xg__fill(xg_device_current(), shape, ndim, value, "full");

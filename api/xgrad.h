@@ -400,7 +400,8 @@ xg_tensor *xg_module_param(const xg_module *m, int i, const char **name);
 
 /* Buffers: state that is saved with the model but not trained (BatchNorm's
  * running statistics). Same conventions as the parameters above;
- * num_batches_tracked is an XG_I32 tensor here and I64 in files. */
+ * num_batches_tracked is a one-element f32 tensor here (exact up to 2^24
+ * batches) and an I64 scalar in files, as PyTorch writes it. */
 int xg_module_buffer_count(const xg_module *m);
 xg_tensor *xg_module_buffer(const xg_module *m, int i, const char **name);
 
@@ -534,12 +535,13 @@ xg_status xg_safetensors_writer_save(xg_safetensors_writer *w,
                                      const char *path);
 void xg_safetensors_writer_free(xg_safetensors_writer *w);
 
-/* A module's parameters under their PyTorch names (a state_dict). */
+/* A module's parameters and buffers under their PyTorch names (a
+ * state_dict). */
 xg_status xg_module_save(const xg_module *m, const char *path);
 
-/* Loads parameters saved by xg_module_save or PyTorch onto the module's
- * device: every parameter must be in the file with its exact shape, and the
- * file must hold nothing else. Errors: XG_ERR_NOT_FOUND (missing tensor),
+/* Loads a state_dict saved by xg_module_save or PyTorch onto the module's
+ * device: every parameter and buffer must be in the file with its exact
+ * shape, and the file must hold nothing else. Errors: XG_ERR_NOT_FOUND (missing tensor),
  * XG_ERR_SHAPE, XG_ERR_FORMAT (unexpected tensor), those of opening. On
  * error the module is unchanged. */
 xg_status xg_module_load(xg_module *m, const char *path);
