@@ -28,6 +28,7 @@ typedef struct run {
     int32_t *predictions; /* EVAL_BATCH argmax results read back */
     int64_t features;     /* c * h * w */
     int64_t train_samples;
+    int64_t first_epoch; /* > 0 after --resume */
     int32_t classes;
     bool tty;
 } run;
@@ -71,6 +72,11 @@ static void usage(const sample_spec *spec, FILE *f)
     fprintf(f,
             "  --limit N           use only the first N training samples (0: all)\n"
             "  --seed N            initialisation and shuffling seed (0)\n"
+            "  --save PATH         write the trained model (safetensors)\n"
+            "  --load PATH         start from a saved model (--epochs 0: "
+            "evaluate only)\n"
+            "  --checkpoint PATH   write model + optimizer after every epoch\n"
+            "  --resume PATH       continue from a checkpoint up to --epochs\n"
             "  --help              this text\n");
 }
 
@@ -135,7 +141,16 @@ static int parse_common(sample_options *o, const char *flag, const char *value)
         return 0;
     }
     if (strcmp(flag, "--epochs") == 0)
-        return parse_i64(flag, value, 1, 100000, &o->epochs);
+        return parse_i64(flag, value, 0, 100000, &o->epochs);
+    const char **path = strcmp(flag, "--save") == 0         ? &o->save
+                        : strcmp(flag, "--load") == 0       ? &o->load
+                        : strcmp(flag, "--checkpoint") == 0 ? &o->checkpoint
+                        : strcmp(flag, "--resume") == 0     ? &o->resume
+                                                            : NULL;
+    if (path) {
+        *path = value;
+        return *value ? 0 : sample_bad_value(flag, value, "a file path");
+    }
     if (strcmp(flag, "--batch-size") == 0)
         return parse_i64(flag, value, 1, 1 << 20, &o->batch_size);
     if (strcmp(flag, "--limit") == 0)
@@ -261,6 +276,88 @@ static void print_header(const run *r)
 }
 
 /* Device, data, model, optimizer and loaders; prints what it set up. */
+/* ---- model files ---------------------------------------------------------- */
+
+/* Prints "PROG: WHAT PATH: <the library's error>" and returns 1. */
+static int file_error(const char *what, const char *path)
+{
+    fprintf(stderr, "%s: %s %s: %s\n", prog, what, path, xg_last_error());
+    return 1;
+}
+
+/* The settings a checkpoint records; a resume must match them, or the
+ * continued run would not be the run that was interrupted. */
+static void run_hparams(const run *r, char (*values)[32], const char **kv)
+{
+    const sample_options *o = &r->opt;
+    snprintf(values[0], 32, "%lld", (long long)o->batch_size);
+    snprintf(values[1], 32, "%llu", (unsigned long long)o->seed);
+    snprintf(values[2], 32, "%lld", (long long)o->limit);
+    const char *list[] = {"model", r->model.name, "batch_size", values[0],
+                          "seed", values[1], "limit", values[2], NULL};
+    memcpy(kv, list, sizeof list);
+}
+
+enum { N_HPARAMS = 4 };
+
+static int check_resume_settings(const run *r)
+{
+    char values[N_HPARAMS][32];
+    const char *kv[2 * N_HPARAMS + 1];
+    run_hparams(r, values, kv);
+    xg_safetensors *st = NULL;
+    if (xg_safetensors_open(r->opt.resume, &st) != XG_OK)
+        return file_error("reading", r->opt.resume);
+    int rc = 0;
+    for (int i = 0; kv[i] && rc == 0; i += 2) {
+        const char *saved = xg_safetensors_metadata(st, kv[i]);
+        if (!saved || strcmp(saved, kv[i + 1]) != 0) {
+            fprintf(stderr, "%s: %s: the checkpoint has %s=%s, this run %s; "
+                    "resume with the same settings\n", prog, r->opt.resume,
+                    kv[i], saved ? saved : "(none)", kv[i + 1]);
+            rc = 1;
+        }
+    }
+    xg_safetensors_close(st);
+    return rc;
+}
+
+/* --load and --resume. */
+static int start_from_files(run *r)
+{
+    const sample_options *o = &r->opt;
+    if (o->load && xg_module_load(r->model.module, o->load) != XG_OK)
+        return file_error("loading", o->load);
+    if (!o->resume)
+        return 0;
+    xg_train_state state;
+    if (check_resume_settings(r))
+        return 1;
+    if (xg_checkpoint_load(o->resume, r->model.module, r->optim, &state) !=
+        XG_OK)
+        return file_error("resuming from", o->resume);
+    xg_rng_set_state(state.rng_seed, state.rng_offset);
+    r->first_epoch = state.epoch;
+    printf("resumed: %s after epoch %lld\n", o->resume,
+           (long long)state.epoch);
+    return 0;
+}
+
+/* --checkpoint, after `epochs_done` epochs. */
+static int write_checkpoint(const run *r, int64_t epochs_done)
+{
+    char values[N_HPARAMS][32];
+    const char *kv[2 * N_HPARAMS + 1];
+    run_hparams(r, values, kv);
+    xg_train_state state = {.epoch = epochs_done,
+                            .step = xg_optim_steps(r->optim)};
+    xg_rng_state(&state.rng_seed, &state.rng_offset);
+    if (xg_checkpoint_save(r->opt.checkpoint, r->model.module, r->optim,
+                           &state, kv) != XG_OK)
+        return file_error("writing", r->opt.checkpoint);
+    return 0;
+}
+
 static int setup(run *r)
 {
     const sample_options *o = &r->opt;
@@ -292,6 +389,8 @@ static int setup(run *r)
         return 1;
     }
     r->train_samples = o->limit && o->limit < d->n ? o->limit : d->n;
+    if (start_from_files(r))
+        return 1;
     print_header(r);
     return 0;
 }
@@ -456,12 +555,15 @@ static int train(run *r)
 {
     const sample_options *o = &r->opt;
     double train_seconds = 0.0, accuracy = 0.0;
-    for (int64_t e = 0; e < o->epochs; e++) {
+    int64_t trained = 0;
+    for (int64_t e = r->first_epoch; e < o->epochs; e++, trained++) {
         epoch_stats st;
         if (train_epoch(r, e, &st) < 0 || evaluate(r, &accuracy) < 0) {
             fprintf(stderr, "%s: %s\n", prog, xg_last_error());
             return 1;
         }
+        if (o->checkpoint && write_checkpoint(r, e + 1))
+            return 1;
         train_seconds += st.seconds;
         printf("epoch %lld/%lld: train_loss=%.4f test_acc=%.4f time=%.1fs "
                "samples/s=%.0f\n", (long long)e + 1, (long long)o->epochs,
@@ -469,10 +571,18 @@ static int train(run *r)
                (double)r->train_samples / st.seconds);
         fflush(stdout);
     }
+    if (trained == 0 && evaluate(r, &accuracy) < 0) { /* nothing to train */
+        fprintf(stderr, "%s: %s\n", prog, xg_last_error());
+        return 1;
+    }
+    if (o->save && xg_module_save(r->model.module, o->save) != XG_OK)
+        return file_error("writing", o->save);
     printf("result: backend=%s model=%s epochs=%lld train_samples=%lld "
            "test_acc=%.4f samples_per_s=%.0f\n", xg_device_backend(r->dev),
            r->model.name, (long long)o->epochs, (long long)r->train_samples,
-           accuracy, (double)(r->train_samples * o->epochs) / train_seconds);
+           accuracy, trained ? (double)(r->train_samples * trained) /
+                                   train_seconds
+                             : 0.0);
     return 0;
 }
 

@@ -5,8 +5,13 @@
  * over to sample_main.
  *
  * Common flags: --data DIR, --epochs N, --batch-size N, --lr X,
- * --optimizer sgd|adam|adamw, --limit N, --seed N, --help; each takes
- * "--flag VALUE" or "--flag=VALUE".
+ * --optimizer sgd|adam|adamw, --limit N, --seed N, --save PATH,
+ * --load PATH, --checkpoint PATH, --resume PATH, --help; each takes
+ * "--flag VALUE" or "--flag=VALUE". Model files are safetensors:
+ * --save writes the trained model's state_dict, --load starts from one
+ * (with --epochs 0 it only evaluates), --checkpoint writes model, optimizer
+ * and progress after every epoch, --resume continues from such a file and
+ * trains up to --epochs in all, exactly as an uninterrupted run would.
  *
  * Output: a header (device, data, model), one line per epoch, then
  *   result: backend=cpu model=mlp epochs=3 train_samples=60000 test_acc=0.8812 samples_per_s=41234
@@ -34,6 +39,7 @@ typedef struct sample_options {
     double lr;
     const char *optimizer;
     uint64_t seed;
+    const char *save, *load, *checkpoint, *resume; /* paths or NULL */
 } sample_options;
 
 /* One flag of a sample's own. `arg` names its value in the usage text
