@@ -1,0 +1,374 @@
+/* Ops: every slot of the dispatch table runs through vk_run, which picks the
+ * op's pipeline (the shader variant named after it), lets the op family's
+ * planner fill in push constants and grid, and records one dispatch. The
+ * one exception is a GEMM with a long K, which runs as two (split K).
+ *
+ * The push-constant structs below mirror the `Push` blocks of the shaders
+ * in shaders/ field by field (std430: 4-byte scalars, arrays of stride 4).
+ * Sizes fit in 32 bits: alloc() refuses buffers past maxStorageBufferRange,
+ * which is below 2^32 bytes. */
+#include "shader_config.h"
+#include "vulkan_impl.h"
+
+#include <assert.h>
+#include <string.h>
+
+static uint32_t u32(int64_t v)
+{
+    assert(v >= 0 && v <= (int64_t)UINT32_MAX);
+    return (uint32_t)v;
+}
+
+static uint32_t ceil_div(int64_t a, int64_t b)
+{
+    return u32((a + b - 1) / b);
+}
+
+/* Workgroups along one axis for `items` of `per_group` each; kernels loop
+ * over work beyond XG_MAX_GROUPS groups. */
+static uint32_t groups(int64_t items, int64_t per_group)
+{
+    uint32_t g = ceil_div(items, per_group);
+    return g < XG_MAX_GROUPS ? g : XG_MAX_GROUPS;
+}
+
+static void set_push(xg_vk_job *job, const void *push, size_t size)
+{
+    assert(size <= sizeof job->push && size % 4 == 0);
+    memcpy(job->push, push, size);
+    job->push_size = (uint32_t)size;
+}
+
+/* A 1-D grid over n elements of a XG_WG_SIZE-wide kernel. */
+static void grid_1d(xg_vk_job *job, int64_t n)
+{
+    job->groups[0] = groups(n, XG_WG_SIZE);
+    job->groups[1] = job->groups[2] = 1;
+}
+
+/* ---- planners, one per op family ----------------------------------------- */
+
+/* What a planner reads: the call, and the device it will run on. */
+typedef struct plan_in {
+    const xg_vk_device *dev;
+    const xg_kernel_call *call;
+} plan_in;
+
+/* UNARY, UNARY_BACKWARD, SCALAR: unary.comp. */
+static void plan_elementwise(const plan_in *in, xg_vk_job *job)
+{
+    const xg_kernel_call *c = in->call;
+    struct { uint32_t n; float scalar; } p = {u32(c->p.ew.n), c->p.ew.scalar};
+    set_push(job, &p, sizeof p);
+    grid_1d(job, c->p.ew.n);
+}
+
+/* BINARY: binary.comp. */
+static void plan_binary(const plan_in *in, xg_vk_job *job)
+{
+    const xg_binary_args *a = &in->call->p.binary;
+    struct {
+        uint32_t n, ndim;
+        uint32_t shape[XG_MAX_DIMS], stride_a[XG_MAX_DIMS],
+            stride_b[XG_MAX_DIMS];
+    } p = {u32(a->n), u32(a->ndim)};
+    for (int k = 0; k < a->ndim; k++) {
+        p.shape[k] = u32(a->shape[k]);
+        p.stride_a[k] = u32(a->stride_a[k]);
+        p.stride_b[k] = u32(a->stride_b[k]);
+    }
+    set_push(job, &p, sizeof p);
+    grid_1d(job, a->n);
+}
+
+/* Invocations that share one reduction over `len` elements: a power of
+ * two that leaves each a few elements, at most `max`. */
+static uint32_t lanes_for(int64_t len, uint32_t max)
+{
+    uint32_t lanes = 1;
+    while (lanes < max && 4 * (int64_t)lanes < len)
+        lanes *= 2;
+    return lanes;
+}
+
+typedef struct reduce_push {
+    uint32_t outer, dim, inner, lanes;
+} reduce_push;
+
+/* REDUCE: reduce.comp, XG_WG_SIZE / lanes outputs per workgroup. With
+ * inner > 1 a workgroup keeps up to 32 adjacent outputs, so that its reads
+ * along the inner axis stay contiguous. */
+static void plan_reduce(const plan_in *in, xg_vk_job *job)
+{
+    const xg_reduce_args *a = &in->call->p.reduce;
+    uint32_t adjacent = 1;
+    while (adjacent < a->inner && adjacent < 32)
+        adjacent *= 2;
+    uint32_t lanes = lanes_for(a->dim, XG_WG_SIZE / adjacent);
+    reduce_push p = {u32(a->outer), u32(a->dim), u32(a->inner), lanes};
+    set_push(job, &p, sizeof p);
+    job->groups[0] = groups(a->outer * a->inner, XG_WG_SIZE / lanes);
+    job->groups[1] = job->groups[2] = 1;
+}
+
+/* REDUCE_BACKWARD: reduce.comp, elementwise over the input shape. */
+static void plan_reduce_backward(const plan_in *in, xg_vk_job *job)
+{
+    const xg_reduce_args *a = &in->call->p.reduce;
+    reduce_push p = {u32(a->outer), u32(a->dim), u32(a->inner), 0};
+    set_push(job, &p, sizeof p);
+    grid_1d(job, a->outer * a->dim * a->inner);
+}
+
+/* ROWS: rows.comp, XG_WG_SIZE / lanes rows per workgroup. */
+static void plan_rows(const plan_in *in, xg_vk_job *job)
+{
+    const xg_rows_args *a = &in->call->p.rows;
+    uint32_t lanes = lanes_for(a->cols, XG_WG_SIZE);
+    struct { uint32_t rows, cols, lanes; } p = {u32(a->rows), u32(a->cols),
+                                                lanes};
+    set_push(job, &p, sizeof p);
+    job->groups[0] = groups(a->rows, XG_WG_SIZE / lanes);
+    job->groups[1] = job->groups[2] = 1;
+}
+
+/* GEMM: gemm.comp (matmul*) on GPUs, gemm_subgroup.comp (matmul_sg*) where
+ * the device runs it; the variants of each follow as nn, nt, tn, tt. */
+static_assert(XG_VK_PIPE_matmul_nt == XG_VK_PIPE_matmul + 1 &&
+                  XG_VK_PIPE_matmul_tn == XG_VK_PIPE_matmul + 2 &&
+                  XG_VK_PIPE_matmul_tt == XG_VK_PIPE_matmul + 3 &&
+                  XG_VK_PIPE_matmul_sg_tt == XG_VK_PIPE_matmul_sg + 3,
+              "matmul variants out of order in shaders/meson.build");
+
+/* K chunks of a GEMM: K loops longer than XG_GEMM_K_CHUNK are split
+ * (shaders/shader_config.h). */
+static int64_t gemm_splits(const xg_gemm_args *a)
+{
+    return (a->k + XG_GEMM_K_CHUNK - 1) / XG_GEMM_K_CHUNK;
+}
+
+static void plan_gemm(const plan_in *in, xg_vk_job *job)
+{
+    const xg_gemm_args *a = &in->call->p.gemm;
+    int64_t splits = gemm_splits(a);
+    struct {
+        uint32_t batch, m, n, k, stride_a, stride_b, stride_c;
+        float alpha;
+        uint32_t splits, k_chunk;
+    } p = {
+        .batch = u32(a->batch),
+        .m = u32(a->m),
+        .n = u32(a->n),
+        .k = u32(a->k),
+        .stride_a = u32(a->stride_a),
+        .stride_b = u32(a->stride_b),
+        .stride_c = u32(a->stride_c),
+        .alpha = a->alpha,
+        .splits = u32(splits),
+        .k_chunk = XG_GEMM_K_CHUNK,
+    };
+    set_push(job, &p, sizeof p);
+    bool sg = in->dev->subgroup_gemm;
+    job->pipe = (sg ? XG_VK_PIPE_matmul_sg : XG_VK_PIPE_matmul) +
+                2 * !!a->trans_a + !!a->trans_b;
+    job->groups[0] = groups(a->n, sg ? XG_GEMM_SG_LANES * XG_GEMM_SG_COL_BLOCKS
+                                     : XG_GEMM_TILE_N);
+    job->groups[1] = groups(a->m, sg ? XG_GEMM_SG_LANES * XG_GEMM_SG_ROW_BLOCKS
+                                     : XG_GEMM_TILE_M);
+    job->groups[2] = groups(a->batch * splits, 1);
+}
+
+/* PERMUTE: permute.comp gets, per output axis, its size and the stride of
+ * the input axis it reads. */
+static void plan_permute(const plan_in *in, xg_vk_job *job)
+{
+    const xg_permute_args *a = &in->call->p.permute;
+    struct {
+        uint32_t n, ndim;
+        uint32_t out_shape[XG_MAX_DIMS], in_stride[XG_MAX_DIMS];
+    } p = {u32(a->n), u32(a->ndim)};
+    int64_t stride[XG_MAX_DIMS], s = 1;
+    for (int k = a->ndim - 1; k >= 0; k--) {
+        stride[k] = s;
+        s *= a->in_shape[k];
+    }
+    for (int j = 0; j < a->ndim; j++) {
+        p.out_shape[j] = u32(a->in_shape[a->perm[j]]);
+        p.in_stride[j] = u32(stride[a->perm[j]]);
+    }
+    set_push(job, &p, sizeof p);
+    grid_1d(job, a->n);
+}
+
+/* FILL (fill, copy): fill.comp. */
+static void plan_fill(const plan_in *in, xg_vk_job *job)
+{
+    const xg_kernel_call *c = in->call;
+    struct { uint32_t n; float value; } p = {u32(c->p.fill.n),
+                                             c->p.fill.value};
+    set_push(job, &p, sizeof p);
+    grid_1d(job, c->p.fill.n);
+}
+
+/* RNG: rng.comp, one Philox block (XG_RNG_BLOCK elements) per invocation;
+ * 64-bit seed and offset travel as (low, high) words. */
+static void plan_rng(const plan_in *in, xg_vk_job *job)
+{
+    const xg_rng_args *a = &in->call->p.rng;
+    struct {
+        uint32_t n, seed_lo, seed_hi, offset_lo, offset_hi;
+        float a, b;
+    } p = {
+        .n = u32(a->n),
+        .seed_lo = (uint32_t)a->seed,
+        .seed_hi = (uint32_t)(a->seed >> 32),
+        .offset_lo = (uint32_t)a->offset,
+        .offset_hi = (uint32_t)(a->offset >> 32),
+        .a = a->a,
+        .b = a->b,
+    };
+    set_push(job, &p, sizeof p);
+    grid_1d(job, (a->n + XG_RNG_BLOCK - 1) / XG_RNG_BLOCK);
+}
+
+/* ADAM: optim.comp. */
+static void plan_adam(const plan_in *in, xg_vk_job *job)
+{
+    const xg_adam_args *a = &in->call->p.adam;
+    struct {
+        uint32_t n;
+        float lr, beta1, beta2, eps, weight_decay, bias1, bias2;
+        uint32_t decoupled;
+    } p = {
+        .n = u32(a->n),
+        .lr = a->lr,
+        .beta1 = a->beta1,
+        .beta2 = a->beta2,
+        .eps = a->eps,
+        .weight_decay = a->weight_decay,
+        .bias1 = a->bias1,
+        .bias2 = a->bias2,
+        .decoupled = a->decoupled != 0,
+    };
+    set_push(job, &p, sizeof p);
+    grid_1d(job, a->n);
+}
+
+/* SGD: optim.comp; sgd_update_momentum when there is a momentum buffer. */
+static_assert(XG_VK_PIPE_sgd_update_momentum == XG_VK_PIPE_sgd_update + 1,
+              "sgd variants out of order in shaders/meson.build");
+
+static void plan_sgd(const plan_in *in, xg_vk_job *job)
+{
+    const xg_sgd_args *a = &in->call->p.sgd;
+    struct {
+        uint32_t n;
+        float lr, momentum, dampening, weight_decay;
+        uint32_t nesterov, first;
+    } p = {
+        .n = u32(a->n),
+        .lr = a->lr,
+        .momentum = a->momentum,
+        .dampening = a->dampening,
+        .weight_decay = a->weight_decay,
+        .nesterov = a->nesterov != 0,
+        .first = a->first != 0,
+    };
+    set_push(job, &p, sizeof p);
+    assert((a->momentum != 0.0f) == (in->call->out[1] != NULL));
+    job->pipe += a->momentum != 0.0f;
+    grid_1d(job, a->n);
+}
+
+/* ---- the dispatch table -------------------------------------------------- */
+
+typedef void (*plan_fn)(const plan_in *in, xg_vk_job *job);
+
+static const plan_fn planners[] = {
+    [XG_FAMILY_UNARY] = plan_elementwise,
+    [XG_FAMILY_UNARY_BACKWARD] = plan_elementwise,
+    [XG_FAMILY_SCALAR] = plan_elementwise,
+    [XG_FAMILY_BINARY] = plan_binary,
+    [XG_FAMILY_REDUCE] = plan_reduce,
+    [XG_FAMILY_REDUCE_BACKWARD] = plan_reduce_backward,
+    [XG_FAMILY_ROWS] = plan_rows,
+    [XG_FAMILY_GEMM] = plan_gemm,
+    [XG_FAMILY_PERMUTE] = plan_permute,
+    [XG_FAMILY_FILL] = plan_fill,
+    [XG_FAMILY_RNG] = plan_rng,
+    [XG_FAMILY_ADAM] = plan_adam,
+    [XG_FAMILY_SGD] = plan_sgd,
+};
+
+/* Per op, from api/ops.def: its family, and its pipeline (a shader variant
+ * of the same name must exist in shaders/meson.build). */
+static const struct {
+    xg_op_family family;
+    xg_vk_pipe pipe;
+} op_kernels[XG_OP_COUNT] = {
+#define XG_OP(name, family, n_in, n_out)                                     \
+    [XG_OP_##name] = {XG_FAMILY_##family, XG_VK_PIPE_##name},
+#include "ops.def"
+#undef XG_OP
+};
+
+/* Runs a call as one dispatch. */
+static xg_status run_planned(xg_vk_device *d, const xg_kernel_call *call)
+{
+    plan_in in = {d, call};
+    xg_vk_job job = {.pipe = op_kernels[call->op].pipe};
+    planners[op_kernels[call->op].family](&in, &job);
+    return xg_vk_dispatch(d, &job, call->in, call->out);
+}
+
+/* A GEMM with K split into chunks: the partial products go to a temporary
+ * [batch, splits, M, N], then `sum` reduces it over the splits into C. */
+static xg_status run_split_gemm(xg_vk_device *d, const xg_kernel_call *call)
+{
+    const xg_gemm_args *a = &call->p.gemm;
+    int64_t splits = gemm_splits(a);
+    xg_buffer *partial = NULL;
+    xg_status st = xg_vk_alloc(&d->base,
+                               (size_t)(a->batch * splits * a->m * a->n) * 4,
+                               &partial);
+    if (st != XG_OK)
+        return st;
+    xg_kernel_call parts = *call;
+    parts.out[0] = partial;
+    st = run_planned(d, &parts);
+    xg_kernel_call sum = {
+        .op = XG_OP_sum,
+        .in = {partial},
+        .out = {call->out[0]},
+        .p.reduce = {a->batch, splits, a->m * a->n},
+    };
+    if (st == XG_OK)
+        st = run_planned(d, &sum);
+    xg_vk_free(&d->base, partial); /* kept until the sum has run */
+    return st;
+}
+
+static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    xg_vk_device *d = xg_vk_dev(dev);
+    if (call->op == XG_OP_matmul && gemm_splits(&call->p.gemm) > 1)
+        return run_split_gemm(d, call);
+    return run_planned(d, call);
+}
+
+const xg_backend xg_backend_vulkan = {
+    .name = "vulkan",
+    .enumerate = xg_vk_enumerate,
+    .open = xg_vk_open,
+    .close = xg_vk_close,
+    .alloc = xg_vk_alloc,
+    .free = xg_vk_free,
+    .upload = xg_vk_upload,
+    .download = xg_vk_download,
+    .sync = xg_vk_sync,
+    .ops = {
+#define XG_OP(name, family, n_in, n_out) [XG_OP_##name] = vk_run,
+#include "ops.def"
+#undef XG_OP
+    },
+};

@@ -1,0 +1,50 @@
+/* c = a (op) b with broadcasting strides (struct xg_binary_args); the op is
+ * chosen at build time with -DOP_<NAME>. */
+#version 450
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x = XG_WG_SIZE) in;
+
+/* Axes 0..ndim-1 of the output, last axis fastest. */
+layout(push_constant) uniform Push {
+    uint n, ndim;
+    uint shape[6];
+    uint stride_a[6];
+    uint stride_b[6];
+} pc;
+
+XG_IN(0, float, a);
+XG_IN(1, float, b);
+XG_OUT(0, float, c);
+
+float op(float u, float v)
+{
+#if defined(OP_ADD)
+    return u + v;
+#elif defined(OP_SUB)
+    return u - v;
+#elif defined(OP_MUL)
+    return u * v;
+#elif defined(OP_DIV)
+    return u / v;
+#else
+#error "binary.comp: no OP_ defined"
+#endif
+}
+
+void main()
+{
+    XG_FOR_EACH(i, pc.n) {
+        uint ia = 0, ib = 0, rest = i;
+        for (int k = int(pc.ndim) - 1; k > 0; k--) {
+            uint coord = rest % pc.shape[k];
+            rest /= pc.shape[k];
+            ia += coord * pc.stride_a[k];
+            ib += coord * pc.stride_b[k];
+        }
+        ia += rest * pc.stride_a[0]; /* rest < shape[0] */
+        ib += rest * pc.stride_b[0];
+        c[i] = op(a[ia], b[ib]);
+    }
+}

@@ -1,0 +1,89 @@
+/* Shared by the GEMM kernels (struct xg_gemm_args):
+ *   C_b = alpha * op(A_b) op(B_b),  b in [0, batch)
+ * -DTRANS_A / -DTRANS_B select the stored layouts, so each kernel serves the
+ * forward product and both gradients. A stride of 0 broadcasts one matrix
+ * over the batch.
+ *
+ * Split K: with splits > 1 the backend cuts K into chunks of k_chunk and
+ * makes C_{b,s} = alpha * (the part of the product over chunk s) at
+ * (b * splits + s) * stride_c of a temporary, which it then sums over s. */
+#ifndef XG_GEMM_COMMON_GLSL
+#define XG_GEMM_COMMON_GLSL
+
+#include "common.glsl"
+
+layout(push_constant) uniform Push {
+    uint batch, m, n, k;
+    uint stride_a, stride_b, stride_c;
+    float alpha;
+    uint splits, k_chunk;
+} pc;
+
+XG_IN(0, float, A);
+XG_IN(1, float, B);
+XG_OUT(0, float, C);
+
+/* op(A)[row, kk] of the matrix at `base`, 0 outside. */
+float load_a(uint base, uint row, uint kk)
+{
+    if (row >= pc.m || kk >= pc.k)
+        return 0.0f;
+#ifdef TRANS_A
+    return A[base + kk * pc.m + row]; /* stored [K, M] */
+#else
+    return A[base + row * pc.k + kk]; /* stored [M, K] */
+#endif
+}
+
+/* op(B)[kk, col] of the matrix at `base`, 0 outside. */
+float load_b(uint base, uint kk, uint col)
+{
+    if (kk >= pc.k || col >= pc.n)
+        return 0.0f;
+#ifdef TRANS_B
+    return B[base + col * pc.k + kk]; /* stored [N, K] */
+#else
+    return B[base + kk * pc.n + col]; /* stored [K, N] */
+#endif
+}
+
+void store_c(uint base, uint row, uint col, float v)
+{
+    if (row < pc.m && col < pc.n)
+        C[base + row * pc.n + col] = pc.alpha * v;
+}
+
+/* One unit of work: the tile of C_z (z = b * splits + s) at (m0, n0), over
+ * k in [k_begin, k_end). */
+struct Tile {
+    uint base_a, base_b, base_c;
+    uint k_begin, k_end;
+    uint m0, n0;
+};
+
+#if XG_GEMM_K_CHUNK % XG_GEMM_TILE_K != 0
+#error "a K chunk must be whole K tiles of gemm.comp"
+#endif
+
+/* Calls tile() for every tile_m x tile_n tile that falls to this
+ * workgroup: the grid is (n tiles, m tiles, batch * splits), each axis
+ * capped at XG_MAX_GROUPS. */
+#define XG_GEMM_FOR_EACH_TILE(tile_m, tile_n)                                \
+    uint tiles_m = (pc.m + (tile_m) - 1) / (tile_m);                          \
+    uint tiles_n = (pc.n + (tile_n) - 1) / (tile_n);                          \
+    for (uint z = gl_WorkGroupID.z; z < pc.batch * pc.splits;                 \
+         z += gl_NumWorkGroups.z) {                                           \
+        uint b = z / pc.splits, k0 = (z % pc.splits) * pc.k_chunk;            \
+        Tile t = Tile(b * pc.stride_a, b * pc.stride_b, z * pc.stride_c, k0,  \
+                      min(pc.k, k0 + pc.k_chunk), 0, 0);                      \
+        for (uint tm = gl_WorkGroupID.y; tm < tiles_m;                        \
+             tm += gl_NumWorkGroups.y)                                        \
+            for (uint tn = gl_WorkGroupID.x; tn < tiles_n;                    \
+                 tn += gl_NumWorkGroups.x) {                                  \
+                t.m0 = tm * (tile_m);                                         \
+                t.n0 = tn * (tile_n);                                         \
+                tile(t);                                                      \
+            }                                                                 \
+    }
+
+#endif
