@@ -1,10 +1,10 @@
 /* finetune: transfer learning with a saved model.
  *
  * 1. Pretrains the CNN of mnist_cnn on Fashion-MNIST classes 0-4 and saves
- *    its feature extractor (everything but the classifier head).
+ *    its convolutional layers (the features).
  * 2. Loads the features into a new network, freezes them, puts a new head
- *    for classes 5-9 on top and trains only the head on a small labelled
- *    set (--few, 1000 images).
+ *    (the two fully connected layers) for classes 5-9 on top and trains
+ *    only the head on a small labelled set (--few, 1000 images).
  * 3. Trains the same network from scratch on the same small set.
  * Both are scored on the test images of classes 5-9, and the frozen
  * parameters are checked to be bit-identical after fine-tuning. Last line:
@@ -65,7 +65,7 @@ static bool append(xg_module *seq, const char *name, xg_module *child)
     return child && xg_sequential_add(seq, name, child) == XG_OK;
 }
 
-/* mnist_cnn's network without its last layer: [N,1,28,28] -> [N,128]. */
+/* mnist_cnn's convolutional layers: [N,1,28,28] -> [N,9216]. */
 static xg_module *features_new(void)
 {
     xg_module *f = xg_sequential();
@@ -75,16 +75,26 @@ static xg_module *features_new(void)
               append(f, NULL, xg_relu_layer()) &&
               append(f, NULL, xg_max_pool2d_layer(2, 0, 0)) &&
               append(f, NULL, xg_dropout_layer(0.25f)) &&
-              append(f, NULL, xg_flatten_layer()) &&
-              append(f, NULL, xg_linear(9216, 128, true)) &&
-              append(f, NULL, xg_relu_layer()) &&
-              append(f, NULL, xg_dropout_layer(0.5f));
+              append(f, NULL, xg_flatten_layer());
     if (!ok)
         xg_module_free(f);
     return ok ? f : NULL;
 }
 
-/* features (owned by the result) + a new 128 -> 5 head. */
+/* mnist_cnn's classifier for 5 classes: 9216 -> 128 -> 5. */
+static xg_module *head_new(void)
+{
+    xg_module *h = xg_sequential();
+    bool ok = h && append(h, NULL, xg_linear(9216, 128, true)) &&
+              append(h, NULL, xg_relu_layer()) &&
+              append(h, NULL, xg_dropout_layer(0.5f)) &&
+              append(h, NULL, xg_linear(128, 5, true));
+    if (!ok)
+        xg_module_free(h);
+    return ok ? h : NULL;
+}
+
+/* features (owned by the result) + a new head. */
 static xg_module *classifier_new(xg_module *features)
 {
     xg_module *m = xg_sequential();
@@ -92,7 +102,7 @@ static xg_module *classifier_new(xg_module *features)
         xg_module_free(m ? m : features);
         return NULL;
     }
-    if (!append(m, "head", xg_linear(128, 5, true))) {
+    if (!append(m, "head", head_new())) {
         xg_module_free(m);
         return NULL;
     }

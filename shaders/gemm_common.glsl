@@ -17,7 +17,18 @@ layout(push_constant) uniform Push {
     uint stride_a, stride_b, stride_c;
     float alpha;
     uint splits, k_chunk;
+#ifdef XG_GEMM_OFFSETS
+    /* Elements before matrix 0 of A, B and C (conv2d's views into NCHW
+     * tensors and column buffers; vulkan_conv.c). */
+    uint offset_a, offset_b, offset_c;
+#endif
 } pc;
+
+#ifdef XG_GEMM_OFFSETS
+#define XG_GEMM_OFFSET(x) pc.offset_##x
+#else
+#define XG_GEMM_OFFSET(x) 0u
+#endif
 
 XG_IN(0, float, A);
 XG_IN(1, float, B);
@@ -28,6 +39,7 @@ float load_a(uint base, uint row, uint kk)
 {
     if (row >= pc.m || kk >= pc.k)
         return 0.0f;
+    base += XG_GEMM_OFFSET(a);
 #ifdef TRANS_A
     return A[base + kk * pc.m + row]; /* stored [K, M] */
 #else
@@ -40,6 +52,7 @@ float load_b(uint base, uint kk, uint col)
 {
     if (kk >= pc.k || col >= pc.n)
         return 0.0f;
+    base += XG_GEMM_OFFSET(b);
 #ifdef TRANS_B
     return B[base + col * pc.k + kk]; /* stored [N, K] */
 #else
@@ -50,7 +63,7 @@ float load_b(uint base, uint kk, uint col)
 void store_c(uint base, uint row, uint col, float v)
 {
     if (row < pc.m && col < pc.n)
-        C[base + row * pc.n + col] = pc.alpha * v;
+        C[XG_GEMM_OFFSET(c) + base + row * pc.n + col] = pc.alpha * v;
 }
 
 /* One unit of work: the tile of C_z (z = b * splits + s) at (m0, n0), over

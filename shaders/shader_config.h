@@ -19,6 +19,10 @@
 #define XG_UNROLL 16
 #define XG_GEMM_K_CHUNK 16384
 
+/* Invocations per workgroup of the per-plane kernels (conv.comp,
+ * pool.comp): grid x runs over the pixels of a plane, grid y over planes. */
+#define XG_PLANE_WG 64
+
 /* Elements per invocation of the RNG kernel: one Philox block. */
 #define XG_RNG_BLOCK 4
 

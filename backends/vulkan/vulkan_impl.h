@@ -10,6 +10,7 @@
  *                      pipeline cache
  *   vulkan_ops.c       op -> pipeline, push constants, grid; the dispatch
  *                      table xg_backend_vulkan
+ *   vulkan_conv.c      conv2d (im2col + GEMM), pooling, dropout
  *
  * The loader is opened with dlopen, so a library built with Vulkan support
  * still loads (and the other backends work) where no loader is installed.
@@ -268,6 +269,12 @@ xg_status xg_vk_upload(xg_backend_device *dev, xg_buffer *buf, size_t offset,
 xg_status xg_vk_download(xg_backend_device *dev, xg_buffer *buf,
                          size_t offset, void *dst, size_t bytes);
 xg_status xg_vk_sync(xg_backend_device *dev);
+
+/* ---- convolution, pooling, dropout (vulkan_conv.c) ----------------------- */
+
+/* Records the dispatches of one op of the CONV, POOL or DROPOUT family
+ * (conv2d takes several, with scratch column buffers). */
+xg_status xg_vk_cnn(xg_vk_device *d, const xg_kernel_call *call);
 
 /* ---- the device (vulkan_device.c) ---------------------------------------- */
 

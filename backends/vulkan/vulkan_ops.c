@@ -351,6 +351,14 @@ static xg_status run_split_gemm(xg_vk_device *d, const xg_kernel_call *call)
 static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
 {
     xg_vk_device *d = xg_vk_dev(dev);
+    switch (op_kernels[call->op].family) {
+    case XG_FAMILY_CONV: /* several dispatches: vulkan_conv.c */
+    case XG_FAMILY_POOL:
+    case XG_FAMILY_DROPOUT:
+        return xg_vk_cnn(d, call);
+    default:
+        break;
+    }
     if (call->op == XG_OP_matmul && gemm_splits(&call->p.gemm) > 1)
         return run_split_gemm(d, call);
     return run_planned(d, call);

@@ -237,7 +237,10 @@ static_assert(XG_VK_PIPE_matmul_sg_tt == XG_VK_PIPE_matmul_sg + 3,
 
 static bool needs_full_subgroups(xg_vk_pipe pipe)
 {
-    return pipe >= XG_VK_PIPE_matmul_sg && pipe <= XG_VK_PIPE_matmul_sg_tt;
+    return (pipe >= XG_VK_PIPE_matmul_sg && pipe <= XG_VK_PIPE_matmul_sg_tt) ||
+           pipe == XG_VK_PIPE_conv_gemm_sg_nn ||
+           pipe == XG_VK_PIPE_conv_gemm_sg_nt ||
+           pipe == XG_VK_PIPE_conv_gemm_sg_tn;
 }
 
 static xg_status build(xg_vk_device *d, xg_vk_pipe pipe)
