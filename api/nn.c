@@ -190,10 +190,13 @@ xg_module *xg_conv2d_layer(int64_t in_channels, int64_t out_channels,
 {
     xg_conv2d_params p = params ? *params : xg_conv2d_defaults();
     if (in_channels < 1 || out_channels < 1 || kernel < 1 || p.groups < 1 ||
-        in_channels % p.groups || out_channels % p.groups) {
+        p.stride_h < 1 || p.stride_w < 1 || p.dil_h < 1 || p.dil_w < 1 ||
+        p.pad_h < 0 || p.pad_w < 0 || in_channels % p.groups ||
+        out_channels % p.groups) {
         xg_set_error(XG_ERR_INVALID_ARG, "conv2d_layer: channels %lld -> %lld,"
-                     " kernel %d, groups %d: need positive sizes and channels "
-                     "divisible by groups", (long long)in_channels,
+                     " kernel %d, groups %d: need positive sizes, strides and "
+                     "dilations, padding >= 0 and channels divisible by "
+                     "groups", (long long)in_channels,
                      (long long)out_channels, kernel, p.groups);
         return NULL;
     }
