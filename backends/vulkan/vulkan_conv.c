@@ -82,7 +82,10 @@ static xg_status gemm(xg_vk_device *d, const char *trans, int64_t batch,
            u32(a.stride), u32(b.stride), u32(c.stride), 1.0f,
            1,             u32(k),        u32(a.offset), u32(b.offset),
            u32(c.offset)};
-    bool sg = d->subgroup_gemm;
+    /* The subgroup kernel (CPU drivers) loops over K in one go, and lavapipe
+     * stops a shader's loops after 65535 trips: beyond XG_GEMM_K_CHUNK the
+     * tiled kernel, which takes K in tiles, does the product. */
+    bool sg = d->subgroup_gemm && k <= XG_GEMM_K_CHUNK;
     xg_vk_job job = {.push_size = sizeof p};
     memcpy(job.push, &p, sizeof p);
     if (strcmp(trans, "nt") == 0)
