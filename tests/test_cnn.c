@@ -364,8 +364,9 @@ static void check_against_reference(conv_case c, uint64_t seed, bool bias)
     cn_assert_values(xg_tensor_grad(w), r.dw, 1e-4, 1e-5, "conv2d dweight");
     if (b)
         cn_assert_values(xg_tensor_grad(b), db, 1e-4, 1e-5, "conv2d dbias");
-    free(dyv), free((void *)r.x), free((void *)r.w), free(r.y), free(r.dx);
-    free(r.dw), free(bv), free(db);
+    void *owned[] = {dyv, (void *)r.x, (void *)r.w, r.y, r.dx, r.dw, bv, db};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        free(owned[i]);
 }
 
 Test(cnn, conv2d_matches_direct_convolution)
@@ -549,7 +550,10 @@ Test(cnn, dropout_mask_is_rand_uniform_stream)
     float *g = cn_read(xg_tensor_grad(x));
     for (int64_t i = 0; i < n; i++)
         cr_assert_eq(g[i], u[i] < p ? 0.0f : scale, "grad %" PRId64, i);
-    free(xv), free(u), free(yv), free(g);
+    free(xv);
+    free(u);
+    free(yv);
+    free(g);
 }
 
 Test(cnn, dropout_seeds_and_modes)
@@ -567,7 +571,12 @@ Test(cnn, dropout_seeds_and_modes)
     float *z = cn_read(xg_dropout(x, 0.0f, true));  /* p = 0 */
     cr_assert(memcmp(xv, e, 256 * sizeof *e) == 0, "eval is the identity");
     cr_assert(memcmp(xv, z, 256 * sizeof *z) == 0, "p = 0 is the identity");
-    free(a), free(b), free(c), free(xv), free(e), free(z);
+    free(a);
+    free(b);
+    free(c);
+    free(xv);
+    free(e);
+    free(z);
 }
 
 static xg_tensor *f_dropout(xg_tensor *const *in, const void *ctx)
@@ -695,7 +704,8 @@ Test(cnn, layers_names_shapes_and_modes)
     float *a = cn_read(xg_module_forward(seq, x));
     float *b = cn_read(xg_module_forward(seq, x));
     cr_assert(memcmp(a, b, 32 * sizeof *a) == 0);
-    free(a), free(b);
+    free(a);
+    free(b);
     xg_module_free(seq);
 }
 
@@ -736,7 +746,9 @@ Test(cnn, conv2d_same_result_on_any_thread_count)
         cr_assert(cn_close(three[i], one[i], 1e-5, 1e-5),
                   "value %" PRId64 ": %g with 3 threads, %g with 1", i,
                   three[i], one[i]);
-    free(one), free(three), free(again);
+    free(one);
+    free(three);
+    free(again);
 }
 
 /* ===== bad calls ========================================================== */

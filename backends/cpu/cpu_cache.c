@@ -44,8 +44,10 @@ static int size_class(size_t bytes, size_t *class_bytes)
         *class_bytes = (bytes + 63) / 64 * 64;
         return (int)(*class_bytes / 64) - 1; /* 0 .. 63 */
     }
-    int e = 63 - __builtin_clzll((unsigned long long)(bytes - 1)); /* 2^e < bytes */
-    size_t step = (size_t)1 << (e - 3);          /* 2^e / 8, e >= 12 */
+    int e = 12; /* 2^e < bytes <= 2^(e + 1) */
+    while (((size_t)2 << e) < bytes)
+        e++;
+    size_t step = (size_t)1 << (e - 3); /* 2^e / 8 */
     size_t m = (bytes - ((size_t)1 << e) + step - 1) / step; /* 1 .. 8 */
     *class_bytes = ((size_t)1 << e) + m * step;
     int cls = CACHE_SMALL / 64 + (e - 12) * SUB_CLASSES + (int)m - 1;
