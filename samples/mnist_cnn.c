@@ -3,7 +3,8 @@
  * XGRAD_BACKEND selects.
  *
  *   mnist_cnn [--data DIR] [--epochs N] [--batch-size N] [--lr X]
- *             [--optimizer sgd|adam|adamw] [--bn] [--limit N] [--seed N]
+ *             [--optimizer sgd|adam|adamw] [--lr-schedule constant|cosine]
+ *             [--warmup N] [--bn] [--limit N] [--seed N]
  *
  * The model is nn.Sequential(Conv2d(1, 32, 3), ReLU(), Conv2d(32, 64, 3),
  * ReLU(), MaxPool2d(2), Dropout(0.25), Flatten(), Linear(9216, 128), ReLU(),

@@ -2,7 +2,8 @@
  * MNIST-format folder) with xgrad, on the device XGRAD_BACKEND selects.
  *
  *   mnist_mlp [--data DIR] [--epochs N] [--batch-size N] [--lr X]
- *             [--optimizer sgd|adam|adamw] [--hidden N[,N...]] [--limit N]
+ *             [--optimizer sgd|adam|adamw] [--lr-schedule constant|cosine]
+ *             [--warmup N] [--hidden N[,N...]] [--limit N]
  *             [--seed N]
  *
  * The model is nn.Sequential(Linear(784, h1), ReLU(), ..., Linear(hk, 10)).

@@ -60,7 +60,11 @@ static void usage(const sample_spec *spec, FILE *f)
             "  --epochs N          passes over the training set (3)\n"
             "  --batch-size N      samples per step (64)\n"
             "  --lr X              learning rate (1e-3)\n"
-            "  --optimizer NAME    sgd, adam or adamw (adam)\n",
+            "  --optimizer NAME    sgd, adam or adamw (adam)\n"
+            "  --lr-schedule NAME  constant, or cosine: decays to 0 over "
+            "all the steps\n"
+            "  --warmup N          cosine: steps of linear warmup first (0)\n"
+            "  --schedule-epochs N cosine: epochs it spans (--epochs)\n",
             spec->prog, spec->summary, DEFAULT_DATA);
     for (int i = 0; i < spec->n_flags; i++) {
         const sample_flag *fl = &spec->flags[i];
@@ -132,6 +136,14 @@ static int parse_optimizer(const char *s, sample_options *o)
     return 0;
 }
 
+static int parse_schedule(const char *s, sample_options *o)
+{
+    if (strcmp(s, "constant") && strcmp(s, "cosine"))
+        return sample_bad_value("--lr-schedule", s, "constant or cosine");
+    o->cosine = strcmp(s, "cosine") == 0;
+    return 0;
+}
+
 /* A common flag with its value; -1 when `flag` is not one of them. */
 static int parse_common(sample_options *o, const char *flag, const char *value)
 {
@@ -159,9 +171,21 @@ static int parse_common(sample_options *o, const char *flag, const char *value)
         return parse_lr(value, &o->lr);
     if (strcmp(flag, "--optimizer") == 0)
         return parse_optimizer(value, o);
+    if (strcmp(flag, "--lr-schedule") == 0)
+        return parse_schedule(value, o);
+    if (strcmp(flag, "--warmup") == 0)
+        return parse_i64(flag, value, 0, INT64_MAX, &o->warmup);
+    if (strcmp(flag, "--schedule-epochs") == 0)
+        return parse_i64(flag, value, 1, 100000, &o->schedule_epochs);
     if (strcmp(flag, "--seed") == 0)
         return parse_seed(value, &o->seed);
     return -1;
+}
+
+/* The number of epochs the cosine schedule spans. */
+static int64_t schedule_epochs(const sample_options *o)
+{
+    return o->schedule_epochs ? o->schedule_epochs : o->epochs;
 }
 
 /* The sample's own flag called `flag`, or NULL. */
@@ -221,6 +245,11 @@ static int parse_args(const sample_spec *spec, int argc, char **argv,
         if (rc)
             return rc;
     }
+    if (!o->cosine && (o->warmup || o->schedule_epochs)) {
+        fprintf(stderr, "%s: --warmup and --schedule-epochs shape the cosine "
+                "schedule; add --lr-schedule cosine\n", prog);
+        return 2;
+    }
     return 0;
 }
 
@@ -269,9 +298,14 @@ static void print_header(const run *r)
     printf("data: %s: train %lld (using %lld), test %lld\n", o->data_dir,
            (long long)r->train->n, (long long)r->train_samples,
            (long long)r->test->n);
-    printf("model: %s, %lld parameters; %s lr=%g batch=%lld seed=%llu\n",
+    char schedule[64] = "";
+    if (o->cosine)
+        snprintf(schedule, sizeof schedule,
+                 " (cosine to 0 over %lld epochs, %lld warmup steps)",
+                 (long long)schedule_epochs(o), (long long)o->warmup);
+    printf("model: %s, %lld parameters; %s lr=%g%s batch=%lld seed=%llu\n",
            r->model.description, (long long)params, o->optimizer, o->lr,
-           (long long)o->batch_size, (unsigned long long)o->seed);
+           schedule, (long long)o->batch_size, (unsigned long long)o->seed);
     fflush(stdout);
 }
 
@@ -293,12 +327,20 @@ static void run_hparams(const run *r, char (*values)[32], const char **kv)
     snprintf(values[0], 32, "%lld", (long long)o->batch_size);
     snprintf(values[1], 32, "%llu", (unsigned long long)o->seed);
     snprintf(values[2], 32, "%lld", (long long)o->limit);
+    /* Under cosine the rate at every step depends on the length of the
+     * whole run. */
+    if (o->cosine)
+        snprintf(values[3], 32, "cosine:%lld:%lld", (long long)o->warmup,
+                 (long long)schedule_epochs(o));
+    else
+        snprintf(values[3], 32, "constant");
     const char *list[] = {"model", r->model.name, "batch_size", values[0],
-                          "seed", values[1], "limit", values[2], NULL};
+                          "seed", values[1], "limit", values[2],
+                          "lr_schedule", values[3], NULL};
     memcpy(kv, list, sizeof list);
 }
 
-enum { N_HPARAMS = 4 };
+enum { N_HPARAMS = 5 };
 
 static int check_resume_settings(const run *r)
 {
@@ -311,6 +353,8 @@ static int check_resume_settings(const run *r)
     int rc = 0;
     for (int i = 0; kv[i] && rc == 0; i += 2) {
         const char *saved = xg_safetensors_metadata(st, kv[i]);
+        if (!saved && strcmp(kv[i], "lr_schedule") == 0)
+            saved = "constant"; /* checkpoints from before the flag */
         if (!saved || strcmp(saved, kv[i + 1]) != 0) {
             fprintf(stderr, "%s: %s: the checkpoint has %s=%s, this run %s; "
                     "resume with the same settings\n", prog, r->opt.resume,
@@ -409,6 +453,19 @@ static void teardown(run *r)
 
 /* ===== Training ========================================================== */
 
+/* The learning rate for the optimizer's next step. The step count comes
+ * from the optimizer, which a checkpoint restores, so a resumed run
+ * continues the schedule where it stopped. */
+static float current_lr(const run *r)
+{
+    const sample_options *o = &r->opt;
+    if (!o->cosine)
+        return (float)o->lr;
+    int64_t total = schedule_epochs(o) * xg_loader_batches(r->train_loader);
+    return xg_lr_cosine((float)o->lr, xg_optim_steps(r->optim), o->warmup,
+                        total, 0.0f);
+}
+
 /* The model's output for a batch of images [b, c, h, w]. */
 static xg_tensor *forward(run *r, xg_tensor *images)
 {
@@ -423,6 +480,8 @@ static xg_tensor *forward(run *r, xg_tensor *images)
 static int train_batch(run *r, xg_tensor *images, xg_tensor *labels,
                        xg_tensor **loss_sum)
 {
+    if (r->opt.cosine)
+        xg_optim_set_lr(r->optim, current_lr(r));
     xg_tensor *loss = xg_cross_entropy(forward(r, images), labels);
     if (!loss || xg_backward(loss) != XG_OK || xg_optim_step(r->optim) != XG_OK)
         return lib_error();
@@ -566,9 +625,11 @@ static int train(run *r)
             return 1;
         train_seconds += st.seconds;
         printf("epoch %lld/%lld: train_loss=%.4f test_acc=%.4f time=%.1fs "
-               "samples/s=%.0f\n", (long long)e + 1, (long long)o->epochs,
+               "samples/s=%.0f%s", (long long)e + 1, (long long)o->epochs,
                st.loss, accuracy, st.seconds,
-               (double)r->train_samples / st.seconds);
+               (double)r->train_samples / st.seconds, o->cosine ? "" : "\n");
+        if (o->cosine) /* the rate of the epoch's last step */
+            printf(" lr=%.3g\n", (double)xg_optim_lr(r->optim));
         fflush(stdout);
     }
     if (trained == 0 && evaluate(r, &accuracy) < 0) { /* nothing to train */

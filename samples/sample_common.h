@@ -5,13 +5,20 @@
  * over to sample_main.
  *
  * Common flags: --data DIR, --epochs N, --batch-size N, --lr X,
- * --optimizer sgd|adam|adamw, --limit N, --seed N, --save PATH,
+ * --optimizer sgd|adam|adamw, --lr-schedule constant|cosine, --warmup N,
+ * --schedule-epochs N,
+ * --limit N, --seed N, --save PATH,
  * --load PATH, --checkpoint PATH, --resume PATH, --help; each takes
  * "--flag VALUE" or "--flag=VALUE". Model files are safetensors:
  * --save writes the trained model's state_dict, --load starts from one
  * (with --epochs 0 it only evaluates), --checkpoint writes model, optimizer
  * and progress after every epoch, --resume continues from such a file and
  * trains up to --epochs in all, exactly as an uninterrupted run would.
+ * --lr-schedule cosine sets the learning rate before every step to
+ * xg_lr_cosine(lr, step, warmup, E * batches per epoch, 0): linear warmup
+ * over --warmup steps, then a half cosine down to 0 at the end of epoch E,
+ * where E is --schedule-epochs, or --epochs without it. A run meant to stop
+ * early and be resumed later gives the full length there.
  *
  * Output: a header (device, data, model), one line per epoch, then
  *   result: backend=cpu model=mlp epochs=3 train_samples=60000 test_acc=0.8812 samples_per_s=41234
@@ -38,6 +45,9 @@ typedef struct sample_options {
     int64_t epochs, batch_size, limit;
     double lr;
     const char *optimizer;
+    bool cosine;    /* --lr-schedule cosine (else constant) */
+    int64_t warmup; /* steps of linear warmup under cosine */
+    int64_t schedule_epochs; /* cosine's length; 0: --epochs */
     uint64_t seed;
     const char *save, *load, *checkpoint, *resume; /* paths or NULL */
 } sample_options;
