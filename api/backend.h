@@ -10,6 +10,10 @@
  * Ordering: calls on one device take effect in the order they are made.
  * A backend may queue work (it should: DESIGN.md, convention 6) and must make
  * download() observe every earlier call.
+ * Aliasing: no buffer of a call overlaps another buffer of the same call.
+ * Outputs are fresh allocations the kernel only writes, except in the ADAM
+ * and SGD families, whose outputs (parameter and optimizer state) hold
+ * values the kernel reads and updates in place, element by element.
  */
 #ifndef XGRAD_BACKEND_H
 #define XGRAD_BACKEND_H
