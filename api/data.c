@@ -439,8 +439,10 @@ struct xg_loader {
     int64_t count;      /* samples per epoch: min(limit, n) */
     int64_t pos;        /* next position in `order` */
     size_t sample;      /* floats per sample: c * h * w */
-    bool shuffle, drop_last;
+    bool shuffle, drop_last, augment;
     uint64_t seed;
+    int64_t epoch;      /* the one xg_loader_start began */
+    xg_augment aug;     /* when `augment` */
     int64_t *order;     /* the epoch's visiting order, `count` indices */
     float *images;      /* one batch, reused */
     int32_t *labels;
@@ -535,6 +537,7 @@ void xg_loader_start(xg_loader *ld, int64_t epoch)
     if (!ld)
         return;
     ld->pos = 0;
+    ld->epoch = epoch;
     for (int64_t i = 0; i < ld->count; i++)
         ld->order[i] = i;
     if (!ld->shuffle)
@@ -549,15 +552,47 @@ void xg_loader_start(xg_loader *ld, int64_t epoch)
     }
 }
 
-/* Copies samples order[pos .. pos+b) into the batch buffers. */
+/* Writes an augmented copy of image `src` [c, h, w] to `dst`, with the
+ * draws of the sample at position `pos` of the current epoch. */
+static void augment_image(const xg_loader *ld, int64_t pos, float *dst,
+                          const float *src)
+{
+    const xg_dataset *ds = ld->ds;
+    const xg_augment *a = &ld->aug;
+    uint64_t state = ld->seed ^ mix64((uint64_t)ld->epoch ^
+                                      0x6A09E667F3BCC909u) ^
+                     mix64((uint64_t)pos + 0xBB67AE8584CAA73Bu);
+    bool flip = a->hflip && (splitmix64(&state) & 1u);
+    int64_t span = 2 * (int64_t)a->shift + 1;
+    int64_t dy = (int64_t)rand_below(&state, (uint64_t)span) - a->shift;
+    int64_t dx = (int64_t)rand_below(&state, (uint64_t)span) - a->shift;
+    int64_t h = ds->height, w = ds->width;
+    for (int64_t c = 0; c < ds->channels; c++, src += h * w) {
+        for (int64_t y = 0; y < h; y++, dst += w) {
+            int64_t sy = y + dy;
+            for (int64_t x = 0; x < w; x++) {
+                int64_t sx = (flip ? w - 1 - x : x) + dx;
+                dst[x] = sy >= 0 && sy < h && sx >= 0 && sx < w
+                             ? src[sy * w + sx]
+                             : a->fill;
+            }
+        }
+    }
+}
+
+/* Copies samples order[pos .. pos+b) into the batch buffers, augmented
+ * when the loader augments. */
 static void loader_gather(xg_loader *ld, int64_t b)
 {
     const xg_dataset *ds = ld->ds;
     for (int64_t i = 0; i < b; i++) {
         int64_t k = ld->order[ld->pos + i];
-        memcpy(ld->images + (size_t)i * ld->sample,
-               ds->images + (size_t)k * ld->sample,
-               ld->sample * sizeof *ld->images);
+        float *dst = ld->images + (size_t)i * ld->sample;
+        const float *src = ds->images + (size_t)k * ld->sample;
+        if (ld->augment)
+            augment_image(ld, ld->pos + i, dst, src);
+        else
+            memcpy(dst, src, ld->sample * sizeof *ld->images);
         ld->labels[i] = ds->labels[k];
     }
 }
@@ -587,6 +622,31 @@ int xg_loader_next(xg_loader *ld, xg_tensor **images, xg_tensor **labels)
     *images = x;
     *labels = y;
     return 1;
+}
+
+xg_status xg_loader_set_augment(xg_loader *ld, const xg_augment *aug)
+{
+    if (!ld)
+        return xg_set_error(XG_ERR_INVALID_ARG,
+                            "loader_set_augment: loader is NULL");
+    if (!aug) {
+        ld->augment = false;
+        return XG_OK;
+    }
+    int64_t side = ld->ds->height < ld->ds->width ? ld->ds->height
+                                                  : ld->ds->width;
+    if (aug->shift < 0 || aug->shift >= side)
+        return xg_set_error(XG_ERR_INVALID_ARG, "loader_set_augment: shift "
+                            "is %d; must be in [0, %lld) for %lldx%lld "
+                            "images", (int)aug->shift, (long long)side,
+                            (long long)ld->ds->height,
+                            (long long)ld->ds->width);
+    if (!isfinite(aug->fill))
+        return xg_set_error(XG_ERR_INVALID_ARG,
+                            "loader_set_augment: fill is not finite");
+    ld->aug = *aug;
+    ld->augment = true;
+    return XG_OK;
 }
 
 int64_t xg_loader_batches(const xg_loader *ld)

@@ -622,6 +622,27 @@ void xg_loader_start(xg_loader *ld, int64_t epoch);
  * batch, 0 at the end of the epoch, a negative status on error. */
 int xg_loader_next(xg_loader *ld, xg_tensor **images, xg_tensor **labels);
 
+/* Random augmentation of training images, done on the host as a batch is
+ * gathered; each image gets its own draws. With both set, the image is
+ * shifted, then mirrored (as PyTorch's RandomCrop(size, padding=shift)
+ * followed by RandomHorizontalFlip()). */
+typedef struct xg_augment {
+    bool hflip;    /* mirror left-right with probability 1/2 */
+    int32_t shift; /* translate by dx and dy drawn uniformly from
+                      [-shift, shift] pixels; 0: no shift */
+    float fill;    /* the value of the pixels a shift brings in: the
+                      background as the dataset stores it (after
+                      normalisation: -mean / std for black) */
+} xg_augment;
+
+/* Makes the loader augment every batch it makes from now on; NULL turns
+ * augmentation off (the default). The draws depend only on the loader's
+ * seed, the epoch and the position in the epoch, so a resumed run repeats
+ * them exactly. Errors: XG_ERR_INVALID_ARG for a NULL loader, a shift
+ * that is negative or not smaller than the image's height and width, or a
+ * fill that is not finite; the loader is unchanged then. */
+xg_status xg_loader_set_augment(xg_loader *ld, const xg_augment *aug);
+
 /* Batches per epoch. */
 int64_t xg_loader_batches(const xg_loader *ld);
 void xg_loader_free(xg_loader *ld);

@@ -64,7 +64,10 @@ static void usage(const sample_spec *spec, FILE *f)
             "  --lr-schedule NAME  constant, or cosine: decays to 0 over "
             "all the steps\n"
             "  --warmup N          cosine: steps of linear warmup first (0)\n"
-            "  --schedule-epochs N cosine: epochs it spans (--epochs)\n",
+            "  --schedule-epochs N cosine: epochs it spans (--epochs)\n"
+            "  --augment LIST      training images: flip (mirror at random), "
+            "shift=N\n"
+            "                      (move up to N pixels), or none (none)\n",
             spec->prog, spec->summary, DEFAULT_DATA);
     for (int i = 0; i < spec->n_flags; i++) {
         const sample_flag *fl = &spec->flags[i];
@@ -144,6 +147,33 @@ static int parse_schedule(const char *s, sample_options *o)
     return 0;
 }
 
+/* "none", or a comma-separated list of "flip" and "shift=N". */
+static int parse_augment(const char *s, sample_options *o)
+{
+    const char *want = "none, or a list of flip and shift=N (N from 0 to 64)";
+    o->hflip = false;
+    o->shift = 0;
+    if (strcmp(s, "none") == 0)
+        return 0;
+    for (const char *p = s;;) {
+        size_t len = strcspn(p, ",");
+        if (len == 4 && strncmp(p, "flip", 4) == 0) {
+            o->hflip = true;
+        } else if (len > 6 && strncmp(p, "shift=", 6) == 0) {
+            char *end = NULL;
+            long v = strtol(p + 6, &end, 10);
+            if (end != p + len || p[6] < '0' || p[6] > '9' || v > 64)
+                return sample_bad_value("--augment", s, want);
+            o->shift = (int32_t)v;
+        } else {
+            return sample_bad_value("--augment", s, want);
+        }
+        if (p[len] == '\0')
+            return 0;
+        p += len + 1;
+    }
+}
+
 /* A common flag with its value; -1 when `flag` is not one of them. */
 static int parse_common(sample_options *o, const char *flag, const char *value)
 {
@@ -175,6 +205,8 @@ static int parse_common(sample_options *o, const char *flag, const char *value)
         return parse_schedule(value, o);
     if (strcmp(flag, "--warmup") == 0)
         return parse_i64(flag, value, 0, INT64_MAX, &o->warmup);
+    if (strcmp(flag, "--augment") == 0)
+        return parse_augment(value, o);
     if (strcmp(flag, "--schedule-epochs") == 0)
         return parse_i64(flag, value, 1, 100000, &o->schedule_epochs);
     if (strcmp(flag, "--seed") == 0)
@@ -287,6 +319,17 @@ static int load_data(run *r)
     return 0;
 }
 
+/* The --augment setting as the flag spells it: "flip,shift=2", "none". */
+static void augment_text(const sample_options *o, char *buf, size_t size)
+{
+    if (o->hflip && o->shift)
+        snprintf(buf, size, "flip,shift=%d", (int)o->shift);
+    else if (o->shift)
+        snprintf(buf, size, "shift=%d", (int)o->shift);
+    else
+        snprintf(buf, size, o->hflip ? "flip" : "none");
+}
+
 static void print_header(const run *r)
 {
     const sample_options *o = &r->opt;
@@ -303,9 +346,12 @@ static void print_header(const run *r)
         snprintf(schedule, sizeof schedule,
                  " (cosine to 0 over %lld epochs, %lld warmup steps)",
                  (long long)schedule_epochs(o), (long long)o->warmup);
-    printf("model: %s, %lld parameters; %s lr=%g%s batch=%lld seed=%llu\n",
-           r->model.description, (long long)params, o->optimizer, o->lr,
-           schedule, (long long)o->batch_size, (unsigned long long)o->seed);
+    char augment[32];
+    augment_text(o, augment, sizeof augment);
+    printf("model: %s, %lld parameters; %s lr=%g%s batch=%lld seed=%llu "
+           "augment=%s\n", r->model.description, (long long)params,
+           o->optimizer, o->lr, schedule, (long long)o->batch_size,
+           (unsigned long long)o->seed, augment);
     fflush(stdout);
 }
 
@@ -334,13 +380,15 @@ static void run_hparams(const run *r, char (*values)[32], const char **kv)
                  (long long)schedule_epochs(o));
     else
         snprintf(values[3], 32, "constant");
+    augment_text(o, values[4], 32);
     const char *list[] = {"model", r->model.name, "batch_size", values[0],
                           "seed", values[1], "limit", values[2],
-                          "lr_schedule", values[3], NULL};
+                          "lr_schedule", values[3], "augment", values[4],
+                          NULL};
     memcpy(kv, list, sizeof list);
 }
 
-enum { N_HPARAMS = 5 };
+enum { N_HPARAMS = 6 };
 
 static int check_resume_settings(const run *r)
 {
@@ -353,8 +401,11 @@ static int check_resume_settings(const run *r)
     int rc = 0;
     for (int i = 0; kv[i] && rc == 0; i += 2) {
         const char *saved = xg_safetensors_metadata(st, kv[i]);
+        /* checkpoints from before these flags */
         if (!saved && strcmp(kv[i], "lr_schedule") == 0)
-            saved = "constant"; /* checkpoints from before the flag */
+            saved = "constant";
+        if (!saved && strcmp(kv[i], "augment") == 0)
+            saved = "none";
         if (!saved || strcmp(saved, kv[i + 1]) != 0) {
             fprintf(stderr, "%s: %s: the checkpoint has %s=%s, this run %s; "
                     "resume with the same settings\n", prog, r->opt.resume,
@@ -424,6 +475,14 @@ static int setup(run *r)
     if (r->optim)
         r->train_loader = xg_loader_new(r->train, o->batch_size, true, false,
                                         o->seed, o->limit);
+    if (r->train_loader && (o->hflip || o->shift)) {
+        xg_augment aug = {.hflip = o->hflip, .shift = o->shift,
+                          .fill = -FMNIST_MEAN / FMNIST_STD};
+        if (xg_loader_set_augment(r->train_loader, &aug) != XG_OK) {
+            fprintf(stderr, "%s: --augment: %s\n", prog, xg_last_error());
+            return 1;
+        }
+    }
     if (r->train_loader)
         r->test_loader = xg_loader_new(r->test, EVAL_BATCH, false, false, 0, 0);
     r->predictions = malloc(EVAL_BATCH * sizeof *r->predictions);

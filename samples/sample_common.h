@@ -6,7 +6,7 @@
  *
  * Common flags: --data DIR, --epochs N, --batch-size N, --lr X,
  * --optimizer sgd|adam|adamw, --lr-schedule constant|cosine, --warmup N,
- * --schedule-epochs N,
+ * --schedule-epochs N, --augment flip,shift=N,
  * --limit N, --seed N, --save PATH,
  * --load PATH, --checkpoint PATH, --resume PATH, --help; each takes
  * "--flag VALUE" or "--flag=VALUE". Model files are safetensors:
@@ -19,6 +19,8 @@
  * over --warmup steps, then a half cosine down to 0 at the end of epoch E,
  * where E is --schedule-epochs, or --epochs without it. A run meant to stop
  * early and be resumed later gives the full length there.
+ * --augment makes the training loader mirror images left-right at random
+ * (flip) and shift them by up to N pixels (shift=N), black coming in.
  *
  * Output: a header (device, data, model), one line per epoch, then
  *   result: backend=cpu model=mlp epochs=3 train_samples=60000 test_acc=0.8812 samples_per_s=41234
@@ -48,6 +50,8 @@ typedef struct sample_options {
     bool cosine;    /* --lr-schedule cosine (else constant) */
     int64_t warmup; /* steps of linear warmup under cosine */
     int64_t schedule_epochs; /* cosine's length; 0: --epochs */
+    bool hflip;     /* --augment flip */
+    int32_t shift;  /* --augment shift=N */
     uint64_t seed;
     const char *save, *load, *checkpoint, *resume; /* paths or NULL */
 } sample_options;

@@ -777,3 +777,204 @@ Test(loader, bad_arguments)
     xg_loader_free(ld);
     xg_loader_free(NULL);
 }
+
+/* ---- augmentation -------------------------------------------------------- */
+
+enum { AN = 200, AC = 2, AH = 5, AW = 6 };
+#define AFILL (-1000.0f)
+
+/* AN images [AC, AH, AW] whose pixels are all different:
+ * 100000 * (id + 1) + 1000 * c + 10 * y + x; label id % 7. */
+typedef struct aug_ds {
+    xg_dataset ds;
+    float images[AN * AC * AH * AW];
+    int32_t labels[AN];
+} aug_ds;
+
+static void aug_init(aug_ds *a)
+{
+    memset(a, 0, sizeof *a);
+    float *p = a->images;
+    for (int i = 0; i < AN; i++) {
+        for (int c = 0; c < AC; c++)
+            for (int y = 0; y < AH; y++)
+                for (int x = 0; x < AW; x++)
+                    *p++ = 100000.0f * (float)(i + 1) + 1000.0f * (float)c +
+                           10.0f * (float)y + (float)x;
+        a->labels[i] = i % 7;
+    }
+    a->ds = (xg_dataset){.n = AN, .channels = AC, .height = AH, .width = AW,
+                         .images = a->images, .labels = a->labels,
+                         .num_classes = 7};
+}
+
+/* Pixel (c, y, x) of image `id` moved by (dx, dy) and then mirrored when
+ * `flip`, written from the definition: the output pixel (y, x) shows the
+ * source pixel (y + dy, x' + dx) with x' = w - 1 - x under a flip, or
+ * AFILL where that falls outside the image. */
+static float aug_expected(int id, int c, int y, int x, bool flip, int dx,
+                          int dy)
+{
+    int sy = y + dy, sx = (flip ? AW - 1 - x : x) + dx;
+    if (sy < 0 || sy >= AH || sx < 0 || sx >= AW)
+        return AFILL;
+    return 100000.0f * (float)(id + 1) + 1000.0f * (float)c +
+           10.0f * (float)sy + (float)sx;
+}
+
+/* Which transform (flip, dx, dy) with |dx|, |dy| <= shift turns image `id`
+ * into `img`: its index flip * 100 + (dy + 4) * 10 + (dx + 4), or -1 when
+ * none does. Only one can: the pixels are all different. */
+static int aug_match(const float *img, int id, bool may_flip, int shift)
+{
+    for (int f = 0; f <= (may_flip ? 1 : 0); f++)
+        for (int dy = -shift; dy <= shift; dy++)
+            for (int dx = -shift; dx <= shift; dx++) {
+                bool ok = true;
+                const float *p = img;
+                for (int c = 0; c < AC && ok; c++)
+                    for (int y = 0; y < AH && ok; y++)
+                        for (int x = 0; x < AW && ok; x++)
+                            ok = *p++ == aug_expected(id, c, y, x, f, dx, dy);
+                if (ok)
+                    return f * 100 + (dy + 4) * 10 + (dx + 4);
+            }
+    return -1;
+}
+
+/* One epoch through `ld`: each image must be an allowed transform of the
+ * source its label and contents name; counts[transform]++; the transform
+ * of every position goes to `seq`. */
+static void aug_epoch(xg_loader *ld, int64_t epoch, bool flip, int shift,
+                      int *counts, int *seq)
+{
+    xg_loader_start(ld, epoch);
+    int n = 0;
+    xg_tensor *im = NULL, *lb = NULL;
+    while (xg_loader_next(ld, &im, &lb) == 1) {
+        int64_t b = xg_tensor_dim(im, 0);
+        tu_assert_shape(im, XG_SHAPE(b, AC, AH, AW), "augmented batch");
+        float *iv = tu_read(im);
+        int32_t *lv = tu_read_i32(lb);
+        for (int64_t i = 0; i < b; i++, n++) {
+            const float *img = iv + i * AC * AH * AW;
+            /* the centre pixel survives any shift <= 2: it names the image */
+            int id = (int)(img[2 * AW + 2] / 100000.0f + 0.5f) - 1;
+            if (id < 0 || id >= AN)
+                id = 0;
+            int t = aug_match(img, id, flip, shift);
+            cr_assert_geq(t, 0, "image at position %d (source %d) is not an "
+                          "allowed transform (flip %d, shift %d)", n, id,
+                          flip, shift);
+            cr_assert_eq(lv[i], id % 7, "label left its image");
+            counts[t]++;
+            seq[n] = t;
+        }
+        free(iv);
+        free(lv);
+        xg_tensor_free(im);
+        xg_tensor_free(lb);
+    }
+    cr_assert_eq(n, AN);
+}
+
+Test(loader, augment_flip_and_shift_are_the_documented_transforms)
+{
+    aug_ds *a = malloc(sizeof *a);
+    cr_assert_not_null(a);
+    aug_init(a);
+    xg_loader *ld = xg_loader_new(&a->ds, 16, true, false, 5, 0);
+    cr_assert_not_null(ld, "%s", xg_last_error());
+    int seq[AN];
+    static const struct { bool flip; int shift; } cases[] = {
+        {true, 0}, {false, 1}, {true, 2}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        bool flip = cases[k].flip;
+        int shift = cases[k].shift;
+        xg_augment aug = {.hflip = flip, .shift = shift, .fill = AFILL};
+        cr_assert_eq(xg_loader_set_augment(ld, &aug), XG_OK, "%s",
+                     xg_last_error());
+        int counts[200] = {0};
+        for (int64_t e = 0; e < 5; e++)
+            aug_epoch(ld, e, flip, shift, counts, seq);
+        /* every allowed transform turns up in 1,000 draws (at most 50
+         * transforms: each is expected 20 times) */
+        for (int f = 0; f <= (flip ? 1 : 0); f++)
+            for (int dy = -shift; dy <= shift; dy++)
+                for (int dx = -shift; dx <= shift; dx++)
+                    cr_expect_gt(counts[f * 100 + (dy + 4) * 10 + dx + 4], 0,
+                                 "flip %d dx %d dy %d never drawn", f, dx, dy);
+    }
+    /* NULL: off again, every image exact */
+    cr_assert_eq(xg_loader_set_augment(ld, NULL), XG_OK);
+    int counts[200] = {0};
+    aug_epoch(ld, 0, false, 0, counts, seq);
+    cr_expect_eq(counts[44], AN, "images changed with augmentation off");
+    xg_loader_free(ld);
+    free(a);
+}
+
+Test(loader, augment_draws_depend_on_seed_epoch_and_position)
+{
+    aug_ds *a = malloc(sizeof *a);
+    cr_assert_not_null(a);
+    aug_init(a);
+    xg_augment aug = {.hflip = true, .shift = 2, .fill = AFILL};
+    int s0[AN], s0b[AN], s1[AN], s0c[AN], other[AN], counts[200] = {0};
+    xg_loader *ld = xg_loader_new(&a->ds, 7, true, false, 5, 0);
+    cr_assert_not_null(ld);
+    cr_assert_eq(xg_loader_set_augment(ld, &aug), XG_OK);
+    aug_epoch(ld, 0, true, 2, counts, s0);
+    aug_epoch(ld, 1, true, 2, counts, s1);
+    aug_epoch(ld, 0, true, 2, counts, s0b);
+    cr_expect_arr_eq(s0, s0b, sizeof s0, "restarting epoch 0 changed draws");
+    cr_expect_neq(memcmp(s0, s1, sizeof s0), 0, "epochs 0 and 1 drew alike");
+    xg_loader_free(ld);
+    /* a fresh loader, another batch size: the same draws (a resumed run) */
+    ld = xg_loader_new(&a->ds, 64, true, false, 5, 0);
+    cr_assert_not_null(ld);
+    cr_assert_eq(xg_loader_set_augment(ld, &aug), XG_OK);
+    aug_epoch(ld, 0, true, 2, counts, s0c);
+    cr_expect_arr_eq(s0, s0c, sizeof s0, "a fresh loader drew otherwise");
+    xg_loader_free(ld);
+    ld = xg_loader_new(&a->ds, 7, true, false, 6, 0);
+    cr_assert_not_null(ld);
+    cr_assert_eq(xg_loader_set_augment(ld, &aug), XG_OK);
+    aug_epoch(ld, 0, true, 2, counts, other);
+    cr_expect_neq(memcmp(s0, other, sizeof s0), 0, "seeds 5 and 6 drew alike");
+    xg_loader_free(ld);
+    free(a);
+}
+
+Test(loader, augment_bad_arguments_leave_the_loader_as_it_was)
+{
+    aug_ds *a = malloc(sizeof *a);
+    cr_assert_not_null(a);
+    aug_init(a);
+    xg_loader *ld = xg_loader_new(&a->ds, 16, false, false, 0, 0);
+    cr_assert_not_null(ld);
+    xg_augment ok = {.hflip = false, .shift = 1, .fill = AFILL};
+    cr_expect_eq(xg_loader_set_augment(NULL, &ok), XG_ERR_INVALID_ARG);
+    const xg_augment bad[] = {
+        {.shift = -1, .fill = 0.0f},
+        {.shift = AH, .fill = 0.0f}, /* the smaller side is the limit */
+        {.shift = 1, .fill = NAN},
+        {.shift = 1, .fill = INFINITY},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        xg_clear_error();
+        cr_expect_eq(xg_loader_set_augment(ld, &bad[k]), XG_ERR_INVALID_ARG,
+                     "bad augment %zu accepted", k);
+        cr_expect_str_neq(xg_last_error(), "", "no message for case %zu", k);
+    }
+    /* still the unaugmented loader */
+    int counts[200] = {0}, seq[AN];
+    aug_epoch(ld, 0, false, 0, counts, seq);
+    cr_expect_eq(counts[44], AN);
+    /* shift = side - 1 is the largest allowed */
+    xg_augment edge = {.shift = AH - 1, .fill = 0.0f};
+    cr_expect_eq(xg_loader_set_augment(ld, &edge), XG_OK, "%s",
+                 xg_last_error());
+    xg_loader_free(ld);
+    free(a);
+}
