@@ -73,13 +73,18 @@ def make_optimizer(name, params, lr):
     return torch.optim.Adam(params, lr=lr)
 
 
-def train_epoch(model, opt, x, y, batch, generator):
+def train_epoch(model, opt, x, y, batch, generator, augment=None,
+                before_step=None):
     """Returns (mean loss, seconds). The loss is summed on the tensor side
-    and read once, as mnist_mlp does."""
+    and read once, as mnist_mlp does. augment(images) -> images transforms
+    each batch; before_step() runs before every step (a schedule)."""
     start = time.perf_counter()
     total, steps = torch.zeros(()), 0
     for idx in torch.randperm(len(x), generator=generator).split(batch):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        images = augment(x[idx]) if augment else x[idx]
+        if before_step:
+            before_step()
+        loss = F.cross_entropy(model(images), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
