@@ -282,6 +282,12 @@ static int parse_args(const sample_spec *spec, int argc, char **argv,
                 "schedule; add --lr-schedule cosine\n", prog);
         return 2;
     }
+    if (o->schedule_epochs && o->schedule_epochs < o->epochs) {
+        fprintf(stderr, "%s: --schedule-epochs %lld is less than --epochs "
+                "%lld: the epochs past it would train at rate 0\n", prog,
+                (long long)o->schedule_epochs, (long long)o->epochs);
+        return 2;
+    }
     return 0;
 }
 
@@ -683,12 +689,13 @@ static int train(run *r)
         if (o->checkpoint && write_checkpoint(r, e + 1))
             return 1;
         train_seconds += st.seconds;
+        char lr[32] = ""; /* under a schedule, the rate of the last step */
+        if (o->cosine)
+            snprintf(lr, sizeof lr, " lr=%.3g", (double)xg_optim_lr(r->optim));
         printf("epoch %lld/%lld: train_loss=%.4f test_acc=%.4f time=%.1fs "
-               "samples/s=%.0f%s", (long long)e + 1, (long long)o->epochs,
+               "samples/s=%.0f%s\n", (long long)e + 1, (long long)o->epochs,
                st.loss, accuracy, st.seconds,
-               (double)r->train_samples / st.seconds, o->cosine ? "" : "\n");
-        if (o->cosine) /* the rate of the epoch's last step */
-            printf(" lr=%.3g\n", (double)xg_optim_lr(r->optim));
+               (double)r->train_samples / st.seconds, lr);
         fflush(stdout);
     }
     if (trained == 0 && evaluate(r, &accuracy) < 0) { /* nothing to train */
