@@ -13,6 +13,9 @@
  * PyTorch's nn.Sequential, so the parameters ("0.weight", "0.bias", ...)
  * are those of bench/cnn_torch.py.
  *
+ * Fashion-MNIST test accuracy (README): 0.9208 after 6 epochs as it is;
+ * with `--bn --epochs 25 --lr-schedule cosine`, 0.9351 (seed 0).
+ *
  * Output, flags and exit status as mnist_mlp (sample_common.h); the last
  * line is
  *   result: backend=cpu model=cnn epochs=3 train_samples=60000 test_acc=0.9123 samples_per_s=1500
