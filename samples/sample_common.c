@@ -214,12 +214,6 @@ static int parse_common(sample_options *o, const char *flag, const char *value)
     return -1;
 }
 
-/* The number of epochs the cosine schedule spans. */
-static int64_t schedule_epochs(const sample_options *o)
-{
-    return o->schedule_epochs ? o->schedule_epochs : o->epochs;
-}
-
 /* The sample's own flag called `flag`, or NULL. */
 static const sample_flag *find_flag(const sample_spec *spec, const char *flag)
 {
@@ -288,6 +282,8 @@ static int parse_args(const sample_spec *spec, int argc, char **argv,
                 (long long)o->schedule_epochs, (long long)o->epochs);
         return 2;
     }
+    if (!o->schedule_epochs)
+        o->schedule_epochs = o->epochs;
     return 0;
 }
 
@@ -351,7 +347,7 @@ static void print_header(const run *r)
     if (o->cosine)
         snprintf(schedule, sizeof schedule,
                  " (cosine to 0 over %lld epochs, %lld warmup steps)",
-                 (long long)schedule_epochs(o), (long long)o->warmup);
+                 (long long)o->schedule_epochs, (long long)o->warmup);
     char augment[32];
     augment_text(o, augment, sizeof augment);
     printf("model: %s, %lld parameters; %s lr=%g%s batch=%lld seed=%llu "
@@ -383,7 +379,7 @@ static void run_hparams(const run *r, char (*values)[32], const char **kv)
      * whole run. */
     if (o->cosine)
         snprintf(values[3], 32, "cosine:%lld:%lld", (long long)o->warmup,
-                 (long long)schedule_epochs(o));
+                 (long long)o->schedule_epochs);
     else
         snprintf(values[3], 32, "constant");
     augment_text(o, values[4], 32);
@@ -518,15 +514,13 @@ static void teardown(run *r)
 
 /* ===== Training ========================================================== */
 
-/* The learning rate for the optimizer's next step. The step count comes
- * from the optimizer, which a checkpoint restores, so a resumed run
- * continues the schedule where it stopped. */
-static float current_lr(const run *r)
+/* The cosine schedule's rate for the optimizer's next step. The step
+ * count comes from the optimizer, which a checkpoint restores, so a resumed
+ * run continues the schedule where it stopped. */
+static float cosine_lr(const run *r)
 {
     const sample_options *o = &r->opt;
-    if (!o->cosine)
-        return (float)o->lr;
-    int64_t total = schedule_epochs(o) * xg_loader_batches(r->train_loader);
+    int64_t total = o->schedule_epochs * xg_loader_batches(r->train_loader);
     return xg_lr_cosine((float)o->lr, xg_optim_steps(r->optim), o->warmup,
                         total, 0.0f);
 }
@@ -546,7 +540,7 @@ static int train_batch(run *r, xg_tensor *images, xg_tensor *labels,
                        xg_tensor **loss_sum)
 {
     if (r->opt.cosine)
-        xg_optim_set_lr(r->optim, current_lr(r));
+        xg_optim_set_lr(r->optim, cosine_lr(r));
     xg_tensor *loss = xg_cross_entropy(forward(r, images), labels);
     if (!loss || xg_backward(loss) != XG_OK || xg_optim_step(r->optim) != XG_OK)
         return lib_error();

@@ -49,7 +49,7 @@ typedef struct sample_options {
     const char *optimizer;
     bool cosine;    /* --lr-schedule cosine (else constant) */
     int64_t warmup; /* steps of linear warmup under cosine */
-    int64_t schedule_epochs; /* cosine's length; 0: --epochs */
+    int64_t schedule_epochs; /* cosine's length (--epochs unless given) */
     bool hflip;     /* --augment flip */
     int32_t shift;  /* --augment shift=N */
     uint64_t seed;
