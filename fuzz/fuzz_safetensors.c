@@ -20,7 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "safetensors_impl.h"
+#include "io/safetensors_impl.h"
 
 static void query(const xg_safetensors *st)
 {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "xgrad.h"
+#include "xgrad_data.h"
 
 #define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
 #define MEAN 0.2860f

@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "xgrad.h"
+#include "xgrad_data.h"
 
 /* The flags every sample takes. */
 typedef struct sample_options {

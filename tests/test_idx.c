@@ -2,6 +2,7 @@
  * loader. Files are written by the tests into a fresh temporary folder,
  * plain or gzip-compressed with zlib. */
 #include "test_util.h"
+#include "xgrad_data.h"
 
 #include <dirent.h>
 #include <sys/stat.h>

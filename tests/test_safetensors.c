@@ -8,7 +8,7 @@
  * parsed with jansson here). Every test works in a fresh temporary folder
  * that the fini removes. */
 #include "test_util.h"
-#include "safetensors_impl.h" /* xg__safetensors_parse */
+#include "io/safetensors_impl.h" /* xg__safetensors_parse */
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,82 +1,9 @@
-/* Define-by-run autograd: graph nodes, grad mode and xg_backward. */
+/* Autograd: leaves and their gradients, detach, and xg_backward, which walks
+ * the graph that ops record (api/core/graph.c) from the loss back to the leaves. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core_impl.h"
-
-static _Thread_local bool grad_disabled;
-
-bool xg_set_grad_enabled(bool enabled)
-{
-    bool was = !grad_disabled;
-    grad_disabled = !enabled;
-    return was;
-}
-
-bool xg_grad_enabled(void)
-{
-    return !grad_disabled;
-}
-
-bool xg__needs_grad(xg_tensor *const *inputs, int n)
-{
-    if (grad_disabled)
-        return false;
-    for (int i = 0; i < n; i++)
-        if (inputs[i] && inputs[i]->requires_grad)
-            return true;
-    return false;
-}
-
-xg_node *xg__record(xg_tensor *out, const char *name, xg_backward_fn bw,
-                    xg_tensor *const *inputs, int n)
-{
-    xg_node *node = calloc(1, sizeof *node);
-    if (!node) {
-        xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory", name);
-        return NULL;
-    }
-    node->name = name;
-    node->backward = bw;
-    node->n_inputs = n;
-    for (int i = 0; i < n; i++) {
-        node->inputs[i] = inputs[i];
-        xg__tensor_retain(inputs[i]);
-    }
-    out->node = node;
-    out->requires_grad = true;
-    return node;
-}
-
-static bool push(xg_tensor ***list, int *n, int *cap, xg_tensor *t)
-{
-    if (*n == *cap) {
-        int c = *cap ? *cap * 2 : 32;
-        xg_tensor **l = realloc(*list, (size_t)c * sizeof *l);
-        if (!l)
-            return false;
-        *list = l;
-        *cap = c;
-    }
-    (*list)[(*n)++] = t;
-    return true;
-}
-
-void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap)
-{
-    /* Hand each reference to the caller's release worklist; if that list
-     * cannot grow, release directly (recursion, but only on host OOM). */
-    xg_tensor *held[XG_NODE_MAX_INPUTS + 1];
-    int k = 0;
-    for (int i = 0; i < node->n_inputs; i++)
-        held[k++] = node->inputs[i];
-    if (node->saved)
-        held[k++] = node->saved;
-    for (int i = 0; i < k; i++)
-        if (!push(pending, n, cap, held[i]))
-            xg__tensor_release(held[i]);
-    free(node);
-}
 
 /* ---- leaves and gradients --------------------------------------------- */
 
@@ -132,7 +59,7 @@ static xg_status topo_order(xg_tensor *root, xg_tensor ***order, int *n)
 {
     int cap = 0, stack_n = 0, stack_cap = 0;
     xg_tensor **stack = NULL;
-    bool ok = push(&stack, &stack_n, &stack_cap, root);
+    bool ok = xg__tensor_list_push(&stack, &stack_n, &stack_cap, root);
     root->bw_pending = ok;
     while (ok && stack_n > 0) {
         xg_tensor *t = stack[stack_n - 1];
@@ -141,13 +68,13 @@ static xg_status topo_order(xg_tensor *root, xg_tensor ***order, int *n)
             xg_tensor *in = t->node->inputs[next];
             t->bw_pending++;
             if (in->requires_grad && in->bw_pending == 0) {
-                ok = push(&stack, &stack_n, &stack_cap, in);
+                ok = xg__tensor_list_push(&stack, &stack_n, &stack_cap, in);
                 in->bw_pending = ok;
             }
             continue;
         }
         stack_n--;
-        ok = push(order, n, &cap, t);
+        ok = xg__tensor_list_push(order, n, &cap, t);
         t->bw_pending = ok ? -1 : 0;
     }
     while (stack_n > 0) /* left by a failure: unmark */

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core_impl.h"
+#include "ops/ops_impl.h"
 
 /* Resolves a possibly negative axis of x (a scalar counts as shape [1]). */
 static bool resolve_axis(const char *op, const xg_tensor *x, int *axis)

@@ -1,18 +1,6 @@
-/* The op table, generated from ops.def. */
-#include "core_impl.h"
-
-const xg_op_info xg_op_table[XG_OP_COUNT] = {
-#define XG_OP(name, family, n_in, n_out)                                     \
-    [XG_OP_##name] = {#name, XG_FAMILY_##family, n_in, n_out},
-#include "ops.def"
-#undef XG_OP
-};
-
-#define XG_OP(name, family, n_in, n_out)                                     \
-    _Static_assert((n_in) <= XG_KERNEL_MAX_IN && (n_out) <= XG_KERNEL_MAX_OUT,\
-                   #name ": too many operands");
-#include "ops.def"
-#undef XG_OP
+/* Elementwise ops: unary, scalar and broadcasting binary, with their
+ * backward rules. */
+#include "ops/ops_impl.h"
 
 /* ---- launching -------------------------------------------------------- */
 
@@ -208,30 +196,6 @@ xg_tensor *xg_mul_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_mul_sca
 xg_tensor *xg_div_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_div_scalar, a, s); }
 
 /* ---- broadcasting binary ops --------------------------------------------- */
-
-/* The broadcast shape of a and b (right-aligned, sizes equal or 1). */
-bool xg__broadcast_shape(const char *op, const xg_tensor *a,
-                            const xg_tensor *b, int64_t *shape, int *ndim)
-{
-    int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
-    for (int i = 0; i < nd; i++) {
-        int ia = a->ndim - nd + i, ib = b->ndim - nd + i;
-        int64_t sa = ia >= 0 ? a->shape[ia] : 1;
-        int64_t sb = ib >= 0 ? b->shape[ib] : 1;
-        if (sa != sb && sa != 1 && sb != 1) {
-            char s1[160], s2[160];
-            xg__shape_str(a->shape, a->ndim, s1, sizeof s1);
-            xg__shape_str(b->shape, b->ndim, s2, sizeof s2);
-            xg_set_error(XG_ERR_SHAPE, "%s: shapes do not broadcast: %s and %s "
-                         "(axis %d: %lld vs %lld)", op, s1, s2, i - nd,
-                         (long long)sa, (long long)sb);
-            return false;
-        }
-        shape[i] = sa > sb ? sa : sb;
-    }
-    *ndim = nd;
-    return true;
-}
 
 /* Element strides of `t` read as `shape` (right-aligned; 0 where broadcast). */
 static void broadcast_strides(const xg_tensor *t, const int64_t *shape,

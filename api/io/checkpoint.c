@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "optim/optim_impl.h"
 #include "safetensors_impl.h"
 
 #define CHECKPOINT_FORMAT "xgrad-checkpoint-1"

@@ -305,12 +305,7 @@ extern const xg_backend xg_backend_opencl;
 extern const xg_backend xg_backend_vulkan;
 #endif
 
-/* Sets the thread's error message (printf-style) and returns `status`, so a
- * backend can write `return xg_set_error(XG_ERR_DEVICE_OOM, "...")`. */
-xg_status xg_set_error(xg_status status, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+/* xg_set_error (api/xgrad.h) is how a backend reports an error:
+ * `return xg_set_error(XG_ERR_DEVICE_OOM, "...")`. */
 
 #endif

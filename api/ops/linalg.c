@@ -1,7 +1,7 @@
 /* Shape ops (reshape, permute, transpose) and matrix products. */
 #include <string.h>
 
-#include "core_impl.h"
+#include "ops/ops_impl.h"
 
 /* ---- reshape ---------------------------------------------------------- */
 

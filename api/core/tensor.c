@@ -139,16 +139,6 @@ static void storage_release(xg_storage *s)
 
 /* ---- tensor objects --------------------------------------------------- */
 
-void xg__shape_str(const int64_t *shape, int ndim, char *buf, size_t cap)
-{
-    size_t used = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && used < cap; i++)
-        used += (size_t)snprintf(buf + used, cap - used, "%s%lld",
-                                 i ? "," : "", (long long)shape[i]);
-    if (used < cap)
-        snprintf(buf + used, cap - used, "]");
-}
-
 /* Validates a shape and returns its element count, or -1 with the error. */
 static int64_t shape_numel(const int64_t *shape, int ndim, const char *who)
 {

@@ -22,7 +22,8 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "backend.h"
+#include "xgrad_data.h"
+
 
 #define IDX_MAX_BYTES ((uint64_t)4 << 30) /* larger files are refused */
 #define IDX_FIRST_ALLOC ((size_t)1 << 16) /* then doubled as data arrives */

@@ -99,7 +99,7 @@ bool xg__check_arg(const char *op, int index, const xg_tensor *t,
 bool xg__check_same_device(const char *op, const xg_tensor *a,
                            const xg_tensor *b);
 
-/* Fills buf with "[2,3,4]". */
+/* Fills buf with "[2,3,4]" (api/core/shape.c). */
 void xg__shape_str(const int64_t *shape, int ndim, char *buf, size_t cap);
 
 static inline xg_buffer *xg__buf(const xg_tensor *t)
@@ -114,6 +114,11 @@ xg_status xg__assign(xg_tensor *dst, const xg_tensor *src);
 /* Makes a tensor of `shape` on `dev` filled with `value` (no graph). */
 xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
                     float value, const char *who);
+
+/* The shape that a and b broadcast to, or false with the error for `op`
+ * (api/core/shape.c). */
+bool xg__broadcast_shape(const char *op, const xg_tensor *a,
+                         const xg_tensor *b, int64_t *shape, int *ndim);
 
 /* ---- autograd ----------------------------------------------------------- */
 
@@ -145,49 +150,12 @@ bool xg__needs_grad(xg_tensor *const *inputs, int n);
 xg_node *xg__record(xg_tensor *out, const char *name, xg_backward_fn bw,
                     xg_tensor *const *inputs, int n);
 
+/* Appends t to a growable list (*list, *n used, *cap allocated); false on
+ * host OOM, with the list unchanged. */
+bool xg__tensor_list_push(xg_tensor ***list, int *n, int *cap, xg_tensor *t);
+
 /* Frees a node, releasing what it holds. */
 void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap);
-
-/* ---- shared op helpers --------------------------------------------------- */
-
-/* The shape that a and b broadcast to, or false with the error for `op`. */
-bool xg__broadcast_shape(const char *op, const xg_tensor *a,
-                         const xg_tensor *b, int64_t *shape, int *ndim);
-
-/* Broadcast-adds `src` into a new tensor of `shape` (which src must
- * broadcast to). */
-xg_tensor *xg__expand(xg_tensor *src, const int64_t *shape, int ndim);
-
-/* Sums `g` down to `shape` (the inverse of broadcasting), for gradients of
- * broadcast inputs. Returns g itself when the shapes already match. */
-xg_tensor *xg__sum_to(xg_tensor *g, const int64_t *shape, int ndim);
-
-/* Backend-neutral gradient ops that are kernels in the op list. */
-xg_tensor *xg__unary_backward(xg_op op, xg_tensor *x, xg_tensor *g);
-
-/* In-place kernel updates for optimizers (no graph). */
-xg_status xg__adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
-                          xg_tensor *v, const xg_adam_args *args);
-xg_status xg__sgd_update(xg_tensor *param, xg_tensor *grad, xg_tensor *buf,
-                         const xg_sgd_args *args);
-
-/* Optimizer state, for checkpoints (api/optim.c). Parameter i is the i-th
- * tensor the optimizer was made with. s0/s1 are exp_avg/exp_avg_sq (Adam,
- * AdamW) or momentum_buffer/NULL (SGD); NULL until the first step that
- * updated the parameter. */
-typedef struct xg_optim_slot {
-    xg_tensor *param, *s0, *s1;
-    int64_t step;
-} xg_optim_slot;
-
-const char *xg__optim_kind(const xg_optim *opt); /* "sgd", "adam", "adamw" */
-int xg__optim_count(const xg_optim *opt);
-xg_optim_slot xg__optim_slot(const xg_optim *opt, int i);
-/* Replaces slot i's state; takes ownership of s0 and s1 (either may be
- * NULL), releasing the old ones. */
-void xg__optim_set_slot(xg_optim *opt, int i, xg_tensor *s0, xg_tensor *s1,
-                        int64_t step);
-void xg__optim_set_steps(xg_optim *opt, int64_t steps);
 
 /* Thread-local random generator: reserves `blocks` Philox counters and
  * returns the first. */

@@ -5,7 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core_impl.h"
+#include "optim/optim_impl.h"
+
+static xg_status adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
+                          xg_tensor *v, const xg_adam_args *args);
+static xg_status sgd_update(xg_tensor *param, xg_tensor *grad, xg_tensor *buf,
+                         const xg_sgd_args *args);
 
 typedef enum optim_kind { OPT_SGD, OPT_ADAM, OPT_ADAMW } optim_kind;
 
@@ -193,7 +198,7 @@ static xg_status adam_step(xg_optim *o, xg_tensor *p, param_state *s)
         .bias1 = (float)(1.0 - pow(a->beta1, (double)s->step)),
         .bias2 = (float)(1.0 - pow(a->beta2, (double)s->step)),
         .decoupled = o->kind == OPT_ADAMW};
-    return xg__adam_update(p, p->grad, s->s0, s->s1, &args);
+    return adam_update(p, p->grad, s->s0, s->s1, &args);
 }
 
 static xg_status sgd_step(xg_optim *o, xg_tensor *p, param_state *s)
@@ -210,7 +215,7 @@ static xg_status sgd_step(xg_optim *o, xg_tensor *p, param_state *s)
                         .dampening = g->dampening,
                         .weight_decay = g->weight_decay,
                         .nesterov = g->nesterov, .first = first};
-    return xg__sgd_update(p, p->grad, s->s0, &args);
+    return sgd_update(p, p->grad, s->s0, &args);
 }
 
 xg_status xg_optim_step(xg_optim *o)
@@ -306,7 +311,7 @@ void xg__optim_set_steps(xg_optim *o, int64_t steps)
 
 /* ---- kernels ----------------------------------------------------------- */
 
-xg_status xg__adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
+static xg_status adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
                           xg_tensor *v, const xg_adam_args *args)
 {
     xg_kernel_call call = {.op = XG_OP_adam_update, .in = {xg__buf(grad)},
@@ -315,7 +320,7 @@ xg_status xg__adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
     return xg__launch(param->storage->dev, &call);
 }
 
-xg_status xg__sgd_update(xg_tensor *param, xg_tensor *grad, xg_tensor *buf,
+static xg_status sgd_update(xg_tensor *param, xg_tensor *grad, xg_tensor *buf,
                          const xg_sgd_args *args)
 {
     xg_kernel_call call = {.op = XG_OP_sgd_update, .in = {xg__buf(grad)},

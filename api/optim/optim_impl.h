@@ -1,0 +1,25 @@
+/* Optimizer internals that checkpoints need (api/io). Not installed. */
+#ifndef XGRAD_OPTIM_IMPL_H
+#define XGRAD_OPTIM_IMPL_H
+
+#include "core_impl.h"
+
+/* Optimizer state, for checkpoints. Parameter i is the i-th tensor the
+ * optimizer was made with. s0/s1 are exp_avg/exp_avg_sq (Adam, AdamW) or
+ * momentum_buffer/NULL (SGD); NULL until the first step that updated the
+ * parameter. */
+typedef struct xg_optim_slot {
+    xg_tensor *param, *s0, *s1;
+    int64_t step;
+} xg_optim_slot;
+
+const char *xg__optim_kind(const xg_optim *opt); /* "sgd", "adam", "adamw" */
+int xg__optim_count(const xg_optim *opt);
+xg_optim_slot xg__optim_slot(const xg_optim *opt, int i);
+/* Replaces slot i's state; takes ownership of s0 and s1 (either may be
+ * NULL), releasing the old ones. */
+void xg__optim_set_slot(xg_optim *opt, int i, xg_tensor *s0, xg_tensor *s1,
+                        int64_t step);
+void xg__optim_set_steps(xg_optim *opt, int64_t steps);
+
+#endif
