@@ -34,22 +34,43 @@ extern "C" {
 
 /* ===== Errors ============================================================ */
 
+/* Every status: X(NAME, code, description). The enum and xg_status_str()
+ * are both made from this one list. */
+#define XG_STATUS_LIST(X)                                                    \
+    X(OK, 0, "ok")                                                           \
+    /* a bad value: NULL, out-of-range axis, ... */                          \
+    X(ERR_INVALID_ARG, -1, "invalid argument")                               \
+    /* shapes that do not fit together */                                    \
+    X(ERR_SHAPE, -2, "shape mismatch")                                       \
+    /* wrong element type for this use */                                    \
+    X(ERR_DTYPE, -3, "wrong element type")                                   \
+    /* host memory exhausted */                                              \
+    X(ERR_OUT_OF_MEMORY, -4, "out of host memory")                           \
+    /* device memory exhausted; the process goes on */                       \
+    X(ERR_DEVICE_OOM, -5, "device out of memory")                            \
+    /* the device stopped working; sticky */                                 \
+    X(ERR_DEVICE_LOST, -6, "device lost")                                    \
+    /* no driver, platform or device */                                      \
+    X(ERR_NO_DEVICE, -7, "no device")                                        \
+    /* unknown backend name, device index, file */                           \
+    X(ERR_NOT_FOUND, -8, "not found")                                        \
+    /* the backend has no kernel for this op and dtype */                    \
+    X(ERR_UNSUPPORTED, -9, "not supported by this backend")                  \
+    /* reading or writing a file failed */                                   \
+    X(ERR_IO, -10, "input/output error")                                     \
+    /* a file's contents are malformed */                                    \
+    X(ERR_FORMAT, -11, "malformed file")                                     \
+    /* a size past what the device or format allows */                       \
+    X(ERR_TOO_LARGE, -12, "too large")                                       \
+    /* any other driver error; the message has details */                    \
+    X(ERR_BACKEND, -13, "backend error")                                     \
+    /* call not valid now (e.g. scope misuse) */                             \
+    X(ERR_STATE, -14, "invalid state")
+
 typedef enum xg_status {
-    XG_OK = 0,
-    XG_ERR_INVALID_ARG = -1,  /* a bad value: NULL, out-of-range axis, ... */
-    XG_ERR_SHAPE = -2,        /* shapes that do not fit together */
-    XG_ERR_DTYPE = -3,        /* wrong element type for this use */
-    XG_ERR_OUT_OF_MEMORY = -4,/* host memory exhausted */
-    XG_ERR_DEVICE_OOM = -5,   /* device memory exhausted; the process goes on */
-    XG_ERR_DEVICE_LOST = -6,  /* the device stopped working; sticky */
-    XG_ERR_NO_DEVICE = -7,    /* no driver, platform or device */
-    XG_ERR_NOT_FOUND = -8,    /* unknown backend name, device index, file */
-    XG_ERR_UNSUPPORTED = -9,  /* the backend has no kernel for this op */
-    XG_ERR_IO = -10,          /* reading or writing a file failed */
-    XG_ERR_FORMAT = -11,      /* a file's contents are malformed */
-    XG_ERR_TOO_LARGE = -12,   /* a size past what the device or format allows */
-    XG_ERR_BACKEND = -13,     /* any other driver error; message has details */
-    XG_ERR_STATE = -14,       /* call not valid now (e.g. scope misuse) */
+#define XG_STATUS_ENUM(name, code, text) XG_##name = code,
+    XG_STATUS_LIST(XG_STATUS_ENUM)
+#undef XG_STATUS_ENUM
 } xg_status;
 
 /* A static, human-readable name for a status code ("device out of memory").
@@ -145,6 +166,29 @@ typedef enum xg_dtype {
     XG_F32 = 0, /* 32-bit float: values, parameters, gradients */
     XG_I32 = 1, /* 32-bit signed integer: labels, argmax results */
 } xg_dtype;
+
+/* The dtypes are 0 .. XG_DTYPE_COUNT - 1. */
+#define XG_DTYPE_COUNT 2
+
+/* "f32", "i32"; "unknown" for a value outside the enum. Static. */
+const char *xg_dtype_name(xg_dtype dtype);
+
+/* Bytes per element: 4 for f32 and i32; 0 for a value outside the enum. */
+size_t xg_dtype_size(xg_dtype dtype);
+
+/* The kernel ops that backends implement (the rows of the library's op
+ * list: "matmul", "conv2d_backward_input", ...), numbered 0 ..
+ * xg_op_count() - 1. xg_op_name gives a static name, or NULL out of
+ * range. */
+int xg_op_count(void);
+const char *xg_op_name(int op);
+
+/* Whether `dev` runs kernel op `op` with element type `dtype` (the op's
+ * index buffers stay i32 and its f32-only buffers f32; an op with only
+ * f32 buffers, such as adam_update, answers for f32 alone). False for a NULL or
+ * closed device and for an op or dtype out of range; never sets an error.
+ * Ops answered false fail with XG_ERR_UNSUPPORTED on that device. */
+bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype);
 
 typedef struct xg_tensor xg_tensor;
 
@@ -254,6 +298,7 @@ xg_tensor *xg_relu(xg_tensor *x);
 xg_tensor *xg_sigmoid(xg_tensor *x);
 xg_tensor *xg_tanh(xg_tensor *x);
 xg_tensor *xg_gelu(xg_tensor *x); /* exact (erf) form, as PyTorch's default */
+xg_tensor *xg_silu(xg_tensor *x); /* x * sigmoid(x) (SiLU, swish) */
 
 /* Matrix product. 1-D and 2-D operands as torch.matmul; with more axes the
  * leading (batch) axes broadcast. xg_matmul_t multiplies op(a) by op(b),
@@ -371,6 +416,7 @@ xg_module *xg_relu_layer(void);
 xg_module *xg_sigmoid_layer(void);
 xg_module *xg_tanh_layer(void);
 xg_module *xg_gelu_layer(void);
+xg_module *xg_silu_layer(void);
 
 /* Conv2d(in, out, kernel) with the given stride, padding, dilation and
  * groups (params NULL: defaults), weight and bias initialised as PyTorch

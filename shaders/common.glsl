@@ -1,7 +1,7 @@
 /* Declarations shared by every xgrad compute shader.
  *
- * Buffer bindings follow struct xg_kernel_call: binding i (0..2) is in[i],
- * binding 3 + j is out[j]. Every buffer is a whole allocation, element 0 at
+ * Buffer bindings follow struct xg_kernel_call: binding i is in[i],
+ * binding XG_VK_OUT_BINDING + j is out[j]. Every buffer is a whole allocation, element 0 at
  * offset 0. Sizes fit in 32 bits: the backend refuses larger buffers. */
 #ifndef XG_COMMON_GLSL
 #define XG_COMMON_GLSL
@@ -13,12 +13,12 @@
         type name[];                                                         \
     }
 #define XG_OUT(j, type, name)                                                \
-    layout(std430, set = 0, binding = 3 + j) writeonly buffer Out##j {       \
+    layout(std430, set = 0, binding = XG_VK_OUT_BINDING + j) writeonly buffer Out##j {       \
         type name[];                                                         \
     }
 /* An output that the kernel also reads (optimizer state, in place). */
 #define XG_INOUT(j, type, name)                                              \
-    layout(std430, set = 0, binding = 3 + j) buffer InOut##j {               \
+    layout(std430, set = 0, binding = XG_VK_OUT_BINDING + j) buffer InOut##j {               \
         type name[];                                                         \
     }
 

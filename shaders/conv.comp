@@ -5,19 +5,20 @@
  * 0 in the padding (the layout of backends/cpu/cpu_conv.c, groups one after
  * another, so group g's [K, P] matrix starts at row g * c_in / groups).
  *
- *   OP_IM2COL       cols[chunk] = im2col(x[x_offset ..])   (conv2d)
- *   OP_COL2IM       dx[x_offset ..] = col2im(cols[chunk]), a gather: each
- *                   pixel sums the column entries that took it, in the
- *                   order (p, q) of the CPU reference; no atomics
- *                   (conv2d_backward_input)
- *   OP_SUM_SAMPLES  dw[i] = (accumulate ? dw[i] : 0) + sum over the chunk's
- *                   samples of partial[s, i]   (conv2d_backward_weight)
+ * One step of each conv op (the backend runs the rest as GEMMs):
+ *   OP_CONV2D                  cols[chunk] = im2col(x[x_offset ..])
+ *   OP_CONV2D_BACKWARD_INPUT   dx[x_offset ..] = col2im(cols[chunk]), a
+ *                              gather: each pixel sums the column entries
+ *                              that took it, in the order (p, q) of the CPU
+ *                              reference; no atomics
+ *   OP_CONV2D_BACKWARD_WEIGHT  dw[i] = (accumulate ? dw[i] : 0) + sum over
+ *                              the chunk's samples of partial[s, i]
  * The first two run over planes (planes.glsl): a row (s, c, p, q) of the
  * columns for im2col, an image plane (s, c) for col2im. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
 
-#if defined(OP_IM2COL) || defined(OP_COL2IM)
+#if defined(OP_CONV2D) || defined(OP_CONV2D_BACKWARD_INPUT)
 #include "planes.glsl"
 
 layout(push_constant) uniform Push {
@@ -26,7 +27,7 @@ layout(push_constant) uniform Push {
     uint c_in, h, w, oh, ow;
     int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
 } pc;
-#elif defined(OP_SUM_SAMPLES)
+#elif defined(OP_CONV2D_BACKWARD_WEIGHT)
 #include "common.glsl"
 
 layout(local_size_x = XG_WG_SIZE) in;
@@ -40,7 +41,7 @@ layout(push_constant) uniform Push {
 #error "conv.comp: no OP_ defined"
 #endif
 
-#if defined(OP_IM2COL)
+#if defined(OP_CONV2D)
 XG_IN(0, float, x);
 XG_OUT(0, float, cols);
 
@@ -70,7 +71,7 @@ void main()
     }
 }
 
-#elif defined(OP_COL2IM)
+#elif defined(OP_CONV2D_BACKWARD_INPUT)
 XG_IN(0, float, cols);
 XG_OUT(0, float, dx);
 
@@ -116,7 +117,7 @@ void main()
     }
 }
 
-#elif defined(OP_SUM_SAMPLES)
+#elif defined(OP_CONV2D_BACKWARD_WEIGHT)
 XG_IN(0, float, partial);
 XG_INOUT(0, float, dw);
 

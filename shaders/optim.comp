@@ -1,5 +1,5 @@
 /* Fused optimizer updates, in place (PyTorch's formulas):
- * OP_ADAM (struct xg_adam_args), OP_SGD (struct xg_sgd_args), with
+ * OP_ADAM_UPDATE (struct xg_adam_args), OP_SGD_UPDATE (struct xg_sgd_args), with
  * -DMOMENTUM for SGD with a momentum buffer. in[0] is the gradient. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -10,7 +10,7 @@ layout(local_size_x = XG_WG_SIZE) in;
 XG_IN(0, float, grad);
 XG_INOUT(0, float, param);
 
-#if defined(OP_ADAM)
+#if defined(OP_ADAM_UPDATE)
 
 layout(push_constant) uniform Push {
     uint n;
@@ -39,7 +39,7 @@ void main()
     }
 }
 
-#elif defined(OP_SGD)
+#elif defined(OP_SGD_UPDATE)
 
 layout(push_constant) uniform Push {
     uint n;

@@ -3,11 +3,11 @@
  * order. The backward kernels gather: one invocation per input pixel visits
  * the windows that cover it in row-major order (the order in which the CPU
  * reference adds them), so they need no atomics.
- *   OP_MAX_POOL           y, index of the winner in its plane (first on
+ *   OP_MAX_POOL2D           y, index of the winner in its plane (first on
  *                         ties; the first NaN wins)
- *   OP_MAX_POOL_BACKWARD  dx[k] = sum of dy over the windows whose index is k
- *   OP_AVG_POOL           y = window sum / (kh * kw) (padding counts as 0)
- *   OP_AVG_POOL_BACKWARD  dx = sum of dy / (kh * kw) over covering windows
+ *   OP_MAX_POOL2D_BACKWARD  dx[k] = sum of dy over the windows whose index is k
+ *   OP_AVG_POOL2D           y = window sum / (kh * kw) (padding counts as 0)
+ *   OP_AVG_POOL2D_BACKWARD  dx = sum of dy / (kh * kw) over covering windows
  * Grid (planes.glsl): x over the pixels of an output plane (forward) or an
  * input plane (backward), y over the n * c planes. */
 #version 450
@@ -20,10 +20,10 @@ layout(push_constant) uniform Push {
     int kh, kw, stride_h, stride_w, pad_h, pad_w;
 } pc;
 
-#if defined(OP_MAX_POOL) || defined(OP_AVG_POOL)
+#if defined(OP_MAX_POOL2D) || defined(OP_AVG_POOL2D)
 XG_IN(0, float, x);
 XG_OUT(0, float, y);
-#if defined(OP_MAX_POOL)
+#if defined(OP_MAX_POOL2D)
 XG_OUT(1, int, index);
 #endif
 
@@ -40,7 +40,7 @@ void main()
             int r0 = max(top, 0), r1 = min(top + pc.kh, int(pc.h));
             int c0 = max(left, 0), c1 = min(left + pc.kw, int(pc.w));
             uint o = plane * size + e;
-#if defined(OP_MAX_POOL)
+#if defined(OP_MAX_POOL2D)
             int best = r0 * int(pc.w) + c0;
             float m = x[base + uint(best)];
             for (int r = r0; r < r1; r++)
@@ -65,9 +65,9 @@ void main()
     }
 }
 
-#elif defined(OP_MAX_POOL_BACKWARD) || defined(OP_AVG_POOL_BACKWARD)
+#elif defined(OP_MAX_POOL2D_BACKWARD) || defined(OP_AVG_POOL2D_BACKWARD)
 XG_IN(0, float, dy);
-#if defined(OP_MAX_POOL_BACKWARD)
+#if defined(OP_MAX_POOL2D_BACKWARD)
 XG_IN(1, int, index);
 #endif
 XG_OUT(0, float, dx);
@@ -91,7 +91,7 @@ void main()
     float inv_w = 1.0f / float(pc.w);
     float inv_sh = 1.0f / float(pc.stride_h);
     float inv_sw = 1.0f / float(pc.stride_w);
-#if defined(OP_AVG_POOL_BACKWARD)
+#if defined(OP_AVG_POOL2D_BACKWARD)
     float area = float(pc.kh * pc.kw);
 #endif
     XG_FOR_EACH_PLANE(plane, pc.planes) {
@@ -107,7 +107,7 @@ void main()
             for (int i = i0; i <= i1; i++)
                 for (int j = j0; j <= j1; j++) {
                     uint o = base + uint(i) * pc.ow + uint(j);
-#if defined(OP_MAX_POOL_BACKWARD)
+#if defined(OP_MAX_POOL2D_BACKWARD)
                     if (index[o] == int(k))
                         sum += dy[o];
 #else

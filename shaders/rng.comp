@@ -1,5 +1,5 @@
-/* Philox4x32-10 random numbers (struct xg_rng_args): OP_UNIFORM in [a, b),
- * OP_NORMAL with mean a and standard deviation b (Box-Muller on the word
+/* Philox4x32-10 random numbers (struct xg_rng_args): OP_RAND_UNIFORM in [a, b),
+ * OP_RAND_NORMAL with mean a and standard deviation b (Box-Muller on the word
  * pairs of a block). One invocation produces one block of four elements. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -22,10 +22,10 @@ const float XG_TWO_PI = 6.28318530717958647692f;
 
 vec4 values(uvec4 w)
 {
-#if defined(OP_UNIFORM)
+#if defined(OP_RAND_UNIFORM)
     vec4 u = vec4(w >> 8u) * XG_2_POW_M24;
     return pc.a + (pc.b - pc.a) * u;
-#elif defined(OP_NORMAL)
+#elif defined(OP_RAND_NORMAL)
     vec2 u1 = (vec2(w.xz >> 8u) + 1.0f) * XG_2_POW_M24;
     vec2 u2 = vec2(w.yw >> 8u) * XG_2_POW_M24;
     vec2 r = sqrt(-2.0f * log(u1));

@@ -3,6 +3,10 @@
 #ifndef XG_SHADER_CONFIG_H
 #define XG_SHADER_CONFIG_H
 
+/* The binding of out[0]: in[0..7] take bindings 0..7 (XG_KERNEL_MAX_IN in
+ * api/core/backend.h; the Vulkan backend checks that they agree). */
+#define XG_VK_OUT_BINDING 8
+
 /* Invocations per workgroup of the 1-D kernels (elementwise, reduce, rows). */
 #define XG_WG_SIZE 256
 

@@ -1,5 +1,5 @@
-/* Elementwise ops on one tensor: y = f(x), dx = g * f'(x) (relu_backward,
- * gelu_backward) and y = x (op) scalar. The op is chosen at build time with
+/* Elementwise ops on one tensor: y = f(x), dx = g * f'(x) (the UNARY_BACKWARD
+ * family) and y = x (op) scalar. The op is chosen at build time with
  * -DOP_<NAME>. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -13,7 +13,8 @@ layout(push_constant) uniform Push {
 } pc;
 
 XG_IN(0, float, x);
-#if defined(OP_RELU_BACKWARD) || defined(OP_GELU_BACKWARD)
+#if defined(OP_RELU_BACKWARD) || defined(OP_GELU_BACKWARD) ||                 \
+    defined(OP_SILU_BACKWARD)
 #define XG_HAS_GRAD
 XG_IN(1, float, g);
 #endif
@@ -62,6 +63,9 @@ float op(float v, float grad)
     return v > 0.0f ? grad : 0.0f;
 #elif defined(OP_GELU_BACKWARD)
     return grad * (xg_normal_cdf(v) + v * xg_normal_pdf(v));
+#elif defined(OP_SILU_BACKWARD)
+    float s = 1.0f / (1.0f + xg_exp(-v)); /* silu' = s (1 + v (1 - s)) */
+    return grad * s * (1.0f + v * (1.0f - s));
 #endif
 }
 #else
@@ -83,6 +87,8 @@ float op(float v)
     return xg_tanh(v);
 #elif defined(OP_GELU)
     return v * xg_normal_cdf(v);
+#elif defined(OP_SILU)
+    return v / (1.0f + xg_exp(-v));
 #elif defined(OP_ADD_SCALAR)
     return v + pc.scalar;
 #elif defined(OP_SUB_SCALAR)

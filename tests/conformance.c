@@ -477,10 +477,13 @@ static bool run_on(const dev_pair *dp, int side, const conf_case *c,
                                          (size_t)(c->out[k].count + GUARD) * 4,
                                          &outs[k])) != XG_OK)
             goto done;
-    memcpy(call.in, bufs, sizeof call.in);
-    memcpy(call.out, outs, sizeof call.out);
+    for (k = 0; k < XG_KERNEL_MAX_IN; k++)
+        call.in[k] = (xg_operand){bufs[k], c->in[k].dtype};
+    for (k = 0; k < XG_KERNEL_MAX_OUT; k++)
+        call.out[k] = (xg_operand){outs[k], c->out[k].dtype};
     stage = "kernel call";
-    if ((st = be->ops[c->call.op](dev, &call)) != XG_OK)
+    if ((st = be->kernels[xg_op_table[c->call.op].family](dev, &call)) !=
+        XG_OK)
         goto done;
     stage = "download output";
     for (k = 0; k < XG_KERNEL_MAX_OUT; k++) {
@@ -620,14 +623,22 @@ static void run_op_test(xg_op op)
 {
     const conf_target *t = conf_target_get();
     const char *name = xg_op_table[op].name;
-    /* A missing kernel is a failure, never a skip. */
-    cr_assert(xg_backend_cpu.ops[op] != NULL,
-              "op %s has no kernel on backend cpu (the reference)", name);
-    cr_assert(t->backend->ops[op] != NULL, "op %s has no kernel on backend %s",
-              name, t->name);
-
     dev_pair dp;
     open_pair(&dp);
+    /* Every op runs on f32 everywhere: an unsupported answer is a failure,
+     * never a skip. */
+    xg_dtype f32_sig[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
+    const xg_op_info *info = &xg_op_table[op];
+    for (int k = 0; k < info->n_in + info->n_out; k++)
+        f32_sig[k] = xg_op_rule_dtype(k < info->n_in
+                                          ? info->in_rule[k]
+                                          : info->out_rule[k - info->n_in],
+                                      XG_F32);
+    for (int s = 0; s < 2; s++)
+        cr_assert(dp.be[s]->kernels[info->family] != NULL &&
+                      dp.be[s]->supports(dp.dev[s], op, f32_sig),
+                  "op %s with dtype f32 is not implemented on backend %s",
+                  name, dp.be[s]->name);
     conf_case_list cases;
     conf_cases_for_op(op, &cases);
     cr_assert(cases.n > 0, "op %s (family %d) has no conformance cases", name,
@@ -653,12 +664,10 @@ static void run_op_test(xg_op op)
 }
 
 /* The op table the suite was generated from must match the library's. */
-static const struct {
-    const char *name;
-    xg_op_family family;
-    int n_in, n_out;
-} suite_ops[] = {
-#define XG_OP(name, family, n_in, n_out) {#name, XG_FAMILY_##family, n_in, n_out},
+static const xg_op_info suite_ops[] = {
+#define XG_OP(name, family, in, out, backward)                               \
+    {#name, XG_FAMILY_##family, sizeof(in) - 1, sizeof(out) - 1, in, out,     \
+     XG_OP_##backward},
 #include "ops.def"
 #undef XG_OP
 };
@@ -675,14 +684,19 @@ Test(kernel, op_table)
                          "op %d name", op);
         cr_expect(xg_op_table[op].family == suite_ops[op].family &&
                       xg_op_table[op].n_in == suite_ops[op].n_in &&
-                      xg_op_table[op].n_out == suite_ops[op].n_out,
+                      xg_op_table[op].n_out == suite_ops[op].n_out &&
+                      strcmp(xg_op_table[op].in_rule,
+                             suite_ops[op].in_rule) == 0 &&
+                      strcmp(xg_op_table[op].out_rule,
+                             suite_ops[op].out_rule) == 0 &&
+                      xg_op_table[op].backward == suite_ops[op].backward,
                   "op %s: xg_op_table disagrees with ops.def",
                   suite_ops[op].name);
     }
 }
 
 /* One test per op, named after it: kernel::matmul, kernel::exp, ... */
-#define XG_OP(name, family, n_in, n_out)                                     \
+#define XG_OP(name, family, in, out, backward)                               \
     Test(kernel, name) { run_op_test(XG_OP_##name); }
 #include "ops.def"
 #undef XG_OP

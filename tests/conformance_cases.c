@@ -1,8 +1,9 @@
 /* Kernel-level conformance cases: data tables per op family.
  *
- * Every op of api/ops.def gets the cases of its FAMILY (sizes, broadcast
- * patterns, transposes...). What differs between ops of one family (input
- * domains, element types, tolerances) is in op_props[], indexed by op; an op
+ * Every op of api/core/ops.def gets the cases of its FAMILY (sizes,
+ * broadcast patterns, transposes...), with the element types its row
+ * declares, instantiated for f32. What else differs between ops of one
+ * family (input domains, tolerances) is in op_props[], indexed by op; an op
  * with no entry gets the defaults, so a new line in ops.def is tested
  * without new code here. */
 #include "conformance.h"
@@ -19,34 +20,27 @@
 
 typedef struct conf_op_props {
     conf_domain in_domain[XG_KERNEL_MAX_IN];
-    xg_dtype in_dtype[XG_KERNEL_MAX_IN];
-    xg_dtype out_dtype[XG_KERNEL_MAX_OUT];
     double tol;         /* nMSE bound; 0 means CONF_NMSE_TOL */
     bool per_row_out;   /* ROWS: out[0] holds one value per row */
     bool labels;        /* ROWS: in[1] are class labels (invalid-label case) */
     bool no_special;    /* UNARY/SCALAR: skip the special-values case */
 } conf_op_props;
 
-/* Zero-initialised entries are the defaults: f32 everywhere, inputs uniform
- * in [-3, 3), the global tolerance. */
+/* Zero-initialised entries are the defaults: inputs uniform in [-3, 3), the
+ * global tolerance. */
 static const conf_op_props op_props[XG_OP_COUNT] = {
     [XG_OP_log] = {.in_domain = {DOM_POSITIVE}},
     [XG_OP_sqrt] = {.in_domain = {DOM_POSITIVE}},
     [XG_OP_div] = {.in_domain = {DOM_SIGNED, DOM_NONZERO}},
-    [XG_OP_max] = {.in_domain = {DOM_DISTINCT}, .out_dtype = {XG_F32, XG_I32}},
-    [XG_OP_argmax] = {.in_domain = {DOM_DISTINCT}, .out_dtype = {XG_I32}},
-    [XG_OP_max_backward] = {.in_domain = {DOM_SIGNED, DOM_CLASS},
-                            .in_dtype = {XG_F32, XG_I32}},
+    [XG_OP_max] = {.in_domain = {DOM_DISTINCT}},
+    [XG_OP_argmax] = {.in_domain = {DOM_DISTINCT}},
+    [XG_OP_max_backward] = {.in_domain = {DOM_SIGNED, DOM_CLASS}},
     [XG_OP_cross_entropy] = {.in_domain = {DOM_SIGNED, DOM_CLASS},
-                             .in_dtype = {XG_F32, XG_I32},
                              .per_row_out = true, .labels = true},
     [XG_OP_cross_entropy_backward] = {
-        .in_domain = {DOM_SIGNED, DOM_CLASS, DOM_SIGNED},
-        .in_dtype = {XG_F32, XG_I32, XG_F32}, .labels = true},
-    [XG_OP_max_pool2d] = {.in_domain = {DOM_DISTINCT},
-                          .out_dtype = {XG_F32, XG_I32}},
-    [XG_OP_max_pool2d_backward] = {.in_domain = {DOM_SIGNED, DOM_POOL_INDEX},
-                                   .in_dtype = {XG_F32, XG_I32}},
+        .in_domain = {DOM_SIGNED, DOM_CLASS, DOM_SIGNED}, .labels = true},
+    [XG_OP_max_pool2d] = {.in_domain = {DOM_DISTINCT}},
+    [XG_OP_max_pool2d_backward] = {.in_domain = {DOM_SIGNED, DOM_POOL_INDEX}},
 };
 
 _Static_assert(sizeof op_props / sizeof op_props[0] == XG_OP_COUNT,
@@ -98,15 +92,19 @@ static conf_case *add_case(conf_case_list *list, xg_op op, const char *fmt,
 static void set_ins(conf_case *c, int64_t count)
 {
     const conf_op_props *p = props_of(c->call.op);
-    for (int i = 0; i < xg_op_table[c->call.op].n_in; i++)
-        c->in[i] = (conf_buf){count, p->in_dtype[i], p->in_domain[i], 0};
+    const xg_op_info *info = &xg_op_table[c->call.op];
+    for (int i = 0; i < info->n_in; i++)
+        c->in[i] = (conf_buf){count, xg_op_rule_dtype(info->in_rule[i], XG_F32),
+                              p->in_domain[i], 0};
 }
 
 static void set_outs(conf_case *c, int64_t count)
 {
-    const conf_op_props *p = props_of(c->call.op);
-    for (int i = 0; i < xg_op_table[c->call.op].n_out; i++)
-        c->out[i] = (conf_buf){count, p->out_dtype[i], DOM_ZERO, 0};
+    const xg_op_info *info = &xg_op_table[c->call.op];
+    for (int i = 0; i < info->n_out; i++)
+        c->out[i] = (conf_buf){count,
+                               xg_op_rule_dtype(info->out_rule[i], XG_F32),
+                               DOM_ZERO, 0};
 }
 
 static void add_poison_f(conf_case *c, int buf, int64_t at, float v)

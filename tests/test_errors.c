@@ -4,6 +4,8 @@
  * this suite under valgrind). */
 #include "test_util.h"
 
+#include "core_impl.h" /* xg__launch: the op contract below the front-ends */
+
 #include <criterion/parameterized.h>
 
 /* What a bad call left behind. */
@@ -710,4 +712,67 @@ Test(error_state, device_error_lists_backends)
         cr_expect(strstr(copy, names[i]) != NULL,
                   "message \"%s\" does not list backend \"%s\"", copy,
                   names[i]);
+}
+
+/* ---- the op contract: supports() and the unsupported error ---------------- */
+
+/* The index of kernel op `name` through the public op list, or -1. */
+static int op_index(const char *name)
+{
+    for (int op = 0; op < xg_op_count(); op++)
+        if (strcmp(xg_op_name(op), name) == 0)
+            return op;
+    return -1;
+}
+
+Test(error_state, op_list_and_support_matrix)
+{
+    cr_expect_null(xg_op_name(-1));
+    cr_expect_null(xg_op_name(xg_op_count()));
+    int silu = op_index("silu"), adam = op_index("adam_update");
+    cr_assert(silu >= 0 && adam >= 0 && op_index("matmul") >= 0);
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK);
+    cr_expect(xg_device_supports(dev, silu, XG_F32));
+    cr_expect(!xg_device_supports(dev, silu, XG_I32),
+              "silu on i32 elements has no kernel");
+    cr_expect(xg_device_supports(dev, adam, XG_F32));
+    cr_expect(!xg_device_supports(dev, adam, XG_I32),
+              "an op of f32 buffers only answers for f32");
+    cr_expect(!xg_device_supports(dev, -1, XG_F32));
+    cr_expect(!xg_device_supports(dev, xg_op_count(), XG_F32));
+    cr_expect(!xg_device_supports(dev, silu, (xg_dtype)XG_DTYPE_COUNT));
+    cr_expect(!xg_device_supports(NULL, silu, XG_F32));
+    cr_expect_str_eq(xg_dtype_name(XG_I32), "i32");
+    cr_expect_str_eq(xg_dtype_name((xg_dtype)99), "unknown");
+    cr_expect_eq(xg_dtype_size(XG_F32), 4);
+    xg_device_close(dev);
+}
+
+/* A call whose dtypes a backend does not support is refused before any
+ * kernel runs, with the op, the dtypes and the backend in the message. */
+Test(error_state, unsupported_dtype_is_refused_by_name)
+{
+    xg_tensor *x = mk(XG_SHAPE(4)), *y = mk(XG_SHAPE(4));
+    xg_device *dev = xg_tensor_device(x);
+    xg_kernel_call call = {.op = XG_OP_neg,
+                           .in = {{x->storage->buf, XG_I32}},
+                           .out = {{y->storage->buf, XG_I32}}};
+    call.p.ew.n = 4;
+    cr_expect_eq(xg__launch(dev, &call), XG_ERR_UNSUPPORTED);
+    cr_expect_str_eq(xg_last_error(),
+                     "op neg with dtype i32 is not implemented on backend cpu");
+
+    xg_kernel_call ce = {.op = XG_OP_cross_entropy,
+                         .in = {{x->storage->buf, XG_F32},
+                                {y->storage->buf, XG_F32}},
+                         .out = {{y->storage->buf, XG_F32}}};
+    ce.p.rows = (xg_rows_args){1, 4};
+    cr_expect_eq(xg__launch(dev, &ce), XG_ERR_UNSUPPORTED);
+    cr_expect_str_eq(xg_last_error(),
+                     "op cross_entropy with dtype f32, f32 -> f32 is not "
+                     "implemented on backend cpu",
+                     "a signature no element type gives is listed whole");
+    xg_tensor_free(x);
+    xg_tensor_free(y);
 }

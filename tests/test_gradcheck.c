@@ -190,6 +190,8 @@ static xg_tensor *f_tanh(xg_tensor *const *in, const gc_ctx *c)
 { (void)c; return xg_tanh(in[0]); }
 static xg_tensor *f_gelu(xg_tensor *const *in, const gc_ctx *c)
 { (void)c; return xg_gelu(in[0]); }
+static xg_tensor *f_silu(xg_tensor *const *in, const gc_ctx *c)
+{ (void)c; return xg_silu(in[0]); }
 static xg_tensor *f_matmul(xg_tensor *const *in, const gc_ctx *c)
 { (void)c; return xg_matmul(in[0], in[1]); }
 static xg_tensor *f_matmul_t(xg_tensor *const *in, const gc_ctx *c)
@@ -320,6 +322,8 @@ Test(grad, unary)
     gradcheck("tanh", f_tanh, NULL, &x, 1);
     gradcheck("gelu", f_gelu, NULL, &x, 1);
     gradcheck("gelu near 0", f_gelu, NULL, &off0, 1);
+    gradcheck("silu", f_silu, NULL, &x, 1);
+    gradcheck("silu near 0", f_silu, NULL, &off0, 1);
 }
 
 /* ---- matmul ------------------------------------------------------------ */

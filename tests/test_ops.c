@@ -294,6 +294,10 @@ static double r_relu(double x) { return x > 0 ? x : 0; }
 static double r_sigmoid(double x) { return 1 / (1 + exp(-x)); }
 static double r_gelu(double x) { return x * 0.5 * (1 + erf(x / sqrt(2.0))); }
 
+/* SiLU (swish): x sigmoid(x) = x / (1 + e^-x). reference: Elfwing et al.,
+ * "Sigmoid-Weighted Linear Units", 2017; PyTorch's torch.nn.SiLU. */
+static double r_silu(double x) { return x / (1.0 + exp(-x)); }
+
 Test(ops, neg_relu_hand_values)
 {
     xg_tensor *x = tu_f32(unary_x, UNARY_SHAPE);
@@ -334,6 +338,7 @@ Test(ops, activations_vs_reference)
     check_unary("sigmoid", xg_sigmoid, r_sigmoid, unary_x, n);
     check_unary("tanh", xg_tanh, tanh, unary_x, n);
     check_unary("gelu", xg_gelu, r_gelu, unary_x, n);
+    check_unary("silu", xg_silu, r_silu, unary_x, n);
 }
 
 Test(ops, activation_hand_values)
@@ -354,6 +359,11 @@ Test(ops, activation_hand_values)
                      (const double[]){0, 0.8413447460685429,
                                       -0.15865525393145707},
                      1e-7, 1e-6, "gelu exact erf form");
+    /* silu(1) = 1 / (1 + e^-1) = 0.7310585786; silu(-1) = -0.2689414214 */
+    tu_assert_values(xg_silu(x), XG_SHAPE(3),
+                     (const double[]){0, 0.7310585786300049,
+                                      -0.2689414213699951},
+                     TRANSC, "silu");
 }
 
 Test(ops, activations_saturate_without_nan)
@@ -368,6 +378,9 @@ Test(ops, activations_saturate_without_nan)
     tu_assert_values(xg_gelu(x), XG_SHAPE(4),
                      (const double[]){0, 100, 0, 1000}, 1e-30, 1e-6,
                      "gelu saturates");
+    tu_assert_values(xg_silu(x), XG_SHAPE(4),
+                     (const double[]){-3.720075976020836e-42, 100, 0, 1000},
+                     1e-30, 1e-6, "silu saturates");
     tu_assert_values(xg_exp(x), XG_SHAPE(4),
                      (const double[]){3.720075976020836e-44, INFINITY, 0,
                                       INFINITY},

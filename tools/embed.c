@@ -6,7 +6,10 @@
  * `const size_t PREFIX_<base>_size` (the byte count, without the NUL that is
  * appended so text sources can be used as C strings), where <base> is the
  * file name up to its first '.', with characters outside [A-Za-z0-9_]
- * turned into '_'. Used to embed OpenCL C sources and SPIR-V modules.
+ * turned into '_'. After them it writes `const unsigned char *const
+ * PREFIX_all[]`, every array in the order given, and `const size_t
+ * PREFIX_count`, so a user can take the whole set without listing it again.
+ * Used to embed OpenCL C sources and SPIR-V modules.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -63,6 +66,13 @@ int main(int argc, char **argv)
     int failed = 0;
     for (int i = 3; i < argc && !failed; i++)
         failed = embed(out, argv[2], argv[i]);
+    fprintf(out, "const unsigned char *const %s_all[] = {", argv[2]);
+    for (int i = 3; i < argc; i++) {
+        fprintf(out, "\n  ");
+        write_symbol(out, argv[2], argv[i]);
+        fputc(',', out);
+    }
+    fprintf(out, "\n};\nconst size_t %s_count = %d;\n", argv[2], argc - 3);
     if (fclose(out) != 0)
         failed = 1;
     if (failed)

@@ -2,10 +2,15 @@
  * the device that XGRAD_BACKEND (or "auto") selects, in the manner of
  * `vulkaninfo --summary` and `clinfo -l`.
  *
- *   xgrad-info
+ *   xgrad-info          backends, devices and the selection
+ *   xgrad-info --ops    the support matrix: one line per kernel op,
+ *                       `<op> cpu:f32 opencl:f32 vulkan:f32`, listing the
+ *                       element types each backend's first device runs
+ *                       (software devices included); a backend without a
+ *                       device is left out and named on stderr
  *
- * Exit status: 0 when the selected device opens, 1 otherwise, 2 on bad
- * usage.
+ * Exit status: 0 when the selected device (or, with --ops, at least one
+ * device) opens, 1 otherwise, 2 on bad usage.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,13 +73,55 @@ static int show_selection(const char *label, const char *spec)
     return 0;
 }
 
+/* Prints the op x dtype matrix over device 0 of every backend that has
+ * one; returns 0 when at least one opened. */
+static int list_ops(void)
+{
+    const char *names[MAX_BACKENDS];
+    xg_device *devs[MAX_BACKENDS];
+    int n = xg_backends(names, MAX_BACKENDS), opened = 0;
+    for (int b = 0; b < n && b < MAX_BACKENDS; b++) {
+        char spec[64];
+        snprintf(spec, sizeof spec, "%s:0", names[b]);
+        devs[b] = NULL;
+        if (xg_device_open(spec, &devs[b]) != XG_OK)
+            fprintf(stderr, "xgrad-info: %s left out: %s\n", names[b],
+                    xg_last_error());
+        opened += devs[b] != NULL;
+    }
+    for (int op = 0; op < xg_op_count(); op++) {
+        printf("%s", xg_op_name(op));
+        for (int b = 0; b < n && b < MAX_BACKENDS; b++) {
+            if (!devs[b])
+                continue;
+            printf(" %s:", names[b]);
+            int listed = 0;
+            for (int t = 0; t < XG_DTYPE_COUNT; t++)
+                if (xg_device_supports(devs[b], op, (xg_dtype)t))
+                    printf("%s%s", listed++ ? "," : "",
+                           xg_dtype_name((xg_dtype)t));
+            if (!listed)
+                printf("-");
+        }
+        printf("\n");
+    }
+    for (int b = 0; b < n && b < MAX_BACKENDS; b++)
+        xg_device_close(devs[b]);
+    xg_shutdown();
+    return opened ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--ops") == 0)
+        return list_ops();
     if (argc > 1) {
         bool help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
         fprintf(help ? stdout : stderr,
-                "usage: %s\nLists xgrad's backends and devices, and the device "
-                "that XGRAD_BACKEND=cpu|opencl|vulkan|auto[:INDEX] selects.\n",
+                "usage: %s [--ops]\nLists xgrad's backends and devices, and the "
+                "device that XGRAD_BACKEND=cpu|opencl|vulkan|auto[:INDEX] "
+                "selects.\n--ops prints the op x dtype support matrix, one line "
+                "per op.\n",
                 argv[0]);
         return help ? 0 : 2;
     }

@@ -8,8 +8,9 @@
  *
  * Threading: the core calls a device from one thread at a time.
  * Ordering: calls on one device take effect in the order they are made.
- * A backend may queue work (it should: DESIGN.md, convention 6) and must make
- * download() observe every earlier call.
+ * A backend may queue work (it should: data stays on the device, and the host
+ * waits only when it reads) and must make download() observe every earlier
+ * call.
  * Aliasing: no buffer of a call overlaps another buffer of the same call.
  * Outputs are fresh allocations the kernel only writes, except in the ADAM
  * and SGD families, whose outputs (parameter and optimizer state) hold
@@ -18,6 +19,7 @@
 #ifndef XGRAD_BACKEND_H
 #define XGRAD_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,46 +28,49 @@
 /* ---- the op list ------------------------------------------------------- */
 
 typedef enum xg_op {
-#define XG_OP(name, family, n_in, n_out) XG_OP_##name,
+    XG_OP_none = -1, /* "no op": the BACKWARD column's empty value */
+#define XG_OP(name, family, in, out, backward) XG_OP_##name,
 #include "ops.def"
 #undef XG_OP
     XG_OP_COUNT
 } xg_op;
 
 typedef enum xg_op_family {
-    XG_FAMILY_UNARY,
-    XG_FAMILY_UNARY_BACKWARD,
-    XG_FAMILY_SCALAR,
-    XG_FAMILY_BINARY,
-    XG_FAMILY_REDUCE,
-    XG_FAMILY_REDUCE_BACKWARD,
-    XG_FAMILY_ROWS,
-    XG_FAMILY_GEMM,
-    XG_FAMILY_PERMUTE,
-    XG_FAMILY_FILL,
-    XG_FAMILY_RNG,
-    XG_FAMILY_ADAM,
-    XG_FAMILY_SGD,
-    XG_FAMILY_CONV,
-    XG_FAMILY_POOL,
-    XG_FAMILY_DROPOUT,
+#define XG_FAMILY(name, args) XG_FAMILY_##name,
+#include "ops.def"
+#undef XG_FAMILY
     XG_FAMILY_COUNT
 } xg_op_family;
 
-/* Static facts about one op, from ops.def. */
+#define XG_KERNEL_MAX_IN 8
+#define XG_KERNEL_MAX_OUT 8
+
+/* Static facts about one op, from its row in ops.def. */
 typedef struct xg_op_info {
     const char *name;
     xg_op_family family;
     int n_in, n_out;
+    /* The dtype rule of each buffer ('T', 'f' or 'i'; see ops.def), inputs
+     * then outputs; NUL-terminated. */
+    const char *in_rule, *out_rule;
+    xg_op backward; /* XG_OP_none when there is none */
 } xg_op_info;
 
-/* Indexed by xg_op; XG_OP_COUNT entries. Defined in api/ops.c. */
+/* Indexed by xg_op; XG_OP_COUNT entries. Defined in api/core/op_table.c. */
 extern const xg_op_info xg_op_table[XG_OP_COUNT];
 
-/* ---- kernel arguments, one struct per family --------------------------- */
+/* The family names ("UNARY", ...), indexed by xg_op_family. */
+extern const char *const xg_family_names[XG_FAMILY_COUNT];
 
-#define XG_KERNEL_MAX_IN 3
-#define XG_KERNEL_MAX_OUT 3
+/* The dtype that rule letter `rule` gives when the op's element type is
+ * `t`: t for 'T', XG_F32 for 'f', XG_I32 for 'i'. */
+xg_dtype xg_op_rule_dtype(char rule, xg_dtype t);
+
+/* True when `dtypes` (n_in inputs then n_out outputs) is op's signature
+ * instantiated with element type `t`. */
+bool xg_op_signature_is(xg_op op, const xg_dtype *dtypes, xg_dtype t);
+
+/* ---- kernel arguments, one struct per family --------------------------- */
 
 /* UNARY, UNARY_BACKWARD, SCALAR: n elements; `scalar` for SCALAR only. */
 typedef struct xg_ew_args {
@@ -211,13 +216,22 @@ typedef struct xg_dropout_args {
     float p;
 } xg_dropout_args;
 
-/* One kernel call. Buffers are whole device allocations made by the same
- * backend's alloc(); element 0 is at offset 0. */
+/* One buffer of a kernel call: a whole device allocation made by the same
+ * backend's alloc(), element 0 at offset 0, holding elements of `dtype`
+ * (the op's rule for this position, instantiated; see ops.def). Unused
+ * positions are {NULL, 0}. */
 typedef struct xg_buffer xg_buffer;
+typedef struct xg_operand {
+    xg_buffer *buf;
+    xg_dtype dtype;
+} xg_operand;
+
+/* One kernel call: the op, its buffers (in[0 .. n_in-1], out[0 ..
+ * n_out-1] as ops.def declares them) and its family's parameters. */
 typedef struct xg_kernel_call {
     xg_op op;
-    xg_buffer *in[XG_KERNEL_MAX_IN];
-    xg_buffer *out[XG_KERNEL_MAX_OUT];
+    xg_operand in[XG_KERNEL_MAX_IN];
+    xg_operand out[XG_KERNEL_MAX_OUT];
     union {
         xg_ew_args ew;
         xg_binary_args binary;
@@ -290,13 +304,23 @@ typedef struct xg_backend {
     /* Waits for every earlier call to finish. */
     xg_status (*sync)(xg_backend_device *dev);
 
-    /* One kernel per op, indexed by xg_op. A NULL slot means "not
-     * implemented": the core reports XG_ERR_UNSUPPORTED and the conformance
-     * suite fails. */
-    xg_kernel_fn ops[XG_OP_COUNT];
+    /* Whether the device runs `op` on buffers of these dtypes (n_in inputs
+     * then n_out outputs, as ops.def orders them). The core asks before
+     * every launch and refuses a combination answered false with "op X
+     * with dtype Y is not implemented on backend Z"; the conformance suite
+     * tests every combination answered true, and fails when an f32 op is
+     * answered false. Must not fail or block. */
+    bool (*supports)(const xg_backend_device *dev, xg_op op,
+                     const xg_dtype *dtypes);
+
+    /* One kernel per op family, indexed by xg_op_family (generated from
+     * the XG_FAMILY rows of ops.def, so no backend lists ops). It runs any
+     * op of its family that supports() accepted; work may be queued. */
+    xg_kernel_fn kernels[XG_FAMILY_COUNT];
 } xg_backend;
 
-/* The backends built into this library; NULL when a backend was not built. */
+/* The backends built into this library; a backend that was not built (meson
+ * option off, or no driver headers) is not declared. */
 extern const xg_backend xg_backend_cpu;
 #ifdef XGRAD_HAVE_OPENCL
 extern const xg_backend xg_backend_opencl;

@@ -107,6 +107,13 @@ static inline xg_buffer *xg__buf(const xg_tensor *t)
     return t->storage->buf;
 }
 
+/* The tensor as a kernel operand (buffer and dtype); {NULL, 0} for NULL,
+ * an unused position. */
+static inline xg_operand xg__arg(const xg_tensor *t)
+{
+    return t ? (xg_operand){t->storage->buf, t->dtype} : (xg_operand){0};
+}
+
 /* Copies src's values into dst's storage (same device and numel; no
  * graph): in-place updates such as running statistics. */
 xg_status xg__assign(xg_tensor *dst, const xg_tensor *src);

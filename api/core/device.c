@@ -259,16 +259,78 @@ xg_status xg_device_sync(xg_device *dev)
     return xg__device_result(dev, dev->backend->sync(dev->bdev));
 }
 
+int xg_op_count(void)
+{
+    return XG_OP_COUNT;
+}
+
+const char *xg_op_name(int op)
+{
+    return op >= 0 && op < XG_OP_COUNT ? xg_op_table[op].name : NULL;
+}
+
+bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype)
+{
+    if (!dev || dev->closed || op < 0 || op >= XG_OP_COUNT ||
+        (unsigned)dtype >= XG_DTYPE_COUNT)
+        return false;
+    const xg_op_info *info = &xg_op_table[op];
+    /* An op without T buffers (the f32 optimizer updates) has one type. */
+    if (!strchr(info->in_rule, 'T') && !strchr(info->out_rule, 'T') &&
+        dtype != XG_F32)
+        return false;
+    xg_dtype sig[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
+    for (int i = 0; i < info->n_in; i++)
+        sig[i] = xg_op_rule_dtype(info->in_rule[i], dtype);
+    for (int j = 0; j < info->n_out; j++)
+        sig[info->n_in + j] = xg_op_rule_dtype(info->out_rule[j], dtype);
+    return dev->backend->kernels[info->family] &&
+           dev->backend->supports(dev->bdev, (xg_op)op, sig);
+}
+
+/* Writes "f32" when every buffer of the call is of the op's element type or
+ * a fixed type of its signature, else the whole list, "f16, i32 -> f32". */
+static void describe_dtypes(const xg_op_info *info, const xg_dtype *dtypes,
+                            char *buf, size_t cap)
+{
+    int n = info->n_in + info->n_out;
+    xg_dtype t = dtypes[0];
+    bool plain = true;
+    for (int i = 0; i < n; i++) {
+        char rule = i < info->n_in ? info->in_rule[i]
+                                   : info->out_rule[i - info->n_in];
+        plain = plain && dtypes[i] == xg_op_rule_dtype(rule, t);
+    }
+    if (plain) {
+        snprintf(buf, cap, "%s", xg_dtype_name(t));
+        return;
+    }
+    size_t used = 0;
+    for (int i = 0; i < n && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s",
+                                 i == 0 ? "" : i == info->n_in ? " -> " : ", ",
+                                 xg_dtype_name(dtypes[i]));
+}
+
 xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
 {
-    const char *name = xg_op_table[call->op].name;
-    xg_status st = xg__device_check(dev, name);
+    const xg_op_info *info = &xg_op_table[call->op];
+    xg_status st = xg__device_check(dev, info->name);
     if (st != XG_OK)
         return st;
-    xg_kernel_fn fn = dev->backend->ops[call->op];
-    if (!fn)
+    xg_dtype dtypes[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
+    for (int i = 0; i < info->n_in; i++)
+        dtypes[i] = call->in[i].dtype;
+    for (int j = 0; j < info->n_out; j++)
+        dtypes[info->n_in + j] = call->out[j].dtype;
+    const xg_backend *b = dev->backend;
+    xg_kernel_fn fn = b->kernels[info->family];
+    if (!fn || !b->supports(dev->bdev, call->op, dtypes)) {
+        char what[160];
+        describe_dtypes(info, dtypes, what, sizeof what);
         return xg_set_error(XG_ERR_UNSUPPORTED,
-                            "%s: the %s backend has no kernel for this op",
-                            name, dev->backend->name);
+                            "op %s with dtype %s is not implemented on "
+                            "backend %s", info->name, what, b->name);
+    }
     return xg__device_result(dev, fn(dev->bdev, call));
 }

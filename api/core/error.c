@@ -10,21 +10,11 @@ static _Thread_local xg_status last_status = XG_OK;
 const char *xg_status_str(xg_status status)
 {
     switch (status) {
-    case XG_OK: return "ok";
-    case XG_ERR_INVALID_ARG: return "invalid argument";
-    case XG_ERR_SHAPE: return "shape mismatch";
-    case XG_ERR_DTYPE: return "wrong element type";
-    case XG_ERR_OUT_OF_MEMORY: return "out of host memory";
-    case XG_ERR_DEVICE_OOM: return "device out of memory";
-    case XG_ERR_DEVICE_LOST: return "device lost";
-    case XG_ERR_NO_DEVICE: return "no device";
-    case XG_ERR_NOT_FOUND: return "not found";
-    case XG_ERR_UNSUPPORTED: return "not supported by this backend";
-    case XG_ERR_IO: return "input/output error";
-    case XG_ERR_FORMAT: return "malformed file";
-    case XG_ERR_TOO_LARGE: return "too large";
-    case XG_ERR_BACKEND: return "backend error";
-    case XG_ERR_STATE: return "invalid state";
+#define XG_STATUS_TEXT(name, code, text)                                     \
+    case XG_##name:                                                          \
+        return text;
+        XG_STATUS_LIST(XG_STATUS_TEXT)
+#undef XG_STATUS_TEXT
     }
     return "unknown status";
 }

@@ -369,7 +369,7 @@ xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
     xg_tensor *t = xg__tensor_new(dev, XG_F32, shape, ndim, who);
     if (!t)
         return NULL;
-    xg_kernel_call call = {.op = XG_OP_fill, .out = {xg__buf(t)}};
+    xg_kernel_call call = {.op = XG_OP_fill, .out = {xg__arg(t)}};
     call.p.fill = (xg_fill_args){.n = t->numel, .value = value};
     if (xg__launch(dev, &call) != XG_OK) {
         xg_tensor_free(t);
@@ -380,8 +380,8 @@ xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
 
 xg_status xg__assign(xg_tensor *dst, const xg_tensor *src)
 {
-    xg_kernel_call call = {.op = XG_OP_copy, .in = {xg__buf(src)},
-                           .out = {xg__buf(dst)}};
+    xg_kernel_call call = {.op = XG_OP_copy, .in = {xg__arg(src)},
+                           .out = {xg__arg(dst)}};
     call.p.fill.n = dst->numel;
     return xg__launch(dst->storage->dev, &call);
 }
@@ -440,7 +440,7 @@ static xg_tensor *rand_tensor(xg_op op, const int64_t *shape, int ndim,
     xg_tensor *t = xg__tensor_new(dev, XG_F32, shape, ndim, who);
     if (!t)
         return NULL;
-    xg_kernel_call call = {.op = op, .out = {xg__buf(t)}};
+    xg_kernel_call call = {.op = op, .out = {xg__arg(t)}};
     xg_rng_args *r = &call.p.rng;
     *r = (xg_rng_args){.n = t->numel, .a = a, .b = b};
     r->offset = xg__rng_take(((uint64_t)t->numel + 3) / 4, &r->seed);

@@ -173,6 +173,7 @@ ACTIVATION(relu, "ReLU", xg_relu)
 ACTIVATION(sigmoid, "Sigmoid", xg_sigmoid)
 ACTIVATION(tanh, "Tanh", xg_tanh)
 ACTIVATION(gelu, "GELU", xg_gelu)
+ACTIVATION(silu, "SiLU", xg_silu)
 
 /* ---- convolutional layers -------------------------------------------------- */
 

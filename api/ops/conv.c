@@ -73,8 +73,8 @@ static xg_tensor *conv_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
                                     xg_op_table[op].name);
     if (!out)
         return NULL;
-    xg_kernel_call call = {.op = op, .in = {xg__buf(in0), xg__buf(in1)},
-                           .out = {xg__buf(out)}};
+    xg_kernel_call call = {.op = op, .in = {xg__arg(in0), xg__arg(in1)},
+                           .out = {xg__arg(out)}};
     call.p.conv = *a;
     if (xg__launch(dev, &call) != XG_OK) {
         xg_tensor_free(out);
@@ -193,8 +193,8 @@ static xg_tensor *pool_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
     if (!out || (index && !idx))
         goto fail;
     xg_kernel_call call = {.op = op,
-                           .in = {xg__buf(in0), in1 ? xg__buf(in1) : NULL},
-                           .out = {xg__buf(out), idx ? xg__buf(idx) : NULL}};
+                           .in = {xg__arg(in0), xg__arg(in1)},
+                           .out = {xg__arg(out), xg__arg(idx)}};
     call.p.pool = *a;
     if (xg__launch(dev, &call) != XG_OK)
         goto fail;
@@ -280,8 +280,8 @@ static xg_tensor *dropout_kernel(xg_tensor *x, float p, uint64_t seed,
     xg_tensor *y = xg__tensor_new(dev, XG_F32, x->shape, x->ndim, "dropout");
     if (!y)
         return NULL;
-    xg_kernel_call call = {.op = XG_OP_dropout, .in = {xg__buf(x)},
-                           .out = {xg__buf(y)}};
+    xg_kernel_call call = {.op = XG_OP_dropout, .in = {xg__arg(x)},
+                           .out = {xg__arg(y)}};
     call.p.dropout = (xg_dropout_args){.n = x->numel, .seed = seed,
                                        .offset = offset, .p = p};
     if (xg__launch(dev, &call) != XG_OK) {

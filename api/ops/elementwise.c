@@ -62,9 +62,9 @@ static xg_tensor *unary_kernel(xg_op op, xg_tensor *x)
     if (!xg__check_arg(name, 0, x, XG_F32))
         return NULL;
     xg_tensor *y = new_like(x, name);
-    xg_kernel_call call = {.op = op, .in = {xg__buf(x)}};
+    xg_kernel_call call = {.op = op, .in = {xg__arg(x)}};
     if (y)
-        call.out[0] = xg__buf(y);
+        call.out[0] = xg__arg(y);
     call.p.ew.n = x->numel;
     return finish(y, &call);
 }
@@ -76,9 +76,9 @@ xg_tensor *xg__unary_backward(xg_op op, xg_tensor *x, xg_tensor *g)
         !xg__check_arg(name, 1, g, XG_F32))
         return NULL;
     xg_tensor *dx = new_like(x, name);
-    xg_kernel_call call = {.op = op, .in = {xg__buf(x), xg__buf(g)}};
+    xg_kernel_call call = {.op = op, .in = {xg__arg(x), xg__arg(g)}};
     if (dx)
-        call.out[0] = xg__buf(dx);
+        call.out[0] = xg__arg(dx);
     call.p.ew.n = x->numel;
     return finish(dx, &call);
 }
@@ -109,15 +109,12 @@ static xg_status bw_sqrt(xg_node *n, xg_tensor *g, xg_tensor **gi)
     return gi[0] ? XG_OK : xg_last_status();
 }
 
-static xg_status bw_relu(xg_node *n, xg_tensor *g, xg_tensor **gi)
+/* Ops whose gradient is a kernel of its own, the BACKWARD column of ops.def
+ * (relu -> relu_backward): dx = backward(x, g). ints[0] is the op. */
+static xg_status bw_by_kernel(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    gi[0] = xg__unary_backward(XG_OP_relu_backward, n->inputs[0], g);
-    return gi[0] ? XG_OK : xg_last_status();
-}
-
-static xg_status bw_gelu(xg_node *n, xg_tensor *g, xg_tensor **gi)
-{
-    gi[0] = xg__unary_backward(XG_OP_gelu_backward, n->inputs[0], g);
+    xg_op op = xg_op_table[n->ints[0]].backward;
+    gi[0] = xg__unary_backward(op, n->inputs[0], g);
     return gi[0] ? XG_OK : xg_last_status();
 }
 
@@ -143,6 +140,8 @@ static xg_tensor *unary(xg_op op, xg_tensor *x, xg_backward_fn bw,
     xg_node *node;
     xg_tensor *y = track(unary_kernel(op, x), xg_op_table[op].name, bw, &x, 1,
                          &node);
+    if (node)
+        node->ints[0] = op;
     return saves_output ? save_output(y, node) : y;
 }
 
@@ -150,8 +149,9 @@ xg_tensor *xg_neg(xg_tensor *x) { return unary(XG_OP_neg, x, bw_neg, false); }
 xg_tensor *xg_exp(xg_tensor *x) { return unary(XG_OP_exp, x, bw_exp, true); }
 xg_tensor *xg_log(xg_tensor *x) { return unary(XG_OP_log, x, bw_log, false); }
 xg_tensor *xg_sqrt(xg_tensor *x) { return unary(XG_OP_sqrt, x, bw_sqrt, true); }
-xg_tensor *xg_relu(xg_tensor *x) { return unary(XG_OP_relu, x, bw_relu, false); }
-xg_tensor *xg_gelu(xg_tensor *x) { return unary(XG_OP_gelu, x, bw_gelu, false); }
+xg_tensor *xg_relu(xg_tensor *x) { return unary(XG_OP_relu, x, bw_by_kernel, false); }
+xg_tensor *xg_gelu(xg_tensor *x) { return unary(XG_OP_gelu, x, bw_by_kernel, false); }
+xg_tensor *xg_silu(xg_tensor *x) { return unary(XG_OP_silu, x, bw_by_kernel, false); }
 xg_tensor *xg_tanh(xg_tensor *x) { return unary(XG_OP_tanh, x, bw_tanh, true); }
 xg_tensor *xg_sigmoid(xg_tensor *x)
 {
@@ -177,9 +177,9 @@ static xg_tensor *scalar_op(xg_op op, xg_tensor *x, float s)
     if (!xg__check_arg(name, 0, x, XG_F32))
         return NULL;
     xg_tensor *y = new_like(x, name);
-    xg_kernel_call call = {.op = op, .in = {xg__buf(x)}};
+    xg_kernel_call call = {.op = op, .in = {xg__arg(x)}};
     if (y)
-        call.out[0] = xg__buf(y);
+        call.out[0] = xg__arg(y);
     call.p.ew = (xg_ew_args){.n = x->numel, .scalar = s};
     xg_node *node;
     y = track(finish(y, &call), name, bw_scalar, &x, 1, &node);
@@ -247,8 +247,8 @@ static xg_tensor *binary_kernel(xg_op op, xg_tensor *a, xg_tensor *b,
     xg_tensor *c = xg__tensor_new(a->storage->dev, XG_F32, shape, ndim, name);
     if (!c)
         return NULL;
-    xg_kernel_call call = {.op = op, .in = {xg__buf(a), xg__buf(b)},
-                           .out = {xg__buf(c)}};
+    xg_kernel_call call = {.op = op, .in = {xg__arg(a), xg__arg(b)},
+                           .out = {xg__arg(c)}};
     xg_binary_args *p = &call.p.binary;
     p->ndim = ndim;
     p->n = c->numel;

@@ -95,8 +95,8 @@ xg_tensor *xg_permute(xg_tensor *x, const int *perm, int ndim)
     xg_tensor *y = xg__tensor_new(dev, x->dtype, shape, ndim, "permute");
     if (!y)
         return NULL;
-    xg_kernel_call call = {.op = XG_OP_permute, .in = {xg__buf(x)},
-                           .out = {xg__buf(y)}};
+    xg_kernel_call call = {.op = XG_OP_permute, .in = {xg__arg(x)},
+                           .out = {xg__arg(y)}};
     xg_permute_args *p = &call.p.permute;
     p->ndim = ndim ? ndim : 1;
     p->n = x->numel;
@@ -244,9 +244,9 @@ static xg_tensor *matmul_nd(xg_tensor *a, xg_tensor *b, bool ta, bool tb)
                         .stride_a = g->stride_a, .stride_b = g->stride_b,
                         .stride_c = p.m * p.n, .trans_a = ta, .trans_b = tb,
                         .alpha = 1.0f};
-    call.in[0] = xg__buf(a);
-    call.in[1] = xg__buf(b);
-    call.out[0] = xg__buf(c);
+    call.in[0] = xg__arg(a);
+    call.in[1] = xg__arg(b);
+    call.out[0] = xg__arg(c);
     xg_tensor *in[2] = {a, b};
     xg_node *node = NULL;
     if (xg__launch(dev, &call) != XG_OK ||

@@ -62,8 +62,8 @@ static xg_tensor *reduce_kernel(xg_op op, xg_tensor *x, int axis,
                          : NULL;
     if (!out || (index_out && !idx))
         goto fail;
-    xg_kernel_call call = {.op = op, .in = {xg__buf(x)},
-                           .out = {xg__buf(out), idx ? xg__buf(idx) : NULL}};
+    xg_kernel_call call = {.op = op, .in = {xg__arg(x)},
+                           .out = {xg__arg(out), xg__arg(idx)}};
     call.p.reduce = reduce_view(x, axis);
     if (xg__launch(dev, &call) != XG_OK)
         goto fail;
@@ -142,8 +142,8 @@ static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
     if (!dx)
         return xg_last_status();
     xg_kernel_call call = {.op = XG_OP_max_backward,
-                           .in = {xg__buf(g), xg__buf(n->saved)},
-                           .out = {xg__buf(dx)}};
+                           .in = {xg__arg(g), xg__arg(n->saved)},
+                           .out = {xg__arg(dx)}};
     call.p.reduce = reduce_view(x, (int)n->ints[0]);
     xg_status st = xg__launch(x->storage->dev, &call);
     gi[0] = dx;
@@ -211,7 +211,7 @@ static xg_tensor *rows_kernel(xg_op op, xg_tensor *x)
     if (!y)
         return NULL;
     int64_t cols = x->ndim ? x->shape[x->ndim - 1] : 1;
-    xg_kernel_call call = {.op = op, .in = {xg__buf(x)}, .out = {xg__buf(y)}};
+    xg_kernel_call call = {.op = op, .in = {xg__arg(x)}, .out = {xg__arg(y)}};
     call.p.rows = (xg_rows_args){.rows = x->numel / cols, .cols = cols};
     if (xg__launch(x->storage->dev, &call) != XG_OK) {
         xg_tensor_free(y);
@@ -271,9 +271,9 @@ static xg_status bw_cross_entropy(xg_node *n, xg_tensor *g, xg_tensor **gi)
     if (!dx)
         return xg_last_status();
     xg_kernel_call call = {.op = XG_OP_cross_entropy_backward,
-                           .in = {xg__buf(logits), xg__buf(n->saved),
-                                  xg__buf(g)},
-                           .out = {xg__buf(dx)}};
+                           .in = {xg__arg(logits), xg__arg(n->saved),
+                                  xg__arg(g)},
+                           .out = {xg__arg(dx)}};
     call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1]};
     gi[0] = dx;
     return xg__launch(dev, &call);
@@ -307,8 +307,8 @@ static xg_tensor *cross_entropy_rows(xg_tensor *logits, xg_tensor *labels)
     if (!loss)
         return NULL;
     xg_kernel_call call = {.op = XG_OP_cross_entropy,
-                           .in = {xg__buf(logits), xg__buf(labels)},
-                           .out = {xg__buf(loss)}};
+                           .in = {xg__arg(logits), xg__arg(labels)},
+                           .out = {xg__arg(loss)}};
     call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1]};
     xg_node *node = NULL;
     if (xg__launch(dev, &call) != XG_OK ||

@@ -314,8 +314,8 @@ void xg__optim_set_steps(xg_optim *o, int64_t steps)
 static xg_status adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
                           xg_tensor *v, const xg_adam_args *args)
 {
-    xg_kernel_call call = {.op = XG_OP_adam_update, .in = {xg__buf(grad)},
-                           .out = {xg__buf(param), xg__buf(m), xg__buf(v)}};
+    xg_kernel_call call = {.op = XG_OP_adam_update, .in = {xg__arg(grad)},
+                           .out = {xg__arg(param), xg__arg(m), xg__arg(v)}};
     call.p.adam = *args;
     return xg__launch(param->storage->dev, &call);
 }
@@ -323,8 +323,8 @@ static xg_status adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
 static xg_status sgd_update(xg_tensor *param, xg_tensor *grad, xg_tensor *buf,
                          const xg_sgd_args *args)
 {
-    xg_kernel_call call = {.op = XG_OP_sgd_update, .in = {xg__buf(grad)},
-                           .out = {xg__buf(param), buf ? xg__buf(buf) : NULL}};
+    xg_kernel_call call = {.op = XG_OP_sgd_update, .in = {xg__arg(grad)},
+                           .out = {xg__arg(param), xg__arg(buf)}};
     call.p.sgd = *args;
     return xg__launch(param->storage->dev, &call);
 }

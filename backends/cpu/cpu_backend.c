@@ -143,6 +143,74 @@ static xg_status cpu_sync(xg_backend_device *dev)
     return XG_OK;
 }
 
+/* ---- the dispatch table -------------------------------------------------- */
+
+/* Families whose ops have kernels of their own. */
+static xg_status cpu_reduce(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    return c->op == XG_OP_sum ? cpu_sum(dev, c) : cpu_max(dev, c);
+}
+
+static xg_status cpu_rows(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    switch (c->op) {
+    case XG_OP_cross_entropy: return cpu_cross_entropy(dev, c);
+    case XG_OP_cross_entropy_backward: return cpu_cross_entropy_backward(dev, c);
+    default: return cpu_softmax(dev, c);
+    }
+}
+
+static xg_status cpu_fill_family(xg_backend_device *dev,
+                                 const xg_kernel_call *c)
+{
+    return c->op == XG_OP_copy ? cpu_copy(dev, c) : cpu_fill(dev, c);
+}
+
+static xg_status cpu_conv(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    switch (c->op) {
+    case XG_OP_conv2d_backward_input: return cpu_conv2d_backward_input(dev, c);
+    case XG_OP_conv2d_backward_weight: return cpu_conv2d_backward_weight(dev, c);
+    default: return cpu_conv2d(dev, c);
+    }
+}
+
+static xg_status cpu_pooling(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    switch (c->op) {
+    case XG_OP_max_pool2d: return cpu_max_pool2d(dev, c);
+    case XG_OP_max_pool2d_backward: return cpu_max_pool2d_backward(dev, c);
+    case XG_OP_avg_pool2d: return cpu_avg_pool2d(dev, c);
+    default: return cpu_avg_pool2d_backward(dev, c);
+    }
+}
+
+/* The kernel of each family (XG_FAMILY rows of ops.def). */
+#define CPU_KERNEL_UNARY cpu_unary
+#define CPU_KERNEL_UNARY_BACKWARD cpu_unary_backward
+#define CPU_KERNEL_SCALAR cpu_scalar
+#define CPU_KERNEL_BINARY cpu_binary
+#define CPU_KERNEL_REDUCE cpu_reduce
+#define CPU_KERNEL_REDUCE_BACKWARD cpu_max_backward
+#define CPU_KERNEL_ROWS cpu_rows
+#define CPU_KERNEL_GEMM cpu_matmul
+#define CPU_KERNEL_PERMUTE cpu_permute
+#define CPU_KERNEL_FILL cpu_fill_family
+#define CPU_KERNEL_RNG cpu_rand
+#define CPU_KERNEL_ADAM cpu_adam_update
+#define CPU_KERNEL_SGD cpu_sgd_update
+#define CPU_KERNEL_CONV cpu_conv
+#define CPU_KERNEL_POOL cpu_pooling
+#define CPU_KERNEL_DROPOUT cpu_dropout
+
+/* The reference backend runs every op on f32 element types. */
+static bool cpu_supports(const xg_backend_device *dev, xg_op op,
+                         const xg_dtype *dtypes)
+{
+    (void)dev;
+    return xg_op_signature_is(op, dtypes, XG_F32);
+}
+
 const xg_backend xg_backend_cpu = {
     .name = "cpu",
     .enumerate = cpu_enumerate,
@@ -153,48 +221,10 @@ const xg_backend xg_backend_cpu = {
     .upload = cpu_upload,
     .download = cpu_download,
     .sync = cpu_sync,
-    .ops = {
-        [XG_OP_neg] = cpu_unary,
-        [XG_OP_exp] = cpu_unary,
-        [XG_OP_log] = cpu_unary,
-        [XG_OP_sqrt] = cpu_unary,
-        [XG_OP_relu] = cpu_unary,
-        [XG_OP_sigmoid] = cpu_unary,
-        [XG_OP_tanh] = cpu_unary,
-        [XG_OP_gelu] = cpu_unary,
-        [XG_OP_relu_backward] = cpu_unary_backward,
-        [XG_OP_gelu_backward] = cpu_unary_backward,
-        [XG_OP_add_scalar] = cpu_scalar,
-        [XG_OP_sub_scalar] = cpu_scalar,
-        [XG_OP_mul_scalar] = cpu_scalar,
-        [XG_OP_div_scalar] = cpu_scalar,
-        [XG_OP_add] = cpu_binary,
-        [XG_OP_sub] = cpu_binary,
-        [XG_OP_mul] = cpu_binary,
-        [XG_OP_div] = cpu_binary,
-        [XG_OP_sum] = cpu_sum,
-        [XG_OP_max] = cpu_max,
-        [XG_OP_argmax] = cpu_max,
-        [XG_OP_max_backward] = cpu_max_backward,
-        [XG_OP_softmax] = cpu_softmax,
-        [XG_OP_log_softmax] = cpu_softmax,
-        [XG_OP_cross_entropy] = cpu_cross_entropy,
-        [XG_OP_cross_entropy_backward] = cpu_cross_entropy_backward,
-        [XG_OP_matmul] = cpu_matmul,
-        [XG_OP_permute] = cpu_permute,
-        [XG_OP_copy] = cpu_copy,
-        [XG_OP_fill] = cpu_fill,
-        [XG_OP_rand_uniform] = cpu_rand,
-        [XG_OP_rand_normal] = cpu_rand,
-        [XG_OP_conv2d] = cpu_conv2d,
-        [XG_OP_conv2d_backward_input] = cpu_conv2d_backward_input,
-        [XG_OP_conv2d_backward_weight] = cpu_conv2d_backward_weight,
-        [XG_OP_max_pool2d] = cpu_max_pool2d,
-        [XG_OP_max_pool2d_backward] = cpu_max_pool2d_backward,
-        [XG_OP_avg_pool2d] = cpu_avg_pool2d,
-        [XG_OP_avg_pool2d_backward] = cpu_avg_pool2d_backward,
-        [XG_OP_dropout] = cpu_dropout,
-        [XG_OP_adam_update] = cpu_adam_update,
-        [XG_OP_sgd_update] = cpu_sgd_update,
+    .supports = cpu_supports,
+    .kernels = {
+#define XG_FAMILY(name, args) [XG_FAMILY_##name] = CPU_KERNEL_##name,
+#include "ops.def"
+#undef XG_FAMILY
     },
 };

@@ -270,8 +270,8 @@ static xg_status conv_prepare(xg_backend_device *dev,
                     .p = a->oh * a->ow,
                     .unit = a->kh == 1 && a->kw == 1 && a->stride_h == 1 &&
                             a->stride_w == 1 && a->pad_h == 0 && a->pad_w == 0,
-                    .in0 = cpu_f32(call->in[0]), .in1 = cpu_f32(call->in[1]),
-                    .out = cpu_f32(call->out[0]),
+                    .in0 = cpu_f32(call->in[0].buf), .in1 = cpu_f32(call->in[1].buf),
+                    .out = cpu_f32(call->out[0].buf),
                     .serial_gemm = threads > 1 && a->n >= threads};
     j->chunks = j->serial_gemm ? threads : 1;
     if (j->k > INT_MAX || j->p > INT_MAX || j->cout_g > INT_MAX)
@@ -437,9 +437,9 @@ static inline void max_step(float v, int32_t k, float *m, int32_t *best)
 static void max_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
                            int64_t plane)
 {
-    const float *x = cpu_f32(c->in[0]) + plane * a->h * a->w;
-    float *y = cpu_f32(c->out[0]) + plane * a->oh * a->ow;
-    int32_t *idx = cpu_i32(c->out[1]) + plane * a->oh * a->ow;
+    const float *x = cpu_f32(c->in[0].buf) + plane * a->h * a->w;
+    float *y = cpu_f32(c->out[0].buf) + plane * a->oh * a->ow;
+    int32_t *idx = cpu_i32(c->out[1].buf) + plane * a->oh * a->ow;
     for (int64_t i = 0; i < a->oh; i++)
         for (int64_t j = 0; j < a->ow; j++) {
             int64_t r0, r1, c0, c1;
@@ -460,9 +460,9 @@ static void max_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
 static void max_pool_plane_2x2(const xg_pool_args *a, const xg_kernel_call *c,
                                int64_t plane)
 {
-    const float *x = cpu_f32(c->in[0]) + plane * a->h * a->w;
-    float *y = cpu_f32(c->out[0]) + plane * a->oh * a->ow;
-    int32_t *idx = cpu_i32(c->out[1]) + plane * a->oh * a->ow;
+    const float *x = cpu_f32(c->in[0].buf) + plane * a->h * a->w;
+    float *y = cpu_f32(c->out[0].buf) + plane * a->oh * a->ow;
+    int32_t *idx = cpu_i32(c->out[1].buf) + plane * a->oh * a->ow;
     for (int64_t i = 0; i < a->oh; i++, y += a->ow, idx += a->ow) {
         const float *r0 = x + 2 * i * a->w, *r1 = r0 + a->w;
         int32_t k0 = (int32_t)(2 * i * a->w), w = (int32_t)a->w;
@@ -482,9 +482,9 @@ static void max_pool_plane_2x2(const xg_pool_args *a, const xg_kernel_call *c,
 static void max_pool_backward_plane(const xg_pool_args *a,
                                     const xg_kernel_call *c, int64_t plane)
 {
-    const float *dy = cpu_f32(c->in[0]) + plane * a->oh * a->ow;
-    const int32_t *idx = cpu_i32(c->in[1]) + plane * a->oh * a->ow;
-    float *dx = cpu_f32(c->out[0]) + plane * a->h * a->w;
+    const float *dy = cpu_f32(c->in[0].buf) + plane * a->oh * a->ow;
+    const int32_t *idx = cpu_i32(c->in[1].buf) + plane * a->oh * a->ow;
+    float *dx = cpu_f32(c->out[0].buf) + plane * a->h * a->w;
     memset(dx, 0, (size_t)(a->h * a->w) * sizeof *dx);
     for (int64_t k = 0; k < a->oh * a->ow; k++)
         dx[idx[k]] += dy[k];
@@ -495,8 +495,8 @@ static void max_pool_backward_plane(const xg_pool_args *a,
 static void avg_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
                            int64_t plane)
 {
-    const float *x = cpu_f32(c->in[0]) + plane * a->h * a->w;
-    float *y = cpu_f32(c->out[0]) + plane * a->oh * a->ow;
+    const float *x = cpu_f32(c->in[0].buf) + plane * a->h * a->w;
+    float *y = cpu_f32(c->out[0].buf) + plane * a->oh * a->ow;
     const float area = (float)(a->kh * a->kw);
     for (int64_t i = 0; i < a->oh; i++)
         for (int64_t j = 0; j < a->ow; j++) {
@@ -514,8 +514,8 @@ static void avg_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
 static void avg_pool_backward_plane(const xg_pool_args *a,
                                     const xg_kernel_call *c, int64_t plane)
 {
-    const float *dy = cpu_f32(c->in[0]) + plane * a->oh * a->ow;
-    float *dx = cpu_f32(c->out[0]) + plane * a->h * a->w;
+    const float *dy = cpu_f32(c->in[0].buf) + plane * a->oh * a->ow;
+    float *dx = cpu_f32(c->out[0].buf) + plane * a->h * a->w;
     const float area = (float)(a->kh * a->kw);
     memset(dx, 0, (size_t)(a->h * a->w) * sizeof *dx);
     for (int64_t i = 0; i < a->oh; i++)
@@ -565,8 +565,8 @@ static void dropout_range(const void *ctx, int64_t begin, int64_t end, int t)
     (void)t;
     const xg_kernel_call *c = ctx;
     const xg_dropout_args d = c->p.dropout;
-    const float *x = cpu_f32(c->in[0]);
-    float *y = cpu_f32(c->out[0]);
+    const float *x = cpu_f32(c->in[0].buf);
+    float *y = cpu_f32(c->out[0].buf);
     const float scale = 1.0f / (1.0f - d.p);
     assert(begin % 4 == 0);
     for (int64_t i = begin; i < end; i += 4 * CPU_RNG_LANES) {

@@ -37,6 +37,7 @@ CPU_INLINE float unary_value(xg_op op, float x)
     case XG_OP_sigmoid: return 1.0f / (1.0f + expf(-x));
     case XG_OP_tanh: return tanhf(x);
     case XG_OP_gelu: return x * normal_cdf(x);
+    case XG_OP_silu: return x / (1.0f + expf(-x));
     default: assert(!"not a unary op"); return x;
     }
 }
@@ -51,8 +52,8 @@ static void unary_range(const void *ctx, int64_t begin, int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;
-    const float *x = cpu_f32(c->in[0]) + begin;
-    float *y = cpu_f32(c->out[0]) + begin;
+    const float *x = cpu_f32(c->in[0].buf) + begin;
+    float *y = cpu_f32(c->out[0].buf) + begin;
     int64_t n = end - begin;
     switch (c->op) {
     case XG_OP_neg: unary_loop(XG_OP_neg, x, y, n); break;
@@ -63,6 +64,7 @@ static void unary_range(const void *ctx, int64_t begin, int64_t end, int t)
     case XG_OP_sigmoid: unary_loop(XG_OP_sigmoid, x, y, n); break;
     case XG_OP_tanh: unary_loop(XG_OP_tanh, x, y, n); break;
     case XG_OP_gelu: unary_loop(XG_OP_gelu, x, y, n); break;
+    case XG_OP_silu: unary_loop(XG_OP_silu, x, y, n); break;
     default: assert(!"not a unary op");
     }
 }
@@ -86,6 +88,12 @@ CPU_INLINE float unary_backward_value(xg_op op, float x, float g)
     case XG_OP_relu_backward: return x > 0.0f ? g : 0.0f;
     /* d/dx x Phi(x) = Phi(x) + x phi(x); reference: PyTorch GeluBackward. */
     case XG_OP_gelu_backward: return g * (normal_cdf(x) + x * normal_pdf(x));
+    /* silu' = s (1 + x (1 - s)), s = sigmoid(x); reference: PyTorch
+     * silu_backward. */
+    case XG_OP_silu_backward: {
+        float sg = 1.0f / (1.0f + expf(-x));
+        return g * sg * (1.0f + x * (1.0f - sg));
+    }
     default: assert(!"not a unary backward op"); return g;
     }
 }
@@ -102,9 +110,9 @@ static void unary_backward_range(const void *ctx, int64_t begin, int64_t end,
 {
     (void)t;
     const xg_kernel_call *c = ctx;
-    const float *x = cpu_f32(c->in[0]) + begin;
-    const float *g = cpu_f32(c->in[1]) + begin;
-    float *dx = cpu_f32(c->out[0]) + begin;
+    const float *x = cpu_f32(c->in[0].buf) + begin;
+    const float *g = cpu_f32(c->in[1].buf) + begin;
+    float *dx = cpu_f32(c->out[0].buf) + begin;
     int64_t n = end - begin;
     switch (c->op) {
     case XG_OP_relu_backward:
@@ -112,6 +120,9 @@ static void unary_backward_range(const void *ctx, int64_t begin, int64_t end,
         break;
     case XG_OP_gelu_backward:
         unary_backward_loop(XG_OP_gelu_backward, x, g, dx, n);
+        break;
+    case XG_OP_silu_backward:
+        unary_backward_loop(XG_OP_silu_backward, x, g, dx, n);
         break;
     default: assert(!"not a unary backward op");
     }
@@ -192,8 +203,8 @@ static void scalar_range(const void *ctx, int64_t begin, int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;
-    binary_row(scalar_to_binary(c->op), cpu_f32(c->out[0]) + begin,
-               cpu_f32(c->in[0]) + begin, 1, &c->p.ew.scalar, 0,
+    binary_row(scalar_to_binary(c->op), cpu_f32(c->out[0].buf) + begin,
+               cpu_f32(c->in[0].buf) + begin, 1, &c->p.ew.scalar, 0,
                end - begin);
 }
 
@@ -256,8 +267,8 @@ static void binary_range(const void *ctx, int64_t begin, int64_t end, int t)
     (void)t;
     const xg_kernel_call *c = ctx;
     const xg_binary_args *p = &c->p.binary;
-    const float *a = cpu_f32(c->in[0]), *b = cpu_f32(c->in[1]);
-    float *out = cpu_f32(c->out[0]);
+    const float *a = cpu_f32(c->in[0].buf), *b = cpu_f32(c->in[1].buf);
+    float *out = cpu_f32(c->out[0].buf);
     int last = p->ndim - 1;
     strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
                       .stride = {p->stride_a, p->stride_b}};
@@ -298,8 +309,8 @@ static void permute_range(const void *ctx, int64_t begin, int64_t end, int t)
         shape[j] = p->in_shape[p->perm[j]];
         stride[j] = in_stride[p->perm[j]];
     }
-    const float *in = cpu_f32(c->in[0]);
-    float *out = cpu_f32(c->out[0]);
+    const float *in = cpu_f32(c->in[0].buf);
+    float *out = cpu_f32(c->out[0].buf);
     int64_t s_last = stride[p->ndim - 1];
     strided_walk w = {.ndim = p->ndim, .inputs = 1, .shape = shape,
                       .stride = {stride}};
@@ -329,7 +340,7 @@ static void copy_range(const void *ctx, int64_t begin, int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;
-    memcpy(cpu_f32(c->out[0]) + begin, cpu_f32(c->in[0]) + begin,
+    memcpy(cpu_f32(c->out[0].buf) + begin, cpu_f32(c->in[0].buf) + begin,
            (size_t)(end - begin) * sizeof(float));
 }
 
@@ -345,7 +356,7 @@ static void fill_range(const void *ctx, int64_t begin, int64_t end, int t)
     (void)t;
     const xg_kernel_call *c = ctx;
     const float value = c->p.fill.value;
-    float *out = cpu_f32(c->out[0]);
+    float *out = cpu_f32(c->out[0].buf);
     for (int64_t i = begin; i < end; i++)
         out[i] = value;
 }

@@ -276,6 +276,6 @@ void cpu_sgemm_serial_end(cpu_device *dev)
 
 xg_status cpu_matmul(xg_backend_device *dev, const xg_kernel_call *call)
 {
-    return cpu_sgemm(cpu_dev(dev), &call->p.gemm, cpu_f32(call->in[0]),
-                     cpu_f32(call->in[1]), cpu_f32(call->out[0]), 0, -1);
+    return cpu_sgemm(cpu_dev(dev), &call->p.gemm, cpu_f32(call->in[0].buf),
+                     cpu_f32(call->in[1].buf), cpu_f32(call->out[0].buf), 0, -1);
 }

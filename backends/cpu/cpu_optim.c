@@ -14,9 +14,9 @@ static void adam_range(const void *ctx, int64_t begin, int64_t end, int t)
     (void)t;
     const xg_kernel_call *c = ctx;
     const xg_adam_args a = c->p.adam;
-    const float *grad = cpu_f32(c->in[0]);
-    float *p = cpu_f32(c->out[0]), *m = cpu_f32(c->out[1]),
-          *v = cpu_f32(c->out[2]);
+    const float *grad = cpu_f32(c->in[0].buf);
+    float *p = cpu_f32(c->out[0].buf), *m = cpu_f32(c->out[1].buf),
+          *v = cpu_f32(c->out[2].buf);
     const float step_size = a.lr / a.bias1, bias2_sqrt = sqrtf(a.bias2);
     const int l2 = !a.decoupled && a.weight_decay != 0.0f;
     const float decay = a.decoupled ? 1.0f - a.lr * a.weight_decay : 1.0f;
@@ -48,9 +48,9 @@ static void sgd_range(const void *ctx, int64_t begin, int64_t end, int t)
     (void)t;
     const xg_kernel_call *c = ctx;
     const xg_sgd_args s = c->p.sgd;
-    const float *grad = cpu_f32(c->in[0]);
-    float *p = cpu_f32(c->out[0]);
-    float *buf = s.momentum != 0.0f ? cpu_f32(c->out[1]) : NULL;
+    const float *grad = cpu_f32(c->in[0].buf);
+    float *p = cpu_f32(c->out[0].buf);
+    float *buf = s.momentum != 0.0f ? cpu_f32(c->out[1].buf) : NULL;
     for (int64_t i = begin; i < end; i++) {
         /* As PyTorch, weight decay 0 adds nothing (not 0 * p, NaN for an
          * infinite p). */

@@ -132,7 +132,7 @@ static void rng_range(const void *ctx, int64_t begin, int64_t end, int t)
     (void)t;
     const xg_kernel_call *c = ctx;
     const xg_rng_args *p = &c->p.rng;
-    float *out = cpu_f32(c->out[0]);
+    float *out = cpu_f32(c->out[0].buf);
     assert(begin % 4 == 0);
     if (c->op == XG_OP_rand_uniform) {
         uniform_range(p, out, begin, end);

@@ -106,8 +106,8 @@ static void sum_rows_range(const void *ctx, int64_t begin, int64_t end, int t)
     (void)t;
     const xg_kernel_call *c = ctx;
     int64_t dim = c->p.reduce.dim;
-    const float *x = cpu_f32(c->in[0]);
-    float *out = cpu_f32(c->out[0]);
+    const float *x = cpu_f32(c->in[0].buf);
+    float *out = cpu_f32(c->out[0].buf);
     for (int64_t o = begin; o < end; o++)
         out[o] = sum_pairwise(x + o * dim, dim);
 }
@@ -124,7 +124,7 @@ static void sum_tiles_range(const void *ctx, int64_t begin, int64_t end,
     for (int64_t q = begin; q < end; q++) {
         int64_t o = q / tiles, i0 = q % tiles * SUM_TILE;
         int64_t w = r->inner - i0 < SUM_TILE ? r->inner - i0 : SUM_TILE;
-        const float *x = cpu_f32(c->in[0]) + o * r->dim * r->inner + i0;
+        const float *x = cpu_f32(c->in[0].buf) + o * r->dim * r->inner + i0;
         float acc[SUM_TILE] = {0}, part[SUM_TILE];
         for (int64_t d0 = 0; d0 < r->dim; d0 += SUM_BLOCK) {
             int64_t d1 = d0 + SUM_BLOCK < r->dim ? d0 + SUM_BLOCK : r->dim;
@@ -135,7 +135,7 @@ static void sum_tiles_range(const void *ctx, int64_t begin, int64_t end,
             for (int64_t i = 0; i < w; i++)
                 acc[i] += part[i];
         }
-        memcpy(cpu_f32(c->out[0]) + o * r->inner + i0, acc,
+        memcpy(cpu_f32(c->out[0].buf) + o * r->inner + i0, acc,
                (size_t)w * sizeof(float));
     }
 }
@@ -145,8 +145,8 @@ xg_status cpu_sum(xg_backend_device *dev, const xg_kernel_call *call)
     const xg_reduce_args *r = &call->p.reduce;
     cpu_pool *pool = cpu_dev(dev)->pool;
     if (r->inner == 1 && r->outer == 1)
-        cpu_f32(call->out[0])[0] =
-            sum_row_parallel(pool, cpu_f32(call->in[0]), r->dim);
+        cpu_f32(call->out[0].buf)[0] =
+            sum_row_parallel(pool, cpu_f32(call->in[0].buf), r->dim);
     else if (r->inner == 1)
         cpu_parallel_rows(pool, r->outer, r->dim, sum_rows_range, call);
     else
@@ -179,15 +179,15 @@ static void max_range(const void *ctx, int64_t begin, int64_t end, int t)
     (void)t;
     const xg_kernel_call *c = ctx;
     const xg_reduce_args *r = &c->p.reduce;
-    const float *x = cpu_f32(c->in[0]);
+    const float *x = cpu_f32(c->in[0].buf);
     int want_values = c->op == XG_OP_max;
-    int32_t *idx = cpu_i32(c->out[want_values ? 1 : 0]);
+    int32_t *idx = cpu_i32(c->out[want_values ? 1 : 0].buf);
     for (int64_t q = begin; q < end; q++) {
         const float *row = x + q / r->inner * r->dim * r->inner + q % r->inner;
         int64_t d = index_of_max(row, r->dim, r->inner);
         idx[q] = (int32_t)d;
         if (want_values)
-            cpu_f32(c->out[0])[q] = row[d * r->inner];
+            cpu_f32(c->out[0].buf)[q] = row[d * r->inner];
     }
 }
 
@@ -208,10 +208,10 @@ static void max_backward_range(const void *ctx, int64_t begin, int64_t end,
     (void)t;
     const xg_kernel_call *c = ctx;
     const xg_reduce_args *r = &c->p.reduce;
-    const float *g = cpu_f32(c->in[0]);
-    const int32_t *idx = cpu_i32(c->in[1]);
+    const float *g = cpu_f32(c->in[0].buf);
+    const int32_t *idx = cpu_i32(c->in[1].buf);
     for (int64_t o = begin; o < end; o++) {
-        float *dx = cpu_f32(c->out[0]) + o * r->dim * r->inner;
+        float *dx = cpu_f32(c->out[0].buf) + o * r->dim * r->inner;
         memset(dx, 0, (size_t)(r->dim * r->inner) * sizeof(float));
         for (int64_t i = 0; i < r->inner; i++)
             dx[idx[o * r->inner + i] * r->inner + i] = g[o * r->inner + i];

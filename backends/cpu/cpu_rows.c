@@ -40,8 +40,8 @@ static void softmax_range(const void *ctx, int64_t begin, int64_t end, int t)
     const xg_kernel_call *c = ctx;
     int64_t cols = c->p.rows.cols;
     for (int64_t r = begin; r < end; r++) {
-        const float *x = cpu_f32(c->in[0]) + r * cols;
-        float *y = cpu_f32(c->out[0]) + r * cols;
+        const float *x = cpu_f32(c->in[0].buf) + r * cols;
+        float *y = cpu_f32(c->out[0].buf) + r * cols;
         float m, s;
         if (c->op == XG_OP_softmax) {
             row_stats(x, cols, y, &m, &s);
@@ -82,10 +82,10 @@ static void cross_entropy_range(const void *ctx, int64_t begin, int64_t end,
     (void)t;
     const xg_kernel_call *c = ctx;
     int64_t cols = c->p.rows.cols;
-    const int32_t *labels = cpu_i32(c->in[1]);
-    float *loss = cpu_f32(c->out[0]);
+    const int32_t *labels = cpu_i32(c->in[1].buf);
+    float *loss = cpu_f32(c->out[0].buf);
     for (int64_t r = begin; r < end; r++) {
-        const float *x = cpu_f32(c->in[0]) + r * cols;
+        const float *x = cpu_f32(c->in[0].buf) + r * cols;
         if (!label_ok(labels[r], cols)) {
             loss[r] = NAN;
             continue;
@@ -112,11 +112,11 @@ static void cross_entropy_backward_range(const void *ctx, int64_t begin,
     (void)t;
     const xg_kernel_call *c = ctx;
     int64_t cols = c->p.rows.cols;
-    const int32_t *labels = cpu_i32(c->in[1]);
-    const float *g = cpu_f32(c->in[2]);
+    const int32_t *labels = cpu_i32(c->in[1].buf);
+    const float *g = cpu_f32(c->in[2].buf);
     for (int64_t r = begin; r < end; r++) {
-        const float *x = cpu_f32(c->in[0]) + r * cols;
-        float *dx = cpu_f32(c->out[0]) + r * cols;
+        const float *x = cpu_f32(c->in[0].buf) + r * cols;
+        float *dx = cpu_f32(c->out[0].buf) + r * cols;
         if (!label_ok(labels[r], cols)) {
             for (int64_t j = 0; j < cols; j++)
                 dx[j] = NAN;

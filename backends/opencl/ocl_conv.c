@@ -137,12 +137,12 @@ static xg_status forward_chunk(ocl_device *d, const conv_plan *p,
                                const xg_kernel_call *c, xg_buffer *col,
                                size_t b0, size_t nb)
 {
-    xg_status st = unfold(d, p, c->in[0], col, b0, nb);
+    xg_status st = unfold(d, p, c->in[0].buf, col, b0, nb);
     size_t row = nb * p->l, c_out = (size_t)p->a->c_out;
     for (int g = 0; st == XG_OK && g < p->a->groups; g++) {
-        ocl_mat w = {c->in[1], g * p->cog * p->kg, p->kg, 0};
+        ocl_mat w = {c->in[1].buf, g * p->cog * p->kg, p->kg, 0};
         ocl_mat cols = {col, g * p->kg * row, row, p->l};
-        ocl_mat y = {c->out[0], (b0 * c_out + g * p->cog) * p->l, p->l,
+        ocl_mat y = {c->out[0].buf, (b0 * c_out + g * p->cog) * p->l, p->l,
                      c_out * p->l};
         st = gemm(d, p->what, false, false, p->cog, p->l, p->kg, w, cols,
                   0.0f, y, nb);
@@ -158,15 +158,15 @@ static xg_status backward_input_chunk(ocl_device *d, const conv_plan *p,
     xg_status st = XG_OK;
     size_t row = nb * p->l, c_out = (size_t)p->a->c_out;
     for (int g = 0; st == XG_OK && g < p->a->groups; g++) {
-        ocl_mat w = {c->in[1], g * p->cog * p->kg, p->kg, 0};
-        ocl_mat dy = {c->in[0], (b0 * c_out + g * p->cog) * p->l, p->l,
+        ocl_mat w = {c->in[1].buf, g * p->cog * p->kg, p->kg, 0};
+        ocl_mat dy = {c->in[0].buf, (b0 * c_out + g * p->cog) * p->l, p->l,
                       c_out * p->l};
         ocl_mat cols = {col, g * p->kg * row, row, p->l};
         st = gemm(d, p->what, true, false, p->kg, p->l,
                   p->cog, w, dy, 0.0f, cols, nb);
     }
     if (st == XG_OK)
-        st = run_helper(d, OCL_HELPER_col2im, p->what, col, c->out[0],
+        st = run_helper(d, OCL_HELPER_col2im, p->what, col, c->out[0].buf,
                         nb * (size_t)p->a->c_in,
                         (size_t)(p->a->h * p->a->w), (cl_long)b0, (cl_int)nb,
                         p->geometry);
@@ -184,16 +184,16 @@ static xg_status backward_weight_chunk(ocl_device *d, const conv_plan *p,
                                   .oh = a->oh, .ow = a->ow, .kh = 1, .kw = 1,
                                   .stride_h = 1, .stride_w = 1, .dil_h = 1,
                                   .dil_w = 1};
-    xg_status st = unfold(d, p, c->in[0], col, b0, nb);
+    xg_status st = unfold(d, p, c->in[0].buf, col, b0, nb);
     if (st == XG_OK)
-        st = run_helper(d, OCL_HELPER_im2col, p->what, c->in[1], dyt,
+        st = run_helper(d, OCL_HELPER_im2col, p->what, c->in[1].buf, dyt,
                         nb * (size_t)a->c_out, p->l, (cl_long)b0, (cl_int)nb,
                         geometry_of(&regroup));
     size_t row = nb * p->l;
     for (int g = 0; st == XG_OK && g < a->groups; g++) {
         ocl_mat dy = {dyt, g * p->cog * row, row, 0};
         ocl_mat cols = {col, g * p->kg * row, row, 0};
-        ocl_mat dw = {c->out[0], g * p->cog * p->kg, p->kg, 0};
+        ocl_mat dw = {c->out[0].buf, g * p->cog * p->kg, p->kg, 0};
         st = gemm(d, p->what, false, true, p->cog, p->kg,
                   row, dy, cols, b0 ? 1.0f : 0.0f, dw, 1);
     }

@@ -12,14 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* The kernel files, embedded by tools/embed.c (meson.build lists the same
- * files). They are compiled as one program, common.cl first. */
-#define OCL_SOURCES(X)                                                       \
-    X(common) X(elementwise) X(binary) X(reduce) X(rows) X(permute) X(rng)  \
-    X(optim) X(conv)
-#define OCL_DECLARE_SOURCE(name) extern const unsigned char ocl_src_##name[];
-OCL_SOURCES(OCL_DECLARE_SOURCE)
-#undef OCL_DECLARE_SOURCE
+/* The kernel files, embedded by tools/embed.c in the order meson.build lists
+ * them (common.cl first) and compiled as one program. */
+extern const unsigned char *const ocl_src_all[];
+extern const size_t ocl_src_count;
 
 #define OCL_STR(x) #x
 #define OCL_XSTR(x) OCL_STR(x)
@@ -31,7 +27,7 @@ OCL_SOURCES(OCL_DECLARE_SOURCE)
 
 /* The kernel of each op is named xg_<op> (where ocl_op_has_kernel). */
 static const char *const kernel_names[XG_OP_COUNT] = {
-#define XG_OP(name, family, n_in, n_out) [XG_OP_##name] = "xg_" #name,
+#define XG_OP(name, family, in, out, backward) [XG_OP_##name] = "xg_" #name,
 #include "ops.def"
 #undef XG_OP
 };
@@ -191,12 +187,10 @@ static xg_status build_failure(ocl_device *d)
 
 static xg_status build_program(ocl_device *d)
 {
-#define OCL_SOURCE_TEXT(name) (const char *)ocl_src_##name,
-    const char *sources[] = {OCL_SOURCES(OCL_SOURCE_TEXT)};
-#undef OCL_SOURCE_TEXT
-    cl_uint n = sizeof sources / sizeof sources[0];
     cl_int err;
-    d->program = clCreateProgramWithSource(d->context, n, sources, NULL, &err);
+    d->program = clCreateProgramWithSource(d->context, (cl_uint)ocl_src_count,
+                                           (const char **)ocl_src_all, NULL,
+                                           &err);
     if (err != CL_SUCCESS)
         return ocl_fail(err, "clCreateProgramWithSource");
     err = clBuildProgram(d->program, 1, &d->device, OCL_BUILD_OPTIONS, NULL,
@@ -321,6 +315,14 @@ static xg_status ocl_sync(xg_backend_device *dev)
 
 /* ---- the dispatch table ------------------------------------------------- */
 
+/* Every op runs on f32 element types (OpenCL 1.2 core). */
+static bool ocl_supports(const xg_backend_device *dev, xg_op op,
+                         const xg_dtype *dtypes)
+{
+    (void)dev;
+    return xg_op_signature_is(op, dtypes, XG_F32);
+}
+
 const xg_backend xg_backend_opencl = {
     .name = "opencl",
     .enumerate = ocl_enumerate,
@@ -331,9 +333,10 @@ const xg_backend xg_backend_opencl = {
     .upload = ocl_upload,
     .download = ocl_download,
     .sync = ocl_sync,
-    .ops = {
-#define XG_OP(name, family, n_in, n_out) [XG_OP_##name] = OCL_LAUNCHER_##family,
+    .supports = ocl_supports,
+    .kernels = {
+#define XG_FAMILY(name, args) [XG_FAMILY_##name] = OCL_LAUNCHER_##name,
 #include "ops.def"
-#undef XG_OP
+#undef XG_FAMILY
     },
 };

@@ -37,7 +37,7 @@ xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c)
     CLBlastTranspose tb = g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
     size_t lda = g->trans_a ? (size_t)g->m : k;
     size_t ldb = g->trans_b ? k : n;
-    cl_mem a = c->in[0]->mem, b = c->in[1]->mem, out = c->out[0]->mem;
+    cl_mem a = c->in[0].buf->mem, b = c->in[1].buf->mem, out = c->out[0].buf->mem;
     CLBlastStatusCode st;
     if (batch == 1)
         st = CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, g->alpha, a,

@@ -39,9 +39,9 @@ static xg_status launch(ocl_device *d, const xg_kernel_call *c,
     const xg_buffer *bufs[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
     int n_bufs = 0;
     for (int i = 0; i < info->n_in; i++)
-        bufs[n_bufs++] = c->in[i];
+        bufs[n_bufs++] = c->in[i].buf;
     for (int i = 0; i < info->n_out; i++)
-        bufs[n_bufs++] = c->out[i];
+        bufs[n_bufs++] = c->out[i].buf;
     return ocl_enqueue(d, d->kernels[c->op], info->name, bufs, n_bufs, args,
                        n_args, dims, global, local);
 }

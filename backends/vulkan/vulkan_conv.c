@@ -231,12 +231,12 @@ static xg_status forward_chunk(xg_vk_device *d, const xg_kernel_call *call,
 {
     const xg_conv_args *a = c->a;
     xg_status st = c->unit ? XG_OK
-                           : unfold(d, c, true, call->in[0], s0, count);
+                           : unfold(d, c, true, call->in[0].buf, s0, count);
     for (int64_t g = 0; g < a->groups && st == XG_OK; g++) {
-        gemm_view w = {call->in[1], g * c->cout_g * c->k, 0};
+        gemm_view w = {call->in[1].buf, g * c->cout_g * c->k, 0};
         st = gemm(d, "nn", count, c->cout_g, c->p, c->k, w,
-                  cols_view(c, call->in[0], s0, g),
-                  nchw_view(call->out[0], s0, a->c_out, g, c->cout_g, c->p));
+                  cols_view(c, call->in[0].buf, s0, g),
+                  nchw_view(call->out[0].buf, s0, a->c_out, g, c->cout_g, c->p));
     }
     return st;
 }
@@ -248,14 +248,14 @@ static xg_status input_chunk(xg_vk_device *d, const xg_kernel_call *call,
     const xg_conv_args *a = c->a;
     xg_status st = XG_OK;
     for (int64_t g = 0; g < a->groups && st == XG_OK; g++) {
-        gemm_view w = {call->in[1], g * c->cout_g * c->k, 0};
+        gemm_view w = {call->in[1].buf, g * c->cout_g * c->k, 0};
         st = gemm(d, "tn", count, c->k, c->p, c->cout_g, w,
-                  nchw_view(call->in[0], s0, a->c_out, g, c->cout_g, c->p),
-                  cols_view(c, call->out[0], s0, g));
+                  nchw_view(call->in[0].buf, s0, a->c_out, g, c->cout_g, c->p),
+                  cols_view(c, call->out[0].buf, s0, g));
     }
     return st != XG_OK || c->unit
                ? st
-               : unfold(d, c, false, call->out[0], s0, count);
+               : unfold(d, c, false, call->out[0].buf, s0, count);
 }
 
 /* One chunk of conv2d_backward_weight: in x, dy -> out dweight, which the
@@ -266,19 +266,19 @@ static xg_status weight_chunk(xg_vk_device *d, const xg_kernel_call *call,
     const xg_conv_args *a = c->a;
     int64_t wsize = a->c_out * c->k;
     xg_status st = c->unit ? XG_OK
-                           : unfold(d, c, true, call->in[0], s0, count);
+                           : unfold(d, c, true, call->in[0].buf, s0, count);
     for (int64_t g = 0; g < a->groups && st == XG_OK; g++) {
         gemm_view part = {c->partial, g * c->cout_g * c->k, wsize};
         st = gemm(d, "nt", count, c->cout_g, c->k, c->p,
-                  nchw_view(call->in[1], s0, a->c_out, g, c->cout_g, c->p),
-                  cols_view(c, call->in[0], s0, g), part);
+                  nchw_view(call->in[1].buf, s0, a->c_out, g, c->cout_g, c->p),
+                  cols_view(c, call->in[0].buf, s0, g), part);
     }
     struct { uint32_t count, samples, accumulate; } p = {
         u32(wsize), u32(count), s0 > 0};
     return st != XG_OK ? st
                        : run(d, XG_VK_PIPE_conv2d_backward_weight, &p,
                              sizeof p, groups(wsize, XG_WG_SIZE), 1,
-                             c->partial, NULL, call->out[0], NULL);
+                             c->partial, NULL, call->out[0].buf, NULL);
 }
 
 typedef xg_status (*conv_chunk_fn)(xg_vk_device *d,
@@ -314,8 +314,8 @@ static xg_status pool(xg_vk_device *d, const xg_kernel_call *call,
            a->kh, a->kw, a->stride_h, a->stride_w, a->pad_h, a->pad_w};
     assert(a->h * a->w <= INT32_MAX);
     uint32_t gx = groups(backward ? a->h * a->w : a->oh * a->ow, XG_PLANE_WG);
-    return run(d, pipe, &p, sizeof p, gx, groups(a->n * a->c, 1), call->in[0],
-               call->in[1], call->out[0], call->out[1]);
+    return run(d, pipe, &p, sizeof p, gx, groups(a->n * a->c, 1), call->in[0].buf,
+               call->in[1].buf, call->out[0].buf, call->out[1].buf);
 }
 
 /* scale = 1 / (1 - p) in float on the host, as the CPU reference computes
@@ -335,7 +335,7 @@ static xg_status dropout(xg_vk_device *d, const xg_kernel_call *call)
            1.0f / (1.0f - a->p)};
     return run(d, XG_VK_PIPE_dropout, &p, sizeof p,
                groups((a->n + XG_RNG_BLOCK - 1) / XG_RNG_BLOCK, XG_WG_SIZE), 1,
-               call->in[0], NULL, call->out[0], NULL);
+               call->in[0].buf, NULL, call->out[0].buf, NULL);
 }
 
 xg_status xg_vk_cnn(xg_vk_device *d, const xg_kernel_call *call)

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "shader_config.h"
 #include "xg_spirv.h"
 
 typedef struct xg_vk_device xg_vk_device;
@@ -197,6 +198,8 @@ typedef enum xg_vk_pipe {
 
 /* Storage-buffer bindings of every pipeline: in[0..2], then out[0..2]. */
 #define XG_VK_BINDINGS (XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT)
+_Static_assert(XG_VK_OUT_BINDING == XG_KERNEL_MAX_IN,
+               "shader_config.h and backend.h disagree on the bindings");
 /* Push-constant bytes of every pipeline (the Vulkan minimum limit). */
 #define XG_VK_PUSH_BYTES 128
 

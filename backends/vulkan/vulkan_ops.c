@@ -133,12 +133,13 @@ static void plan_rows(const plan_in *in, xg_vk_job *job)
 }
 
 /* GEMM: gemm.comp (matmul*) on GPUs, gemm_subgroup.comp (matmul_sg*) where
- * the device runs it; the variants of each follow as nn, nt, tn, tt. */
-static_assert(XG_VK_PIPE_matmul_nt == XG_VK_PIPE_matmul + 1 &&
-                  XG_VK_PIPE_matmul_tn == XG_VK_PIPE_matmul + 2 &&
-                  XG_VK_PIPE_matmul_tt == XG_VK_PIPE_matmul + 3 &&
-                  XG_VK_PIPE_matmul_sg_tt == XG_VK_PIPE_matmul_sg + 3,
-              "matmul variants out of order in shaders/meson.build");
+ * the device runs it; indexed [subgroup][2 * trans_a + trans_b]. */
+static const xg_vk_pipe gemm_pipes[2][4] = {
+    {XG_VK_PIPE_matmul, XG_VK_PIPE_matmul_nt, XG_VK_PIPE_matmul_tn,
+     XG_VK_PIPE_matmul_tt},
+    {XG_VK_PIPE_matmul_sg, XG_VK_PIPE_matmul_sg_nt, XG_VK_PIPE_matmul_sg_tn,
+     XG_VK_PIPE_matmul_sg_tt},
+};
 
 /* K chunks of a GEMM: K loops longer than XG_GEMM_K_CHUNK are split
  * (shaders/shader_config.h). */
@@ -169,8 +170,7 @@ static void plan_gemm(const plan_in *in, xg_vk_job *job)
     };
     set_push(job, &p, sizeof p);
     bool sg = in->dev->subgroup_gemm;
-    job->pipe = (sg ? XG_VK_PIPE_matmul_sg : XG_VK_PIPE_matmul) +
-                2 * !!a->trans_a + !!a->trans_b;
+    job->pipe = gemm_pipes[sg][2 * !!a->trans_a + !!a->trans_b];
     job->groups[0] = groups(a->n, sg ? XG_GEMM_SG_LANES * XG_GEMM_SG_COL_BLOCKS
                                      : XG_GEMM_TILE_N);
     job->groups[1] = groups(a->m, sg ? XG_GEMM_SG_LANES * XG_GEMM_SG_ROW_BLOCKS
@@ -255,8 +255,6 @@ static void plan_adam(const plan_in *in, xg_vk_job *job)
 }
 
 /* SGD: optim.comp; sgd_update_momentum when there is a momentum buffer. */
-static_assert(XG_VK_PIPE_sgd_update_momentum == XG_VK_PIPE_sgd_update + 1,
-              "sgd variants out of order in shaders/meson.build");
 
 static void plan_sgd(const plan_in *in, xg_vk_job *job)
 {
@@ -275,8 +273,9 @@ static void plan_sgd(const plan_in *in, xg_vk_job *job)
         .first = a->first != 0,
     };
     set_push(job, &p, sizeof p);
-    assert((a->momentum != 0.0f) == (in->call->out[1] != NULL));
-    job->pipe += a->momentum != 0.0f;
+    assert((a->momentum != 0.0f) == (in->call->out[1].buf != NULL));
+    if (a->momentum != 0.0f)
+        job->pipe = XG_VK_PIPE_sgd_update_momentum;
     grid_1d(job, a->n);
 }
 
@@ -300,14 +299,10 @@ static const plan_fn planners[] = {
     [XG_FAMILY_SGD] = plan_sgd,
 };
 
-/* Per op, from api/ops.def: its family, and its pipeline (a shader variant
- * of the same name must exist in shaders/meson.build). */
-static const struct {
-    xg_op_family family;
-    xg_vk_pipe pipe;
-} op_kernels[XG_OP_COUNT] = {
-#define XG_OP(name, family, n_in, n_out)                                     \
-    [XG_OP_##name] = {XG_FAMILY_##family, XG_VK_PIPE_##name},
+/* Per op, its pipeline: the shader variant of the same name, which
+ * shaders/meson.build makes for every op of api/core/ops.def. */
+static const xg_vk_pipe op_pipes[XG_OP_COUNT] = {
+#define XG_OP(name, family, in, out, backward) [XG_OP_##name] = XG_VK_PIPE_##name,
 #include "ops.def"
 #undef XG_OP
 };
@@ -316,9 +311,14 @@ static const struct {
 static xg_status run_planned(xg_vk_device *d, const xg_kernel_call *call)
 {
     plan_in in = {d, call};
-    xg_vk_job job = {.pipe = op_kernels[call->op].pipe};
-    planners[op_kernels[call->op].family](&in, &job);
-    return xg_vk_dispatch(d, &job, call->in, call->out);
+    xg_vk_job job = {.pipe = op_pipes[call->op]};
+    planners[xg_op_table[call->op].family](&in, &job);
+    xg_buffer *in_bufs[XG_KERNEL_MAX_IN] = {NULL}, *out_bufs[XG_KERNEL_MAX_OUT] = {NULL};
+    for (int i = 0; i < XG_KERNEL_MAX_IN; i++)
+        in_bufs[i] = call->in[i].buf;
+    for (int j = 0; j < XG_KERNEL_MAX_OUT; j++)
+        out_bufs[j] = call->out[j].buf;
+    return xg_vk_dispatch(d, &job, in_bufs, out_bufs);
 }
 
 /* A GEMM with K split into chunks: the partial products go to a temporary
@@ -334,11 +334,11 @@ static xg_status run_split_gemm(xg_vk_device *d, const xg_kernel_call *call)
     if (st != XG_OK)
         return st;
     xg_kernel_call parts = *call;
-    parts.out[0] = partial;
+    parts.out[0].buf = partial;
     st = run_planned(d, &parts);
     xg_kernel_call sum = {
         .op = XG_OP_sum,
-        .in = {partial},
+        .in = {{partial, XG_F32}},
         .out = {call->out[0]},
         .p.reduce = {a->batch, splits, a->m * a->n},
     };
@@ -351,7 +351,7 @@ static xg_status run_split_gemm(xg_vk_device *d, const xg_kernel_call *call)
 static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
 {
     xg_vk_device *d = xg_vk_dev(dev);
-    switch (op_kernels[call->op].family) {
+    switch (xg_op_table[call->op].family) {
     case XG_FAMILY_CONV: /* several dispatches: vulkan_conv.c */
     case XG_FAMILY_POOL:
     case XG_FAMILY_DROPOUT:
@@ -364,6 +364,14 @@ static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
     return run_planned(d, call);
 }
 
+/* Every op runs on f32 element types (32-bit storage buffers). */
+static bool vk_supports(const xg_backend_device *dev, xg_op op,
+                        const xg_dtype *dtypes)
+{
+    (void)dev;
+    return xg_op_signature_is(op, dtypes, XG_F32);
+}
+
 const xg_backend xg_backend_vulkan = {
     .name = "vulkan",
     .enumerate = xg_vk_enumerate,
@@ -374,9 +382,10 @@ const xg_backend xg_backend_vulkan = {
     .upload = xg_vk_upload,
     .download = xg_vk_download,
     .sync = xg_vk_sync,
-    .ops = {
-#define XG_OP(name, family, n_in, n_out) [XG_OP_##name] = vk_run,
+    .supports = vk_supports,
+    .kernels = {
+#define XG_FAMILY(name, args) [XG_FAMILY_##name] = vk_run,
 #include "ops.def"
-#undef XG_OP
+#undef XG_FAMILY
     },
 };

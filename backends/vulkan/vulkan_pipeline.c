@@ -1,7 +1,7 @@
 /* Compute pipelines for the embedded SPIR-V modules.
  *
- * Every pipeline shares one layout: XG_VK_BINDINGS storage buffers (in[0..2]
- * then out[0..2]) and XG_VK_PUSH_BYTES of push constants. A pipeline is built
+ * Every pipeline shares one layout: XG_VK_BINDINGS storage buffers (in[0..7]
+ * then out[0..7]) and XG_VK_PUSH_BYTES of push constants. A pipeline is built
  * on its first use and kept until close. The driver's pipeline cache is
  * loaded from and saved to
  *   $XDG_CACHE_HOME/xgrad/vulkan-<vendor>-<device>-<driver>.bin

@@ -38,6 +38,7 @@ XG_MAP(sigmoid, 1.0f / (1.0f + exp(-x)))
  * 1 - ulp there, so saturate explicitly. NaN falls through to tanh. */
 XG_MAP(tanh, fabs(x) >= 9.0f ? copysign(1.0f, x) : tanh(x))
 XG_MAP(gelu, 0.5f * x * (1.0f + erf(x * XG_SQRT1_2)))
+XG_MAP(silu, x / (1.0f + exp(-x)))
 
 XG_MAP(add_scalar, x + s)
 XG_MAP(sub_scalar, x - s)
@@ -51,6 +52,10 @@ XG_MAP_BACKWARD(relu_backward, x > 0.0f ? g : 0.0f)
 XG_MAP_BACKWARD(gelu_backward,
                 g * (0.5f * (1.0f + erf(x * XG_SQRT1_2)) +
                      x * XG_INV_SQRT_2PI * exp(-0.5f * x * x)))
+/* silu' = s (1 + x (1 - s)), s = sigmoid(x) */
+XG_MAP_BACKWARD(silu_backward,
+                g * (1.0f / (1.0f + exp(-x))) *
+                    (1.0f + x * (1.0f - 1.0f / (1.0f + exp(-x)))))
 
 __kernel void xg_fill(__global float *out, long n, float value)
 {
