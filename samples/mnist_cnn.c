@@ -23,6 +23,7 @@
  */
 #include <stdio.h>
 
+#include "sample_cnn.h"
 #include "sample_common.h"
 
 typedef struct cnn_options {
@@ -36,37 +37,14 @@ static int parse_bn(void *ctx, const char *value)
     return 0;
 }
 
-/* Appends `child` (NULL: an earlier error) under its index name. */
-static bool append(xg_module *seq, xg_module *child)
-{
-    return child && xg_sequential_add(seq, NULL, child) == XG_OK;
-}
-
-/* Conv2d(in, out, 3) [, BatchNorm2d(out)], ReLU. */
-static bool append_conv(xg_module *seq, int64_t in, int64_t out, bool bn)
-{
-    return append(seq, xg_conv2d_layer(in, out, 3, NULL, true)) &&
-           (!bn || append(seq, xg_batch_norm2d_layer(out))) &&
-           append(seq, xg_relu_layer());
-}
-
 static int build_model(void *ctx, int64_t c, int64_t h, int64_t w,
                        int32_t classes, sample_model *out)
 {
     const cnn_options *o = ctx;
-    /* Two 3x3 convolutions take 4 pixels off each side, pooling halves. */
-    int64_t flat = 64 * ((h - 4) / 2) * ((w - 4) / 2);
+    int64_t flat = sample_cnn_flat(h, w);
     xg_module *seq = xg_sequential();
-    bool ok = seq && append_conv(seq, c, 32, o->batch_norm) &&
-              append_conv(seq, 32, 64, o->batch_norm) &&
-              append(seq, xg_max_pool2d_layer(2, 0, 0)) &&
-              append(seq, xg_dropout_layer(0.25f)) &&
-              append(seq, xg_flatten_layer()) &&
-              append(seq, xg_linear(flat, 128, true)) &&
-              append(seq, xg_relu_layer()) &&
-              append(seq, xg_dropout_layer(0.5f)) &&
-              append(seq, xg_linear(128, classes, true));
-    if (!ok) {
+    if (!seq || !sample_cnn_append_features(seq, c, o->batch_norm) ||
+        !sample_cnn_append_head(seq, flat, classes)) {
         xg_module_free(seq);
         return -1;
     }
