@@ -2,12 +2,15 @@
  * Fashion-MNIST (or any MNIST-format folder) with xgrad, on the device
  * XGRAD_BACKEND selects.
  *
- *   mnist_cnn [--data DIR] [--epochs N] [--batch-size N] [--lr X]
- *             [--optimizer sgd|adam|adamw] [--lr-schedule constant|cosine]
- *             [--warmup N] [--bn] [--limit N] [--seed N]
+ *   mnist_cnn [--bn] [common flags]
  *
- * The model is nn.Sequential(Conv2d(1, 32, 3), ReLU(), Conv2d(32, 64, 3),
- * ReLU(), MaxPool2d(2), Dropout(0.25), Flatten(), Linear(9216, 128), ReLU(),
+ * Its own flag: --bn, batch normalisation after each convolution. The
+ * common flags are mnist_mlp's (listed there, described in
+ * sample_common.h), --log FILE.csv and --log-every N included.
+ *
+ * The model (sample_cnn.h, shared with finetune) is
+ * nn.Sequential(Conv2d(1, 32, 3), ReLU(), Conv2d(32, 64, 3), ReLU(),
+ * MaxPool2d(2), Dropout(0.25), Flatten(), Linear(9216, 128), ReLU(),
  * Dropout(0.5), Linear(128, 10)); --bn puts a BatchNorm2d after each
  * convolution, before its ReLU. Children are named by index as in
  * PyTorch's nn.Sequential, so the parameters ("0.weight", "0.bias", ...)
@@ -16,7 +19,7 @@
  * Fashion-MNIST test accuracy (README): 0.9208 after 6 epochs as it is;
  * with `--bn --epochs 25 --lr-schedule cosine`, 0.9351 (seed 0).
  *
- * Output, flags and exit status as mnist_mlp (sample_common.h); the last
+ * Output and exit status as mnist_mlp (sample_common.h); the last
  * line is
  *   result: backend=cpu model=cnn epochs=3 train_samples=60000 test_acc=0.9123 samples_per_s=1500
  * with model=cnn_bn under --bn.

@@ -6,10 +6,11 @@
  * one model (finetune) gives its own run instead and trains each model with
  * a sample_trainer: the same loop.
  *
- * Common flags (a sample may leave out some; its --help lists what it
- * takes); each takes "--flag VALUE" or "--flag=VALUE":
+ * Common flags (a sample may leave some out, sample_spec.omit; its --help
+ * lists those it takes); each takes "--flag VALUE" or "--flag=VALUE":
  *   --data DIR            MNIST-format folder (Fashion-MNIST's by default)
- *   --epochs N            passes over the training set
+ *   --epochs N            passes over the training set (3, or the
+ *                         sample's default_epochs)
  *   --batch-size N        samples per step (64)
  *   --lr X                learning rate (1e-3)
  *   --optimizer NAME      sgd, adam or adamw (adam)
@@ -21,7 +22,8 @@
  *   --seed N              initialisation and shuffling seed (0)
  *   --save PATH, --load PATH, --checkpoint PATH, --resume PATH
  *   --log FILE.csv        the training log (below)
- *   --log-every N         steps per training row of the log (20)
+ *   --log-every N         steps per training row of the log (20; only
+ *                         with --log)
  *   --help
  * Model files are safetensors: --save writes the trained model's
  * state_dict, --load starts from one (with --epochs 0 it only evaluates),
@@ -45,12 +47,15 @@
  *          over the steps since the previous train row), lr (the rate of
  *          the last step), samples_per_s (training samples over training
  *          time since the previous train row, evaluation excluded),
- *          elapsed_s (wall seconds since this process began training,
- *          evaluation included).
+ *          elapsed_s (wall seconds since the loop started in this
+ *          process, evaluation included; a resumed run counts from 0
+ *          again).
  *   eval   after every evaluation: step, epoch (whole epochs done),
  *          elapsed_s, accuracy (test accuracy, the fraction of the test
  *          set classified right: the test_acc of the epoch line).
- * The loss is read from the device only when a train row is written.
+ * The loss is read from the device only when a train row is written, so
+ * the log costs a sync every --log-every steps and nothing in between. A
+ * path that cannot be written is an error (exit 1) before training.
  * Under --resume the log continues the interrupted run's: the rows up to
  * the checkpoint's step are kept, later ones (from past the checkpoint)
  * dropped, and the new rows appended; with no such file, a new one is
