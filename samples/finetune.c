@@ -1,34 +1,62 @@
 /* finetune: transfer learning with a saved model.
  *
- * 1. Pretrains the CNN of mnist_cnn on Fashion-MNIST classes 0-4 and saves
- *    its convolutional layers (the features).
+ * 1. Pretrains the CNN of mnist_cnn (sample_cnn.h) on Fashion-MNIST classes
+ *    0-4 and saves its convolutional layers (the features) to --model.
  * 2. Loads the features into a new network, freezes them, puts a new head
  *    (the two fully connected layers) for classes 5-9 on top and trains
  *    only the head on a small labelled set (--few, 1000 images).
  * 3. Trains the same network from scratch on the same small set.
  * Both are scored on the test images of classes 5-9, and the frozen
- * parameters are checked to be bit-identical after fine-tuning. Last line:
- *   result: backend=cpu model=finetune finetune_acc=0.91 scratch_acc=0.83
+ * parameters are checked to be bit-identical after fine-tuning.
+ *
+ * Every phase trains with the samples' shared loop, so the common flags of
+ * sample_common.h apply (all but --limit and the model files --save,
+ * --load, --checkpoint, --resume); finetune's own:
+ *   --model PATH          the features' file (finetune_features.safetensors)
+ *   --pretrain-epochs N   epochs of pretraining (1)
+ *   --pretrain-limit N    pretrain on the first N images of classes 0-4
+ *                         (0: all)
+ *   --few N               images of classes 5-9 to fine-tune on (1000)
+ * --epochs (15, at least 1) counts the epochs of fine-tuning and of
+ * training from scratch; --seed N seeds the initialisation with N and the
+ * shuffling with N + 1; a cosine schedule spans --pretrain-epochs in
+ * pretraining, --schedule-epochs (or --epochs) in the other two phases.
+ * Each phase's lines start with its name (pretrain, finetune, scratch).
+ * Without --log a phase is scored after its last epoch only; with --log
+ * run.csv after every epoch, and the phases write run-pretrain.csv,
+ * run-finetune.csv and run-scratch.csv.
+ *
+ * Output: the device, each phase's epoch lines, the pretrained accuracy
+ * (classes 0-4), the frozen-parameter check, then the last line
+ *   result: backend=cpu model=finetune few=1000 finetune_acc=0.91 scratch_acc=0.83
+ * Exit status: 0 on success, 1 on a library, data or file error, 2 on bad
+ * flags.
  */
-#include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "xgrad.h"
-#include "xgrad_data.h"
+#include "sample_cnn.h"
+#include "sample_common.h"
 
-#define DEFAULT_DATA "/usr/share/datasets/fashion-mnist"
-#define MEAN 0.2860f
-#define STD 0.3530f
-#define BATCH 64
+typedef struct ft_options {
+    const char *model_path;
+    int64_t pretrain_epochs, pretrain_limit, few;
+} ft_options;
 
-typedef struct options {
-    const char *data, *model_path;
-    int64_t pretrain_epochs, pretrain_limit, few, epochs;
-    float lr;
-} options;
+/* Prints "finetune: WHAT[ PATH]: <the library's error>"; returns 1. */
+static int lib_fail(const char *what, const char *path)
+{
+    fprintf(stderr, "finetune: %s%s%s: %s\n", what, path ? " " : "",
+            path ? path : "", xg_last_error());
+    return 1;
+}
+
+static int out_of_memory(void)
+{
+    fprintf(stderr, "finetune: out of memory\n");
+    return 1;
+}
 
 /* ---- data -------------------------------------------------------------- */
 
@@ -61,49 +89,46 @@ static xg_dataset *subset(const xg_dataset *src, int lo, int64_t limit)
 
 /* ---- models ------------------------------------------------------------ */
 
-static bool append(xg_module *seq, const char *name, xg_module *child)
+/* The CNN's features for images of `channels` channels, alone in a
+ * sequential (named "0.weight", ... as they are saved). */
+static xg_module *features_new(int64_t channels)
+{
+    xg_module *f = xg_sequential();
+    if (f && !sample_cnn_append_features(f, channels, false)) {
+        xg_module_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+/* Adds `child` (NULL: an earlier error) to `seq`, which owns it then, also
+ * on error. */
+static bool add(xg_module *seq, const char *name, xg_module *child)
 {
     return child && xg_sequential_add(seq, name, child) == XG_OK;
 }
 
-/* mnist_cnn's convolutional layers: [N,1,28,28] -> [N,9216]. */
-static xg_module *features_new(void)
+/* The CNN's head for 5 classes of images h x w, alone in a sequential. */
+static xg_module *head_new(int64_t h, int64_t w)
 {
-    xg_module *f = xg_sequential();
-    bool ok = f && append(f, NULL, xg_conv2d_layer(1, 32, 3, NULL, true)) &&
-              append(f, NULL, xg_relu_layer()) &&
-              append(f, NULL, xg_conv2d_layer(32, 64, 3, NULL, true)) &&
-              append(f, NULL, xg_relu_layer()) &&
-              append(f, NULL, xg_max_pool2d_layer(2, 0, 0)) &&
-              append(f, NULL, xg_dropout_layer(0.25f)) &&
-              append(f, NULL, xg_flatten_layer());
-    if (!ok)
-        xg_module_free(f);
-    return ok ? f : NULL;
+    xg_module *head = xg_sequential();
+    if (head && !sample_cnn_append_head(head, sample_cnn_flat(h, w), 5)) {
+        xg_module_free(head);
+        return NULL;
+    }
+    return head;
 }
 
-/* mnist_cnn's classifier for 5 classes: 9216 -> 128 -> 5. */
-static xg_module *head_new(void)
-{
-    xg_module *h = xg_sequential();
-    bool ok = h && append(h, NULL, xg_linear(9216, 128, true)) &&
-              append(h, NULL, xg_relu_layer()) &&
-              append(h, NULL, xg_dropout_layer(0.5f)) &&
-              append(h, NULL, xg_linear(128, 5, true));
-    if (!ok)
-        xg_module_free(h);
-    return ok ? h : NULL;
-}
-
-/* features (owned by the result) + a new head. */
-static xg_module *classifier_new(xg_module *features)
+/* `features` (owned by the result, also on error; NULL: an earlier error)
+ * + a new head, for images h x w. */
+static xg_module *classifier_new(xg_module *features, int64_t h, int64_t w)
 {
     xg_module *m = xg_sequential();
-    if (!m || !append(m, "features", features)) {
+    if (!m || !add(m, "features", features)) {
         xg_module_free(m ? m : features);
         return NULL;
     }
-    if (!append(m, "head", head_new())) {
+    if (!add(m, "head", head_new(h, w))) {
         xg_module_free(m);
         return NULL;
     }
@@ -112,82 +137,42 @@ static xg_module *classifier_new(xg_module *features)
 
 /* ---- training and scoring ------------------------------------------------ */
 
-static int train(xg_module *m, const xg_dataset *d, int64_t epochs, float lr,
-                 const char *what)
+/* Trains `m` on `train` for `epochs` epochs (a cosine schedule spanning
+ * `schedule`) with the shared loop as `phase`; *acc gets its accuracy on
+ * `test`. Returns 0, or 1 after reporting an error. */
+static int fit(const sample_session *s, const char *phase, xg_module *m,
+               const xg_dataset *train, const xg_dataset *test,
+               int64_t epochs, int64_t schedule, double *acc)
 {
-    xg_optim *opt = xg_optim_for_module(m, "adam", lr);
-    xg_loader *ld = opt ? xg_loader_new(d, BATCH, true, false, 1, 0) : NULL;
-    int rc = ld ? 0 : -1;
-    for (int64_t e = 0; e < epochs && rc == 0; e++) {
-        xg_loader_start(ld, e);
-        xg_tensor *x, *y;
-        while (rc == 0) {
-            xg_scope *s = xg_scope_begin();
-            int got = xg_loader_next(ld, &x, &y);
-            xg_tensor *loss = got == 1 ? xg_cross_entropy(
-                                             xg_module_forward(m, x), y)
-                                       : NULL;
-            rc = got < 0 || (got == 1 && (!loss || xg_backward(loss) ||
-                                          xg_optim_step(opt)))
-                     ? -1
-                     : 0;
-            xg_optim_zero_grad(opt);
-            xg_scope_end(s);
-            if (got == 0)
-                break;
-        }
-        fprintf(stderr, "%s: epoch %lld/%lld done\n", what, (long long)e + 1,
-                (long long)epochs);
-    }
-    xg_loader_free(ld);
-    xg_optim_free(opt);
+    sample_job job = {.phase = phase, .module = m, .train = train,
+                      .test = test, .shuffle_seed = s->opt->seed + 1,
+                      .epochs = epochs, .schedule_epochs = schedule,
+                      .eval_each_epoch = s->opt->log != NULL};
+    sample_trainer *t = sample_trainer_new(s, &job);
+    sample_outcome out = {0};
+    int rc = t ? sample_trainer_run(t, 0, &out) : 1;
+    sample_trainer_free(t);
+    *acc = out.accuracy;
     return rc;
-}
-
-static int accuracy(xg_module *m, const xg_dataset *d, double *acc)
-{
-    bool grad = xg_set_grad_enabled(false);
-    xg_module_set_training(m, false);
-    xg_loader *ld = xg_loader_new(d, 200, false, false, 0, 0);
-    int64_t seen = 0, correct = 0;
-    int got = ld ? 1 : -1;
-    while (got == 1) {
-        xg_scope *s = xg_scope_begin();
-        xg_tensor *x, *y;
-        got = xg_loader_next(ld, &x, &y);
-        xg_tensor *pred = got == 1 ? xg_argmax(xg_module_forward(m, x), 1,
-                                               false)
-                                   : NULL;
-        int32_t p[200], t[200];
-        int64_t b = got == 1 ? xg_tensor_numel(y) : 0;
-        if (got == 1 && (!pred || xg_tensor_read(pred, p, (size_t)b * 4) ||
-                         xg_tensor_read(y, t, (size_t)b * 4)))
-            got = -1;
-        for (int64_t i = 0; got == 1 && i < b; i++)
-            correct += p[i] == t[i];
-        seen += b;
-        xg_scope_end(s);
-    }
-    xg_loader_free(ld);
-    xg_module_set_training(m, true);
-    xg_set_grad_enabled(grad);
-    *acc = seen ? (double)correct / (double)seen : 0.0;
-    return got;
 }
 
 /* ---- frozen parameters --------------------------------------------------- */
 
-/* Host copies of every parameter of `m`, concatenated; *n gets the count. */
+/* Host copies of every parameter of `m`, concatenated; *n gets the count.
+ * NULL after reporting an error. */
 static float *snapshot(const xg_module *m, int64_t *n)
 {
     int64_t total = 0;
     for (int i = 0; i < xg_module_param_count(m); i++)
         total += xg_tensor_numel(xg_module_param(m, i, NULL));
     float *v = malloc((size_t)total * sizeof *v), *at = v;
+    if (!v)
+        out_of_memory();
     for (int i = 0; v && i < xg_module_param_count(m); i++) {
         xg_tensor *p = xg_module_param(m, i, NULL);
         size_t bytes = (size_t)xg_tensor_numel(p) * sizeof *v;
         if (xg_tensor_read(p, at, bytes) != XG_OK) {
+            lib_fail("reading the features", NULL);
             free(v);
             return NULL;
         }
@@ -200,21 +185,25 @@ static float *snapshot(const xg_module *m, int64_t *n)
 /* ---- the three phases ---------------------------------------------------- */
 
 /* Trains features + head on classes 0-4 and saves the features. */
-static int pretrain(const options *o, const xg_dataset *train_set,
-                    const xg_dataset *test_set)
+static int pretrain(const ft_options *o, const sample_session *s)
 {
-    xg_dataset *d = subset(train_set, 0, o->pretrain_limit);
-    xg_dataset *t = subset(test_set, 0, 0);
-    xg_module *features = d && t ? features_new() : NULL;
-    xg_module *m = features ? classifier_new(features) : NULL;
+    const xg_dataset *src = s->train;
+    xg_dataset *d = subset(src, 0, o->pretrain_limit);
+    xg_dataset *t = subset(s->test, 0, 0);
+    xg_module *features = d && t ? features_new(src->channels) : NULL;
+    xg_module *m = features ? classifier_new(features, src->height,
+                                             src->width)
+                            : NULL;
     double acc = 0.0;
-    int rc = m ? train(m, d, o->pretrain_epochs, o->lr, "pretrain") : -1;
-    if (rc == 0)
-        rc = accuracy(m, t, &acc);
+    int rc = !d || !t ? out_of_memory()
+             : !m     ? lib_fail("building the model", NULL)
+                      : fit(s, "pretrain", m, d, t, o->pretrain_epochs,
+                            o->pretrain_epochs, &acc);
     if (rc == 0) {
         printf("pretrained on classes 0-4 (%lld images): test_acc=%.4f\n",
                (long long)d->n, acc);
-        rc = xg_module_save(features, o->model_path) == XG_OK ? 0 : -1;
+        if (xg_module_save(features, o->model_path) != XG_OK)
+            rc = lib_fail("writing", o->model_path);
     }
     xg_module_free(m);
     xg_dataset_free(d);
@@ -222,131 +211,123 @@ static int pretrain(const options *o, const xg_dataset *train_set,
     return rc;
 }
 
-/* Loads and freezes the features, trains a new head on `few`; checks the
- * frozen parameters did not move. */
-static int finetune(const options *o, const xg_dataset *few,
-                    const xg_dataset *test, double *acc)
+/* Whether the frozen features kept the values `before` (n of them). */
+static int check_frozen(const xg_module *features, const float *before,
+                        int64_t n)
 {
-    xg_module *features = features_new();
-    xg_module *m = NULL;
-    int64_t n_before = 0, n_after = 0;
-    float *before = NULL, *after = NULL;
-    int rc = -1;
-    if (!features || xg_module_load(features, o->model_path) != XG_OK)
-        goto done;
-    xg_module_set_frozen(features, true);
-    before = snapshot(features, &n_before);
-    m = classifier_new(features);
-    if (!before || !m || train(m, few, o->epochs, o->lr, "fine-tune") != 0 ||
-        !(after = snapshot(features, &n_after)))
-        goto done;
-    if (n_before != n_after ||
-        memcmp(before, after, (size_t)n_before * sizeof *before) != 0) {
+    int64_t n_after = 0;
+    float *after = snapshot(features, &n_after);
+    if (!after)
+        return 1;
+    int rc = n_after != n || memcmp(before, after, (size_t)n * sizeof *after);
+    free(after);
+    if (rc) {
         fprintf(stderr, "finetune: frozen parameters changed\n");
-        goto done;
+        return 1;
     }
     printf("frozen: %lld feature parameters bit-identical after "
-           "fine-tuning\n", (long long)n_before);
-    rc = accuracy(m, test, acc);
-done:
-    if (!m)
+           "fine-tuning\n", (long long)n);
+    return 0;
+}
+
+/* Loads and freezes the features, trains a new head on `few`; checks the
+ * frozen parameters did not move. */
+static int finetune(const ft_options *o, const sample_session *s,
+                    const xg_dataset *few, const xg_dataset *test,
+                    double *acc)
+{
+    const xg_dataset *src = s->train;
+    xg_module *features = features_new(src->channels), *m = NULL;
+    int64_t n = 0;
+    float *before = NULL;
+    int rc = 1;
+    if (!features || xg_module_load(features, o->model_path) != XG_OK) {
         xg_module_free(features);
+        return lib_fail("loading", o->model_path);
+    }
+    xg_module_set_frozen(features, true);
+    before = snapshot(features, &n);
+    m = classifier_new(features, src->height, src->width); /* owns features */
+    if (before && !m)
+        lib_fail("building the model", NULL);
+    if (before && m)
+        rc = fit(s, "finetune", m, few, test, s->opt->epochs,
+                 s->opt->schedule_epochs, acc);
+    if (rc == 0)
+        rc = check_frozen(features, before, n);
     xg_module_free(m);
     free(before);
-    free(after);
     return rc;
 }
 
-static int scratch(const options *o, const xg_dataset *few,
+static int scratch(const sample_session *s, const xg_dataset *few,
                    const xg_dataset *test, double *acc)
 {
-    xg_module *m = classifier_new(features_new());
-    int rc = m ? train(m, few, o->epochs, o->lr, "scratch") : -1;
-    if (rc == 0)
-        rc = accuracy(m, test, acc);
+    const xg_dataset *src = s->train;
+    xg_module *m = classifier_new(features_new(src->channels), src->height,
+                                  src->width);
+    int rc = m ? fit(s, "scratch", m, few, test, s->opt->epochs,
+                     s->opt->schedule_epochs, acc)
+               : lib_fail("building the model", NULL);
     xg_module_free(m);
     return rc;
 }
 
 /* ---- flags ------------------------------------------------------------------ */
 
-static int parse_count(const char *flag, const char *v, int64_t min,
-                       int64_t *out)
+static int parse_model(void *ctx, const char *value)
 {
-    char *end;
-    errno = 0;
-    long long n = strtoll(v, &end, 10);
-    if (errno || end == v || *end || n < min) {
-        fprintf(stderr, "finetune: %s '%s': expected an integer >= %lld\n",
-                flag, v, (long long)min);
-        return 2;
-    }
-    *out = n;
-    return 0;
+    ((ft_options *)ctx)->model_path = value;
+    return *value ? 0 : sample_bad_value("--model", value, "a file path");
 }
 
-static int parse_flags(int argc, char **argv, options *o)
+static int parse_pretrain_epochs(void *ctx, const char *value)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0;
-        if (strcmp(f, "--help") == 0) {
-            printf("usage: finetune [--data DIR] [--model PATH] "
-                   "[--pretrain-epochs N (1)] [--pretrain-limit N (0: all)] "
-                   "[--few N (1000)] [--epochs N (15)] [--lr X (1e-3)]\n");
-            return 1;
-        }
-        if (!v) {
-            fprintf(stderr, "finetune: %s needs a value (see --help)\n", f);
-            return 2;
-        }
-        i++;
-        if (strcmp(f, "--data") == 0)
-            o->data = v;
-        else if (strcmp(f, "--model") == 0)
-            o->model_path = v;
-        else if (strcmp(f, "--pretrain-epochs") == 0)
-            rc = parse_count(f, v, 1, &o->pretrain_epochs);
-        else if (strcmp(f, "--pretrain-limit") == 0)
-            rc = parse_count(f, v, 0, &o->pretrain_limit);
-        else if (strcmp(f, "--few") == 0)
-            rc = parse_count(f, v, 1, &o->few);
-        else if (strcmp(f, "--epochs") == 0)
-            rc = parse_count(f, v, 1, &o->epochs);
-        else if (strcmp(f, "--lr") == 0) {
-            char *end;
-            o->lr = strtof(v, &end);
-            if (end == v || *end || !(o->lr > 0)) {
-                fprintf(stderr, "finetune: --lr '%s': expected a number > 0\n",
-                        v);
-                rc = 2;
-            }
-        } else {
-            fprintf(stderr, "finetune: unknown flag '%s' (see --help)\n", f);
-            rc = 2;
-        }
-        if (rc)
-            return rc;
-    }
-    return 0;
+    return sample_parse_int("--pretrain-epochs", value, 1, 100000,
+                            &((ft_options *)ctx)->pretrain_epochs);
+}
+
+static int parse_pretrain_limit(void *ctx, const char *value)
+{
+    return sample_parse_int("--pretrain-limit", value, 0, INT64_MAX,
+                            &((ft_options *)ctx)->pretrain_limit);
+}
+
+static int parse_few(void *ctx, const char *value)
+{
+    return sample_parse_int("--few", value, 1, INT64_MAX,
+                            &((ft_options *)ctx)->few);
+}
+
+/* Fine-tuning needs at least an epoch. */
+static int check_epochs(void *ctx, const sample_options *o)
+{
+    (void)ctx;
+    if (o->epochs >= 1)
+        return 0;
+    fprintf(stderr, "finetune: --epochs %lld: expected at least 1\n",
+            (long long)o->epochs);
+    return 2;
 }
 
 /* ---- main ------------------------------------------------------------------- */
 
-static int run(const options *o, const xg_dataset *train_set,
-               const xg_dataset *test_set)
+static int run(void *ctx, const sample_session *s)
 {
-    xg_dataset *few = subset(train_set, 5, o->few);
-    xg_dataset *test = subset(test_set, 5, 0);
+    const ft_options *o = ctx;
+    printf("device: %s (%s)\n", xg_device_name(s->dev),
+           xg_device_backend(s->dev));
+    xg_dataset *few = subset(s->train, 5, o->few);
+    xg_dataset *test = subset(s->test, 5, 0);
     double fine = 0.0, from_scratch = 0.0;
-    int rc = few && test ? pretrain(o, train_set, test_set) : -1;
+    int rc = few && test ? pretrain(o, s) : out_of_memory();
     if (rc == 0)
-        rc = finetune(o, few, test, &fine);
+        rc = finetune(o, s, few, test, &fine);
     if (rc == 0)
-        rc = scratch(o, few, test, &from_scratch);
+        rc = scratch(s, few, test, &from_scratch);
     if (rc == 0)
         printf("result: backend=%s model=finetune few=%lld finetune_acc=%.4f "
-               "scratch_acc=%.4f\n", xg_device_backend(xg_device_current()),
+               "scratch_acc=%.4f\n", xg_device_backend(s->dev),
                (long long)few->n, fine, from_scratch);
     xg_dataset_free(few);
     xg_dataset_free(test);
@@ -355,29 +336,33 @@ static int run(const options *o, const xg_dataset *train_set,
 
 int main(int argc, char **argv)
 {
-    options o = {.data = DEFAULT_DATA, .model_path = "finetune_features.safetensors",
-                 .pretrain_epochs = 1, .few = 1000, .epochs = 15, .lr = 1e-3f};
-    int rc = parse_flags(argc, argv, &o);
-    if (rc)
-        return rc == 1 ? 0 : rc;
-    xg_device *dev = xg_device_current();
-    xg_dataset *train_set = NULL, *test_set = NULL;
-    if (!dev || xg_mnist_load(o.data, "train", MEAN, STD, &train_set) ||
-        xg_mnist_load(o.data, "test", MEAN, STD, &test_set)) {
-        fprintf(stderr, "finetune: %s%s\n", xg_last_error(),
-                dev && !train_set ? " (Debian package dataset-fashion-mnist, "
-                                    "or --data DIR)" : "");
-        rc = 1;
-    } else {
-        printf("device: %s (%s)\n", xg_device_name(dev),
-               xg_device_backend(dev));
-        xg_manual_seed(0);
-        rc = run(&o, train_set, test_set) ? 1 : 0;
-        if (rc)
-            fprintf(stderr, "finetune: %s\n", xg_last_error());
-    }
-    xg_dataset_free(train_set);
-    xg_dataset_free(test_set);
-    xg_shutdown();
-    return rc;
+    ft_options ft = {.model_path = "finetune_features.safetensors",
+                     .pretrain_epochs = 1, .pretrain_limit = 0, .few = 1000};
+    static const sample_flag flags[] = {
+        {"--model", "PATH", "the features' file "
+         "(finetune_features.safetensors)", parse_model},
+        {"--pretrain-epochs", "N", "epochs of pretraining (1)",
+         parse_pretrain_epochs},
+        {"--pretrain-limit", "N", "pretrain on the first N images of "
+         "classes 0-4 (0: all)", parse_pretrain_limit},
+        {"--few", "N", "images of classes 5-9 to fine-tune on (1000)",
+         parse_few},
+    };
+    const sample_spec spec = {
+        .prog = "finetune",
+        .summary = "Pretrains the CNN on Fashion-MNIST classes 0-4, "
+                   "fine-tunes a new head for classes 5-9\n"
+                   "on the frozen features and compares with training "
+                   "from scratch. --epochs counts\n"
+                   "the fine-tuning and from-scratch epochs; --seed N "
+                   "shuffles with N + 1.",
+        .flags = flags,
+        .n_flags = 4,
+        .ctx = &ft,
+        .omit = SAMPLE_OMIT_FILES | SAMPLE_OMIT_LIMIT,
+        .default_epochs = 15,
+        .check = check_epochs,
+        .run = run,
+    };
+    return sample_main(&spec, argc, argv);
 }

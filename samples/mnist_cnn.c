@@ -2,12 +2,15 @@
  * Fashion-MNIST (or any MNIST-format folder) with xgrad, on the device
  * XGRAD_BACKEND selects.
  *
- *   mnist_cnn [--data DIR] [--epochs N] [--batch-size N] [--lr X]
- *             [--optimizer sgd|adam|adamw] [--lr-schedule constant|cosine]
- *             [--warmup N] [--bn] [--limit N] [--seed N]
+ *   mnist_cnn [--bn] [common flags]
  *
- * The model is nn.Sequential(Conv2d(1, 32, 3), ReLU(), Conv2d(32, 64, 3),
- * ReLU(), MaxPool2d(2), Dropout(0.25), Flatten(), Linear(9216, 128), ReLU(),
+ * Its own flag: --bn, batch normalisation after each convolution. The
+ * common flags are mnist_mlp's (listed there, described in
+ * sample_common.h), --log FILE.csv and --log-every N included.
+ *
+ * The model (sample_cnn.h, shared with finetune) is
+ * nn.Sequential(Conv2d(1, 32, 3), ReLU(), Conv2d(32, 64, 3), ReLU(),
+ * MaxPool2d(2), Dropout(0.25), Flatten(), Linear(9216, 128), ReLU(),
  * Dropout(0.5), Linear(128, 10)); --bn puts a BatchNorm2d after each
  * convolution, before its ReLU. Children are named by index as in
  * PyTorch's nn.Sequential, so the parameters ("0.weight", "0.bias", ...)
@@ -16,13 +19,14 @@
  * Fashion-MNIST test accuracy (README): 0.9208 after 6 epochs as it is;
  * with `--bn --epochs 25 --lr-schedule cosine`, 0.9351 (seed 0).
  *
- * Output, flags and exit status as mnist_mlp (sample_common.h); the last
+ * Output and exit status as mnist_mlp (sample_common.h); the last
  * line is
  *   result: backend=cpu model=cnn epochs=3 train_samples=60000 test_acc=0.9123 samples_per_s=1500
  * with model=cnn_bn under --bn.
  */
 #include <stdio.h>
 
+#include "sample_cnn.h"
 #include "sample_common.h"
 
 typedef struct cnn_options {
@@ -36,37 +40,14 @@ static int parse_bn(void *ctx, const char *value)
     return 0;
 }
 
-/* Appends `child` (NULL: an earlier error) under its index name. */
-static bool append(xg_module *seq, xg_module *child)
-{
-    return child && xg_sequential_add(seq, NULL, child) == XG_OK;
-}
-
-/* Conv2d(in, out, 3) [, BatchNorm2d(out)], ReLU. */
-static bool append_conv(xg_module *seq, int64_t in, int64_t out, bool bn)
-{
-    return append(seq, xg_conv2d_layer(in, out, 3, NULL, true)) &&
-           (!bn || append(seq, xg_batch_norm2d_layer(out))) &&
-           append(seq, xg_relu_layer());
-}
-
 static int build_model(void *ctx, int64_t c, int64_t h, int64_t w,
                        int32_t classes, sample_model *out)
 {
     const cnn_options *o = ctx;
-    /* Two 3x3 convolutions take 4 pixels off each side, pooling halves. */
-    int64_t flat = 64 * ((h - 4) / 2) * ((w - 4) / 2);
+    int64_t flat = sample_cnn_flat(h, w);
     xg_module *seq = xg_sequential();
-    bool ok = seq && append_conv(seq, c, 32, o->batch_norm) &&
-              append_conv(seq, 32, 64, o->batch_norm) &&
-              append(seq, xg_max_pool2d_layer(2, 0, 0)) &&
-              append(seq, xg_dropout_layer(0.25f)) &&
-              append(seq, xg_flatten_layer()) &&
-              append(seq, xg_linear(flat, 128, true)) &&
-              append(seq, xg_relu_layer()) &&
-              append(seq, xg_dropout_layer(0.5f)) &&
-              append(seq, xg_linear(128, classes, true));
-    if (!ok) {
+    if (!seq || !sample_cnn_append_features(seq, c, o->batch_norm) ||
+        !sample_cnn_append_head(seq, flat, classes)) {
         xg_module_free(seq);
         return -1;
     }

@@ -1,23 +1,29 @@
 /* mnist_mlp: trains a multilayer perceptron on Fashion-MNIST (or any
  * MNIST-format folder) with xgrad, on the device XGRAD_BACKEND selects.
  *
- *   mnist_mlp [--data DIR] [--epochs N] [--batch-size N] [--lr X]
- *             [--optimizer sgd|adam|adamw] [--lr-schedule constant|cosine]
- *             [--warmup N] [--hidden N[,N...]] [--limit N]
- *             [--seed N]
+ *   mnist_mlp [--hidden N[,N...]] [common flags]
+ *
+ * Its own flag: --hidden N[,N...], the hidden layers' widths (256; 1 to 8
+ * layers of 1 to 65536 units). The common flags, shared with mnist_cnn and
+ * described in sample_common.h: --data DIR, --epochs N, --batch-size N,
+ * --lr X, --optimizer sgd|adam|adamw, --lr-schedule constant|cosine,
+ * --warmup N, --schedule-epochs N, --augment flip,shift=N|none, --limit N,
+ * --seed N, --save PATH, --load PATH, --checkpoint PATH, --resume PATH,
+ * --log FILE.csv, --log-every N, --help.
  *
  * The model is nn.Sequential(Linear(784, h1), ReLU(), ..., Linear(hk, 10)).
  * Its children are named by index as in PyTorch's nn.Sequential, so the
  * parameters are "0.weight", "0.bias", "2.weight", ... exactly as in the
  * state_dict of bench/mlp_torch.py.
  *
- * Output: one line per epoch, then a last line
+ * Output: a header, one line per epoch, then a last line
  *   result: backend=cpu model=mlp epochs=3 train_samples=60000 test_acc=0.8812 samples_per_s=41234
  * where samples_per_s counts training samples over training wall time
- * (evaluation excluded). Progress goes to stderr. Flags, data, training
- * loop and output are shared with mnist_cnn (sample_common.c).
+ * (evaluation excluded). Progress goes to stderr. Flags, data, the training
+ * loop, the log and the output are those of every sample (sample_common.h).
  *
- * Exit status: 0 on success, 1 on a library or data error, 2 on bad flags.
+ * Exit status: 0 on success, 1 on a library, data or file error, 2 on bad
+ * flags.
  */
 #include <errno.h>
 #include <stdio.h>

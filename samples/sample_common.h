@@ -1,19 +1,35 @@
-/* What the Fashion-MNIST samples (mnist_mlp, mnist_cnn) share: the common
- * flags, data loading, the training loop with its progress display,
- * evaluation and the `result:` line. A sample describes itself in a
- * sample_spec (its name, its own flags, how to build its model) and hands
- * over to sample_main.
+/* What the Fashion-MNIST samples (mnist_mlp, mnist_cnn, finetune) share:
+ * the common flags, data loading, the training loop with its progress
+ * display, evaluation, the CSV log and the `result:` line. A sample
+ * describes itself in a sample_spec (its name, its own flags, how to build
+ * its model) and hands over to sample_main. A sample that trains more than
+ * one model (finetune) gives its own run instead and trains each model with
+ * a sample_trainer: the same loop.
  *
- * Common flags: --data DIR, --epochs N, --batch-size N, --lr X,
- * --optimizer sgd|adam|adamw, --lr-schedule constant|cosine, --warmup N,
- * --schedule-epochs N, --augment flip,shift=N,
- * --limit N, --seed N, --save PATH,
- * --load PATH, --checkpoint PATH, --resume PATH, --help; each takes
- * "--flag VALUE" or "--flag=VALUE". Model files are safetensors:
- * --save writes the trained model's state_dict, --load starts from one
- * (with --epochs 0 it only evaluates), --checkpoint writes model, optimizer
- * and progress after every epoch, --resume continues from such a file and
- * trains up to --epochs in all, exactly as an uninterrupted run would.
+ * Common flags (a sample may leave some out, sample_spec.omit; its --help
+ * lists those it takes); each takes "--flag VALUE" or "--flag=VALUE":
+ *   --data DIR            MNIST-format folder (Fashion-MNIST's by default)
+ *   --epochs N            passes over the training set (3, or the
+ *                         sample's default_epochs)
+ *   --batch-size N        samples per step (64)
+ *   --lr X                learning rate (1e-3)
+ *   --optimizer NAME      sgd, adam or adamw (adam)
+ *   --lr-schedule NAME    constant or cosine (constant)
+ *   --warmup N            cosine: steps of linear warmup (0)
+ *   --schedule-epochs N   cosine: the epochs it spans (--epochs)
+ *   --augment LIST        flip, shift=N, or none (none)
+ *   --limit N             the first N training samples only (0: all)
+ *   --seed N              initialisation and shuffling seed (0)
+ *   --save PATH, --load PATH, --checkpoint PATH, --resume PATH
+ *   --log FILE.csv        the training log (below)
+ *   --log-every N         steps per training row of the log (20; only
+ *                         with --log)
+ *   --help
+ * Model files are safetensors: --save writes the trained model's
+ * state_dict, --load starts from one (with --epochs 0 it only evaluates),
+ * --checkpoint writes model, optimizer and progress after every epoch,
+ * --resume continues from such a file and trains up to --epochs in all,
+ * exactly as an uninterrupted run would.
  * --lr-schedule cosine sets the learning rate before every step to
  * xg_lr_cosine(lr, step, warmup, E * batches per epoch, 0): linear warmup
  * over --warmup steps, then a half cosine down to 0 at the end of epoch E,
@@ -22,14 +38,37 @@
  * --augment makes the training loader mirror images left-right at random
  * (flip) and shift them by up to N pixels (shift=N), black coming in.
  *
+ * The log (--log) is a CSV file with the header
+ *   kind,step,epoch,loss,lr,samples_per_s,elapsed_s,accuracy
+ * and two kinds of rows, cells a kind does not use left empty:
+ *   train  after every --log-every optimizer steps and after the last step
+ *          of the run: step (optimizer steps so far), epoch (epochs done,
+ *          fractional: step / batches per epoch), loss (mean training loss
+ *          over the steps since the previous train row), lr (the rate of
+ *          the last step), samples_per_s (training samples over training
+ *          time since the previous train row, evaluation excluded),
+ *          elapsed_s (wall seconds since the loop started in this
+ *          process, evaluation included; a resumed run counts from 0
+ *          again).
+ *   eval   after every evaluation: step, epoch (whole epochs done),
+ *          elapsed_s, accuracy (test accuracy, the fraction of the test
+ *          set classified right: the test_acc of the epoch line).
+ * The loss is read from the device only when a train row is written, so
+ * the log costs a sync every --log-every steps and nothing in between. A
+ * path that cannot be written is an error (exit 1) before training.
+ * Under --resume the log continues the interrupted run's: the rows up to
+ * the checkpoint's step are kept, later ones (from past the checkpoint)
+ * dropped, and the new rows appended; with no such file, a new one is
+ * started. Otherwise --log starts a new file, replacing any old one.
+ *
  * Output: a header (device, data, model), one line per epoch, then
  *   result: backend=cpu model=mlp epochs=3 train_samples=60000 test_acc=0.8812 samples_per_s=41234
  * where samples_per_s counts training samples over training wall time
  * (evaluation excluded). Progress goes to stderr: a bar on a terminal, a
  * plain line every tenth of an epoch otherwise.
  *
- * Exit status of sample_main: 0 on success, 1 on a library or data error,
- * 2 on bad flags.
+ * Exit status of sample_main: 0 on success, 1 on a library, data or file
+ * error, 2 on bad flags.
  */
 #ifndef XGRAD_SAMPLE_COMMON_H
 #define XGRAD_SAMPLE_COMMON_H
@@ -55,7 +94,15 @@ typedef struct sample_options {
     int32_t shift;  /* --augment shift=N */
     uint64_t seed;
     const char *save, *load, *checkpoint, *resume; /* paths or NULL */
+    const char *log;   /* --log: the CSV log's path, or NULL */
+    int64_t log_every; /* --log-every: steps per train row */
 } sample_options;
+
+/* Common flags a sample may leave out (sample_spec.omit). */
+enum {
+    SAMPLE_OMIT_FILES = 1 << 0, /* --save, --load, --checkpoint, --resume */
+    SAMPLE_OMIT_LIMIT = 1 << 1, /* --limit */
+};
 
 /* One flag of a sample's own. `arg` names its value in the usage text
  * ("N[,N...]"), or is NULL for a switch that takes no value. parse gets the
@@ -75,12 +122,28 @@ typedef struct sample_model {
     char description[160]; /* for the header: "784-256-10 MLP" */
 } sample_model;
 
+/* What sample_main has set up when a sample's own run starts: the flags,
+ * the device and the data of --data, normalised. All borrowed: sample_main
+ * frees them after the run. */
+typedef struct sample_session {
+    const char *prog; /* the spec's prog, for messages */
+    const sample_options *opt;
+    xg_device *dev;
+    const xg_dataset *train, *test;
+    float background; /* a black pixel's value in the normalised images */
+} sample_session;
+
 typedef struct sample_spec {
     const char *prog;    /* "mnist_mlp": messages and usage */
     const char *summary; /* the usage text's second line */
-    const sample_flag *flags; /* listed in the usage after --optimizer */
+    const sample_flag *flags; /* listed in the usage after --augment */
     int n_flags;
-    void *ctx; /* passed to the flag parsers and to build */
+    void *ctx; /* passed to the flag parsers, check, build and run */
+    unsigned omit;          /* SAMPLE_OMIT_*: common flags not taken */
+    int64_t default_epochs; /* --epochs without the flag; 0: 3 */
+    /* Optional: checks the flags together once all are parsed; returns 0,
+     * or 2 after reporting the problem. */
+    int (*check)(void *ctx, const sample_options *o);
     /* Feed the model [batch, c * h * w] rather than [batch, c, h, w]. */
     bool flatten;
     /* Builds the model for images [c, h, w] and `classes` classes, once the
@@ -88,14 +151,78 @@ typedef struct sample_spec {
      * error set. */
     int (*build)(void *ctx, int64_t c, int64_t h, int64_t w, int32_t classes,
                  sample_model *out);
+    /* Optional, instead of build: the sample's whole run, called with the
+     * data loaded and the generator seeded with --seed. Returns the exit
+     * status (0, or 1 after reporting an error). */
+    int (*run)(void *ctx, const sample_session *s);
 } sample_spec;
 
 /* Reports "PROG: FLAG 'VALUE': expected WANT" on stderr; returns 2. */
 int sample_bad_value(const char *flag, const char *value, const char *want);
 
-/* Parses the flags, loads the data, builds the model and the optimizer,
- * trains, evaluates after each epoch and prints the result line. Returns
- * the exit status. */
+/* Parses `value` of `flag` as an integer in [min, max] into *out; returns
+ * 0, or 2 after reporting a bad value. */
+int sample_parse_int(const char *flag, const char *value, int64_t min,
+                     int64_t max, int64_t *out);
+
+/* Parses the flags, loads the data, then either builds the model and the
+ * optimizer, trains, evaluates after each epoch and prints the result line,
+ * or calls the spec's run. Returns the exit status. */
 int sample_main(const sample_spec *spec, int argc, char **argv);
+
+/* ===== The training loop ================================================ */
+
+/* One model to train: what the flags do not say. */
+typedef struct sample_job {
+    /* NULL, or a name ("pretrain") that starts the epoch and progress
+     * lines and is added to the log's file name: --log run.csv writes
+     * run-pretrain.csv. */
+    const char *phase;
+    xg_module *module; /* borrowed */
+    bool flatten;      /* feed [batch, c * h * w] */
+    const xg_dataset *train, *test; /* borrowed; must outlive the trainer */
+    int64_t limit;         /* the first N training samples (0: all) */
+    uint64_t shuffle_seed; /* the training loader's */
+    int64_t epochs;        /* trains up to this many epochs in all */
+    int64_t schedule_epochs; /* cosine: the epochs the schedule spans */
+    bool eval_each_epoch;  /* else only after the last epoch */
+    /* Optional: called after every epoch with the epochs done (to write a
+     * checkpoint); returns 0, or 1 after reporting an error, which stops
+     * the training. */
+    int (*after_epoch)(void *ctx, int64_t epochs_done);
+    void *ctx;
+} sample_job;
+
+/* What a trainer's run did. */
+typedef struct sample_outcome {
+    double accuracy;        /* of the last evaluation */
+    double train_seconds;   /* training wall time, evaluation excluded */
+    int64_t epochs_trained; /* by this run (not by a resumed checkpoint) */
+} sample_outcome;
+
+typedef struct sample_trainer sample_trainer;
+
+/* The optimizer (--optimizer, --lr), the loaders (--batch-size,
+ * --augment; the test set in order) and the settings of the loop for
+ * `job`. Returns NULL after reporting an error. */
+sample_trainer *sample_trainer_new(const sample_session *s,
+                                   const sample_job *job);
+
+/* The trainer's optimizer (borrowed), e.g. to restore from a checkpoint
+ * before sample_trainer_run. */
+xg_optim *sample_trainer_optim(const sample_trainer *t);
+
+/* Training samples an epoch visits. */
+int64_t sample_trainer_samples(const sample_trainer *t);
+
+/* Trains the epochs from first_epoch (0, or the epochs a restored
+ * checkpoint had done) up to job.epochs, evaluating as the job says, and
+ * evaluates once when there is nothing to train. Prints a line per epoch
+ * and writes the log of --log. Returns 0, or 1 after reporting an error. */
+int sample_trainer_run(sample_trainer *t, int64_t first_epoch,
+                       sample_outcome *out);
+
+/* NULL is ignored. The module and the data stay the caller's. */
+void sample_trainer_free(sample_trainer *t);
 
 #endif
