@@ -619,9 +619,29 @@ xg_optim *xg_optim_adam(xg_tensor *const *params, int n,
 xg_optim *xg_optim_adamw(xg_tensor *const *params, int n,
                          const xg_adam_options *options);
 
-/* The same over every parameter of a module. */
+/* The same over every parameter of a module (xg_module_param order, so
+ * any module tree, built-in or not), with the kind's default options and
+ * this lr. Frozen parameters are included and skipped while frozen.
+ * Errors: XG_ERR_INVALID_ARG (NULL argument, unknown kind, bad lr),
+ * XG_ERR_OUT_OF_MEMORY. */
 xg_optim *xg_optim_for_module(xg_module *m, const char *kind /* "sgd",
                               "adam", "adamw" */, float lr);
+
+/* Parameter groups, as torch's optimizer.add_param_group: adds `n` more
+ * parameters (borrowed, as above) to the optimizer as a new group whose
+ * weight decay is `weight_decay`; every other option (lr, betas,
+ * momentum...) is the optimizer's own and shared by all groups. The
+ * parameters the optimizer was made with are group 0, with the options'
+ * weight_decay. GPT-2's AdamW setup, for example: make the optimizer over
+ * the matrices (weight decay 0.1), then add the biases and LayerNorm
+ * weights as a group with weight decay 0. Checkpoints record the groups
+ * and load only into an optimizer with the same ones.
+ * Errors: XG_ERR_INVALID_ARG (NULL optimizer, n < 0, weight_decay < 0 or
+ * not finite, a parameter that is NULL, not an f32 leaf, listed twice or
+ * already in the optimizer), XG_ERR_OUT_OF_MEMORY. Nothing changes on
+ * error. */
+xg_status xg_optim_add_group(xg_optim *opt, xg_tensor *const *params, int n,
+                             float weight_decay);
 
 /* Applies one update to every parameter that has a gradient. */
 xg_status xg_optim_step(xg_optim *opt);
