@@ -444,8 +444,9 @@ xg_status xg_module_add_buffer(xg_module *m, const char *name,
                                xg_tensor *buffer);
 
 /* Makes `child` the module's child `name` (a torch submodule): its
- * parameters and buffers appear under "name." after m's own, and it takes
- * m's training mode. m takes ownership of child. On error child is freed,
+ * parameters and buffers appear under "name." after m's own, and when its
+ * mode differs from m's it is put in m's mode (xg_module_set_training).
+ * m takes ownership of child. On error child is freed,
  * unless it already belongs to a tree (it has a parent, or it is m or one
  * of m's ancestors): then nothing changes. A ModuleList accepts only its
  * next index as name ("0", "1", ...).
@@ -649,12 +650,16 @@ xg_status xg_optim_step(xg_optim *opt);
 /* Drops the gradients of all its parameters. */
 void xg_optim_zero_grad(xg_optim *opt);
 
+/* The learning rate (0 for NULL), and a new one for the next steps, shared
+ * by all parameter groups; a negative or non-finite lr is ignored. */
 float xg_optim_lr(const xg_optim *opt);
 void xg_optim_set_lr(xg_optim *opt, float lr);
 
 /* Number of steps taken. */
 int64_t xg_optim_steps(const xg_optim *opt);
 
+/* Frees the optimizer and its state (not the parameters). NULL is
+ * ignored. */
 void xg_optim_free(xg_optim *opt);
 
 /* Learning-rate schedules, as pure functions of the step (or epoch).
@@ -727,8 +732,10 @@ xg_status xg_safetensors_writer_save(xg_safetensors_writer *w,
                                      const char *path);
 void xg_safetensors_writer_free(xg_safetensors_writer *w);
 
-/* A module's parameters and buffers under their PyTorch names (a
- * state_dict). */
+/* Writes a module's parameters and buffers under their dotted names (a
+ * state_dict, loadable by torch's load_state_dict), for any module tree,
+ * user-defined modules included, atomically. Errors: XG_ERR_INVALID_ARG
+ * (NULL argument), XG_ERR_IO, device errors. */
 xg_status xg_module_save(const xg_module *m, const char *path);
 
 /* Loads a state_dict saved by xg_module_save or PyTorch onto the module's
@@ -745,16 +752,23 @@ typedef struct xg_train_state {
     uint64_t rng_seed, rng_offset; /* xg_rng_state() */
 } xg_train_state;
 
-/* Saves model parameters, optimizer state (moments, momentum buffers, step
- * counts, hyperparameters), `state`, and `hparams` (NULL or a NULL-ended
- * list of key, value strings) as __metadata__, atomically. */
+/* Saves the module's parameters and buffers (any module tree, under the
+ * names of xg_module_param), optimizer state (moments, momentum buffers,
+ * step counts, lr, parameter groups), `state` (NULL: zeros), and `hparams`
+ * (NULL or a NULL-ended list of key, value strings) as __metadata__,
+ * atomically. Errors: XG_ERR_INVALID_ARG (NULL argument, an optimizer
+ * parameter that is not one of the module's, a hyperparameter without
+ * value or with a key the checkpoint uses), XG_ERR_IO, device errors. */
 xg_status xg_checkpoint_save(const char *path, const xg_module *m,
                              const xg_optim *opt, const xg_train_state *state,
                              const char *const *hparams);
 
 /* Restores what xg_checkpoint_save wrote into a module and optimizer built
- * the same way (same kind, same parameters), and fills *state. Nothing is
- * changed on error. */
+ * the same way (same kind, same parameters, same parameter groups), and
+ * fills *state (optional). Nothing is changed on error. Errors: those of
+ * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata),
+ * XG_ERR_INVALID_ARG (NULL argument, another optimizer kind, other
+ * parameter groups). */
 xg_status xg_checkpoint_load(const char *path, xg_module *m, xg_optim *opt,
                              xg_train_state *state);
 
