@@ -13,7 +13,7 @@
  * - Ownership: ops never free their inputs. A tensor made while a scope is
  *   open (xg_scope_begin) belongs to that scope and is freed by
  *   xg_scope_end; otherwise the caller owns it and frees it with
- *   xg_tensor_free. Parameters made by nn layers belong to their module.
+ *   xg_tensor_free. Tensors and modules registered on a module belong to it.
  *   Pointers described as "borrowed" must not be freed by the caller.
  * - Nothing here aborts or exits on input from a caller or a file.
  * - Objects may be used from one thread at a time; errors, scopes, the
@@ -402,13 +402,171 @@ xg_status xg_backward(xg_tensor *loss);
 bool xg_set_grad_enabled(bool enabled);
 bool xg_grad_enabled(void);
 
-/* ===== nn: layers ========================================================
- * Modules own their parameters. Layouts and names follow PyTorch. */
+/* ===== nn: modules =======================================================
+ * A module is a piece of a network: a forward function, the parameters it
+ * trains, buffers it saves without training (BatchNorm's running
+ * statistics) and child modules, each under a name. Names follow PyTorch:
+ * a tensor's full name joins the child names on its path with '.', as in
+ * "h.0.attn.c_attn.weight", and files saved by xg_module_save load into the
+ * equivalent torch.nn.Module with load_state_dict(strict=True).
+ *
+ * The built-in layers below are modules made with the same public calls a
+ * program uses to define its own (xg_module_new, xg_module_add_param, ...).
+ *
+ * Ownership: a module owns what is registered on it (parameters, buffers,
+ * children) and frees it with itself; the registering calls take ownership
+ * even when they fail, except where noted. Every xg_module pointer and
+ * tensor handed out by the queries below is borrowed from the module.
+ *
+ * Names of parameters, buffers and children: 1 to 63 ASCII letters, digits
+ * or '_' (so never '.'), unique within one module across its parameters,
+ * buffers and children. A bad or taken name gives XG_ERR_INVALID_ARG
+ * naming it. */
 
 typedef struct xg_module xg_module;
 
-/* y = x W^T + b, W [out, in], b [out]; PyTorch's initialisation (uniform in
- * +-1/sqrt(in) for both) drawn from the thread's generator. */
+/* What a kind of module does; usually a static const object, which must
+ * outlive the modules made with it.
+ * - name: the type's name for messages ("ResidualBlock"); required.
+ * - forward: computes the output from x, reading the module's state,
+ *   parameters and children; returns a new tensor made by ops during the
+ *   call (x itself is also accepted), or NULL with the error set. NULL for
+ *   modules that are not called (ModuleList, ModuleDict): forwarding them
+ *   fails with XG_ERR_INVALID_ARG.
+ * - free_state: optional; called by xg_module_free with the state pointer
+ *   given to xg_module_new, before the module's tensors and children go.
+ * - set_training: optional; called by xg_module_set_training after the
+ *   module's flag and its children have been set. */
+typedef struct xg_module_class {
+    const char *name;
+    xg_tensor *(*forward)(xg_module *self, xg_tensor *x);
+    void (*free_state)(void *state);
+    void (*set_training)(xg_module *self, bool training);
+} xg_module_class;
+
+/* A new module of class `cls` with no parameters, buffers or children, in
+ * training mode. `state` (any pointer, may be NULL) is the caller's data,
+ * returned by xg_module_state; the module owns it when cls->free_state is
+ * set, and then releases it on error too. The caller owns the module and
+ * frees it with xg_module_free (or gives it to a parent).
+ * Errors: XG_ERR_INVALID_ARG (cls or cls->name NULL), XG_ERR_OUT_OF_MEMORY. */
+xg_module *xg_module_new(const xg_module_class *cls, void *state);
+
+/* The state pointer given to xg_module_new; NULL for m NULL. */
+void *xg_module_state(const xg_module *m);
+
+/* The module's class (compare it with yours before using the state);
+ * NULL for m NULL. */
+const xg_module_class *xg_module_class_of(const xg_module *m);
+
+/* True in training mode (the default), false in evaluation mode; see
+ * xg_module_set_training. False for m NULL. */
+bool xg_module_training(const xg_module *m);
+
+/* Registers `param` as the module's parameter `name` (a torch
+ * nn.Parameter): the module takes ownership of the caller's hold on it
+ * (taking it out of its scope) and turns requires_grad on. It is listed by
+ * xg_module_param after the module's earlier parameters, and the pointer
+ * stays valid while the module lives, so a forward function may keep it in
+ * its state. `param` must be an f32 leaf tensor (no graph: xg_detach a
+ * computed one) that the caller owns and has not given to a module.
+ * On error the tensor is freed, except when it is already registered in
+ * m's module tree (then nothing changes).
+ * Errors: XG_ERR_INVALID_ARG (NULL module, bad or taken name, a tensor
+ * already registered in m's tree, not a leaf), XG_ERR_DTYPE (not f32),
+ * XG_ERR_OUT_OF_MEMORY. A NULL `param` returns the error that produced
+ * it (XG_ERR_INVALID_ARG when none was set), so
+ * xg_module_add_param(m, "w", xg_zeros(...)) needs one check. */
+xg_status xg_module_add_param(xg_module *m, const char *name,
+                              xg_tensor *param);
+
+/* Registers `buffer` as the module's buffer `name` (torch's
+ * register_buffer): state that is saved and loaded with the parameters but
+ * not trained; requires_grad is left as it is. Same ownership, rules and
+ * errors as xg_module_add_param. A buffer called "num_batches_tracked" is
+ * stored in files as an I64 scalar, as PyTorch's BatchNorm does. */
+xg_status xg_module_add_buffer(xg_module *m, const char *name,
+                               xg_tensor *buffer);
+
+/* Makes `child` the module's child `name` (a torch submodule): its
+ * parameters and buffers appear under "name." after m's own, and when its
+ * mode differs from m's it is put in m's mode (xg_module_set_training).
+ * m takes ownership of child. On error child is freed,
+ * unless it already belongs to a tree (it has a parent, or it is m or one
+ * of m's ancestors): then nothing changes. A ModuleList accepts only its
+ * next index as name ("0", "1", ...).
+ * Errors: XG_ERR_INVALID_ARG (NULL module or name, bad or taken name, a
+ * child that already has a parent, a cycle), XG_ERR_OUT_OF_MEMORY. A NULL
+ * child returns the error that produced it. */
+xg_status xg_module_add_child(xg_module *m, const char *name,
+                              xg_module *child);
+
+/* The submodule at a dotted path below m: "attn" is a child, "h.0.attn" a
+ * grandchild's child. Borrowed. Errors (NULL returned): XG_ERR_NOT_FOUND
+ * naming the missing part, XG_ERR_INVALID_ARG for NULL arguments. */
+xg_module *xg_module_child(const xg_module *m, const char *path);
+
+/* Number of direct children, in the order they were added. */
+int xg_module_child_count(const xg_module *m);
+
+/* Child i (0 <= i < count); *name (optional) gets its name. Both borrowed.
+ * NULL with XG_ERR_INVALID_ARG when out of range. */
+xg_module *xg_module_child_at(const xg_module *m, int i, const char **name);
+
+/* The parameter (or buffer) with this dotted name, as xg_module_param
+ * lists it: "weight" is m's own, "h.0.fc1.weight" a submodule's. Borrowed.
+ * Errors (NULL returned): XG_ERR_NOT_FOUND, XG_ERR_INVALID_ARG for NULL
+ * arguments. */
+xg_tensor *xg_module_find_param(const xg_module *m, const char *name);
+xg_tensor *xg_module_find_buffer(const xg_module *m, const char *name);
+
+/* ---- containers ---- */
+
+/* An empty Sequential: its forward runs the children in order, each on
+ * the previous one's output. */
+xg_module *xg_sequential(void);
+
+/* Appends `child` to a Sequential, which takes ownership of it (also on
+ * error, as xg_module_add_child). `name` (NULL: its index, "0", "1", ...)
+ * prefixes the child's parameter names: "fc1.weight". Errors:
+ * XG_ERR_INVALID_ARG for a module that is not a Sequential and those of
+ * xg_module_add_child. */
+xg_status xg_sequential_add(xg_module *seq, const char *name,
+                            xg_module *child);
+
+/* An empty ModuleList: children named by their index ("0", "1", ...),
+ * with no forward of its own (a parent's forward calls them). */
+xg_module *xg_module_list(void);
+
+/* Appends `child` under the next index; ownership and errors as
+ * xg_module_add_child, plus XG_ERR_INVALID_ARG for a module that is not a
+ * ModuleList. */
+xg_status xg_module_list_append(xg_module *list, xg_module *child);
+
+/* Entry i of a ModuleList (0 <= i < len; borrowed), or NULL with
+ * XG_ERR_INVALID_ARG (not a ModuleList, i out of range). */
+xg_module *xg_module_list_get(const xg_module *list, int i);
+
+/* The number of entries of a ModuleList; -1 with XG_ERR_INVALID_ARG for
+ * anything else. */
+int xg_module_list_len(const xg_module *list);
+
+/* An empty ModuleDict: named children kept in insertion order, with no
+ * forward of its own. Look entries up with xg_module_child and iterate
+ * with xg_module_child_at. */
+xg_module *xg_module_dict(void);
+
+/* Adds `child` under `name`; ownership and errors as xg_module_add_child
+ * (a taken name is an error), plus XG_ERR_INVALID_ARG for a module that is
+ * not a ModuleDict. */
+xg_status xg_module_dict_add(xg_module *dict, const char *name,
+                             xg_module *child);
+
+/* ---- built-in layers (names and layouts as PyTorch's) ---- */
+
+/* Linear: y = x W^T + b, parameters weight [out, in] and bias [out];
+ * PyTorch's initialisation (uniform in +-1/sqrt(in) for both) drawn from
+ * the thread's generator. */
 xg_module *xg_linear(int64_t in_features, int64_t out_features, bool bias);
 
 /* Parameter-free activation layers. */
@@ -434,40 +592,45 @@ xg_module *xg_flatten_layer(void);
  * bias, buffers running_mean, running_var, num_batches_tracked. */
 xg_module *xg_batch_norm2d_layer(int64_t channels);
 
-/* An empty sequential container. */
-xg_module *xg_sequential(void);
+/* ---- using modules ---- */
 
-/* Appends `child` to a sequential container, which takes ownership of it
- * (also on error). `name` (NULL: its index, "0", "1", ...) prefixes the
- * child's parameter names: "fc1.weight". Errors: XG_ERR_INVALID_ARG for a
- * non-container, a duplicate or malformed name. */
-xg_status xg_sequential_add(xg_module *seq, const char *name,
-                            xg_module *child);
-
-/* Runs the module on x. */
+/* Runs the module's forward on x and returns its output, a new tensor
+ * owned as any op's result. Errors: XG_ERR_INVALID_ARG (NULL module, a
+ * module without forward), those of x and of the forward itself. */
 xg_tensor *xg_module_forward(xg_module *m, xg_tensor *x);
 
-/* Number of parameters (tensors) in the module and its children. */
+/* Number of parameters (tensors) in the module and all its submodules. */
 int xg_module_param_count(const xg_module *m);
 
-/* Parameter i (0 <= i < count), in PyTorch's order; *name (optional) gets
- * its dotted name. Both borrowed from the module. NULL if out of range. */
+/* Parameter i (0 <= i < count) in PyTorch's named_parameters() order: the
+ * module's own in registration order, then each child's, recursively, in
+ * the order the children were added. *name (optional) gets its dotted
+ * name. Both borrowed, valid until the tree changes. NULL if out of
+ * range. */
 xg_tensor *xg_module_param(const xg_module *m, int i, const char **name);
 
-/* Buffers: state that is saved with the model but not trained (BatchNorm's
- * running statistics). Same conventions as the parameters above;
- * num_batches_tracked is a one-element f32 tensor here (exact up to 2^24
- * batches) and an I64 scalar in files, as PyTorch writes it. */
+/* Buffers, listed as parameters are (torch's named_buffers() order).
+ * BatchNorm's num_batches_tracked is a one-element f32 tensor here (exact
+ * up to 2^24 batches) and an I64 scalar in files, as PyTorch writes it. */
 int xg_module_buffer_count(const xg_module *m);
 xg_tensor *xg_module_buffer(const xg_module *m, int i, const char **name);
 
-/* Freezes (requires_grad off) or unfreezes every parameter. */
+/* Freezes (requires_grad off) or unfreezes every parameter of m and its
+ * submodules; on a submodule (xg_module_child) it freezes just that part.
+ * Optimizers skip frozen parameters. NULL is ignored. */
 void xg_module_set_frozen(xg_module *m, bool frozen);
 
-/* Training or evaluation mode (matters for dropout and batch norm). */
+/* Training (true) or evaluation mode for m and all its submodules, as
+ * torch's train() / eval(): sets each module's flag (xg_module_training),
+ * children before their parent's set_training hook runs. Matters for
+ * dropout, batch norm and any module that reads its flag. NULL is
+ * ignored. */
 void xg_module_set_training(xg_module *m, bool training);
 
-/* Frees a module, its children and its parameters. NULL is ignored. */
+/* Frees a module with its state (through its class's free_state), its
+ * parameters, buffers and children. NULL is ignored. A module that has a
+ * parent belongs to it and is not freed: the call sets XG_ERR_STATE and
+ * does nothing (free the root instead). */
 void xg_module_free(xg_module *m);
 
 /* ===== Optimizers ========================================================
@@ -503,9 +666,29 @@ xg_optim *xg_optim_adam(xg_tensor *const *params, int n,
 xg_optim *xg_optim_adamw(xg_tensor *const *params, int n,
                          const xg_adam_options *options);
 
-/* The same over every parameter of a module. */
+/* The same over every parameter of a module (xg_module_param order, so
+ * any module tree, built-in or not), with the kind's default options and
+ * this lr. Frozen parameters are included and skipped while frozen.
+ * Errors: XG_ERR_INVALID_ARG (NULL argument, unknown kind, bad lr),
+ * XG_ERR_OUT_OF_MEMORY. */
 xg_optim *xg_optim_for_module(xg_module *m, const char *kind /* "sgd",
                               "adam", "adamw" */, float lr);
+
+/* Parameter groups, as torch's optimizer.add_param_group: adds `n` more
+ * parameters (borrowed, as above) to the optimizer as a new group whose
+ * weight decay is `weight_decay`; every other option (lr, betas,
+ * momentum...) is the optimizer's own and shared by all groups. The
+ * parameters the optimizer was made with are group 0, with the options'
+ * weight_decay. GPT-2's AdamW setup, for example: make the optimizer over
+ * the matrices (weight decay 0.1), then add the biases and LayerNorm
+ * weights as a group with weight decay 0. Checkpoints record the groups
+ * and load only into an optimizer with the same ones.
+ * Errors: XG_ERR_INVALID_ARG (NULL optimizer, n < 0, weight_decay < 0 or
+ * not finite, a parameter that is NULL, not an f32 leaf, listed twice or
+ * already in the optimizer), XG_ERR_OUT_OF_MEMORY. Nothing changes on
+ * error. */
+xg_status xg_optim_add_group(xg_optim *opt, xg_tensor *const *params, int n,
+                             float weight_decay);
 
 /* Applies one update to every parameter that has a gradient. */
 xg_status xg_optim_step(xg_optim *opt);
@@ -513,12 +696,16 @@ xg_status xg_optim_step(xg_optim *opt);
 /* Drops the gradients of all its parameters. */
 void xg_optim_zero_grad(xg_optim *opt);
 
+/* The learning rate (0 for NULL), and a new one for the next steps, shared
+ * by all parameter groups; a negative or non-finite lr is ignored. */
 float xg_optim_lr(const xg_optim *opt);
 void xg_optim_set_lr(xg_optim *opt, float lr);
 
 /* Number of steps taken. */
 int64_t xg_optim_steps(const xg_optim *opt);
 
+/* Frees the optimizer and its state (not the parameters). NULL is
+ * ignored. */
 void xg_optim_free(xg_optim *opt);
 
 /* Learning-rate schedules, as pure functions of the step (or epoch).
@@ -591,8 +778,10 @@ xg_status xg_safetensors_writer_save(xg_safetensors_writer *w,
                                      const char *path);
 void xg_safetensors_writer_free(xg_safetensors_writer *w);
 
-/* A module's parameters and buffers under their PyTorch names (a
- * state_dict). */
+/* Writes a module's parameters and buffers under their dotted names (a
+ * state_dict, loadable by torch's load_state_dict), for any module tree,
+ * user-defined modules included, atomically. Errors: XG_ERR_INVALID_ARG
+ * (NULL argument), XG_ERR_IO, device errors. */
 xg_status xg_module_save(const xg_module *m, const char *path);
 
 /* Loads a state_dict saved by xg_module_save or PyTorch onto the module's
@@ -609,16 +798,23 @@ typedef struct xg_train_state {
     uint64_t rng_seed, rng_offset; /* xg_rng_state() */
 } xg_train_state;
 
-/* Saves model parameters, optimizer state (moments, momentum buffers, step
- * counts, hyperparameters), `state`, and `hparams` (NULL or a NULL-ended
- * list of key, value strings) as __metadata__, atomically. */
+/* Saves the module's parameters and buffers (any module tree, under the
+ * names of xg_module_param), optimizer state (moments, momentum buffers,
+ * step counts, lr, parameter groups), `state` (NULL: zeros), and `hparams`
+ * (NULL or a NULL-ended list of key, value strings) as __metadata__,
+ * atomically. Errors: XG_ERR_INVALID_ARG (NULL argument, an optimizer
+ * parameter that is not one of the module's, a hyperparameter without
+ * value or with a key the checkpoint uses), XG_ERR_IO, device errors. */
 xg_status xg_checkpoint_save(const char *path, const xg_module *m,
                              const xg_optim *opt, const xg_train_state *state,
                              const char *const *hparams);
 
 /* Restores what xg_checkpoint_save wrote into a module and optimizer built
- * the same way (same kind, same parameters), and fills *state. Nothing is
- * changed on error. */
+ * the same way (same kind, same parameters, same parameter groups), and
+ * fills *state (optional). Nothing is changed on error. Errors: those of
+ * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata),
+ * XG_ERR_INVALID_ARG (NULL argument, another optimizer kind, other
+ * parameter groups). */
 xg_status xg_checkpoint_load(const char *path, xg_module *m, xg_optim *opt,
                              xg_train_state *state);
 

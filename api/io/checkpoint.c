@@ -10,7 +10,10 @@
  *   optim.<name>.step                              I64 scalar
  * for every parameter the optimizer has updated (a frozen one has none),
  * and the __metadata__ keys listed in `reserved` below plus the caller's
- * hyperparameters.
+ * hyperparameters. An optimizer with more than one parameter group adds
+ * "param_groups", the groups as torch's optimizer state_dict lists them
+ * but with parameter names: [{"weight_decay":0.1,"params":["h.0.weight"]},
+ * ...]; a checkpoint loads only into an optimizer with the same groups.
  *
  * Loading checks the whole file against the module and optimizer and
  * builds the new optimizer state before it changes anything. */
@@ -21,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "optim/optim_impl.h"
 #include "safetensors_impl.h"
 
@@ -29,7 +34,7 @@
 /* The checkpoint's own metadata keys; hyperparameters may not use them. */
 static const char *const reserved[] = {
     "format", "optimizer", "lr", "optimizer_steps",
-    "epoch", "step", "rng_seed", "rng_offset",
+    "epoch", "step", "rng_seed", "rng_offset", "param_groups",
 };
 
 /* "optim.<name>.<what>" */
@@ -131,6 +136,72 @@ xg_status xg_module_save(const xg_module *m, const char *path)
     return st;
 }
 
+/* ==== Parameter groups ===================================================== */
+
+/* Group g: {"weight_decay": ..., "params": [names]}; NULL on OOM. */
+static json_t *group_json(const xg_module *m, const xg_optim *opt, int g)
+{
+    json_t *names = json_array();
+    for (int i = 0; names && i < xg__optim_count(opt); i++) {
+        xg_optim_slot s = xg__optim_slot(opt, i);
+        const char *name = param_name(m, s.param);
+        if (s.group == g &&
+            json_array_append_new(names, json_string(name ? name : "?"))) {
+            json_decref(names);
+            names = NULL;
+        }
+    }
+    double decay = xg__optim_group_weight_decay(opt, g);
+    return names ? json_pack("{s:f,s:o}", "weight_decay", decay, "params",
+                             names)
+                 : NULL;
+}
+
+static json_t *groups_json(const xg_module *m, const xg_optim *opt)
+{
+    json_t *groups = json_array();
+    for (int g = 0; groups && g < xg__optim_group_count(opt); g++)
+        if (json_array_append_new(groups, group_json(m, opt, g))) {
+            json_decref(groups);
+            groups = NULL;
+        }
+    return groups;
+}
+
+/* The optimizer's groups as the "param_groups" metadata value: *out is
+ * NULL for a single group, else a string to free. */
+static xg_status groups_text(const xg_module *m, const xg_optim *opt,
+                             char **out)
+{
+    *out = NULL;
+    if (xg__optim_group_count(opt) < 2)
+        return XG_OK;
+    json_t *groups = groups_json(m, opt);
+    *out = groups ? json_dumps(groups, JSON_COMPACT | JSON_REAL_PRECISION(9))
+                  : NULL;
+    json_decref(groups);
+    return *out ? XG_OK
+                : xg_set_error(XG_ERR_OUT_OF_MEMORY, "checkpoint: out of host "
+                               "memory");
+}
+
+/* Checks that the file's groups are the optimizer's. */
+static xg_status check_groups(const xg_safetensors *st, const xg_module *m,
+                              const xg_optim *opt)
+{
+    char *mine = NULL;
+    xg_status s = groups_text(m, opt, &mine);
+    const char *theirs = xg_safetensors_metadata(st, "param_groups");
+    if (s == XG_OK && (!mine != !theirs || (mine && strcmp(mine, theirs))))
+        s = xg_set_error(XG_ERR_INVALID_ARG, "%s: the checkpoint's parameter "
+                         "groups (%.200s) are not the optimizer's (%.200s)",
+                         xg__safetensors_label(st),
+                         theirs ? theirs : "one group",
+                         mine ? mine : "one group");
+    free(mine);
+    return s;
+}
+
 /* The state of every parameter the optimizer has updated. */
 static xg_status add_optim(xg_safetensors_writer *w, const xg_module *m,
                            const xg_optim *opt)
@@ -158,8 +229,8 @@ static xg_status add_optim(xg_safetensors_writer *w, const xg_module *m,
     return XG_OK;
 }
 
-static xg_status add_metadata(xg_safetensors_writer *w, const xg_optim *opt,
-                              const xg_train_state *s,
+static xg_status add_metadata(xg_safetensors_writer *w, const xg_module *m,
+                              const xg_optim *opt, const xg_train_state *s,
                               const char *const *hparams)
 {
     char v[6][32];
@@ -173,11 +244,16 @@ static xg_status add_metadata(xg_safetensors_writer *w, const xg_optim *opt,
                             CHECKPOINT_FORMAT, xg__optim_kind(opt),
                             v[0], v[1], v[2], v[3], v[4], v[5]};
     xg_status st = XG_OK;
-    for (size_t i = 0; i < sizeof reserved / sizeof *reserved &&
-                       st == XG_OK; i++)
+    for (size_t i = 0; i < sizeof values / sizeof *values && st == XG_OK; i++)
         st = xg_safetensors_writer_metadata(w, reserved[i], values[i]);
     for (int i = 0; hparams && hparams[i] && st == XG_OK; i += 2)
         st = xg_safetensors_writer_metadata(w, hparams[i], hparams[i + 1]);
+    char *groups = NULL;
+    if (st == XG_OK)
+        st = groups_text(m, opt, &groups);
+    if (st == XG_OK && groups)
+        st = xg_safetensors_writer_metadata(w, "param_groups", groups);
+    free(groups);
     return st;
 }
 
@@ -220,7 +296,7 @@ xg_status xg_checkpoint_save(const char *path, const xg_module *m,
     if (st == XG_OK)
         st = add_optim(w, m, opt);
     if (st == XG_OK)
-        st = add_metadata(w, opt, s, hparams);
+        st = add_metadata(w, m, opt, s, hparams);
     if (st == XG_OK)
         st = xg_safetensors_writer_save(w, path);
     xg_safetensors_writer_free(w);
@@ -578,6 +654,8 @@ xg_status xg__checkpoint_load_from(const xg_safetensors *st, xg_module *m,
         s = read_meta(st, opt, &meta);
     if (s == XG_OK)
         s = plan_checkpoint(&p, m, opt);
+    if (s == XG_OK)
+        s = check_groups(st, m, opt);
     if (s == XG_OK)
         s = write_params(&p, m);
     for (int i = 0; i < p.n_slots && s == XG_OK; i++) {

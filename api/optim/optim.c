@@ -27,6 +27,9 @@ struct xg_optim {
     int n;
     xg_tensor **params; /* borrowed */
     param_state *state;
+    int *group;         /* per parameter: its parameter group */
+    float *group_decay; /* per group: its weight decay */
+    int n_groups;
     int64_t steps;
 };
 
@@ -64,17 +67,20 @@ static xg_optim *optim_new(optim_kind kind, xg_tensor *const *params, int n)
             return NULL;
         }
     xg_optim *o = calloc(1, sizeof *o);
-    if (o && n > 0) {
-        o->params = malloc((size_t)n * sizeof *o->params);
-        o->state = calloc((size_t)n, sizeof *o->state);
+    if (o) {
+        o->params = malloc(((size_t)n + 1) * sizeof *o->params);
+        o->state = calloc((size_t)n + 1, sizeof *o->state);
+        o->group = calloc((size_t)n + 1, sizeof *o->group);
+        o->group_decay = calloc(1, sizeof *o->group_decay);
     }
-    if (!o || (n > 0 && (!o->params || !o->state))) {
+    if (!o || !o->params || !o->state || !o->group || !o->group_decay) {
         xg_optim_free(o);
         xg_set_error(XG_ERR_OUT_OF_MEMORY, "optim: out of host memory");
         return NULL;
     }
     o->kind = kind;
     o->n = n;
+    o->n_groups = 1;
     if (n > 0)
         memcpy(o->params, params, (size_t)n * sizeof *params);
     return o;
@@ -101,8 +107,10 @@ xg_optim *xg_optim_sgd(xg_tensor *const *params, int n,
         return NULL;
     }
     xg_optim *o = optim_new(OPT_SGD, params, n);
-    if (o)
+    if (o) {
         o->sgd = *opt;
+        o->group_decay[0] = opt->weight_decay;
+    }
     return o;
 }
 
@@ -122,8 +130,10 @@ static xg_optim *adam_new(optim_kind kind, xg_tensor *const *params, int n,
         return NULL;
     }
     xg_optim *o = optim_new(kind, params, n);
-    if (o)
+    if (o) {
         o->adam = *opt;
+        o->group_decay[0] = opt->weight_decay;
+    }
     return o;
 }
 
@@ -170,6 +180,75 @@ xg_optim *xg_optim_for_module(xg_module *m, const char *kind, float lr)
     return o;
 }
 
+/* ---- parameter groups ---------------------------------------------------- */
+
+/* Why params[i] cannot join the optimizer: NULL when it can. */
+static const char *group_conflict(const xg_optim *o, xg_tensor *const *params,
+                                  int i)
+{
+    const xg_tensor *p = params[i];
+    if (!p)
+        return "NULL";
+    if (p->dtype != XG_F32 || p->node)
+        return "not an f32 leaf tensor";
+    for (int k = 0; k < o->n; k++)
+        if (o->params[k] == p)
+            return "already in the optimizer";
+    for (int k = 0; k < i; k++)
+        if (params[k] == p)
+            return "listed twice";
+    return NULL;
+}
+
+/* Makes room for `more` parameters and one group; false on OOM (the
+ * optimizer is unchanged, some arrays merely larger). */
+static bool group_grow(xg_optim *o, int more)
+{
+    size_t n = (size_t)o->n + (size_t)more + 1;
+    xg_tensor **params = realloc(o->params, n * sizeof *params);
+    if (params)
+        o->params = params;
+    param_state *state = realloc(o->state, n * sizeof *state);
+    if (state)
+        o->state = state;
+    int *group = realloc(o->group, n * sizeof *group);
+    if (group)
+        o->group = group;
+    float *decay = realloc(o->group_decay,
+                           ((size_t)o->n_groups + 1) * sizeof *decay);
+    if (decay)
+        o->group_decay = decay;
+    return params && state && group && decay;
+}
+
+xg_status xg_optim_add_group(xg_optim *o, xg_tensor *const *params, int n,
+                             float weight_decay)
+{
+    if (!o || n < 0 || (n > 0 && !params) || !finite_nonneg(weight_decay))
+        return xg_set_error(XG_ERR_INVALID_ARG, "optim_add_group: %s",
+                            !o ? "the optimizer is NULL"
+                            : !finite_nonneg(weight_decay)
+                                ? "weight_decay must be finite and >= 0"
+                                : "bad parameter list (NULL, or n < 0)");
+    for (int i = 0; i < n; i++) {
+        const char *bad = group_conflict(o, params, i);
+        if (bad)
+            return xg_set_error(XG_ERR_INVALID_ARG, "optim_add_group: "
+                                "parameter %d is %s", i, bad);
+    }
+    if (!group_grow(o, n))
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "optim_add_group: out of "
+                            "host memory");
+    for (int i = 0; i < n; i++) {
+        o->params[o->n + i] = params[i];
+        o->state[o->n + i] = (param_state){0};
+        o->group[o->n + i] = o->n_groups;
+    }
+    o->n += n;
+    o->group_decay[o->n_groups++] = weight_decay;
+    return XG_OK;
+}
+
 /* ---- stepping ---------------------------------------------------------- */
 
 /* A persistent f32 tensor shaped like p: zeros, or uninitialised. */
@@ -182,7 +261,8 @@ static xg_tensor *state_like(const xg_tensor *p, bool zero)
     return xg_tensor_keep(t);
 }
 
-static xg_status adam_step(xg_optim *o, xg_tensor *p, param_state *s)
+static xg_status adam_step(xg_optim *o, xg_tensor *p, param_state *s,
+                           float decay)
 {
     if (!s->s0) {
         s->s0 = state_like(p, true);
@@ -194,14 +274,15 @@ static xg_status adam_step(xg_optim *o, xg_tensor *p, param_state *s)
     const xg_adam_options *a = &o->adam;
     xg_adam_args args = {
         .n = p->numel, .lr = a->lr, .beta1 = a->beta1, .beta2 = a->beta2,
-        .eps = a->eps, .weight_decay = a->weight_decay,
+        .eps = a->eps, .weight_decay = decay,
         .bias1 = (float)(1.0 - pow(a->beta1, (double)s->step)),
         .bias2 = (float)(1.0 - pow(a->beta2, (double)s->step)),
         .decoupled = o->kind == OPT_ADAMW};
     return adam_update(p, p->grad, s->s0, s->s1, &args);
 }
 
-static xg_status sgd_step(xg_optim *o, xg_tensor *p, param_state *s)
+static xg_status sgd_step(xg_optim *o, xg_tensor *p, param_state *s,
+                          float decay)
 {
     bool first = false;
     if (o->sgd.momentum != 0 && !s->s0) {
@@ -213,7 +294,7 @@ static xg_status sgd_step(xg_optim *o, xg_tensor *p, param_state *s)
     const xg_sgd_options *g = &o->sgd;
     xg_sgd_args args = {.n = p->numel, .lr = g->lr, .momentum = g->momentum,
                         .dampening = g->dampening,
-                        .weight_decay = g->weight_decay,
+                        .weight_decay = decay,
                         .nesterov = g->nesterov, .first = first};
     return sgd_update(p, p->grad, s->s0, &args);
 }
@@ -227,8 +308,9 @@ xg_status xg_optim_step(xg_optim *o)
         xg_tensor *p = o->params[i];
         if (!p->requires_grad || !p->grad)
             continue; /* frozen, or not used in this step's loss */
-        st = o->kind == OPT_SGD ? sgd_step(o, p, &o->state[i])
-                                : adam_step(o, p, &o->state[i]);
+        float decay = o->group_decay[o->group[i]];
+        st = o->kind == OPT_SGD ? sgd_step(o, p, &o->state[i], decay)
+                                : adam_step(o, p, &o->state[i], decay);
     }
     if (st == XG_OK)
         o->steps++;
@@ -271,6 +353,8 @@ void xg_optim_free(xg_optim *o)
     }
     free(o->state);
     free(o->params);
+    free(o->group);
+    free(o->group_decay);
     free(o);
 }
 
@@ -290,7 +374,7 @@ int xg__optim_count(const xg_optim *o)
 xg_optim_slot xg__optim_slot(const xg_optim *o, int i)
 {
     const param_state *s = &o->state[i];
-    return (xg_optim_slot){o->params[i], s->s0, s->s1, s->step};
+    return (xg_optim_slot){o->params[i], s->s0, s->s1, s->step, o->group[i]};
 }
 
 void xg__optim_set_slot(xg_optim *o, int i, xg_tensor *s0, xg_tensor *s1,
@@ -307,6 +391,16 @@ void xg__optim_set_slot(xg_optim *o, int i, xg_tensor *s0, xg_tensor *s1,
 void xg__optim_set_steps(xg_optim *o, int64_t steps)
 {
     o->steps = steps;
+}
+
+int xg__optim_group_count(const xg_optim *o)
+{
+    return o->n_groups;
+}
+
+float xg__optim_group_weight_decay(const xg_optim *o, int g)
+{
+    return o->group_decay[g];
 }
 
 /* ---- kernels ----------------------------------------------------------- */

@@ -11,6 +11,8 @@
 typedef struct xg_optim_slot {
     xg_tensor *param, *s0, *s1;
     int64_t step;
+    int group; /* its parameter group: 0 for those the optimizer was made
+                * with, then one per xg_optim_add_group */
 } xg_optim_slot;
 
 const char *xg__optim_kind(const xg_optim *opt); /* "sgd", "adam", "adamw" */
@@ -21,5 +23,8 @@ xg_optim_slot xg__optim_slot(const xg_optim *opt, int i);
 void xg__optim_set_slot(xg_optim *opt, int i, xg_tensor *s0, xg_tensor *s1,
                         int64_t step);
 void xg__optim_set_steps(xg_optim *opt, int64_t steps);
+/* Parameter groups: how many, and group g's weight decay. */
+int xg__optim_group_count(const xg_optim *opt);
+float xg__optim_group_weight_decay(const xg_optim *opt, int g);
 
 #endif
