@@ -98,12 +98,18 @@ static xg_status accumulate(xg_tensor *t, xg_tensor *g)
 
 static xg_status run_node(xg_tensor *t)
 {
-    xg_tensor *grads[XG_NODE_MAX_INPUTS] = {0};
     xg_node *node = t->node;
+    xg_tensor *few[8] = {0}, **grads = few;
+    if (node->n_inputs > 8 &&
+        !(grads = calloc((size_t)node->n_inputs, sizeof *grads)))
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "backward: out of host "
+                            "memory at %s", node->name);
     xg_status st = node->backward(node, t->bw_grad, grads);
     for (int i = 0; i < node->n_inputs && st == XG_OK; i++)
         if (grads[i] && node->inputs[i]->requires_grad)
             st = accumulate(node->inputs[i], grads[i]);
+    if (grads != few)
+        free(grads);
     return st;
 }
 

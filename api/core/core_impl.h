@@ -136,26 +136,42 @@ bool xg__broadcast_shape(const char *op, const xg_tensor *a,
 typedef xg_status (*xg_backward_fn)(xg_node *node, xg_tensor *grad_out,
                                     xg_tensor **grads_in);
 
-#define XG_NODE_MAX_INPUTS 3
-
+/* How a tensor was made: the op, its inputs, what its backward rule needs.
+ * One allocation holds the node, its two tensor lists and its arguments. */
 struct xg_node {
-    const char *name;
+    const char *name;        /* for errors: the op's name */
+    xg_op op;                /* the kernel op it ran, or XG_OP_none */
     xg_backward_fn backward;
-    int n_inputs;
-    xg_tensor *inputs[XG_NODE_MAX_INPUTS]; /* one reference each */
-    xg_tensor *saved;  /* an extra tensor the rule needs (one reference) */
-    int64_t ints[8]; /* op parameters: axes, flags, geometry */
-    float scalar;
+    int n_inputs, n_saved;
+    xg_tensor **inputs;      /* n_inputs, one reference each */
+    xg_tensor **saved;       /* n_saved, one reference each */
+    const void *args;        /* the op's parameter struct, or NULL */
 };
 
 /* True when grad recording is on and one of the inputs requires grad. */
 bool xg__needs_grad(xg_tensor *const *inputs, int n);
 
-/* Attaches a new node to `out` (which becomes a non-leaf requiring grad)
- * and returns it so the op can fill ints/scalar/saved; NULL on host OOM
- * (the caller then fails the op). Takes references on the inputs. */
-xg_node *xg__record(xg_tensor *out, const char *name, xg_backward_fn bw,
-                    xg_tensor *const *inputs, int n);
+/* What an op records for its backward rule; see xg__record. */
+typedef struct xg_record {
+    xg_op op;                /* the kernel op, or XG_OP_none (composite) */
+    const char *name;        /* NULL: the op's name */
+    xg_backward_fn backward;
+    xg_tensor *const *inputs; /* the tensors gradients flow to (no NULLs) */
+    int n_inputs;
+    xg_tensor *const *saved; /* other tensors the rule reads: indices, */
+    int n_saved;             /* labels; the node takes a reference each */
+    bool save_output;        /* also keep out's values, as the last saved */
+    const void *args;        /* the op's parameter struct, copied into the */
+    size_t args_size;        /* node (read back through node->args) */
+} xg_record;
+
+/* The recording helper every op front-end uses: when grad recording is on
+ * and an input requires grad, attaches a node to `out` (which becomes a
+ * non-leaf requiring grad). The node holds a reference on every input and
+ * saved tensor; with save_output it keeps an alias of out (not out itself,
+ * which would keep itself alive). Returns out; NULL passes through; on host
+ * OOM out is freed and NULL returned with the error set. */
+xg_tensor *xg__record(xg_tensor *out, const xg_record *r);
 
 /* Appends t to a growable list (*list, *n used, *cap allocated); false on
  * host OOM, with the list unchanged. */

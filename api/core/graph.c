@@ -1,5 +1,6 @@
 /* The autograd graph as ops record it: grad mode, nodes and their release.
  * The engine that walks the graph (xg_backward) is in api/autograd. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,24 +30,62 @@ bool xg__needs_grad(xg_tensor *const *inputs, int n)
     return false;
 }
 
-xg_node *xg__record(xg_tensor *out, const char *name, xg_backward_fn bw,
-                    xg_tensor *const *inputs, int n)
+/* Bytes from the start of a node to its arguments and its tensor lists. */
+static size_t round_up(size_t n, size_t to)
 {
-    xg_node *node = calloc(1, sizeof *node);
+    return (n + to - 1) / to * to;
+}
+
+static xg_node *node_alloc(const xg_record *r, int n_saved)
+{
+    size_t args_at = round_up(sizeof(xg_node), _Alignof(max_align_t));
+    size_t lists_at = round_up(args_at + r->args_size, _Alignof(xg_tensor *));
+    size_t n_lists = (size_t)r->n_inputs + (size_t)n_saved;
+    char *mem = calloc(1, lists_at + n_lists * sizeof(xg_tensor *));
+    if (!mem)
+        return NULL;
+    xg_node *node = (xg_node *)mem;
+    node->inputs = (xg_tensor **)(mem + lists_at);
+    node->saved = node->inputs + r->n_inputs;
+    if (r->args_size) {
+        memcpy(mem + args_at, r->args, r->args_size);
+        node->args = mem + args_at;
+    }
+    return node;
+}
+
+xg_tensor *xg__record(xg_tensor *out, const xg_record *r)
+{
+    if (!out || !xg__needs_grad(r->inputs, r->n_inputs))
+        return out;
+    const char *name = r->name ? r->name : xg_op_table[r->op].name;
+    xg_tensor *alias = NULL;
+    if (r->save_output &&
+        !(alias = xg_tensor_keep(xg__tensor_alias(out, out->shape,
+                                                  out->ndim)))) {
+        xg_tensor_free(out);
+        return NULL;
+    }
+    xg_node *node = node_alloc(r, r->n_saved + (alias != NULL));
     if (!node) {
+        xg_tensor_free(alias);
+        xg_tensor_free(out);
         xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory", name);
         return NULL;
     }
     node->name = name;
-    node->backward = bw;
-    node->n_inputs = n;
-    for (int i = 0; i < n; i++) {
-        node->inputs[i] = inputs[i];
-        xg__tensor_retain(inputs[i]);
-    }
+    node->op = r->op;
+    node->backward = r->backward;
+    node->n_inputs = r->n_inputs;
+    for (int i = 0; i < r->n_inputs; i++)
+        xg__tensor_retain(node->inputs[i] = r->inputs[i]);
+    for (int i = 0; i < r->n_saved; i++)
+        xg__tensor_retain(node->saved[node->n_saved++] = r->saved[i]);
+    if (alias)
+        node->saved[node->n_saved++] = alias; /* its only reference */
     out->node = node;
     out->requires_grad = true;
-    return node;
+    return out;
 }
 
 bool xg__tensor_list_push(xg_tensor ***list, int *n, int *cap, xg_tensor *t)
@@ -67,14 +106,10 @@ void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap)
 {
     /* Hand each reference to the caller's release worklist; if that list
      * cannot grow, release directly (recursion, but only on host OOM). */
-    xg_tensor *held[XG_NODE_MAX_INPUTS + 1];
-    int k = 0;
-    for (int i = 0; i < node->n_inputs; i++)
-        held[k++] = node->inputs[i];
-    if (node->saved)
-        held[k++] = node->saved;
-    for (int i = 0; i < k; i++)
-        if (!xg__tensor_list_push(pending, n, cap, held[i]))
-            xg__tensor_release(held[i]);
+    for (int i = 0; i < node->n_inputs + node->n_saved; i++) {
+        xg_tensor *t = node->inputs[i]; /* saved follows inputs */
+        if (!xg__tensor_list_push(pending, n, cap, t))
+            xg__tensor_release(t);
+    }
     free(node);
 }

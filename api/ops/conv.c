@@ -83,27 +83,16 @@ static xg_tensor *conv_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
     return out;
 }
 
-static void conv_args_to_node(xg_node *n, const xg_conv_args *a)
-{
-    int64_t v[] = {a->stride_h, a->stride_w, a->pad_h, a->pad_w,
-                   a->dil_h, a->dil_w, a->groups};
-    for (int i = 0; i < 7; i++)
-        n->ints[i] = v[i];
-}
-
+/* The node's args are the kernel's xg_conv_args: the geometry, kept. */
 static xg_status bw_conv2d(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_tensor *x = n->inputs[0], *w = n->inputs[1];
-    xg_conv2d_params p = {(int)n->ints[0], (int)n->ints[1], (int)n->ints[2],
-                          (int)n->ints[3], (int)n->ints[4], (int)n->ints[5],
-                          (int)n->ints[6]};
-    xg_conv_args a;
-    conv_geometry(x, w, &p, &a);
+    const xg_conv_args *a = n->args;
     if (x->requires_grad &&
-        !(gi[0] = conv_kernel(XG_OP_conv2d_backward_input, g, w, x->shape, &a)))
+        !(gi[0] = conv_kernel(XG_OP_conv2d_backward_input, g, w, x->shape, a)))
         return xg_last_status();
     if (w->requires_grad &&
-        !(gi[1] = conv_kernel(XG_OP_conv2d_backward_weight, x, g, w->shape, &a)))
+        !(gi[1] = conv_kernel(XG_OP_conv2d_backward_weight, x, g, w->shape, a)))
         return xg_last_status();
     return XG_OK;
 }
@@ -131,16 +120,12 @@ xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
         (bias && !check_bias(bias, a.c_out)))
         return NULL;
     int64_t shape[4] = {a.n, a.c_out, a.oh, a.ow};
-    xg_tensor *y = conv_kernel(XG_OP_conv2d, x, weight, shape, &a);
     xg_tensor *in[2] = {x, weight};
-    xg_node *node = NULL;
-    if (y && xg__needs_grad(in, 2) &&
-        !(node = xg__record(y, "conv2d", bw_conv2d, in, 2))) {
-        xg_tensor_free(y);
-        return NULL;
-    }
-    if (node)
-        conv_args_to_node(node, &a);
+    xg_tensor *y = xg__record(conv_kernel(XG_OP_conv2d, x, weight, shape, &a),
+                              &(xg_record){.op = XG_OP_conv2d,
+                                           .backward = bw_conv2d,
+                                           .inputs = in, .n_inputs = 2,
+                                           .args = &a, .args_size = sizeof a});
     if (!bias || !y)
         return y;
     xg_scope *scope = xg__composite_begin();
@@ -207,28 +192,18 @@ fail:
     return NULL;
 }
 
-static xg_pool_args node_pool_args(const xg_node *n)
-{
-    const xg_tensor *x = n->inputs[0];
-    xg_pool_args a;
-    pool_geometry("pool", x, (int)n->ints[0], (int)n->ints[1],
-                  (int)n->ints[2], &a);
-    return a;
-}
-
+/* The node's args are the kernel's xg_pool_args. */
 static xg_status bw_max_pool(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    xg_pool_args a = node_pool_args(n);
-    gi[0] = pool_kernel(XG_OP_max_pool2d_backward, g, n->saved,
-                        n->inputs[0]->shape, &a, NULL);
+    gi[0] = pool_kernel(XG_OP_max_pool2d_backward, g, n->saved[0],
+                        n->inputs[0]->shape, n->args, NULL);
     return gi[0] ? XG_OK : xg_last_status();
 }
 
 static xg_status bw_avg_pool(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    xg_pool_args a = node_pool_args(n);
     gi[0] = pool_kernel(XG_OP_avg_pool2d_backward, g, NULL,
-                        n->inputs[0]->shape, &a, NULL);
+                        n->inputs[0]->shape, n->args, NULL);
     return gi[0] ? XG_OK : xg_last_status();
 }
 
@@ -244,20 +219,11 @@ static xg_tensor *pool(xg_op op, xg_tensor *x, int k, int stride, int pad,
     xg_tensor *idx = NULL;
     bool is_max = op == XG_OP_max_pool2d;
     xg_tensor *y = pool_kernel(op, x, NULL, shape, &a, is_max ? &idx : NULL);
-    xg_node *node = NULL;
-    if (y && xg__needs_grad(&x, 1) &&
-        !(node = xg__record(y, name, bw, &x, 1))) {
-        xg_tensor_free(y);
-        y = NULL;
-    }
-    if (node) {
-        node->ints[0] = k;
-        node->ints[1] = a.stride_h;
-        node->ints[2] = pad;
-        node->saved = xg_tensor_keep(idx);
-    } else {
-        xg_tensor_free(idx);
-    }
+    y = xg__record(y, &(xg_record){.op = op, .backward = bw, .inputs = &x,
+                                   .n_inputs = 1, .saved = &idx,
+                                   .n_saved = is_max, .args = &a,
+                                   .args_size = sizeof a});
+    xg_tensor_free(idx); /* the node, if any, holds its own reference */
     return y;
 }
 
@@ -292,11 +258,11 @@ static xg_tensor *dropout_kernel(xg_tensor *x, float p, uint64_t seed,
 }
 
 /* The mask is a function of (seed, offset): applying it to g is the
- * backward. */
+ * backward. The node's args are the kernel's xg_dropout_args. */
 static xg_status bw_dropout(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    gi[0] = dropout_kernel(g, n->scalar, (uint64_t)n->ints[0],
-                           (uint64_t)n->ints[1]);
+    const xg_dropout_args *a = n->args;
+    gi[0] = dropout_kernel(g, a->p, a->seed, a->offset);
     return gi[0] ? XG_OK : xg_last_status();
 }
 
@@ -312,19 +278,12 @@ xg_tensor *xg_dropout(xg_tensor *x, float p, bool training)
     if (!training || p == 0.0f)
         return xg_reshape(x, x->shape, x->ndim); /* same values, new handle */
     uint64_t seed, offset = xg__rng_take(((uint64_t)x->numel + 3) / 4, &seed);
-    xg_tensor *y = dropout_kernel(x, p, seed, offset);
-    xg_node *node = NULL;
-    if (y && xg__needs_grad(&x, 1) &&
-        !(node = xg__record(y, "dropout", bw_dropout, &x, 1))) {
-        xg_tensor_free(y);
-        return NULL;
-    }
-    if (node) {
-        node->ints[0] = (int64_t)seed;
-        node->ints[1] = (int64_t)offset;
-        node->scalar = p;
-    }
-    return y;
+    xg_dropout_args a = {.n = x->numel, .seed = seed, .offset = offset, .p = p};
+    return xg__record(dropout_kernel(x, p, seed, offset),
+                      &(xg_record){.op = XG_OP_dropout,
+                                   .backward = bw_dropout, .inputs = &x,
+                                   .n_inputs = 1, .args = &a,
+                                   .args_size = sizeof a});
 }
 
 xg_tensor *xg_flatten(xg_tensor *x, int start_axis)

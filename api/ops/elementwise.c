@@ -20,40 +20,6 @@ static xg_tensor *finish(xg_tensor *out, xg_kernel_call *call)
     return out;
 }
 
-/* Records a node on `out` when an input requires grad. Returns out, or
- * NULL (freeing out) on host OOM. */
-static xg_tensor *track(xg_tensor *out, const char *name, xg_backward_fn bw,
-                        xg_tensor *const *inputs, int n, xg_node **node)
-{
-    if (node)
-        *node = NULL;
-    if (!out || !xg__needs_grad(inputs, n))
-        return out;
-    xg_node *nd = xg__record(out, name, bw, inputs, n);
-    if (!nd) {
-        xg_tensor_free(out);
-        return NULL;
-    }
-    if (node)
-        *node = nd;
-    return out;
-}
-
-/* Saves an alias of `out`'s values for the backward rule (an alias, not
- * `out` itself, so the node does not keep its own tensor alive). */
-static xg_tensor *save_output(xg_tensor *out, xg_node *node)
-{
-    if (!node)
-        return out;
-    node->saved = xg__tensor_alias(out, out->shape, out->ndim);
-    if (!node->saved) {
-        xg_tensor_free(out);
-        return NULL;
-    }
-    xg_tensor_keep(node->saved); /* owned by the node, not the scope */
-    return out;
-}
-
 /* ---- unary ops ----------------------------------------------------------- */
 
 static xg_tensor *unary_kernel(xg_op op, xg_tensor *x)
@@ -83,7 +49,7 @@ xg_tensor *xg__unary_backward(xg_op op, xg_tensor *x, xg_tensor *g)
     return finish(dx, &call);
 }
 
-/* Backward rules. y is node->saved (the output) where the rule needs it. */
+/* Backward rules. y is node->saved[0] (the output) where the rule needs it. */
 static xg_status bw_neg(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     (void)n;
@@ -93,7 +59,7 @@ static xg_status bw_neg(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 static xg_status bw_exp(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    gi[0] = xg_mul(g, n->saved);
+    gi[0] = xg_mul(g, n->saved[0]);
     return gi[0] ? XG_OK : xg_last_status();
 }
 
@@ -105,15 +71,15 @@ static xg_status bw_log(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 static xg_status bw_sqrt(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    gi[0] = xg_div(g, xg_mul_scalar(n->saved, 2.0f));
+    gi[0] = xg_div(g, xg_mul_scalar(n->saved[0], 2.0f));
     return gi[0] ? XG_OK : xg_last_status();
 }
 
 /* Ops whose gradient is a kernel of its own, the BACKWARD column of ops.def
- * (relu -> relu_backward): dx = backward(x, g). ints[0] is the op. */
+ * (relu -> relu_backward): dx = backward(x, g). */
 static xg_status bw_by_kernel(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    xg_op op = xg_op_table[n->ints[0]].backward;
+    xg_op op = xg_op_table[n->op].backward;
     gi[0] = xg__unary_backward(op, n->inputs[0], g);
     return gi[0] ? XG_OK : xg_last_status();
 }
@@ -121,7 +87,7 @@ static xg_status bw_by_kernel(xg_node *n, xg_tensor *g, xg_tensor **gi)
 /* sigmoid' = y (1 - y) */
 static xg_status bw_sigmoid(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    xg_tensor *y = n->saved;
+    xg_tensor *y = n->saved[0];
     gi[0] = xg_mul(g, xg_mul(y, xg_add_scalar(xg_neg(y), 1.0f)));
     return gi[0] ? XG_OK : xg_last_status();
 }
@@ -129,7 +95,7 @@ static xg_status bw_sigmoid(xg_node *n, xg_tensor *g, xg_tensor **gi)
 /* tanh' = 1 - y^2 */
 static xg_status bw_tanh(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    xg_tensor *y = n->saved;
+    xg_tensor *y = n->saved[0];
     gi[0] = xg_mul(g, xg_add_scalar(xg_neg(xg_mul(y, y)), 1.0f));
     return gi[0] ? XG_OK : xg_last_status();
 }
@@ -137,12 +103,9 @@ static xg_status bw_tanh(xg_node *n, xg_tensor *g, xg_tensor **gi)
 static xg_tensor *unary(xg_op op, xg_tensor *x, xg_backward_fn bw,
                         bool saves_output)
 {
-    xg_node *node;
-    xg_tensor *y = track(unary_kernel(op, x), xg_op_table[op].name, bw, &x, 1,
-                         &node);
-    if (node)
-        node->ints[0] = op;
-    return saves_output ? save_output(y, node) : y;
+    return xg__record(unary_kernel(op, x),
+                      &(xg_record){.op = op, .backward = bw, .inputs = &x,
+                                   .n_inputs = 1, .save_output = saves_output});
 }
 
 xg_tensor *xg_neg(xg_tensor *x) { return unary(XG_OP_neg, x, bw_neg, false); }
@@ -160,12 +123,14 @@ xg_tensor *xg_sigmoid(xg_tensor *x)
 
 /* ---- scalar ops ------------------------------------------------------------ */
 
-/* d(x + s) = d(x - s) = g; d(x * s) = g * s; d(x / s) = g / s. */
+/* d(x + s) = d(x - s) = g; d(x * s) = g * s; d(x / s) = g / s. The node's
+ * args are the kernel's xg_ew_args. */
 static xg_status bw_scalar(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    switch ((xg_op)n->ints[0]) {
-    case XG_OP_mul_scalar: gi[0] = xg_mul_scalar(g, n->scalar); break;
-    case XG_OP_div_scalar: gi[0] = xg_div_scalar(g, n->scalar); break;
+    const xg_ew_args *a = n->args;
+    switch (n->op) {
+    case XG_OP_mul_scalar: gi[0] = xg_mul_scalar(g, a->scalar); break;
+    case XG_OP_div_scalar: gi[0] = xg_div_scalar(g, a->scalar); break;
     default: gi[0] = g; break;
     }
     return gi[0] ? XG_OK : xg_last_status();
@@ -181,13 +146,11 @@ static xg_tensor *scalar_op(xg_op op, xg_tensor *x, float s)
     if (y)
         call.out[0] = xg__arg(y);
     call.p.ew = (xg_ew_args){.n = x->numel, .scalar = s};
-    xg_node *node;
-    y = track(finish(y, &call), name, bw_scalar, &x, 1, &node);
-    if (node) {
-        node->ints[0] = op;
-        node->scalar = s;
-    }
-    return y;
+    return xg__record(finish(y, &call),
+                      &(xg_record){.op = op, .backward = bw_scalar,
+                                   .inputs = &x, .n_inputs = 1,
+                                   .args = &call.p.ew,
+                                   .args_size = sizeof call.p.ew});
 }
 
 xg_tensor *xg_add_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_add_scalar, a, s); }
@@ -264,7 +227,7 @@ static xg_status bw_binary(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_tensor *a = n->inputs[0], *b = n->inputs[1];
     xg_tensor *ga = g, *gb = g;
-    switch ((xg_op)n->ints[0]) {
+    switch (n->op) {
     case XG_OP_sub: gb = xg_neg(g); break;
     case XG_OP_mul: ga = xg_mul(g, b); gb = xg_mul(g, a); break;
     case XG_OP_div: /* d/da = g / b; d/db = -g a / b^2 */
@@ -294,12 +257,9 @@ static xg_tensor *binary(xg_op op, xg_tensor *a, xg_tensor *b)
     if (!xg__broadcast_shape(name, a, b, shape, &ndim))
         return NULL;
     xg_tensor *in[2] = {a, b};
-    xg_node *node;
-    xg_tensor *c = track(binary_kernel(op, a, b, shape, ndim), name,
-                         bw_binary, in, 2, &node);
-    if (node)
-        node->ints[0] = op;
-    return c;
+    return xg__record(binary_kernel(op, a, b, shape, ndim),
+                      &(xg_record){.op = op, .backward = bw_binary,
+                                   .inputs = in, .n_inputs = 2});
 }
 
 xg_tensor *xg_add(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_add, a, b); }
@@ -322,5 +282,7 @@ xg_tensor *xg__expand(xg_tensor *src, const int64_t *shape, int ndim)
         return NULL;
     xg_tensor *out = binary_kernel(XG_OP_add, src, zero, shape, ndim);
     xg_tensor_free(zero);
-    return track(out, "expand", bw_expand, &src, 1, NULL);
+    return xg__record(out, &(xg_record){.op = XG_OP_none, .name = "expand",
+                                        .backward = bw_expand, .inputs = &src,
+                                        .n_inputs = 1});
 }

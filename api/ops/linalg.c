@@ -48,22 +48,20 @@ xg_tensor *xg_reshape(xg_tensor *x, const int64_t *shape, int ndim)
     int64_t resolved[XG_MAX_DIMS];
     if (!infer_shape(x, shape, ndim, resolved))
         return NULL;
-    xg_tensor *y = xg__tensor_alias(x, resolved, ndim);
-    if (y && xg__needs_grad(&x, 1) &&
-        !xg__record(y, "reshape", bw_reshape, &x, 1)) {
-        xg_tensor_free(y);
-        return NULL;
-    }
-    return y;
+    return xg__record(xg__tensor_alias(x, resolved, ndim),
+                      &(xg_record){.op = XG_OP_none, .name = "reshape",
+                                   .backward = bw_reshape, .inputs = &x,
+                                   .n_inputs = 1});
 }
 
 /* ---- permute / transpose ---------------------------------------------- */
 
 static xg_status bw_permute(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
+    const xg_permute_args *p = n->args;
     int inverse[XG_MAX_DIMS];
     for (int i = 0; i < g->ndim; i++)
-        inverse[n->ints[i]] = i;
+        inverse[p->perm[i]] = i;
     gi[0] = xg_permute(g, inverse, g->ndim);
     return gi[0] ? XG_OK : xg_last_status();
 }
@@ -105,16 +103,14 @@ xg_tensor *xg_permute(xg_tensor *x, const int *perm, int ndim)
         p->in_shape[i] = x->shape[i];
         p->perm[i] = perm[i];
     }
-    xg_node *node = NULL;
-    if (xg__launch(dev, &call) != XG_OK ||
-        (xg__needs_grad(&x, 1) &&
-         !(node = xg__record(y, "permute", bw_permute, &x, 1)))) {
+    if (xg__launch(dev, &call) != XG_OK) {
         xg_tensor_free(y);
         return NULL;
     }
-    for (int i = 0; node && i < ndim; i++)
-        node->ints[i] = perm[i];
-    return y;
+    return xg__record(y, &(xg_record){.op = XG_OP_permute,
+                                      .backward = bw_permute, .inputs = &x,
+                                      .n_inputs = 1, .args = p,
+                                      .args_size = sizeof *p});
 }
 
 xg_tensor *xg_transpose(xg_tensor *x, int axis0, int axis1)
@@ -201,7 +197,8 @@ static int64_t mm_operand(xg_tensor **t, const mm_plan *p)
 static xg_status bw_matmul(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_tensor *a = n->inputs[0], *b = n->inputs[1];
-    bool ta = n->ints[0], tb = n->ints[1];
+    const xg_gemm_args *args = n->args;
+    bool ta = args->trans_a, tb = args->trans_b;
     if (a->requires_grad) {
         xg_tensor *da = ta ? xg_matmul_t(b, g, tb, true)
                            : xg_matmul_t(g, b, false, !tb);
@@ -248,18 +245,14 @@ static xg_tensor *matmul_nd(xg_tensor *a, xg_tensor *b, bool ta, bool tb)
     call.in[1] = xg__arg(b);
     call.out[0] = xg__arg(c);
     xg_tensor *in[2] = {a, b};
-    xg_node *node = NULL;
-    if (xg__launch(dev, &call) != XG_OK ||
-        (xg__needs_grad(in, 2) &&
-         !(node = xg__record(c, "matmul", bw_matmul, in, 2)))) {
+    if (xg__launch(dev, &call) != XG_OK) {
         xg_tensor_free(c);
         return NULL;
     }
-    if (node) {
-        node->ints[0] = ta;
-        node->ints[1] = tb;
-    }
-    return c;
+    return xg__record(c, &(xg_record){.op = XG_OP_matmul,
+                                      .backward = bw_matmul, .inputs = in,
+                                      .n_inputs = 2, .args = g,
+                                      .args_size = sizeof *g});
 }
 
 /* Checks inner sizes when an operand is 1-D, so the error shows the

@@ -76,12 +76,18 @@ fail:
     return NULL;
 }
 
+/* The argument sum and max record: the reduced axis. */
+typedef struct axis_args {
+    int axis;
+} axis_args;
+
 /* d sum / dx: g (with the axis restored) broadcast over the axis. */
 static xg_status bw_sum(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_tensor *x = n->inputs[0];
+    const axis_args *a = n->args;
     int64_t shape[XG_MAX_DIMS];
-    int nd = reduced_shape(x, (int)n->ints[0], true, shape);
+    int nd = reduced_shape(x, a->axis, true, shape);
     gi[0] = xg__expand(xg_reshape(g, shape, nd), x->shape, x->ndim);
     return gi[0] ? XG_OK : xg_last_status();
 }
@@ -90,16 +96,11 @@ xg_tensor *xg_sum(xg_tensor *x, int axis, bool keepdim)
 {
     if (!xg__check_arg("sum", 0, x, XG_F32) || !resolve_axis("sum", x, &axis))
         return NULL;
-    xg_node *node = NULL;
     xg_tensor *out = reduce_kernel(XG_OP_sum, x, axis, keepdim, XG_F32, NULL);
-    if (out && xg__needs_grad(&x, 1) &&
-        !(node = xg__record(out, "sum", bw_sum, &x, 1))) {
-        xg_tensor_free(out);
-        return NULL;
-    }
-    if (node)
-        node->ints[0] = axis;
-    return out;
+    return xg__record(out, &(xg_record){.op = XG_OP_sum, .backward = bw_sum,
+                                        .inputs = &x, .n_inputs = 1,
+                                        .args = &(axis_args){axis},
+                                        .args_size = sizeof(axis_args)});
 }
 
 xg_tensor *xg_mean(xg_tensor *x, int axis, bool keepdim)
@@ -142,9 +143,9 @@ static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
     if (!dx)
         return xg_last_status();
     xg_kernel_call call = {.op = XG_OP_max_backward,
-                           .in = {xg__arg(g), xg__arg(n->saved)},
+                           .in = {xg__arg(g), xg__arg(n->saved[0])},
                            .out = {xg__arg(dx)}};
-    call.p.reduce = reduce_view(x, (int)n->ints[0]);
+    call.p.reduce = reduce_view(x, ((const axis_args *)n->args)->axis);
     xg_status st = xg__launch(x->storage->dev, &call);
     gi[0] = dx;
     return st;
@@ -158,19 +159,12 @@ xg_tensor *xg_max(xg_tensor *x, int axis, bool keepdim)
     xg_tensor *out = reduce_kernel(XG_OP_max, x, axis, keepdim, XG_F32, &idx);
     if (!out)
         return NULL;
-    xg_node *node = NULL;
-    if (xg__needs_grad(&x, 1) &&
-        !(node = xg__record(out, "max", bw_max, &x, 1))) {
-        xg_tensor_free(out);
-        xg_tensor_free(idx);
-        return NULL;
-    }
-    if (node) {
-        node->ints[0] = axis;
-        node->saved = xg_tensor_keep(idx); /* the node owns it now */
-    } else {
-        xg_tensor_free(idx);
-    }
+    out = xg__record(out, &(xg_record){.op = XG_OP_max, .backward = bw_max,
+                                       .inputs = &x, .n_inputs = 1,
+                                       .saved = &idx, .n_saved = 1,
+                                       .args = &(axis_args){axis},
+                                       .args_size = sizeof(axis_args)});
+    xg_tensor_free(idx); /* the node, if any, holds its own reference */
     return out;
 }
 
@@ -223,7 +217,7 @@ static xg_tensor *rows_kernel(xg_op op, xg_tensor *x)
 /* softmax: dx = y * (g - sum(g * y)) */
 static xg_status bw_softmax(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    xg_tensor *y = n->saved;
+    xg_tensor *y = n->saved[0];
     gi[0] = xg_mul(y, xg_sub(g, xg_sum(xg_mul(g, y), -1, true)));
     return gi[0] ? XG_OK : xg_last_status();
 }
@@ -231,23 +225,15 @@ static xg_status bw_softmax(xg_node *n, xg_tensor *g, xg_tensor **gi)
 /* log_softmax: dx = g - exp(y) * sum(g) */
 static xg_status bw_log_softmax(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    gi[0] = xg_sub(g, xg_mul(xg_exp(n->saved), xg_sum(g, -1, true)));
+    gi[0] = xg_sub(g, xg_mul(xg_exp(n->saved[0]), xg_sum(g, -1, true)));
     return gi[0] ? XG_OK : xg_last_status();
 }
 
 static xg_tensor *softmax_op(xg_op op, xg_tensor *x, xg_backward_fn bw)
 {
-    xg_tensor *y = rows_kernel(op, x);
-    if (!y || !xg__needs_grad(&x, 1))
-        return y;
-    xg_node *node = xg__record(y, xg_op_table[op].name, bw, &x, 1);
-    if (node)
-        node->saved = xg_tensor_keep(xg__tensor_alias(y, y->shape, y->ndim));
-    if (!node || !node->saved) {
-        xg_tensor_free(y);
-        return NULL;
-    }
-    return y;
+    return xg__record(rows_kernel(op, x),
+                      &(xg_record){.op = op, .backward = bw, .inputs = &x,
+                                   .n_inputs = 1, .save_output = true});
 }
 
 xg_tensor *xg_softmax(xg_tensor *x)
@@ -271,7 +257,7 @@ static xg_status bw_cross_entropy(xg_node *n, xg_tensor *g, xg_tensor **gi)
     if (!dx)
         return xg_last_status();
     xg_kernel_call call = {.op = XG_OP_cross_entropy_backward,
-                           .in = {xg__arg(logits), xg__arg(n->saved),
+                           .in = {xg__arg(logits), xg__arg(n->saved[0]),
                                   xg__arg(g)},
                            .out = {xg__arg(dx)}};
     call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1]};
@@ -310,19 +296,14 @@ static xg_tensor *cross_entropy_rows(xg_tensor *logits, xg_tensor *labels)
                            .in = {xg__arg(logits), xg__arg(labels)},
                            .out = {xg__arg(loss)}};
     call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1]};
-    xg_node *node = NULL;
-    if (xg__launch(dev, &call) != XG_OK ||
-        (xg__needs_grad(&logits, 1) &&
-         !(node = xg__record(loss, "cross_entropy", bw_cross_entropy,
-                             &logits, 1)))) {
+    if (xg__launch(dev, &call) != XG_OK) {
         xg_tensor_free(loss);
         return NULL;
     }
-    if (node) {
-        node->saved = labels;
-        xg__tensor_retain(labels);
-    }
-    return loss;
+    return xg__record(loss, &(xg_record){.op = XG_OP_cross_entropy,
+                                         .backward = bw_cross_entropy,
+                                         .inputs = &logits, .n_inputs = 1,
+                                         .saved = &labels, .n_saved = 1});
 }
 
 xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels)
