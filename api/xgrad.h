@@ -239,14 +239,16 @@ xg_device *xg_tensor_device(const xg_tensor *t);
 xg_status xg_tensor_read(const xg_tensor *t, void *dst, size_t bytes);
 
 /* Overwrites the tensor's values from host memory; `bytes` must equal
- * numel * 4. Not recorded by autograd. */
+ * numel * 4. Not recorded by autograd. XG_ERR_INVALID_ARG for a view that
+ * is not contiguous (write to xg_contiguous(t) instead). */
 xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes);
 
 /* Reads a one-element f32 tensor into *out. */
 xg_status xg_tensor_item(const xg_tensor *t, float *out);
 
 /* The same values with a new shape (one size may be -1: inferred). Shares
- * the storage; differentiable. Errors: XG_ERR_SHAPE if numel differs. */
+ * the storage when t is contiguous (a view's values are copied first);
+ * differentiable. Errors: XG_ERR_SHAPE if numel differs. */
 xg_tensor *xg_reshape(xg_tensor *t, const int64_t *shape, int ndim);
 
 /* A copy of the values on another device (host round-trip). */
@@ -322,10 +324,44 @@ xg_tensor *xg_argmax(xg_tensor *x, int axis, bool keepdim); /* XG_I32 */
 xg_tensor *xg_softmax(xg_tensor *x);
 xg_tensor *xg_log_softmax(xg_tensor *x);
 
-/* Axis reordering (makes a contiguous copy). xg_permute: output axis i is
- * input axis perm[i]; perm holds each of 0..ndim-1 once. */
+/* ===== Views =============================================================
+ * A view shares its input's storage: no copy is made, and kernels that need
+ * contiguous data copy a view once, when they first read it (again only if
+ * the storage was written in place since). Views are differentiable, with
+ * PyTorch's gradients. Axes may be negative (counted from the end). Each
+ * returns a new tensor owned like any op result, or NULL with
+ * XG_ERR_INVALID_ARG (axis or range) or XG_ERR_SHAPE. */
+
+/* Axis reordering. xg_permute: output axis i is input axis perm[i]; perm
+ * holds each of 0..ndim-1 once. xg_transpose swaps two axes. */
 xg_tensor *xg_transpose(xg_tensor *x, int axis0, int axis1);
 xg_tensor *xg_permute(xg_tensor *x, const int *perm, int ndim);
+
+/* Elements start .. start + length - 1 of `axis` (torch.narrow, or
+ * x[..., start:start+length, ...]); 0 <= start, 1 <= length,
+ * start + length <= the axis' size. */
+xg_tensor *xg_narrow(xg_tensor *x, int axis, int64_t start, int64_t length);
+
+/* Element `index` of `axis`, which the result no longer has (torch.select,
+ * x[..., index, ...]); a negative index counts from the end. */
+xg_tensor *xg_select(xg_tensor *x, int axis, int64_t index);
+
+/* x broadcast to `shape` (torch.Tensor.expand): axes of size 1, and new
+ * leading axes, repeat without copying. The gradient sums over them. */
+xg_tensor *xg_expand(xg_tensor *x, const int64_t *shape, int ndim);
+
+/* Removes `axis`, which must have size 1 / inserts an axis of size 1 before
+ * position `axis` (0 .. ndim). */
+xg_tensor *xg_squeeze(xg_tensor *x, int axis);
+xg_tensor *xg_unsqueeze(xg_tensor *x, int axis);
+
+/* The same values laid out row-major: a new handle on x's storage when x is
+ * contiguous already, else a copy. Differentiable. */
+xg_tensor *xg_contiguous(xg_tensor *x);
+
+/* True when t's elements lie row-major in its storage from element 0 (every
+ * tensor an op makes; views may not). False for NULL. */
+bool xg_tensor_is_contiguous(const xg_tensor *t);
 
 /* Losses, mean over the batch as PyTorch's defaults.
  * cross_entropy: logits [N, C] f32, labels [N] XG_I32 in [0, C); a label

@@ -418,8 +418,10 @@ static void gen_gemm(xg_op op, conf_case_list *l)
     gemm_case(op, l, big, "large ");
 }
 
-/* ---- PERMUTE --------------------------------------------------------------- */
+/* ---- STRIDED --------------------------------------------------------------- */
 
+/* Permutations of a row-major input gathered into a contiguous output (what
+ * a permuted view's contiguous copy is). */
 static const struct {
     int ndim;
     int64_t shape[XG_MAX_DIMS];
@@ -438,36 +440,77 @@ static const struct {
     {6, {2, 1, 3, 2, 1, 4}, {5, 3, 1, 0, 2, 4}},
 };
 
-static void gen_permute(xg_op op, conf_case_list *l)
+/* One copy_strided case: index space `shape`, input and output strides
+ * and offsets; the buffers are sized to the largest element addressed. */
+static void strided_case(xg_op op, conf_case_list *l, const char *what,
+                         int nd, const int64_t *shape, const int64_t *is,
+                         int64_t io, const int64_t *os, int64_t oo,
+                         bool scatter)
+{
+    conf_case *c = add_case(l, op, "%s", what);
+    xg_strided_args *p = &c->call.p.strided;
+    int64_t n = 1, in_last = io, out_last = oo;
+    p->ndim = nd;
+    for (int k = 0; k < nd; k++) {
+        p->shape[k] = shape[k];
+        p->in_stride[k] = is[k];
+        p->out_stride[k] = os[k];
+        n *= shape[k];
+        in_last += (shape[k] - 1) * is[k];
+        out_last += (shape[k] - 1) * os[k];
+    }
+    p->n = n;
+    p->in_offset = io;
+    p->out_offset = oo;
+    set_ins(c, in_last + 1);
+    set_outs(c, out_last + 1 + (scatter ? 5 : 0));
+    if (scatter) /* the elements not addressed must keep these values */
+        c->out[0].domain = DOM_SIGNED;
+}
+
+static void gen_strided(xg_op op, conf_case_list *l)
 {
     for (size_t i = 0; i < sizeof permute_cases / sizeof permute_cases[0];
          i++) {
-        char desc[128] = "in=[";
-        int len = 4;
-        int64_t n = 1;
         int nd = permute_cases[i].ndim;
-        for (int k = 0; k < nd; k++) {
-            n *= permute_cases[i].shape[k];
-            len += snprintf(desc + len, sizeof desc - (size_t)len,
-                            "%s%" PRId64, k ? "," : "",
-                            permute_cases[i].shape[k]);
+        int64_t rm[XG_MAX_DIMS], shape[XG_MAX_DIMS], is[XG_MAX_DIMS],
+            os[XG_MAX_DIMS];
+        int64_t step = 1;
+        for (int k = nd - 1; k >= 0; k--) {
+            rm[k] = step;
+            step *= permute_cases[i].shape[k];
         }
-        len += snprintf(desc + len, sizeof desc - (size_t)len, "] perm=(");
-        for (int k = 0; k < nd; k++)
-            len += snprintf(desc + len, sizeof desc - (size_t)len, "%s%d",
-                            k ? "," : "", permute_cases[i].perm[k]);
-        snprintf(desc + len, sizeof desc - (size_t)len, ")");
-        conf_case *c = add_case(l, op, "%s", desc);
-        xg_permute_args *p = &c->call.p.permute;
-        p->ndim = nd;
-        p->n = n;
         for (int k = 0; k < nd; k++) {
-            p->in_shape[k] = permute_cases[i].shape[k];
-            p->perm[k] = permute_cases[i].perm[k];
+            shape[k] = permute_cases[i].shape[permute_cases[i].perm[k]];
+            is[k] = rm[permute_cases[i].perm[k]];
         }
-        set_ins(c, n);
-        set_outs(c, n);
+        step = 1;
+        for (int k = nd - 1; k >= 0; k--) {
+            os[k] = step;
+            step *= shape[k];
+        }
+        char desc[128];
+        int len = snprintf(desc, sizeof desc, "permute ndim=%d case %zu", nd,
+                           i);
+        (void)len;
+        strided_case(op, l, desc, nd, shape, is, 0, os, 0, false);
     }
+    /* A narrow view (offset, rows of a wider matrix) made contiguous. */
+    strided_case(op, l, "narrow rows 3..9 cols 5..37 of [12,50]", 2,
+                 (const int64_t[]){7, 33}, (const int64_t[]){50, 1},
+                 3 * 50 + 5, (const int64_t[]){33, 1}, 0, false);
+    /* A broadcast (stride-0) input, as an expanded view. */
+    strided_case(op, l, "expand [1,17] to [9,17]", 2,
+                 (const int64_t[]){9, 17}, (const int64_t[]){0, 1}, 4,
+                 (const int64_t[]){17, 1}, 0, false);
+    /* A piece written into its slot of a larger output (concat, the
+     * backward of narrow and select). */
+    strided_case(op, l, "scatter [5,3,7] into axis 1 of [5,8,7] at 4", 3,
+                 (const int64_t[]){5, 3, 7}, (const int64_t[]){21, 7, 1}, 0,
+                 (const int64_t[]){56, 7, 1}, 4 * 7, true);
+    strided_case(op, l, "transposed scatter, large", 2,
+                 (const int64_t[]){300, 257}, (const int64_t[]){1, 300}, 11,
+                 (const int64_t[]){600, 1}, 3, true);
 }
 
 /* ---- FILL (fill, copy) ----------------------------------------------------- */
@@ -699,7 +742,7 @@ static const family_gen family_gens[] = {
     [XG_FAMILY_REDUCE_BACKWARD] = gen_reduce_backward,
     [XG_FAMILY_ROWS] = gen_rows,
     [XG_FAMILY_GEMM] = gen_gemm,
-    [XG_FAMILY_PERMUTE] = gen_permute,
+    [XG_FAMILY_STRIDED] = gen_strided,
     [XG_FAMILY_FILL] = gen_fill,
     [XG_FAMILY_RNG] = gen_rng,
     [XG_FAMILY_ADAM] = gen_adam,

@@ -51,6 +51,13 @@ struct fe_case {
 /* i32 labels in [0, classes). */
 #define LABELS(classes, ...) {XG_SHAPE_N(__VA_ARGS__), {__VA_ARGS__}, DOM_CLASS, XG_I32, classes, false}
 
+/* Views, with a kernel after each so the backend reads the view's copy:
+ * narrow (axis, shape[0] = start, shape[1] = length), select (axis,
+ * shape[0]), expand (shape, ndim), and a chain of views into matmul. */
+static xg_tensor *f_narrow(xg_tensor *const *x, const fe_case *c) { return xg_tanh(xg_narrow(x[0], c->axis, c->shape[0], c->shape[1])); }
+static xg_tensor *f_select(xg_tensor *const *x, const fe_case *c) { return xg_tanh(xg_select(x[0], c->axis, c->shape[0])); }
+static xg_tensor *f_expand(xg_tensor *const *x, const fe_case *c) { return xg_mul(xg_expand(x[0], c->shape, c->ndim), xg_expand(x[0], c->shape, c->ndim)); }
+static xg_tensor *f_view_mm(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_matmul(xg_narrow(xg_transpose(x[0], 0, 1), 0, 1, 3), xg_select(x[1], 0, 1)); }
 static xg_tensor *f_add(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_add(x[0], x[1]); }
 static xg_tensor *f_sub(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_sub(x[0], x[1]); }
 static xg_tensor *f_mul(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_mul(x[0], x[1]); }
@@ -171,6 +178,11 @@ static const fe_case fe_cases[] = {
     {"permute", "permute x[2,3,4,5] (0,3,1,2)", f_permute, 1, {T(2, 3, 4, 5)}, .perm = {0, 3, 1, 2}, .ndim = 4},
     {"permute", "transpose x[5,7] (0,1)", f_transpose, 1, {T(5, 7)}, .perm = {0, 1}},
     {"permute", "transpose x[2,5,7] (-1,0)", f_transpose, 1, {T(2, 5, 7)}, .perm = {-1, 0}},
+    {"views", "narrow x[5,9,7] axis 1 [2:8]", f_narrow, 1, {T(5, 9, 7)}, .axis = 1, .shape = {2, 6}},
+    {"views", "narrow x[300,40] axis 0 [17:290]", f_narrow, 1, {T(300, 40)}, .axis = 0, .shape = {17, 273}},
+    {"views", "select x[4,6,3] axis -1 index 1", f_select, 1, {T(4, 6, 3)}, .axis = -1, .shape = {1}},
+    {"views", "expand x[3,1] -> [2,3,33]", f_expand, 1, {T(3, 1)}, .shape = {2, 3, 33}, .ndim = 3},
+    {"views", "matmul(narrow(a^T), select(b)) a[9,4] b[3,9,6]", f_view_mm, 2, {T(9, 4), T(3, 9, 6)}},
     {"reshape", "reshape x[4,6] -> [2,-1,3]", f_reshape, 1, {T(4, 6)}, .shape = {2, -1, 3}, .ndim = 3},
     {"reshape", "tanh(reshape(x*x)) x[4,6] -> [24]", f_reshape_tanh, 1, {T(4, 6)}, .shape = {24}, .ndim = 1},
     /* losses */
@@ -443,6 +455,7 @@ Test(frontend, reduce) { run_group("reduce"); }
 Test(frontend, softmax) { run_group("softmax"); }
 Test(frontend, permute) { run_group("permute"); }
 Test(frontend, reshape) { run_group("reshape"); }
+Test(frontend, views) { run_group("views"); }
 Test(frontend, loss) { run_group("loss"); }
 Test(frontend, conv) { run_group("conv"); }
 Test(frontend, pool) { run_group("pool"); }

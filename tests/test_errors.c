@@ -152,6 +152,18 @@ AXIS_CASE(c_permute_dup, xg_permute(x, (const int[]){0, 0}, 2))
 AXIS_CASE(c_permute_range, xg_permute(x, (const int[]){0, 2}, 2))
 AXIS_CASE(c_permute_count, xg_permute(x, (const int[]){0, 1, 2}, 3))
 AXIS_CASE(c_permute_null, xg_permute(x, NULL, 2))
+AXIS_CASE(c_narrow_axis, xg_narrow(x, 2, 0, 1))
+AXIS_CASE(c_narrow_past_end, xg_narrow(x, 1, 2, 2))
+AXIS_CASE(c_narrow_negative_start, xg_narrow(x, 1, -1, 1))
+AXIS_CASE(c_narrow_zero_length, xg_narrow(x, 0, 0, 0))
+AXIS_CASE(c_narrow_huge, xg_narrow(x, 1, INT64_MAX, INT64_MAX))
+AXIS_CASE(c_select_index, xg_select(x, 0, 2))
+AXIS_CASE(c_select_neg_index, xg_select(x, -1, -4))
+AXIS_CASE(c_expand_bad, xg_expand(x, XG_SHAPE(2, 4)))
+AXIS_CASE(c_expand_fewer_axes, xg_expand(x, XG_SHAPE(6)))
+AXIS_CASE(c_expand_null, xg_expand(x, NULL, 2))
+AXIS_CASE(c_squeeze_not_one, xg_squeeze(x, 0))
+AXIS_CASE(c_unsqueeze_axis, xg_unsqueeze(x, 4))
 AXIS_CASE(c_reshape_numel, xg_reshape(x, XG_SHAPE(4)))
 AXIS_CASE(c_reshape_numel2, xg_reshape(x, XG_SHAPE(2, 2, 2)))
 AXIS_CASE(c_reshape_indivisible, xg_reshape(x, XG_SHAPE(-1, 4)))
@@ -541,6 +553,18 @@ static err_case cases[] = {
     {"permute {0,2}", c_permute_range, IA, 0, "permute", NULL},
     {"permute 3 axes of 2-D", c_permute_count, IA, SH, "permute", NULL},
     {"permute NULL", c_permute_null, IA, 0, "permute", NULL},
+    {"narrow axis 2 of 2-D", c_narrow_axis, IA, 0, "narrow", NULL},
+    {"narrow [2:4] of 3", c_narrow_past_end, IA, 0, "narrow", NULL},
+    {"narrow start -1", c_narrow_negative_start, IA, 0, "narrow", NULL},
+    {"narrow length 0", c_narrow_zero_length, IA, 0, "narrow", NULL},
+    {"narrow INT64_MAX", c_narrow_huge, IA, 0, "narrow", NULL},
+    {"select index 2 of 2", c_select_index, IA, 0, "select", NULL},
+    {"select index -4 of 3", c_select_neg_index, IA, 0, "select", NULL},
+    {"expand [2,3] -> [2,4]", c_expand_bad, SH, 0, "expand", NULL},
+    {"expand [2,3] -> [6]", c_expand_fewer_axes, SH, 0, "expand", NULL},
+    {"expand NULL shape", c_expand_null, SH, 0, "expand", NULL},
+    {"squeeze a size-2 axis", c_squeeze_not_one, SH, 0, "squeeze", NULL},
+    {"unsqueeze at 4 of 2-D", c_unsqueeze_axis, IA, 0, "unsqueeze", NULL},
     {"reshape [2,3] -> [4]", c_reshape_numel, SH, 0, "reshape", NULL},
     {"reshape [2,3] -> [2,2,2]", c_reshape_numel2, SH, 0, "reshape", NULL},
     {"reshape [2,3] -> [-1,4]", c_reshape_indivisible, SH, 0, "reshape",

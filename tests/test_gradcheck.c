@@ -445,6 +445,48 @@ Test(grad, mse_loss)
 
 /* ---- shape ops --------------------------------------------------------- */
 
+/* Views: narrow, select, expand, squeeze, unsqueeze, and chains of views
+ * that kernels read through their contiguous copies. ctx: axis, shape[0]
+ * (start or index), shape[1] (length). */
+static xg_tensor *f_narrow(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_narrow(in[0], c->axis, c->shape[0], c->shape[1]); }
+static xg_tensor *f_select(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_select(in[0], c->axis, c->shape[0]); }
+static xg_tensor *f_expand(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_expand(in[0], c->shape, c->ndim); }
+static xg_tensor *f_squeeze_unsqueeze(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_unsqueeze(xg_squeeze(in[0], c->axis), 0); }
+/* matmul(narrow(transpose(a)), b) then a permute, then contiguous. */
+static xg_tensor *f_view_chain(xg_tensor *const *in, const gc_ctx *c)
+{
+    (void)c;
+    xg_tensor *at = xg_narrow(xg_transpose(in[0], 0, 1), 0, 1, 3);
+    return xg_contiguous(xg_transpose(xg_matmul(at, in[1]), 0, 1));
+}
+
+Test(grad, views)
+{
+    xg_tensor *x = leaf(XG_SHAPE(2, 3, 4), 510, -1, 1);
+    gc_ctx n1 = {.axis = 1, .shape = {1, 2}};
+    gradcheck("narrow axis 1 [1:3]", f_narrow, &n1, &x, 1);
+    gc_ctx n2 = {.axis = -1, .shape = {3, 1}};
+    gradcheck("narrow last axis [3:4]", f_narrow, &n2, &x, 1);
+    gc_ctx s1 = {.axis = -1, .shape = {2}};
+    gradcheck("select axis -1 index 2", f_select, &s1, &x, 1);
+    gc_ctx s2 = {.axis = 0, .shape = {-1}};
+    gradcheck("select axis 0 index -1", f_select, &s2, &x, 1);
+    xg_tensor *col = leaf(XG_SHAPE(3, 1), 511, -1, 1);
+    gc_ctx e = {.shape = {2, 3, 4}, .ndim = 3};
+    gradcheck("expand [3,1] to [2,3,4]", f_expand, &e, &col, 1);
+    xg_tensor *y = leaf(XG_SHAPE(2, 1, 4), 512, -1, 1);
+    gc_ctx q = {.axis = 1};
+    gradcheck("squeeze(1) then unsqueeze(0)", f_squeeze_unsqueeze, &q, &y, 1);
+    xg_tensor *ab[2] = {leaf(XG_SHAPE(5, 4), 513, -1, 1),
+                        leaf(XG_SHAPE(5, 2), 514, -1, 1)};
+    gradcheck("matmul of a narrowed transpose, permuted", f_view_chain, NULL,
+              ab, 2);
+}
+
 Test(grad, reshape_permute_transpose)
 {
     xg_tensor *x = leaf(XG_SHAPE(2, 3, 4), 500, -1, 1);

@@ -1278,3 +1278,77 @@ Test(rng, successive_draws_differ_and_state_restores)
     free(second);
     free(again);
 }
+
+/* ---- views ------------------------------------------------------------------ */
+
+static const float grid12[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+
+Test(ops, views_hand_values)
+{
+    xg_tensor *x = tu_f32(grid12, XG_SHAPE(3, 4));
+    xg_tensor *t = xg_transpose(x, 0, 1);
+    cr_expect(!xg_tensor_is_contiguous(t), "a transpose is a view");
+    cr_expect(xg_tensor_is_contiguous(x));
+    tu_assert_values(t, XG_SHAPE(4, 3),
+                     (const double[]){0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11},
+                     EXACT, "transpose");
+    tu_assert_values(xg_narrow(x, 1, 1, 2), XG_SHAPE(3, 2),
+                     (const double[]){1, 2, 5, 6, 9, 10}, EXACT,
+                     "narrow(1, 1, 2)");
+    tu_assert_values(xg_narrow(t, 0, 2, 2), XG_SHAPE(2, 3),
+                     (const double[]){2, 6, 10, 3, 7, 11}, EXACT,
+                     "narrow of a transpose");
+    tu_assert_values(xg_select(x, 0, -1), XG_SHAPE(4),
+                     (const double[]){8, 9, 10, 11}, EXACT, "select(0, -1)");
+    tu_assert_values(xg_select(t, 1, 1), XG_SHAPE(4),
+                     (const double[]){4, 5, 6, 7}, EXACT,
+                     "select of a transpose");
+    tu_assert_values(xg_expand(xg_select(x, 1, 0), XG_SHAPE(2, 3)),
+                     XG_SHAPE(2, 3), (const double[]){0, 4, 8, 0, 4, 8}, EXACT,
+                     "expand a column to 2 rows");
+    tu_assert_values(xg_squeeze(xg_unsqueeze(x, 1), 1), XG_SHAPE(3, 4),
+                     (const double[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},
+                     EXACT, "unsqueeze then squeeze");
+    tu_assert_values(xg_reshape(t, XG_SHAPE(12)), XG_SHAPE(12),
+                     (const double[]){0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11},
+                     EXACT, "reshape of a view reads it in its own order");
+    xg_tensor *c = xg_contiguous(t);
+    cr_expect(xg_tensor_is_contiguous(c));
+    tu_assert_values(xg_add(t, xg_contiguous(t)), XG_SHAPE(4, 3),
+                     (const double[]){0, 8, 16, 2, 10, 18, 4, 12, 20, 6, 14,
+                                      22},
+                     EXACT, "a kernel reads a view and its copy alike");
+}
+
+/* A view reads its base's current values: in-place writes to the storage
+ * (host writes, optimizer steps) make its contiguous copy again. */
+Test(ops, views_follow_writes_to_their_storage)
+{
+    xg_tensor *x = tu_f32(grid12, XG_SHAPE(3, 4));
+    xg_tensor *n = xg_narrow(xg_transpose(x, 0, 1), 1, 1, 1);
+    tu_assert_values(n, XG_SHAPE(4, 1), (const double[]){4, 5, 6, 7}, EXACT,
+                     "before the write");
+    float neg[12];
+    for (int i = 0; i < 12; i++)
+        neg[i] = -grid12[i];
+    cr_assert_eq(xg_tensor_write(x, neg, sizeof neg), XG_OK);
+    tu_assert_values(n, XG_SHAPE(4, 1), (const double[]){-4, -5, -6, -7},
+                     EXACT, "after the write");
+    cr_expect_eq(xg_tensor_write(n, neg, 4 * sizeof *neg), XG_ERR_INVALID_ARG,
+                 "a strided view cannot be written from the host");
+
+    xg_tensor *p = tu_f32((const float[]){1, 2, 3, 4}, XG_SHAPE(2, 2));
+    cr_assert_eq(xg_tensor_set_requires_grad(p, true), XG_OK);
+    xg_tensor *pt = xg_transpose(p, 0, 1);
+    tu_assert_values(pt, XG_SHAPE(2, 2), (const double[]){1, 3, 2, 4}, EXACT,
+                     "transpose of a parameter");
+    xg_sgd_options o = xg_sgd_defaults();
+    o.lr = 1.0f;
+    xg_optim *opt = xg_optim_sgd(&p, 1, &o);
+    cr_assert_not_null(opt, "%s", xg_last_error());
+    cr_assert_eq(xg_backward(xg_sum_all(xg_mul_scalar(p, 0.5f))), XG_OK);
+    cr_assert_eq(xg_optim_step(opt), XG_OK); /* p -= 1 * 0.5 */
+    xg_optim_free(opt);
+    tu_assert_values(pt, XG_SHAPE(2, 2), (const double[]){0.5, 2.5, 1.5, 3.5},
+                     EXACT, "after an optimizer step on the base");
+}

@@ -117,6 +117,8 @@ static xg_status run_node(xg_tensor *t)
 static xg_status store_leaf_grad(xg_tensor *t)
 {
     xg_tensor *g = t->bw_grad;
+    if (!xg__is_dense(g) && !(g = xg_contiguous(g))) /* a view's gradient */
+        return xg_last_status();
     if (t->grad) {
         g = xg_add(t->grad, g);
         if (!g)

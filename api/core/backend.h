@@ -14,7 +14,8 @@
  * Aliasing: no buffer of a call overlaps another buffer of the same call.
  * Outputs are fresh allocations the kernel only writes, except in the ADAM
  * and SGD families, whose outputs (parameter and optimizer state) hold
- * values the kernel reads and updates in place, element by element.
+ * values the kernel reads and updates in place, element by element, and in
+ * the STRIDED family, which writes only the elements it addresses.
  */
 #ifndef XGRAD_BACKEND_H
 #define XGRAD_BACKEND_H
@@ -116,14 +117,21 @@ typedef struct xg_gemm_args {
     float alpha;
 } xg_gemm_args;
 
-/* PERMUTE: input contiguous with shape in_shape[0..ndim-1]; output axis j is
- * input axis perm[j], so out shape[j] = in_shape[perm[j]]. n = product. */
-typedef struct xg_permute_args {
+/* STRIDED (copy_strided): for every index (i_0 .. i_{ndim-1}) of shape,
+ *   out[out_offset + sum_k i_k out_stride[k]]
+ *       = in[in_offset + sum_k i_k in_stride[k]]
+ * Strides and offsets count elements and are >= 0; an input stride of 0
+ * repeats an element (broadcast). The addressed output elements are
+ * distinct, and the others keep their values: out[0] is updated in place.
+ * This is how a view becomes contiguous, and how a piece is written into
+ * its slot of a larger tensor. ndim 1..XG_MAX_DIMS, n = product of shape. */
+typedef struct xg_strided_args {
     int ndim;
     int64_t n;
-    int64_t in_shape[XG_MAX_DIMS];
-    int perm[XG_MAX_DIMS];
-} xg_permute_args;
+    int64_t shape[XG_MAX_DIMS];
+    int64_t in_stride[XG_MAX_DIMS], out_stride[XG_MAX_DIMS];
+    int64_t in_offset, out_offset;
+} xg_strided_args;
 
 /* FILL (fill, copy): n elements; `value` for fill. */
 typedef struct xg_fill_args {
@@ -238,7 +246,7 @@ typedef struct xg_kernel_call {
         xg_reduce_args reduce;
         xg_rows_args rows;
         xg_gemm_args gemm;
-        xg_permute_args permute;
+        xg_strided_args strided;
         xg_fill_args fill;
         xg_rng_args rng;
         xg_adam_args adam;

@@ -37,12 +37,13 @@ xg_status xg__launch(xg_device *dev, const xg_kernel_call *call);
 
 /* ---- tensors ------------------------------------------------------------ */
 
-/* Device memory shared by a tensor and its reshaped views. */
+/* Device memory shared by a tensor and its views. */
 typedef struct xg_storage {
     int refs;
     xg_device *dev;
     xg_buffer *buf;
     size_t bytes;
+    uint64_t version; /* counts in-place writes; see xg__tensor_touched */
 } xg_storage;
 
 typedef struct xg_node xg_node;
@@ -54,6 +55,16 @@ struct xg_tensor {
     int64_t shape[XG_MAX_DIMS];
     int64_t numel;
     xg_storage *storage;
+    /* Element (i_0 .. i_{ndim-1}) is storage element offset + sum_k i_k
+     * strides[k]. A new tensor is row-major from 0; views (permute, narrow,
+     * select, expand, squeeze) share the storage with other strides. */
+    int64_t strides[XG_MAX_DIMS];
+    int64_t offset;
+    /* A contiguous copy of a view's elements, made when a kernel first
+     * needs them (one reference), valid while the storage's version is
+     * dense_version. */
+    xg_tensor *dense;
+    uint64_t dense_version;
 
     bool requires_grad; /* leaf that wants a gradient, or a graph result */
     xg_node *node;      /* how this tensor was made; NULL for leaves */
@@ -80,9 +91,30 @@ xg_tensor *xg__tensor_new(xg_device *dev, xg_dtype dtype,
 xg_scope *xg__composite_begin(void);
 xg_tensor *xg__composite_end(xg_scope *scope, xg_tensor *result);
 
-/* A new tensor object sharing `src`'s storage with another shape (same
- * numel); not part of any graph. */
+/* A new tensor object sharing `src`'s storage, not part of any graph: with
+ * src's own shape, the same view; with another shape of the same numel (a
+ * reshape), row-major from src's offset, which needs xg__is_dense(src). */
 xg_tensor *xg__tensor_alias(xg_tensor *src, const int64_t *shape, int ndim);
+
+/* A new tensor object viewing src's storage with the given shape, element
+ * strides and offset (the caller keeps them inside the storage); not part
+ * of any graph. */
+xg_tensor *xg__tensor_view(xg_tensor *src, const int64_t *shape,
+                           const int64_t *strides, int ndim, int64_t offset);
+
+/* Row-major element strides of `shape`. */
+void xg__row_major(const int64_t *shape, int ndim, int64_t *strides);
+
+/* True when t's elements lie row-major from storage element 0, as every
+ * kernel reads them. */
+bool xg__is_dense(const xg_tensor *t);
+
+/* Marks an in-place write to t's storage, so views' contiguous copies are
+ * made again. */
+static inline void xg__tensor_touched(xg_tensor *t)
+{
+    t->storage->version++;
+}
 
 /* Reference counting; release frees at zero, along with the tensor's graph
  * node and gradient (iteratively, so long graphs cannot overflow the stack). */
@@ -107,16 +139,15 @@ static inline xg_buffer *xg__buf(const xg_tensor *t)
     return t->storage->buf;
 }
 
-/* The tensor as a kernel operand (buffer and dtype); {NULL, 0} for NULL,
- * an unused position. */
-static inline xg_operand xg__arg(const xg_tensor *t)
-{
-    return t ? (xg_operand){t->storage->buf, t->dtype} : (xg_operand){0};
-}
+/* The tensor as a kernel operand (buffer and dtype): its storage when it is
+ * dense, else its contiguous copy, made (copy_strided) on first use. {NULL,
+ * 0} for NULL, an unused position; {NULL, dtype} with the error set when
+ * the copy cannot be made (xg__launch then fails). */
+xg_operand xg__arg(xg_tensor *t);
 
-/* Copies src's values into dst's storage (same device and numel; no
- * graph): in-place updates such as running statistics. */
-xg_status xg__assign(xg_tensor *dst, const xg_tensor *src);
+/* Copies src's values into dst's storage (same device and numel; dst
+ * dense; no graph): in-place updates such as running statistics. */
+xg_status xg__assign(xg_tensor *dst, xg_tensor *src);
 
 /* Makes a tensor of `shape` on `dev` filled with `value` (no graph). */
 xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,

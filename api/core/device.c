@@ -319,8 +319,15 @@ xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
     if (st != XG_OK)
         return st;
     xg_dtype dtypes[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
-    for (int i = 0; i < info->n_in; i++)
+    for (int i = 0; i < info->n_in; i++) {
+        if (!call->in[i].buf) /* xg__arg could not make a contiguous copy */
+            return xg_last_status() != XG_OK
+                       ? xg_last_status()
+                       : xg_set_error(XG_ERR_INVALID_ARG,
+                                      "%s: input %d has no buffer",
+                                      info->name, i);
         dtypes[i] = call->in[i].dtype;
+    }
     for (int j = 0; j < info->n_out; j++)
         dtypes[info->n_in + j] = call->out[j].dtype;
     const xg_backend *b = dev->backend;

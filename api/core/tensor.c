@@ -1,4 +1,5 @@
 /* Tensors, storage, scopes and the random generator. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,9 +181,32 @@ static xg_tensor *tensor_wrap(xg_storage *s, xg_dtype dtype,
     if (ndim > 0)
         memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     t->numel = numel;
+    xg__row_major(t->shape, ndim, t->strides);
     t->storage = s;
     s->refs++;
     return t;
+}
+
+void xg__row_major(const int64_t *shape, int ndim, int64_t *strides)
+{
+    int64_t step = 1;
+    for (int k = ndim - 1; k >= 0; k--) {
+        strides[k] = step;
+        step *= shape[k];
+    }
+}
+
+bool xg__is_dense(const xg_tensor *t)
+{
+    if (t->offset != 0)
+        return false;
+    int64_t step = 1;
+    for (int k = t->ndim - 1; k >= 0; k--) {
+        if (t->shape[k] != 1 && t->strides[k] != step)
+            return false;
+        step *= t->shape[k];
+    }
+    return true;
 }
 
 xg_tensor *xg__tensor_new(xg_device *dev, xg_dtype dtype,
@@ -203,10 +227,82 @@ xg_tensor *xg__tensor_new(xg_device *dev, xg_dtype dtype,
     return t;
 }
 
+xg_tensor *xg__tensor_view(xg_tensor *src, const int64_t *shape,
+                           const int64_t *strides, int ndim, int64_t offset)
+{
+    int64_t n = 1;
+    for (int k = 0; k < ndim; k++)
+        n *= shape[k];
+    xg_tensor *t = tensor_wrap(src->storage, src->dtype, shape, ndim, n,
+                               "view");
+    if (t) {
+        if (ndim > 0)
+            memcpy(t->strides, strides, (size_t)ndim * sizeof *strides);
+        t->offset = offset;
+    }
+    return t;
+}
+
 xg_tensor *xg__tensor_alias(xg_tensor *src, const int64_t *shape, int ndim)
 {
-    return tensor_wrap(src->storage, src->dtype, shape, ndim, src->numel,
-                       "alias");
+    if (ndim == src->ndim &&
+        memcmp(shape, src->shape, (size_t)ndim * sizeof *shape) == 0)
+        return xg__tensor_view(src, shape, src->strides, ndim, src->offset);
+    assert(xg__is_dense(src));
+    xg_tensor *t = tensor_wrap(src->storage, src->dtype, shape, ndim,
+                               src->numel, "alias");
+    if (t)
+        t->offset = src->offset;
+    return t;
+}
+
+/* Makes t->dense, a contiguous copy of the view t, unless it is current. */
+static xg_status make_dense(xg_tensor *t)
+{
+    if (t->dense && t->dense_version == t->storage->version)
+        return XG_OK;
+    xg_tensor *old = t->dense;
+    t->dense = NULL;
+    if (old)
+        xg__tensor_release(old);
+    xg_device *dev = t->storage->dev;
+    xg_tensor *d = xg_tensor_keep(
+        xg__tensor_new(dev, t->dtype, t->shape, t->ndim, "contiguous"));
+    if (!d)
+        return xg_last_status();
+    xg_kernel_call call = {.op = XG_OP_copy_strided,
+                           .in = {{t->storage->buf, t->dtype}},
+                           .out = {{d->storage->buf, d->dtype}}};
+    xg_strided_args *p = &call.p.strided;
+    p->ndim = t->ndim ? t->ndim : 1;
+    p->n = t->numel;
+    p->shape[0] = 1;
+    p->in_stride[0] = p->out_stride[0] = 1;
+    for (int k = 0; k < t->ndim; k++) {
+        p->shape[k] = t->shape[k];
+        p->in_stride[k] = t->strides[k];
+        p->out_stride[k] = d->strides[k];
+    }
+    p->in_offset = t->offset;
+    xg_status st = xg__launch(dev, &call);
+    if (st != XG_OK) {
+        xg__tensor_release(d);
+        return st;
+    }
+    t->dense = d;
+    t->dense_version = t->storage->version;
+    return XG_OK;
+}
+
+xg_operand xg__arg(xg_tensor *t)
+{
+    if (!t)
+        return (xg_operand){0};
+    if (xg__is_dense(t))
+        return (xg_operand){t->storage->buf, t->dtype};
+    if (make_dense(t) != XG_OK)
+        return (xg_operand){NULL, t->dtype};
+    return (xg_operand){t->dense->storage->buf, t->dtype};
 }
 
 void xg__tensor_retain(xg_tensor *t)
@@ -225,6 +321,8 @@ void xg__tensor_release(xg_tensor *t)
                 xg__node_free(t->node, &work, &n, &cap);
             if (t->grad)
                 xg__tensor_release(t->grad);
+            if (t->dense)
+                xg__tensor_release(t->dense);
             storage_release(t->storage);
             free(t);
         }
@@ -319,9 +417,13 @@ xg_status xg_tensor_read(const xg_tensor *t, void *dst, size_t bytes)
     xg_status st = check_transfer(t, dst, bytes, "tensor_read");
     if (st != XG_OK)
         return st;
+    /* A view reads through its contiguous copy (a cache, hence the cast). */
+    xg_operand src = xg__arg((xg_tensor *)t);
+    if (!src.buf)
+        return xg_last_status();
     xg_device *dev = t->storage->dev;
     return xg__device_result(
-        dev, dev->backend->download(dev->bdev, xg__buf(t), 0, dst, bytes));
+        dev, dev->backend->download(dev->bdev, src.buf, 0, dst, bytes));
 }
 
 xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes)
@@ -329,6 +431,11 @@ xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes)
     xg_status st = check_transfer(t, src, bytes, "tensor_write");
     if (st != XG_OK)
         return st;
+    if (!xg__is_dense(t))
+        return xg_set_error(XG_ERR_INVALID_ARG, "tensor_write: the tensor is "
+                            "a view whose elements are not contiguous; write "
+                            "to a contiguous tensor (xg_contiguous)");
+    xg__tensor_touched(t);
     xg_device *dev = t->storage->dev;
     return xg__device_result(
         dev, dev->backend->upload(dev->bdev, xg__buf(t), 0, src, bytes));
@@ -378,8 +485,10 @@ xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
     return t;
 }
 
-xg_status xg__assign(xg_tensor *dst, const xg_tensor *src)
+xg_status xg__assign(xg_tensor *dst, xg_tensor *src)
 {
+    assert(xg__is_dense(dst));
+    xg__tensor_touched(dst);
     xg_kernel_call call = {.op = XG_OP_copy, .in = {xg__arg(src)},
                            .out = {xg__arg(dst)}};
     call.p.fill.n = dst->numel;

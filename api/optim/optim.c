@@ -408,6 +408,9 @@ float xg__optim_group_weight_decay(const xg_optim *o, int g)
 static xg_status adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
                           xg_tensor *v, const xg_adam_args *args)
 {
+    xg__tensor_touched(param);
+    xg__tensor_touched(m);
+    xg__tensor_touched(v);
     xg_kernel_call call = {.op = XG_OP_adam_update, .in = {xg__arg(grad)},
                            .out = {xg__arg(param), xg__arg(m), xg__arg(v)}};
     call.p.adam = *args;
@@ -417,6 +420,9 @@ static xg_status adam_update(xg_tensor *param, xg_tensor *grad, xg_tensor *m,
 static xg_status sgd_update(xg_tensor *param, xg_tensor *grad, xg_tensor *buf,
                          const xg_sgd_args *args)
 {
+    xg__tensor_touched(param);
+    if (buf)
+        xg__tensor_touched(buf);
     xg_kernel_call call = {.op = XG_OP_sgd_update, .in = {xg__arg(grad)},
                            .out = {xg__arg(param), xg__arg(buf)}};
     call.p.sgd = *args;

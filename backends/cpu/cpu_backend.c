@@ -194,7 +194,7 @@ static xg_status cpu_pooling(xg_backend_device *dev, const xg_kernel_call *c)
 #define CPU_KERNEL_REDUCE_BACKWARD cpu_max_backward
 #define CPU_KERNEL_ROWS cpu_rows
 #define CPU_KERNEL_GEMM cpu_matmul
-#define CPU_KERNEL_PERMUTE cpu_permute
+#define CPU_KERNEL_STRIDED cpu_copy_strided
 #define CPU_KERNEL_FILL cpu_fill_family
 #define CPU_KERNEL_RNG cpu_rand
 #define CPU_KERNEL_ADAM cpu_adam_update

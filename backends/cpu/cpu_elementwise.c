@@ -1,5 +1,5 @@
 /* Elementwise kernels: unary ops and their backward, scalar and broadcasting
- * binary arithmetic, permute, copy and fill.
+ * binary arithmetic, strided copies, copy and fill.
  *
  * Each family has one value function (a switch on the op) and one loop; the
  * loop is instantiated per op by a dispatch switch whose cases pass the op as
@@ -215,10 +215,10 @@ xg_status cpu_scalar(xg_backend_device *dev, const xg_kernel_call *call)
     return XG_OK;
 }
 
-/* ---- strided walks (binary broadcasting, permute) ----------------------- */
+/* ---- strided walks (binary broadcasting, strided copies) ---------------- */
 
-/* A walk over a contiguous output of shape[0..ndim-1], tracking the element
- * offset in up to two strided inputs. The last axis is the inner loop. */
+/* A walk over the index space shape[0..ndim-1] in row-major order, tracking
+ * the element offset in up to two strided buffers. The last axis is the inner loop. */
 typedef struct strided_walk {
     int ndim, inputs;
     const int64_t *shape;
@@ -291,46 +291,40 @@ xg_status cpu_binary(xg_backend_device *dev, const xg_kernel_call *call)
     return XG_OK;
 }
 
-/* ---- permute: out[j...] = in[perm...] ----------------------------------- */
+/* ---- copy_strided: out[out strides] = in[in strides] --------------------- */
 
-static void permute_range(const void *ctx, int64_t begin, int64_t end, int t)
+static void strided_range(const void *ctx, int64_t begin, int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;
-    const xg_permute_args *p = &c->p.permute;
-    int64_t in_stride[XG_MAX_DIMS], shape[XG_MAX_DIMS] = {0},
-                                    stride[XG_MAX_DIMS] = {0};
-    int64_t s = 1;
-    for (int k = p->ndim - 1; k >= 0; k--) {
-        in_stride[k] = s;
-        s *= p->in_shape[k];
-    }
-    for (int j = 0; j < p->ndim; j++) {
-        shape[j] = p->in_shape[p->perm[j]];
-        stride[j] = in_stride[p->perm[j]];
-    }
-    const float *in = cpu_f32(c->in[0].buf);
-    float *out = cpu_f32(c->out[0].buf);
-    int64_t s_last = stride[p->ndim - 1];
-    strided_walk w = {.ndim = p->ndim, .inputs = 1, .shape = shape,
-                      .stride = {stride}};
+    const xg_strided_args *p = &c->p.strided;
+    const float *in = cpu_f32(c->in[0].buf) + p->in_offset;
+    float *out = cpu_f32(c->out[0].buf) + p->out_offset;
+    int last = p->ndim - 1;
+    int64_t si = p->in_stride[last], so = p->out_stride[last];
+    strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
+                      .stride = {p->in_stride, p->out_stride}};
     walk_start(&w, begin);
     for (int64_t pos = begin; pos < end;) {
         int64_t len = walk_row_left(&w);
         if (len > end - pos)
             len = end - pos;
         const float *src = in + w.off[0];
-        for (int64_t i = 0; i < len; i++)
-            out[pos + i] = src[i * s_last];
+        float *dst = out + w.off[1];
+        if (si == 1 && so == 1)
+            memcpy(dst, src, (size_t)len * sizeof *dst);
+        else
+            for (int64_t i = 0; i < len; i++)
+                dst[i * so] = src[i * si];
         walk_advance(&w, len);
         pos += len;
     }
 }
 
-xg_status cpu_permute(xg_backend_device *dev, const xg_kernel_call *call)
+xg_status cpu_copy_strided(xg_backend_device *dev, const xg_kernel_call *call)
 {
-    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.permute.n,
-                          CPU_COST_SIMPLE, permute_range, call);
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.strided.n,
+                          CPU_COST_SIMPLE, strided_range, call);
     return XG_OK;
 }
 

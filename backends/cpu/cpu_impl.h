@@ -138,7 +138,8 @@ xg_status cpu_unary_backward(xg_backend_device *dev,
                              const xg_kernel_call *call);
 xg_status cpu_scalar(xg_backend_device *dev, const xg_kernel_call *call);
 xg_status cpu_binary(xg_backend_device *dev, const xg_kernel_call *call);
-xg_status cpu_permute(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_copy_strided(xg_backend_device *dev,
+                           const xg_kernel_call *call);
 xg_status cpu_copy(xg_backend_device *dev, const xg_kernel_call *call);
 xg_status cpu_fill(xg_backend_device *dev, const xg_kernel_call *call);
 

@@ -141,7 +141,7 @@ xg_status ocl_run_reduce(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_reduce_backward(xg_backend_device *dev,
                                   const xg_kernel_call *c);
 xg_status ocl_run_rows(xg_backend_device *dev, const xg_kernel_call *c);
-xg_status ocl_run_permute(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_strided(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_rng(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_adam(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_sgd(xg_backend_device *dev, const xg_kernel_call *c);
@@ -159,7 +159,7 @@ xg_status ocl_run_dropout(xg_backend_device *dev, const xg_kernel_call *c);
 #define OCL_LAUNCHER_REDUCE_BACKWARD ocl_run_reduce_backward
 #define OCL_LAUNCHER_ROWS ocl_run_rows
 #define OCL_LAUNCHER_GEMM ocl_run_gemm
-#define OCL_LAUNCHER_PERMUTE ocl_run_permute
+#define OCL_LAUNCHER_STRIDED ocl_run_strided
 #define OCL_LAUNCHER_FILL ocl_run_fill
 #define OCL_LAUNCHER_RNG ocl_run_rng
 #define OCL_LAUNCHER_ADAM ocl_run_adam

@@ -108,26 +108,19 @@ xg_status ocl_run_binary(xg_backend_device *dev, const xg_kernel_call *c)
                               n);
 }
 
-/* Passes the output shape and, per output axis, its input stride. */
-xg_status ocl_run_permute(xg_backend_device *dev, const xg_kernel_call *c)
+/* Passes the index space and both sides' strides and offsets. */
+xg_status ocl_run_strided(xg_backend_device *dev, const xg_kernel_call *c)
 {
-    const xg_permute_args *p = &c->p.permute;
-    int64_t in_stride[XG_MAX_DIMS], shape[XG_MAX_DIMS], stride[XG_MAX_DIMS];
-    int64_t step = 1;
-    for (int k = p->ndim - 1; k >= 0; k--) {
-        in_stride[k] = step;
-        step *= p->in_shape[k];
-    }
-    for (int j = 0; j < p->ndim; j++) {
-        shape[j] = p->in_shape[p->perm[j]];
-        stride[j] = in_stride[p->perm[j]];
-    }
-    cl_long n = p->n;
-    cl_long8 shape8 = lanes(shape, p->ndim, 1);
-    cl_long8 stride8 = lanes(stride, p->ndim, 0);
+    const xg_strided_args *p = &c->p.strided;
+    cl_long n = p->n, in_offset = p->in_offset, out_offset = p->out_offset;
+    cl_long8 shape = lanes(p->shape, p->ndim, 1);
+    cl_long8 in_stride = lanes(p->in_stride, p->ndim, 0);
+    cl_long8 out_stride = lanes(p->out_stride, p->ndim, 0);
     return launch_grid_stride(
         ocl_dev(dev), c,
-        OCL_ARGS(OCL_ARG(n), OCL_ARG(shape8), OCL_ARG(stride8)), n);
+        OCL_ARGS(OCL_ARG(n), OCL_ARG(shape), OCL_ARG(in_stride),
+                 OCL_ARG(out_stride), OCL_ARG(in_offset), OCL_ARG(out_offset)),
+        n);
 }
 
 /* Work-groups of (nx, ny): nx columns, ny work-items splitting `dim`; see

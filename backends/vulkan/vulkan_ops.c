@@ -178,23 +178,20 @@ static void plan_gemm(const plan_in *in, xg_vk_job *job)
     job->groups[2] = groups(a->batch * splits, 1);
 }
 
-/* PERMUTE: permute.comp gets, per output axis, its size and the stride of
- * the input axis it reads. */
-static void plan_permute(const plan_in *in, xg_vk_job *job)
+/* STRIDED: strided.comp gets the index space, both sides' strides and
+ * offsets. */
+static void plan_strided(const plan_in *in, xg_vk_job *job)
 {
-    const xg_permute_args *a = &in->call->p.permute;
+    const xg_strided_args *a = &in->call->p.strided;
     struct {
-        uint32_t n, ndim;
-        uint32_t out_shape[XG_MAX_DIMS], in_stride[XG_MAX_DIMS];
-    } p = {u32(a->n), u32(a->ndim)};
-    int64_t stride[XG_MAX_DIMS], s = 1;
-    for (int k = a->ndim - 1; k >= 0; k--) {
-        stride[k] = s;
-        s *= a->in_shape[k];
-    }
-    for (int j = 0; j < a->ndim; j++) {
-        p.out_shape[j] = u32(a->in_shape[a->perm[j]]);
-        p.in_stride[j] = u32(stride[a->perm[j]]);
+        uint32_t n, ndim, in_offset, out_offset;
+        uint32_t shape[XG_MAX_DIMS], in_stride[XG_MAX_DIMS],
+            out_stride[XG_MAX_DIMS];
+    } p = {u32(a->n), u32(a->ndim), u32(a->in_offset), u32(a->out_offset)};
+    for (int k = 0; k < a->ndim; k++) {
+        p.shape[k] = u32(a->shape[k]);
+        p.in_stride[k] = u32(a->in_stride[k]);
+        p.out_stride[k] = u32(a->out_stride[k]);
     }
     set_push(job, &p, sizeof p);
     grid_1d(job, a->n);
@@ -292,7 +289,7 @@ static const plan_fn planners[] = {
     [XG_FAMILY_REDUCE_BACKWARD] = plan_reduce_backward,
     [XG_FAMILY_ROWS] = plan_rows,
     [XG_FAMILY_GEMM] = plan_gemm,
-    [XG_FAMILY_PERMUTE] = plan_permute,
+    [XG_FAMILY_STRIDED] = plan_strided,
     [XG_FAMILY_FILL] = plan_fill,
     [XG_FAMILY_RNG] = plan_rng,
     [XG_FAMILY_ADAM] = plan_adam,
