@@ -355,6 +355,33 @@ xg_tensor *xg_expand(xg_tensor *x, const int64_t *shape, int ndim);
 xg_tensor *xg_squeeze(xg_tensor *x, int axis);
 xg_tensor *xg_unsqueeze(xg_tensor *x, int axis);
 
+/* ===== Joining and splitting =============================================
+ * Along `axis` (negative: from the end). Differentiable. */
+
+/* The n tensors (n >= 1; same device, f32, same shape except on `axis`)
+ * one after the other along `axis` (torch.cat), in a new tensor. Any
+ * number of inputs. Errors: XG_ERR_INVALID_ARG (n, NULL, axis),
+ * XG_ERR_SHAPE. */
+xg_tensor *xg_concat(xg_tensor *const *xs, int n, int axis);
+
+/* The n tensors (1 <= n <= 4096, same shape) along a new axis at position
+ * `axis` (0 .. ndim) (torch.stack). */
+xg_tensor *xg_stack(xg_tensor *const *xs, int n, int axis);
+
+/* Views of consecutive pieces of `axis` with the given sizes, which must
+ * add up to the axis' size (torch.split with a list of sizes): out[0 ..
+ * n-1] get new tensors, owned like op results. On error nothing is left in
+ * out. Errors: XG_ERR_INVALID_ARG, XG_ERR_SHAPE. */
+xg_status xg_split(xg_tensor *x, int axis, const int64_t *sizes, int n,
+                   xg_tensor **out);
+
+/* torch.chunk: `chunks` pieces of ceil(size / chunks) along `axis`, the
+ * last smaller, fewer when the size runs out; *n_out gets the count (at
+ * most XG_CHUNK_MAX), out must have room for `chunks` tensors. */
+#define XG_CHUNK_MAX 1024
+xg_status xg_chunk(xg_tensor *x, int chunks, int axis, xg_tensor **out,
+                   int *n_out);
+
 /* The same values laid out row-major: a new handle on x's storage when x is
  * contiguous already, else a copy. Differentiable. */
 xg_tensor *xg_contiguous(xg_tensor *x);

@@ -58,6 +58,15 @@ static xg_tensor *f_narrow(xg_tensor *const *x, const fe_case *c) { return xg_ta
 static xg_tensor *f_select(xg_tensor *const *x, const fe_case *c) { return xg_tanh(xg_select(x[0], c->axis, c->shape[0])); }
 static xg_tensor *f_expand(xg_tensor *const *x, const fe_case *c) { return xg_mul(xg_expand(x[0], c->shape, c->ndim), xg_expand(x[0], c->shape, c->ndim)); }
 static xg_tensor *f_view_mm(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_matmul(xg_narrow(xg_transpose(x[0], 0, 1), 0, 1, 3), xg_select(x[1], 0, 1)); }
+static xg_tensor *f_concat(xg_tensor *const *x, const fe_case *c)
+{
+    xg_tensor *parts[3] = {xg_transpose(x[0], 0, 1), x[1], xg_narrow(x[1], 1, 1, 2)};
+    xg_tensor *sp[2];
+    if (xg_split(xg_concat(parts, 3, c->axis), 1, XG_SHAPE(3, 6), sp) != XG_OK)
+        return NULL;
+    xg_tensor *st[2] = {xg_exp(xg_narrow(sp[1], 1, 0, 3)), sp[0]};
+    return xg_stack(st, 2, 0);
+}
 static xg_tensor *f_add(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_add(x[0], x[1]); }
 static xg_tensor *f_sub(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_sub(x[0], x[1]); }
 static xg_tensor *f_mul(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_mul(x[0], x[1]); }
@@ -178,6 +187,7 @@ static const fe_case fe_cases[] = {
     {"permute", "permute x[2,3,4,5] (0,3,1,2)", f_permute, 1, {T(2, 3, 4, 5)}, .perm = {0, 3, 1, 2}, .ndim = 4},
     {"permute", "transpose x[5,7] (0,1)", f_transpose, 1, {T(5, 7)}, .perm = {0, 1}},
     {"permute", "transpose x[2,5,7] (-1,0)", f_transpose, 1, {T(2, 5, 7)}, .perm = {-1, 0}},
+    {"views", "concat, split, stack x[4,33] y[33,3]", f_concat, 2, {T(4, 33), T(33, 3)}, .axis = 1},
     {"views", "narrow x[5,9,7] axis 1 [2:8]", f_narrow, 1, {T(5, 9, 7)}, .axis = 1, .shape = {2, 6}},
     {"views", "narrow x[300,40] axis 0 [17:290]", f_narrow, 1, {T(300, 40)}, .axis = 0, .shape = {17, 273}},
     {"views", "select x[4,6,3] axis -1 index 1", f_select, 1, {T(4, 6, 3)}, .axis = -1, .shape = {1}},

@@ -464,6 +464,29 @@ static xg_tensor *f_view_chain(xg_tensor *const *in, const gc_ctx *c)
     return xg_contiguous(xg_transpose(xg_matmul(at, in[1]), 0, 1));
 }
 
+/* concat of a transposed view and a tensor, then split and chunk pieces
+ * recombined: every gradient flows back through views and copies. */
+static xg_tensor *f_concat(xg_tensor *const *in, const gc_ctx *c)
+{
+    (void)c;
+    xg_tensor *parts[2] = {xg_transpose(in[0], 0, 1), in[1]};
+    xg_tensor *cat = xg_concat(parts, 2, 1);      /* [3, 2 + 4] */
+    xg_tensor *sp[2], *ch[3];
+    int n = 0;
+    if (xg_split(cat, 1, XG_SHAPE(1, 5), sp) != XG_OK ||
+        xg_chunk(sp[1], 3, 1, ch, &n) != XG_OK || n != 3)
+        return NULL;
+    xg_tensor *st[2] = {xg_mul(ch[0], ch[2]), ch[1]};
+    return xg_add(xg_stack(st, 2, 0), sp[0]);
+}
+
+Test(grad, concat_stack_split_chunk)
+{
+    xg_tensor *in[2] = {leaf(XG_SHAPE(2, 3), 520, -1, 1),
+                        leaf(XG_SHAPE(3, 4), 521, -1, 1)};
+    gradcheck("concat, split, chunk, stack", f_concat, NULL, in, 2);
+}
+
 Test(grad, views)
 {
     xg_tensor *x = leaf(XG_SHAPE(2, 3, 4), 510, -1, 1);

@@ -1352,3 +1352,42 @@ Test(ops, views_follow_writes_to_their_storage)
     tu_assert_values(pt, XG_SHAPE(2, 2), (const double[]){0.5, 2.5, 1.5, 3.5},
                      EXACT, "after an optimizer step on the base");
 }
+
+Test(ops, concat_stack_split_chunk)
+{
+    xg_tensor *x = tu_f32(grid12, XG_SHAPE(3, 4));
+    xg_tensor *y = tu_f32((const float[]){-1, -2, -3, -4}, XG_SHAPE(1, 4));
+    xg_tensor *rows[2] = {x, y};
+    tu_assert_values(xg_concat(rows, 2, 0), XG_SHAPE(4, 4),
+                     (const double[]){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                      -1, -2, -3, -4},
+                     EXACT, "concat along axis 0");
+    xg_tensor *cols[3] = {xg_narrow(x, 1, 3, 1), xg_transpose(xg_narrow(
+                              xg_transpose(x, 0, 1), 0, 0, 2), 0, 1),
+                          x};
+    tu_assert_values(xg_concat(cols, 3, -1), XG_SHAPE(3, 7),
+                     (const double[]){3, 0, 1, 0, 1, 2, 3,
+                                      7, 4, 5, 4, 5, 6, 7,
+                                      11, 8, 9, 8, 9, 10, 11},
+                     EXACT, "concat of views along the last axis");
+    xg_tensor *pair[2] = {xg_select(x, 0, 0), xg_select(x, 0, 2)};
+    tu_assert_values(xg_stack(pair, 2, 1), XG_SHAPE(4, 2),
+                     (const double[]){0, 8, 1, 9, 2, 10, 3, 11}, EXACT,
+                     "stack on a new axis 1");
+    xg_tensor *parts[3];
+    cr_assert_eq(xg_split(x, 1, XG_SHAPE(1, 3), parts), XG_OK);
+    tu_assert_values(parts[1], XG_SHAPE(3, 3),
+                     (const double[]){1, 2, 3, 5, 6, 7, 9, 10, 11}, EXACT,
+                     "split [1,3]: second piece");
+    int n = 0;
+    cr_assert_eq(xg_chunk(x, 3, 1, parts, &n), XG_OK);
+    cr_expect_eq(n, 2, "chunk(4 into 3) gives pieces of 2, as torch.chunk");
+    tu_assert_values(parts[1], XG_SHAPE(3, 2),
+                     (const double[]){2, 3, 6, 7, 10, 11}, EXACT,
+                     "chunk: second piece");
+    cr_expect_eq(xg_split(x, 1, XG_SHAPE(2, 3), parts), XG_ERR_SHAPE,
+                 "sizes that do not add up");
+    xg_tensor *bad[2] = {x, xg_transpose(x, 0, 1)};
+    cr_expect_null(xg_concat(bad, 2, 0));
+    cr_expect_eq(xg_last_status(), XG_ERR_SHAPE);
+}
