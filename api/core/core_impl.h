@@ -109,6 +109,13 @@ void xg__row_major(const int64_t *shape, int ndim, int64_t *strides);
  * kernel reads them. */
 bool xg__is_dense(const xg_tensor *t);
 
+/* Copies src's elements, read through its own strides and offset, into
+ * dst's storage at dst_offset + sum_k i_k dst_strides[k] (src->ndim
+ * strides), leaving dst's other elements as they are (the copy_strided
+ * kernel; no graph). */
+xg_status xg__copy_strided(xg_tensor *src, xg_tensor *dst,
+                           const int64_t *dst_strides, int64_t dst_offset);
+
 /* Marks an in-place write to t's storage, so views' contiguous copies are
  * made again. */
 static inline void xg__tensor_touched(xg_tensor *t)

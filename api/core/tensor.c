@@ -256,6 +256,28 @@ xg_tensor *xg__tensor_alias(xg_tensor *src, const int64_t *shape, int ndim)
     return t;
 }
 
+xg_status xg__copy_strided(xg_tensor *src, xg_tensor *dst,
+                           const int64_t *dst_strides, int64_t dst_offset)
+{
+    xg_kernel_call call = {.op = XG_OP_copy_strided,
+                           .in = {{src->storage->buf, src->dtype}},
+                           .out = {{dst->storage->buf, dst->dtype}}};
+    xg_strided_args *p = &call.p.strided;
+    p->ndim = src->ndim ? src->ndim : 1;
+    p->n = src->numel;
+    p->shape[0] = 1;
+    p->in_stride[0] = p->out_stride[0] = 1;
+    for (int k = 0; k < src->ndim; k++) {
+        p->shape[k] = src->shape[k];
+        p->in_stride[k] = src->strides[k];
+        p->out_stride[k] = dst_strides[k];
+    }
+    p->in_offset = src->offset;
+    p->out_offset = dst_offset;
+    xg__tensor_touched(dst);
+    return xg__launch(dst->storage->dev, &call);
+}
+
 /* Makes t->dense, a contiguous copy of the view t, unless it is current. */
 static xg_status make_dense(xg_tensor *t)
 {
@@ -265,26 +287,11 @@ static xg_status make_dense(xg_tensor *t)
     t->dense = NULL;
     if (old)
         xg__tensor_release(old);
-    xg_device *dev = t->storage->dev;
-    xg_tensor *d = xg_tensor_keep(
-        xg__tensor_new(dev, t->dtype, t->shape, t->ndim, "contiguous"));
+    xg_tensor *d = xg_tensor_keep(xg__tensor_new(
+        t->storage->dev, t->dtype, t->shape, t->ndim, "contiguous"));
     if (!d)
         return xg_last_status();
-    xg_kernel_call call = {.op = XG_OP_copy_strided,
-                           .in = {{t->storage->buf, t->dtype}},
-                           .out = {{d->storage->buf, d->dtype}}};
-    xg_strided_args *p = &call.p.strided;
-    p->ndim = t->ndim ? t->ndim : 1;
-    p->n = t->numel;
-    p->shape[0] = 1;
-    p->in_stride[0] = p->out_stride[0] = 1;
-    for (int k = 0; k < t->ndim; k++) {
-        p->shape[k] = t->shape[k];
-        p->in_stride[k] = t->strides[k];
-        p->out_stride[k] = d->strides[k];
-    }
-    p->in_offset = t->offset;
-    xg_status st = xg__launch(dev, &call);
+    xg_status st = xg__copy_strided(t, d, d->strides, 0);
     if (st != XG_OK) {
         xg__tensor_release(d);
         return st;

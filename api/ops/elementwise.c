@@ -22,7 +22,8 @@ static xg_tensor *finish(xg_tensor *out, xg_kernel_call *call)
 
 /* ---- unary ops ----------------------------------------------------------- */
 
-static xg_tensor *unary_kernel(xg_op op, xg_tensor *x)
+/* Runs a UNARY or SCALAR kernel (`s`: SCALAR's operand) into a new tensor. */
+static xg_tensor *unary_kernel(xg_op op, xg_tensor *x, float s)
 {
     const char *name = xg_op_table[op].name;
     if (!xg__check_arg(name, 0, x, XG_F32))
@@ -31,7 +32,7 @@ static xg_tensor *unary_kernel(xg_op op, xg_tensor *x)
     xg_kernel_call call = {.op = op, .in = {xg__arg(x)}};
     if (y)
         call.out[0] = xg__arg(y);
-    call.p.ew.n = x->numel;
+    call.p.ew = (xg_ew_args){.n = x->numel, .scalar = s};
     return finish(y, &call);
 }
 
@@ -103,7 +104,7 @@ static xg_status bw_tanh(xg_node *n, xg_tensor *g, xg_tensor **gi)
 static xg_tensor *unary(xg_op op, xg_tensor *x, xg_backward_fn bw,
                         bool saves_output)
 {
-    return xg__record(unary_kernel(op, x),
+    return xg__record(unary_kernel(op, x, 0.0f),
                       &(xg_record){.op = op, .backward = bw, .inputs = &x,
                                    .n_inputs = 1, .save_output = saves_output});
 }
@@ -138,19 +139,11 @@ static xg_status bw_scalar(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 static xg_tensor *scalar_op(xg_op op, xg_tensor *x, float s)
 {
-    const char *name = xg_op_table[op].name;
-    if (!xg__check_arg(name, 0, x, XG_F32))
-        return NULL;
-    xg_tensor *y = new_like(x, name);
-    xg_kernel_call call = {.op = op, .in = {xg__arg(x)}};
-    if (y)
-        call.out[0] = xg__arg(y);
-    call.p.ew = (xg_ew_args){.n = x->numel, .scalar = s};
-    return xg__record(finish(y, &call),
+    xg_ew_args a = {.n = x ? x->numel : 0, .scalar = s};
+    return xg__record(unary_kernel(op, x, s),
                       &(xg_record){.op = op, .backward = bw_scalar,
                                    .inputs = &x, .n_inputs = 1,
-                                   .args = &call.p.ew,
-                                   .args_size = sizeof call.p.ew});
+                                   .args = &a, .args_size = sizeof a});
 }
 
 xg_tensor *xg_add_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_add_scalar, a, s); }

@@ -66,26 +66,6 @@ static bool concat_shape(xg_tensor *const *xs, int n, int *axis,
     return true;
 }
 
-/* Writes piece x into out at `start` along `axis`. */
-static xg_status copy_piece(xg_tensor *out, xg_tensor *x, int axis,
-                            int64_t start)
-{
-    xg_kernel_call call = {.op = XG_OP_copy_strided,
-                           .in = {{x->storage->buf, x->dtype}},
-                           .out = {xg__arg(out)}};
-    xg_strided_args *p = &call.p.strided;
-    p->ndim = x->ndim;
-    p->n = x->numel;
-    for (int k = 0; k < x->ndim; k++) {
-        p->shape[k] = x->shape[k];
-        p->in_stride[k] = x->strides[k];
-        p->out_stride[k] = out->strides[k];
-    }
-    p->in_offset = x->offset;
-    p->out_offset = start * out->strides[axis];
-    return xg__launch(out->storage->dev, &call);
-}
-
 xg_tensor *xg_concat(xg_tensor *const *xs, int n, int axis)
 {
     int64_t shape[XG_MAX_DIMS];
@@ -95,7 +75,8 @@ xg_tensor *xg_concat(xg_tensor *const *xs, int n, int axis)
                                     xs[0]->ndim, "concat");
     int64_t start = 0;
     for (int i = 0; out && i < n; i++) {
-        if (copy_piece(out, xs[i], axis, start) != XG_OK) {
+        if (xg__copy_strided(xs[i], out, out->strides,
+                             start * out->strides[axis]) != XG_OK) {
             xg_tensor_free(out);
             return NULL;
         }

@@ -40,28 +40,24 @@ static xg_tensor *scatter_into_zeros(xg_tensor *g, const xg_tensor *x,
 {
     xg_tensor *dx = xg__fill(g->storage->dev, x->shape, x->ndim, 0.0f,
                              "view backward");
-    if (!dx)
-        return NULL;
-    xg_kernel_call call = {.op = XG_OP_copy_strided,
-                           .in = {{g->storage->buf, g->dtype}},
-                           .out = {xg__arg(dx)}};
-    xg_strided_args *p = &call.p.strided;
-    p->ndim = g->ndim ? g->ndim : 1;
-    p->n = g->numel;
-    p->shape[0] = 1;
-    p->in_stride[0] = p->out_stride[0] = 1;
-    for (int k = 0; k < g->ndim; k++) {
-        p->shape[k] = g->shape[k];
-        p->in_stride[k] = g->strides[k];
-        p->out_stride[k] = strides[k];
-    }
-    p->in_offset = g->offset;
-    p->out_offset = offset;
-    if (xg__launch(dx->storage->dev, &call) != XG_OK) {
+    if (dx && xg__copy_strided(g, dx, strides, offset) != XG_OK) {
         xg_tensor_free(dx);
         return NULL;
     }
     return dx;
+}
+
+/* x's shape and strides without `axis`; returns the new ndim. */
+static int drop_axis(const xg_tensor *x, int axis, int64_t *shape,
+                     int64_t *strides)
+{
+    int nd = 0;
+    for (int k = 0; k < x->ndim; k++)
+        if (k != axis) {
+            shape[nd] = x->shape[k];
+            strides[nd++] = x->strides[k];
+        }
+    return nd;
 }
 
 /* ---- contiguous ---------------------------------------------------------- */
@@ -272,12 +268,7 @@ xg_tensor *xg_select(xg_tensor *x, int axis, int64_t index)
     if (index < 0)
         index += size;
     int64_t shape[XG_MAX_DIMS], strides[XG_MAX_DIMS];
-    int nd = 0;
-    for (int k = 0; k < x->ndim; k++)
-        if (k != axis) {
-            shape[nd] = x->shape[k];
-            strides[nd++] = x->strides[k];
-        }
+    int nd = drop_axis(x, axis, shape, strides);
     slice_args a = {axis, index, true};
     return view_of(x, "select", shape, strides, nd,
                    x->offset + index * x->strides[axis], bw_slice, &a,
@@ -338,12 +329,7 @@ xg_tensor *xg_squeeze(xg_tensor *x, int axis)
         return NULL;
     }
     int64_t shape[XG_MAX_DIMS], strides[XG_MAX_DIMS];
-    int nd = 0;
-    for (int k = 0; k < x->ndim; k++)
-        if (k != axis) {
-            shape[nd] = x->shape[k];
-            strides[nd++] = x->strides[k];
-        }
+    int nd = drop_axis(x, axis, shape, strides);
     return view_of(x, "squeeze", shape, strides, nd, x->offset, bw_reshape,
                    NULL, 0);
 }
