@@ -671,6 +671,24 @@ Test(autograd, backward_from_a_leaf_scalar_or_through_reshape)
                      "grad through reshape keeps the input's shape");
 }
 
+Test(autograd, index_backward_uses_the_indices_it_checked)
+{
+    /* Overwriting the index after the forward (out of range, even) changes
+     * nothing: the graph keeps its own copy of the checked indices. */
+    xg_tensor *x = tu_param(tu_f32((const float[]){1, 2, 3}, XG_SHAPE(3)));
+    xg_tensor *i = tu_i32((const int32_t[]){2, 0, 2}, XG_SHAPE(3));
+    xg_tensor *y = xg_index_select(x, 0, i);
+    xg_tensor *z = xg_gather(x, 0, i);
+    cr_assert(y && z, "%s", xg_last_error());
+    const int32_t bad[3] = {100, -5, 7};
+    cr_assert_eq(xg_tensor_write(i, bad, sizeof bad), XG_OK);
+    cr_assert_eq(xg_backward(xg_sum_all(xg_add(y, xg_mul_scalar(z, 10)))),
+                 XG_OK, "%s", xg_last_error());
+    tu_assert_values(xg_tensor_grad(x), XG_SHAPE(3),
+                     (const double[]){11, 0, 22}, 0, 0,
+                     "grad from the indices {2, 0, 2} of the forward");
+}
+
 Test(autograd, long_chain_does_not_overflow)
 {
     /* 5000 ops in a row: backward must not recurse per node */
