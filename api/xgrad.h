@@ -397,6 +397,49 @@ bool xg_tensor_is_contiguous(const xg_tensor *t);
 xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels);
 xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target);
 
+/* ---- indexing and selection ----
+ * Indices and masks are XG_I32 tensors on the data's device. The index
+ * ops read their indices back to the host to check them before any work
+ * is queued, so each call waits for the device's queued work. Their
+ * gradients scatter-add into zeros, summing the contributions of repeated
+ * indices in increasing position along the axis: the same bits on every
+ * backend. */
+
+/* torch.index_select: the slices of x at positions index[0..k-1] along
+ * `axis` (negative counts from the end), in that order, repeats allowed.
+ * x: f32 with at least one axis; index: 1-D i32, every value in [0, size
+ * of x along the axis). The result has x's shape with that axis of size k;
+ * a new tensor owned as above (the caller keeps x and index).
+ * Errors: XG_ERR_INVALID_ARG (a NULL argument, the axis out of range, an
+ * index out of range: the message names the op, the index, its position
+ * and the range), XG_ERR_DTYPE (x not f32 or index not i32), XG_ERR_SHAPE
+ * (x 0-D, index not 1-D), device errors. */
+xg_tensor *xg_index_select(xg_tensor *x, int axis, xg_tensor *index);
+
+/* torch.gather: out[i][j][k] = x[index[i][j][k]][j][k] for axis 0 (and
+ * likewise for the other axes): the result has the index's shape. x: f32
+ * with at least one axis; index: i32 with x's number of axes, sizes no
+ * larger than x's except along the axis, every value in [0, size of x
+ * along the axis). Ownership and errors as xg_index_select (XG_ERR_SHAPE:
+ * the index's axes or sizes do not fit x). */
+xg_tensor *xg_gather(xg_tensor *x, int axis, xg_tensor *index);
+
+/* torch.where: cond ? a : b elementwise, where cond is an i32 tensor whose
+ * nonzero elements are true (0/1, or any nonzero value). cond, a and b (a,
+ * b f32) broadcast together; the result has the broadcast shape. The
+ * gradient reaches a where cond is true and b where it is false (summed
+ * over broadcast axes). Returns a new tensor owned as above, or NULL:
+ * XG_ERR_INVALID_ARG (NULL, different devices), XG_ERR_DTYPE, XG_ERR_SHAPE
+ * (shapes that do not broadcast). */
+xg_tensor *xg_where(xg_tensor *cond, xg_tensor *a, xg_tensor *b);
+
+/* torch.Tensor.masked_fill: `value` where the i32 mask is nonzero, x
+ * elsewhere. x (f32) and mask broadcast together, as PyTorch's
+ * out-of-place masked_fill does: the result has the broadcast shape
+ * (x's own when the mask broadcasts to it). The gradient reaches x where
+ * the mask is 0. Ownership and errors as xg_where. */
+xg_tensor *xg_masked_fill(xg_tensor *x, xg_tensor *mask, float value);
+
 /* ===== Convolutional ops =================================================
  * NCHW images; weights [out, in / groups, kh, kw] as in PyTorch. */
 

@@ -16,12 +16,18 @@
 
 /* Loop trips are a budget: lavapipe (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS)
  * silently ends a shader's loops after 65535 trips in total, per invocation.
- * Loops over long rows therefore take XG_UNROLL elements per trip, and GEMM
+ * Loops over long rows therefore take XG_UNROLL elements per trip, GEMM
  * splits K into chunks of at most XG_GEMM_K_CHUNK (partial products, then a
- * sum). Within lavapipe's 128 MiB buffers no invocation comes near the
- * budget; grid-stride loops over whole tensors take a few trips at most. */
+ * sum), and the index backward splits its axis (XG_INDEX_CHUNK). Within
+ * lavapipe's 128 MiB buffers no invocation comes near the budget;
+ * grid-stride loops over whole tensors take a few trips at most. */
 #define XG_UNROLL 16
 #define XG_GEMM_K_CHUNK 16384
+
+/* The backward of the index ops (index.comp) walks at most this many
+ * positions along the axis per dispatch (XG_INDEX_CHUNK / XG_UNROLL loop
+ * trips per line); longer axes take several dispatches. */
+#define XG_INDEX_CHUNK 65536
 
 /* Invocations per workgroup of the per-plane kernels (conv.comp,
  * pool.comp): grid x runs over the pixels of a plane, grid y over planes. */

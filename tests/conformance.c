@@ -514,6 +514,27 @@ done:
     return st == XG_OK && changed < 0;
 }
 
+/* For exact cases: out[k] must hold the reference's bits (any NaN matches
+ * any NaN). Reports the first difference. */
+static bool same_bits(const conf_case *c, int k, const uint32_t *got,
+                      const uint32_t *ref, int64_t n, run_state *rs)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g, r;
+        memcpy(&g, &got[i], sizeof g);
+        memcpy(&r, &ref[i], sizeof r);
+        if (got[i] == ref[i] || (isnan(g) && isnan(r)))
+            continue;
+        char gs[32], es[32];
+        report(rs, "%s: out[%d] differs in its bits on %s at %" PRId64
+               ": %s (0x%08x), cpu %s (0x%08x); this op must match exactly",
+               c->desc, k, rs->target, i, conf_fmt_f32(gs, sizeof gs, g),
+               got[i], conf_fmt_f32(es, sizeof es, r), ref[i]);
+        return false;
+    }
+    return true;
+}
+
 /* Compares the results of one case; reports each problem. Returns false
  * if anything differs. */
 static bool check_case(const conf_case *c, const case_data *d, run_state *rs)
@@ -554,6 +575,8 @@ static bool check_case(const conf_case *c, const case_data *d, run_state *rs)
                 }
             continue;
         }
+        if (c->exact && !same_bits(c, k, got, ref, n, rs))
+            ok = false;
         conf_cmp r = conf_compare_f32((const float *)got, (const float *)ref,
                                       n);
         char g[32], e[32];

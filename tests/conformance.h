@@ -132,6 +132,10 @@ typedef struct conf_case {
     int n_nan_rows;
     int64_t nan_row_len;
     double tol;            /* nMSE bound for f32 outputs */
+    /* f32 outputs must equal the CPU's bit for bit (NaN matching any NaN):
+     * ops that only move values, and the index backward, whose sums every
+     * backend forms in the same order. */
+    bool exact;
 } conf_case;
 
 typedef struct conf_case_list {

@@ -24,6 +24,7 @@ typedef struct conf_op_props {
     bool per_row_out;   /* ROWS: out[0] holds one value per row */
     bool labels;        /* ROWS: in[1] are class labels (invalid-label case) */
     bool no_special;    /* UNARY/SCALAR: skip the special-values case */
+    bool exact;         /* f32 outputs must equal the CPU's bit for bit */
 } conf_op_props;
 
 /* Zero-initialised entries are the defaults: inputs uniform in [-3, 3), the
@@ -41,6 +42,14 @@ static const conf_op_props op_props[XG_OP_COUNT] = {
         .in_domain = {DOM_SIGNED, DOM_CLASS, DOM_SIGNED}, .labels = true},
     [XG_OP_max_pool2d] = {.in_domain = {DOM_DISTINCT}},
     [XG_OP_max_pool2d_backward] = {.in_domain = {DOM_SIGNED, DOM_POOL_INDEX}},
+    [XG_OP_index_select] = {.in_domain = {DOM_SIGNED, DOM_CLASS}, .exact = true},
+    [XG_OP_index_select_backward] = {.in_domain = {DOM_SIGNED, DOM_CLASS},
+                                     .exact = true},
+    [XG_OP_gather] = {.in_domain = {DOM_SIGNED, DOM_CLASS}, .exact = true},
+    [XG_OP_gather_backward] = {.in_domain = {DOM_SIGNED, DOM_CLASS},
+                               .exact = true},
+    [XG_OP_where] = {.exact = true},
+    [XG_OP_masked_fill] = {.exact = true},
 };
 
 _Static_assert(sizeof op_props / sizeof op_props[0] == XG_OP_COUNT,
@@ -79,6 +88,7 @@ static conf_case *add_case(conf_case_list *list, xg_op op, const char *fmt,
     memset(c, 0, sizeof *c);
     c->call.op = op;
     c->tol = tol_of(op);
+    c->exact = op_props[op].exact;
     va_list ap;
     va_start(ap, fmt);
     int len = snprintf(c->desc, sizeof c->desc, "%s ", xg_op_table[op].name);
@@ -729,6 +739,164 @@ static void gen_dropout(xg_op op, conf_case_list *l)
     }
 }
 
+/* ---- INDEX ------------------------------------------------------------------ */
+
+/* x's shape, the axis and the selection's shape (index_select: x's with
+ * the axis resized; gather: the index's shape). Indices are drawn in [0,
+ * x's size along the axis), with many repeats; the cases include size-1
+ * and unmerged axes, a gather index smaller than x off the axis, more
+ * lines and elements than one work-group holds, and an axis longer than
+ * two of the Vulkan backward's chunks (XG_INDEX_CHUNK, 65536). */
+typedef struct index_shape {
+    int ndim, axis;
+    int64_t x[XG_MAX_DIMS], sel[XG_MAX_DIMS];
+} index_shape;
+
+static const index_shape index_select_shapes[] = {
+    {1, 0, {5}, {3}},
+    {2, 0, {7, 3}, {17, 3}},
+    {3, 1, {4, 5, 6}, {4, 9, 6}},
+    {3, 2, {4, 5, 6}, {4, 5, 1}},
+    {6, 3, {2, 1, 3, 4, 1, 5}, {2, 1, 3, 7, 1, 5}},
+    {3, 1, {3, 300, 37}, {3, 2001, 37}},
+    {2, 1, {70000, 3}, {70000, 5}},
+    {2, 0, {5, 2}, {131077, 2}},
+};
+
+static const index_shape gather_shapes[] = {
+    {1, 0, {5}, {9}},
+    {2, 1, {4, 5}, {4, 7}},
+    {2, 0, {4, 5}, {3, 2}},
+    {3, 2, {3, 4, 5}, {2, 3, 8}},
+    {4, 1, {2, 3, 4, 5}, {2, 6, 4, 5}},
+    {6, 4, {2, 3, 1, 4, 2, 3}, {2, 2, 1, 3, 5, 3}},
+    {3, 1, {65, 40, 33}, {65, 100, 33}},
+    {2, 1, {2, 4}, {2, 131077}},
+};
+
+static void index_case(xg_op op, conf_case_list *l, const index_shape *s,
+                       bool gather)
+{
+    char xs[96] = "", ss[96] = "";
+    int64_t nx = 1, nsel = 1, stride = 1;
+    for (int k = 0, a = 0, b = 0; k < s->ndim; k++) {
+        a += snprintf(xs + a, sizeof xs - (size_t)a, "%s%" PRId64,
+                      k ? "," : "", s->x[k]);
+        b += snprintf(ss + b, sizeof ss - (size_t)b, "%s%" PRId64,
+                      k ? "," : "", s->sel[k]);
+        nx *= s->x[k];
+        nsel *= s->sel[k];
+    }
+    conf_case *c = add_case(l, op, "x=[%s] axis=%d selection=[%s]", xs,
+                            s->axis, ss);
+    xg_index_args *p = &c->call.p.index;
+    p->ndim = s->ndim;
+    p->axis = s->axis;
+    for (int k = s->ndim - 1; k >= 0; k--) {
+        p->x_shape[k] = s->x[k];
+        p->shape[k] = s->sel[k];
+        p->index_stride[k] = gather ? stride : k == s->axis;
+        stride *= s->sel[k];
+    }
+    bool backward = op == XG_OP_index_select_backward ||
+                    op == XG_OP_gather_backward;
+    p->n = backward ? nx : nsel;
+    set_ins(c, backward ? nsel : nx);
+    c->in[1].count = gather ? nsel : s->sel[s->axis];
+    c->in[1].classes = (int32_t)s->x[s->axis];
+    set_outs(c, p->n);
+}
+
+static void gen_index(xg_op op, conf_case_list *l)
+{
+    bool gather = op == XG_OP_gather || op == XG_OP_gather_backward;
+    const index_shape *v = gather ? gather_shapes : index_select_shapes;
+    size_t n = gather ? sizeof gather_shapes / sizeof gather_shapes[0]
+                      : sizeof index_select_shapes /
+                            sizeof index_select_shapes[0];
+    for (size_t i = 0; i < n; i++)
+        index_case(op, l, &v[i], gather);
+}
+
+/* ---- WHERE ------------------------------------------------------------------ */
+
+/* The output shape and the strides of a, b and cond (masked_fill: x reads
+ * as a, the mask as cond). Masks are 0/1 with a -7 and a 2 written in,
+ * which must count as true. */
+typedef struct where_shape {
+    const char *what;
+    int ndim;
+    int64_t shape[XG_MAX_DIMS];
+    int64_t s[3][XG_MAX_DIMS];
+} where_shape;
+
+static const where_shape where_shapes[] = {
+    {"same shape", 1, {1}, {{1}, {1}, {1}}},
+    {"same shape", 1, {17}, {{1}, {1}, {1}}},
+    {"same shape", 1, {65537}, {{1}, {1}, {1}}},
+    {"scalar b", 1, {257}, {{1}, {0}, {1}}},
+    {"scalar cond", 1, {33}, {{1}, {1}, {0}}},
+    {"cond row [33]", 2, {17, 33}, {{33, 1}, {33, 1}, {0, 1}}},
+    {"cond column [17,1]", 2, {17, 33}, {{33, 1}, {33, 1}, {1, 0}}},
+    {"a[17,1] b[1,33] cond[17,33]", 2, {17, 33}, {{1, 0}, {0, 1}, {33, 1}}},
+    {"transposed a", 2, {5, 7}, {{1, 5}, {7, 1}, {7, 1}}},
+    {"4-D a[2,3,4,5] b[1,3,1,5] cond[2,1,4,1]", 4, {2, 3, 4, 5},
+     {{60, 20, 5, 1}, {0, 5, 0, 1}, {4, 0, 1, 0}}},
+    {"6-D mixed", 6, {2, 1, 3, 2, 3, 2},
+     {{36, 36, 12, 6, 2, 1}, {0, 0, 2, 0, 1, 0}, {6, 6, 2, 1, 0, 0}}},
+};
+
+static void where_case(xg_op op, conf_case_list *l, const where_shape *s,
+                       float value)
+{
+    bool where = op == XG_OP_where;
+    char dims[96] = "";
+    for (int k = 0, len = 0; k < s->ndim; k++)
+        len += snprintf(dims + len, sizeof dims - (size_t)len, "%s%" PRId64,
+                        k ? "," : "", s->shape[k]);
+    char val[32] = "";
+    if (!where)
+        snprintf(val, sizeof val, " value=%g", (double)value);
+    conf_case *c = add_case(l, op, "%s out=[%s]%s", s->what, dims, val);
+    xg_where_args *p = &c->call.p.where;
+    p->ndim = s->ndim;
+    p->n = 1;
+    p->value = value;
+    for (int k = 0; k < s->ndim; k++) {
+        p->shape[k] = s->shape[k];
+        p->n *= s->shape[k];
+    }
+    /* in[] in ops.def order: where (a, b, cond), masked_fill (x, mask) */
+    const int from[3] = {0, where ? 1 : 2, 2};
+    set_ins(c, 0);
+    for (int i = 0; i < xg_op_table[op].n_in; i++) {
+        memcpy(p->stride[i], s->s[from[i]], sizeof p->stride[i]);
+        c->in[i].count = strided_count(s->ndim, s->shape, s->s[from[i]]);
+    }
+    int m = where ? 2 : 1;
+    c->in[m].domain = DOM_CLASS;
+    c->in[m].classes = 2;
+    if (c->in[m].count > 5) {
+        add_poison_i(c, m, 3, -7);
+        add_poison_i(c, m, 5, 2);
+    }
+    set_outs(c, p->n);
+}
+
+static void gen_where(xg_op op, conf_case_list *l)
+{
+    for (size_t i = 0; i < sizeof where_shapes / sizeof where_shapes[0]; i++)
+        where_case(op, l, &where_shapes[i], i % 2 ? -1.5f : -0.0f);
+    where_shape huge = {"same shape (huge)", 1, {CONF_HUGE_N}, {{1}, {1}, {1}}};
+    where_case(op, l, &huge, 4.0f);
+    /* NaN and Inf in the data: the unselected side must not leak. */
+    where_shape special = {"special values", 1, {61}, {{1}, {1}, {1}}};
+    where_case(op, l, &special, 2.0f);
+    l->v[l->n - 1].in[0].domain = DOM_SPECIAL;
+    if (op == XG_OP_where)
+        l->v[l->n - 1].in[1].domain = DOM_SPECIAL;
+}
+
 /* ---- dispatch by family ------------------------------------------------------ */
 
 typedef void (*family_gen)(xg_op op, conf_case_list *l);
@@ -750,6 +918,8 @@ static const family_gen family_gens[] = {
     [XG_FAMILY_CONV] = gen_conv,
     [XG_FAMILY_POOL] = gen_pool,
     [XG_FAMILY_DROPOUT] = gen_dropout,
+    [XG_FAMILY_INDEX] = gen_index,
+    [XG_FAMILY_WHERE] = gen_where,
 };
 
 _Static_assert(sizeof family_gens / sizeof family_gens[0] ==

@@ -40,6 +40,7 @@ struct fe_case {
     int64_t shape[XG_MAX_DIMS]; /* reshape target */
     int ndim;                   /* perm / reshape length */
     bool forward_only;          /* i32 output: no backward */
+    bool exact; /* output and gradients equal the CPU's bit for bit */
 };
 
 #define T(...) {XG_SHAPE_N(__VA_ARGS__), {__VA_ARGS__}, DOM_SIGNED, XG_F32, 0, true}
@@ -115,6 +116,10 @@ static xg_tensor *f_max_pool(xg_tensor *const *x, const fe_case *c) { return xg_
 static xg_tensor *f_avg_pool(xg_tensor *const *x, const fe_case *c) { return xg_avg_pool2d(x[0], c->axis, c->ndim, c->perm[0]); }
 static xg_tensor *f_dropout(xg_tensor *const *x, const fe_case *c) { xg_manual_seed(7); return xg_dropout(x[0], c->scalar, true); }
 static xg_tensor *f_bn_train(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_batch_norm2d(x[0], x[1], x[2], NULL, NULL, true, 0.1f, 1e-5f); }
+static xg_tensor *f_index_select(xg_tensor *const *x, const fe_case *c) { return xg_index_select(x[0], c->axis, x[1]); }
+static xg_tensor *f_gather(xg_tensor *const *x, const fe_case *c) { return xg_gather(x[0], c->axis, x[1]); }
+static xg_tensor *f_where(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_where(x[0], x[1], x[2]); }
+static xg_tensor *f_masked_fill(xg_tensor *const *x, const fe_case *c) { return xg_masked_fill(x[0], x[1], c->scalar); }
 static xg_tensor *f_bn_eval(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_batch_norm2d(x[0], NULL, NULL, x[1], x[2], false, 0.1f, 1e-5f); }
 
 static const fe_case fe_cases[] = {
@@ -216,6 +221,22 @@ static const fe_case fe_cases[] = {
     {"dropout", "dropout x[3,1,5,5] p=0.5", f_dropout, 1, {T(3, 1, 5, 5)}, .scalar = 0.5f},
     {"batchnorm", "batch_norm2d training x[4,3,5,5] w[3] b[3]", f_bn_train, 3, {T(4, 3, 5, 5), T(3), T(3)}},
     {"batchnorm", "batch_norm2d eval x[2,3,4,4] mean[3] var[3]", f_bn_eval, 3, {T(2, 3, 4, 4), T(3), TD(DOM_POSITIVE, 3)}},
+    /* index ops: repeated indices; the gradient (g = the loss weights,
+     * exact on every backend) is scatter-added in a fixed order, so the
+     * results must match bit for bit */
+    {"index", "index_select x[7,5] axis 0 index[20]", f_index_select, 2, {T(7, 5), LABELS(7, 20)}, .axis = 0, .exact = true},
+    {"index", "index_select x[4,9,6] axis 1 index[13]", f_index_select, 2, {T(4, 9, 6), LABELS(9, 13)}, .axis = 1, .exact = true},
+    {"index", "index_select x[3,4,70] axis -1 index[300]", f_index_select, 2, {T(3, 4, 70), LABELS(70, 300)}, .axis = -1, .exact = true},
+    {"index", "gather x[6,8] axis 1 index[6,11]", f_gather, 2, {T(6, 8), LABELS(8, 6, 11)}, .axis = 1, .exact = true},
+    {"index", "gather x[5,6,7] axis 0 index[3,6,4] (smaller)", f_gather, 2, {T(5, 6, 7), LABELS(5, 3, 6, 4)}, .axis = 0, .exact = true},
+    {"index", "gather x[40,300] axis 1 index[40,500]", f_gather, 2, {T(40, 300), LABELS(300, 40, 500)}, .axis = 1, .exact = true},
+    /* selection by a 0/1 mask, with broadcasting */
+    {"where", "where cond[4,5] a[4,5] b[4,5]", f_where, 3, {LABELS(2, 4, 5), T(4, 5), T(4, 5)}},
+    {"where", "where cond[4,5] a[4,5] b[5]", f_where, 3, {LABELS(2, 4, 5), T(4, 5), T(5)}},
+    {"where", "where cond[5] a[4,1] b[4,5]", f_where, 3, {LABELS(2, 5), T(4, 1), T(4, 5)}},
+    {"where", "where cond[3,1,6] a[2,1] b[] (0-D)", f_where, 3, {LABELS(2, 3, 1, 6), T(2, 1), T0}},
+    {"where", "masked_fill x[4,5] mask[5] value -2.5", f_masked_fill, 2, {T(4, 5), LABELS(2, 5)}, .scalar = -2.5f},
+    {"where", "masked_fill x[5] mask[3,5] value 7", f_masked_fill, 2, {T(5), LABELS(2, 3, 5)}, .scalar = 7.0f},
 };
 #define N_FE_CASES ((int)(sizeof fe_cases / sizeof fe_cases[0]))
 
@@ -356,6 +377,27 @@ static int64_t grad_mismatch(const float *got, const float *ref, int64_t n,
     return bad;
 }
 
+/* Exact cases: n floats with the reference's bits (NaN matching any NaN);
+ * reports the first difference. */
+static bool fe_same_bits(const fe_case *c, const char *what, const float *got,
+                         const float *ref, int64_t n, const char *target)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t g, r;
+        memcpy(&g, &got[i], 4);
+        memcpy(&r, &ref[i], 4);
+        if (g == r || (isnan(got[i]) && isnan(ref[i])))
+            continue;
+        char a[32], b[32];
+        cr_expect_fail("%s: %s differs in its bits on %s at %" PRId64 ": %s "
+                       "(0x%08x), cpu %s (0x%08x)", c->desc, what, target, i,
+                       conf_fmt_f32(a, sizeof a, got[i]), g,
+                       conf_fmt_f32(b, sizeof b, ref[i]), r);
+        return false;
+    }
+    return true;
+}
+
 /* Returns true when the target agrees with the CPU on case ci. */
 static bool fe_check(int ci, const fe_result *ref, const fe_result *got,
                      const char *target)
@@ -389,6 +431,9 @@ static bool fe_check(int ci, const fe_result *ref, const fe_result *got,
             ok = false;
         }
     }
+    if (c->exact && ref->dtype == XG_F32)
+        ok = fe_same_bits(c, "the output", got->out, ref->out, ref->numel,
+                          target) && ok;
     for (int i = 0; i < c->n_in; i++) {
         if (!c->in[i].grad || c->forward_only)
             continue;
@@ -399,6 +444,9 @@ static bool fe_check(int ci, const fe_result *ref, const fe_result *got,
             continue;
         }
         int64_t first, n = input_numel(&c->in[i]);
+        if (c->exact && !fe_same_bits(c, "a gradient", got->grad[i],
+                                      ref->grad[i], n, target))
+            ok = false;
         int64_t bad = grad_mismatch(got->grad[i], ref->grad[i], n, &first);
         if (bad) {
             cr_expect_fail("%s: grad of input %d differs on %s in %" PRId64
@@ -471,6 +519,8 @@ Test(frontend, conv) { run_group("conv"); }
 Test(frontend, pool) { run_group("pool"); }
 Test(frontend, dropout) { run_group("dropout"); }
 Test(frontend, batchnorm) { run_group("batchnorm"); }
+Test(frontend, index) { run_group("index"); }
+Test(frontend, where) { run_group("where"); }
 
 /* ---- training agreement ------------------------------------------------------- */
 

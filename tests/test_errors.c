@@ -243,6 +243,139 @@ static void c_matmul_i32(outcome *o)
     xg_tensor_free(b);
 }
 
+/* ---- indexing and selection -------------------------------------------- */
+
+/* x [2,3] (zeros) and an i32 index of the given values and shape. */
+#define INDEX_CASE(fn, call, ...)                                            \
+    static void fn(outcome *o)                                               \
+    {                                                                        \
+        xg_tensor *x = mk(XG_SHAPE(2, 3));                                   \
+        xg_tensor *i = tu_i32(__VA_ARGS__);                                  \
+        xg_clear_error();                                                    \
+        got_tensor(o, call);                                                 \
+        xg_tensor_free(x);                                                   \
+        xg_tensor_free(i);                                                   \
+    }
+
+INDEX_CASE(c_index_select_range, xg_index_select(x, 1, i),
+           (const int32_t[]){0, 2, 7, 1}, XG_SHAPE(4))
+INDEX_CASE(c_index_select_negative, xg_index_select(x, 0, i),
+           (const int32_t[]){1, -1}, XG_SHAPE(2))
+INDEX_CASE(c_index_select_axis, xg_index_select(x, 2, i),
+           (const int32_t[]){0}, XG_SHAPE(1))
+INDEX_CASE(c_index_select_2d_index, xg_index_select(x, 0, i),
+           (const int32_t[]){0, 1}, XG_SHAPE(1, 2))
+INDEX_CASE(c_gather_range, xg_gather(x, 0, i),
+           (const int32_t[]){0, 1, 0, 1, 2, 0}, XG_SHAPE(2, 3))
+INDEX_CASE(c_gather_ndim, xg_gather(x, 1, i),
+           (const int32_t[]){0, 1, 2}, XG_SHAPE(3))
+INDEX_CASE(c_gather_bigger, xg_gather(x, 1, i),
+           (const int32_t[]){0, 1, 2, 0, 1, 2}, XG_SHAPE(3, 2))
+INDEX_CASE(c_gather_null_x, xg_gather(NULL, 1, i),
+           (const int32_t[]){0}, XG_SHAPE(1, 1))
+
+static void c_index_select_f32_index(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *i = mk(XG_SHAPE(2));
+    xg_clear_error();
+    got_tensor(o, xg_index_select(x, 0, i));
+    xg_tensor_free(x);
+    xg_tensor_free(i);
+}
+
+static void c_index_select_i32_x(outcome *o)
+{
+    xg_tensor *x = mk_i32(XG_SHAPE(2, 3));
+    xg_tensor *i = tu_i32((const int32_t[]){0}, XG_SHAPE(1));
+    xg_clear_error();
+    got_tensor(o, xg_index_select(x, 0, i));
+    xg_tensor_free(x);
+    xg_tensor_free(i);
+}
+
+static void c_index_select_null_index(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3));
+    xg_clear_error();
+    got_tensor(o, xg_index_select(x, 0, NULL));
+    xg_tensor_free(x);
+}
+
+static void c_index_select_scalar_x(outcome *o)
+{
+    int64_t none[1] = {0};
+    xg_tensor *x = mk(none, 0);
+    xg_tensor *i = tu_i32((const int32_t[]){0}, XG_SHAPE(1));
+    xg_clear_error();
+    got_tensor(o, xg_index_select(x, 0, i));
+    xg_tensor_free(x);
+    xg_tensor_free(i);
+}
+
+/* cond, a and b made from (shape) triples; `f32_cond` makes cond f32. */
+static void where_call(outcome *o, const int64_t *cs, int cn,
+                       const int64_t *as, int an, const int64_t *bs, int bn,
+                       bool f32_cond)
+{
+    xg_tensor *c = f32_cond ? mk(cs, cn) : mk_i32(cs, cn);
+    xg_tensor *a = mk(as, an), *b = mk(bs, bn);
+    xg_clear_error();
+    got_tensor(o, xg_where(c, a, b));
+    xg_tensor_free(c);
+    xg_tensor_free(a);
+    xg_tensor_free(b);
+}
+
+static void c_where_shape(outcome *o)
+{
+    where_call(o, XG_SHAPE(2, 3), XG_SHAPE(2, 3), XG_SHAPE(2), false);
+}
+
+static void c_where_cond_shape(outcome *o)
+{
+    where_call(o, XG_SHAPE(4), XG_SHAPE(2, 3), XG_SHAPE(3), false);
+}
+
+static void c_where_f32_cond(outcome *o)
+{
+    where_call(o, XG_SHAPE(3), XG_SHAPE(3), XG_SHAPE(3), true);
+}
+
+static void c_where_null_b(outcome *o)
+{
+    xg_tensor *c = mk_i32(XG_SHAPE(3)), *a = mk(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_where(c, a, NULL));
+    xg_tensor_free(c);
+    xg_tensor_free(a);
+}
+
+static void c_masked_fill_shape(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *m = mk_i32(XG_SHAPE(2));
+    xg_clear_error();
+    got_tensor(o, xg_masked_fill(x, m, 1.0f));
+    xg_tensor_free(x);
+    xg_tensor_free(m);
+}
+
+static void c_masked_fill_f32_mask(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *m = mk(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_masked_fill(x, m, 1.0f));
+    xg_tensor_free(x);
+    xg_tensor_free(m);
+}
+
+static void c_masked_fill_null(outcome *o)
+{
+    xg_tensor *m = mk_i32(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_masked_fill(NULL, m, 1.0f));
+    xg_tensor_free(m);
+}
+
 /* ---- devices ----------------------------------------------------------- */
 
 static void open_dev(outcome *o, const char *spec)
@@ -587,6 +720,37 @@ static err_case cases[] = {
      NULL},
     {"softmax i32", c_softmax_i32, DT, 0, "softmax", NULL},
     {"exp i32", c_exp_i32, DT, 0, "exp", NULL},
+    {"index_select index 7 of 3", c_index_select_range, IA, 0,
+     "index_select: index 7", "[0, 3)"},
+    {"index_select index -1", c_index_select_negative, IA, 0,
+     "index_select: index -1", "[0, 2)"},
+    {"index_select axis 2 of 2-D", c_index_select_axis, IA, 0,
+     "index_select", NULL},
+    {"index_select 2-D index", c_index_select_2d_index, SH, 0,
+     "index_select", NULL},
+    {"index_select f32 index", c_index_select_f32_index, DT, 0,
+     "index_select", NULL},
+    {"index_select i32 x", c_index_select_i32_x, DT, 0, "index_select",
+     NULL},
+    {"index_select NULL index", c_index_select_null_index, IA, 0,
+     "index_select", NULL},
+    {"index_select of a 0-D x", c_index_select_scalar_x, SH, 0,
+     "index_select", NULL},
+    {"gather index 2 of 2", c_gather_range, IA, 0, "gather: index 2",
+     "[0, 2)"},
+    {"gather 1-D index for 2-D x", c_gather_ndim, SH, 0, "gather", NULL},
+    {"gather index [3,2] for x [2,3] axis 1", c_gather_bigger, SH, 0,
+     "gather", NULL},
+    {"gather NULL x", c_gather_null_x, IA, 0, "gather", NULL},
+    {"where a [2,3], b [2]", c_where_shape, SH, 0, "where", NULL},
+    {"where cond [4]", c_where_cond_shape, SH, 0, "where", "cond [4]"},
+    {"where f32 cond", c_where_f32_cond, DT, 0, "where", NULL},
+    {"where NULL b", c_where_null_b, IA, 0, "where", NULL},
+    {"masked_fill mask [2] on x [2,3]", c_masked_fill_shape, SH, 0,
+     "masked_fill", NULL},
+    {"masked_fill f32 mask", c_masked_fill_f32_mask, DT, 0, "masked_fill",
+     NULL},
+    {"masked_fill NULL x", c_masked_fill_null, IA, 0, "masked_fill", NULL},
     {"device \"nosuch\"", c_dev_unknown, NF, 0, "nosuch", "cpu"},
     {"device \"cpu:7\"", c_dev_index, NF, 0, "cpu", "7"},
     {"device \"cpu:x\"", c_dev_bad_index, NF, IA, "cpu", NULL},

@@ -222,6 +222,14 @@ static xg_tensor *f_permute(xg_tensor *const *in, const gc_ctx *c)
 { return xg_permute(in[0], c->perm, c->nperm); }
 static xg_tensor *f_transpose(xg_tensor *const *in, const gc_ctx *c)
 { return xg_transpose(in[0], c->perm[0], c->perm[1]); }
+static xg_tensor *f_index_select(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_index_select(in[0], c->axis, in[1]); }
+static xg_tensor *f_gather(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_gather(in[0], c->axis, in[1]); }
+static xg_tensor *f_where(xg_tensor *const *in, const gc_ctx *c)
+{ (void)c; return xg_where(in[0], in[1], in[2]); }
+static xg_tensor *f_masked_fill(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_masked_fill(in[0], in[1], c->s); }
 /* x * x + x: one leaf reached along several paths */
 static xg_tensor *f_square_plus(xg_tensor *const *in, const gc_ctx *c)
 { (void)c; return xg_add(xg_mul(in[0], in[0]), in[0]); }
@@ -525,6 +533,72 @@ Test(grad, reshape_permute_transpose)
     gradcheck("transpose(-1,-2)", f_transpose, &t2, &x, 1);
 }
 
+/* ---- indexing and selection -------------------------------------------- */
+
+Test(grad, index_select_repeats_and_axes)
+{
+    xg_tensor *x = leaf(XG_SHAPE(3, 4, 2), 700, -1, 1);
+    /* repeated and skipped positions along each axis */
+    xg_tensor *in0[2] = {x, tu_i32((const int32_t[]){2, 0, 2, 2},
+                                   XG_SHAPE(4))};
+    gradcheck("index_select axis 0", f_index_select, &(gc_ctx){.axis = 0},
+              in0, 2);
+    xg_tensor *in1[2] = {x, tu_i32((const int32_t[]){3, 1, 3}, XG_SHAPE(3))};
+    gradcheck("index_select axis 1", f_index_select, &(gc_ctx){.axis = 1},
+              in1, 2);
+    xg_tensor *in2[2] = {x, tu_i32((const int32_t[]){1, 1, 0, 1, 1},
+                                   XG_SHAPE(5))};
+    gradcheck("index_select axis -1", f_index_select, &(gc_ctx){.axis = -1},
+              in2, 2);
+}
+
+Test(grad, gather_repeats_and_smaller_index)
+{
+    xg_tensor *x = leaf(XG_SHAPE(3, 4), 710, -1, 1);
+    xg_tensor *in1[2] = {x, tu_i32((const int32_t[]){0, 3, 3, 3, 1, 1, 2, 0,
+                                                     0, 2, 2, 2, 1, 0, 3},
+                                   XG_SHAPE(3, 5))};
+    gradcheck("gather axis 1", f_gather, &(gc_ctx){.axis = 1}, in1, 2);
+    xg_tensor *in0[2] = {x, tu_i32((const int32_t[]){2, 2, 0, 1, 1, 1},
+                                   XG_SHAPE(2, 3))};
+    gradcheck("gather axis 0, index [2,3] of x [3,4]", f_gather,
+              &(gc_ctx){.axis = 0}, in0, 2);
+    xg_tensor *y = leaf(XG_SHAPE(2, 3, 2), 711, -1, 1);
+    xg_tensor *in2[2] = {y, tu_i32((const int32_t[]){1, 0, 2, 2, 0, 0, 1, 1},
+                                   XG_SHAPE(2, 2, 2))};
+    gradcheck("gather axis 1 of [2,3,2]", f_gather, &(gc_ctx){.axis = 1},
+              in2, 2);
+}
+
+Test(grad, where_with_broadcasting)
+{
+    xg_tensor *cond = tu_i32((const int32_t[]){1, 0, 3, 0, -1, 1},
+                             XG_SHAPE(2, 3));
+    xg_tensor *in[3] = {cond, leaf(XG_SHAPE(2, 3), 720, -1, 1),
+                        leaf(XG_SHAPE(2, 3), 721, -1, 1)};
+    gradcheck("where same shapes", f_where, NULL, in, 3);
+    xg_tensor *in2[3] = {cond, leaf(XG_SHAPE(2, 1), 722, -1, 1),
+                         leaf(XG_SHAPE(3), 723, -1, 1)};
+    gradcheck("where a [2,1], b [3]", f_where, NULL, in2, 3);
+    xg_tensor *in3[3] = {tu_i32((const int32_t[]){0, 1, 1}, XG_SHAPE(3)),
+                         leaf(XG_SHAPE(2, 1), 724, -1, 1),
+                         leaf(scalar_shape, 0, 725, -1, 1)};
+    gradcheck("where cond [3], a [2,1], b 0-D", f_where, NULL, in3, 3);
+}
+
+Test(grad, masked_fill_with_broadcasting)
+{
+    xg_tensor *in[2] = {leaf(XG_SHAPE(2, 3), 730, -1, 1),
+                        tu_i32((const int32_t[]){0, 1, 7}, XG_SHAPE(3))};
+    gradcheck("masked_fill mask [3] on x [2,3]", f_masked_fill,
+              &(gc_ctx){.s = -4.0f}, in, 2);
+    xg_tensor *in2[2] = {leaf(XG_SHAPE(3), 731, -1, 1),
+                         tu_i32((const int32_t[]){1, 0, 0, 0, 0, 1},
+                                XG_SHAPE(2, 3))};
+    gradcheck("masked_fill x [3] broadcast by mask [2,3]", f_masked_fill,
+              &(gc_ctx){.s = 2.5f}, in2, 2);
+}
+
 /* ---- a small network --------------------------------------------------- */
 
 Test(grad, linear_relu_cross_entropy_chain)
@@ -660,6 +734,24 @@ Test(autograd, backward_from_a_leaf_scalar_or_through_reshape)
     tu_assert_values(xg_tensor_grad(x), XG_SHAPE(2, 3),
                      (const double[]){1, 2, 3, 4, 5, 6}, 0, 0,
                      "grad through reshape keeps the input's shape");
+}
+
+Test(autograd, index_backward_uses_the_indices_it_checked)
+{
+    /* Overwriting the index after the forward (out of range, even) changes
+     * nothing: the graph keeps its own copy of the checked indices. */
+    xg_tensor *x = tu_param(tu_f32((const float[]){1, 2, 3}, XG_SHAPE(3)));
+    xg_tensor *i = tu_i32((const int32_t[]){2, 0, 2}, XG_SHAPE(3));
+    xg_tensor *y = xg_index_select(x, 0, i);
+    xg_tensor *z = xg_gather(x, 0, i);
+    cr_assert(y && z, "%s", xg_last_error());
+    const int32_t bad[3] = {100, -5, 7};
+    cr_assert_eq(xg_tensor_write(i, bad, sizeof bad), XG_OK);
+    cr_assert_eq(xg_backward(xg_sum_all(xg_add(y, xg_mul_scalar(z, 10)))),
+                 XG_OK, "%s", xg_last_error());
+    tu_assert_values(xg_tensor_grad(x), XG_SHAPE(3),
+                     (const double[]){11, 0, 22}, 0, 0,
+                     "grad from the indices {2, 0, 2} of the forward");
 }
 
 Test(autograd, long_chain_does_not_overflow)

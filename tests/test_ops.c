@@ -915,6 +915,176 @@ Test(ops, mse_loss_values)
                      1e-7, 1e-6, "mse_loss broadcast target");
 }
 
+/* ---- indexing and selection -------------------------------------------- */
+/* Expected values and gradients from torch.index_select, torch.gather,
+ * torch.where and Tensor.masked_fill (PyTorch 1.13), for the inputs
+ * written here. */
+
+/* The gradient of sum(out * w) with respect to the leaf x. */
+static xg_tensor *grad_of(xg_tensor *x, xg_tensor *out, const float *w)
+{
+    cr_assert_not_null(out, "%s", xg_last_error());
+    xg_tensor *wt = tu_f32(w, xg_tensor_shape(out), xg_tensor_ndim(out));
+    cr_assert_eq(xg_backward(xg_sum_all(xg_mul(out, wt))), XG_OK, "%s",
+                 xg_last_error());
+    return xg_tensor_grad(x);
+}
+
+static xg_tensor *arange_leaf(double first, const int64_t *shape, int ndim)
+{
+    float v[64];
+    int64_t n = tu_numel(shape, ndim);
+    cr_assert_leq(n, 64);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (float)(first + (double)i);
+    return tu_param(tu_f32(v, shape, ndim));
+}
+
+Test(ops, index_select_rows_with_repeats)
+{
+    /* x = [[1,2,3],[4,5,6],[7,8,9],[10,11,12]], rows 2, 0, 2, 3 */
+    xg_tensor *x = arange_leaf(1, XG_SHAPE(4, 3));
+    xg_tensor *i = tu_i32((const int32_t[]){2, 0, 2, 3}, XG_SHAPE(4));
+    xg_tensor *y = xg_index_select(x, 0, i);
+    tu_assert_values(y, XG_SHAPE(4, 3),
+                     (const double[]){7, 8, 9, 1, 2, 3, 7, 8, 9, 10, 11, 12},
+                     EXACT, "index_select axis 0");
+    const float w[] = {1, -2, 0.5f, 3, 1, -1, 0.25f, 4, 2, -3, 1, 1};
+    tu_assert_values(grad_of(x, y, w), XG_SHAPE(4, 3),
+                     (const double[]){3, 1, -1, 0, 0, 0, 1.25, 2, 2.5, -3,
+                                      1, 1},
+                     EXACT, "index_select grad: repeated rows add, row 1 "
+                     "is never picked");
+}
+
+Test(ops, index_select_last_axis)
+{
+    xg_tensor *x = arange_leaf(1, XG_SHAPE(4, 3));
+    xg_tensor *i = tu_i32((const int32_t[]){2, 2, 0}, XG_SHAPE(3));
+    xg_tensor *y = xg_index_select(x, -1, i);
+    tu_assert_values(y, XG_SHAPE(4, 3),
+                     (const double[]){3, 3, 1, 6, 6, 4, 9, 9, 7, 12, 12, 10},
+                     EXACT, "index_select axis -1");
+    const float w[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    tu_assert_values(grad_of(x, y, w), XG_SHAPE(4, 3),
+                     (const double[]){3, 0, 3, 6, 0, 9, 9, 0, 15, 12, 0, 21},
+                     EXACT, "index_select axis -1 grad");
+}
+
+Test(ops, index_select_middle_axis_of_3d)
+{
+    /* x [2,3,2] = 0..11; axis 1, index [1, 1]: x[:, 1, :] twice */
+    xg_tensor *x = arange_leaf(0, XG_SHAPE(2, 3, 2));
+    xg_tensor *i = tu_i32((const int32_t[]){1, 1}, XG_SHAPE(2));
+    tu_assert_values(xg_index_select(x, 1, i), XG_SHAPE(2, 2, 2),
+                     (const double[]){2, 3, 2, 3, 8, 9, 8, 9}, EXACT,
+                     "index_select axis 1 of [2,3,2]");
+}
+
+Test(ops, index_backward_sums_in_index_order)
+{
+    /* All four picks hit element 0, with g = 1e8, 1, -1e8, 1. In index
+     * order in f32: ((0 + 1e8) + 1) = 1e8, + -1e8 = 0, + 1 = 1. (Summing
+     * the two 1s first would give 2; the pairs first, 0.) */
+    xg_tensor *x = tu_param(tu_f32((const float[]){5, 6}, XG_SHAPE(2)));
+    xg_tensor *i = tu_i32((const int32_t[]){0, 0, 0, 0}, XG_SHAPE(4));
+    const float w[] = {1e8f, 1, -1e8f, 1};
+    tu_assert_values(grad_of(x, xg_index_select(x, 0, i), w), XG_SHAPE(2),
+                     (const double[]){1, 0}, EXACT,
+                     "index_select grad sums repeats in index order");
+    xg_tensor_zero_grad(x);
+    tu_assert_values(grad_of(x, xg_gather(x, 0, i), w), XG_SHAPE(2),
+                     (const double[]){1, 0}, EXACT,
+                     "gather grad sums repeats in index order");
+}
+
+Test(ops, gather_along_last_axis)
+{
+    /* x [3,4] = 0..11; index [[0,3,3],[1,1,1],[2,0,3]] */
+    xg_tensor *x = arange_leaf(0, XG_SHAPE(3, 4));
+    xg_tensor *i = tu_i32((const int32_t[]){0, 3, 3, 1, 1, 1, 2, 0, 3},
+                          XG_SHAPE(3, 3));
+    xg_tensor *y = xg_gather(x, 1, i);
+    tu_assert_values(y, XG_SHAPE(3, 3),
+                     (const double[]){0, 3, 3, 5, 5, 5, 10, 8, 11}, EXACT,
+                     "gather axis 1");
+    const float w[] = {1, 2, 3, -1, 0.5f, 4, 2, 2, -2};
+    tu_assert_values(grad_of(x, y, w), XG_SHAPE(3, 4),
+                     (const double[]){1, 0, 0, 5, 0, 3.5, 0, 0, 2, 0, 2, -2},
+                     EXACT, "gather axis 1 grad");
+}
+
+Test(ops, gather_with_a_smaller_index)
+{
+    /* x [3,4] = 0..11; axis 0, index [2,3] covers x's first 3 columns */
+    xg_tensor *x = arange_leaf(0, XG_SHAPE(3, 4));
+    xg_tensor *i = tu_i32((const int32_t[]){2, 1, 0, 2, 2, 1},
+                          XG_SHAPE(2, 3));
+    xg_tensor *y = xg_gather(x, 0, i);
+    tu_assert_values(y, XG_SHAPE(2, 3), (const double[]){8, 5, 2, 8, 9, 6},
+                     EXACT, "gather axis 0, index [2,3] of x [3,4]");
+    const float w[] = {1, 2, 3, 4, 5, 6};
+    tu_assert_values(grad_of(x, y, w), XG_SHAPE(3, 4),
+                     (const double[]){0, 0, 3, 0, 0, 2, 6, 0, 5, 5, 0, 0},
+                     EXACT, "gather grad: column 3 is never read");
+}
+
+Test(ops, where_broadcasts_cond_a_and_b)
+{
+    /* nonzero is true: cond [[1,0,1],[0,2,-3]]; a [2,1], b [3] */
+    xg_tensor *c = tu_i32((const int32_t[]){1, 0, 1, 0, 2, -3},
+                          XG_SHAPE(2, 3));
+    xg_tensor *a = tu_param(tu_f32((const float[]){1, 2}, XG_SHAPE(2, 1)));
+    xg_tensor *b = tu_param(tu_f32((const float[]){10, 20, 30}, XG_SHAPE(3)));
+    xg_tensor *y = xg_where(c, a, b);
+    tu_assert_values(y, XG_SHAPE(2, 3), (const double[]){1, 20, 1, 10, 2, 2},
+                     EXACT, "where");
+    const float w[] = {1, 2, 3, 4, 5, 6};
+    grad_of(a, y, w);
+    tu_assert_values(xg_tensor_grad(a), XG_SHAPE(2, 1),
+                     (const double[]){4, 11}, EXACT,
+                     "where grad a: w where cond, summed over the row");
+    tu_assert_values(xg_tensor_grad(b), XG_SHAPE(3),
+                     (const double[]){4, 2, 0}, EXACT,
+                     "where grad b: w where not cond, summed over rows");
+}
+
+Test(ops, where_does_not_leak_the_other_side)
+{
+    xg_tensor *c = tu_i32((const int32_t[]){1, 0}, XG_SHAPE(2));
+    xg_tensor *a = tu_f32((const float[]){1, NAN}, XG_SHAPE(2));
+    xg_tensor *b = tu_f32((const float[]){INFINITY, -2}, XG_SHAPE(2));
+    tu_assert_values(xg_where(c, a, b), XG_SHAPE(2),
+                     (const double[]){1, -2}, EXACT,
+                     "NaN and Inf on the unselected side");
+}
+
+Test(ops, masked_fill_broadcasts_x_and_mask)
+{
+    /* x [3] with a mask [2,3]: the result is [2,3], as in PyTorch */
+    xg_tensor *x = tu_param(tu_f32((const float[]){1, 2, 3}, XG_SHAPE(3)));
+    xg_tensor *m = tu_i32((const int32_t[]){1, 0, 0, 0, 0, 5},
+                          XG_SHAPE(2, 3));
+    xg_tensor *y = xg_masked_fill(x, m, -0.5f);
+    tu_assert_values(y, XG_SHAPE(2, 3),
+                     (const double[]){-0.5, 2, 3, 1, 2, -0.5}, EXACT,
+                     "masked_fill");
+    const float w[] = {1, 2, 3, 4, 5, 6};
+    tu_assert_values(grad_of(x, y, w), XG_SHAPE(3),
+                     (const double[]){4, 7, 3}, EXACT,
+                     "masked_fill grad: w where the mask is 0, summed");
+}
+
+Test(ops, masked_fill_with_minus_infinity_then_softmax)
+{
+    /* the attention-mask idiom: masked positions get probability 0 */
+    xg_tensor *x = tu_f32((const float[]){0, 0, 0, 0}, XG_SHAPE(1, 4));
+    xg_tensor *m = tu_i32((const int32_t[]){0, 1, 0, 1}, XG_SHAPE(4));
+    tu_assert_values(xg_softmax(xg_masked_fill(x, m, -INFINITY)),
+                     XG_SHAPE(1, 4), (const double[]){0.5, 0, 0.5, 0},
+                     F32TOL, "softmax over a masked row");
+}
+
 /* ---- tensor creation and access --------------------------------------- */
 
 Test(tensor, zeros_ones_full)

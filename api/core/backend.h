@@ -224,6 +224,45 @@ typedef struct xg_dropout_args {
     float p;
 } xg_dropout_args;
 
+/* INDEX: selection along axis `axis` of x by i32 indices. x is contiguous
+ * with shape x_shape[0..ndim-1]; the selection (the forward's output, the
+ * backward's g) is contiguous with shape shape[0..ndim-1], where shape[k]
+ * <= x_shape[k] for every k != axis. The index entry that serves selection
+ * element c = (c_0..c_{ndim-1}) is index[sum_k c_k * index_stride[k]]
+ * (gather: the index has the selection's shape; index_select: stride 1
+ * along the axis, 0 elsewhere), and its value v(c) lies in [0,
+ * x_shape[axis]): the core checks every index before the launch.
+ *   index_select, gather: in x, index; out[c] = x[c with c_axis := v(c)].
+ *   *_backward: in g (the selection's shape), index; out dx (x_shape):
+ *     dx[d] = the sum of g[c] over the c with c_k = d_k for k != axis and
+ *     v(c) = d_axis, added in increasing c_axis to 0.0f; 0 where no index
+ *     points. A line of dx along the axis (its elements sharing every
+ *     other coordinate) gets its contributions from one line of g only,
+ *     so the kernels give each line to one thread: no atomics, and every
+ *     backend forms the same sums in the same order (identical bits).
+ * n is the number of elements of out[0]. ndim is 1..XG_MAX_DIMS after the
+ * core merges axes that can be merged. */
+typedef struct xg_index_args {
+    int ndim, axis;
+    int64_t n;
+    int64_t x_shape[XG_MAX_DIMS];
+    int64_t shape[XG_MAX_DIMS];
+    int64_t index_stride[XG_MAX_DIMS];
+} xg_index_args;
+
+/* WHERE: out is contiguous with shape[0..ndim-1] (n elements); in[i] is
+ * read at element sum_k i_k * stride[i][k] (0 broadcasts), as in
+ * xg_binary_args. A mask element is true when it is nonzero.
+ *   where: in a, b, cond; out = cond ? a : b.
+ *   masked_fill: in x, mask; out = mask ? value : x. */
+typedef struct xg_where_args {
+    int ndim;
+    int64_t n;
+    int64_t shape[XG_MAX_DIMS];
+    int64_t stride[3][XG_MAX_DIMS];
+    float value;
+} xg_where_args;
+
 /* One buffer of a kernel call: a whole device allocation made by the same
  * backend's alloc(), element 0 at offset 0, holding elements of `dtype`
  * (the op's rule for this position, instantiated; see ops.def). Unused
@@ -254,6 +293,8 @@ typedef struct xg_kernel_call {
         xg_conv_args conv;
         xg_pool_args pool;
         xg_dropout_args dropout;
+        xg_index_args index;
+        xg_where_args where;
     } p;
 } xg_kernel_call;
 

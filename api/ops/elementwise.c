@@ -153,9 +153,8 @@ xg_tensor *xg_div_scalar(xg_tensor *a, float s) { return scalar_op(XG_OP_div_sca
 
 /* ---- broadcasting binary ops --------------------------------------------- */
 
-/* Element strides of `t` read as `shape` (right-aligned; 0 where broadcast). */
-static void broadcast_strides(const xg_tensor *t, const int64_t *shape,
-                              int ndim, int64_t *strides)
+void xg__broadcast_strides(const xg_tensor *t, const int64_t *shape,
+                           int ndim, int64_t *strides)
 {
     int64_t stride = 1;
     for (int i = ndim - 1; i >= 0; i--) {
@@ -210,8 +209,8 @@ static xg_tensor *binary_kernel(xg_op op, xg_tensor *a, xg_tensor *b,
     p->n = c->numel;
     for (int i = 0; i < ndim; i++)
         p->shape[i] = shape[i];
-    broadcast_strides(a, shape, ndim, p->stride_a);
-    broadcast_strides(b, shape, ndim, p->stride_b);
+    xg__broadcast_strides(a, shape, ndim, p->stride_a);
+    xg__broadcast_strides(b, shape, ndim, p->stride_b);
     merge_axes(p);
     return finish(c, &call);
 }

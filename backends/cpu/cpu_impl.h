@@ -192,6 +192,10 @@ xg_status cpu_avg_pool2d_backward(xg_backend_device *dev,
                                   const xg_kernel_call *call);
 xg_status cpu_dropout(xg_backend_device *dev, const xg_kernel_call *call);
 
+/* cpu_index.c: index_select, gather and their backward; where, masked_fill */
+xg_status cpu_index(xg_backend_device *dev, const xg_kernel_call *call);
+xg_status cpu_where(xg_backend_device *dev, const xg_kernel_call *call);
+
 /* cpu_optim.c */
 xg_status cpu_adam_update(xg_backend_device *dev, const xg_kernel_call *call);
 xg_status cpu_sgd_update(xg_backend_device *dev, const xg_kernel_call *call);

@@ -149,6 +149,8 @@ xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_conv(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_pool(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_dropout(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_index(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_where(xg_backend_device *dev, const xg_kernel_call *c);
 
 /* Which launcher serves each family (used to fill the dispatch table). */
 #define OCL_LAUNCHER_UNARY ocl_run_elementwise
@@ -167,5 +169,7 @@ xg_status ocl_run_dropout(xg_backend_device *dev, const xg_kernel_call *c);
 #define OCL_LAUNCHER_CONV ocl_run_conv
 #define OCL_LAUNCHER_POOL ocl_run_pool
 #define OCL_LAUNCHER_DROPOUT ocl_run_dropout
+#define OCL_LAUNCHER_INDEX ocl_run_index
+#define OCL_LAUNCHER_WHERE ocl_run_where
 
 #endif

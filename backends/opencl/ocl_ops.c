@@ -245,3 +245,38 @@ xg_status ocl_run_dropout(xg_backend_device *dev, const xg_kernel_call *c)
                                        OCL_ARG(scale)),
                               (n + 3) / 4);
 }
+
+/* Forward: one work-item per output element; backward: one per line of dx
+ * (see kernels/index.cl). */
+xg_status ocl_run_index(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_index_args *p = &c->p.index;
+    cl_int ndim = p->ndim, axis = p->axis;
+    cl_long n = p->n;
+    cl_long8 x_shape = lanes(p->x_shape, p->ndim, 1);
+    cl_long8 shape = lanes(p->shape, p->ndim, 1);
+    cl_long8 index_stride = lanes(p->index_stride, p->ndim, 0);
+    bool backward = c->op == XG_OP_index_select_backward ||
+                    c->op == XG_OP_gather_backward;
+    return launch_grid_stride(
+        ocl_dev(dev), c,
+        OCL_ARGS(OCL_ARG(ndim), OCL_ARG(axis), OCL_ARG(n), OCL_ARG(x_shape),
+                 OCL_ARG(shape), OCL_ARG(index_stride)),
+        backward ? n / p->x_shape[p->axis] : n);
+}
+
+xg_status ocl_run_where(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    const xg_where_args *p = &c->p.where;
+    cl_long n = p->n;
+    cl_long8 shape = lanes(p->shape, p->ndim, 1);
+    cl_long8 stride0 = lanes(p->stride[0], p->ndim, 0);
+    cl_long8 stride1 = lanes(p->stride[1], p->ndim, 0);
+    cl_long8 stride2 = lanes(p->stride[2], p->ndim, 0);
+    cl_float value = p->value;
+    return launch_grid_stride(ocl_dev(dev), c,
+                              OCL_ARGS(OCL_ARG(n), OCL_ARG(shape),
+                                       OCL_ARG(stride0), OCL_ARG(stride1),
+                                       OCL_ARG(stride2), OCL_ARG(value)),
+                              n);
+}

@@ -276,6 +276,53 @@ static void plan_sgd(const plan_in *in, xg_vk_job *job)
     grid_1d(job, a->n);
 }
 
+/* INDEX: index.comp. Forward: one invocation per output element; backward
+ * (run_index_backward): one per line of dx, positions [j_begin, j_end). */
+typedef struct index_push {
+    uint32_t ndim, axis, n;
+    uint32_t x_shape[XG_MAX_DIMS], shape[XG_MAX_DIMS],
+        index_stride[XG_MAX_DIMS];
+    uint32_t j_begin, j_end;
+} index_push;
+
+static index_push index_push_of(const xg_index_args *a)
+{
+    index_push p = {u32(a->ndim), u32(a->axis), u32(a->n)};
+    for (int k = 0; k < a->ndim; k++) {
+        p.x_shape[k] = u32(a->x_shape[k]);
+        p.shape[k] = u32(a->shape[k]);
+        p.index_stride[k] = u32(a->index_stride[k]);
+    }
+    return p;
+}
+
+static void plan_index(const plan_in *in, xg_vk_job *job)
+{
+    const xg_index_args *a = &in->call->p.index;
+    index_push p = index_push_of(a);
+    set_push(job, &p, sizeof p);
+    grid_1d(job, a->n);
+}
+
+/* WHERE: where.comp. */
+static void plan_where(const plan_in *in, xg_vk_job *job)
+{
+    const xg_where_args *a = &in->call->p.where;
+    struct {
+        uint32_t n, ndim;
+        uint32_t shape[XG_MAX_DIMS], stride[3][XG_MAX_DIMS];
+        float value;
+    } p = {u32(a->n), u32(a->ndim)};
+    for (int k = 0; k < a->ndim; k++) {
+        p.shape[k] = u32(a->shape[k]);
+        for (int i = 0; i < 3; i++)
+            p.stride[i][k] = u32(a->stride[i][k]);
+    }
+    p.value = a->value;
+    set_push(job, &p, sizeof p);
+    grid_1d(job, a->n);
+}
+
 /* ---- the dispatch table -------------------------------------------------- */
 
 typedef void (*plan_fn)(const plan_in *in, xg_vk_job *job);
@@ -294,6 +341,8 @@ static const plan_fn planners[] = {
     [XG_FAMILY_RNG] = plan_rng,
     [XG_FAMILY_ADAM] = plan_adam,
     [XG_FAMILY_SGD] = plan_sgd,
+    [XG_FAMILY_INDEX] = plan_index,
+    [XG_FAMILY_WHERE] = plan_where,
 };
 
 /* Per op, its pipeline: the shader variant of the same name, which
@@ -345,6 +394,32 @@ static xg_status run_split_gemm(xg_vk_device *d, const xg_kernel_call *call)
     return st;
 }
 
+/* The backward of an index op: a fill zeroes dx, then the positions along
+ * the axis go in chunks of XG_INDEX_CHUNK, one dispatch each, every chunk
+ * adding to the sums the last one stored (shaders/index.comp). */
+static xg_status run_index_backward(xg_vk_device *d,
+                                    const xg_kernel_call *call)
+{
+    const xg_index_args *a = &call->p.index;
+    xg_kernel_call zero = {.op = XG_OP_fill, .out = {call->out[0]},
+                           .p.fill = {a->n, 0.0f}};
+    xg_status st = run_planned(d, &zero);
+    index_push p = index_push_of(a);
+    xg_vk_job job = {.pipe = op_pipes[call->op]};
+    grid_1d(&job, a->n / a->x_shape[a->axis]);
+    xg_buffer *in_bufs[XG_KERNEL_MAX_IN] = {call->in[0].buf, call->in[1].buf};
+    xg_buffer *out_bufs[XG_KERNEL_MAX_OUT] = {call->out[0].buf};
+    for (int64_t j = 0; st == XG_OK && j < a->shape[a->axis];
+         j += XG_INDEX_CHUNK) {
+        int64_t end = j + XG_INDEX_CHUNK;
+        p.j_begin = u32(j);
+        p.j_end = u32(end < a->shape[a->axis] ? end : a->shape[a->axis]);
+        set_push(&job, &p, sizeof p);
+        st = xg_vk_dispatch(d, &job, in_bufs, out_bufs);
+    }
+    return st;
+}
+
 static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
 {
     xg_vk_device *d = xg_vk_dev(dev);
@@ -358,6 +433,9 @@ static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
     }
     if (call->op == XG_OP_matmul && gemm_splits(&call->p.gemm) > 1)
         return run_split_gemm(d, call);
+    if (call->op == XG_OP_index_select_backward ||
+        call->op == XG_OP_gather_backward)
+        return run_index_backward(d, call);
     return run_planned(d, call);
 }
 
