@@ -260,7 +260,8 @@ static int write_train_row(sample_trainer *t, double clock)
     log_window *w = &t->win;
     int64_t step = xg_optim_steps(t->optim);
     double seconds = clock - w->clock;
-    int rc = sample_log_train(t->log, step, (double)step / (double)t->batches,
+    double epoch = t->batches ? (double)step / (double)t->batches : 0.0;
+    int rc = sample_log_train(t->log, step, epoch,
                               w->steps ? w->loss / (double)w->steps : 0.0,
                               (double)xg_optim_lr(t->optim),
                               seconds > 0.0 ? (double)w->samples / seconds
