@@ -50,6 +50,8 @@ static const common_flag common_flags[] = {
      0},
     {"--limit", "N", "use only the first N training samples (0: all)",
      SAMPLE_OMIT_LIMIT},
+    {"--eval-limit", "N", "evaluate on the first N test samples (0: all)",
+     0},
     {"--seed", "N", "initialisation and shuffling seed (0)", 0},
     {"--save", "PATH", "write the trained model (safetensors)",
      SAMPLE_OMIT_FILES},
@@ -214,6 +216,8 @@ static int parse_common(sample_options *o, const char *flag, const char *value)
         return sample_parse_int(flag, value, 1, 1 << 20, &o->batch_size);
     if (strcmp(flag, "--limit") == 0)
         return sample_parse_int(flag, value, 0, INT64_MAX, &o->limit);
+    if (strcmp(flag, "--eval-limit") == 0)
+        return sample_parse_int(flag, value, 0, INT64_MAX, &o->eval_limit);
     if (strcmp(flag, "--lr") == 0)
         return parse_lr(value, &o->lr);
     if (strcmp(flag, "--optimizer") == 0)
@@ -382,10 +386,13 @@ static void print_header(const run *r)
         params += xg_tensor_numel(xg_module_param(r->model.module, i, NULL));
     printf("device: %s (%s)\n", xg_device_name(r->s->dev),
            xg_device_backend(r->s->dev));
-    printf("data: %s: train %lld (using %lld), test %lld\n", o->data_dir,
-           (long long)train->n,
-           (long long)sample_trainer_samples(r->trainer),
-           (long long)r->s->test->n);
+    int64_t test_n = r->s->test->n;
+    int64_t tested = o->eval_limit && o->eval_limit < test_n ? o->eval_limit
+                                                             : test_n;
+    printf("data: %s: train %lld (using %lld), test %lld (using %lld)\n",
+           o->data_dir, (long long)train->n,
+           (long long)sample_trainer_samples(r->trainer), (long long)test_n,
+           (long long)tested);
     char schedule[64] = "";
     if (o->cosine)
         snprintf(schedule, sizeof schedule,

@@ -19,6 +19,7 @@
  *   --schedule-epochs N   cosine: the epochs it spans (--epochs)
  *   --augment LIST        flip, shift=N, or none (none)
  *   --limit N             the first N training samples only (0: all)
+ *   --eval-limit N        evaluate on the first N test samples (0: all)
  *   --seed N              initialisation and shuffling seed (0)
  *   --save PATH, --load PATH, --checkpoint PATH, --resume PATH
  *   --log FILE.csv        the training log (below)
@@ -85,6 +86,7 @@ typedef struct sample_options {
     const char *data_dir;
     bool data_given;
     int64_t epochs, batch_size, limit;
+    int64_t eval_limit; /* --eval-limit: the first N test samples (0: all) */
     double lr;
     const char *optimizer;
     bool cosine;    /* --lr-schedule cosine (else constant) */

@@ -105,7 +105,7 @@ static int make_parts(sample_trainer *t)
         return 1;
     if (t->train_loader)
         t->test_loader = xg_loader_new(job->test, EVAL_BATCH, false, false,
-                                       0, 0);
+                                       0, o->eval_limit);
     t->predictions = malloc(EVAL_BATCH * sizeof *t->predictions);
     if (o->log && t->predictions)
         t->log_path = log_path(o->log, job->phase);
