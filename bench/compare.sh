@@ -10,7 +10,9 @@
 # Environment: REPS (5) runs of each build per line, BACKENDS ("cpu opencl
 # vulkan"), and the training samples per run: MLP_LIMIT_CPU (60000),
 # CNN_LIMIT_CPU (3200), MLP_LIMIT_GPU (12800), CNN_LIMIT_GPU (640) (the
-# software GPU drivers, PoCL and lavapipe, are slow).
+# software GPU drivers, PoCL and lavapipe, are slow), and DATA, a --data
+# folder for both (a copy of Fashion-MNIST with a shorter test set keeps
+# the evaluation, which samples/s leaves out, from taking most of the time).
 set -euo pipefail
 old=$1 new=$2
 reps=${REPS:-5}
@@ -22,7 +24,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 speed() {
     local line
     line=$(XGRAD_BACKEND=$2 "$1/samples/mnist_$3" --epochs 1 --limit "$4" \
-           2>/dev/null | grep '^result:') || return 1
+           ${DATA:+--data "$DATA"} 2>/dev/null | grep '^result:') || return 1
     sed -n 's/.* samples_per_s=\([0-9.]*\).*/\1/p' <<<"$line"
 }
 

@@ -1,4 +1,4 @@
-/* Philox4x32-10, the counter-based generator of api/backend.h.
+/* Philox4x32-10, the counter-based generator of api/core/backend.h.
  * reference: Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
  * SC 2011; constants and round function as in Random123. */
 #ifndef XG_PHILOX_GLSL

@@ -1,5 +1,5 @@
 /* Cross-backend conformance suite: main(), shared helpers and the
- * kernel-level tests (one Criterion test per op of api/ops.def).
+ * kernel-level tests (one Criterion test per op of api/core/ops.def).
  *
  * Run: XGRAD_TEST_BACKEND=opencl ./conformance   (or vulkan, or "name:N").
  * Exit 77 (meson's SKIP) when the backend is not built or has no device,

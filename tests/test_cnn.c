@@ -3,7 +3,7 @@
  *
  * Every expectation is computed here, independently of the library: small
  * cases worked by hand, a direct (loop-nest, double precision) convolution
- * from the definition in api/backend.h, central finite differences for the
+ * from the definition in api/core/backend.h, central finite differences for the
  * gradients, PyTorch's formulas for batch norm, and the Philox stream of
  * rand_uniform for dropout masks. Bad calls must return their error.
  *

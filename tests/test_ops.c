@@ -1295,7 +1295,7 @@ static void philox_block(uint64_t seed, uint64_t block, uint32_t w[4])
 
 Test(rng, uniform_matches_philox_spec)
 {
-    /* api/backend.h: element i uses block (offset + i/4), word i%4,
+    /* api/core/backend.h: element i uses block (offset + i/4), word i%4,
      * u = (word >> 8) * 2^-24, out = low + (high - low) * u; a fresh seed
      * starts at offset 0. */
     const uint64_t seed = 0x0123456789ABCDEFull;

@@ -1,5 +1,5 @@
 /* Convolution, pooling and dropout on NCHW images, with the semantics of
- * api/backend.h (struct xg_conv_args, xg_pool_args, xg_dropout_args).
+ * api/core/backend.h (struct xg_conv_args, xg_pool_args, xg_dropout_args).
  *
  * Convolution is lowered to GEMM through im2col.
  * reference: Chellapilla, Puri & Simard, "High Performance Convolutional

@@ -1,8 +1,8 @@
 /* The CPU backend's internals: device, buffers, thread pool and kernels.
  *
  * The CPU backend is the reference: its kernels define the semantics that
- * api/backend.h states, and the conformance suite holds every other backend
- * to them. Work runs synchronously in the calling thread, split over a small
+ * api/core/backend.h states, and the conformance suite holds every other
+ * backend to them. Work runs synchronously in the calling thread, split over a small
  * persistent thread pool when it is large enough to pay for the hand-off.
  */
 #ifndef XGRAD_CPU_IMPL_H
@@ -125,7 +125,7 @@ void cpu_philox4x32_10(const uint32_t key[2], const uint32_t ctr[4],
                        uint32_t out[4]);
 /* The uniform numbers in [0, 1) of blocks first .. first + n - 1 of stream
  * `seed` (1 <= n <= CPU_RNG_LANES), as rand_uniform(0, 1) maps them
- * (api/backend.h, xg_rng_args): u[4 * l + k] is word k of block first + l.
+ * (api/core/backend.h, xg_rng_args): u[4 * l + k] is word k of block first + l.
  * Dropout draws its mask from them. */
 enum { CPU_RNG_LANES = 16 };
 void cpu_uniform_blocks(uint64_t seed, uint64_t first, int n, float *u);

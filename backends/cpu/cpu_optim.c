@@ -1,5 +1,5 @@
 /* Fused optimizer updates, in place: Adam/AdamW and SGD (with momentum,
- * dampening, Nesterov), with the formulas of api/backend.h. */
+ * dampening, Nesterov), with the formulas of api/core/backend.h. */
 #include "cpu_impl.h"
 
 #include <math.h>

@@ -3,7 +3,8 @@
  * reference: Salmon, Moraes, Dror & Shaw, "Parallel random numbers: as easy
  * as 1, 2, 3", SC 2011, and its Random123 library (philox4x32_R with R = 10).
  * Element i of a call uses block (offset + i / 4), word i % 4; the exact
- * mapping from words to floats is in api/backend.h (struct xg_rng_args). */
+ * mapping from words to floats is in api/core/backend.h (struct
+ * xg_rng_args). */
 #include "cpu_impl.h"
 
 #include <assert.h>

@@ -1,4 +1,4 @@
-/* Convolution, pooling and dropout (api/backend.h: struct xg_conv_args,
+/* Convolution, pooling and dropout (api/core/backend.h: struct xg_conv_args,
  * xg_pool_args, xg_dropout_args), with the semantics of
  * backends/cpu/cpu_conv.c.
  *
