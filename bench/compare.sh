@@ -8,7 +8,7 @@
 #   bench/compare.sh OLD_BUILD NEW_BUILD
 #
 # Environment: REPS (5) runs of each build per line, BACKENDS ("cpu opencl
-# vulkan"), and the training samples per run: MLP_LIMIT_CPU (60000),
+# vulkan"), MODELS ("mlp cnn"), and the training samples per run: MLP_LIMIT_CPU (60000),
 # CNN_LIMIT_CPU (3200), MLP_LIMIT_GPU (12800), CNN_LIMIT_GPU (640) (the
 # software GPU drivers, PoCL and lavapipe, are slow), and DATA, a --data
 # folder for both (a copy of Fashion-MNIST with a shorter test set keeps
@@ -35,7 +35,7 @@ for b in $backends; do
         echo "compare.sh: no $b device, skipped" >&2
         continue
     fi
-    for model in mlp cnn; do
+    for model in ${MODELS:-mlp cnn}; do
         if [ "$b" = cpu ]; then
             [ $model = mlp ] && limit=${MLP_LIMIT_CPU:-60000} || limit=${CNN_LIMIT_CPU:-3200}
         else
