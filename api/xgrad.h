@@ -536,7 +536,9 @@ typedef struct xg_module xg_module;
  * - name: the type's name for messages ("ResidualBlock"); required.
  * - forward: computes the output from x, reading the module's state,
  *   parameters and children; returns a new tensor made by ops during the
- *   call (x itself is also accepted), or NULL with the error set. NULL for
+ *   call (x itself is also accepted), or NULL with the error set. It runs
+ *   inside a scope that xg_module_forward closes, so the other tensors it
+ *   makes need no freeing; x is never NULL there. NULL for
  *   modules that are not called (ModuleList, ModuleDict): forwarding them
  *   fails with XG_ERR_INVALID_ARG.
  * - free_state: optional; called by xg_module_free with the state pointer
