@@ -119,7 +119,9 @@ void xg_device_close(xg_device *dev);
 /* The calling thread's current device: the one new tensors are made on.
  * When none was set, the first call opens the default device (spec NULL
  * above); it stays open until xg_shutdown. Returns NULL, with the error, if
- * it cannot be opened. Borrowed. */
+ * it cannot be opened; that failure is remembered, and returned at once by
+ * later calls, until xg_shutdown (which forgets it, so a program that
+ * changed XGRAD_BACKEND can try again). Borrowed. */
 xg_device *xg_device_current(void);
 
 /* Makes `dev` the calling thread's current device (NULL: back to the

@@ -964,3 +964,25 @@ Test(error_state, unsupported_dtype_is_refused_by_name)
     xg_tensor_free(x);
     xg_tensor_free(y);
 }
+
+/* A default device that cannot be opened is not looked for again on every
+ * call (drivers are slow to enumerate): the failure stands until
+ * xg_shutdown. */
+Test(error_state, default_device_failure_is_remembered)
+{
+    xg_shutdown();
+    setenv("XGRAD_BACKEND", "nosuch", 1);
+    cr_assert_null(xg_device_current());
+    cr_assert_eq(xg_last_status(), XG_ERR_NOT_FOUND);
+    char first[512];
+    snprintf(first, sizeof first, "%s", xg_last_error());
+    setenv("XGRAD_BACKEND", "cpu", 1);
+    xg_clear_error();
+    cr_expect_null(xg_device_current(), "the failure is remembered");
+    cr_expect_eq(xg_last_status(), XG_ERR_NOT_FOUND);
+    cr_expect_str_eq(xg_last_error(), first, "with the same message");
+    cr_expect_null(xg_zeros(XG_SHAPE(2)), "ops fail the same way");
+    xg_shutdown();
+    cr_expect_not_null(xg_device_current(), "xg_shutdown forgets it: %s",
+                       xg_last_error());
+}

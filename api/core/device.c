@@ -22,6 +22,10 @@ enum { MAX_LISTED = 64 };
 
 static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
 static xg_device *default_device;
+/* Why the default device could not be opened, kept until xg_shutdown so
+ * that later calls fail at once instead of enumerating drivers again. */
+static xg_status default_failure;
+static char default_failure_message[512];
 static _Thread_local xg_device *current_device;
 
 int xg_backends(const char **names, int cap)
@@ -199,8 +203,15 @@ xg_device *xg_device_current(void)
     if (current_device)
         return current_device;
     pthread_mutex_lock(&default_lock);
-    if (!default_device && xg_device_open(NULL, &default_device) != XG_OK)
+    if (!default_device && default_failure != XG_OK) {
+        xg_set_error(default_failure, "%s", default_failure_message);
+    } else if (!default_device &&
+               xg_device_open(NULL, &default_device) != XG_OK) {
         default_device = NULL;
+        default_failure = xg_last_status();
+        snprintf(default_failure_message, sizeof default_failure_message,
+                 "%s", xg_last_error());
+    }
     xg_device *dev = default_device;
     pthread_mutex_unlock(&default_lock);
     return dev;
@@ -216,6 +227,7 @@ void xg_shutdown(void)
     pthread_mutex_lock(&default_lock);
     xg_device *dev = default_device;
     default_device = NULL;
+    default_failure = XG_OK;
     pthread_mutex_unlock(&default_lock);
     if (current_device == dev)
         current_device = NULL;
