@@ -12,7 +12,8 @@
  * Every phase trains with the samples' shared loop, so the common flags of
  * sample_common.h apply (all but --limit and the model files --save,
  * --load, --checkpoint, --resume); finetune's own:
- *   --model PATH          the features' file (finetune_features.safetensors)
+ *   --model PATH          keep the features' file at PATH (without it they
+ *                         go to a temporary folder, removed at the end)
  *   --pretrain-epochs N   epochs of pretraining (1)
  *   --pretrain-limit N    pretrain on the first N images of classes 0-4
  *                         (0: all)
@@ -32,9 +33,11 @@
  * Exit status: 0 on success, 1 on a library, data or file error, 2 on bad
  * flags.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sample_cnn.h"
 #include "sample_common.h"
@@ -312,9 +315,31 @@ static int check_epochs(void *ctx, const sample_options *o)
 
 /* ---- main ------------------------------------------------------------------- */
 
+/* Without --model the features go to features.safetensors in a new
+ * temporary folder ($TMPDIR or /tmp), which run removes at the end. */
+static int temp_model_path(ft_options *o, char *dir, size_t dir_cap,
+                           char *path, size_t path_cap)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, dir_cap, "%s/xgrad-finetune-XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "finetune: making a temporary folder %s: %s\n", dir,
+                strerror(errno));
+        return 1;
+    }
+    snprintf(path, path_cap, "%s/features.safetensors", dir);
+    o->model_path = path;
+    return 0;
+}
+
 static int run(void *ctx, const sample_session *s)
 {
-    const ft_options *o = ctx;
+    ft_options *o = ctx;
+    char dir[4096] = "", path[4200];
+    if (!o->model_path && temp_model_path(o, dir, sizeof dir, path,
+                                          sizeof path) != 0)
+        return 1;
     printf("device: %s (%s)\n", xg_device_name(s->dev),
            xg_device_backend(s->dev));
     xg_dataset *few = subset(s->train, 5, o->few);
@@ -331,16 +356,21 @@ static int run(void *ctx, const sample_session *s)
                (long long)few->n, fine, from_scratch);
     xg_dataset_free(few);
     xg_dataset_free(test);
+    if (*dir) {
+        remove(path);
+        rmdir(dir);
+        o->model_path = NULL;
+    }
     return rc;
 }
 
 int main(int argc, char **argv)
 {
-    ft_options ft = {.model_path = "finetune_features.safetensors",
-                     .pretrain_epochs = 1, .pretrain_limit = 0, .few = 1000};
+    ft_options ft = {.model_path = NULL, .pretrain_epochs = 1,
+                     .pretrain_limit = 0, .few = 1000};
     static const sample_flag flags[] = {
-        {"--model", "PATH", "the features' file "
-         "(finetune_features.safetensors)", parse_model},
+        {"--model", "PATH", "keep the features' file at PATH (default: a "
+         "temporary folder)", parse_model},
         {"--pretrain-epochs", "N", "epochs of pretraining (1)",
          parse_pretrain_epochs},
         {"--pretrain-limit", "N", "pretrain on the first N images of "
