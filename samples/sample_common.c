@@ -198,7 +198,7 @@ static int parse_common(sample_options *o, const char *flag, const char *value)
     if (strcmp(flag, "--data") == 0) {
         o->data_dir = value;
         o->data_given = true;
-        return 0;
+        return *value ? 0 : sample_bad_value(flag, value, "a folder");
     }
     if (strcmp(flag, "--epochs") == 0)
         return sample_parse_int(flag, value, 0, 100000, &o->epochs);
