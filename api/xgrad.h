@@ -467,8 +467,10 @@ xg_tensor *xg_max_pool2d(xg_tensor *x, int kernel, int stride, int padding);
 xg_tensor *xg_avg_pool2d(xg_tensor *x, int kernel, int stride, int padding);
 
 /* Zeroes each element with probability p (0 <= p < 1) and scales the rest
- * by 1 / (1 - p), drawing the mask from the thread's generator; returns x's
- * values unchanged (a new tensor) when `training` is false. */
+ * by 1 / (1 - p), drawing the mask from the thread's generator. When
+ * `training` is false (or p is 0) it returns a new tensor object that shares
+ * x's storage: x's values, no copy, as PyTorch's eval-mode dropout returns
+ * its input; an in-place write to x shows through it. */
 xg_tensor *xg_dropout(xg_tensor *x, float p, bool training);
 
 /* Merges axes start_axis..end into one (torch.flatten(x, start_axis)). */
