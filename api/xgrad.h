@@ -608,8 +608,10 @@ xg_status xg_module_add_buffer(xg_module *m, const char *name,
  * of m's ancestors): then nothing changes. A ModuleList accepts only its
  * next index as name ("0", "1", ...).
  * Errors: XG_ERR_INVALID_ARG (NULL module or name, bad or taken name, a
- * child that already has a parent, a cycle), XG_ERR_OUT_OF_MEMORY. A NULL
- * child returns the error that produced it. */
+ * child that already has a parent, a cycle, a tree deeper than
+ * XG_MODULE_MAX_DEPTH levels), XG_ERR_OUT_OF_MEMORY. A NULL child returns
+ * the error that produced it. */
+#define XG_MODULE_MAX_DEPTH 64
 xg_status xg_module_add_child(xg_module *m, const char *name,
                               xg_module *child);
 

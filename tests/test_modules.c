@@ -658,3 +658,28 @@ Test(modules, param_groups_decay_only_where_asked)
     xg_optim_free(opt);
     xg_module_free(lin);
 }
+
+/* Trees are at most XG_MODULE_MAX_DEPTH levels deep, whichever way they are
+ * built (a chain grown downwards, or a deep tree put under another), so
+ * walking them cannot exhaust the stack. */
+Test(modules, depth_is_bounded)
+{
+    xg_module *root = xg_sequential(), *leaf = root;
+    for (int level = 2; level <= XG_MODULE_MAX_DEPTH; level++) {
+        xg_module *next = xg_sequential();
+        cr_assert_eq(xg_sequential_add(leaf, "s", next), XG_OK,
+                     "level %d: %s", level, xg_last_error());
+        leaf = next;
+    }
+    cr_assert_eq(xg_sequential_add(leaf, "fc", xg_linear(2, 2, true)),
+                 XG_ERR_INVALID_ARG, "a level past the bound");
+    cr_expect(strstr(xg_last_error(), "XG_MODULE_MAX_DEPTH") != NULL, "%s",
+              xg_last_error());
+    cr_assert_eq(xg_module_child_count(leaf), 0, "the tree is unchanged");
+    /* The whole chain under one more parent is refused too (and freed, as
+     * any child an add refuses that belongs to no tree). */
+    xg_module *top = xg_sequential();
+    cr_assert_eq(xg_sequential_add(top, "chain", root), XG_ERR_INVALID_ARG);
+    cr_assert_eq(xg_module_child_count(top), 0);
+    xg_module_free(top);
+}

@@ -267,6 +267,18 @@ xg_status xg_module_add_buffer(xg_module *m, const char *name,
 
 /* ---- children ---------------------------------------------------------- */
 
+/* Levels of modules below and including m (1 for a module without
+ * children). Bounded by XG_MODULE_MAX_DEPTH, which every tree respects. */
+static int tree_height(const xg_module *m)
+{
+    int h = 0;
+    for (int i = 0; i < m->n_children; i++) {
+        int c = tree_height(m->children[i].module);
+        h = c > h ? c : h;
+    }
+    return h + 1;
+}
+
 /* Why `c` cannot become a child of m without touching another tree:
  * NULL when it can. */
 static const char *tree_conflict(const xg_module *m, const xg_module *c)
@@ -278,6 +290,21 @@ static const char *tree_conflict(const xg_module *m, const xg_module *c)
             return a == m ? "cannot be its own child"
                           : "is an ancestor of the module (a cycle)";
     return NULL;
+}
+
+/* XG_OK when c under m keeps the tree within XG_MODULE_MAX_DEPTH levels. */
+static xg_status check_depth(const xg_module *m, const xg_module *c,
+                             const char *what)
+{
+    int depth = 0; /* levels from the root down to m */
+    for (const xg_module *a = m; a; a = a->parent)
+        depth++;
+    int height = tree_height(c);
+    if (depth + height <= XG_MODULE_MAX_DEPTH)
+        return XG_OK;
+    return xg_set_error(XG_ERR_INVALID_ARG, "%s: the %s would make the tree "
+                        "%d levels deep (XG_MODULE_MAX_DEPTH is %d)", what,
+                        c->cls->name, depth + height, XG_MODULE_MAX_DEPTH);
 }
 
 static xg_status check_child(const xg_module *m, const char *name,
@@ -341,6 +368,8 @@ static xg_status add_child(xg_module *m, const char *name, xg_module *c,
                           "a %s", what, m->cls->name, cls->name);
     if (st == XG_OK)
         st = check_child(m, name, what);
+    if (st == XG_OK)
+        st = check_depth(m, c, what);
     if (st == XG_OK)
         st = attach(m, name, c, what);
     if (st != XG_OK)
