@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: install what is missing (including the CPU drivers PoCL and
 # lavapipe, so the OpenCL and Vulkan suites run without a GPU), build, and
-# run all suites; then the CPU suites again under AddressSanitizer and
+# run all suites; then the core suites with the built-in GEMM instead of
+# OpenBLAS, the CPU suites again under AddressSanitizer and
 # UndefinedBehaviorSanitizer, and the safetensors loader under libFuzzer for
 # a minute. With every driver installed a missing device fails its suite
 # instead of being skipped. Arguments go to the first `meson test`.
@@ -21,6 +22,11 @@ fi
 echo "== all suites" >&2
 xg_build build-test -Dtests=enabled
 meson test -C build-test --print-errorlogs "$@"
+
+echo "== core suites with the built-in GEMM (no OpenBLAS)" >&2
+xg_build build-noblas -Dtests=enabled -Dblas=disabled -Dopencl=disabled \
+    -Dvulkan=disabled
+meson test -C build-noblas --print-errorlogs --suite core
 
 echo "== CPU suites under ASan + UBSan" >&2
 xg_build build-asan -Dtests=enabled -Dopencl=disabled -Dvulkan=disabled \
