@@ -3,8 +3,8 @@
 # lavapipe, so the OpenCL and Vulkan suites run without a GPU), build, and
 # run all suites; then the core suites with the built-in GEMM instead of
 # OpenBLAS, the CPU suites again under AddressSanitizer and
-# UndefinedBehaviorSanitizer, and the safetensors loader under libFuzzer for
-# a minute. With every driver installed a missing device fails its suite
+# UndefinedBehaviorSanitizer, the safetensors loader under libFuzzer for a
+# minute and the IDX reader for 30 s. With every driver installed a missing device fails its suite
 # instead of being skipped. Arguments go to the first `meson test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +41,9 @@ rm -rf build-fuzz/corpus && mkdir -p build-fuzz/corpus
 build-fuzz/fuzz/fuzz_safetensors -max_total_time=60 -print_final_stats=1 \
     -dict=fuzz/safetensors.dict -artifact_prefix=build-fuzz/ \
     build-fuzz/corpus fuzz/corpus
+
+echo "== IDX reader under libFuzzer (30 s)" >&2
+rm -rf build-fuzz/corpus_idx && mkdir -p build-fuzz/corpus_idx
+build-fuzz/fuzz/fuzz_idx -max_total_time=30 -print_final_stats=1 \
+    -malloc_limit_mb=512 -artifact_prefix=build-fuzz/ \
+    build-fuzz/corpus_idx fuzz/corpus_idx
