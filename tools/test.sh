@@ -4,8 +4,9 @@
 # run all suites; then the core suites with the built-in GEMM instead of
 # OpenBLAS, the CPU suites again under AddressSanitizer and
 # UndefinedBehaviorSanitizer, the safetensors loader under libFuzzer for a
-# minute and the IDX reader for 30 s. With every driver installed a missing device fails its suite
-# instead of being skipped. Arguments go to the first `meson test`.
+# minute and the IDX reader for 30 s. With every driver installed a missing
+# device fails its suite instead of being skipped. Arguments go to the
+# first `meson test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/setup.sh
