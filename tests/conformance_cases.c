@@ -646,12 +646,17 @@ static void gen_sgd(xg_op op, conf_case_list *l)
 
 /* n, c_in, h, w, c_out, k, stride, pad, dilation, groups: a single pixel,
  * strides, padding, dilation, groups (also 1x1 and depthwise), a kernel as
- * large as the padded image, and the MNIST network's shapes (batch cut). */
+ * large as the padded image, and the MNIST network's shapes (batch cut).
+ * The last two have GEMMs deeper than lavapipe's 65535-trip loop budget
+ * covers in one go (about 95k terms): a 320x320 output plane (the depth of
+ * the weight gradient's GEMM) and c_in * kh * kw = 98,304 (the depth of the
+ * forward's and the input gradient's). */
 static const int conv_shapes[][10] = {
     {1, 1, 5, 5, 1, 3, 1, 0, 1, 1},   {2, 3, 7, 7, 4, 3, 2, 1, 1, 1},
     {3, 4, 9, 8, 6, 3, 1, 1, 2, 2},   {2, 6, 5, 7, 6, 1, 1, 0, 1, 3},
     {1, 4, 6, 6, 4, 3, 1, 1, 1, 4},   {1, 3, 5, 5, 2, 5, 1, 2, 1, 1},
     {4, 1, 28, 28, 32, 3, 1, 0, 1, 1}, {2, 32, 26, 26, 64, 3, 1, 0, 1, 1},
+    {1, 1, 320, 320, 1, 1, 1, 0, 1, 1}, {1, 1536, 8, 8, 2, 8, 1, 0, 1, 1},
 };
 
 static void gen_conv(xg_op op, conf_case_list *l)

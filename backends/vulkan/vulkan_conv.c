@@ -67,25 +67,25 @@ typedef struct gemm_view {
     int64_t offset, stride;
 } gemm_view;
 
-/* C_s = op(A_s) op(B_s) for s < batch, C [m, n], depth k (gemm_common.glsl
- * with XG_GEMM_OFFSETS). trans: "nn", "nt" or "tn". */
-static xg_status gemm(xg_vk_device *d, const char *trans, int64_t batch,
-                      int64_t m, int64_t n, int64_t k, gemm_view a,
-                      gemm_view b, gemm_view c)
+/* One dispatch of C_z = op(A) op(B) over z < batch * splits, each product
+ * over K chunk k_chunk of its matrix pair (gemm_common.glsl with
+ * XG_GEMM_OFFSETS). trans: "nn", "nt" or "tn". */
+static xg_status gemm_dispatch(xg_vk_device *d, const char *trans,
+                               int64_t batch, int64_t m, int64_t n,
+                               int64_t k, int64_t splits, int64_t k_chunk,
+                               gemm_view a, gemm_view b, gemm_view c)
 {
     struct {
         uint32_t batch, m, n, k, stride_a, stride_b, stride_c;
         float alpha;
-        uint32_t splits, k_chunk; /* K in one piece: conv depths are small */
+        uint32_t splits, k_chunk;
         uint32_t offset_a, offset_b, offset_c;
     } p = {u32(batch),    u32(m),        u32(n),        u32(k),
            u32(a.stride), u32(b.stride), u32(c.stride), 1.0f,
-           1,             u32(k),        u32(a.offset), u32(b.offset),
+           u32(splits),   u32(k_chunk),  u32(a.offset), u32(b.offset),
            u32(c.offset)};
-    /* The subgroup kernel (CPU drivers) loops over K in one go, and lavapipe
-     * stops a shader's loops after 65535 trips: beyond XG_GEMM_K_CHUNK the
-     * tiled kernel, which takes K in tiles, does the product. */
-    bool sg = d->subgroup_gemm && k <= XG_GEMM_K_CHUNK;
+    /* The subgroup kernel (CPU drivers) loops over a K chunk in one go. */
+    bool sg = d->subgroup_gemm;
     xg_vk_job job = {.push_size = sizeof p};
     memcpy(job.push, &p, sizeof p);
     if (strcmp(trans, "nt") == 0)
@@ -98,10 +98,52 @@ static xg_status gemm(xg_vk_device *d, const char *trans, int64_t batch,
                                  : XG_GEMM_TILE_N);
     job.groups[1] = groups(m, sg ? XG_GEMM_SG_LANES * XG_GEMM_SG_ROW_BLOCKS
                                  : XG_GEMM_TILE_M);
-    job.groups[2] = groups(batch, 1);
+    job.groups[2] = groups(batch * splits, 1);
     xg_buffer *const in[XG_KERNEL_MAX_IN] = {a.buf, b.buf, NULL};
     xg_buffer *const out[XG_KERNEL_MAX_OUT] = {c.buf, NULL, NULL};
     return xg_vk_dispatch(d, &job, in, out);
+}
+
+/* C_s = op(A_s) op(B_s) for s < batch, C [m, n], depth k. lavapipe ends a
+ * shader's loops after 65535 trips in all, so K past XG_GEMM_K_CHUNK is cut
+ * into chunks (as matmul does): the partial products go to a temporary
+ * [batch, splits, m, n], the REDUCE kernel sums them over the splits, and
+ * copy_strided puts the sums at C's offset and stride. */
+static xg_status gemm(xg_vk_device *d, const char *trans, int64_t batch,
+                      int64_t m, int64_t n, int64_t k, gemm_view a,
+                      gemm_view b, gemm_view c)
+{
+    if (k <= XG_GEMM_K_CHUNK)
+        return gemm_dispatch(d, trans, batch, m, n, k, 1, k, a, b, c);
+    int64_t splits = (k + XG_GEMM_K_CHUNK - 1) / XG_GEMM_K_CHUNK;
+    int64_t mn = m * n;
+    xg_buffer *partial = NULL, *sums = NULL;
+    xg_status st = xg_vk_alloc(&d->base, (size_t)(batch * splits * mn) * 4,
+                               &partial);
+    if (st == XG_OK)
+        st = xg_vk_alloc(&d->base, (size_t)(batch * mn) * 4, &sums);
+    if (st == XG_OK)
+        st = gemm_dispatch(d, trans, batch, m, n, k, splits, XG_GEMM_K_CHUNK,
+                           a, b, (gemm_view){partial, 0, mn});
+    xg_kernel_call sum = {.op = XG_OP_sum,
+                          .in = {{partial, XG_F32}},
+                          .out = {{sums, XG_F32}},
+                          .p.reduce = {batch, splits, mn}};
+    if (st == XG_OK)
+        st = xg_backend_vulkan.kernels[XG_FAMILY_REDUCE](&d->base, &sum);
+    xg_kernel_call put = {.op = XG_OP_copy_strided,
+                          .in = {{sums, XG_F32}},
+                          .out = {{c.buf, XG_F32}}};
+    put.p.strided = (xg_strided_args){.ndim = 2, .n = batch * mn,
+                                      .shape = {batch, mn},
+                                      .in_stride = {mn, 1},
+                                      .out_stride = {c.stride, 1},
+                                      .out_offset = c.offset};
+    if (st == XG_OK)
+        st = xg_backend_vulkan.kernels[XG_FAMILY_STRIDED](&d->base, &put);
+    xg_vk_free(&d->base, sums); /* kept until the queued work has run */
+    xg_vk_free(&d->base, partial);
+    return st;
 }
 
 /* One conv call: its sizes, scratch and chunking. */
