@@ -16,8 +16,14 @@
  *   xg_tensor_free. Tensors and modules registered on a module belong to it.
  *   Pointers described as "borrowed" must not be freed by the caller.
  * - Nothing here aborts or exits on input from a caller or a file.
- * - Objects may be used from one thread at a time; errors, scopes, the
- *   grad mode and the current device are per thread.
+ * - Threads: a device may be used by several threads at once (the default
+ *   device that threads without a device of their own share, or one a
+ *   program opened): every call into its backend holds the device's lock,
+ *   so their work is serialised on it. Errors, scopes, the grad mode, the
+ *   random generator and the current device are per thread. Tensors,
+ *   modules, optimizers, loaders and files are not: use each from one
+ *   thread at a time (two threads training one model need their own
+ *   synchronisation).
  */
 #ifndef XGRAD_H
 #define XGRAD_H

@@ -2,7 +2,8 @@
 # Every test: install what is missing (including the CPU drivers PoCL and
 # lavapipe, so the OpenCL and Vulkan suites run without a GPU), build, and
 # run all suites; then the core suites with the built-in GEMM instead of
-# OpenBLAS, the CPU suites again under AddressSanitizer and
+# OpenBLAS, threads sharing a device under ThreadSanitizer, the CPU suites
+# again under AddressSanitizer and
 # UndefinedBehaviorSanitizer, the safetensors loader under libFuzzer for a
 # minute and the IDX reader for 30 s. With every driver installed a missing
 # device fails its suite instead of being skipped. Arguments go to the
@@ -28,6 +29,16 @@ echo "== core suites with the built-in GEMM (no OpenBLAS)" >&2
 xg_build build-noblas -Dtests=enabled -Dblas=disabled -Dopencl=disabled \
     -Dvulkan=disabled
 meson test -C build-noblas --print-errorlogs --suite core
+
+echo "== threads sharing a device, under ThreadSanitizer" >&2
+if [ ! -f build-tsan/build.ninja ]; then
+    meson setup build-tsan -Dtests=enabled -Db_sanitize=thread \
+        -Dbuildtype=debug -Dblas=disabled -Dopencl=disabled \
+        -Dvulkan=disabled >&2
+fi
+ninja -C build-tsan tests/threads_train >&2
+TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --no-rebuild \
+    --print-errorlogs threads
 
 echo "== CPU suites under ASan + UBSan" >&2
 xg_build build-asan -Dtests=enabled -Dopencl=disabled -Dvulkan=disabled \

@@ -2,6 +2,7 @@
 #ifndef XGRAD_CORE_IMPL_H
 #define XGRAD_CORE_IMPL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -12,17 +13,31 @@
 
 /* A device as the core sees it: the backend's device plus bookkeeping. It is
  * reference counted: the opener holds one reference and every storage on it
- * holds one, so closing a device with live tensors is safe. */
+ * holds one, so closing a device with live tensors is safe. Several threads
+ * may use one device: every call into the backend holds `lock` (backends
+ * keep unsynchronised state: allocator lists, queues, scratch). */
 struct xg_device {
     const xg_backend *backend;
     xg_backend_device *bdev;
-    int refs;
+    pthread_mutex_t lock;
+    _Atomic int refs;
     bool closed; /* the opener closed it; tensors on it are unusable */
     xg_status lost; /* XG_ERR_DEVICE_LOST once the device is lost, else OK */
 };
 
 void xg__device_retain(xg_device *dev);
 void xg__device_release(xg_device *dev);
+
+/* Hold the device's lock around a call into its backend. */
+static inline void xg__device_lock(xg_device *dev)
+{
+    pthread_mutex_lock(&dev->lock);
+}
+
+static inline void xg__device_unlock(xg_device *dev)
+{
+    pthread_mutex_unlock(&dev->lock);
+}
 
 /* XG_OK when the device can take work; else XG_ERR_STATE (closed) or
  * XG_ERR_DEVICE_LOST, with the error set for `what`. */

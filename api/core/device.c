@@ -91,6 +91,7 @@ static xg_status open_index(const xg_backend *be, int index, xg_device **out)
     }
     dev->backend = be;
     dev->refs = 1;
+    pthread_mutex_init(&dev->lock, NULL);
     *out = dev;
     return XG_OK;
 }
@@ -185,6 +186,7 @@ void xg__device_release(xg_device *dev)
     if (!dev || --dev->refs > 0)
         return;
     dev->backend->close(dev->bdev);
+    pthread_mutex_destroy(&dev->lock);
     free(dev);
 }
 
@@ -268,7 +270,10 @@ xg_status xg_device_sync(xg_device *dev)
     xg_status st = xg__device_check(dev, "device_sync");
     if (st != XG_OK)
         return st;
-    return xg__device_result(dev, dev->backend->sync(dev->bdev));
+    xg__device_lock(dev);
+    st = xg__device_result(dev, dev->backend->sync(dev->bdev));
+    xg__device_unlock(dev);
+    return st;
 }
 
 int xg_op_count(void)
@@ -351,5 +356,8 @@ xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
                             "op %s with dtype %s is not implemented on "
                             "backend %s", info->name, what, b->name);
     }
-    return xg__device_result(dev, fn(dev->bdev, call));
+    xg__device_lock(dev);
+    st = xg__device_result(dev, fn(dev->bdev, call));
+    xg__device_unlock(dev);
+    return st;
 }

@@ -117,8 +117,11 @@ static xg_storage *storage_new(xg_device *dev, size_t bytes, const char *who)
         xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory", who);
         return NULL;
     }
-    xg_status st = dev->backend->alloc(dev->bdev, bytes, &s->buf);
-    if (xg__device_result(dev, st) != XG_OK) {
+    xg__device_lock(dev);
+    xg_status st = xg__device_result(
+        dev, dev->backend->alloc(dev->bdev, bytes, &s->buf));
+    xg__device_unlock(dev);
+    if (st != XG_OK) {
         free(s);
         return NULL;
     }
@@ -133,7 +136,9 @@ static void storage_release(xg_storage *s)
 {
     if (!s || --s->refs > 0)
         return;
+    xg__device_lock(s->dev);
     s->dev->backend->free(s->dev->bdev, s->buf);
+    xg__device_unlock(s->dev);
     xg__device_release(s->dev);
     free(s);
 }
@@ -429,8 +434,11 @@ xg_status xg_tensor_read(const xg_tensor *t, void *dst, size_t bytes)
     if (!src.buf)
         return xg_last_status();
     xg_device *dev = t->storage->dev;
-    return xg__device_result(
+    xg__device_lock(dev);
+    st = xg__device_result(
         dev, dev->backend->download(dev->bdev, src.buf, 0, dst, bytes));
+    xg__device_unlock(dev);
+    return st;
 }
 
 xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes)
@@ -444,8 +452,11 @@ xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes)
                             "to a contiguous tensor (xg_contiguous)");
     xg__tensor_touched(t);
     xg_device *dev = t->storage->dev;
-    return xg__device_result(
+    xg__device_lock(dev);
+    st = xg__device_result(
         dev, dev->backend->upload(dev->bdev, xg__buf(t), 0, src, bytes));
+    xg__device_unlock(dev);
+    return st;
 }
 
 xg_status xg_tensor_item(const xg_tensor *t, float *out)
