@@ -911,8 +911,10 @@ typedef struct xg_train_state {
  * step counts, lr, parameter groups), `state` (NULL: zeros), and `hparams`
  * (NULL or a NULL-ended list of key, value strings) as __metadata__,
  * atomically. Errors: XG_ERR_INVALID_ARG (NULL argument, an optimizer
- * parameter that is not one of the module's, a hyperparameter without
- * value or with a key the checkpoint uses), XG_ERR_IO, device errors. */
+ * parameter that is not one of the module's, a parameter name longer than
+ * 255 characters, an epoch or step outside [0, 2^53], a hyperparameter
+ * without value or with a key the checkpoint uses), XG_ERR_IO, device
+ * errors. */
 xg_status xg_checkpoint_save(const char *path, const xg_module *m,
                              const xg_optim *opt, const xg_train_state *state,
                              const char *const *hparams);
@@ -920,9 +922,11 @@ xg_status xg_checkpoint_save(const char *path, const xg_module *m,
 /* Restores what xg_checkpoint_save wrote into a module and optimizer built
  * the same way (same kind, same parameters, same parameter groups), and
  * fills *state (optional). Nothing is changed on error. Errors: those of
- * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata),
- * XG_ERR_INVALID_ARG (NULL argument, another optimizer kind, other
- * parameter groups). */
+ * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata, a step
+ * or epoch count outside [0, 2^53], an optimizer moment or momentum that
+ * is not finite, a negative second moment; the message names the key and
+ * the file), XG_ERR_INVALID_ARG (NULL argument, another optimizer kind,
+ * other parameter groups, a parameter name longer than 255 characters). */
 xg_status xg_checkpoint_load(const char *path, xg_module *m, xg_optim *opt,
                              xg_train_state *state);
 
