@@ -13,7 +13,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -660,6 +662,41 @@ Test(safetensors, read_only_folder)
     expect_unchanged(path, old, old_len);
     cr_expect_eq(temp_files_left(in_dir("ro")), 0);
     free(old);
+}
+
+Test(safetensors, stale_temp_files_of_the_target_are_removed)
+{
+    char path[600], stale[600];
+    snprintf(path, sizeof path, "%s", in_dir("model.safetensors"));
+    snprintf(stale, sizeof stale, "%s", in_dir("model.safetensors.tmp-a1B2c3"));
+    write_bytes(stale, "x", 1);
+    static const char *const others[] = {
+        "model.safetensors.tmp-a1B2c",   "model.safetensors.tmp-a1B2c3d",
+        "model.safetensors.tmp-a1B2c!",  "model.safetensors.tmp-a1B2c3.x",
+        "other.safetensors.tmp-a1B2c3",  "xmodel.safetensors.tmp-a1B2c3",
+        "model.safetensorstmp-a1B2c3",   "model.safetensors.bak",
+        "notes.txt",
+    };
+    size_t n = sizeof others / sizeof *others;
+    for (size_t i = 0; i < n; i++)
+        write_bytes(in_dir(others[i]), "y", 1);
+    cr_assert_eq(mkdir(in_dir("model.safetensors.tmp-Dir123"), 0700), 0);
+    /* a writer at work holds a lock on its temporary file */
+    char live[600];
+    snprintf(live, sizeof live, "%s", in_dir("model.safetensors.tmp-Live12"));
+    write_bytes(live, "z", 1);
+    int fd = open(live, O_RDONLY);
+    cr_assert(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    cr_assert_eq(save_filled(path, 4, 1.0f), XG_OK, "%s", xg_last_error());
+    cr_expect_eq(access(live, F_OK), 0, "a locked temporary file was removed");
+    close(fd);
+    cr_expect_eq(access(stale, F_OK), -1, "the stale temporary file stays");
+    for (size_t i = 0; i < n; i++)
+        cr_expect_eq(access(in_dir(others[i]), F_OK), 0, "%s was removed",
+                     others[i]);
+    cr_expect_eq(access(in_dir("model.safetensors.tmp-Dir123"), F_OK), 0,
+                 "a folder was removed");
+    cr_expect_eq(rmdir(in_dir("model.safetensors.tmp-Dir123")), 0);
 }
 
 Test(safetensors, replaces_the_file_with_usual_permissions)
