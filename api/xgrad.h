@@ -804,9 +804,14 @@ xg_status xg_optim_step(xg_optim *opt);
 /* Drops the gradients of all its parameters. */
 void xg_optim_zero_grad(xg_optim *opt);
 
-/* The learning rate (0 for NULL), and a new one for the next steps, shared
- * by all parameter groups; a negative or non-finite lr is ignored. */
+/* The learning rate (0 for NULL). */
 float xg_optim_lr(const xg_optim *opt);
+
+/* Sets the learning rate of the next steps, shared by all parameter
+ * groups. A NULL optimizer or a negative or non-finite lr leaves the rate
+ * as it was and sets the thread's error to XG_ERR_INVALID_ARG (see
+ * xg_last_status); the function returns nothing, so a caller that wants
+ * to know calls xg_clear_error before and xg_last_status after. */
 void xg_optim_set_lr(xg_optim *opt, float lr);
 
 /* Number of steps taken. */
@@ -820,7 +825,10 @@ void xg_optim_free(xg_optim *opt);
  * StepLR: base * gamma^(floor(step / step_size)).
  * Cosine with linear warmup: base * (step + 1) / warmup during the first
  * `warmup` steps, then min_lr + (base - min_lr) * (1 + cos(pi * p)) / 2 with
- * p = (step - warmup) / (total - warmup) clamped to [0, 1]. */
+ * p = (step - warmup) / (total - warmup) clamped to [0, 1].
+ * Both count a negative step as step 0, so they never return more than
+ * base_lr (for gamma <= 1) nor a negative or NaN rate from finite,
+ * non-negative arguments. */
 float xg_lr_step(float base_lr, int64_t step, int64_t step_size, float gamma);
 float xg_lr_cosine(float base_lr, int64_t step, int64_t warmup,
                    int64_t total, float min_lr);
@@ -881,7 +889,11 @@ xg_status xg_safetensors_writer_add_i64(xg_safetensors_writer *w,
 /* Sets a __metadata__ string pair. */
 xg_status xg_safetensors_writer_metadata(xg_safetensors_writer *w,
                                          const char *key, const char *value);
-/* Writes the file atomically. Errors: XG_ERR_IO with the reason. */
+/* Writes the file atomically: into `path`.tmp-XXXXXX (six letters or
+ * digits) beside it, then renamed over `path`. Temporary files of `path`
+ * left by writers that were killed (regular files of exactly that name
+ * pattern that no writer holds locked) are removed first. Errors:
+ * XG_ERR_IO with the reason. */
 xg_status xg_safetensors_writer_save(xg_safetensors_writer *w,
                                      const char *path);
 void xg_safetensors_writer_free(xg_safetensors_writer *w);
