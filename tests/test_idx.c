@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -514,6 +515,17 @@ Test(idx, gzip_bombs_fail_fast)
     cr_expect(strstr(xg_last_error(), "xg_idx_set_max_bytes") != NULL,
               "the message says how to raise the limit: \"%s\"",
               xg_last_error());
+    /* with the limit raised, the buffer grows only with the data that
+     * arrives: 1 MiB of data costs nowhere near 4 GiB */
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    xg_idx_set_max_bytes((uint64_t)4 << 30);
+    expect_fail(p, FORMAT, "4 GiB announced, 1 MiB present");
+    xg_idx_set_max_bytes(0);
+    getrusage(RUSAGE_SELF, &after);
+    cr_expect_lt(after.ru_maxrss - before.ru_maxrss, 256 * 1024,
+                 "peak memory grew by %ld KiB",
+                 after.ru_maxrss - before.ru_maxrss);
 }
 
 Test(idx, size_limit_is_the_callers)
@@ -665,6 +677,14 @@ Test(mnist, missing_files)
     xg_dataset *ds = NULL;
     cr_expect_eq(xg_mnist_load("/nonexistent/xgrad", "train", 0, 0, &ds),
                  XG_ERR_NOT_FOUND, "missing folder");
+}
+
+Test(mnist, fifo_in_the_folder_is_refused, .timeout = 10)
+{
+    write_mnist("", "train", false, MN, MN, mn_labels);
+    unlink(path_of("train-labels-idx1-ubyte"));
+    cr_assert_eq(mkfifo(path_of("train-labels-idx1-ubyte"), 0600), 0);
+    expect_load_fails("train", XG_ERR_IO, "labels file is a FIFO");
 }
 
 Test(mnist, wrong_file_shapes)
