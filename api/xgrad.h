@@ -816,9 +816,14 @@ xg_status xg_optim_step(xg_optim *opt);
 /* Drops the gradients of all its parameters. */
 void xg_optim_zero_grad(xg_optim *opt);
 
-/* The learning rate (0 for NULL), and a new one for the next steps, shared
- * by all parameter groups; a negative or non-finite lr is ignored. */
+/* The learning rate (0 for NULL). */
 float xg_optim_lr(const xg_optim *opt);
+
+/* Sets the learning rate of the next steps, shared by all parameter
+ * groups. A NULL optimizer or a negative or non-finite lr leaves the rate
+ * as it was and sets the thread's error to XG_ERR_INVALID_ARG (see
+ * xg_last_status); the function returns nothing, so a caller that wants
+ * to know calls xg_clear_error before and xg_last_status after. */
 void xg_optim_set_lr(xg_optim *opt, float lr);
 
 /* Number of steps taken. */
@@ -832,7 +837,10 @@ void xg_optim_free(xg_optim *opt);
  * StepLR: base * gamma^(floor(step / step_size)).
  * Cosine with linear warmup: base * (step + 1) / warmup during the first
  * `warmup` steps, then min_lr + (base - min_lr) * (1 + cos(pi * p)) / 2 with
- * p = (step - warmup) / (total - warmup) clamped to [0, 1]. */
+ * p = (step - warmup) / (total - warmup) clamped to [0, 1].
+ * Both count a negative step as step 0, so they never return more than
+ * base_lr (for gamma <= 1) nor a negative or NaN rate from finite,
+ * non-negative arguments. */
 float xg_lr_step(float base_lr, int64_t step, int64_t step_size, float gamma);
 float xg_lr_cosine(float base_lr, int64_t step, int64_t warmup,
                    int64_t total, float min_lr);
@@ -893,7 +901,11 @@ xg_status xg_safetensors_writer_add_i64(xg_safetensors_writer *w,
 /* Sets a __metadata__ string pair. */
 xg_status xg_safetensors_writer_metadata(xg_safetensors_writer *w,
                                          const char *key, const char *value);
-/* Writes the file atomically. Errors: XG_ERR_IO with the reason. */
+/* Writes the file atomically: into `path`.tmp-XXXXXX (six letters or
+ * digits) beside it, then renamed over `path`. Temporary files of `path`
+ * left by writers that were killed (regular files of exactly that name
+ * pattern that no writer holds locked) are removed first. Errors:
+ * XG_ERR_IO with the reason. */
 xg_status xg_safetensors_writer_save(xg_safetensors_writer *w,
                                      const char *path);
 void xg_safetensors_writer_free(xg_safetensors_writer *w);
@@ -923,8 +935,10 @@ typedef struct xg_train_state {
  * step counts, lr, parameter groups), `state` (NULL: zeros), and `hparams`
  * (NULL or a NULL-ended list of key, value strings) as __metadata__,
  * atomically. Errors: XG_ERR_INVALID_ARG (NULL argument, an optimizer
- * parameter that is not one of the module's, a hyperparameter without
- * value or with a key the checkpoint uses), XG_ERR_IO, device errors. */
+ * parameter that is not one of the module's, a parameter name longer than
+ * 255 characters, an epoch or step outside [0, 2^53], a hyperparameter
+ * without value or with a key the checkpoint uses), XG_ERR_IO, device
+ * errors. */
 xg_status xg_checkpoint_save(const char *path, const xg_module *m,
                              const xg_optim *opt, const xg_train_state *state,
                              const char *const *hparams);
@@ -932,9 +946,11 @@ xg_status xg_checkpoint_save(const char *path, const xg_module *m,
 /* Restores what xg_checkpoint_save wrote into a module and optimizer built
  * the same way (same kind, same parameters, same parameter groups), and
  * fills *state (optional). Nothing is changed on error. Errors: those of
- * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata),
- * XG_ERR_INVALID_ARG (NULL argument, another optimizer kind, other
- * parameter groups). */
+ * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata, a step
+ * or epoch count outside [0, 2^53], an optimizer moment or momentum that
+ * is not finite, a negative second moment; the message names the key and
+ * the file), XG_ERR_INVALID_ARG (NULL argument, another optimizer kind,
+ * other parameter groups, a parameter name longer than 255 characters). */
 xg_status xg_checkpoint_load(const char *path, xg_module *m, xg_optim *opt,
                              xg_train_state *state);
 

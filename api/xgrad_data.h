@@ -31,10 +31,29 @@ typedef struct xg_idx {
 } xg_idx;
 
 /* Reads an IDX file, gzip-compressed or plain. Validates the magic, the
- * type, the dimensions and that the data is exactly as long as they say.
- * Errors: XG_ERR_IO (cannot open/read), XG_ERR_FORMAT (with what is wrong),
- * XG_ERR_TOO_LARGE (over 4 GiB of data). Free with xg_idx_free. */
+ * type, the dimensions and that the data is exactly as long as they say:
+ * it never inflates or allocates more than the size the header announces
+ * (plus one byte to see that nothing follows), and refuses a header that
+ * announces more than xg_idx_max_bytes(). A gzip file may hold several
+ * members one after another; anything else after the last one is an
+ * error. `path` must name a regular file (a FIFO or a device is refused
+ * without reading from it). Errors: XG_ERR_IO (cannot open/read, not a
+ * regular file), XG_ERR_FORMAT (with what is wrong), XG_ERR_TOO_LARGE
+ * (data over the limit). Free with xg_idx_free. */
 xg_status xg_idx_read(const char *path, xg_idx *out);
+
+/* The default limit on the data of one IDX file: 1 GiB. */
+#define XG_IDX_DEFAULT_MAX_BYTES ((uint64_t)1 << 30)
+
+/* Sets the largest data size in bytes (the product of the dimensions and
+ * the element size) that xg_idx_read and xg_mnist_load accept, for the
+ * whole process, and returns the previous limit; 0 restores
+ * XG_IDX_DEFAULT_MAX_BYTES. Safe to call from any thread; reads already
+ * under way keep the limit they started with. */
+uint64_t xg_idx_set_max_bytes(uint64_t max);
+
+/* The current limit, in bytes (see xg_idx_set_max_bytes). */
+uint64_t xg_idx_max_bytes(void);
 void xg_idx_free(xg_idx *idx);
 
 /* A labelled image set in host memory: images [n, channels, height,

@@ -5,6 +5,8 @@
 #include "xgrad_data.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -432,6 +434,118 @@ Test(idx, corrupt_gzip_stream)
     expect_fail(write_plain("cut2.gz", &z), want, "truncated gzip stream");
 }
 
+Test(idx, fifo_is_refused, .timeout = 10)
+{
+    /* opening a FIFO for reading waits for a writer; the reader must not */
+    const char *p = path_of("fifo");
+    cr_assert_eq(mkfifo(p, 0600), 0, "mkfifo: %s", strerror(errno));
+    static const xg_status want[] = {XG_ERR_IO, XG_ERR_FORMAT, 0};
+    expect_fail(p, want, "a FIFO");
+    cr_expect(strstr(xg_last_error(), p) != NULL &&
+                  strstr(xg_last_error(), "not a regular file") != NULL,
+              "the message names the path and the reason: \"%s\"",
+              xg_last_error());
+}
+
+/* Appends `n` bytes to the file at `path`. */
+static void append(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "ab");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+Test(idx, garbage_after_the_gzip_stream)
+{
+    bytes o = u8_file(2, (const uint32_t[]){3, 4});
+    const char *p = write_gz("garbage.gz", &o);
+    append(p, "garbage!", 8);
+    expect_fail(p, FORMAT, "bytes after the gzip stream");
+    /* a second gzip member is gzip's own way to append: its data counts */
+    bytes h = {.n = 0};
+    idx_header(&h, 0x08, 1, (const uint32_t[]){4});
+    const char *q = write_gz("two.gz", &h);
+    bytes d = {.b = {1, 2, 3, 4}, .n = 4};
+    write_gz("part2.gz", &d);
+    FILE *f = fopen(path_of("part2.gz"), "rb");
+    bytes z2 = {.n = 0};
+    z2.n = fread(z2.b, 1, sizeof z2.b, f);
+    fclose(f);
+    append(q, z2.b, z2.n);
+    xg_idx x;
+    cr_expect_eq(xg_idx_read(q, &x), XG_OK, "two members: %s",
+                 xg_last_error());
+    cr_expect(x.bytes == 4 && memcmp(x.data, d.b, 4) == 0);
+    xg_idx_free(&x);
+}
+
+/* Writes an IDX header, then `zeros` zero bytes, gzip-compressed. */
+static const char *write_gz_zeros(const char *name, const bytes *header,
+                                  size_t zeros)
+{
+    const char *p = path_of(name);
+    gzFile f = gzopen(p, "wb9");
+    cr_assert_not_null(f);
+    cr_assert_eq(gzwrite(f, header->b, (unsigned)header->n), (int)header->n);
+    static const uint8_t block[1 << 16];
+    for (size_t left = zeros; left > 0;) {
+        unsigned n = left < sizeof block ? (unsigned)left : sizeof block;
+        cr_assert_eq(gzwrite(f, block, n), (int)n);
+        left -= n;
+    }
+    cr_assert_eq(gzclose(f), Z_OK);
+    return p;
+}
+
+Test(idx, gzip_bombs_fail_fast)
+{
+    /* the header says 4 bytes; the stream holds 64 MiB of zeros */
+    bytes h = {.n = 0};
+    idx_header(&h, 0x08, 1, (const uint32_t[]){4});
+    expect_fail(write_gz_zeros("bomb1.gz", &h, (size_t)64 << 20), FORMAT,
+                "more data than the header says");
+    /* the header says 4 GiB - 1 bytes; the default limit refuses it before
+     * reading any data */
+    bytes big = {.n = 0};
+    idx_header(&big, 0x08, 2, (const uint32_t[]){65535, 65537});
+    static const xg_status large[] = {XG_ERR_TOO_LARGE, 0};
+    const char *p = write_gz_zeros("bomb2.gz", &big, 1 << 20);
+    expect_fail(p, large, "4 GiB announced");
+    cr_expect(strstr(xg_last_error(), "xg_idx_set_max_bytes") != NULL,
+              "the message says how to raise the limit: \"%s\"",
+              xg_last_error());
+    /* with the limit raised, the buffer grows only with the data that
+     * arrives: 1 MiB of data costs nowhere near 4 GiB */
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    xg_idx_set_max_bytes((uint64_t)4 << 30);
+    expect_fail(p, FORMAT, "4 GiB announced, 1 MiB present");
+    xg_idx_set_max_bytes(0);
+    getrusage(RUSAGE_SELF, &after);
+    cr_expect_lt(after.ru_maxrss - before.ru_maxrss, 256 * 1024,
+                 "peak memory grew by %ld KiB",
+                 after.ru_maxrss - before.ru_maxrss);
+}
+
+Test(idx, size_limit_is_the_callers)
+{
+    cr_expect_eq(XG_IDX_DEFAULT_MAX_BYTES, (uint64_t)1 << 30);
+    bytes o = u8_file(2, (const uint32_t[]){10, 10});
+    const char *p = write_plain("limit", &o);
+    cr_expect_eq(xg_idx_set_max_bytes(99), XG_IDX_DEFAULT_MAX_BYTES);
+    static const xg_status large[] = {XG_ERR_TOO_LARGE, 0};
+    expect_fail(p, large, "100 bytes over a limit of 99");
+    cr_expect(strstr(xg_last_error(), p) != NULL, "\"%s\"", xg_last_error());
+    cr_expect_eq(xg_idx_set_max_bytes(100), 99);
+    xg_idx x;
+    cr_expect_eq(xg_idx_read(p, &x), XG_OK, "%s", xg_last_error());
+    xg_idx_free(&x);
+    cr_expect_eq(xg_idx_set_max_bytes(0), 100);
+    cr_expect_eq(xg_idx_set_max_bytes(0), XG_IDX_DEFAULT_MAX_BYTES,
+                 "0 restores the default");
+}
+
 Test(idx, missing_file)
 {
     static const xg_status want[] = {XG_ERR_IO, 0};
@@ -563,6 +677,14 @@ Test(mnist, missing_files)
     xg_dataset *ds = NULL;
     cr_expect_eq(xg_mnist_load("/nonexistent/xgrad", "train", 0, 0, &ds),
                  XG_ERR_NOT_FOUND, "missing folder");
+}
+
+Test(mnist, fifo_in_the_folder_is_refused, .timeout = 10)
+{
+    write_mnist("", "train", false, MN, MN, mn_labels);
+    unlink(path_of("train-labels-idx1-ubyte"));
+    cr_assert_eq(mkfifo(path_of("train-labels-idx1-ubyte"), 0600), 0);
+    expect_load_fails("train", XG_ERR_IO, "labels file is a FIFO");
 }
 
 Test(mnist, wrong_file_shapes)

@@ -390,6 +390,31 @@ Test(optim, frozen_and_gradless_params_untouched)
 
 /* ---- lr access --------------------------------------------------------- */
 
+Test(optim, set_lr_refuses_bad_rates)
+{
+    xg_tensor *p = tu_param(tu_f32((const float[]){1}, XG_SHAPE(1)));
+    xg_sgd_options o = xg_sgd_defaults();
+    o.lr = 0.5f;
+    xg_optim *opt = xg_optim_sgd(&p, 1, &o);
+    cr_assert_not_null(opt);
+    const float bad[] = {NAN, -1.0f, INFINITY, -0.0f - 1e-30f};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        xg_clear_error();
+        xg_optim_set_lr(opt, bad[i]);
+        cr_expect_eq(xg_last_status(), XG_ERR_INVALID_ARG, "lr %g: %s",
+                     (double)bad[i], xg_status_str(xg_last_status()));
+        cr_expect(strstr(xg_last_error(), "learning rate") != NULL, "\"%s\"",
+                  xg_last_error());
+        cr_expect_float_eq(xg_optim_lr(opt), 0.5f, 0, "lr %g changed it",
+                           (double)bad[i]);
+    }
+    xg_clear_error();
+    xg_optim_set_lr(opt, 0.0f);
+    cr_expect_eq(xg_last_status(), XG_OK);
+    cr_expect_float_eq(xg_optim_lr(opt), 0.0f, 0);
+    xg_optim_free(opt);
+}
+
 Test(optim, set_lr_applies_to_next_step)
 {
     xg_tensor *p = tu_param(tu_f32((const float[]){1}, XG_SHAPE(1)));
@@ -614,6 +639,19 @@ static double ref_cosine(double base, int64_t step, int64_t warmup,
     double p = (double)(step - warmup) / (double)(total - warmup);
     p = p < 0 ? 0 : (p > 1 ? 1 : p);
     return min_lr + (base - min_lr) * (1 + cos(M_PI * p)) / 2;
+}
+
+Test(sched, negative_steps_count_as_step_zero)
+{
+    for (int64_t s = -3; s < 0; s++) {
+        cr_expect_eq(xg_lr_cosine(1.0f, s, 10, 110, 0.1f),
+                     xg_lr_cosine(1.0f, 0, 10, 110, 0.1f), "warmup, step %"
+                     PRId64, s);
+        cr_expect_eq(xg_lr_cosine(1.0f, s, 0, 110, 0.1f), 1.0f,
+                     "no warmup, step %" PRId64, s);
+        cr_expect_eq(xg_lr_step(1.0f, s, 2, 0.5f), 1.0f);
+    }
+    cr_expect_eq(xg_lr_cosine(1.0f, INT64_MIN, 10, 110, 0.1f), 0.1f);
 }
 
 Test(sched, cosine_with_warmup)

@@ -13,7 +13,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -662,6 +664,41 @@ Test(safetensors, read_only_folder)
     free(old);
 }
 
+Test(safetensors, stale_temp_files_of_the_target_are_removed)
+{
+    char path[600], stale[600];
+    snprintf(path, sizeof path, "%s", in_dir("model.safetensors"));
+    snprintf(stale, sizeof stale, "%s", in_dir("model.safetensors.tmp-a1B2c3"));
+    write_bytes(stale, "x", 1);
+    static const char *const others[] = {
+        "model.safetensors.tmp-a1B2c",   "model.safetensors.tmp-a1B2c3d",
+        "model.safetensors.tmp-a1B2c!",  "model.safetensors.tmp-a1B2c3.x",
+        "other.safetensors.tmp-a1B2c3",  "xmodel.safetensors.tmp-a1B2c3",
+        "model.safetensorstmp-a1B2c3",   "model.safetensors.bak",
+        "notes.txt",
+    };
+    size_t n = sizeof others / sizeof *others;
+    for (size_t i = 0; i < n; i++)
+        write_bytes(in_dir(others[i]), "y", 1);
+    cr_assert_eq(mkdir(in_dir("model.safetensors.tmp-Dir123"), 0700), 0);
+    /* a writer at work holds a lock on its temporary file */
+    char live[600];
+    snprintf(live, sizeof live, "%s", in_dir("model.safetensors.tmp-Live12"));
+    write_bytes(live, "z", 1);
+    int fd = open(live, O_RDONLY);
+    cr_assert(fd >= 0 && flock(fd, LOCK_EX) == 0);
+    cr_assert_eq(save_filled(path, 4, 1.0f), XG_OK, "%s", xg_last_error());
+    cr_expect_eq(access(live, F_OK), 0, "a locked temporary file was removed");
+    close(fd);
+    cr_expect_eq(access(stale, F_OK), -1, "the stale temporary file stays");
+    for (size_t i = 0; i < n; i++)
+        cr_expect_eq(access(in_dir(others[i]), F_OK), 0, "%s was removed",
+                     others[i]);
+    cr_expect_eq(access(in_dir("model.safetensors.tmp-Dir123"), F_OK), 0,
+                 "a folder was removed");
+    cr_expect_eq(rmdir(in_dir("model.safetensors.tmp-Dir123")), 0);
+}
+
 Test(safetensors, replaces_the_file_with_usual_permissions)
 {
     const char *path = in_dir("model.safetensors");
@@ -1025,7 +1062,8 @@ static const edited edited_files[] = {
      "parameter 'weight' has optimizer state but no step count"},
     {"step of shape [1]", META_OK,
      ENTRY("optim.weight.step", "I64", "[1]", "[4,12]"), 12,
-     "tensor 'optim.weight.step' must be an I64 scalar >= 0"},
+     "tensor 'optim.weight.step' must be an I64 scalar in [0, "
+     "9007199254740992]"},
     {"step as F32", META_OK,
      ENTRY("optim.weight.step", "F32", "[]", "[4,8]"), 8,
      "tensor 'optim.weight.step' must be an I64 scalar"},
@@ -1045,12 +1083,28 @@ static const edited edited_files[] = {
     {"steps not an integer", META_HEAD "\"lr\":\"0.1\","
      "\"optimizer_steps\":\"1x\"," META_TAIL, "", 4,
      "metadata 'optimizer_steps' is \"1x\", not an integer in [0, "
-     "9223372036854775807]"},
+     "9007199254740992]"},
     {"negative steps", META_HEAD "\"lr\":\"0.1\",\"optimizer_steps\":\"-1\","
      META_TAIL, "", 4, "metadata 'optimizer_steps' is \"-1\""},
     {"steps past int64", META_HEAD "\"lr\":\"0.1\","
      "\"optimizer_steps\":\"9223372036854775808\"," META_TAIL, "", 4,
-     "not an integer in [0, 9223372036854775807]"},
+     "not an integer in [0, 9007199254740992]"},
+    {"steps at int64's maximum", META_HEAD "\"lr\":\"0.1\","
+     "\"optimizer_steps\":\"9223372036854775807\"," META_TAIL, "", 4,
+     "metadata 'optimizer_steps' is \"9223372036854775807\", not an integer "
+     "in [0, 9007199254740992]"},
+    {"steps just past 2^53", META_HEAD "\"lr\":\"0.1\","
+     "\"optimizer_steps\":\"9007199254740993\"," META_TAIL, "", 4,
+     "metadata 'optimizer_steps' is \"9007199254740993\""},
+    {"training step at int64's maximum", META_HEAD "\"lr\":\"0.1\","
+     "\"optimizer_steps\":\"1\",\"epoch\":\"0\","
+     "\"step\":\"9223372036854775807\",\"rng_seed\":\"0\","
+     "\"rng_offset\":\"0\"", "", 4, "metadata 'step' is "
+     "\"9223372036854775807\", not an integer in [0, 9007199254740992]"},
+    {"epoch at int64's maximum", META_HEAD "\"lr\":\"0.1\","
+     "\"optimizer_steps\":\"1\",\"epoch\":\"9223372036854775807\","
+     "\"step\":\"1\",\"rng_seed\":\"0\",\"rng_offset\":\"0\"", "", 4,
+     "metadata 'epoch' is \"9223372036854775807\""},
     {"no optimizer_steps", META_HEAD "\"lr\":\"0.1\"," META_TAIL, "", 4,
      "the checkpoint's metadata has no 'optimizer_steps'"},
     {"no optimizer", "\"format\":\"xgrad-checkpoint-1\"", "", 4,
@@ -1074,6 +1128,142 @@ Test(checkpoint, edited_files_change_nothing)
     }
     xg_optim_free(o);
     xg_module_free(m);
+}
+
+/* A checkpoint of a Linear(1, 1, no bias) with weight 1 and Adam state:
+ * the given step count and moments. */
+static void write_adam_state(const char *path, int64_t step, float avg,
+                             float sq)
+{
+    uint8_t data[20];
+    const float w = 1.0f;
+    memcpy(data, &w, 4); /* the tests run on little-endian hosts */
+    memcpy(data + 4, &step, 8);
+    memcpy(data + 12, &avg, 4);
+    memcpy(data + 16, &sq, 4);
+    write_st(path, "{\"__metadata__\":{" META_OK "},\"weight\":{\"dtype\":"
+             "\"F32\",\"shape\":[1,1],\"data_offsets\":[0,4]}"
+             ENTRY("optim.weight.step", "I64", "[]", "[4,12]")
+             ENTRY("optim.weight.exp_avg", "F32", "[1,1]", "[12,16]")
+             ENTRY("optim.weight.exp_avg_sq", "F32", "[1,1]", "[16,20]") "}",
+             data, sizeof data);
+}
+
+Test(checkpoint, bad_values_change_nothing)
+{
+    const char *path = in_dir("values.safetensors");
+    xg_module *m = xg_linear(1, 1, false);
+    xg_optim *o = make_optim(m, "adam", 0.2f);
+    write_adam_state(path, (int64_t)1 << 53, -0.5f, 0.0f);
+    xg_module *ok = xg_linear(1, 1, false);
+    xg_optim *ok_opt = make_optim(ok, "adam", 0.2f);
+    cr_expect_eq(xg_checkpoint_load(path, ok, ok_opt, NULL), XG_OK,
+                 "the largest step and a zero exp_avg_sq load: %s",
+                 xg_last_error());
+    const struct {
+        int64_t step;
+        float avg, sq;
+        const char *needle;
+    } c[] = {
+        {INT64_MAX, 0.5f, 0.25f, "tensor 'optim.weight.step' must be an I64 "
+         "scalar in [0, 9007199254740992]"},
+        {((int64_t)1 << 53) + 1, 0.5f, 0.25f, "'optim.weight.step' must be"},
+        {1, 0.5f, -0.25f, "tensor 'optim.weight.exp_avg_sq' holds -0.25 at "
+         "index 0; it must be finite and >= 0"},
+        {1, 0.5f, NAN, "'optim.weight.exp_avg_sq' holds nan"},
+        {1, 0.5f, INFINITY, "'optim.weight.exp_avg_sq' holds inf"},
+        {1, NAN, 0.25f, "tensor 'optim.weight.exp_avg' holds nan at index 0; "
+         "it must be finite"},
+        {1, -INFINITY, 0.25f, "'optim.weight.exp_avg' holds -inf"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
+        write_adam_state(path, c[i].step, c[i].avg, c[i].sq);
+        char what[64];
+        snprintf(what, sizeof what, "case %zu", i);
+        expect_ckpt_fails(path, m, o, XG_ERR_FORMAT, c[i].needle, what);
+        cr_expect(strstr(xg_last_error(), path) != NULL,
+                  "%s: the message names the file: \"%s\"", what,
+                  xg_last_error());
+    }
+    xg_optim_free(o);
+    xg_optim_free(ok_opt);
+    xg_module_free(m);
+    xg_module_free(ok);
+}
+
+Test(checkpoint, momentum_buffer_must_be_finite)
+{
+    const char *path = in_dir("sgd.safetensors");
+    xg_module *m = xg_linear(1, 1, false);
+    xg_optim *o = make_optim(m, "sgd", 0.2f);
+    uint8_t data[16];
+    const float w = 1.0f, buf = NAN;
+    const int64_t step = 1;
+    memcpy(data, &w, 4);
+    memcpy(data + 4, &step, 8);
+    memcpy(data + 12, &buf, 4);
+    write_st(path, "{\"__metadata__\":{\"format\":\"xgrad-checkpoint-1\","
+             "\"optimizer\":\"sgd\",\"lr\":\"0.1\",\"optimizer_steps\":\"1\","
+             META_TAIL "},\"weight\":{\"dtype\":\"F32\",\"shape\":[1,1],"
+             "\"data_offsets\":[0,4]}"
+             ENTRY("optim.weight.step", "I64", "[]", "[4,12]")
+             ENTRY("optim.weight.momentum_buffer", "F32", "[1,1]", "[12,16]")
+             "}", data, sizeof data);
+    expect_ckpt_fails(path, m, o, XG_ERR_FORMAT, "tensor "
+                      "'optim.weight.momentum_buffer' holds nan", "NaN "
+                      "momentum");
+    xg_optim_free(o);
+    xg_module_free(m);
+}
+
+/* Linear(1, 1, no bias) under `depth` Sequentials named `name`. */
+static xg_module *nested_linear(const char *name, int depth)
+{
+    xg_module *m = xg_linear(1, 1, false);
+    for (int i = 0; i < depth; i++) {
+        xg_module *seq = xg_sequential();
+        cr_assert_eq(xg_sequential_add(seq, name, m), XG_OK, "%s",
+                     xg_last_error());
+        m = seq;
+    }
+    return m;
+}
+
+Test(checkpoint, long_parameter_names)
+{
+    const char *path = in_dir("long.safetensors");
+    char name[61];
+    for (int depth = 4; depth <= 5; depth++) {
+        /* depth 4: 4 * 61 + "weight" = 250 characters; depth 5: 311 */
+        memset(name, 'a' + depth, 60);
+        name[60] = '\0';
+        xg_module *m = nested_linear(name, depth);
+        xg_optim *o = make_optim(m, "adam", 0.1f);
+        xg_scope *s = xg_scope_begin();
+        xg_tensor *y = xg_module_forward(m, tu_f32((const float[]){1},
+                                                   XG_SHAPE(1, 1)));
+        cr_assert_eq(xg_backward(xg_sum_all(y)), XG_OK, "%s",
+                     xg_last_error());
+        cr_assert_eq(xg_optim_step(o), XG_OK);
+        xg_scope_end(s);
+        xg_status st = xg_checkpoint_save(path, m, o, NULL, NULL);
+        if (depth == 4) {
+            cr_expect_eq(st, XG_OK, "250 characters: %s", xg_last_error());
+            xg_module *m2 = nested_linear(name, depth);
+            xg_optim *o2 = make_optim(m2, "adam", 0.1f);
+            cr_expect_eq(xg_checkpoint_load(path, m2, o2, NULL), XG_OK, "%s",
+                         xg_last_error());
+            cr_expect_eq(xg_optim_steps(o2), 1);
+            xg_optim_free(o2);
+            xg_module_free(m2);
+        } else {
+            expect_status(st, XG_ERR_INVALID_ARG, "is 311 characters long; "
+                          "checkpoints support names of up to 255",
+                          "311 characters");
+        }
+        xg_optim_free(o);
+        xg_module_free(m);
+    }
 }
 
 Test(checkpoint, bad_save_arguments)

@@ -11,23 +11,28 @@
  *   byte  3    number of dimensions
  *   then one big-endian u32 per dimension, then the values, big-endian,
  *   last dimension fastest.
- * Files are read through zlib, which reads gzip and plain files alike.
+ * A file that starts with gzip's magic bytes is inflated with zlib, member
+ * after member; any other file is read as it is. Neither is read past the
+ * data the header announces and one more byte.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "xgrad_data.h"
 
 
-#define IDX_MAX_BYTES ((uint64_t)4 << 30) /* larger files are refused */
 #define IDX_FIRST_ALLOC ((size_t)1 << 16) /* then doubled as data arrives */
-#define IDX_READ_CHUNK ((size_t)1 << 30)  /* gzread takes an unsigned int */
+#define IDX_READ_CHUNK ((size_t)1 << 30)  /* inflate takes an unsigned int */
 #define MNIST_CLASSES 10
 
 /* ===== IDX files ========================================================= */
@@ -50,53 +55,174 @@ static size_t idx_type_size(uint8_t type)
     }
 }
 
-/* Reads up to `len` bytes; stops early only at the end of the data.
- * Returns the count read, or -1 when zlib reports an error (see gz_fail). */
-static int64_t gz_read_full(gzFile f, void *dst, size_t len)
+/* ===== The byte source: a plain file, or gzip members one after another.
+ * zlib's gzread would skip anything after the last gzip member silently;
+ * inflating by hand lets us refuse it. */
+
+typedef struct idx_src {
+    int fd;
+    const char *path;
+    bool gz;        /* the file starts with gzip's magic bytes */
+    bool in_member; /* inside a gzip member (its end not yet seen) */
+    bool zinit;     /* `z` is initialised */
+    z_stream z;     /* next_in/avail_in: the unread input, plain or gzip */
+    uint8_t in[1 << 16];
+} idx_src;
+
+/* Refills the input buffer once it is empty. Returns the bytes it read,
+ * 0 at the end of the file, -1 on a read error (set). */
+static int64_t src_fill(idx_src *s)
 {
-    size_t got = 0;
-    while (got < len) {
-        size_t want = len - got < IDX_READ_CHUNK ? len - got : IDX_READ_CHUNK;
-        int n = gzread(f, (char *)dst + got, (unsigned)want);
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            break;
-        got += (size_t)n;
+    if (s->z.avail_in > 0)
+        return s->z.avail_in;
+    ssize_t n;
+    do
+        n = read(s->fd, s->in, sizeof s->in);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        xg_set_error(XG_ERR_IO, "idx: %s: read error: %s", s->path,
+                     strerror(errno));
+        return -1;
     }
-    return (int64_t)got;
+    s->z.next_in = s->in;
+    s->z.avail_in = (uInt)n;
+    return n;
 }
 
-/* Turns zlib's error state into an xgrad error. */
-static xg_status gz_fail(gzFile f, const char *path)
+/* Opens `path` without blocking (a FIFO would wait for a writer) and
+ * refuses anything but a regular file; then looks at the first bytes. */
+static xg_status src_open(idx_src *s, const char *path)
 {
-    int saved_errno = errno;
-    int err = Z_OK;
-    const char *msg = gzerror(f, &err);
-    size_t len = strlen(path);
-    if (strncmp(msg, path, len) == 0 && strncmp(msg + len, ": ", 2) == 0)
-        msg += len + 2; /* zlib prefixes the path; we print it once */
-    if (err == Z_ERRNO)
-        return xg_set_error(XG_ERR_IO, "idx: %s: read error: %s", path,
-                            strerror(saved_errno));
-    if (err == Z_MEM_ERROR)
+    memset(s, 0, sizeof *s);
+    s->path = path;
+    s->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (s->fd < 0)
+        return xg_set_error(XG_ERR_IO, "idx: cannot open %s: %s", path,
+                            strerror(errno));
+    struct stat sb;
+    if (fstat(s->fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return xg_set_error(XG_ERR_IO, "idx: %s: not a regular file", path);
+    int flags = fcntl(s->fd, F_GETFL);
+    if (flags < 0 || fcntl(s->fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+        return xg_set_error(XG_ERR_IO, "idx: %s: %s", path, strerror(errno));
+    while (s->z.avail_in < 2) { /* gzip's magic: 1f 8b */
+        ssize_t n = read(s->fd, s->in + s->z.avail_in, 2 - s->z.avail_in);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return xg_set_error(XG_ERR_IO, "idx: %s: read error: %s", path,
+                                strerror(errno));
+        if (n == 0)
+            break;
+        s->z.avail_in += (uInt)n;
+    }
+    s->z.next_in = s->in;
+    s->gz = s->z.avail_in == 2 && s->in[0] == 0x1f && s->in[1] == 0x8b;
+    if (s->gz && inflateInit2(&s->z, 16 + MAX_WBITS) != Z_OK)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "idx: %s: out of memory",
                             path);
-    return xg_set_error(XG_ERR_FORMAT, "idx: %s: corrupt gzip data: %s", path,
-                        msg);
+    s->zinit = s->gz;
+    s->in_member = s->gz;
+    return XG_OK;
+}
+
+static void src_close(idx_src *s)
+{
+    if (s->zinit)
+        inflateEnd(&s->z);
+    if (s->fd >= 0)
+        close(s->fd);
+}
+
+/* After the end of a gzip member: only another member may follow. */
+static xg_status src_next_member(idx_src *s)
+{
+    int64_t n = src_fill(s);
+    if (n < 0)
+        return xg_last_status();
+    if (n == 0)
+        return XG_OK; /* the end of the file */
+    if (s->z.next_in[0] != 0x1f)
+        return xg_set_error(XG_ERR_FORMAT, "idx: %s: bytes after the end of "
+                            "the gzip stream", s->path);
+    inflateReset(&s->z);
+    s->in_member = true;
+    return XG_OK;
+}
+
+/* Inflates once into dst[0, len) (len <= UINT_MAX); *got gets the count. */
+static xg_status src_inflate(idx_src *s, uint8_t *dst, size_t len,
+                             size_t *got)
+{
+    int64_t n = src_fill(s);
+    if (n < 0)
+        return xg_last_status();
+    if (n == 0)
+        return xg_set_error(XG_ERR_FORMAT, "idx: %s: truncated gzip stream",
+                            s->path);
+    s->z.next_out = dst;
+    s->z.avail_out = (uInt)len;
+    int r = inflate(&s->z, Z_NO_FLUSH);
+    *got = len - s->z.avail_out;
+    if (r == Z_STREAM_END) {
+        s->in_member = false;
+        return src_next_member(s);
+    }
+    if (r == Z_MEM_ERROR)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "idx: %s: out of memory",
+                            s->path);
+    if (r != Z_OK && r != Z_BUF_ERROR)
+        return xg_set_error(XG_ERR_FORMAT, "idx: %s: corrupt gzip data: %s",
+                            s->path, s->z.msg ? s->z.msg : "bad stream");
+    return XG_OK;
+}
+
+/* Copies buffered or freshly read plain bytes into dst[0, len). */
+static xg_status src_copy(idx_src *s, uint8_t *dst, size_t len, size_t *got)
+{
+    int64_t n = src_fill(s);
+    if (n < 0)
+        return xg_last_status();
+    *got = len < s->z.avail_in ? len : s->z.avail_in;
+    memcpy(dst, s->z.next_in, *got);
+    s->z.next_in += *got;
+    s->z.avail_in -= (uInt)*got;
+    return XG_OK;
+}
+
+/* Reads up to `len` bytes; stops early only at the end of the data, so
+ * it never reads or inflates more than asked. *got gets the count. */
+static xg_status src_read(idx_src *s, void *dst, size_t len, size_t *got)
+{
+    *got = 0;
+    while (*got < len) {
+        if (s->gz && !s->in_member)
+            break; /* the last member ended with the file */
+        size_t want = len - *got < IDX_READ_CHUNK ? len - *got
+                                                  : IDX_READ_CHUNK;
+        size_t n = 0;
+        uint8_t *at = (uint8_t *)dst + *got;
+        xg_status st = s->gz ? src_inflate(s, at, want, &n)
+                             : src_copy(s, at, want, &n);
+        if (st != XG_OK)
+            return st;
+        if (!s->gz && n == 0)
+            break; /* the end of a plain file */
+        *got += n;
+    }
+    return XG_OK;
 }
 
 /* Reads exactly `len` header bytes; a short file is a format error. */
-static xg_status idx_read_exact(gzFile f, const char *path, void *dst,
-                                size_t len, const char *what)
+static xg_status idx_read_exact(idx_src *s, void *dst, size_t len,
+                                const char *what)
 {
-    int64_t n = gz_read_full(f, dst, len);
-    if (n < 0)
-        return gz_fail(f, path);
-    if ((size_t)n < len)
-        return xg_set_error(XG_ERR_FORMAT, "idx: %s: file ends inside the %s",
-                            path, what);
-    return XG_OK;
+    size_t n = 0;
+    xg_status st = src_read(s, dst, len, &n);
+    if (st == XG_OK && n < len)
+        st = xg_set_error(XG_ERR_FORMAT, "idx: %s: file ends inside the %s",
+                          s->path, what);
+    return st;
 }
 
 static xg_status idx_check_magic(const uint8_t magic[4], const char *path)
@@ -118,16 +244,17 @@ static xg_status idx_check_magic(const uint8_t magic[4], const char *path)
 }
 
 /* Reads and checks the magic and the dimensions into `out`; *total gets
- * the data size in bytes, checked against IDX_MAX_BYTES without overflow. */
-static xg_status idx_read_header(gzFile f, const char *path, xg_idx *out,
-                                 size_t *total)
+ * the data size in bytes, checked against the limit without overflow. */
+static xg_status idx_read_header(idx_src *s, xg_idx *out, size_t *total)
 {
+    const char *path = s->path;
+    uint64_t max = xg_idx_max_bytes();
     uint8_t magic[4], raw[4 * XG_MAX_DIMS];
-    xg_status st = idx_read_exact(f, path, magic, 4, "4-byte header");
+    xg_status st = idx_read_exact(s, magic, 4, "4-byte header");
     if (st == XG_OK)
         st = idx_check_magic(magic, path);
     if (st == XG_OK)
-        st = idx_read_exact(f, path, raw, 4u * magic[3], "dimension list");
+        st = idx_read_exact(s, raw, 4u * magic[3], "dimension list");
     if (st != XG_OK)
         return st;
     uint64_t bytes = idx_type_size(magic[2]);
@@ -138,11 +265,12 @@ static xg_status idx_read_header(gzFile f, const char *path, xg_idx *out,
         if (dim == 0)
             return xg_set_error(XG_ERR_FORMAT, "idx: %s: dimension %d is 0",
                                 path, i);
-        if (bytes > IDX_MAX_BYTES / dim || bytes * dim > SIZE_MAX)
+        if (bytes > max / dim || bytes * dim > SIZE_MAX)
             return xg_set_error(XG_ERR_TOO_LARGE,
                                 "idx: %s: dimension %d (%u) makes the data "
-                                "larger than 4 GiB",
-                                path, i, (unsigned)dim);
+                                "larger than the limit of %" PRIu64 " bytes "
+                                "(see xg_idx_set_max_bytes)",
+                                path, i, (unsigned)dim, max);
         bytes *= dim;
         out->dims[i] = dim;
     }
@@ -165,35 +293,29 @@ static xg_status idx_grow(uint8_t **buf, size_t *cap, size_t total)
     return XG_OK;
 }
 
-/* The file must end exactly after the data. */
-static xg_status idx_check_end(gzFile f, const char *path, size_t got,
-                               size_t total)
+/* The file must end exactly after the data: one more byte is all we read
+ * to tell. */
+static xg_status idx_check_end(idx_src *s, size_t got, size_t total)
 {
-    int err = Z_OK;
-    if (got < total) {
-        gzerror(f, &err);
+    if (got < total)
         return xg_set_error(XG_ERR_FORMAT,
-                            "idx: %s: truncated%s: data ends after %zu of "
+                            "idx: %s: truncated: data ends after %zu of "
                             "%zu bytes",
-                            path, err == Z_BUF_ERROR ? " gzip stream" : "",
-                            got, total);
-    }
+                            s->path, got, total);
     uint8_t extra;
-    int n = gzread(f, &extra, 1);
-    if (n < 0)
-        return gz_fail(f, path);
-    if (n > 0)
-        return xg_set_error(XG_ERR_FORMAT,
-                            "idx: %s: trailing bytes after the %zu bytes of "
-                            "data the header announces",
-                            path, total);
-    return XG_OK;
+    size_t n = 0;
+    xg_status st = src_read(s, &extra, 1, &n);
+    if (st == XG_OK && n > 0)
+        st = xg_set_error(XG_ERR_FORMAT,
+                          "idx: %s: trailing bytes after the %zu bytes of "
+                          "data the header announces",
+                          s->path, total);
+    return st;
 }
 
 /* Reads `total` data bytes. The buffer grows only as data actually arrives,
  * so a hostile header cannot make us allocate much more than the file. */
-static xg_status idx_read_data(gzFile f, const char *path, size_t total,
-                               void **out)
+static xg_status idx_read_data(idx_src *s, size_t total, void **out)
 {
     size_t cap = total < IDX_FIRST_ALLOC ? total : IDX_FIRST_ALLOC, got = 0;
     uint8_t *buf = malloc(cap);
@@ -203,17 +325,14 @@ static xg_status idx_read_data(gzFile f, const char *path, size_t total,
     while (st == XG_OK && got < total) {
         if (got == cap && (st = idx_grow(&buf, &cap, total)) != XG_OK)
             break;
-        int64_t n = gz_read_full(f, buf + got, cap - got);
-        if (n < 0) {
-            st = gz_fail(f, path);
-            break;
-        }
-        got += (size_t)n;
+        size_t n = 0;
+        st = src_read(s, buf + got, cap - got, &n);
+        got += n;
         if (got < cap)
             break; /* end of file */
     }
     if (st == XG_OK)
-        st = idx_check_end(f, path, got, total);
+        st = idx_check_end(s, got, total);
     if (st != XG_OK) {
         free(buf);
         return st;
@@ -237,6 +356,19 @@ static void idx_to_native(uint8_t *data, size_t bytes, size_t elem)
     }
 }
 
+static _Atomic uint64_t idx_max_bytes = XG_IDX_DEFAULT_MAX_BYTES;
+
+uint64_t xg_idx_set_max_bytes(uint64_t max)
+{
+    return atomic_exchange(&idx_max_bytes,
+                           max ? max : XG_IDX_DEFAULT_MAX_BYTES);
+}
+
+uint64_t xg_idx_max_bytes(void)
+{
+    return atomic_load(&idx_max_bytes);
+}
+
 xg_status xg_idx_read(const char *path, xg_idx *out)
 {
     if (!out)
@@ -244,16 +376,17 @@ xg_status xg_idx_read(const char *path, xg_idx *out)
     memset(out, 0, sizeof *out);
     if (!path)
         return xg_set_error(XG_ERR_INVALID_ARG, "idx_read: path is NULL");
-    gzFile f = gzopen(path, "rb");
-    if (!f)
-        return xg_set_error(XG_ERR_IO, "idx: cannot open %s: %s", path,
-                            errno ? strerror(errno) : "out of memory");
-    gzbuffer(f, 1u << 17);
+    idx_src *src = malloc(sizeof *src);
+    if (!src)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "idx: out of memory");
     size_t total = 0;
-    xg_status st = idx_read_header(f, path, out, &total);
+    xg_status st = src_open(src, path);
     if (st == XG_OK)
-        st = idx_read_data(f, path, total, &out->data);
-    gzclose(f);
+        st = idx_read_header(src, out, &total);
+    if (st == XG_OK)
+        st = idx_read_data(src, total, &out->data);
+    src_close(src);
+    free(src);
     if (st != XG_OK) {
         memset(out, 0, sizeof *out);
         return st;

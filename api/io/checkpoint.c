@@ -31,16 +31,35 @@
 
 #define CHECKPOINT_FORMAT "xgrad-checkpoint-1"
 
+/* Step and epoch counts are refused above 2^53: beyond it they no longer
+ * convert to double exactly, and one more step could overflow int64. */
+#define MAX_COUNT ((uint64_t)1 << 53)
+
 /* The checkpoint's own metadata keys; hyperparameters may not use them. */
 static const char *const reserved[] = {
     "format", "optimizer", "lr", "optimizer_steps",
     "epoch", "step", "rng_seed", "rng_offset", "param_groups",
 };
 
+/* Parameter names in checkpoints are at most this long, so that every
+ * "optim.<name>.<what>" key fits a state_key. */
+#define MAX_PARAM_NAME 255
+
 /* "optim.<name>.<what>" */
 typedef struct state_key {
-    char s[320];
+    char s[MAX_PARAM_NAME + 64];
 } state_key;
+
+/* Refuses a parameter name too long for the optimizer state's keys. */
+static xg_status check_name_length(const char *who, const char *name)
+{
+    size_t len = strlen(name);
+    if (len <= MAX_PARAM_NAME)
+        return XG_OK;
+    return xg_set_error(XG_ERR_INVALID_ARG, "%s: parameter name '%.40s...' "
+                        "is %zu characters long; checkpoints support names "
+                        "of up to %d", who, name, len, MAX_PARAM_NAME);
+}
 
 static state_key key_of(const char *param, const char *what)
 {
@@ -213,12 +232,15 @@ static xg_status add_optim(xg_safetensors_writer *w, const xg_module *m,
             return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: the "
                                 "optimizer's parameter %d is not a parameter "
                                 "of the module", i);
+        xg_status st = check_name_length("checkpoint_save", name);
+        if (st != XG_OK)
+            return st;
         if (s.step == 0 && !s.s0 && !s.s1)
             continue; /* never updated: frozen, or unused so far */
         state_key step = key_of(name, "step");
         state_key k0 = key_of(name, state_name(opt, 0));
         state_key k1 = key_of(name, s.s1 ? state_name(opt, 1) : "");
-        xg_status st = xg_safetensors_writer_add_i64(w, step.s, s.step);
+        st = xg_safetensors_writer_add_i64(w, step.s, s.step);
         if (st == XG_OK && s.s0)
             st = xg_safetensors_writer_add(w, k0.s, s.s0);
         if (st == XG_OK && s.s1)
@@ -261,9 +283,10 @@ static xg_status add_metadata(xg_safetensors_writer *w, const xg_module *m,
 static xg_status check_save_args(const xg_train_state *s,
                                  const char *const *hparams)
 {
-    if (s->epoch < 0 || s->step < 0)
+    if (s->epoch < 0 || s->step < 0 || (uint64_t)s->epoch > MAX_COUNT ||
+        (uint64_t)s->step > MAX_COUNT)
         return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: epoch and "
-                            "step must be >= 0");
+                            "step must be in [0, %" PRIu64 "]", MAX_COUNT);
     for (int i = 0; hparams && hparams[i]; i += 2) {
         if (!hparams[i + 1])
             return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: "
@@ -446,9 +469,28 @@ static xg_status claim_step(load_plan *p, const char *name, int64_t *step)
     p->used[i] = true;
     if (strcmp(e->dtype, "I64") == 0 && e->ndim == 0)
         memcpy(step, e->data, sizeof *step);
-    if (strcmp(e->dtype, "I64") != 0 || e->ndim != 0 || *step < 0)
+    if (strcmp(e->dtype, "I64") != 0 || e->ndim != 0 || *step < 0 ||
+        (uint64_t)*step > MAX_COUNT)
         return xg_set_error(XG_ERR_FORMAT, "%s: tensor '%s' must be an I64 "
-                            "scalar >= 0", p->label, k.s);
+                            "scalar in [0, %" PRIu64 "]", p->label, k.s,
+                            MAX_COUNT);
+    return XG_OK;
+}
+
+/* Checks that an optimizer state entry (F32, claimed) holds finite values,
+ * and no negative ones when `nonneg` (a second moment). */
+static xg_status check_values(const load_plan *p, const xg__st_entry *e,
+                              bool nonneg)
+{
+    for (size_t i = 0; e && i < e->bytes / sizeof(float); i++) {
+        float v;
+        memcpy(&v, e->data + i * sizeof v, sizeof v);
+        if (!isfinite(v) || (nonneg && v < 0))
+            return xg_set_error(XG_ERR_FORMAT, "%s: tensor '%s' holds %g at "
+                                "index %zu; it must be finite%s", p->label,
+                                e->name, (double)v, i,
+                                nonneg ? " and >= 0" : "");
+    }
     return XG_OK;
 }
 
@@ -462,13 +504,20 @@ static xg_status plan_slot(load_plan *p, const xg_module *m,
         return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_load: the "
                             "optimizer's parameter %d is not a parameter of "
                             "the module", i);
+    xg_status st = check_name_length(p->label, name);
+    if (st != XG_OK)
+        return st;
     const char *n0 = state_name(opt, 0), *n1 = state_name(opt, 1);
     state_key k0 = key_of(name, n0), k1 = key_of(name, n1 ? n1 : "");
-    xg_status st = claim_step(p, name, &p->steps[i]);
+    st = claim_step(p, name, &p->steps[i]);
     if (st == XG_OK)
         st = claim_like(p, k0.s, s.param, false, &p->e0[i]);
     if (st == XG_OK && n1)
         st = claim_like(p, k1.s, s.param, false, &p->e1[i]);
+    if (st == XG_OK)
+        st = check_values(p, p->e0[i], false);
+    if (st == XG_OK)
+        st = check_values(p, p->e1[i], true);
     if (st != XG_OK)
         return st;
     if (n1 && !p->e0[i] != !p->e1[i])
@@ -623,7 +672,7 @@ static xg_status read_meta(const xg_safetensors *st, const xg_optim *opt,
     const char *keys[5] = {"optimizer_steps", "epoch", "step", "rng_seed",
                            "rng_offset"};
     for (int i = 0; i < 5 && s == XG_OK; i++)
-        s = meta_uint(st, keys[i], i < 3 ? INT64_MAX : UINT64_MAX, &v[i]);
+        s = meta_uint(st, keys[i], i < 3 ? MAX_COUNT : UINT64_MAX, &v[i]);
     if (s == XG_OK)
         s = meta_lr(st, &meta->lr);
     meta->optimizer_steps = (int64_t)v[0];

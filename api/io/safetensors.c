@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -830,13 +832,73 @@ static xg_status io_error(const char *path, const char *what, int err)
     return xg_set_error(XG_ERR_IO, "%s: %s: %s", path, what, strerror(err));
 }
 
-/* Creates `path`.tmp-XXXXXX (six random letters or digits) exclusively.
- * Not mkstemp: it makes the file 0600, and a model file should get the
- * usual 0666 & ~umask, which open() applies. */
+static const char temp_alnum[] = "abcdefghijklmnopqrstuvwxyz"
+                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+#define TEMP_SUFFIX ".tmp-"
+#define TEMP_RANDOM 6 /* characters of temp_alnum after TEMP_SUFFIX */
+
+/* Whether `entry` is `base`.tmp-XXXXXX, the name create_temp makes. */
+static bool is_temp_of(const char *entry, const char *base)
+{
+    size_t n = strlen(base), k = strlen(TEMP_SUFFIX);
+    if (strncmp(entry, base, n) != 0 || strncmp(entry + n, TEMP_SUFFIX, k))
+        return false;
+    const char *r = entry + n + k;
+    if (strlen(r) != TEMP_RANDOM)
+        return false;
+    for (int i = 0; i < TEMP_RANDOM; i++)
+        if (!r[i] || !strchr(temp_alnum, r[i]))
+            return false;
+    return true;
+}
+
+/* Removes `file` if it is a regular file that no writer holds: a writer
+ * keeps an exclusive flock on its temporary file until it is renamed, and
+ * a killed writer's lock goes with it. */
+static void remove_if_stale(const char *file)
+{
+    int fd = open(file, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+        flock(fd, LOCK_EX | LOCK_NB) == 0)
+        unlink(file);
+    close(fd);
+}
+
+/* Removes the temporary files of `path` that earlier writes left behind
+ * when they were killed. Best effort: failures are ignored. */
+static void remove_stale_temps(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
+    char *dir = strndup(slash ? path : "./", slash ? dlen : 2);
+    DIR *d = dir && *base ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (!is_temp_of(e->d_name, base))
+            continue;
+        char *file = malloc(strlen(dir) + strlen(e->d_name) + 1);
+        if (file) {
+            strcpy(file, dir);
+            strcat(file, e->d_name);
+            remove_if_stale(file);
+        }
+        free(file);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+}
+
+/* Creates `path`.tmp-XXXXXX (six random letters or digits) exclusively,
+ * and locks it (see remove_if_stale). Not mkstemp: it makes the file 0600,
+ * and a model file should get the usual 0666 & ~umask, which open()
+ * applies. */
 static xg_status create_temp(const char *path, char **tmp_out, int *fd_out)
 {
-    static const char alnum[] = "abcdefghijklmnopqrstuvwxyz"
-                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     static _Thread_local uint64_t counter;
     size_t cap = strlen(path) + sizeof ".tmp-XXXXXX";
     char *tmp = malloc(cap);
@@ -852,15 +914,17 @@ static xg_status create_temp(const char *path, char **tmp_out, int *fd_out)
         uint64_t z = (r += 0x9E3779B97F4A7C15u + ++counter); /* splitmix64 */
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
-        char s[7];
-        for (int i = 0; i < 6; i++, z >>= 6)
-            s[i] = alnum[(z & 63) % (sizeof alnum - 1)];
-        s[6] = '\0';
-        snprintf(tmp, cap, "%s.tmp-%s", path, s);
+        char s[TEMP_RANDOM + 1];
+        for (int i = 0; i < TEMP_RANDOM; i++, z >>= 6)
+            s[i] = temp_alnum[(z & 63) % (sizeof temp_alnum - 1)];
+        s[TEMP_RANDOM] = '\0';
+        snprintf(tmp, cap, "%s" TEMP_SUFFIX "%s", path, s);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST)
             break;
     }
+    if (fd >= 0)
+        flock(fd, LOCK_EX | LOCK_NB); /* advisory; none on some filesystems */
     if (fd < 0) {
         xg_status st = io_error(path, "cannot create a temporary file beside "
                                 "it", errno);
@@ -913,11 +977,13 @@ static xg_status sync_folder(const char *path)
 
 /* Writes the parts to `path` atomically: a temporary file in the same
  * folder, fsync, rename over `path`, fsync of the folder. On failure the
- * temporary file is removed and `path` is as it was. */
+ * temporary file is removed and `path` is as it was. Temporary files of
+ * `path` left by killed writers are removed first. */
 static xg_status write_atomic(const char *path, const part *parts, int n)
 {
     char *tmp = NULL;
     int fd = -1;
+    remove_stale_temps(path);
     xg_status st = create_temp(path, &tmp, &fd);
     if (st != XG_OK)
         return st;

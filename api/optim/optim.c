@@ -330,8 +330,13 @@ float xg_optim_lr(const xg_optim *o)
 
 void xg_optim_set_lr(xg_optim *o, float lr)
 {
-    if (!o || !finite_nonneg(lr))
+    if (!o || !finite_nonneg(lr)) {
+        xg_set_error(XG_ERR_INVALID_ARG, "optim_set_lr: %s", !o
+                     ? "optimizer is NULL"
+                     : "the learning rate must be finite and >= 0; it is "
+                       "unchanged");
         return;
+    }
     if (o->kind == OPT_SGD)
         o->sgd.lr = lr;
     else
@@ -441,6 +446,7 @@ float xg_lr_step(float base_lr, int64_t step, int64_t step_size, float gamma)
 float xg_lr_cosine(float base_lr, int64_t step, int64_t warmup,
                    int64_t total, float min_lr)
 {
+    step = step < 0 ? 0 : step;
     if (step < warmup)
         return base_lr * (float)(step + 1) / (float)warmup;
     double p = total > warmup ? (double)(step - warmup) / (double)(total - warmup)
