@@ -319,7 +319,12 @@ xg_tensor *xg_matmul_t(xg_tensor *a, xg_tensor *b, bool trans_a,
                        bool trans_b);
 
 /* Reductions over one axis (the axis is removed unless keepdim) or over
- * all elements (a scalar). max and argmax return the first maximum. */
+ * all elements (a scalar). max and argmax return the first maximum; their
+ * indices are i32, so an axis longer than 2^31 - 1 elements fails with
+ * XG_ERR_TOO_LARGE (max_all, which reduces all of x, likewise). The
+ * gradient of max(x, axis) goes to that one index (as torch.max(x, dim));
+ * the gradient of max_all is split evenly among tied maxima (as
+ * torch.max(x) and torch.amax): x = [1, 3, 3] gives [0, 0.5, 0.5]. */
 xg_tensor *xg_sum(xg_tensor *x, int axis, bool keepdim);
 xg_tensor *xg_mean(xg_tensor *x, int axis, bool keepdim);
 xg_tensor *xg_max(xg_tensor *x, int axis, bool keepdim);
@@ -462,13 +467,19 @@ xg_conv2d_params xg_conv2d_defaults(void);
 
 /* torch.nn.functional.conv2d. bias [out] or NULL; params NULL means the
  * defaults. Errors: XG_ERR_SHAPE (channels, groups, an output smaller than
- * one pixel), XG_ERR_INVALID_ARG (stride or dilation < 1, padding < 0). */
+ * one pixel), XG_ERR_INVALID_ARG (stride or dilation < 1, padding < 0, a
+ * padded input size + 2 x padding or a dilated kernel span
+ * dilation x (kernel - 1) + 1 of 2^31 or more). */
 xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
                      const xg_conv2d_params *params);
 
 /* Pooling over kernel x kernel windows; stride 0 means stride = kernel;
  * padding <= kernel / 2. Max pooling pads with -infinity, average pooling
- * with zeros counted in the mean (PyTorch's defaults). */
+ * with zeros counted in the mean (PyTorch's defaults). Errors:
+ * XG_ERR_INVALID_ARG (those bounds, or a padded input size + 2 x padding of
+ * 2^31 or more), XG_ERR_SHAPE (not 4-D, a window larger than the padded
+ * input), XG_ERR_TOO_LARGE (max pooling: a plane of 2^31 or more pixels,
+ * which its i32 indices cannot address). */
 xg_tensor *xg_max_pool2d(xg_tensor *x, int kernel, int stride, int padding);
 xg_tensor *xg_avg_pool2d(xg_tensor *x, int kernel, int stride, int padding);
 
@@ -698,7 +709,10 @@ xg_module *xg_silu_layer(void);
 
 /* Conv2d(in, out, kernel) with the given stride, padding, dilation and
  * groups (params NULL: defaults), weight and bias initialised as PyTorch
- * does (uniform in +-1/sqrt(in / groups * kernel^2)). */
+ * does (uniform in +-1/sqrt(in / groups * kernel^2)). Errors:
+ * XG_ERR_INVALID_ARG (sizes < 1, channels not divisible by groups, the
+ * parameters xg_conv2d refuses for any input), XG_ERR_TOO_LARGE (a weight
+ * of 2^40 elements or more). */
 xg_module *xg_conv2d_layer(int64_t in_channels, int64_t out_channels,
                            int kernel, const xg_conv2d_params *params,
                            bool bias);

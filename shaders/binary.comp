@@ -28,6 +28,8 @@ float op(float u, float v)
     return u * v;
 #elif defined(OP_DIV)
     return u / v;
+#elif defined(OP_SAME_VALUE)
+    return u == v || (isnan(u) && isnan(v)) ? 1.0f : 0.0f;
 #else
 #error "binary.comp: no OP_ defined"
 #endif

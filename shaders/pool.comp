@@ -59,7 +59,7 @@ void main()
             for (int r = r0; r < r1; r++)
                 for (int c = c0; c < c1; c++)
                     sum += x[base + uint(r * int(pc.w) + c)];
-            y[o] = sum / float(pc.kh * pc.kw);
+            y[o] = sum / (float(pc.kh) * float(pc.kw));
 #endif
         }
     }
@@ -92,7 +92,7 @@ void main()
     float inv_sh = 1.0f / float(pc.stride_h);
     float inv_sw = 1.0f / float(pc.stride_w);
 #if defined(OP_AVG_POOL2D_BACKWARD)
-    float area = float(pc.kh * pc.kw);
+    float area = float(pc.kh) * float(pc.kw);
 #endif
     XG_FOR_EACH_PLANE(plane, pc.planes) {
         uint base = plane * out_size;

@@ -33,6 +33,7 @@ static const conf_op_props op_props[XG_OP_COUNT] = {
     [XG_OP_log] = {.in_domain = {DOM_POSITIVE}},
     [XG_OP_sqrt] = {.in_domain = {DOM_POSITIVE}},
     [XG_OP_div] = {.in_domain = {DOM_SIGNED, DOM_NONZERO}},
+    [XG_OP_same_value] = {.in_domain = {DOM_TIES, DOM_TIES}, .exact = true},
     [XG_OP_max] = {.in_domain = {DOM_DISTINCT}},
     [XG_OP_argmax] = {.in_domain = {DOM_DISTINCT}},
     [XG_OP_max_backward] = {.in_domain = {DOM_SIGNED, DOM_CLASS}},

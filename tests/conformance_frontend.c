@@ -522,6 +522,66 @@ Test(frontend, batchnorm) { run_group("batchnorm"); }
 Test(frontend, index) { run_group("index"); }
 Test(frontend, where) { run_group("where"); }
 
+/* ---- hand values on the device under test --------------------------------- */
+
+/* Runs f on a leaf made from x[n] on the device under test, backpropagates
+ * sum(f(x)) and checks the output (one value) and the gradient against
+ * want_y and want_g[n] within a relative 1e-6. */
+static void check_values(const char *what, xg_tensor *(*f)(xg_tensor *),
+                         const float *x, const int64_t *shape, int ndim,
+                         int n, double want_y, const double *want_g)
+{
+    xg_device *cpu, *dev;
+    open_devices(&cpu, &dev);
+    xg_device_set_current(dev);
+    xg_scope *scope = xg_scope_begin();
+    xg_tensor *t = xg_tensor_from_data(x, XG_F32, shape, ndim);
+    cr_assert(t && xg_tensor_set_requires_grad(t, true) == XG_OK, "%s: %s",
+              what, xg_last_error());
+    xg_tensor *y = f(t);
+    float got_y = NAN, got_g[8];
+    cr_assert(y && xg_tensor_read(y, &got_y, sizeof got_y) == XG_OK &&
+                  xg_backward(xg_sum_all(y)) == XG_OK &&
+                  xg_tensor_read(xg_tensor_grad(t), got_g,
+                                 (size_t)n * sizeof *got_g) == XG_OK,
+              "%s: %s", what, xg_last_error());
+    cr_expect(fabs(got_y - want_y) <= 1e-6 * fabs(want_y), "%s: got %.9g, "
+              "expected %.9g", what, (double)got_y, want_y);
+    for (int i = 0; i < n; i++)
+        cr_expect(fabs(got_g[i] - want_g[i]) <= 1e-6 * fabs(want_g[i]),
+                  "%s: gradient %d: got %.9g, expected %.9g", what, i,
+                  (double)got_g[i], want_g[i]);
+    xg_scope_end(scope);
+    xg_device_close(dev);
+    xg_device_close(cpu);
+    conf_check_validation();
+}
+
+/* One pixel padded by k / 2: one window, whose divisor k * k overflows an
+ * int for k >= 46341. */
+static xg_tensor *avg_46341(xg_tensor *x) { return xg_avg_pool2d(x, 46341, 0, 23170); }
+static xg_tensor *avg_65536(xg_tensor *x) { return xg_avg_pool2d(x, 65536, 0, 32768); }
+
+Test(values, avg_pool_huge_kernel)
+{
+    double a = 1.0 / (46341.0 * 46341.0), b = 1.0 / 4294967296.0;
+    check_values("avg_pool2d k 46341", avg_46341, (float[]){1},
+                 XG_SHAPE(1, 1, 1, 1), 1, a, &a);
+    check_values("avg_pool2d k 65536", avg_65536, (float[]){1},
+                 XG_SHAPE(1, 1, 1, 1), 1, b, &b);
+}
+
+/* max_all splits its gradient among tied maxima, NaNs included. */
+Test(values, max_all_ties)
+{
+    double g[4] = {0, 0.5, 0.5, 0};
+    check_values("max_all [1,3,3,-1]", xg_max_all, (float[]){1, 3, 3, -1},
+                 XG_SHAPE(4), 4, 3, g);
+    double t = 1.0 / 3.0, gz[4] = {t, t, 0, t};
+    check_values("max_all [0,0,-1,0]", xg_max_all, (float[]){0, 0, -1, 0},
+                 XG_SHAPE(2, 2), 4, 0, gz);
+}
+
 /* ---- training agreement ------------------------------------------------------- */
 
 #define MLP_IN 784

@@ -522,6 +522,25 @@ Test(cnn, avg_pool_counts_padding)
                      "avg_pool2d 2x2");
 }
 
+/* The divisor kh * kw overflows int for k >= 46341: compute it without.
+ * Padding k / 2 around one pixel gives one window holding that pixel. */
+Test(cnn, avg_pool_huge_kernel)
+{
+    const int ks[] = {46341, 65536};
+    for (int i = 0; i < 2; i++) {
+        int k = ks[i];
+        double area = (double)k * k;
+        xg_tensor *x = cn_tensor((float[]){1}, XG_SHAPE(1, 1, 1, 1));
+        xg_tensor_set_requires_grad(x, true);
+        xg_tensor *y = xg_avg_pool2d(x, k, 0, k / 2);
+        cr_assert_not_null(y, "k %d: %s", k, xg_last_error());
+        cn_assert_values(y, (double[]){1.0 / area}, 0, 1e-6, "avg_pool2d");
+        cr_assert_eq(xg_backward(xg_sum_all(y)), XG_OK, "%s", xg_last_error());
+        cn_assert_values(xg_tensor_grad(x), (double[]){1.0 / area}, 0, 1e-6,
+                         "avg_pool2d backward");
+    }
+}
+
 /* ===== dropout ============================================================ */
 
 Test(cnn, dropout_mask_is_rand_uniform_stream)

@@ -645,6 +645,86 @@ static void c_forward_features(outcome *o)
     xg_module_free(m);
 }
 
+/* Convolution geometry that only 64-bit arithmetic gets right. */
+static void conv_pad_case(outcome *o, int pad_h)
+{
+    xg_tensor *x = mk(XG_SHAPE(1, 1, 3, 3)), *w = mk(XG_SHAPE(1, 1, 1, 1));
+    xg_conv2d_params p = xg_conv2d_defaults();
+    p.pad_h = pad_h;
+    xg_clear_error();
+    got_tensor(o, xg_conv2d(x, w, NULL, &p));
+    xg_tensor_free(x);
+    xg_tensor_free(w);
+}
+
+static void c_conv_pad_int_max(outcome *o) { conv_pad_case(o, INT32_MAX); }
+static void c_conv_pad_2_30(outcome *o) { conv_pad_case(o, 1 << 30); }
+
+static void c_conv_dilation_huge(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(1, 1, 3, 3)), *w = mk(XG_SHAPE(1, 1, 3, 3));
+    xg_conv2d_params p = xg_conv2d_defaults();
+    p.dil_w = INT32_MAX;
+    xg_clear_error();
+    got_tensor(o, xg_conv2d(x, w, NULL, &p));
+    xg_tensor_free(x);
+    xg_tensor_free(w);
+}
+
+static void conv_layer_case(outcome *o, int64_t in, int pad)
+{
+    xg_conv2d_params p = xg_conv2d_defaults();
+    p.pad_w = pad;
+    xg_clear_error();
+    xg_module *m = xg_conv2d_layer(in, 4, 3, &p, true);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_conv2d_layer made a module");
+    }
+}
+
+static void c_conv_layer_pad(outcome *o) { conv_layer_case(o, 3, INT32_MAX); }
+static void c_conv_layer_huge(outcome *o)
+{
+    conv_layer_case(o, (int64_t)1 << 62, 0);
+}
+
+/* Index outputs are i32: an axis or plane past INT32_MAX is refused before
+ * anything is allocated (the input is a broadcast view of one element). */
+static void c_argmax_long_axis(outcome *o)
+{
+    xg_tensor *one = mk(XG_SHAPE(1));
+    xg_tensor *x = xg_expand(one, XG_SHAPE((int64_t)INT32_MAX + 1));
+    cr_assert_not_null(x, "%s", xg_last_error());
+    xg_clear_error();
+    got_tensor(o, xg_argmax(x, 0, false));
+    xg_tensor_free(x);
+    xg_tensor_free(one);
+}
+
+static void c_max_long_axis(outcome *o)
+{
+    xg_tensor *one = mk(XG_SHAPE(1, 1));
+    xg_tensor *x = xg_expand(one, XG_SHAPE(2, (int64_t)INT32_MAX + 1));
+    cr_assert_not_null(x, "%s", xg_last_error());
+    xg_clear_error();
+    got_tensor(o, xg_max(x, 1, true));
+    xg_tensor_free(x);
+    xg_tensor_free(one);
+}
+
+static void c_max_pool_big_plane(outcome *o)
+{
+    xg_tensor *one = mk(XG_SHAPE(1, 1, 1, 1));
+    xg_tensor *x = xg_expand(one, XG_SHAPE(1, 1, 46341, 46341));
+    cr_assert_not_null(x, "%s", xg_last_error());
+    xg_clear_error();
+    got_tensor(o, xg_max_pool2d(x, 1, 1, 0));
+    xg_tensor_free(x);
+    xg_tensor_free(one);
+}
+
 /* ---- the table --------------------------------------------------------- */
 
 typedef struct err_case {
@@ -659,6 +739,7 @@ typedef struct err_case {
 #define IA XG_ERR_INVALID_ARG
 #define DT XG_ERR_DTYPE
 #define NF XG_ERR_NOT_FOUND
+#define TL XG_ERR_TOO_LARGE
 
 static err_case cases[] = {
     {"add [2,3]+[4]", c_add_shape, SH, 0, "add", NULL},
@@ -787,6 +868,20 @@ static err_case cases[] = {
     {"sequential_add duplicate name", c_seq_add_duplicate, IA, 0, "fc",
      NULL},
     {"sequential_add name \"a.b\"", c_seq_add_malformed, IA, 0, NULL, NULL},
+    {"conv2d padding INT_MAX", c_conv_pad_int_max, IA, 0, "conv2d",
+     "padding"},
+    {"conv2d padding 2^30", c_conv_pad_2_30, IA, 0, "conv2d", "padding"},
+    {"conv2d dilation INT_MAX", c_conv_dilation_huge, IA, 0, "conv2d",
+     "dilat"},
+    {"conv2d_layer padding INT_MAX", c_conv_layer_pad, IA, 0,
+     "conv2d_layer", "padding"},
+    {"conv2d_layer 2^62 input channels", c_conv_layer_huge, IA, TL,
+     "conv2d_layer", NULL},
+    {"argmax over 2^31 elements", c_argmax_long_axis, TL, 0, "argmax",
+     "2147483648"},
+    {"max over 2^31 elements", c_max_long_axis, TL, 0, "max", "2147483648"},
+    {"max_pool2d over a 46341x46341 plane", c_max_pool_big_plane, TL, 0,
+     "max_pool2d", "2147488281"},
     {"linear with 0 inputs", c_linear_zero, IA, SH, "linear", NULL},
     {"linear forward [4,5] into 3 features", c_forward_features, SH, 0,
      NULL, NULL},

@@ -660,6 +660,40 @@ Test(autograd, broadcast_input_gradient_sums)
                      (const double[]){3, 3, 3}, 0, 0, "grad v");
 }
 
+/* max_all splits its gradient evenly among tied maxima (torch.max(x) with
+ * no dim); max along an axis routes it to the first maximum (torch.max(x,
+ * dim)). Finite differences cannot see ties: hand values. */
+Test(autograd, max_all_splits_ties_evenly)
+{
+    xg_tensor *x = tu_param(tu_f32((const float[]){1, 3, 3}, XG_SHAPE(3)));
+    xg_tensor *y = xg_max_all(x);
+    tu_assert_values(y, (const int64_t[]){1}, 0, (const double[]){3}, 0, 0,
+                     "max_all");
+    cr_assert_eq(xg_backward(xg_mul_scalar(y, 2)), XG_OK, "%s",
+                 xg_last_error());
+    tu_assert_values(xg_tensor_grad(x), XG_SHAPE(3),
+                     (const double[]){0, 1, 1}, 0, 0, "max_all of [1,3,3]");
+    /* relu-like ties of zeros, across rows of a 2-D x */
+    xg_tensor *z = tu_param(tu_f32((const float[]){0, -1, 0, 0, -2, -3},
+                                   XG_SHAPE(2, 3)));
+    cr_assert_eq(xg_backward(xg_max_all(z)), XG_OK, "%s", xg_last_error());
+    double t = 1.0 / 3.0;
+    tu_assert_values(xg_tensor_grad(z), XG_SHAPE(2, 3),
+                     (const double[]){t, 0, t, t, 0, 0}, 0, 1e-7,
+                     "max_all of three zeros");
+    /* a NaN maximum: the NaNs share the gradient, as in PyTorch */
+    xg_tensor *n = tu_param(tu_f32((const float[]){NAN, 5, NAN, 1},
+                                   XG_SHAPE(4)));
+    cr_assert_eq(xg_backward(xg_max_all(n)), XG_OK, "%s", xg_last_error());
+    tu_assert_values(xg_tensor_grad(n), XG_SHAPE(4),
+                     (const double[]){0.5, 0, 0.5, 0}, 0, 0, "max_all NaN");
+    /* max along an axis keeps routing to the first maximum */
+    xg_tensor *w = tu_param(tu_f32((const float[]){1, 3, 3}, XG_SHAPE(3)));
+    cr_assert_eq(xg_backward(xg_sum_all(xg_max(w, 0, false))), XG_OK);
+    tu_assert_values(xg_tensor_grad(w), XG_SHAPE(3),
+                     (const double[]){0, 1, 0}, 0, 0, "max axis 0 of [1,3,3]");
+}
+
 Test(autograd, accumulates_across_backward_calls_until_zeroed)
 {
     xg_tensor *x = tu_param(tu_f32((const float[]){1, -2, 3}, XG_SHAPE(3)));

@@ -193,7 +193,8 @@ typedef struct xg_sgd_args {
  * - 1) / stride_h + 1 (likewise ow). The backward kernels compute dx
  * (shape of x) from dy and weight, and dweight (shape of weight) from x and
  * dy, overwriting their output. All sizes >= 1; c_in and c_out are
- * multiples of groups. */
+ * multiples of groups; h + 2 pad_h and dil_h (kh - 1) + 1 stay below 2^31
+ * (likewise w), so window coordinates fit an int. */
 typedef struct xg_conv_args {
     int64_t n, c_in, h, w, c_out, oh, ow;
     int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
@@ -202,14 +203,16 @@ typedef struct xg_conv_args {
 /* POOL: x [n, c, h, w] -> y [n, c, oh, ow] over kh x kw windows at
  * (i * stride_h - pad_h, j * stride_w - pad_w), oh = (h + 2 pad_h - kh) /
  * stride_h + 1 (floor; likewise ow); pad <= kernel / 2 so every window
- * holds at least one pixel of x.
+ * holds at least one pixel of x; h + 2 pad_h < 2^31 (likewise w), and for
+ * max_pool2d h * w < 2^31.
  * max_pool2d: positions outside x never win; out[1] gets the winner's index
  * in its input plane (row * w + col), the first one on ties; NaN wins.
  * max_pool2d_backward: dx[b, c, k] = sum of dy over the windows whose index
  * is k (windows may overlap).
  * avg_pool2d: sum over the window / (kh * kw), padding counted as zeros
  * (PyTorch's count_include_pad=True); avg_pool2d_backward spreads
- * dy / (kh * kw) back over each window, overwriting dx. */
+ * dy / (kh * kw) back over each window, overwriting dx. The divisor is the
+ * float product (float)kh * (float)kw: kh * kw may pass INT_MAX. */
 typedef struct xg_pool_args {
     int64_t n, c, h, w, oh, ow;
     int kh, kw, stride_h, stride_w, pad_h, pad_w;

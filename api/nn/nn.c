@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core_impl.h"
+#include "ops/ops_impl.h"
 
 #define MAX_NAME 64 /* names are 1..MAX_NAME-1 characters */
 
@@ -842,22 +842,40 @@ static xg_tensor *conv2d_forward(xg_module *m, xg_tensor *x)
 static const xg_module_class conv2d_class = {
     .name = "Conv2d", .forward = conv2d_forward, .free_state = free};
 
+/* Channels, kernel and parameters of a Conv2d layer: every size positive,
+ * the parameters as xg_conv2d checks them (for a 1x1 input), the weight
+ * [out, in / groups, kernel, kernel] below 2^40 elements. */
+static bool conv2d_layer_ok(int64_t in, int64_t out, int kernel,
+                            const xg_conv2d_params *p)
+{
+    const char *op = "conv2d_layer";
+    if (in < 1 || out < 1 || kernel < 1 || p->groups < 1 ||
+        in % p->groups || out % p->groups) {
+        xg_set_error(XG_ERR_INVALID_ARG, "%s: channels %lld -> %lld, kernel "
+                     "%d, groups %d: need positive sizes and channels "
+                     "divisible by groups", op, (long long)in, (long long)out,
+                     kernel, p->groups);
+        return false;
+    }
+    if (!xg__conv_params_ok(op, p, 1, 1, kernel, kernel))
+        return false;
+    /* in double: the product of int64 sizes may pass INT64_MAX */
+    double numel = (double)out * (double)(in / p->groups) * kernel * kernel;
+    if (numel < 0x1p40)
+        return true;
+    xg_set_error(XG_ERR_TOO_LARGE, "%s: a weight of %lld x %lld x %d x %d "
+                 "elements is too large (at most 2^40)", op, (long long)out,
+                 (long long)(in / p->groups), kernel, kernel);
+    return false;
+}
+
 xg_module *xg_conv2d_layer(int64_t in_channels, int64_t out_channels,
                            int kernel, const xg_conv2d_params *params,
                            bool bias)
 {
     xg_conv2d_params p = params ? *params : xg_conv2d_defaults();
-    if (in_channels < 1 || out_channels < 1 || kernel < 1 || p.groups < 1 ||
-        p.stride_h < 1 || p.stride_w < 1 || p.dil_h < 1 || p.dil_w < 1 ||
-        p.pad_h < 0 || p.pad_w < 0 || in_channels % p.groups ||
-        out_channels % p.groups) {
-        xg_set_error(XG_ERR_INVALID_ARG, "conv2d_layer: channels %lld -> %lld,"
-                     " kernel %d, groups %d: need positive sizes, strides and "
-                     "dilations, padding >= 0 and channels divisible by "
-                     "groups", (long long)in_channels,
-                     (long long)out_channels, kernel, p.groups);
+    if (!conv2d_layer_ok(in_channels, out_channels, kernel, &p))
         return NULL;
-    }
     xg_module *m = layer_new(&conv2d_class, &p, sizeof p);
     if (!m)
         return NULL;

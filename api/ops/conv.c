@@ -1,7 +1,7 @@
 /* Convolution, pooling, dropout, flatten and batch normalisation. */
 #include <math.h>
 
-#include "core_impl.h"
+#include "ops/ops_impl.h"
 
 /* ---- conv2d --------------------------------------------------------------- */
 
@@ -22,23 +22,58 @@ static bool is_4d(const char *op, int index, const xg_tensor *t)
     return false;
 }
 
-/* Output size along one axis, or 0 when the window does not fit. */
+/* Output size along one axis, or 0 when the window does not fit. In int64,
+ * which holds every sum and product of int parameters and a tensor size. */
 static int64_t out_size(int64_t in, int k, int stride, int pad, int dil)
 {
-    int64_t span = (int64_t)dil * (k - 1) + 1;
-    return in + 2 * pad < span ? 0 : (in + 2 * pad - span) / stride + 1;
+    int64_t span = (int64_t)dil * (k - 1) + 1, padded = in + 2 * (int64_t)pad;
+    return padded < span ? 0 : (padded - span) / stride + 1;
 }
 
-static bool conv_geometry(const xg_tensor *x, const xg_tensor *w,
-                          const xg_conv2d_params *p, xg_conv_args *a)
+/* The kernels index an axis of the padded input with 32-bit integers: the
+ * padded extent (in + 2 pad) and the dilated kernel span must stay below
+ * 2^31. `in` 1 checks the parameters alone. */
+bool xg__conv_axis_fits(const char *op, const char *axis, int64_t in, int k,
+                        int pad, int dil)
 {
-    const char *op = "conv2d";
+    int64_t padded = in + 2 * (int64_t)pad, span = (int64_t)dil * (k - 1) + 1;
+    if (padded <= INT32_MAX && span <= INT32_MAX)
+        return true;
+    xg_set_error(XG_ERR_INVALID_ARG, "%s: %s: input %lld + 2 x padding %d = "
+                 "%lld, kernel %d at dilation %d spans %lld; both must stay "
+                 "below 2^31", op, axis, (long long)in, pad,
+                 (long long)padded, k, dil, (long long)span);
+    return false;
+}
+
+/* Strides, dilations and groups >= 1, padding >= 0, and the axes' limits
+ * for a kh x kw kernel over an h x w input (1 x 1: the parameters alone). */
+bool xg__conv_params_ok(const char *op, const xg_conv2d_params *p,
+                        int64_t h, int64_t w, int kh, int kw)
+{
     if (p->stride_h < 1 || p->stride_w < 1 || p->dil_h < 1 || p->dil_w < 1 ||
         p->pad_h < 0 || p->pad_w < 0 || p->groups < 1) {
         xg_set_error(XG_ERR_INVALID_ARG, "%s: stride, dilation and groups "
                      "must be >= 1 and padding >= 0", op);
         return false;
     }
+    return xg__conv_axis_fits(op, "height", h, kh, p->pad_h, p->dil_h) &&
+           xg__conv_axis_fits(op, "width", w, kw, p->pad_w, p->dil_w);
+}
+
+static bool conv_geometry(const xg_tensor *x, const xg_tensor *w,
+                          const xg_conv2d_params *p, xg_conv_args *a)
+{
+    const char *op = "conv2d";
+    if (w->shape[2] > INT32_MAX || w->shape[3] > INT32_MAX) {
+        xg_set_error(XG_ERR_TOO_LARGE, "conv2d: a kernel of %lld x %lld is "
+                     "too large (at most 2^31 - 1 per axis)",
+                     (long long)w->shape[2], (long long)w->shape[3]);
+        return false;
+    }
+    if (!xg__conv_params_ok(op, p, x->shape[2], x->shape[3],
+                            (int)w->shape[2], (int)w->shape[3]))
+        return false;
     *a = (xg_conv_args){.n = x->shape[0], .c_in = x->shape[1],
                         .h = x->shape[2], .w = x->shape[3],
                         .c_out = w->shape[0], .kh = (int)w->shape[2],
@@ -54,7 +89,7 @@ static bool conv_geometry(const xg_tensor *x, const xg_tensor *w,
     const char *bad =
         a->c_in % p->groups || a->c_out % p->groups
             ? "channels are not multiples of groups"
-        : w->shape[1] * p->groups != a->c_in
+        : w->shape[1] != a->c_in / p->groups
             ? "weight's input channels x groups differ from the input's"
         : a->oh < 1 || a->ow < 1 ? "the kernel is larger than the padded input"
                                  : NULL;
@@ -137,7 +172,7 @@ xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
 /* ---- pooling ------------------------------------------------------------- */
 
 static bool pool_geometry(const char *op, const xg_tensor *x, int k,
-                          int stride, int pad, xg_pool_args *a)
+                          int stride, int pad, bool is_max, xg_pool_args *a)
 {
     if (!is_4d(op, 0, x))
         return false;
@@ -149,6 +184,10 @@ static bool pool_geometry(const char *op, const xg_tensor *x, int k,
                      "0 <= padding <= kernel / 2", op, k, stride, pad);
         return false;
     }
+    if (!xg__conv_axis_fits(op, "height", x->shape[2], k, pad, 1) ||
+        !xg__conv_axis_fits(op, "width", x->shape[3], k, pad, 1) ||
+        (is_max && !xg__i32_index_ok(op, "plane", x->shape[2] * x->shape[3])))
+        return false;
     *a = (xg_pool_args){.n = x->shape[0], .c = x->shape[1], .h = x->shape[2],
                         .w = x->shape[3], .kh = k, .kw = k,
                         .stride_h = stride, .stride_w = stride, .pad_h = pad,
@@ -211,13 +250,13 @@ static xg_tensor *pool(xg_op op, xg_tensor *x, int k, int stride, int pad,
                        xg_backward_fn bw)
 {
     const char *name = xg_op_table[op].name;
+    bool is_max = op == XG_OP_max_pool2d;
     xg_pool_args a;
     if (!xg__check_arg(name, 0, x, XG_F32) ||
-        !pool_geometry(name, x, k, stride, pad, &a))
+        !pool_geometry(name, x, k, stride, pad, is_max, &a))
         return NULL;
     int64_t shape[4] = {a.n, a.c, a.oh, a.ow};
     xg_tensor *idx = NULL;
-    bool is_max = op == XG_OP_max_pool2d;
     xg_tensor *y = pool_kernel(op, x, NULL, shape, &a, is_max ? &idx : NULL);
     y = xg__record(y, &(xg_record){.op = op, .backward = bw, .inputs = &x,
                                    .n_inputs = 1, .saved = &idx,

@@ -259,6 +259,19 @@ xg_tensor *xg_sub(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_sub, a, b); 
 xg_tensor *xg_mul(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_mul, a, b); }
 xg_tensor *xg_div(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_div, a, b); }
 
+xg_tensor *xg__same_value(xg_tensor *a, xg_tensor *b)
+{
+    const char *name = "same_value";
+    int64_t shape[XG_MAX_DIMS];
+    int ndim;
+    if (!xg__check_arg(name, 0, a, XG_F32) ||
+        !xg__check_arg(name, 1, b, XG_F32) ||
+        !xg__check_same_device(name, a, b) ||
+        !xg__broadcast_shape(name, a, b, shape, &ndim))
+        return NULL;
+    return binary_kernel(XG_OP_same_value, a, b, shape, ndim);
+}
+
 static xg_status bw_expand(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     gi[0] = xg__sum_to(g, n->inputs[0]->shape, n->inputs[0]->ndim);

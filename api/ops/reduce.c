@@ -18,6 +18,23 @@ static bool resolve_axis(const char *op, const xg_tensor *x, int *axis)
     return true;
 }
 
+bool xg__i32_index_ok(const char *op, const char *what, int64_t n)
+{
+    if (n <= INT32_MAX)
+        return true;
+    xg_set_error(XG_ERR_TOO_LARGE, "%s: its i32 indices cannot address a %s "
+                 "of %lld elements (at most 2^31 - 1 = %d)", op, what,
+                 (long long)n, INT32_MAX);
+    return false;
+}
+
+/* Resolves the axis of an op with i32 index output and checks its length. */
+static bool index_axis(const char *op, const xg_tensor *x, int *axis)
+{
+    return xg__check_arg(op, 0, x, XG_F32) && resolve_axis(op, x, axis) &&
+           xg__i32_index_ok(op, "axis", x->ndim ? x->shape[*axis] : 1);
+}
+
 /* [outer, dim, inner] view of x around `axis`. */
 static xg_reduce_args reduce_view(const xg_tensor *x, int axis)
 {
@@ -132,7 +149,29 @@ static xg_tensor *reduce_all(xg_tensor *x, const char *op,
 
 xg_tensor *xg_sum_all(xg_tensor *x) { return reduce_all(x, "sum_all", xg_sum); }
 xg_tensor *xg_mean_all(xg_tensor *x) { return reduce_all(x, "mean_all", xg_mean); }
-xg_tensor *xg_max_all(xg_tensor *x) { return reduce_all(x, "max_all", xg_max); }
+
+/* d max_all / dx: g split evenly among the elements tied with the maximum
+ * (NaNs, when the maximum is NaN), as torch.max(x) and torch.amax do:
+ * dx = mask * (g / sum(mask)). saved[0] is the maximum. */
+static xg_status bw_max_all(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    xg_tensor *mask = xg__same_value(n->inputs[0], n->saved[0]);
+    gi[0] = xg_mul(mask, xg_div(g, xg_sum_all(mask)));
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
+xg_tensor *xg_max_all(xg_tensor *x)
+{
+    if (!xg__check_arg("max_all", 0, x, XG_F32) ||
+        !xg__i32_index_ok("max_all", "tensor", x->numel))
+        return NULL;
+    bool was = xg_set_grad_enabled(false);
+    xg_tensor *y = reduce_all(x, "max_all", xg_max);
+    xg_set_grad_enabled(was);
+    return xg__record(y, &(xg_record){.op = XG_OP_none, .name = "max_all",
+                                      .backward = bw_max_all, .inputs = &x,
+                                      .n_inputs = 1, .save_output = true});
+}
 
 /* d max / dx: g routed to the index of the maximum. */
 static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
@@ -153,7 +192,7 @@ static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 xg_tensor *xg_max(xg_tensor *x, int axis, bool keepdim)
 {
-    if (!xg__check_arg("max", 0, x, XG_F32) || !resolve_axis("max", x, &axis))
+    if (!index_axis("max", x, &axis))
         return NULL;
     xg_tensor *idx = NULL;
     xg_tensor *out = reduce_kernel(XG_OP_max, x, axis, keepdim, XG_F32, &idx);
@@ -170,8 +209,7 @@ xg_tensor *xg_max(xg_tensor *x, int axis, bool keepdim)
 
 xg_tensor *xg_argmax(xg_tensor *x, int axis, bool keepdim)
 {
-    if (!xg__check_arg("argmax", 0, x, XG_F32) ||
-        !resolve_axis("argmax", x, &axis))
+    if (!index_axis("argmax", x, &axis))
         return NULL;
     return reduce_kernel(XG_OP_argmax, x, axis, keepdim, XG_I32, NULL);
 }

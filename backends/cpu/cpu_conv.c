@@ -497,7 +497,7 @@ static void avg_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
 {
     const float *x = cpu_f32(c->in[0].buf) + plane * a->h * a->w;
     float *y = cpu_f32(c->out[0].buf) + plane * a->oh * a->ow;
-    const float area = (float)(a->kh * a->kw);
+    const float area = (float)a->kh * (float)a->kw;
     for (int64_t i = 0; i < a->oh; i++)
         for (int64_t j = 0; j < a->ow; j++) {
             int64_t r0, r1, c0, c1;
@@ -516,7 +516,7 @@ static void avg_pool_backward_plane(const xg_pool_args *a,
 {
     const float *dy = cpu_f32(c->in[0].buf) + plane * a->oh * a->ow;
     float *dx = cpu_f32(c->out[0].buf) + plane * a->h * a->w;
-    const float area = (float)(a->kh * a->kw);
+    const float area = (float)a->kh * (float)a->kw;
     memset(dx, 0, (size_t)(a->h * a->w) * sizeof *dx);
     for (int64_t i = 0; i < a->oh; i++)
         for (int64_t j = 0; j < a->ow; j++) {

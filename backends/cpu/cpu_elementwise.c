@@ -147,6 +147,7 @@ CPU_INLINE float binary_value(xg_op op, float x, float y)
     case XG_OP_sub: return x - y;
     case XG_OP_mul: return x * y;
     case XG_OP_div: return x / y;
+    case XG_OP_same_value: return (x == y) | ((x != x) & (y != y)) ? 1.0f : 0.0f;
     default: assert(!"not a binary op"); return x;
     }
 }
@@ -182,6 +183,9 @@ static void binary_row(xg_op op, float *c, const float *a, int64_t sa,
     case XG_OP_sub: binary_row_op(XG_OP_sub, c, a, sa, b, sb, n); break;
     case XG_OP_mul: binary_row_op(XG_OP_mul, c, a, sa, b, sb, n); break;
     case XG_OP_div: binary_row_op(XG_OP_div, c, a, sa, b, sb, n); break;
+    case XG_OP_same_value:
+        binary_row_op(XG_OP_same_value, c, a, sa, b, sb, n);
+        break;
     default: assert(!"not a binary op");
     }
 }

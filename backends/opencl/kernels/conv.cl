@@ -157,7 +157,8 @@ __kernel void xg_max_pool2d_backward(__global const float *dy,
     }
 }
 
-/* Padding counts as zeros: the divisor is always kh * kw. */
+/* Padding counts as zeros: the divisor is always kh * kw, a float product
+ * (kh * kw overflows an int from 46341 on). */
 __kernel void xg_avg_pool2d(__global const float *x, __global float *y,
                             XG_POOL_PARAMS)
 {
@@ -168,7 +169,7 @@ __kernel void xg_avg_pool2d(__global const float *x, __global float *y,
         for (int yy = max(y0, 0); yy < min(y0 + kh, (int)h); yy++)
             for (int xx = max(x0, 0); xx < min(x0 + kw, (int)w); xx++)
                 acc += in[yy * w + xx];
-        y[e] = acc / (float)(kh * kw);
+        y[e] = acc / ((float)kh * (float)kw);
     }
 }
 
@@ -182,7 +183,7 @@ __kernel void xg_avg_pool2d_backward(__global const float *dy,
         int2 is = xg_windows_covering(yy, kh - 1, stride_h, pad_h, (int)oh);
         int2 js = xg_windows_covering(xx, kw - 1, stride_w, pad_w, (int)ow);
         __global const float *g = dy + plane * oh * ow;
-        float size = (float)(kh * kw), acc = 0.0f;
+        float size = (float)kh * (float)kw, acc = 0.0f;
         for (int i = is.x; i <= is.y; i++)
             for (int j = js.x; j <= js.y; j++)
                 acc += g[i * ow + j] / size;
