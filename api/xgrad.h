@@ -790,9 +790,10 @@ xg_sgd_options xg_sgd_defaults(void);
 xg_adam_options xg_adam_defaults(void);
 xg_adam_options xg_adamw_defaults(void);
 
-/* New optimizers over `n` parameters. Errors: XG_ERR_INVALID_ARG for bad
- * hyperparameters (negative lr, beta outside [0, 1), nesterov without
- * momentum...). */
+/* New optimizers over `n` parameters (f32 leaf tensors, each given once).
+ * Errors: XG_ERR_INVALID_ARG for bad hyperparameters (negative lr, beta
+ * outside [0, 1), nesterov without momentum...), a NULL or non-leaf
+ * parameter, or one given twice. */
 xg_optim *xg_optim_sgd(xg_tensor *const *params, int n,
                        const xg_sgd_options *options);
 xg_optim *xg_optim_adam(xg_tensor *const *params, int n,

@@ -681,3 +681,24 @@ Test(sched, cosine_with_warmup)
                   want);
     }
 }
+
+/* A parameter given twice would be updated twice per step. */
+Test(optim, a_parameter_given_twice_is_refused)
+{
+    xg_tensor *p = tu_f32((const float[]){1, 2}, XG_SHAPE(2));
+    cr_assert_eq(xg_tensor_set_requires_grad(p, true), XG_OK);
+    xg_tensor *twice[3] = {p, tu_f32((const float[]){3}, XG_SHAPE(1)), p};
+    cr_assert_eq(xg_tensor_set_requires_grad(twice[1], true), XG_OK);
+    xg_sgd_options o = xg_sgd_defaults();
+    cr_expect_null(xg_optim_sgd(twice, 3, &o));
+    cr_expect_eq(xg_last_status(), XG_ERR_INVALID_ARG);
+    cr_expect(strstr(xg_last_error(), "parameter 2 is parameter 0") != NULL,
+              "%s", xg_last_error());
+    xg_adam_options a = xg_adam_defaults();
+    cr_expect_null(xg_optim_adam(twice, 3, &a));
+    a = xg_adamw_defaults();
+    cr_expect_null(xg_optim_adamw(twice, 3, &a));
+    xg_optim *fine = xg_optim_sgd(twice, 2, &o);
+    cr_expect_not_null(fine, "distinct ones are fine: %s", xg_last_error());
+    xg_optim_free(fine);
+}

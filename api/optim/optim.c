@@ -66,6 +66,14 @@ static xg_optim *optim_new(optim_kind kind, xg_tensor *const *params, int n)
                                                : "not an f32 leaf tensor");
             return NULL;
         }
+    /* Given twice, a parameter would be updated twice per step. */
+    for (int i = 1; i < n; i++)
+        for (int k = 0; k < i; k++)
+            if (params[k] == params[i]) {
+                xg_set_error(XG_ERR_INVALID_ARG, "optim: parameter %d is "
+                             "parameter %d again; give each once", i, k);
+                return NULL;
+            }
     xg_optim *o = calloc(1, sizeof *o);
     if (o) {
         o->params = malloc(((size_t)n + 1) * sizeof *o->params);
