@@ -959,13 +959,16 @@ xg_status xg_checkpoint_save(const char *path, const xg_module *m,
                              const char *const *hparams);
 
 /* Restores what xg_checkpoint_save wrote into a module and optimizer built
- * the same way (same kind, same parameters, same parameter groups), and
- * fills *state (optional). Nothing is changed on error. Errors: those of
+ * the same way (same kind, same options: betas, eps, weight decay,
+ * momentum, dampening, nesterov; same parameters, same parameter groups),
+ * sets the optimizer's learning rate to the checkpoint's, and fills *state
+ * (optional). Nothing is changed on error. Errors: those of
  * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata, a step
  * or epoch count outside [0, 2^53], an optimizer moment or momentum that
  * is not finite, a negative second moment; the message names the key and
- * the file), XG_ERR_INVALID_ARG (NULL argument, another optimizer kind,
- * other parameter groups, a parameter name longer than 255 characters). */
+ * the file), XG_ERR_INVALID_ARG (NULL argument, another optimizer kind or
+ * other options, other parameter groups, a parameter name longer than 255
+ * characters). */
 xg_status xg_checkpoint_load(const char *path, xg_module *m, xg_optim *opt,
                              xg_train_state *state);
 

@@ -432,14 +432,17 @@ static void run_hparams(const run *r, char (*values)[32], const char **kv)
     else
         snprintf(values[3], 32, "constant");
     augment_text(o, values[4], 32);
+    /* --lr: the rate the schedule starts from (the checkpoint's optimizer
+     * holds the rate of its last step). */
+    snprintf(values[5], 32, "%.9g", o->lr);
     const char *list[] = {"model", r->model.name, "batch_size", values[0],
                           "seed", values[1], "limit", values[2],
                           "lr_schedule", values[3], "augment", values[4],
-                          NULL};
+                          "base_lr", values[5], NULL};
     memcpy(kv, list, sizeof list);
 }
 
-enum { N_HPARAMS = 6 };
+enum { N_HPARAMS = 7 };
 
 static int check_resume_settings(const run *r)
 {
@@ -457,6 +460,8 @@ static int check_resume_settings(const run *r)
             saved = "constant";
         if (!saved && strcmp(kv[i], "augment") == 0)
             saved = "none";
+        if (!saved && strcmp(kv[i], "base_lr") == 0)
+            continue; /* not recorded before: the checkpoint's rate rules */
         if (!saved || strcmp(saved, kv[i + 1]) != 0) {
             fprintf(stderr, "%s: %s: the checkpoint has %s=%s, this run %s; "
                     "resume with the same settings\n", prog, r->opt->resume,

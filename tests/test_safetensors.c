@@ -1029,6 +1029,51 @@ Test(checkpoint, mismatches_change_nothing)
     xg_module_free(m4);
 }
 
+/* A checkpoint records the optimizer's options beside its rate, and loads
+ * only into an optimizer with the same ones. */
+Test(checkpoint, optimizer_options_must_match)
+{
+    const char *path = in_dir("options.safetensors");
+    xg_module *m = mlp(1, 8, 3);
+    xg_optim *o = make_optim(m, "adam", 0.1f);
+    train_step(m, o, 0);
+    cr_assert_eq(xg_checkpoint_save(path, m, o, NULL, NULL), XG_OK);
+    xg_safetensors *st = NULL;
+    cr_assert_eq(xg_safetensors_open(path, &st), XG_OK);
+    cr_expect_str_eq(xg_safetensors_metadata(st, "optimizer_options"),
+                     "beta1=0.899999976 beta2=0.999000013 eps=9.99999994e-09 "
+                     "weight_decay=0", "Adam's defaults, as floats");
+    xg_safetensors_close(st);
+
+    xg_module *m2 = mlp(2, 8, 3);
+    xg_tensor *p[8];
+    int n = xg_module_param_count(m2);
+    for (int i = 0; i < n; i++)
+        p[i] = xg_module_param(m2, i, NULL);
+    xg_adam_options a = xg_adam_defaults();
+    a.beta1 = 0.8f;
+    xg_optim *other = xg_optim_adam(p, n, &a);
+    expect_ckpt_fails(path, m2, other, XG_ERR_INVALID_ARG,
+                      "written by adam with beta1=0.899999976", "beta1");
+    xg_optim_free(other);
+    xg_sgd_options so = {.lr = 0.1f, .momentum = 0.5f, .weight_decay = 1e-3f};
+    xg_module *m3 = mlp(3, 8, 3);
+    xg_optim *sgd = make_optim(m3, "sgd", 0.1f); /* momentum 0.9 */
+    train_step(m3, sgd, 0);
+    cr_assert_eq(xg_checkpoint_save(path, m3, sgd, NULL, NULL), XG_OK);
+    for (int i = 0; i < n; i++)
+        p[i] = xg_module_param(m2, i, NULL);
+    xg_optim *slow = xg_optim_sgd(p, n, &so);
+    expect_ckpt_fails(path, m2, slow, XG_ERR_INVALID_ARG, "momentum=0.5",
+                      "momentum");
+    xg_optim_free(slow);
+    xg_optim_free(sgd);
+    xg_optim_free(o);
+    xg_module_free(m);
+    xg_module_free(m2);
+    xg_module_free(m3);
+}
+
 /* Checkpoints edited by hand, for a Linear(1, 1, no bias) with Adam. */
 typedef struct edited {
     const char *what;

@@ -14,6 +14,10 @@
  * "param_groups", the groups as torch's optimizer state_dict lists them
  * but with parameter names: [{"weight_decay":0.1,"params":["h.0.weight"]},
  * ...]; a checkpoint loads only into an optimizer with the same groups.
+ * "optimizer_options" records the options beside the rate (betas, eps,
+ * weight decay; SGD's momentum, dampening, nesterov) and a checkpoint loads
+ * only into an optimizer with the same ones (a file without the key, from
+ * before it, loads as it always did).
  *
  * Loading checks the whole file against the module and optimizer and
  * builds the new optimizer state before it changes anything. */
@@ -39,6 +43,7 @@
 static const char *const reserved[] = {
     "format", "optimizer", "lr", "optimizer_steps",
     "epoch", "step", "rng_seed", "rng_offset", "param_groups",
+    "optimizer_options",
 };
 
 /* Parameter names in checkpoints are at most this long, so that every
@@ -221,6 +226,21 @@ static xg_status check_groups(const xg_safetensors *st, const xg_module *m,
     return s;
 }
 
+/* Checks the file's optimizer options (beside the rate) against the
+ * optimizer's; a file from before they were recorded passes. */
+static xg_status check_options(const xg_safetensors *st, const xg_optim *opt)
+{
+    const char *theirs = xg_safetensors_metadata(st, "optimizer_options");
+    char ours[256];
+    xg__optim_options_text(opt, ours, sizeof ours);
+    if (!theirs || strcmp(theirs, ours) == 0)
+        return XG_OK;
+    return xg_set_error(XG_ERR_INVALID_ARG, "%s: the checkpoint was written "
+                        "by %s with %s; this optimizer has %s",
+                        xg__safetensors_label(st), xg__optim_kind(opt),
+                        theirs, ours);
+}
+
 /* The state of every parameter the optimizer has updated. */
 static xg_status add_optim(xg_safetensors_writer *w, const xg_module *m,
                            const xg_optim *opt)
@@ -270,6 +290,10 @@ static xg_status add_metadata(xg_safetensors_writer *w, const xg_module *m,
         st = xg_safetensors_writer_metadata(w, reserved[i], values[i]);
     for (int i = 0; hparams && hparams[i] && st == XG_OK; i += 2)
         st = xg_safetensors_writer_metadata(w, hparams[i], hparams[i + 1]);
+    char options[256];
+    xg__optim_options_text(opt, options, sizeof options);
+    if (st == XG_OK)
+        st = xg_safetensors_writer_metadata(w, "optimizer_options", options);
     char *groups = NULL;
     if (st == XG_OK)
         st = groups_text(m, opt, &groups);
@@ -668,6 +692,7 @@ static xg_status read_meta(const xg_safetensors *st, const xg_optim *opt,
         s = xg_set_error(XG_ERR_INVALID_ARG, "%s: the checkpoint holds '%s' "
                          "optimizer state; the optimizer is '%s'", label,
                          kind, xg__optim_kind(opt));
+
     uint64_t v[5] = {0};
     const char *keys[5] = {"optimizer_steps", "epoch", "step", "rng_seed",
                            "rng_offset"};
@@ -705,6 +730,8 @@ xg_status xg__checkpoint_load_from(const xg_safetensors *st, xg_module *m,
         s = plan_checkpoint(&p, m, opt);
     if (s == XG_OK)
         s = check_groups(st, m, opt);
+    if (s == XG_OK)
+        s = check_options(st, opt);
     if (s == XG_OK)
         s = write_params(&p, m);
     for (int i = 0; i < p.n_slots && s == XG_OK; i++) {

@@ -2,6 +2,7 @@
  * The update math runs on the device through the fused kernels adam_update
  * and sgd_update of the op list. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -377,6 +378,19 @@ const char *xg__optim_kind(const xg_optim *o)
 {
     static const char *const names[] = {"sgd", "adam", "adamw"};
     return names[o->kind];
+}
+
+void xg__optim_options_text(const xg_optim *o, char *buf, size_t cap)
+{
+    if (o->kind == OPT_SGD)
+        snprintf(buf, cap, "momentum=%.9g dampening=%.9g weight_decay=%.9g "
+                 "nesterov=%d", (double)o->sgd.momentum,
+                 (double)o->sgd.dampening, (double)o->sgd.weight_decay,
+                 o->sgd.nesterov ? 1 : 0);
+    else
+        snprintf(buf, cap, "beta1=%.9g beta2=%.9g eps=%.9g weight_decay=%.9g",
+                 (double)o->adam.beta1, (double)o->adam.beta2,
+                 (double)o->adam.eps, (double)o->adam.weight_decay);
 }
 
 int xg__optim_count(const xg_optim *o)

@@ -16,6 +16,12 @@ typedef struct xg_optim_slot {
 } xg_optim_slot;
 
 const char *xg__optim_kind(const xg_optim *opt); /* "sgd", "adam", "adamw" */
+
+/* The optimizer's options other than the learning rate, as one canonical
+ * line ("beta1=0.9 beta2=0.999 eps=1e-08 weight_decay=0"; SGD: momentum,
+ * dampening, weight_decay, nesterov): what a checkpoint records and a
+ * resume must match. */
+void xg__optim_options_text(const xg_optim *opt, char *buf, size_t cap);
 int xg__optim_count(const xg_optim *opt);
 xg_optim_slot xg__optim_slot(const xg_optim *opt, int i);
 /* Replaces slot i's state; takes ownership of s0 and s1 (either may be
