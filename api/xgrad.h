@@ -114,8 +114,14 @@ typedef struct xg_device xg_device;
  * GPU through Vulkan, else through OpenCL, else the CPU; software devices
  * (lavapipe, PoCL) are used only when named. The caller owns *out and closes
  * it with xg_device_close.
+ * Memory: the device keeps its own account of the bytes its live tensors
+ * hold, and refuses an allocation past the memory the driver reports (some
+ * drivers hand out more and fail later, or let the system kill the
+ * process) with XG_ERR_DEVICE_OOM; XGRAD_MEMORY_LIMIT (bytes, optionally
+ * with K, M or G) lowers that limit.
  * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
- * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device. */
+ * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device,
+ * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT. */
 xg_status xg_device_open(const char *spec, xg_device **out);
 
 /* Closes a device. Tensors still alive on it become unusable (reading them

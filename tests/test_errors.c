@@ -1081,3 +1081,38 @@ Test(error_state, default_device_failure_is_remembered)
     cr_expect_not_null(xg_device_current(), "xg_shutdown forgets it: %s",
                        xg_last_error());
 }
+
+/* The device's own account of memory: past the limit (here
+ * XGRAD_MEMORY_LIMIT) an allocation is refused with XG_ERR_DEVICE_OOM,
+ * freeing makes room again, and small allocations still succeed after a
+ * refused large one. */
+Test(error_state, memory_limit)
+{
+    setenv("XGRAD_MEMORY_LIMIT", "1M", 1);
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    xg_device_set_current(dev);
+    xg_tensor *a = xg_zeros(XG_SHAPE(128 * 1024)); /* 512 KiB */
+    cr_assert_not_null(a, "%s", xg_last_error());
+    cr_expect_null(xg_zeros(XG_SHAPE(192 * 1024)), "768 KiB more");
+    cr_expect_eq(xg_last_status(), XG_ERR_DEVICE_OOM);
+    cr_expect(strstr(xg_last_error(), "XGRAD_MEMORY_LIMIT") != NULL, "%s",
+              xg_last_error());
+    xg_tensor *small = xg_zeros(XG_SHAPE(64));
+    cr_expect_not_null(small, "a small one after: %s", xg_last_error());
+    xg_tensor_free(a);
+    xg_tensor *b = xg_zeros(XG_SHAPE(192 * 1024));
+    cr_expect_not_null(b, "after freeing: %s", xg_last_error());
+    xg_tensor_free(b);
+    xg_tensor_free(small);
+    xg_device_set_current(NULL);
+    xg_device_close(dev);
+
+    const char *bad[] = {"0", "-1", "12Q", "M", "99999999999999999999G"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("XGRAD_MEMORY_LIMIT", bad[i], 1);
+        cr_expect_eq(xg_device_open("cpu", &dev), XG_ERR_INVALID_ARG,
+                     "XGRAD_MEMORY_LIMIT=%s", bad[i]);
+    }
+    unsetenv("XGRAD_MEMORY_LIMIT");
+}

@@ -21,6 +21,9 @@ struct xg_device {
     xg_backend_device *bdev;
     pthread_mutex_t lock;
     _Atomic int refs;
+    /* Bytes of live storage, and the most there may be (0: no limit): the
+     * device's reported memory, lowered by XGRAD_MEMORY_LIMIT. Under lock. */
+    uint64_t in_use, limit;
     bool closed; /* the opener closed it; tensors on it are unusable */
     xg_status lost; /* XG_ERR_DEVICE_LOST once the device is lost, else OK */
 };

@@ -79,16 +79,46 @@ xg_status xg_backend_devices(const char *backend, xg_device_info *out,
     return XG_OK;
 }
 
+/* XGRAD_MEMORY_LIMIT: bytes, with an optional K, M or G (powers of 1024);
+ * 0 when unset. */
+static xg_status env_memory_limit(uint64_t *limit)
+{
+    *limit = 0;
+    const char *s = getenv("XGRAD_MEMORY_LIMIT");
+    if (!s || !*s)
+        return XG_OK;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+    if (shift)
+        end++;
+    if (errno || end == s || *end || *s == '-' || v == 0 ||
+        v > (UINT64_MAX >> shift))
+        return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_MEMORY_LIMIT='%s': "
+                            "expected a number of bytes > 0, optionally "
+                            "with K, M or G", s);
+    *limit = (uint64_t)v << shift;
+    return XG_OK;
+}
+
 static xg_status open_index(const xg_backend *be, int index, xg_device **out)
 {
+    uint64_t limit;
+    xg_status st = env_memory_limit(&limit);
+    if (st != XG_OK)
+        return st;
     xg_device *dev = calloc(1, sizeof *dev);
     if (!dev)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "device_open: out of memory");
-    xg_status st = be->open(index, &dev->bdev);
+    st = be->open(index, &dev->bdev);
     if (st != XG_OK) {
         free(dev);
         return st;
     }
+    dev->limit = dev->bdev->desc.memory_bytes;
+    if (limit && (!dev->limit || limit < dev->limit))
+        dev->limit = limit;
     dev->backend = be;
     dev->refs = 1;
     pthread_mutex_init(&dev->lock, NULL);

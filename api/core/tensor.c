@@ -118,8 +118,18 @@ static xg_storage *storage_new(xg_device *dev, size_t bytes, const char *who)
         return NULL;
     }
     xg__device_lock(dev);
-    xg_status st = xg__device_result(
-        dev, dev->backend->alloc(dev->bdev, bytes, &s->buf));
+    xg_status st;
+    if (dev->limit && bytes > dev->limit - dev->in_use)
+        st = xg_set_error(XG_ERR_DEVICE_OOM, "%s: out of device memory: %zu "
+                          "bytes asked, %llu of %llu in use on %s (the "
+                          "device's memory, or XGRAD_MEMORY_LIMIT)", who,
+                          bytes, (unsigned long long)dev->in_use,
+                          (unsigned long long)dev->limit, dev->backend->name);
+    else
+        st = xg__device_result(
+            dev, dev->backend->alloc(dev->bdev, bytes, &s->buf));
+    if (st == XG_OK)
+        dev->in_use += bytes;
     xg__device_unlock(dev);
     if (st != XG_OK) {
         free(s);
@@ -138,6 +148,7 @@ static void storage_release(xg_storage *s)
         return;
     xg__device_lock(s->dev);
     s->dev->backend->free(s->dev->bdev, s->buf);
+    s->dev->in_use -= s->bytes;
     xg__device_unlock(s->dev);
     xg__device_release(s->dev);
     free(s);

@@ -154,7 +154,8 @@ static void release_empty_blocks(xg_vk_device *d)
 
 /* Adds a block with room for `size` bytes. When the device is out of
  * memory, waits for queued work, gives back empty blocks and tries once
- * more. */
+ * more, and then with a block of just `size` bytes, so that a small
+ * allocation can succeed where a whole block no longer fits. */
 static xg_status grow(xg_vk_device *d, VkDeviceSize size)
 {
     VkDeviceSize bytes = size > d->mem.block_size ? size : d->mem.block_size;
@@ -166,6 +167,8 @@ static xg_status grow(xg_vk_device *d, VkDeviceSize size)
         if (st == XG_OK)
             st = block_create(d, bytes, &b);
     }
+    if (st == XG_ERR_DEVICE_OOM && bytes > size)
+        st = block_create(d, size, &b);
     if (st == XG_ERR_DEVICE_OOM)
         return xg_set_error(st,
                             "vulkan: out of device memory allocating %llu "
