@@ -837,10 +837,21 @@ static const char temp_alnum[] = "abcdefghijklmnopqrstuvwxyz"
 #define TEMP_SUFFIX ".tmp-"
 #define TEMP_RANDOM 6 /* characters of temp_alnum after TEMP_SUFFIX */
 
-/* Whether `entry` is `base`.tmp-XXXXXX, the name create_temp makes. */
+/* The temporary name keeps at most this much of the target's file name, so
+ * that with the suffix it stays within a file name's 255 bytes. */
+#define TEMP_BASE_MAX (255 - (sizeof TEMP_SUFFIX - 1) - TEMP_RANDOM)
+
+static size_t temp_base_len(const char *base)
+{
+    size_t n = strlen(base);
+    return n < TEMP_BASE_MAX ? n : TEMP_BASE_MAX;
+}
+
+/* Whether `entry` is `base`.tmp-XXXXXX, the name create_temp makes (with
+ * base cut to temp_base_len). */
 static bool is_temp_of(const char *entry, const char *base)
 {
-    size_t n = strlen(base), k = strlen(TEMP_SUFFIX);
+    size_t n = temp_base_len(base), k = strlen(TEMP_SUFFIX);
     if (strncmp(entry, base, n) != 0 || strncmp(entry + n, TEMP_SUFFIX, k))
         return false;
     const char *r = entry + n + k;
@@ -893,13 +904,16 @@ static void remove_stale_temps(const char *path)
     free(dir);
 }
 
-/* Creates `path`.tmp-XXXXXX (six random letters or digits) exclusively,
- * and locks it (see remove_if_stale). Not mkstemp: it makes the file 0600,
- * and a model file should get the usual 0666 & ~umask, which open()
- * applies. */
+/* Creates `path`.tmp-XXXXXX (six random letters or digits; the file name
+ * cut to temp_base_len first) exclusively, and locks it (see
+ * remove_if_stale). Not mkstemp: it makes the file 0600, and a model file
+ * should get the usual 0666 & ~umask, which open() applies. */
 static xg_status create_temp(const char *path, char **tmp_out, int *fd_out)
 {
     static _Thread_local uint64_t counter;
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    int keep = (int)((size_t)(base - path) + temp_base_len(base));
     size_t cap = strlen(path) + sizeof ".tmp-XXXXXX";
     char *tmp = malloc(cap);
     if (!tmp)
@@ -918,7 +932,7 @@ static xg_status create_temp(const char *path, char **tmp_out, int *fd_out)
         for (int i = 0; i < TEMP_RANDOM; i++, z >>= 6)
             s[i] = temp_alnum[(z & 63) % (sizeof temp_alnum - 1)];
         s[TEMP_RANDOM] = '\0';
-        snprintf(tmp, cap, "%s" TEMP_SUFFIX "%s", path, s);
+        snprintf(tmp, cap, "%.*s" TEMP_SUFFIX "%s", keep, path, s);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST)
             break;
