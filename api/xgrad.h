@@ -937,6 +937,13 @@ void xg_safetensors_writer_free(xg_safetensors_writer *w);
  * (NULL argument), XG_ERR_IO, device errors. */
 xg_status xg_module_save(const xg_module *m, const char *path);
 
+/* xg_module_save with extra __metadata__: `metadata` holds key, value
+ * pairs ended by NULL (NULL: none), e.g. how the inputs were normalised.
+ * Errors: those of xg_module_save, XG_ERR_INVALID_ARG for a key without
+ * value or the key "format" (the file's own). */
+xg_status xg_module_save_with(const xg_module *m, const char *path,
+                              const char *const *metadata);
+
 /* Loads a state_dict saved by xg_module_save or PyTorch onto the module's
  * device: every parameter and buffer must be in the file with its exact
  * shape, and the file must hold nothing else. Errors: XG_ERR_NOT_FOUND (missing tensor),

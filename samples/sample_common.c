@@ -554,7 +554,13 @@ static int train(run *r)
     sample_outcome out;
     if (sample_trainer_run(r->trainer, r->first_epoch, &out))
         return 1;
-    if (o->save && xg_module_save(r->model.module, o->save) != XG_OK)
+    /* What a user of the file must do to the pixels. */
+    char input[128];
+    snprintf(input, sizeof input, "pixels / 255, then (x - %.4f) / %.4f "
+             "(Fashion-MNIST's mean and std)", (double)FMNIST_MEAN,
+             (double)FMNIST_STD);
+    const char *meta[] = {"model", r->model.name, "input", input, NULL};
+    if (o->save && xg_module_save_with(r->model.module, o->save, meta) != XG_OK)
         return file_error("writing", o->save);
     int64_t samples = sample_trainer_samples(r->trainer);
     printf("result: backend=%s model=%s epochs=%lld train_samples=%lld "

@@ -664,6 +664,27 @@ Test(safetensors, read_only_folder)
     free(old);
 }
 
+/* A module file can carry metadata of the caller's, beside "format". */
+Test(safetensors, module_save_with_metadata)
+{
+    const char *path = in_dir("meta.safetensors");
+    xg_module *m = xg_linear(3, 2, true);
+    const char *meta[] = {"input", "pixels / 255", "model", "mlp", NULL};
+    cr_assert_eq(xg_module_save_with(m, path, meta), XG_OK, "%s",
+                 xg_last_error());
+    xg_safetensors *st = NULL;
+    cr_assert_eq(xg_safetensors_open(path, &st), XG_OK);
+    cr_expect_str_eq(xg_safetensors_metadata(st, "input"), "pixels / 255");
+    cr_expect_str_eq(xg_safetensors_metadata(st, "model"), "mlp");
+    cr_expect_str_eq(xg_safetensors_metadata(st, "format"), "pt");
+    xg_safetensors_close(st);
+    const char *own[] = {"format", "mine", NULL};
+    cr_expect_eq(xg_module_save_with(m, path, own), XG_ERR_INVALID_ARG);
+    const char *odd[] = {"input", NULL};
+    cr_expect_eq(xg_module_save_with(m, path, odd), XG_ERR_INVALID_ARG);
+    xg_module_free(m);
+}
+
 /* A file name near the 255-byte limit still saves: the temporary name
  * beside it keeps only as much of it as fits. */
 Test(safetensors, long_file_names_save)

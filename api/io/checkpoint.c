@@ -146,12 +146,26 @@ static xg_status add_params(xg_safetensors_writer *w, const xg_module *m)
 
 xg_status xg_module_save(const xg_module *m, const char *path)
 {
+    return xg_module_save_with(m, path, NULL);
+}
+
+xg_status xg_module_save_with(const xg_module *m, const char *path,
+                              const char *const *metadata)
+{
     if (!m || !path)
         return xg_set_error(XG_ERR_INVALID_ARG, "module_save: NULL argument");
+    for (int i = 0; metadata && metadata[i]; i += 2)
+        if (!metadata[i + 1] || strcmp(metadata[i], "format") == 0)
+            return xg_set_error(XG_ERR_INVALID_ARG, "module_save: metadata "
+                                "key '%s' %s", metadata[i],
+                                metadata[i + 1] ? "is the file's own"
+                                                : "has no value");
     xg_safetensors_writer *w = xg_safetensors_writer_new();
     /* "format": "pt" is what Hugging Face loaders expect of a state_dict. */
     xg_status st = w ? xg_safetensors_writer_metadata(w, "format", "pt")
                      : xg_last_status();
+    for (int i = 0; metadata && metadata[i] && st == XG_OK; i += 2)
+        st = xg_safetensors_writer_metadata(w, metadata[i], metadata[i + 1]);
     if (st == XG_OK)
         st = add_params(w, m);
     if (st == XG_OK)
