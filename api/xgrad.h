@@ -315,6 +315,9 @@ xg_tensor *xg_sigmoid(xg_tensor *x);
 xg_tensor *xg_tanh(xg_tensor *x);
 xg_tensor *xg_gelu(xg_tensor *x); /* exact (erf) form, as PyTorch's default */
 xg_tensor *xg_silu(xg_tensor *x); /* x * sigmoid(x) (SiLU, swish) */
+/* GELU's tanh approximation, PyTorch's gelu(approximate='tanh') and GPT-2's
+ * gelu_new: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+xg_tensor *xg_gelu_tanh(xg_tensor *x);
 
 /* Matrix product. 1-D and 2-D operands as torch.matmul; with more axes the
  * leading (batch) axes broadcast. xg_matmul_t multiplies op(a) by op(b),
@@ -712,6 +715,7 @@ xg_module *xg_sigmoid_layer(void);
 xg_module *xg_tanh_layer(void);
 xg_module *xg_gelu_layer(void);
 xg_module *xg_silu_layer(void);
+xg_module *xg_gelu_tanh_layer(void); /* GELU(approximate='tanh') */
 
 /* Conv2d(in, out, kernel) with the given stride, padding, dilation and
  * groups (params NULL: defaults), weight and bias initialised as PyTorch

@@ -14,7 +14,7 @@ layout(push_constant) uniform Push {
 
 XG_IN(0, float, x);
 #if defined(OP_RELU_BACKWARD) || defined(OP_GELU_BACKWARD) ||                 \
-    defined(OP_SILU_BACKWARD)
+    defined(OP_SILU_BACKWARD) || defined(OP_GELU_TANH_BACKWARD)
 #define XG_HAS_GRAD
 XG_IN(1, float, g);
 #endif
@@ -49,6 +49,9 @@ float xg_erf(float a)
 float xg_normal_cdf(float v) { return 0.5f * (1.0f + xg_erf(v * 0.70710678f)); }
 float xg_normal_pdf(float v) { return 0.39894228f * xg_exp(-0.5f * v * v); }
 
+/* GELU's tanh form: u = sqrt(2/pi) (v + 0.044715 v^3). */
+float xg_gelu_u(float v) { return 0.7978845608f * (v + 0.044715f * v * v * v); }
+
 float xg_tanh(float v)
 {
     /* Clamped: some drivers overflow exp inside tanh; tanh(±9) is ±1 in
@@ -63,6 +66,10 @@ float op(float v, float grad)
     return v > 0.0f ? grad : 0.0f;
 #elif defined(OP_GELU_BACKWARD)
     return grad * (xg_normal_cdf(v) + v * xg_normal_pdf(v));
+#elif defined(OP_GELU_TANH_BACKWARD)
+    float t = xg_tanh(xg_gelu_u(v));
+    return grad * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) *
+                   0.7978845608f * (1.0f + 0.134145f * v * v));
 #elif defined(OP_SILU_BACKWARD)
     float s = 1.0f / (1.0f + xg_exp(-v)); /* silu' = s (1 + v (1 - s)) */
     return grad * s * (1.0f + v * (1.0f - s));
@@ -89,6 +96,8 @@ float op(float v)
     return v * xg_normal_cdf(v);
 #elif defined(OP_SILU)
     return v / (1.0f + xg_exp(-v));
+#elif defined(OP_GELU_TANH)
+    return 0.5f * v * (1.0f + xg_tanh(xg_gelu_u(v)));
 #elif defined(OP_ADD_SCALAR)
     return v + pc.scalar;
 #elif defined(OP_SUB_SCALAR)

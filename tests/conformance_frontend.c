@@ -85,6 +85,7 @@ static xg_tensor *f_sigmoid(xg_tensor *const *x, const fe_case *c) { (void)c; re
 static xg_tensor *f_tanh(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_tanh(x[0]); }
 static xg_tensor *f_gelu(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_gelu(x[0]); }
 static xg_tensor *f_silu(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_silu(x[0]); }
+static xg_tensor *f_gelu_tanh(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_gelu_tanh(x[0]); }
 static xg_tensor *f_matmul(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_matmul(x[0], x[1]); }
 static xg_tensor *f_matmul_t(xg_tensor *const *x, const fe_case *c) { return xg_matmul_t(x[0], x[1], c->trans_a, c->trans_b); }
 static xg_tensor *f_sum(xg_tensor *const *x, const fe_case *c) { return xg_sum(x[0], c->axis, c->keepdim); }
@@ -154,6 +155,7 @@ static const fe_case fe_cases[] = {
     {"unary", "tanh x[7,33]", f_tanh, 1, {T(7, 33)}},
     {"unary", "gelu x[7,33]", f_gelu, 1, {T(7, 33)}},
     {"unary", "silu x[7,33]", f_silu, 1, {T(7, 33)}},
+    {"unary", "gelu_tanh x[7,33]", f_gelu_tanh, 1, {T(7, 33)}},
     /* matmul */
     {"matmul", "matmul [5,7] x [7,3]", f_matmul, 2, {T(5, 7), T(7, 3)}},
     {"matmul", "matmul_t ta=0 tb=0 [17,9] x [9,5]", f_matmul_t, 2, {T(17, 9), T(9, 5)}},

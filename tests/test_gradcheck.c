@@ -192,6 +192,8 @@ static xg_tensor *f_gelu(xg_tensor *const *in, const gc_ctx *c)
 { (void)c; return xg_gelu(in[0]); }
 static xg_tensor *f_silu(xg_tensor *const *in, const gc_ctx *c)
 { (void)c; return xg_silu(in[0]); }
+static xg_tensor *f_gelu_tanh(xg_tensor *const *in, const gc_ctx *c)
+{ (void)c; return xg_gelu_tanh(in[0]); }
 static xg_tensor *f_matmul(xg_tensor *const *in, const gc_ctx *c)
 { (void)c; return xg_matmul(in[0], in[1]); }
 static xg_tensor *f_matmul_t(xg_tensor *const *in, const gc_ctx *c)
@@ -332,6 +334,8 @@ Test(grad, unary)
     gradcheck("gelu near 0", f_gelu, NULL, &off0, 1);
     gradcheck("silu", f_silu, NULL, &x, 1);
     gradcheck("silu near 0", f_silu, NULL, &off0, 1);
+    gradcheck("gelu_tanh", f_gelu_tanh, NULL, &x, 1);
+    gradcheck("gelu_tanh near 0", f_gelu_tanh, NULL, &off0, 1);
 }
 
 /* ---- matmul ------------------------------------------------------------ */

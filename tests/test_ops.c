@@ -298,6 +298,13 @@ static double r_gelu(double x) { return x * 0.5 * (1 + erf(x / sqrt(2.0))); }
  * "Sigmoid-Weighted Linear Units", 2017; PyTorch's torch.nn.SiLU. */
 static double r_silu(double x) { return x / (1.0 + exp(-x)); }
 
+/* GELU's tanh approximation (Hendrycks & Gimpel 2016; PyTorch
+ * gelu(approximate='tanh'), GPT-2's gelu_new). */
+static double r_gelu_tanh(double x)
+{
+    return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
 Test(ops, neg_relu_hand_values)
 {
     xg_tensor *x = tu_f32(unary_x, UNARY_SHAPE);
@@ -339,6 +346,7 @@ Test(ops, activations_vs_reference)
     check_unary("tanh", xg_tanh, tanh, unary_x, n);
     check_unary("gelu", xg_gelu, r_gelu, unary_x, n);
     check_unary("silu", xg_silu, r_silu, unary_x, n);
+    check_unary("gelu_tanh", xg_gelu_tanh, r_gelu_tanh, unary_x, n);
 }
 
 Test(ops, activation_hand_values)
@@ -359,6 +367,12 @@ Test(ops, activation_hand_values)
                      (const double[]){0, 0.8413447460685429,
                                       -0.15865525393145707},
                      1e-7, 1e-6, "gelu exact erf form");
+    /* gelu_tanh(1) = 0.5 (1 + tanh(sqrt(2/pi) 1.044715)) = 0.8411919906,
+     * against the exact form's 0.8413447461 */
+    tu_assert_values(xg_gelu_tanh(x), XG_SHAPE(3),
+                     (const double[]){0, 0.8411919906082768,
+                                      -0.15880800939172324},
+                     1e-7, 1e-6, "gelu tanh approximation");
     /* silu(1) = 1 / (1 + e^-1) = 0.7310585786; silu(-1) = -0.2689414214 */
     tu_assert_values(xg_silu(x), XG_SHAPE(3),
                      (const double[]){0, 0.7310585786300049,
@@ -381,6 +395,9 @@ Test(ops, activations_saturate_without_nan)
     tu_assert_values(xg_silu(x), XG_SHAPE(4),
                      (const double[]){-3.720075976020836e-42, 100, 0, 1000},
                      1e-30, 1e-6, "silu saturates");
+    tu_assert_values(xg_gelu_tanh(x), XG_SHAPE(4),
+                     (const double[]){0, 100, 0, 1000}, 1e-30, 1e-6,
+                     "gelu_tanh saturates");
     tu_assert_values(xg_exp(x), XG_SHAPE(4),
                      (const double[]){3.720075976020836e-44, INFINITY, 0,
                                       INFINITY},

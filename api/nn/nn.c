@@ -797,6 +797,7 @@ ACTIVATION(sigmoid, "Sigmoid", xg_sigmoid)
 ACTIVATION(tanh, "Tanh", xg_tanh)
 ACTIVATION(gelu, "GELU", xg_gelu)
 ACTIVATION(silu, "SiLU", xg_silu)
+ACTIVATION(gelu_tanh, "GELU", xg_gelu_tanh)
 
 static xg_tensor *flatten_forward(xg_module *m, xg_tensor *x)
 {

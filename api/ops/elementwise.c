@@ -116,6 +116,7 @@ xg_tensor *xg_sqrt(xg_tensor *x) { return unary(XG_OP_sqrt, x, bw_sqrt, true); }
 xg_tensor *xg_relu(xg_tensor *x) { return unary(XG_OP_relu, x, bw_by_kernel, false); }
 xg_tensor *xg_gelu(xg_tensor *x) { return unary(XG_OP_gelu, x, bw_by_kernel, false); }
 xg_tensor *xg_silu(xg_tensor *x) { return unary(XG_OP_silu, x, bw_by_kernel, false); }
+xg_tensor *xg_gelu_tanh(xg_tensor *x) { return unary(XG_OP_gelu_tanh, x, bw_by_kernel, false); }
 xg_tensor *xg_tanh(xg_tensor *x) { return unary(XG_OP_tanh, x, bw_tanh, true); }
 xg_tensor *xg_sigmoid(xg_tensor *x)
 {

@@ -20,6 +20,15 @@ static inline float normal_cdf(float x)
     return 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
 }
 
+/* GELU's tanh form: u = sqrt(2/pi) (x + 0.044715 x^3).
+ * reference: Hendrycks & Gimpel 2016, eq. for the tanh approximation. */
+#define GELU_TANH_C 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_TANH_A 0.044715f
+static inline float gelu_tanh_arg(float x)
+{
+    return GELU_TANH_C * (x + GELU_TANH_A * x * x * x);
+}
+
 static inline float normal_pdf(float x)
 {
     const float inv_sqrt_2pi = 0.3989422804014327f;
@@ -38,6 +47,7 @@ CPU_INLINE float unary_value(xg_op op, float x)
     case XG_OP_tanh: return tanhf(x);
     case XG_OP_gelu: return x * normal_cdf(x);
     case XG_OP_silu: return x / (1.0f + expf(-x));
+    case XG_OP_gelu_tanh: return 0.5f * x * (1.0f + tanhf(gelu_tanh_arg(x)));
     default: assert(!"not a unary op"); return x;
     }
 }
@@ -65,6 +75,7 @@ static void unary_range(const void *ctx, int64_t begin, int64_t end, int t)
     case XG_OP_tanh: unary_loop(XG_OP_tanh, x, y, n); break;
     case XG_OP_gelu: unary_loop(XG_OP_gelu, x, y, n); break;
     case XG_OP_silu: unary_loop(XG_OP_silu, x, y, n); break;
+    case XG_OP_gelu_tanh: unary_loop(XG_OP_gelu_tanh, x, y, n); break;
     default: assert(!"not a unary op");
     }
 }
@@ -93,6 +104,15 @@ CPU_INLINE float unary_backward_value(xg_op op, float x, float g)
     case XG_OP_silu_backward: {
         float sg = 1.0f / (1.0f + expf(-x));
         return g * sg * (1.0f + x * (1.0f - sg));
+    }
+    /* d/dx x/2 (1 + t), t = tanh(u), u = c (x + a x^3):
+     * (1 + t) / 2 + x/2 (1 - t^2) c (1 + 3 a x^2); PyTorch GeluBackward
+     * with approximate='tanh'. */
+    case XG_OP_gelu_tanh_backward: {
+        float t = tanhf(gelu_tanh_arg(x));
+        return g * (0.5f * (1.0f + t) +
+                    0.5f * x * (1.0f - t * t) * GELU_TANH_C *
+                        (1.0f + 3.0f * GELU_TANH_A * x * x));
     }
     default: assert(!"not a unary backward op"); return g;
     }
@@ -123,6 +143,9 @@ static void unary_backward_range(const void *ctx, int64_t begin, int64_t end,
         break;
     case XG_OP_silu_backward:
         unary_backward_loop(XG_OP_silu_backward, x, g, dx, n);
+        break;
+    case XG_OP_gelu_tanh_backward:
+        unary_backward_loop(XG_OP_gelu_tanh_backward, x, g, dx, n);
         break;
     default: assert(!"not a unary backward op");
     }

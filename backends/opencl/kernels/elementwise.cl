@@ -39,6 +39,10 @@ XG_MAP(sigmoid, 1.0f / (1.0f + exp(-x)))
 XG_MAP(tanh, fabs(x) >= 9.0f ? copysign(1.0f, x) : tanh(x))
 XG_MAP(gelu, 0.5f * x * (1.0f + erf(x * XG_SQRT1_2)))
 XG_MAP(silu, x / (1.0f + exp(-x)))
+/* tanh form, u = sqrt(2/pi) (x + 0.044715 x^3); tanh saturated as above */
+#define XG_GELU_U(x) (0.7978845608028654f * ((x) + 0.044715f * (x) * (x) * (x)))
+#define XG_TANH_SAT(u) (fabs(u) >= 9.0f ? copysign(1.0f, u) : tanh(u))
+XG_MAP(gelu_tanh, 0.5f * x * (1.0f + XG_TANH_SAT(XG_GELU_U(x))))
 
 XG_MAP(add_scalar, x + s)
 XG_MAP(sub_scalar, x - s)
@@ -53,6 +57,12 @@ XG_MAP_BACKWARD(gelu_backward,
                 g * (0.5f * (1.0f + erf(x * XG_SQRT1_2)) +
                      x * XG_INV_SQRT_2PI * exp(-0.5f * x * x)))
 /* silu' = s (1 + x (1 - s)), s = sigmoid(x) */
+XG_MAP_BACKWARD(gelu_tanh_backward,
+                g * (0.5f * (1.0f + XG_TANH_SAT(XG_GELU_U(x))) +
+                     0.5f * x *
+                         (1.0f - XG_TANH_SAT(XG_GELU_U(x)) *
+                                     XG_TANH_SAT(XG_GELU_U(x))) *
+                         0.7978845608028654f * (1.0f + 0.134145f * x * x)))
 XG_MAP_BACKWARD(silu_backward,
                 g * (1.0f / (1.0f + exp(-x))) *
                     (1.0f + x * (1.0f - 1.0f / (1.0f + exp(-x)))))
