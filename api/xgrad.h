@@ -413,10 +413,17 @@ xg_tensor *xg_contiguous(xg_tensor *x);
 bool xg_tensor_is_contiguous(const xg_tensor *t);
 
 /* Losses, mean over the batch as PyTorch's defaults.
- * cross_entropy: logits [N, C] f32, labels [N] XG_I32 in [0, C); a label
- * out of range makes the loss NaN (checking it would cost a device read).
+ * cross_entropy: logits [N, C] f32, labels [N] XG_I32 in [0, C), or -100
+ * for a row that is ignored; any other label out of range makes the loss
+ * NaN (checking it would cost a device read).
  * mse_loss: mean((pred - target)^2), shapes broadcast. */
 xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels);
+/* cross_entropy whose rows labelled `ignore_index` add nothing: the mean
+ * is over the other rows, NaN when every row is ignored (as PyTorch's
+ * ignore_index). xg_cross_entropy is this with PyTorch's default, -100. */
+#define XG_IGNORE_INDEX (-100)
+xg_tensor *xg_cross_entropy_ignore(xg_tensor *logits, xg_tensor *labels,
+                                   int32_t ignore_index);
 xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target);
 
 /* ---- indexing and selection ----
@@ -461,6 +468,61 @@ xg_tensor *xg_where(xg_tensor *cond, xg_tensor *a, xg_tensor *b);
  * (x's own when the mask broadcasts to it). The gradient reaches x where
  * the mask is 0. Ownership and errors as xg_where. */
 xg_tensor *xg_masked_fill(xg_tensor *x, xg_tensor *mask, float value);
+
+/* ===== Transformer ops ===================================================
+ * Forward and backward on every backend, f32. */
+
+/* torch.nn.functional.embedding: the rows of weight [num, dim] picked by
+ * an i32 index of any shape; the result has the index's shape plus a last
+ * axis of size dim. The gradient adds the rows of the output's gradient
+ * into zeros in increasing position of the index (repeated indices
+ * accumulate with the same bits on every backend). The indices are read
+ * back and checked, as xg_index_select does. Errors: XG_ERR_INVALID_ARG
+ * (NULL, an index outside [0, num): the message gives the index and its
+ * position), XG_ERR_DTYPE (weight not f32, index not i32), XG_ERR_SHAPE
+ * (weight not 2-D, an index with XG_MAX_DIMS axes). */
+xg_tensor *xg_embedding(xg_tensor *weight, xg_tensor *index);
+
+/* torch.nn.functional.layer_norm over the last axis (size C):
+ *   y = (x - mean) / sqrt(var + eps) * weight + bias
+ * with the biased variance (divided by C). weight and bias are [C] or NULL
+ * (no scale, no shift). One fused kernel forward, one backward (which
+ * reuses the mean and 1/sqrt(var + eps) kept from the forward).
+ * Errors: XG_ERR_INVALID_ARG (NULL x, eps < 0 or not finite, different
+ * devices), XG_ERR_DTYPE, XG_ERR_SHAPE (x 0-D, weight or bias not [C]). */
+xg_tensor *xg_layer_norm(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                         float eps);
+
+/* Options of xg_attention. */
+typedef struct xg_attention_params {
+    float scale;      /* factor on q.k; 0 means 1 / sqrt(head size) */
+    bool causal;      /* query i sees key j only when j <= i + causal_offset */
+    int64_t causal_offset; /* 0: PyTorch's is_causal (top-left aligned);
+                              Tk - Tq: the queries are the last Tq
+                              positions (a KV cache) */
+    float dropout_p;  /* probability of zeroing an attention weight */
+    bool training;    /* dropout applies only when true */
+} xg_attention_params;
+
+/* causal, offset 0, scale 0 (1 / sqrt(D)), no dropout. */
+xg_attention_params xg_attention_defaults(void);
+
+/* Scaled dot-product attention, fused (torch's
+ * scaled_dot_product_attention): q [B, H, Tq, D], k and v [B, H, Tk, D] ->
+ * [B, H, Tq, D], out[i] = sum_j dropout(softmax_j(scale q_i.k_j, masked))
+ * v_j. Dropout keeps a weight with probability 1 - p and scales it by
+ * 1 / (1 - p), the mask drawn from the thread's generator (the backward
+ * draws the same one again). A query that sees no key (causal with a
+ * negative offset) gets zeros, and a zero gradient. No [Tq, Tk] tensor is
+ * kept between forward and backward: the forward keeps each query's
+ * log-sum-exp and the backward recomputes the weights from it, so memory
+ * grows with B H T D, not T^2, on every backend. params NULL means
+ * xg_attention_defaults(). Errors: XG_ERR_INVALID_ARG (NULL, p outside
+ * [0, 1), scale not finite, different devices), XG_ERR_DTYPE,
+ * XG_ERR_SHAPE (not 4-D, B, H or D differing, k and v of different
+ * shapes). */
+xg_tensor *xg_attention(xg_tensor *q, xg_tensor *k, xg_tensor *v,
+                        const xg_attention_params *params);
 
 /* ===== Convolutional ops =================================================
  * NCHW images; weights [out, in / groups, kh, kw] as in PyTorch. */
@@ -735,6 +797,13 @@ xg_module *xg_flatten_layer(void);
 /* BatchNorm2d(channels, eps = 1e-5, momentum = 0.1): parameters weight and
  * bias, buffers running_mean, running_var, num_batches_tracked. */
 xg_module *xg_batch_norm2d_layer(int64_t channels);
+/* Embedding(num, dim): parameter weight [num, dim] drawn from N(0, 1) as
+ * PyTorch does; forward takes an i32 index (xg_embedding). */
+xg_module *xg_embedding_layer(int64_t num, int64_t dim);
+/* LayerNorm(dim, eps): parameters weight [dim] (ones) and, when `bias`,
+ * bias [dim] (zeros); none when `affine` is false. */
+xg_module *xg_layer_norm_layer(int64_t dim, float eps, bool affine,
+                               bool bias);
 
 /* ---- using modules ---- */
 
