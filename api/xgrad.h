@@ -946,6 +946,90 @@ float xg_lr_cosine(float base_lr, int64_t step, int64_t warmup,
 xg_status xg_clip_grad_norm(xg_tensor *const *params, int n, float max_norm,
                             float *total_norm);
 
+/* ===== Models: GPT =======================================================
+ * GPT-2's architecture (pre-LayerNorm transformer blocks, learned position
+ * embeddings, GELU with the tanh approximation, the output projection tied
+ * to the token embedding) under GPT-2's parameter names, as Hugging Face's
+ * GPT2LMHeadModel names them without the "transformer." prefix:
+ *   wte.weight [vocab, embd]            wpe.weight [context, embd]
+ *   h.{i}.ln_1.weight, .bias [embd]
+ *   h.{i}.attn.c_attn.weight [embd, 3 embd], .bias [3 embd]
+ *   h.{i}.attn.c_proj.weight [embd, embd], .bias [embd]
+ *   h.{i}.ln_2.weight, .bias [embd]
+ *   h.{i}.mlp.c_fc.weight [embd, 4 embd], .bias [4 embd]
+ *   h.{i}.mlp.c_proj.weight [4 embd, embd], .bias [embd]
+ *   ln_f.weight, .bias [embd]
+ * The projections are GPT-2's Conv1D: weight [in, out], y = x W + b, so a
+ * saved model has GPT-2's layout. There is no lm_head.weight: the logits
+ * are x wte^T. Without bias, the Conv1D layers and LayerNorms have no
+ * .bias entries. */
+
+typedef struct xg_gpt_config {
+    int64_t vocab_size; /* tokens (256 for bytes, 50257 for GPT-2's BPE) */
+    int64_t context;    /* longest sequence (GPT-2: n_positions, 1024) */
+    int64_t n_layer, n_head, n_embd; /* n_embd a multiple of n_head */
+    float dropout;      /* embedding, attention and residual dropout */
+    bool bias;          /* biases in the Conv1D layers and LayerNorms */
+    float layer_norm_eps;
+} xg_gpt_config;
+
+/* GPT-2 small (124M): vocab 50257, context 1024, 12 layers, 12 heads, 768
+ * wide, dropout 0.1, bias, eps 1e-5. */
+xg_gpt_config xg_gpt_config_gpt2(void);
+
+/* A new GPT on the current device, initialised as GPT-2 was, from the
+ * thread's generator: every weight N(0, 0.02), except the two c_proj
+ * weights of each block, N(0, 0.02 / sqrt(2 n_layer)); biases 0;
+ * LayerNorm weights 1. Its forward (xg_module_forward) takes token ids
+ * [B, T] XG_I32 (0 <= id < vocab_size, 1 <= T <= context) and returns the
+ * logits [B, T, vocab_size]; a token out of range is an error, as in
+ * xg_embedding. Dropout applies in training mode (xg_module_set_training).
+ * The caller owns the module. Errors: XG_ERR_INVALID_ARG (NULL, a size < 1,
+ * n_embd not a multiple of n_head, dropout outside [0, 1), eps < 0),
+ * XG_ERR_TOO_LARGE, device errors. */
+xg_module *xg_gpt(const xg_gpt_config *config);
+
+/* True when m is a module made by xg_gpt; *config (optional) gets its
+ * configuration. */
+bool xg_gpt_config_of(const xg_module *m, xg_gpt_config *config);
+
+/* AdamW over a GPT's parameters with GPT-2's grouping: group 0 holds the
+ * Conv1D weights (the matrices) with options->weight_decay; group 1 holds
+ * the biases, the LayerNorm weights and both embeddings with weight decay
+ * 0. options NULL: xg_adamw_defaults(). The optimizer borrows the
+ * parameters: free it before the model. Errors: XG_ERR_INVALID_ARG (not a
+ * GPT, bad options), XG_ERR_OUT_OF_MEMORY. */
+xg_optim *xg_gpt_adamw(xg_module *gpt, const xg_adam_options *options);
+
+/* ---- generation with a KV cache ----
+ * A cache keeps each layer's keys and values of the tokens seen so far, so
+ * that each new token costs one pass over the cached positions (O(length)
+ * per token), not a forward of the whole sequence. */
+typedef struct xg_gpt_cache xg_gpt_cache;
+
+/* An empty cache for `gpt` (borrowed: it must outlive the cache), for
+ * sequences of `batch` rows. The caller frees it with xg_gpt_cache_free.
+ * Errors: XG_ERR_INVALID_ARG (not a GPT, batch < 1),
+ * XG_ERR_OUT_OF_MEMORY. */
+xg_gpt_cache *xg_gpt_cache_new(xg_module *gpt, int64_t batch);
+
+/* Runs the next t tokens, ids [batch, t] XG_I32, at positions length ..
+ * length + t - 1 after those already cached, in evaluation mode and
+ * without recording a graph, and returns their logits [batch, t,
+ * vocab_size] (owned as any op's result); the cache then holds length + t
+ * positions. Errors: XG_ERR_INVALID_ARG (NULL, a token out of range),
+ * XG_ERR_SHAPE (ids not [batch, t]), XG_ERR_TOO_LARGE (length + t past the
+ * model's context: reset the cache and run the last tokens again), device
+ * errors. On error the cache is unchanged. */
+xg_tensor *xg_gpt_forward_cached(xg_gpt_cache *cache, xg_tensor *ids);
+
+/* Positions held (0 for NULL). */
+int64_t xg_gpt_cache_length(const xg_gpt_cache *cache);
+
+/* Empties the cache (the memory is released). NULL is ignored. */
+void xg_gpt_cache_reset(xg_gpt_cache *cache);
+void xg_gpt_cache_free(xg_gpt_cache *cache);
+
 /* ===== Model files: safetensors ==========================================
  * The format of PyTorch and Hugging Face: an 8-byte little-endian header
  * length, a JSON header naming each tensor's dtype, shape and byte range,

@@ -2,6 +2,7 @@
 #include "sample_log.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 struct sample_log {
     FILE *f;
     const char *prog, *path; /* borrowed from the caller */
+    const char *header;      /* the first line, without its newline */
 };
 
 static void report(const char *prog, const char *path, const char *why)
@@ -21,7 +23,8 @@ static void report(const char *prog, const char *path, const char *why)
  * complete rows whose step is at most resume_step, up to the first that is
  * not. -1 with *why set if the file is not a log, or cannot be read. An
  * empty file (a log whose header never got written) keeps nothing: 0. */
-static long rows_to_keep(FILE *f, int64_t resume_step, const char **why)
+static long rows_to_keep(FILE *f, const char *header, int64_t resume_step,
+                         const char **why)
 {
     char line[256];
     if (!fgets(line, sizeof line, f)) {
@@ -30,9 +33,10 @@ static long rows_to_keep(FILE *f, int64_t resume_step, const char **why)
         *why = strerror(errno);
         return -1;
     }
-    if (strcmp(line, SAMPLE_LOG_HEADER "\n") != 0) {
-        *why = "not a training log: its first line is not "
-               SAMPLE_LOG_HEADER;
+    size_t n = strlen(header);
+    if (strncmp(line, header, n) != 0 || strcmp(line + n, "\n") != 0) {
+        *why = "not a training log of this program: its first line is not "
+               "the header";
         return -1;
     }
     long keep = ftell(f);
@@ -55,7 +59,7 @@ static long rows_to_keep(FILE *f, int64_t resume_step, const char **why)
 static int continue_log(sample_log *log, FILE *f, int64_t resume_step)
 {
     const char *why = NULL;
-    long keep = rows_to_keep(f, resume_step, &why);
+    long keep = rows_to_keep(f, log->header, resume_step, &why);
     if (keep >= 0 && (fflush(f) != 0 || ftruncate(fileno(f), keep) != 0 ||
                       fseek(f, keep, SEEK_SET) != 0))
         why = strerror(errno);
@@ -65,7 +69,7 @@ static int continue_log(sample_log *log, FILE *f, int64_t resume_step)
         return 1;
     }
     log->f = f;
-    if (keep == 0 && (fputs(SAMPLE_LOG_HEADER "\n", f) < 0 || fflush(f))) {
+    if (keep == 0 && (fprintf(f, "%s\n", log->header) < 0 || fflush(f))) {
         report(log->prog, log->path, strerror(errno));
         return 1;
     }
@@ -76,8 +80,8 @@ static int continue_log(sample_log *log, FILE *f, int64_t resume_step)
 static int new_log(sample_log *log)
 {
     log->f = fopen(log->path, "w");
-    if (!log->f ||
-        fputs(SAMPLE_LOG_HEADER "\n", log->f) < 0 || fflush(log->f) != 0) {
+    if (!log->f || fprintf(log->f, "%s\n", log->header) < 0 ||
+        fflush(log->f) != 0) {
         report(log->prog, log->path, strerror(errno));
         return 1;
     }
@@ -87,6 +91,12 @@ static int new_log(sample_log *log)
 sample_log *sample_log_open(const char *prog, const char *path,
                             int64_t resume_step)
 {
+    return sample_log_open_with(prog, path, resume_step, SAMPLE_LOG_HEADER);
+}
+
+sample_log *sample_log_open_with(const char *prog, const char *path,
+                                 int64_t resume_step, const char *header)
+{
     sample_log *log = calloc(1, sizeof *log);
     if (!log) {
         report(prog, path, "out of memory");
@@ -94,6 +104,7 @@ sample_log *sample_log_open(const char *prog, const char *path,
     }
     log->prog = prog;
     log->path = path;
+    log->header = header;
     FILE *old = resume_step >= 0 ? fopen(path, "r+") : NULL;
     int rc;
     if (old)
@@ -137,6 +148,15 @@ int sample_log_eval(sample_log *log, int64_t step, double epoch,
 {
     int rc = fprintf(log->f, "eval,%lld,%.4f,,,,%.3f,%.6f\n", (long long)step,
                      epoch, elapsed_s, accuracy);
+    return row_written(log, rc);
+}
+
+int sample_log_row(sample_log *log, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vfprintf(log->f, fmt, ap);
+    va_end(ap);
     return row_written(log, rc);
 }
 

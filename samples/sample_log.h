@@ -1,5 +1,5 @@
-/* The CSV training log of --log (the format is in sample_common.h). Used
- * by the training loop only. */
+/* The CSV training log of --log (the format is in sample_common.h; the
+ * gpt sample's in gpt.c). */
 #ifndef XGRAD_SAMPLE_LOG_H
 #define XGRAD_SAMPLE_LOG_H
 
@@ -17,6 +17,17 @@ typedef struct sample_log sample_log;
  * Returns NULL after reporting "PROG: --log PATH: why" on stderr. */
 sample_log *sample_log_open(const char *prog, const char *path,
                             int64_t resume_step);
+
+/* The same for a log with another header (its first line, without the
+ * newline; borrowed: it must outlive the log), whose rows still start with
+ * "kind,step,": the gpt sample's. */
+sample_log *sample_log_open_with(const char *prog, const char *path,
+                                 int64_t resume_step, const char *header);
+
+/* Appends a row made with printf's `fmt` (ending in a newline) and
+ * flushes it. Returns 0, or 1 after reporting a write error. */
+int sample_log_row(sample_log *log, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Appends a row and flushes it to the file. Returns 0, or 1 after
  * reporting a write error. */

@@ -1,0 +1,1082 @@
+/* gpt: trains a GPT (GPT-2's architecture, xg_gpt) on text, byte by byte,
+ * and generates text with it.
+ *
+ *   gpt                                  trains the default model on the
+ *                                        fortunes corpus for 2000 steps
+ *   gpt --steps 0 --load m.safetensors --generate 200 --prompt "Q: "
+ *   gpt --load m.safetensors --steps 0 --eval FILE
+ *
+ * Flags (each "--flag VALUE" or "--flag=VALUE"; --help lists them):
+ *   data      --data FILE[,FILE...] (the plain files of Debian's fortunes
+ *             package by default), --val-fraction X (0.1: the last 10% of
+ *             the tokens are the validation split)
+ *   model     --layers 4 --heads 4 --embd 128 --context 128 --dropout 0
+ *   training  --batch-size 16 --steps 2000 --lr 1e-3 --lr-schedule
+ *             constant|cosine --warmup N --weight-decay 0.1 --grad-clip 1
+ *             (0: off) --accumulate N (micro-batches per step) --seed N
+ *   eval      --eval-every N (200) --eval-batches N (20): the validation
+ *             loss, mean over N batches of random windows drawn the same
+ *             way every time; --eval FILE: the loss on FILE's tokens cut
+ *             into consecutive windows of context + 1 tokens stepping by
+ *             context (the last partial window dropped), printed as
+ *             eval_loss=
+ *   files     --save PATH (the model, with its configuration as metadata),
+ *             --load PATH (start from one; the configuration comes from
+ *             the file), --checkpoint PATH (model, optimizer and progress
+ *             at every evaluation and at the end), --resume PATH (continue
+ *             from one exactly as the uninterrupted run), --log FILE.csv
+ *   generate  --generate N tokens after training (or alone with --load
+ *             and --steps 0), --prompt TEXT, --temperature X (1.0),
+ *             --top-k K (0: all), --no-kv-cache (a full forward pass per
+ *             token, for comparison)
+ *   bench     --save-init PATH writes the initial model and --dump-batches
+ *             PATH the training batches and the validation batches, for
+ *             bench/gpt_torch.py curve
+ *
+ * The training batches are random windows of context + 1 tokens whose
+ * starts are a pure function of (--seed, the micro-batch number), so a
+ * resumed run draws what the uninterrupted one would have.
+ *
+ * The log (--log) is a CSV file with the header
+ *   kind,step,loss,lr,tokens_per_s,elapsed_s,val_loss
+ * train rows every --log-every steps (20) and at the end: loss (mean
+ * training loss over the steps since the previous row), lr, tokens_per_s
+ * (training tokens over training time since the previous row), elapsed_s;
+ * eval rows at every evaluation with val_loss. Under --resume the log
+ * continues as the other samples' do.
+ *
+ * Output: a header, a line per evaluation, then the last line
+ *   result: backend=cpu model=gpt params=N steps=N train_loss=X
+ *   val_loss=X tokens_per_s=N [eval_loss=X] [gen_tokens_per_s=N]
+ * Progress (loss and tokens/s) goes to stderr: a bar on a terminal, a line
+ * every tenth of the run otherwise. Exit status 0, 1 on an error, 2 on bad
+ * flags.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sample_log.h"
+#include "xgrad.h"
+#include "xgrad_data.h"
+
+#define PROG "gpt"
+#define LOG_HEADER "kind,step,loss,lr,tokens_per_s,elapsed_s,val_loss"
+
+typedef struct options {
+    const char *data;
+    double val_fraction;
+    xg_gpt_config cfg;
+    int64_t batch_size, steps, accumulate, warmup;
+    double lr, weight_decay, grad_clip;
+    bool cosine;
+    int64_t eval_every, eval_batches, log_every;
+    uint64_t seed;
+    const char *save, *load, *checkpoint, *resume, *log, *eval_file;
+    const char *save_init, *dump_batches;
+    int64_t generate, top_k;
+    const char *prompt;
+    double temperature;
+    bool no_kv_cache;
+} options;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int lib_fail(const char *what)
+{
+    fprintf(stderr, PROG ": %s: %s\n", what, xg_last_error());
+    return 1;
+}
+
+/* ===== Flags ============================================================= */
+
+static int bad(const char *flag, const char *value, const char *want)
+{
+    fprintf(stderr, PROG ": %s '%s': expected %s\n", flag, value, want);
+    return 2;
+}
+
+static int parse_i64(const char *flag, const char *s, int64_t min,
+                     int64_t max, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || errno == ERANGE || v < min || v > max) {
+        char want[96];
+        snprintf(want, sizeof want, "an integer from %lld to %lld",
+                 (long long)min, (long long)max);
+        return bad(flag, s, want);
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_f64(const char *flag, const char *s, double min, double max,
+                     bool max_open, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE || !(v >= min) ||
+        (max_open ? !(v < max) : !(v <= max))) {
+        char want[96];
+        snprintf(want, sizeof want, "a number from %g to %g%s", min, max,
+                 max_open ? " (excluded)" : "");
+        return bad(flag, s, want);
+    }
+    *out = v;
+    return 0;
+}
+
+static const struct {
+    const char *name, *arg, *help;
+} flag_help[] = {
+    {"--data", "FILE[,FILE...]", "text files (default: the fortunes files)"},
+    {"--val-fraction", "X", "the last X of the tokens validate (0.1)"},
+    {"--layers", "N", "transformer blocks (4)"},
+    {"--heads", "N", "attention heads (4)"},
+    {"--embd", "N", "embedding width, a multiple of --heads (128)"},
+    {"--context", "N", "tokens per window (128)"},
+    {"--dropout", "X", "dropout probability (0)"},
+    {"--batch-size", "N", "windows per micro-batch (16)"},
+    {"--steps", "N", "optimizer steps (2000)"},
+    {"--accumulate", "N", "micro-batches per step (1)"},
+    {"--lr", "X", "learning rate (1e-3)"},
+    {"--lr-schedule", "NAME", "constant or cosine (constant)"},
+    {"--warmup", "N", "cosine: steps of linear warmup (0)"},
+    {"--weight-decay", "X", "AdamW's, on the matrices only (0.1)"},
+    {"--grad-clip", "X", "clip the gradients' norm to X; 0: off (1)"},
+    {"--eval-every", "N", "steps between validations (200)"},
+    {"--eval-batches", "N", "batches per validation (20)"},
+    {"--seed", "N", "initialisation, batches and sampling (0)"},
+    {"--save", "PATH", "write the trained model (safetensors)"},
+    {"--load", "PATH", "start from a saved model"},
+    {"--checkpoint", "PATH", "model + optimizer at every validation"},
+    {"--resume", "PATH", "continue from a checkpoint"},
+    {"--log", "FILE.csv", "training log"},
+    {"--log-every", "N", "steps per train row of the log (20)"},
+    {"--eval", "FILE", "the loss on FILE's consecutive windows"},
+    {"--generate", "N", "generate N tokens at the end (0)"},
+    {"--prompt", "TEXT", "what generation continues (a newline)"},
+    {"--temperature", "X", "sampling temperature (1)"},
+    {"--top-k", "K", "sample among the K likeliest tokens; 0: all (0)"},
+    {"--no-kv-cache", NULL, "generate with a full forward pass per token"},
+    {"--save-init", "PATH", "write the initial model (for comparisons)"},
+    {"--dump-batches", "PATH", "write the batches (for comparisons)"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: " PROG " [flags]\n"
+               "Trains a GPT on text files byte by byte, then evaluates and "
+               "generates.\n");
+    for (size_t i = 0; i < sizeof flag_help / sizeof *flag_help; i++) {
+        char left[48];
+        snprintf(left, sizeof left, "%s%s%s", flag_help[i].name,
+                 flag_help[i].arg ? " " : "",
+                 flag_help[i].arg ? flag_help[i].arg : "");
+        fprintf(f, "  %-26s %s\n", left, flag_help[i].help);
+    }
+    fprintf(f, "  %-26s %s\n", "--help", "this text");
+}
+
+/* Sets one flag; returns 0 or 2. */
+static int set_flag(options *o, const char *name, const char *v)
+{
+    int64_t i;
+    double d;
+    int rc = 0;
+#define INT(flag, lo, hi, dst)                                               \
+    if (!strcmp(name, flag))                                                 \
+        return (rc = parse_i64(flag, v, lo, hi, &i)) ? rc : ((dst) = i, 0);
+#define NUM(flag, lo, hi, open, dst)                                         \
+    if (!strcmp(name, flag))                                                 \
+        return (rc = parse_f64(flag, v, lo, hi, open, &d)) ? rc              \
+                                                           : ((dst) = d, 0);
+#define STR(flag, dst)                                                       \
+    if (!strcmp(name, flag))                                                 \
+        return *v ? ((dst) = v, 0) : bad(flag, v, "a non-empty value");
+    STR("--data", o->data)
+    NUM("--val-fraction", 0.0, 1.0, true, o->val_fraction)
+    INT("--layers", 1, 1000, o->cfg.n_layer)
+    INT("--heads", 1, 4096, o->cfg.n_head)
+    INT("--embd", 1, 1 << 16, o->cfg.n_embd)
+    INT("--context", 1, 1 << 20, o->cfg.context)
+    NUM("--dropout", 0.0, 1.0, true, o->cfg.dropout)
+    INT("--batch-size", 1, 1 << 20, o->batch_size)
+    INT("--steps", 0, (int64_t)1 << 40, o->steps)
+    INT("--accumulate", 1, 1 << 20, o->accumulate)
+    NUM("--lr", 0.0, 10.0, false, o->lr)
+    INT("--warmup", 0, (int64_t)1 << 40, o->warmup)
+    NUM("--weight-decay", 0.0, 10.0, false, o->weight_decay)
+    NUM("--grad-clip", 0.0, 1e30, false, o->grad_clip)
+    INT("--eval-every", 1, (int64_t)1 << 40, o->eval_every)
+    INT("--eval-batches", 1, 1 << 20, o->eval_batches)
+    INT("--log-every", 1, (int64_t)1 << 40, o->log_every)
+    STR("--save", o->save)
+    STR("--load", o->load)
+    STR("--checkpoint", o->checkpoint)
+    STR("--resume", o->resume)
+    STR("--log", o->log)
+    STR("--eval", o->eval_file)
+    INT("--generate", 0, 1 << 30, o->generate)
+    NUM("--temperature", 1e-6, 1e6, false, o->temperature)
+    INT("--top-k", 0, 1 << 30, o->top_k)
+    STR("--save-init", o->save_init)
+    STR("--dump-batches", o->dump_batches)
+#undef INT
+#undef NUM
+#undef STR
+    if (!strcmp(name, "--prompt")) {
+        o->prompt = v;
+        return 0;
+    }
+    if (!strcmp(name, "--lr-schedule")) {
+        if (strcmp(v, "constant") && strcmp(v, "cosine"))
+            return bad(name, v, "constant or cosine");
+        o->cosine = !strcmp(v, "cosine");
+        return 0;
+    }
+    if (!strcmp(name, "--seed")) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if (v[0] < '0' || v[0] > '9' || *end || errno == ERANGE)
+            return bad(name, v, "an integer from 0 to 2^64-1");
+        o->seed = s;
+        return 0;
+    }
+    fprintf(stderr, PROG ": unknown flag %s (see --help)\n", name);
+    return 2;
+}
+
+static int parse(options *o, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            usage(stdout);
+            return -1;
+        }
+        if (!strcmp(a, "--no-kv-cache")) {
+            o->no_kv_cache = true;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, PROG ": unexpected argument '%s' (see --help)\n",
+                    a);
+            return 2;
+        }
+        char name[64];
+        const char *eq = strchr(a, '='), *value;
+        if (eq) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
+            value = eq + 1;
+        } else {
+            if (i + 1 >= argc) {
+                fprintf(stderr, PROG ": %s needs a value (see --help)\n", a);
+                return 2;
+            }
+            snprintf(name, sizeof name, "%s", a);
+            value = argv[++i];
+        }
+        int rc = set_flag(o, name, value);
+        if (rc)
+            return rc;
+    }
+    if (o->cfg.n_embd % o->cfg.n_head) {
+        fprintf(stderr, PROG ": --embd %lld is not a multiple of --heads "
+                "%lld\n", (long long)o->cfg.n_embd,
+                (long long)o->cfg.n_head);
+        return 2;
+    }
+    if (o->warmup && !o->cosine) {
+        fprintf(stderr, PROG ": --warmup needs --lr-schedule cosine\n");
+        return 2;
+    }
+    if (o->load && o->resume) {
+        fprintf(stderr, PROG ": --load and --resume exclude each other\n");
+        return 2;
+    }
+    if (o->dump_batches && o->accumulate != 1) {
+        fprintf(stderr, PROG ": --dump-batches needs --accumulate 1\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ===== Data ============================================================== */
+
+/* --data: the comma-separated list, or the fortunes files. */
+static int load_data(const options *o, xg_text **out)
+{
+    char **paths = NULL;
+    int n = 0;
+    xg_status st;
+    if (o->data) {
+        char *copy = strdup(o->data);
+        for (char *p = copy; p; p = strchr(p, ',')) {
+            if (*p == ',')
+                *p++ = '\0';
+            n++;
+        }
+        paths = calloc((size_t)n, sizeof *paths);
+        if (!copy || !paths) {
+            fprintf(stderr, PROG ": out of memory\n");
+            free(copy);
+            free(paths);
+            return 1;
+        }
+        const char *p = copy;
+        for (int i = 0; i < n; i++, p += strlen(p) + 1) {
+            if (!*p) {
+                fprintf(stderr, PROG ": --data '%s': an empty file name\n",
+                        o->data);
+                free(copy);
+                free(paths);
+                return 2;
+            }
+            paths[i] = (char *)p;
+        }
+        st = xg_text_load((const char *const *)paths, n, out);
+        free(copy);
+        free(paths);
+    } else {
+        xg_path_list list = {0};
+        st = xg_fortunes_list(NULL, &list);
+        if (st == XG_OK)
+            st = xg_text_load(list.paths, list.count, out);
+        xg_path_list_free(&list);
+    }
+    if (st != XG_OK)
+        return lib_fail("--data");
+    st = xg_text_set_val_fraction(*out, o->val_fraction);
+    if (st != XG_OK) {
+        xg_text_free(*out);
+        *out = NULL;
+        return lib_fail("--val-fraction");
+    }
+    return 0;
+}
+
+/* ===== The run =========================================================== */
+
+typedef struct run {
+    options o;
+    xg_text *text;
+    xg_module *model;
+    xg_gpt_config cfg;
+    xg_optim *opt;
+    xg_tensor **params;
+    int n_params;
+    int64_t n_weights;   /* parameter elements */
+    int64_t step;        /* optimizer steps done */
+    bool tty;
+    sample_log *log;
+    double train_time;   /* seconds spent in training steps */
+    double start;
+    double last_train_loss, last_val_loss;
+    /* the log's window since its last train row */
+    double win_loss, win_time;
+    int64_t win_steps;
+} run;
+
+/* Micro-batch k of the training split, or batch k of the validation one:
+ * x, y [batch, context] token ids. */
+static int get_batch(run *r, bool val, uint64_t k, xg_tensor **x,
+                     xg_tensor **y)
+{
+    uint64_t seed = val ? r->o.seed ^ 0x5eedba11ull : r->o.seed;
+    if (xg_text_batch(r->text, val ? XG_TEXT_VAL : XG_TEXT_TRAIN,
+                      r->o.batch_size, r->cfg.context, seed, k, x, y) !=
+        XG_OK)
+        return lib_fail("batch");
+    return 0;
+}
+
+/* The mean cross-entropy of the model on ids x with targets y. */
+static xg_tensor *loss_of(run *r, xg_tensor *x, xg_tensor *y)
+{
+    xg_tensor *logits = xg_module_forward(r->model, x);
+    int64_t rows[2] = {xg_tensor_numel(y), r->cfg.vocab_size};
+    int64_t flat[1] = {xg_tensor_numel(y)};
+    return logits ? xg_cross_entropy(xg_reshape(logits, rows, 2),
+                                     xg_reshape(y, flat, 1))
+                  : NULL;
+}
+
+/* The validation loss: the mean over --eval-batches fixed batches. */
+static int validate(run *r, double *out)
+{
+    bool grad = xg_set_grad_enabled(false);
+    xg_module_set_training(r->model, false);
+    double sum = 0;
+    int rc = 0;
+    for (int64_t k = 0; k < r->o.eval_batches && !rc; k++) {
+        xg_scope *s = xg_scope_begin();
+        xg_tensor *x, *y;
+        float v;
+        rc = get_batch(r, true, (uint64_t)k, &x, &y);
+        xg_tensor *loss = rc ? NULL : loss_of(r, x, y);
+        if (!rc && (!loss || xg_tensor_item(loss, &v) != XG_OK))
+            rc = lib_fail("validation");
+        sum += rc ? 0 : v;
+        xg_scope_end(s);
+    }
+    xg_module_set_training(r->model, true);
+    xg_set_grad_enabled(grad);
+    *out = sum / (double)r->o.eval_batches;
+    return rc;
+}
+
+static double lr_at(const run *r, int64_t step)
+{
+    if (!r->o.cosine)
+        return r->o.lr;
+    return xg_lr_cosine((float)r->o.lr, step, r->o.warmup, r->o.steps, 0.0f);
+}
+
+/* One optimizer step over --accumulate micro-batches; *loss gets their
+ * mean loss. */
+static int train_step(run *r, double *loss)
+{
+    xg_optim_set_lr(r->opt, (float)lr_at(r, r->step));
+    xg_optim_zero_grad(r->opt);
+    double sum = 0;
+    for (int64_t a = 0; a < r->o.accumulate; a++) {
+        xg_scope *s = xg_scope_begin();
+        xg_tensor *x, *y;
+        float v;
+        uint64_t k = (uint64_t)(r->step * r->o.accumulate + a);
+        if (get_batch(r, false, k, &x, &y)) {
+            xg_scope_end(s);
+            return 1;
+        }
+        xg_tensor *l = loss_of(r, x, y);
+        /* each micro-batch adds its share of the step's mean gradient */
+        xg_tensor *scaled = r->o.accumulate > 1
+                                ? xg_div_scalar(l, (float)r->o.accumulate)
+                                : l;
+        if (!scaled || xg_backward(scaled) != XG_OK ||
+            xg_tensor_item(l, &v) != XG_OK) {
+            xg_scope_end(s);
+            return lib_fail("training step");
+        }
+        sum += v;
+        xg_scope_end(s);
+    }
+    if ((r->o.grad_clip > 0 &&
+         xg_clip_grad_norm(r->params, r->n_params, (float)r->o.grad_clip,
+                           NULL) != XG_OK) ||
+        xg_optim_step(r->opt) != XG_OK)
+        return lib_fail("optimizer step");
+    r->step++;
+    *loss = sum / (double)r->o.accumulate;
+    return 0;
+}
+
+/* ===== Model files ======================================================= */
+
+/* The configuration as __metadata__ pairs (key, value, ..., NULL), in
+ * `buf`; extra pairs (NULL-ended) follow. */
+typedef struct meta {
+    char text[12][32];
+    const char *kv[40];
+} meta;
+
+static const char *const cfg_keys[] = {
+    "gpt.vocab_size", "gpt.context", "gpt.n_layer", "gpt.n_head",
+    "gpt.n_embd", "gpt.dropout", "gpt.bias", "gpt.layer_norm_eps"};
+
+static void make_meta(const run *r, meta *m, bool train)
+{
+    const xg_gpt_config *c = &r->cfg;
+    int n = 0, t = 0;
+#define PAIR(key, ...)                                                       \
+    do {                                                                     \
+        snprintf(m->text[t], sizeof m->text[t], __VA_ARGS__);                \
+        m->kv[n++] = key;                                                    \
+        m->kv[n++] = m->text[t++];                                           \
+    } while (0)
+    PAIR(cfg_keys[0], "%lld", (long long)c->vocab_size);
+    PAIR(cfg_keys[1], "%lld", (long long)c->context);
+    PAIR(cfg_keys[2], "%lld", (long long)c->n_layer);
+    PAIR(cfg_keys[3], "%lld", (long long)c->n_head);
+    PAIR(cfg_keys[4], "%lld", (long long)c->n_embd);
+    PAIR(cfg_keys[5], "%.9g", (double)c->dropout);
+    PAIR(cfg_keys[6], "%d", c->bias ? 1 : 0);
+    PAIR(cfg_keys[7], "%.9g", (double)c->layer_norm_eps);
+    m->kv[n++] = "tokenizer";
+    m->kv[n++] = "bytes";
+    if (train) {
+        PAIR("train.seed", "%llu", (unsigned long long)r->o.seed);
+        PAIR("train.batch_size", "%lld", (long long)r->o.batch_size);
+        PAIR("train.accumulate", "%lld", (long long)r->o.accumulate);
+    }
+#undef PAIR
+    m->kv[n] = NULL;
+}
+
+/* Reads the configuration a model file or checkpoint was saved with; with
+ * `train`, also checks that the run's batches are the checkpoint's. */
+static int read_meta(run *r, const char *flag, const char *path, bool train)
+{
+    xg_safetensors *st;
+    if (xg_safetensors_open(path, &st) != XG_OK) {
+        fprintf(stderr, PROG ": %s %s: %s\n", flag, path, xg_last_error());
+        return 1;
+    }
+    double v[8];
+    int rc = 0;
+    for (int i = 0; i < 8 && !rc; i++) {
+        const char *s = xg_safetensors_metadata(st, cfg_keys[i]);
+        char *end = NULL;
+        if (!s || (v[i] = strtod(s, &end), end == s || *end)) {
+            fprintf(stderr, PROG ": %s %s: not a gpt model file (%s %s in "
+                    "its metadata)\n", flag, path, cfg_keys[i],
+                    s ? "is malformed" : "is missing");
+            rc = 1;
+        }
+    }
+    if (!rc) {
+        r->cfg = (xg_gpt_config){
+            .vocab_size = (int64_t)v[0], .context = (int64_t)v[1],
+            .n_layer = (int64_t)v[2], .n_head = (int64_t)v[3],
+            .n_embd = (int64_t)v[4], .dropout = (float)v[5],
+            .bias = v[6] != 0, .layer_norm_eps = (float)v[7]};
+        if (r->cfg.vocab_size != 256) {
+            fprintf(stderr, PROG ": %s %s: a vocabulary of %lld tokens; this "
+                    "sample's tokenizer has 256 (bytes)\n", flag, path,
+                    (long long)r->cfg.vocab_size);
+            rc = 1;
+        }
+    }
+    if (!rc && train) {
+        char want[3][32];
+        snprintf(want[0], 32, "%llu", (unsigned long long)r->o.seed);
+        snprintf(want[1], 32, "%lld", (long long)r->o.batch_size);
+        snprintf(want[2], 32, "%lld", (long long)r->o.accumulate);
+        const char *key[3] = {"train.seed", "train.batch_size",
+                              "train.accumulate"};
+        const char *name[3] = {"--seed", "--batch-size", "--accumulate"};
+        for (int i = 0; i < 3 && !rc; i++) {
+            const char *s = xg_safetensors_metadata(st, key[i]);
+            if (!s || strcmp(s, want[i])) {
+                fprintf(stderr, PROG ": --resume %s: the checkpoint was "
+                        "made with %s %s, this run has %s: give the same "
+                        "value to continue it exactly\n", path, name[i],
+                        s ? s : "(unknown)", want[i]);
+                rc = 1;
+            }
+        }
+    }
+    xg_safetensors_close(st);
+    return rc;
+}
+
+static int save_model(run *r, const char *path)
+{
+    meta m;
+    make_meta(r, &m, false);
+    if (xg_module_save_with(r->model, path, m.kv) != XG_OK) {
+        fprintf(stderr, PROG ": --save %s: %s\n", path, xg_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+static int save_checkpoint(run *r)
+{
+    meta m;
+    make_meta(r, &m, true);
+    xg_train_state s = {.epoch = 0, .step = r->step};
+    xg_rng_state(&s.rng_seed, &s.rng_offset);
+    if (xg_checkpoint_save(r->o.checkpoint, r->model, r->opt, &s, m.kv) !=
+        XG_OK) {
+        fprintf(stderr, PROG ": --checkpoint %s: %s\n", r->o.checkpoint,
+                xg_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+/* ===== Generation ======================================================== */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Draws a token from logits [v] at `temperature`, among the top_k likeliest
+ * (0: all). `work` has room for v floats. */
+static int32_t sample_token(const float *logits, float *work, int64_t v,
+                            double temperature, int64_t top_k, uint64_t *rng)
+{
+    float max = -INFINITY;
+    for (int64_t i = 0; i < v; i++)
+        max = fmaxf(max, logits[i]);
+    float cut = -INFINITY;
+    if (top_k > 0 && top_k < v) {
+        /* the k-th largest value: k passes over a small vocabulary */
+        memcpy(work, logits, sizeof(float) * (size_t)v);
+        for (int64_t k = 0; k < top_k; k++) {
+            int64_t best = 0;
+            for (int64_t i = 1; i < v; i++)
+                if (work[i] > work[best])
+                    best = i;
+            cut = work[best];
+            work[best] = -INFINITY;
+        }
+    }
+    double total = 0;
+    for (int64_t i = 0; i < v; i++) {
+        double p = logits[i] >= cut
+                       ? exp((double)(logits[i] - max) / temperature)
+                       : 0.0;
+        work[i] = (float)p;
+        total += p;
+    }
+    double u = (double)(splitmix64(rng) >> 11) * 0x1p-53 * total;
+    for (int64_t i = 0; i < v; i++) {
+        u -= work[i];
+        if (u < 0)
+            return (int32_t)i;
+    }
+    for (int64_t i = v - 1; i > 0; i--) /* rounding: the last candidate */
+        if (work[i] > 0)
+            return (int32_t)i;
+    return 0;
+}
+
+/* Logits of the last position for the sequence `ids` [1, n]: through the
+ * cache (feeding only what it has not seen) or a full forward pass. */
+static xg_tensor *next_logits(run *r, xg_gpt_cache *cache,
+                              const int32_t *seq, int64_t len)
+{
+    int64_t ctx = r->cfg.context;
+    if (!cache) {
+        int64_t n = len < ctx ? len : ctx;
+        int64_t shape[2] = {1, n};
+        xg_tensor *x = xg_tensor_from_data(seq + len - n, XG_I32, shape, 2);
+        xg_tensor *lg = x ? xg_module_forward(r->model, x) : NULL;
+        return lg ? xg_select(xg_select(lg, 0, 0), 0, n - 1) : NULL;
+    }
+    /* The cache holds every token but the newest: feed that one. When
+     * it is full (or empty), start again from the last half context (or
+     * the whole prompt, up to a context). */
+    int64_t have = xg_gpt_cache_length(cache), from = len - 1;
+    if (have == 0 || have >= ctx) {
+        int64_t m = have ? (ctx / 2 > 0 ? ctx / 2 : 1) : ctx;
+        if (m > len)
+            m = len;
+        xg_gpt_cache_reset(cache);
+        from = len - m;
+    }
+    int64_t shape[2] = {1, len - from};
+    xg_tensor *x = xg_tensor_from_data(seq + from, XG_I32, shape, 2);
+    xg_tensor *lg = x ? xg_gpt_forward_cached(cache, x) : NULL;
+    return lg ? xg_select(xg_select(lg, 0, 0), 0, len - from - 1) : NULL;
+}
+
+/* Prints --prompt and --generate tokens after it; *rate gets tokens/s. */
+static int generate(run *r, double *rate)
+{
+    int64_t n = r->o.generate, v = r->cfg.vocab_size;
+    const char *prompt = r->o.prompt && *r->o.prompt ? r->o.prompt : "\n";
+    int64_t plen = (int64_t)strlen(prompt);
+    int32_t *seq = malloc(sizeof *seq * (size_t)(plen + n));
+    float *logits = malloc(sizeof(float) * (size_t)v * 2);
+    if (!seq || !logits) {
+        free(seq);
+        free(logits);
+        fprintf(stderr, PROG ": out of memory\n");
+        return 1;
+    }
+    for (int64_t i = 0; i < plen; i++)
+        seq[i] = (unsigned char)prompt[i];
+    xg_gpt_cache *cache = r->o.no_kv_cache ? NULL
+                                           : xg_gpt_cache_new(r->model, 1);
+    int rc = (!r->o.no_kv_cache && !cache) ? lib_fail("kv cache") : 0;
+    uint64_t rng = r->o.seed ^ 0x6e6e7261746521ull;
+    bool grad = xg_set_grad_enabled(false);
+    xg_module_set_training(r->model, false);
+    printf("--- generated (%lld tokens%s) ---\n%s", (long long)n,
+           cache ? "" : ", no KV cache", r->o.prompt ? prompt : "");
+    fflush(stdout);
+    double t0 = now();
+    int64_t len = plen;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        xg_scope *s = xg_scope_begin();
+        xg_tensor *lg = next_logits(r, cache, seq, len);
+        if (!lg || xg_tensor_read(lg, logits, sizeof(float) * (size_t)v) !=
+                       XG_OK)
+            rc = lib_fail("generate");
+        xg_scope_end(s);
+        if (rc)
+            break;
+        int32_t tok = sample_token(logits, logits + v, v, r->o.temperature,
+                                   r->o.top_k, &rng);
+        seq[len++] = tok;
+        putchar(tok);
+        if (tok == '\n')
+            fflush(stdout);
+    }
+    double dt = now() - t0;
+    printf("\n--- end ---\n");
+    *rate = dt > 0 ? (double)n / dt : 0;
+    xg_module_set_training(r->model, true);
+    xg_set_grad_enabled(grad);
+    xg_gpt_cache_free(cache);
+    free(seq);
+    free(logits);
+    return rc;
+}
+
+/* ===== Evaluation on a file, comparison files ============================ */
+
+/* --eval FILE: the mean loss over every predicted token of FILE's
+ * consecutive windows. */
+static int eval_file(run *r, double *out)
+{
+    xg_text *t = NULL;
+    const char *path = r->o.eval_file;
+    if (xg_text_load(&path, 1, &t) != XG_OK)
+        return lib_fail("--eval");
+    int64_t windows = xg_text_eval_windows(t, XG_TEXT_ALL, r->cfg.context);
+    if (windows <= 0) {
+        fprintf(stderr, PROG ": --eval %s: %lld tokens, fewer than one "
+                "window of context + 1 = %lld\n", path,
+                (long long)xg_text_split_len(t, XG_TEXT_ALL),
+                (long long)r->cfg.context + 1);
+        xg_text_free(t);
+        return 1;
+    }
+    int64_t batches = (windows + r->o.batch_size - 1) / r->o.batch_size;
+    bool grad = xg_set_grad_enabled(false);
+    xg_module_set_training(r->model, false);
+    double sum = 0;
+    int rc = 0;
+    for (int64_t b = 0; b < batches && !rc; b++) {
+        xg_scope *s = xg_scope_begin();
+        xg_tensor *x, *y;
+        float v;
+        if (xg_text_eval_batch(t, XG_TEXT_ALL, r->cfg.context,
+                               r->o.batch_size, b, &x, &y) != XG_OK)
+            rc = lib_fail("--eval");
+        xg_tensor *loss = rc ? NULL : loss_of(r, x, y);
+        if (!rc && (!loss || xg_tensor_item(loss, &v) != XG_OK))
+            rc = lib_fail("--eval");
+        /* weighted by the batch's windows: a mean over every token */
+        if (!rc)
+            sum += (double)v * (double)xg_tensor_dim(x, 0);
+        xg_scope_end(s);
+    }
+    xg_module_set_training(r->model, true);
+    xg_set_grad_enabled(grad);
+    xg_text_free(t);
+    *out = sum / (double)windows;
+    return rc;
+}
+
+/* --dump-batches: every training batch of the run (x0, y0, ...) and the
+ * validation batches concatenated (val_x, val_y), with the step count. */
+static int dump_batches(run *r)
+{
+    xg_safetensors_writer *w = xg_safetensors_writer_new();
+    xg_status st = w ? XG_OK : xg_last_status();
+    for (int64_t k = 0; k < r->o.steps && st == XG_OK; k++) {
+        xg_scope *s = xg_scope_begin();
+        char nx[32], ny[32];
+        xg_tensor *x, *y;
+        snprintf(nx, sizeof nx, "x%lld", (long long)k);
+        snprintf(ny, sizeof ny, "y%lld", (long long)k);
+        st = xg_text_batch(r->text, XG_TEXT_TRAIN, r->o.batch_size,
+                           r->cfg.context, r->o.seed, (uint64_t)k, &x, &y);
+        if (st == XG_OK)
+            st = xg_safetensors_writer_add(w, nx, x);
+        if (st == XG_OK)
+            st = xg_safetensors_writer_add(w, ny, y);
+        xg_scope_end(s);
+    }
+    xg_scope *s = xg_scope_begin();
+    xg_tensor **vx = calloc((size_t)r->o.eval_batches, sizeof *vx);
+    xg_tensor **vy = calloc((size_t)r->o.eval_batches, sizeof *vy);
+    if (!vx || !vy)
+        st = XG_ERR_OUT_OF_MEMORY;
+    for (int64_t k = 0; k < r->o.eval_batches && st == XG_OK; k++)
+        st = get_batch(r, true, (uint64_t)k, &vx[k], &vy[k]) ? XG_ERR_IO
+                                                            : XG_OK;
+    if (st == XG_OK)
+        st = xg_safetensors_writer_add(
+            w, "val_x", xg_concat(vx, (int)r->o.eval_batches, 0));
+    if (st == XG_OK)
+        st = xg_safetensors_writer_add(
+            w, "val_y", xg_concat(vy, (int)r->o.eval_batches, 0));
+    xg_scope_end(s);
+    free(vx);
+    free(vy);
+    char steps[32];
+    snprintf(steps, sizeof steps, "%lld", (long long)r->o.steps);
+    if (st == XG_OK)
+        st = xg_safetensors_writer_metadata(w, "steps", steps);
+    if (st == XG_OK)
+        st = xg_safetensors_writer_save(w, r->o.dump_batches);
+    xg_safetensors_writer_free(w);
+    if (st != XG_OK) {
+        fprintf(stderr, PROG ": --dump-batches %s: %s\n", r->o.dump_batches,
+                xg_last_error());
+        return 1;
+    }
+    return 0;
+}
+
+/* ===== Training ========================================================== */
+
+static void progress(run *r, double loss, double rate)
+{
+    int64_t n = r->o.steps;
+    if (r->tty) {
+        char bar[31];
+        int fill = (int)(30 * r->step / (n ? n : 1));
+        for (int i = 0; i < 30; i++)
+            bar[i] = i < fill ? '=' : ' ';
+        bar[30] = '\0';
+        fprintf(stderr, "\r\033[Kstep %lld/%lld [%s] loss=%.4f %.0f tok/s",
+                (long long)r->step, (long long)n, bar, loss, rate);
+    } else {
+        fprintf(stderr, "step %lld/%lld loss=%.4f %.0f tok/s\n",
+                (long long)r->step, (long long)n, loss, rate);
+    }
+}
+
+/* Validation (and the checkpoint) at this step. */
+static int evaluation(run *r)
+{
+    double val;
+    if (validate(r, &val))
+        return 1;
+    r->last_val_loss = val;
+    if (r->tty)
+        fprintf(stderr, "\r\033[K");
+    printf("step %lld: train_loss %.4f val_loss %.4f\n", (long long)r->step,
+           r->last_train_loss, val);
+    fflush(stdout);
+    if (r->log && sample_log_row(r->log, "eval,%lld,,,,%.3f,%.6f\n",
+                                 (long long)r->step, now() - r->start, val))
+        return 1;
+    return r->o.checkpoint ? save_checkpoint(r) : 0;
+}
+
+static int train(run *r)
+{
+    int64_t tokens = r->o.batch_size * r->cfg.context * r->o.accumulate;
+    int64_t every = r->tty ? 1 : (r->o.steps + 9) / 10;
+    double rate_t0 = now(), rate_tokens = 0, loss_sum = 0;
+    int64_t loss_n = 0;
+    r->start = now();
+    while (r->step < r->o.steps) {
+        double loss, t0 = now();
+        if (train_step(r, &loss))
+            return 1;
+        double dt = now() - t0;
+        r->train_time += dt;
+        rate_tokens += (double)tokens;
+        loss_sum += loss;
+        loss_n++;
+        r->win_loss += loss;
+        r->win_time += dt;
+        r->win_steps++;
+        double rate = rate_tokens / (now() - rate_t0);
+        if (r->step % every == 0 || r->step == r->o.steps)
+            progress(r, loss, rate);
+        if (r->step % 50 == 0) { /* a recent rate, not since the start */
+            rate_t0 = now();
+            rate_tokens = 0;
+        }
+        if (r->log && (r->step % r->o.log_every == 0 ||
+                       r->step == r->o.steps)) {
+            if (sample_log_row(r->log, "train,%lld,%.6f,%.6g,%.1f,%.3f,\n",
+                               (long long)r->step,
+                               r->win_loss / (double)r->win_steps,
+                               lr_at(r, r->step - 1),
+                               (double)tokens * (double)r->win_steps /
+                                   r->win_time,
+                               now() - r->start))
+                return 1;
+            r->win_loss = r->win_time = 0;
+            r->win_steps = 0;
+        }
+        if (r->step % r->o.eval_every == 0 || r->step == r->o.steps) {
+            r->last_train_loss = loss_sum / (double)loss_n;
+            loss_sum = 0;
+            loss_n = 0;
+            if (evaluation(r))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static int64_t count_weights(const xg_module *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < xg_module_param_count(m); i++)
+        n += xg_tensor_numel(xg_module_param(m, i, NULL));
+    return n;
+}
+
+/* Builds the model (from flags, --load or --resume) and the optimizer. */
+static int setup_model(run *r)
+{
+    const char *from = r->o.resume ? r->o.resume : r->o.load;
+    if (from && read_meta(r, r->o.resume ? "--resume" : "--load", from,
+                          r->o.resume != NULL))
+        return 1;
+    r->model = xg_gpt(&r->cfg);
+    if (!r->model)
+        return lib_fail("model");
+    if (r->o.save_init && save_model(r, r->o.save_init))
+        return 1;
+    if (r->o.load && xg_module_load(r->model, r->o.load) != XG_OK) {
+        fprintf(stderr, PROG ": --load %s: %s\n", r->o.load, xg_last_error());
+        return 1;
+    }
+    xg_adam_options ao = xg_adamw_defaults();
+    ao.lr = (float)r->o.lr;
+    ao.weight_decay = (float)r->o.weight_decay;
+    r->opt = xg_gpt_adamw(r->model, &ao);
+    if (!r->opt)
+        return lib_fail("optimizer");
+    r->n_params = xg_module_param_count(r->model);
+    r->params = malloc(sizeof *r->params * (size_t)r->n_params);
+    if (!r->params) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < r->n_params; i++)
+        r->params[i] = xg_module_param(r->model, i, NULL);
+    r->n_weights = count_weights(r->model);
+    if (r->o.resume) {
+        xg_train_state s;
+        if (xg_checkpoint_load(r->o.resume, r->model, r->opt, &s) != XG_OK) {
+            fprintf(stderr, PROG ": --resume %s: %s\n", r->o.resume,
+                    xg_last_error());
+            return 1;
+        }
+        if (s.step > r->o.steps) {
+            fprintf(stderr, PROG ": --resume %s: the checkpoint is at step "
+                    "%lld, past --steps %lld\n", r->o.resume,
+                    (long long)s.step, (long long)r->o.steps);
+            return 1;
+        }
+        r->step = s.step;
+        xg_rng_set_state(s.rng_seed, s.rng_offset);
+    }
+    return 0;
+}
+
+static int main_run(run *r)
+{
+    int rc = load_data(&r->o, &r->text);
+    if (rc)
+        return rc;
+    xg_manual_seed(r->o.seed);
+    if ((rc = setup_model(r)))
+        return rc;
+    xg_device *dev = xg_device_current();
+    printf("device: %s (%s)\n", xg_device_name(dev), xg_device_backend(dev));
+    printf("data: %lld tokens (train %lld, validation %lld), byte tokens\n",
+           (long long)xg_text_split_len(r->text, XG_TEXT_ALL),
+           (long long)xg_text_split_len(r->text, XG_TEXT_TRAIN),
+           (long long)xg_text_split_len(r->text, XG_TEXT_VAL));
+    printf("model: GPT, %lld layers, %lld heads, %lld wide, context %lld, "
+           "%lld parameters\n", (long long)r->cfg.n_layer,
+           (long long)r->cfg.n_head, (long long)r->cfg.n_embd,
+           (long long)r->cfg.context, (long long)r->n_weights);
+    if (r->o.steps > 0)
+        printf("training: %lld steps of %lld x %lld tokens%s, AdamW lr %g "
+               "(%s), weight decay %g\n", (long long)r->o.steps,
+               (long long)(r->o.batch_size * r->o.accumulate),
+               (long long)r->cfg.context,
+               r->o.accumulate > 1 ? " (accumulated)" : "", r->o.lr,
+               r->o.cosine ? "cosine" : "constant", r->o.weight_decay);
+    fflush(stdout);
+    if (r->o.dump_batches && (rc = dump_batches(r)))
+        return rc;
+    if (r->o.log) {
+        r->log = sample_log_open_with(PROG, r->o.log,
+                                      r->o.resume ? r->step : -1, LOG_HEADER);
+        if (!r->log)
+            return 1;
+    }
+    r->tty = isatty(STDERR_FILENO);
+    if (r->step < r->o.steps && (rc = train(r)))
+        return rc;
+    if (r->o.steps == 0 || r->step == 0) {
+        if ((rc = validate(r, &r->last_val_loss)))
+            return rc;
+        printf("val_loss %.4f\n", r->last_val_loss);
+    }
+    if (r->o.save && (rc = save_model(r, r->o.save)))
+        return rc;
+    double eval_loss = 0, gen_rate = 0;
+    if (r->o.eval_file && (rc = eval_file(r, &eval_loss)))
+        return rc;
+    if (r->o.generate > 0 && (rc = generate(r, &gen_rate)))
+        return rc;
+    printf("result: backend=%s model=gpt params=%lld steps=%lld "
+           "train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f",
+           xg_device_backend(dev), (long long)r->n_weights,
+           (long long)r->step, r->last_train_loss, r->last_val_loss,
+           r->train_time > 0
+               ? (double)(r->step * r->o.batch_size * r->o.accumulate *
+                          r->cfg.context) / r->train_time
+               : 0.0);
+    if (r->o.eval_file)
+        printf(" eval_loss=%.4f", eval_loss);
+    if (r->o.generate > 0)
+        printf(" gen_tokens_per_s=%.1f", gen_rate);
+    printf("\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    run r = {.o = {.val_fraction = XG_TEXT_DEFAULT_VAL_FRACTION,
+                   .cfg = {.vocab_size = XG_BYTE_VOCAB, .context = 128,
+                           .n_layer = 4, .n_head = 4, .n_embd = 128,
+                           .dropout = 0.0f, .bias = true,
+                           .layer_norm_eps = 1e-5f},
+                   .batch_size = 16, .steps = 2000, .accumulate = 1,
+                   .lr = 1e-3, .weight_decay = 0.1, .grad_clip = 1.0,
+                   .eval_every = 200, .eval_batches = 20, .log_every = 20,
+                   .temperature = 1.0}};
+    int rc = parse(&r.o, argc, argv);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    r.cfg = r.o.cfg;
+    rc = main_run(&r);
+    if (rc == 1 && r.log)
+        sample_log_close(r.log);
+    else if (r.log && sample_log_close(r.log))
+        rc = 1;
+    xg_optim_free(r.opt);
+    free(r.params);
+    xg_module_free(r.model);
+    xg_text_free(r.text);
+    xg_shutdown();
+    return rc;
+}
