@@ -1,6 +1,7 @@
 /* xgrad data: IDX files, MNIST-format image folders, shuffled mini-batches
- * and image augmentation, for the samples and for programs that train on
- * such data sets.
+ * and image augmentation; text files as token streams with random and
+ * evaluation windows for language models. For the samples and for
+ * programs that train on such data sets.
  *
  * This is a separate library (libxgrad_data, pkg-config name xgrad-data)
  * built on the public API of libxgrad; the core library does not use it.
@@ -117,6 +118,185 @@ xg_status xg_loader_set_augment(xg_loader *ld, const xg_augment *aug);
 /* Batches per epoch. */
 int64_t xg_loader_batches(const xg_loader *ld);
 void xg_loader_free(xg_loader *ld);
+
+/* ===== Text: token streams for language models ===========================
+ *
+ * A text data set is one array of int32 tokens in host memory (the files
+ * concatenated in the order given) with a vocabulary size and a split:
+ * the first n_train tokens train, the rest (the tail) validate. Loading
+ * files tokenizes them with the built-in byte tokenizer; a program with
+ * another tokenizer (BPE, ...) reads the bytes with xg_text_read_files,
+ * tokenizes them itself and builds the set with xg_text_from_tokens.
+ * Batches are windows of context + 1 consecutive tokens: inputs x are the
+ * first `context`, targets y the same shifted by one. The functions below
+ * only read a set, so several threads may draw batches from one at once. */
+
+/* The byte tokenizer: token = byte value, 256 symbols. Text is taken byte
+ * by byte as it is: UTF-8 is not validated, so invalid UTF-8 (or any
+ * binary file) tokenizes, and decoding gives back the same bytes; a
+ * multi-byte character is several tokens. */
+#define XG_BYTE_VOCAB 256
+
+/* Writes tokens[i] = bytes[i] for i < n (the bytes as unsigned values
+ * 0..255). Errors: XG_ERR_INVALID_ARG for a NULL pointer with n > 0. */
+xg_status xg_byte_encode(const void *bytes, size_t n, int32_t *tokens);
+
+/* Writes bytes[i] = tokens[i] for i < n; no terminating NUL is added.
+ * Errors: XG_ERR_INVALID_ARG for a NULL pointer with n > 0 or a token
+ * outside [0, 256) (the message gives its position and value); `bytes`
+ * is left unchanged then. */
+xg_status xg_byte_decode(const int32_t *tokens, size_t n, void *bytes);
+
+/* A token stream in host memory. The functions below check the fields
+ * before they use them (0 <= n_train <= n, n >= 1, tokens not NULL), not
+ * the token values, which xg_text_from_tokens and xg_text_load check. */
+typedef struct xg_text {
+    int32_t *tokens;    /* n tokens, each in [0, vocab_size); owned */
+    int64_t n;
+    int32_t vocab_size; /* XG_BYTE_VOCAB for the byte tokenizer */
+    int64_t n_train;    /* train: tokens [0, n_train); val: [n_train, n) */
+} xg_text;
+
+/* Which tokens a batch is drawn from. */
+typedef enum xg_text_split {
+    XG_TEXT_TRAIN = 0, /* tokens [0, n_train) */
+    XG_TEXT_VAL = 1,   /* tokens [n_train, n), the tail */
+    XG_TEXT_ALL = 2,   /* tokens [0, n), e.g. a separate evaluation file */
+} xg_text_split;
+
+/* The fraction of the tokens a new set keeps for validation. */
+#define XG_TEXT_DEFAULT_VAL_FRACTION 0.1
+
+/* The default limit on the total size of the files one load reads:
+ * 1 GiB (the tokens then take 4 bytes each). */
+#define XG_TEXT_DEFAULT_MAX_BYTES ((uint64_t)1 << 30)
+
+/* Sets the largest total size in bytes of the files that one
+ * xg_text_read_files or xg_text_load call accepts (so also the largest
+ * file), for the whole process, and returns the previous limit; 0 restores
+ * XG_TEXT_DEFAULT_MAX_BYTES. Safe to call from any thread; loads already
+ * under way keep the limit they started with. */
+uint64_t xg_text_set_max_bytes(uint64_t max);
+
+/* The current limit, in bytes (see xg_text_set_max_bytes). */
+uint64_t xg_text_max_bytes(void);
+
+/* Reads `count` files and concatenates their bytes in the order given,
+ * with nothing between them, into *bytes (malloc'd, owned by the caller:
+ * free it with free()) and their number into *len. Each path must name a
+ * regular file (or a link to one) that is not empty; a FIFO or a device is
+ * refused without reading from it. Errors, each naming the file:
+ * XG_ERR_NOT_FOUND (no such file), XG_ERR_IO (a directory, not a regular
+ * file, cannot open or read), XG_ERR_FORMAT (an empty file),
+ * XG_ERR_TOO_LARGE (the total passes xg_text_max_bytes()),
+ * XG_ERR_INVALID_ARG (NULL arguments, count < 1), XG_ERR_OUT_OF_MEMORY;
+ * *bytes is NULL and *len 0 then. */
+xg_status xg_text_read_files(const char *const *paths, int64_t count,
+                             uint8_t **bytes, size_t *len);
+
+/* Loads `count` text files with the byte tokenizer: the tokens are the
+ * bytes of the files concatenated in the order given (xg_text_read_files),
+ * vocab_size XG_BYTE_VOCAB, and the last XG_TEXT_DEFAULT_VAL_FRACTION of
+ * them validate (see xg_text_set_val_fraction). Memory: 4 bytes per token,
+ * and the bytes while they are read. Errors: those of xg_text_read_files.
+ * *out is NULL on error; free it with xg_text_free. */
+xg_status xg_text_load(const char *const *paths, int64_t count,
+                       xg_text **out);
+
+/* Makes a set from `n` tokens that a tokenizer made (copied; the caller
+ * keeps `tokens`), with the default split. Errors: XG_ERR_INVALID_ARG
+ * (NULL pointers, n < 1, vocab_size < 1, a token outside
+ * [0, vocab_size): the message gives its position and value),
+ * XG_ERR_OUT_OF_MEMORY. *out is NULL on error; free it with
+ * xg_text_free. */
+xg_status xg_text_from_tokens(const int32_t *tokens, int64_t n,
+                              int32_t vocab_size, xg_text **out);
+
+/* Keeps the last round(n x fraction) tokens for validation: n_train =
+ * n - round(n x fraction). `fraction` in [0, 1); 0 leaves no validation
+ * tokens. Errors: XG_ERR_INVALID_ARG (NULL set, fraction outside [0, 1)
+ * or not finite); the set is unchanged then. */
+xg_status xg_text_set_val_fraction(xg_text *text, double fraction);
+
+/* The number of tokens in a split; 0 for a NULL or malformed set or an
+ * unknown split. */
+int64_t xg_text_split_len(const xg_text *text, xg_text_split split);
+
+/* The start offsets (into text->tokens) of the `batch` random windows of
+ * batch number `counter`: row r starts at lo + u, where [lo, lo + len) is
+ * the split and u is drawn uniformly from [0, len - context) by splitmix64
+ * from a state that hashes (seed, counter, r). Every window of context + 1
+ * tokens lies inside the split. The draws depend on nothing else, so batch
+ * k is the same on every run and platform, and a run resumed with the
+ * counter it stopped at repeats the batches it would have drawn.
+ * Writes `batch` values to starts. Errors: XG_ERR_INVALID_ARG (NULL or
+ * malformed set, NULL starts, batch or context < 1, unknown split, a
+ * split shorter than context + 1 tokens: the message says which). */
+xg_status xg_text_batch_starts(const xg_text *text, xg_text_split split,
+                               int64_t batch, int64_t context, uint64_t seed,
+                               uint64_t counter, int64_t *starts);
+
+/* Makes random batch number `counter` on the current device: *x and *y
+ * [batch, context] i32, row r x = tokens[s .. s + context - 1] and
+ * y = tokens[s + 1 .. s + context] with s the row's start from
+ * xg_text_batch_starts (so y is x shifted left by one token, plus the
+ * next). Owned as any new tensor. Errors: those of xg_text_batch_starts,
+ * XG_ERR_TOO_LARGE or XG_ERR_OUT_OF_MEMORY (batch x context past host
+ * memory), device errors; *x and *y are NULL then. */
+xg_status xg_text_batch(const xg_text *text, xg_text_split split,
+                        int64_t batch, int64_t context, uint64_t seed,
+                        uint64_t counter, xg_tensor **x, xg_tensor **y);
+
+/* Evaluation windows: the split cut into consecutive windows of
+ * context + 1 tokens that step by `context` (window w starts at
+ * lo + w x context, so each token is a target once), the last partial
+ * window dropped. Returns their number, (len - 1) / context rounded down
+ * (0 for a split shorter than context + 1 tokens), or a negative
+ * xg_status for bad arguments (NULL or malformed set, context < 1, an
+ * unknown split), with the error set. */
+int64_t xg_text_eval_windows(const xg_text *text, xg_text_split split,
+                             int64_t context);
+
+/* Makes evaluation batch `index` (0-based) on the current device: windows
+ * index x batch .. of xg_text_eval_windows, `batch` of them or fewer in
+ * the last batch; *x and *y [b, context] i32 as in xg_text_batch. There
+ * are ceil(windows / batch) batches. Owned as any new tensor. Errors:
+ * XG_ERR_INVALID_ARG (those of xg_text_eval_windows, batch < 1, a split
+ * shorter than context + 1 tokens, index outside [0, batches)),
+ * XG_ERR_TOO_LARGE or XG_ERR_OUT_OF_MEMORY, device errors; *x and *y are
+ * NULL then. */
+xg_status xg_text_eval_batch(const xg_text *text, xg_text_split split,
+                             int64_t context, int64_t batch, int64_t index,
+                             xg_tensor **x, xg_tensor **y);
+
+/* NULL is ignored. */
+void xg_text_free(xg_text *text);
+
+/* ===== The default corpus: Debian's fortunes =============================
+ * Debian's package `fortunes` (apt-get install fortunes) installs some
+ * 2.6 MB of English quotations as plain text files in XG_FORTUNES_DIR,
+ * each beside its index (NAME.dat) and a UTF-8 link or copy (NAME.u8). */
+#define XG_FORTUNES_DIR "/usr/share/games/fortunes"
+
+/* A list of paths, each malloc'd with the array; free with
+ * xg_path_list_free. */
+typedef struct xg_path_list {
+    const char **paths; /* count paths "DIR/NAME" */
+    int64_t count;
+} xg_path_list;
+
+/* Lists the fortune files of `dir` (NULL: XG_FORTUNES_DIR): the regular
+ * files (links to one included) whose names do not end in ".dat" or ".u8"
+ * nor start with '.', sorted by name in byte order so the list (and the
+ * token stream of xg_text_load on it) is the same everywhere;
+ * subdirectories (such as off/) are skipped. Errors: XG_ERR_NOT_FOUND
+ * (no such folder, with the package to install; no fortune file in it),
+ * XG_ERR_IO (not a folder, cannot read it), XG_ERR_INVALID_ARG (NULL out),
+ * XG_ERR_OUT_OF_MEMORY; *out is empty then. */
+xg_status xg_fortunes_list(const char *dir, xg_path_list *out);
+
+/* Frees the paths and empties the list; NULL is ignored. */
+void xg_path_list_free(xg_path_list *list);
 
 #ifdef __cplusplus
 }

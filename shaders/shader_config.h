@@ -33,6 +33,10 @@
  * pool.comp): grid x runs over the pixels of a plane, grid y over planes. */
 #define XG_PLANE_WG 64
 
+/* Invocations per workgroup of the attention kernels (attention.comp): a
+ * tile of keys (or queries) at a time, the head size in steps of this. */
+#define XG_ATT_WG 64
+
 /* Elements per invocation of the RNG kernel: one Philox block. */
 #define XG_RNG_BLOCK 4
 

@@ -903,6 +903,76 @@ static void gen_where(xg_op op, conf_case_list *l)
         l->v[l->n - 1].in[1].domain = DOM_SPECIAL;
 }
 
+/* ---- ATTENTION -------------------------------------------------------------- */
+
+/* Heads, lengths and head sizes: one of everything, D = 1, 5, 64 and 128,
+ * lengths that are not multiples of any tile (7, 65, 130), a KV cache
+ * (offset Tk - Tq), rows that see no key (a negative offset), dropout (the
+ * mask bits must be the CPU's; an offset whose low word carries), and more
+ * rows than one dispatch has workgroups (72000 query or key rows). The
+ * backward kernels get random lse and delta (any values must give the same
+ * results) with -inf written into two lse entries: those rows get no
+ * gradient. */
+static void gen_attention(xg_op op, conf_case_list *l)
+{
+    static const struct {
+        int64_t bh, tq, tk, d;
+        int causal;
+        int64_t off;
+        float p, scale;
+        uint64_t seed, offset;
+    } cases[] = {
+        {1, 1, 1, 1, 1, 0, 0.0f, 1.0f, 0, 0},
+        {3, 7, 7, 5, 1, 0, 0.0f, 0.4472136f, 0, 0},
+        {2, 7, 7, 5, 0, 0, 0.0f, 0.4472136f, 0, 0},
+        {3, 7, 7, 1, 1, 0, 0.0f, 1.0f, 0, 0},
+        {2, 65, 65, 64, 1, 0, 0.0f, 0.125f, 0, 0},
+        {2, 130, 130, 32, 0, 0, 0.0f, 0.1767767f, 0, 0},
+        {1, 17, 17, 128, 1, 0, 0.0f, 0.0883883f, 0, 0},
+        {2, 7, 20, 8, 1, 13, 0.0f, 0.3535534f, 0, 0},
+        {2, 9, 9, 4, 1, -3, 0.0f, 0.5f, 0, 0},
+        {2, 33, 40, 16, 1, 7, 0.3f, 0.25f, 42, 7},
+        {1, 65, 65, 64, 0, 0, 0.1f, 0.125f, 0xffffffffffffffffULL,
+         0xfffffff0ULL},
+        {1, 130, 130, 32, 1, 0, 0.5f, 0.1767767f, 1234, (uint64_t)1 << 40},
+        {600, 120, 5, 2, 0, 0, 0.0f, 0.7f, 0, 0},
+        {600, 5, 120, 2, 1, 115, 0.2f, 0.7f, 9, 3},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        conf_case *c = add_case(l, op, "bh=%" PRId64 " tq=%" PRId64 " tk=%"
+                                PRId64 " d=%" PRId64 " causal=%d offset=%"
+                                PRId64 " p=%g", cases[i].bh, cases[i].tq,
+                                cases[i].tk, cases[i].d, cases[i].causal,
+                                cases[i].off, (double)cases[i].p);
+        c->call.p.attention = (xg_attention_args){
+            cases[i].bh, cases[i].tq, cases[i].tk, cases[i].d,
+            cases[i].scale, cases[i].causal, cases[i].off, cases[i].p,
+            cases[i].seed, cases[i].offset};
+        int64_t nq = cases[i].bh * cases[i].tq * cases[i].d;
+        int64_t nk = cases[i].bh * cases[i].tk * cases[i].d;
+        int64_t rows = cases[i].bh * cases[i].tq;
+        set_ins(c, nq);
+        c->in[1].count = c->in[2].count = nk;
+        if (op == XG_OP_attention) {
+            set_outs(c, nq);
+            c->out[1].count = rows;
+            continue;
+        }
+        int lse = op == XG_OP_attention_backward_q ? 5 : 4;
+        c->in[lse].count = rows;
+        if (op == XG_OP_attention_backward_kv)
+            c->in[5].count = rows;
+        add_poison_f(c, lse, 0, -INFINITY);
+        add_poison_f(c, lse, rows / 2, -INFINITY);
+        if (op == XG_OP_attention_backward_q) {
+            set_outs(c, nq);
+            c->out[1].count = rows;
+        } else {
+            set_outs(c, nk);
+        }
+    }
+}
+
 /* ---- dispatch by family ------------------------------------------------------ */
 
 typedef void (*family_gen)(xg_op op, conf_case_list *l);
@@ -926,6 +996,7 @@ static const family_gen family_gens[] = {
     [XG_FAMILY_DROPOUT] = gen_dropout,
     [XG_FAMILY_INDEX] = gen_index,
     [XG_FAMILY_WHERE] = gen_where,
+    [XG_FAMILY_ATTENTION] = gen_attention,
 };
 
 _Static_assert(sizeof family_gens / sizeof family_gens[0] ==

@@ -122,6 +122,23 @@ static xg_tensor *f_gather(xg_tensor *const *x, const fe_case *c) { return xg_ga
 static xg_tensor *f_where(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_where(x[0], x[1], x[2]); }
 static xg_tensor *f_masked_fill(xg_tensor *const *x, const fe_case *c) { return xg_masked_fill(x[0], x[1], c->scalar); }
 static xg_tensor *f_bn_eval(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_batch_norm2d(x[0], NULL, NULL, x[1], x[2], false, 0.1f, 1e-5f); }
+/* Attention: keepdim = causal, axis = causal_offset, scalar = dropout p
+ * (training, mask from seed 7); f_attention_qkv takes q, k and v as views
+ * of one fused [B, T, 3, H, D] projection (permuted and selected). */
+static xg_tensor *f_attention(xg_tensor *const *x, const fe_case *c)
+{
+    xg_attention_params p = {.causal = c->keepdim, .causal_offset = c->axis,
+                             .dropout_p = c->scalar, .training = true};
+    xg_manual_seed(7);
+    return xg_attention(x[0], x[1], x[2], &p);
+}
+static xg_tensor *f_attention_qkv(xg_tensor *const *x, const fe_case *c)
+{
+    (void)c;
+    xg_tensor *t = xg_permute(x[0], (const int[]){2, 0, 3, 1, 4}, 5);
+    return xg_attention(xg_select(t, 0, 0), xg_select(t, 0, 1),
+                        xg_select(t, 0, 2), NULL);
+}
 
 static const fe_case fe_cases[] = {
     /* binary, with broadcasting */
@@ -221,6 +238,14 @@ static const fe_case fe_cases[] = {
     /* dropout and batch norm */
     {"dropout", "dropout x[8,33] p=0.25", f_dropout, 1, {T(8, 33)}, .scalar = 0.25f},
     {"dropout", "dropout x[3,1,5,5] p=0.5", f_dropout, 1, {T(3, 1, 5, 5)}, .scalar = 0.5f},
+    /* fused attention: causal, KV cache, rows that see no key, dropout */
+    {"attention", "attention q[2,2,7,5] k,v[2,2,7,5] causal", f_attention, 3, {T(2, 2, 7, 5), T(2, 2, 7, 5), T(2, 2, 7, 5)}, .keepdim = true},
+    {"attention", "attention q[1,3,65,64] k,v[1,3,65,64]", f_attention, 3, {T(1, 3, 65, 64), T(1, 3, 65, 64), T(1, 3, 65, 64)}},
+    {"attention", "attention q[2,1,7,8] k,v[2,1,20,8] causal offset 13", f_attention, 3, {T(2, 1, 7, 8), T(2, 1, 20, 8), T(2, 1, 20, 8)}, .keepdim = true, .axis = 13},
+    {"attention", "attention q[1,2,9,4] k,v[1,2,9,4] causal offset -3", f_attention, 3, {T(1, 2, 9, 4), T(1, 2, 9, 4), T(1, 2, 9, 4)}, .keepdim = true, .axis = -3},
+    {"attention", "attention q[2,2,33,16] k,v[2,2,40,16] causal offset 7 p=0.3", f_attention, 3, {T(2, 2, 33, 16), T(2, 2, 40, 16), T(2, 2, 40, 16)}, .keepdim = true, .axis = 7, .scalar = 0.3f},
+    {"attention", "attention q[1,1,130,1] k,v[1,1,130,1] causal p=0.5", f_attention, 3, {T(1, 1, 130, 1), T(1, 1, 130, 1), T(1, 1, 130, 1)}, .keepdim = true, .scalar = 0.5f},
+    {"attention", "attention of views of qkv[2,9,3,2,4]", f_attention_qkv, 1, {T(2, 9, 3, 2, 4)}},
     {"batchnorm", "batch_norm2d training x[4,3,5,5] w[3] b[3]", f_bn_train, 3, {T(4, 3, 5, 5), T(3), T(3)}},
     {"batchnorm", "batch_norm2d eval x[2,3,4,4] mean[3] var[3]", f_bn_eval, 3, {T(2, 3, 4, 4), T(3), TD(DOM_POSITIVE, 3)}},
     /* index ops: repeated indices; the gradient (g = the loss weights,
@@ -523,6 +548,7 @@ Test(frontend, dropout) { run_group("dropout"); }
 Test(frontend, batchnorm) { run_group("batchnorm"); }
 Test(frontend, index) { run_group("index"); }
 Test(frontend, where) { run_group("where"); }
+Test(frontend, attention) { run_group("attention"); }
 
 /* ---- hand values on the device under test --------------------------------- */
 

@@ -725,6 +725,96 @@ static void c_max_pool_big_plane(outcome *o)
     xg_tensor_free(one);
 }
 
+/* ---- attention --------------------------------------------------------- */
+
+/* xg_attention on q, k, v of the given shapes (k's also for v unless
+ * vs is given), with params p (NULL: the defaults). */
+static void attention_case(outcome *o, const int64_t *qs, int qn,
+                           const int64_t *ks, int kn, const int64_t *vs,
+                           int vn, const xg_attention_params *p)
+{
+    xg_tensor *q = mk(qs, qn), *k = mk(ks, kn);
+    xg_tensor *v = vs ? mk(vs, vn) : mk(ks, kn);
+    xg_clear_error();
+    got_tensor(o, xg_attention(q, k, v, p));
+    xg_tensor_free(q);
+    xg_tensor_free(k);
+    xg_tensor_free(v);
+}
+
+static void c_attention_3d(outcome *o)
+{
+    attention_case(o, XG_SHAPE(2, 3, 4), XG_SHAPE(2, 3, 4), NULL, 0, NULL);
+}
+
+static void c_attention_head_size(outcome *o)
+{
+    attention_case(o, XG_SHAPE(1, 2, 3, 4), XG_SHAPE(1, 2, 3, 5), NULL, 0,
+                   NULL);
+}
+
+static void c_attention_heads(outcome *o)
+{
+    attention_case(o, XG_SHAPE(1, 2, 3, 4), XG_SHAPE(1, 3, 3, 4), NULL, 0,
+                   NULL);
+}
+
+static void c_attention_kv_differ(outcome *o)
+{
+    attention_case(o, XG_SHAPE(1, 2, 3, 4), XG_SHAPE(1, 2, 5, 4),
+                   XG_SHAPE(1, 2, 6, 4), NULL);
+}
+
+static void c_attention_p_one(outcome *o)
+{
+    xg_attention_params p = xg_attention_defaults();
+    p.dropout_p = 1.0f;
+    p.training = true;
+    attention_case(o, XG_SHAPE(1, 1, 2, 2), XG_SHAPE(1, 1, 2, 2), NULL, 0,
+                   &p);
+}
+
+static void c_attention_p_negative(outcome *o)
+{
+    xg_attention_params p = xg_attention_defaults();
+    p.dropout_p = -0.1f;
+    attention_case(o, XG_SHAPE(1, 1, 2, 2), XG_SHAPE(1, 1, 2, 2), NULL, 0,
+                   &p);
+}
+
+static void c_attention_p_nan(outcome *o)
+{
+    xg_attention_params p = xg_attention_defaults();
+    p.dropout_p = NAN;
+    attention_case(o, XG_SHAPE(1, 1, 2, 2), XG_SHAPE(1, 1, 2, 2), NULL, 0,
+                   &p);
+}
+
+static void c_attention_scale_inf(outcome *o)
+{
+    xg_attention_params p = xg_attention_defaults();
+    p.scale = INFINITY;
+    attention_case(o, XG_SHAPE(1, 1, 2, 2), XG_SHAPE(1, 1, 2, 2), NULL, 0,
+                   &p);
+}
+
+static void c_attention_null_k(outcome *o)
+{
+    xg_tensor *q = mk(XG_SHAPE(1, 1, 2, 2));
+    xg_clear_error();
+    got_tensor(o, xg_attention(q, NULL, q, NULL));
+    xg_tensor_free(q);
+}
+
+static void c_attention_i32(outcome *o)
+{
+    xg_tensor *q = mk(XG_SHAPE(1, 1, 2, 2)), *k = mk_i32(XG_SHAPE(1, 1, 2, 2));
+    xg_clear_error();
+    got_tensor(o, xg_attention(q, k, q, NULL));
+    xg_tensor_free(q);
+    xg_tensor_free(k);
+}
+
 /* ---- the table --------------------------------------------------------- */
 
 typedef struct err_case {
@@ -885,6 +975,21 @@ static err_case cases[] = {
     {"linear with 0 inputs", c_linear_zero, IA, SH, "linear", NULL},
     {"linear forward [4,5] into 3 features", c_forward_features, SH, 0,
      NULL, NULL},
+    {"attention 3-D q, k, v", c_attention_3d, SH, 0, "attention", "[2,3,4]"},
+    {"attention D 4 vs 5", c_attention_head_size, SH, 0, "attention", NULL},
+    {"attention H 2 vs 3", c_attention_heads, SH, 0, "attention", NULL},
+    {"attention k [..,5,4] v [..,6,4]", c_attention_kv_differ, SH, 0,
+     "attention", "[1,2,6,4]"},
+    {"attention dropout_p 1", c_attention_p_one, IA, 0, "attention",
+     "dropout_p"},
+    {"attention dropout_p -0.1", c_attention_p_negative, IA, 0, "attention",
+     "dropout_p"},
+    {"attention dropout_p NaN", c_attention_p_nan, IA, 0, "attention",
+     "dropout_p"},
+    {"attention scale inf", c_attention_scale_inf, IA, 0, "attention",
+     "scale"},
+    {"attention NULL k", c_attention_null_k, IA, 0, "attention", NULL},
+    {"attention i32 k", c_attention_i32, DT, 0, "attention", NULL},
 };
 
 static void errors_fini(void)

@@ -603,6 +603,48 @@ Test(grad, masked_fill_with_broadcasting)
               &(gc_ctx){.s = 2.5f}, in2, 2);
 }
 
+/* ---- fused attention --------------------------------------------------- */
+
+/* ctx: keepdim = causal, axis = causal_offset, s = dropout p (training,
+ * the mask drawn after seeding 11, so every evaluation uses the same one),
+ * shape[0] = scale * 1000 (0: 1 / sqrt(D)). */
+static xg_tensor *f_attention(xg_tensor *const *in, const gc_ctx *c)
+{
+    xg_attention_params p = {.scale = (float)c->shape[0] / 1000.0f,
+                             .causal = c->keepdim, .causal_offset = c->axis,
+                             .dropout_p = c->s, .training = c->s > 0};
+    xg_manual_seed(11);
+    return xg_attention(in[0], in[1], in[2], &p);
+}
+
+static void gradcheck_attention(const char *what, int64_t b, int64_t h,
+                                int64_t tq, int64_t tk, int64_t d,
+                                const gc_ctx *c)
+{
+    xg_tensor *in[3] = {leaf(XG_SHAPE(b, h, tq, d), 700 + (uint64_t)tq, -1, 1),
+                        leaf(XG_SHAPE(b, h, tk, d), 701 + (uint64_t)tk, -1, 1),
+                        leaf(XG_SHAPE(b, h, tk, d), 702 + (uint64_t)d, -1, 1)};
+    gradcheck(what, f_attention, c, in, 3);
+}
+
+Test(grad, attention)
+{
+    gradcheck_attention("attention causal [2,2,5,5,3]", 2, 2, 5, 5, 3,
+                        &(gc_ctx){.keepdim = true});
+    gradcheck_attention("attention not causal [1,2,4,6,3] scale 0.7", 1, 2,
+                        4, 6, 3, &(gc_ctx){.shape = {700}});
+    gradcheck_attention("attention KV cache [1,1,3,7,4] offset 4", 1, 1, 3,
+                        7, 4, &(gc_ctx){.keepdim = true, .axis = 4});
+    gradcheck_attention("attention rows seeing no key [1,1,5,5,2] offset -2",
+                        1, 1, 5, 5, 2, &(gc_ctx){.keepdim = true, .axis = -2});
+    gradcheck_attention("attention D=1 [1,3,6,6,1]", 1, 3, 6, 6, 1,
+                        &(gc_ctx){.keepdim = true});
+    gradcheck_attention("attention dropout p=0.3 [1,2,6,6,3]", 1, 2, 6, 6, 3,
+                        &(gc_ctx){.keepdim = true, .s = 0.3f});
+    gradcheck_attention("attention dropout p=0.5 not causal [2,1,4,5,2]", 2,
+                        1, 4, 5, 2, &(gc_ctx){.s = 0.5f});
+}
+
 /* ---- a small network --------------------------------------------------- */
 
 Test(grad, linear_relu_cross_entropy_chain)

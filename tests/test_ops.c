@@ -1578,3 +1578,59 @@ Test(ops, concat_stack_split_chunk)
     cr_expect_null(xg_concat(bad, 2, 0));
     cr_expect_eq(xg_last_status(), XG_ERR_SHAPE);
 }
+
+/* ---- fused attention ------------------------------------------------------ */
+
+Test(ops, attention_defaults_and_small_values)
+{
+    xg_attention_params d = xg_attention_defaults();
+    cr_expect(d.causal && d.causal_offset == 0 && d.scale == 0.0f &&
+              d.dropout_p == 0.0f && !d.training);
+    /* One head, D = 1, q = k = 1 and v = (1, 3): causal row 0 sees key 0
+     * (out 1), row 1 sees both with equal weights (out 2); without the
+     * mask both rows give 2. */
+    xg_tensor *q = tu_f32((const float[]){1, 1}, XG_SHAPE(1, 1, 2, 1));
+    xg_tensor *v = tu_f32((const float[]){1, 3}, XG_SHAPE(1, 1, 2, 1));
+    tu_assert_values(xg_attention(q, q, v, NULL), XG_SHAPE(1, 1, 2, 1),
+                     (const double[]){1, 2}, 1e-6, 0, "causal");
+    xg_attention_params full = {.causal = false};
+    tu_assert_values(xg_attention(q, q, v, &full), XG_SHAPE(1, 1, 2, 1),
+                     (const double[]){2, 2}, 1e-6, 0, "not causal");
+    /* offset -1: row 0 sees no key (zeros), row 1 sees key 0 */
+    xg_attention_params neg = {.causal = true, .causal_offset = -1};
+    tu_assert_values(xg_attention(q, q, v, &neg), XG_SHAPE(1, 1, 2, 1),
+                     (const double[]){0, 1}, 0, 0, "offset -1");
+}
+
+Test(ops, attention_dropout_only_when_training)
+{
+    int64_t shape[4] = {2, 2, 9, 4};
+    xg_manual_seed(5);
+    xg_tensor *q = xg_rand_normal(shape, 4, 0, 1);
+    xg_tensor *k = xg_rand_normal(shape, 4, 0, 1);
+    xg_tensor *v = xg_rand_normal(shape, 4, 0, 1);
+    xg_attention_params eval = {.causal = true, .dropout_p = 0.5f};
+    float *a = tu_read(xg_attention(q, k, v, &eval));
+    float *b = tu_read(xg_attention(q, k, v, NULL));
+    cr_expect(memcmp(a, b, 2 * 2 * 9 * 4 * sizeof *a) == 0,
+              "evaluation mode applies no dropout");
+    /* Training: the same seed gives the same bits; another, other ones. */
+    xg_attention_params train = eval;
+    train.training = true;
+    xg_manual_seed(9);
+    float *c = tu_read(xg_attention(q, k, v, &train));
+    xg_manual_seed(9);
+    float *d = tu_read(xg_attention(q, k, v, &train));
+    float *e = tu_read(xg_attention(q, k, v, &train));
+    cr_expect(memcmp(c, d, 2 * 2 * 9 * 4 * sizeof *c) == 0,
+              "the mask is a function of the generator's state");
+    cr_expect(memcmp(c, e, 2 * 2 * 9 * 4 * sizeof *c) != 0,
+              "a second call draws a new mask");
+    cr_expect(memcmp(a, c, 2 * 2 * 9 * 4 * sizeof *c) != 0,
+              "training mode drops weights");
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    free(e);
+}

@@ -5,7 +5,7 @@
 XG_BUILD_PKGS="gcc meson ninja-build pkg-config zlib1g-dev libjansson-dev
   libopenblas-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
   libvulkan-dev glslang-tools"
-XG_DATA_PKGS="dataset-fashion-mnist"
+XG_DATA_PKGS="dataset-fashion-mnist fortunes"
 XG_TEST_PKGS="libcriterion-dev valgrind clang libfuzzer-14-dev python3-torch
   python3-numpy python3-matplotlib"
 # CPU implementations of OpenCL and Vulkan, so those suites run without a GPU.

@@ -266,6 +266,36 @@ typedef struct xg_where_args {
     float value;
 } xg_where_args;
 
+/* ATTENTION: bh = B * H independent heads; q, out, dout, dq [bh, tq, d],
+ * k, v, dk, dv [bh, tk, d], lse and delta [bh, tq] (f32), all contiguous;
+ * all sizes >= 1. Query i sees key j iff !causal or j <= i + causal_offset,
+ * and the core clamps causal_offset to [-tq, tk] (beyond that nothing
+ * changes). With s_ij = scale * q_i . k_j over the keys query i sees:
+ *   attention: lse_i = log sum_j exp(s_ij) (-inf when i sees no key),
+ *     out_i = sum_j pdrop_ij v_j (0 when i sees no key), where
+ *     p_ij = exp(s_ij - lse_i) and pdrop_ij = p_ij * m_ij / (1 - p).
+ *   attention_backward_q: delta_i = dout_i . out_i, and
+ *     dq_i = scale * sum_j ds_ij k_j, with dp_ij = (dout_i . v_j) m_ij /
+ *     (1 - p) and ds_ij = p_ij (dp_ij - delta_i), p_ij recomputed from
+ *     lse (0 where lse_i is -inf).
+ *   attention_backward_kv: dk_j = scale * sum_i ds_ij q_i and
+ *     dv_j = sum_i pdrop_ij dout_i, over the queries that see key j.
+ * Dropout: m_ij = 1 when p is 0; otherwise m_ij = 0 iff u < p, where u is
+ * element (bh_index * tq + i) * tk + j of rand_uniform(0, 1) with this
+ * seed and offset (struct xg_rng_args), so every backend draws the same
+ * mask; 0 <= p < 1. The kernels keep no [tq, tk] scores: the forward runs
+ * an online softmax over tiles of keys, the backward recomputes p_ij from
+ * lse, the dq pass looping over keys per query row and the dk/dv pass over
+ * queries per key row (no atomics: fixed summation orders). */
+typedef struct xg_attention_args {
+    int64_t bh, tq, tk, d;
+    float scale;
+    int causal;
+    int64_t causal_offset;
+    float p;
+    uint64_t seed, offset;
+} xg_attention_args;
+
 /* One buffer of a kernel call: a whole device allocation made by the same
  * backend's alloc(), element 0 at offset 0, holding elements of `dtype`
  * (the op's rule for this position, instantiated; see ops.def). Unused
@@ -298,6 +328,7 @@ typedef struct xg_kernel_call {
         xg_dropout_args dropout;
         xg_index_args index;
         xg_where_args where;
+        xg_attention_args attention;
     } p;
 } xg_kernel_call;
 

@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "data_rng.h"
 #include "xgrad_data.h"
 
 
@@ -581,33 +582,6 @@ struct xg_loader {
     float *images;      /* one batch, reused */
     int32_t *labels;
 };
-
-/* splitmix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number
- * generators", 2014); the mixing function alone is its finaliser. */
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
-    return z ^ (z >> 31);
-}
-
-static uint64_t splitmix64(uint64_t *state)
-{
-    *state += 0x9E3779B97F4A7C15u;
-    return mix64(*state);
-}
-
-/* Uniform in [0, bound) without modulo bias (rejection of the low
- * 2^64 mod bound values). */
-static uint64_t rand_below(uint64_t *state, uint64_t bound)
-{
-    uint64_t threshold = (0 - bound) % bound;
-    for (;;) {
-        uint64_t r = splitmix64(state);
-        if (r >= threshold)
-            return r % bound;
-    }
-}
 
 /* A public struct may come from anywhere: check it before trusting it. */
 static xg_status dataset_check(const xg_dataset *ds, size_t *sample)

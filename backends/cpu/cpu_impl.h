@@ -196,6 +196,9 @@ xg_status cpu_dropout(xg_backend_device *dev, const xg_kernel_call *call);
 xg_status cpu_index(xg_backend_device *dev, const xg_kernel_call *call);
 xg_status cpu_where(xg_backend_device *dev, const xg_kernel_call *call);
 
+/* cpu_attention.c: attention and its two backward passes */
+xg_status cpu_attention(xg_backend_device *dev, const xg_kernel_call *call);
+
 /* cpu_optim.c */
 xg_status cpu_adam_update(xg_backend_device *dev, const xg_kernel_call *call);
 xg_status cpu_sgd_update(xg_backend_device *dev, const xg_kernel_call *call);

@@ -280,3 +280,32 @@ xg_status ocl_run_where(xg_backend_device *dev, const xg_kernel_call *c)
                                        OCL_ARG(stride2), OCL_ARG(value)),
                               n);
 }
+
+/* Work-items per work-group of the attention kernels: one tile of keys (or
+ * queries) at a time, and the head size in steps of this many. */
+#define OCL_ATTENTION_WG 64
+
+/* One work-group per row: query rows for attention and its dq pass, key
+ * rows for the dk/dv pass (see kernels/attention.cl). */
+xg_status ocl_run_attention(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    ocl_device *d = ocl_dev(dev);
+    const xg_attention_args *a = &c->p.attention;
+    cl_long bh = a->bh, tq = a->tq, tk = a->tk, hd = a->d;
+    cl_long off = a->causal_offset;
+    cl_int causal = a->causal;
+    cl_float scale = a->scale, p = a->p;
+    cl_float keep = a->p > 0.0f ? 1.0f / (1.0f - a->p) : 1.0f;
+    cl_ulong seed = a->seed, offset = a->offset;
+    size_t local = d->wg_size[c->op] < OCL_ATTENTION_WG ? d->wg_size[c->op]
+                                                        : OCL_ATTENTION_WG;
+    int64_t rows = a->bh * (c->op == XG_OP_attention_backward_kv ? a->tk
+                                                                 : a->tq);
+    size_t global = (size_t)rows * local;
+    return launch(d, c,
+                  OCL_ARGS(OCL_ARG(bh), OCL_ARG(tq), OCL_ARG(tk), OCL_ARG(hd),
+                           OCL_ARG(scale), OCL_ARG(causal), OCL_ARG(off),
+                           OCL_ARG(p), OCL_ARG(seed), OCL_ARG(offset),
+                           OCL_ARG(keep)),
+                  1, &global, &local);
+}

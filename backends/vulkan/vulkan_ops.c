@@ -323,6 +323,37 @@ static void plan_where(const plan_in *in, xg_vk_job *job)
     grid_1d(job, a->n);
 }
 
+/* ATTENTION: attention.comp, one workgroup per row (query rows, or key rows
+ * for the dk/dv pass), grid-stride beyond XG_MAX_GROUPS. */
+static void plan_attention(const plan_in *in, xg_vk_job *job)
+{
+    const xg_attention_args *a = &in->call->p.attention;
+    struct {
+        uint32_t bh, tq, tk, d;
+        float scale;
+        uint32_t causal;
+        int32_t off;
+        float p;
+        uint32_t seed_lo, seed_hi, offset_lo, offset_hi;
+        float keep;
+    } p = {
+        .bh = u32(a->bh), .tq = u32(a->tq), .tk = u32(a->tk), .d = u32(a->d),
+        .scale = a->scale, .causal = (uint32_t)a->causal,
+        .off = (int32_t)a->causal_offset, /* within [-tq, tk] */
+        .p = a->p,
+        .seed_lo = (uint32_t)a->seed, .seed_hi = (uint32_t)(a->seed >> 32),
+        .offset_lo = (uint32_t)a->offset,
+        .offset_hi = (uint32_t)(a->offset >> 32),
+        .keep = a->p > 0.0f ? 1.0f / (1.0f - a->p) : 1.0f,
+    };
+    set_push(job, &p, sizeof p);
+    int64_t rows = a->bh * (in->call->op == XG_OP_attention_backward_kv
+                                ? a->tk
+                                : a->tq);
+    job->groups[0] = groups(rows, 1);
+    job->groups[1] = job->groups[2] = 1;
+}
+
 /* ---- the dispatch table -------------------------------------------------- */
 
 typedef void (*plan_fn)(const plan_in *in, xg_vk_job *job);
@@ -343,6 +374,7 @@ static const plan_fn planners[] = {
     [XG_FAMILY_SGD] = plan_sgd,
     [XG_FAMILY_INDEX] = plan_index,
     [XG_FAMILY_WHERE] = plan_where,
+    [XG_FAMILY_ATTENTION] = plan_attention,
 };
 
 /* Per op, its pipeline: the shader variant of the same name, which
