@@ -15,7 +15,7 @@ Usage:
   gpt_torch.py bench [--layers 4 --heads 4 --embd 128 --context 128
                       --batch-size 16 --vocab 256 --steps 30 --threads 2]
       training tokens/s of the same model and step (forward, backward,
-      clipping, AdamW) on random tokens, after 3 warm-up steps; prints
+      clipping, AdamW) on random tokens, every step counted; prints
       "torch_tokens_per_s=N" and the peak RSS.
   gpt_torch.py curve INIT BATCHES OUT.csv [--lr 1e-3 --cosine --warmup N]
       trains from INIT (an xgrad --save-init file) on the batches that the
@@ -204,9 +204,7 @@ def bench(a):
         x = torch.randint(0, a.vocab, (a.batch_size, a.context + 1))
         return x[:, :-1], x[:, 1:]
 
-    for _ in range(3):
-        step(model, opt, *batch())
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # every step counts, the first included
     for _ in range(a.steps):
         step(model, opt, *batch())
     dt = time.perf_counter() - t0
