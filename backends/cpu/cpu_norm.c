@@ -2,8 +2,9 @@
  * the forward, dx, and the column sums that give dweight and dbias.
  *
  * reference: torch.nn.functional.layer_norm (biased variance, eps inside
- * the square root). The row statistics are summed in double, in 8 lanes
- * that the compiler vectorises and then adds pairwise; the mean comes
+ * the square root). The row statistics are summed in 8 double lanes
+ * (added pairwise at the end), each fed a float sum of 4 neighbouring
+ * terms, which the compiler vectorises; the mean comes
  * first and the variance is a second pass over (x - mean), so a large
  * offset common to a row costs no precision. Everything elementwise is
  * float arithmetic in the order api/core/backend.h (xg_norm_args) writes
@@ -22,31 +23,43 @@ static double lanes_total(const double *lane)
            ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-/* sum_j x[j] in double. */
+/* sum_j x[j] in double: blocks of 4 x LANES elements are summed in float
+ * lanes (vectorised, 4 terms each), then added to the double lanes. */
 static double row_sum(const float *x, int64_t n)
 {
     double lane[LANES] = {0};
     int64_t j = 0;
-    for (; j + LANES <= n; j += LANES)
+    for (; j + 4 * LANES <= n; j += 4 * LANES) {
+        float f[LANES];
         for (int k = 0; k < LANES; k++)
-            lane[k] += (double)x[j + k];
-    for (int k = 0; j < n; j++, k++)
+            f[k] = (x[j + k] + x[j + LANES + k]) +
+                   (x[j + 2 * LANES + k] + x[j + 3 * LANES + k]);
+        for (int k = 0; k < LANES; k++)
+            lane[k] += (double)f[k];
+    }
+    for (int k = 0; j < n; j++, k = (k + 1) % LANES)
         lane[k] += (double)x[j];
     return lanes_total(lane);
 }
 
-/* sum_j (x[j] - mean)^2 in double. */
+/* sum_j (x[j] - mean)^2 in double, blocked as row_sum. */
 static double row_sq_dev(const float *x, int64_t n, double mean)
 {
     double lane[LANES] = {0};
+    const float m = (float)mean;
     int64_t j = 0;
-    for (; j + LANES <= n; j += LANES)
+    for (; j + 4 * LANES <= n; j += 4 * LANES) {
+        float f[LANES];
         for (int k = 0; k < LANES; k++) {
-            double d = (double)x[j + k] - mean;
-            lane[k] += d * d;
+            float d0 = x[j + k] - m, d1 = x[j + LANES + k] - m;
+            float d2 = x[j + 2 * LANES + k] - m, d3 = x[j + 3 * LANES + k] - m;
+            f[k] = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
         }
-    for (int k = 0; j < n; j++, k++) {
-        double d = (double)x[j] - mean;
+        for (int k = 0; k < LANES; k++)
+            lane[k] += (double)f[k];
+    }
+    for (int k = 0; j < n; j++, k = (k + 1) % LANES) {
+        double d = (double)x[j] - (double)m;
         lane[k] += d * d;
     }
     return lanes_total(lane);
