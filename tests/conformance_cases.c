@@ -50,6 +50,8 @@ static const conf_op_props op_props[XG_OP_COUNT] = {
     [XG_OP_gather_backward] = {.in_domain = {DOM_SIGNED, DOM_CLASS},
                                .exact = true},
     [XG_OP_where] = {.exact = true},
+    /* the column sums run in one fixed order on every backend */
+    [XG_OP_layer_norm_backward_affine] = {.exact = true},
     [XG_OP_masked_fill] = {.exact = true},
 };
 
@@ -973,6 +975,67 @@ static void gen_attention(xg_op op, conf_case_list *l)
     }
 }
 
+/* ---- NORM ------------------------------------------------------------------ */
+
+/* Rows short and long (1 to 50000 columns: one lane per row up to whole
+ * workgroups looping over the row) and row counts that leave workgroups
+ * partly empty. */
+static const int64_t norm_shapes[][2] = {
+    {1, 1}, {5, 1}, {333, 1}, {1, 3}, {333, 3}, {5, 127}, {1, 768},
+    {5, 768}, {333, 768}, {5, 4099}, {2, 50000},
+};
+
+/* x and g are [rows, cols]; weight and bias [cols]; mean and rstd [rows]
+ * (rstd positive). With has_weight or has_bias 0 the slot still holds a
+ * buffer of random values, which the kernel must not read. */
+static void norm_case(xg_op op, conf_case_list *l, int64_t rows,
+                      int64_t cols, int has_weight, int has_bias,
+                      const char *extra)
+{
+    conf_case *c = add_case(l, op, "rows=%" PRId64 " cols=%" PRId64
+                            " weight=%d bias=%d%s", rows, cols, has_weight,
+                            has_bias, extra);
+    c->call.p.norm = (xg_norm_args){rows, cols, 1e-5f, has_weight, has_bias};
+    set_ins(c, rows * cols);
+    set_outs(c, rows * cols);
+    switch (op) {
+    case XG_OP_layer_norm: /* x, weight, bias -> y, mean, rstd */
+        c->in[1].count = c->in[2].count = cols;
+        c->out[1].count = c->out[2].count = rows;
+        break;
+    case XG_OP_layer_norm_backward: /* x, weight, g, mean, rstd -> dx */
+        c->in[1].count = cols;
+        c->in[3].count = c->in[4].count = rows;
+        c->in[4].domain = DOM_POSITIVE;
+        break;
+    default: /* x, g, mean, rstd -> dweight, dbias */
+        c->in[2].count = c->in[3].count = rows;
+        c->in[3].domain = DOM_POSITIVE;
+        c->out[0].count = c->out[1].count = cols;
+        break;
+    }
+}
+
+static void gen_norm(xg_op op, conf_case_list *l)
+{
+    size_t n = sizeof norm_shapes / sizeof norm_shapes[0];
+    for (size_t i = 0; i < n; i++) {
+        /* every shape with weight and bias, and one of the three other
+         * combinations in turn */
+        int k = (int)(i % 3);
+        norm_case(op, l, norm_shapes[i][0], norm_shapes[i][1], 1, 1, "");
+        norm_case(op, l, norm_shapes[i][0], norm_shapes[i][1], k == 1,
+                  k == 2, "");
+    }
+    if (op == XG_OP_layer_norm_backward_affine) {
+        /* more rows than one Vulkan dispatch walks (XG_NORM_ROW_CHUNK) */
+        norm_case(op, l, 140000, 3, 1, 1, " (long columns)");
+        return;
+    }
+    /* A row far past the workgroup: cols / 256 elements per lane. */
+    norm_case(op, l, 1, CONF_LONG_COLS, 1, 0, " (long row)");
+}
+
 /* ---- dispatch by family ------------------------------------------------------ */
 
 typedef void (*family_gen)(xg_op op, conf_case_list *l);
@@ -997,6 +1060,7 @@ static const family_gen family_gens[] = {
     [XG_FAMILY_INDEX] = gen_index,
     [XG_FAMILY_WHERE] = gen_where,
     [XG_FAMILY_ATTENTION] = gen_attention,
+    [XG_FAMILY_NORM] = gen_norm,
 };
 
 _Static_assert(sizeof family_gens / sizeof family_gens[0] ==

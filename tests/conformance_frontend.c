@@ -139,6 +139,11 @@ static xg_tensor *f_attention_qkv(xg_tensor *const *x, const fe_case *c)
     return xg_attention(xg_select(t, 0, 0), xg_select(t, 0, 1),
                         xg_select(t, 0, 2), NULL);
 }
+/* layer_norm with eps = scalar: x alone, x and weight, x and bias, all three */
+static xg_tensor *f_ln(xg_tensor *const *x, const fe_case *c) { return xg_layer_norm(x[0], NULL, NULL, c->scalar); }
+static xg_tensor *f_ln_w(xg_tensor *const *x, const fe_case *c) { return xg_layer_norm(x[0], x[1], NULL, c->scalar); }
+static xg_tensor *f_ln_b(xg_tensor *const *x, const fe_case *c) { return xg_layer_norm(x[0], NULL, x[1], c->scalar); }
+static xg_tensor *f_ln_wb(xg_tensor *const *x, const fe_case *c) { return xg_layer_norm(x[0], x[1], x[2], c->scalar); }
 
 static const fe_case fe_cases[] = {
     /* binary, with broadcasting */
@@ -264,6 +269,13 @@ static const fe_case fe_cases[] = {
     {"where", "where cond[3,1,6] a[2,1] b[] (0-D)", f_where, 3, {LABELS(2, 3, 1, 6), T(2, 1), T0}},
     {"where", "masked_fill x[4,5] mask[5] value -2.5", f_masked_fill, 2, {T(4, 5), LABELS(2, 5)}, .scalar = -2.5f},
     {"where", "masked_fill x[5] mask[3,5] value 7", f_masked_fill, 2, {T(5), LABELS(2, 3, 5)}, .scalar = 7.0f},
+    /* layer norm over the last axis, eps in scalar */
+    {"layernorm", "layer_norm x[5,768] w[768] b[768]", f_ln_wb, 3, {T(5, 768), T(768), T(768)}, .scalar = 1e-5f},
+    {"layernorm", "layer_norm x[3,4,127] w[127] b[127] eps 0.1", f_ln_wb, 3, {T(3, 4, 127), T(127), T(127)}, .scalar = 0.1f},
+    {"layernorm", "layer_norm x[333,3] (no affine)", f_ln, 1, {T(333, 3)}, .scalar = 1e-5f},
+    {"layernorm", "layer_norm x[1,4099] w[4099]", f_ln_w, 2, {T(1, 4099), T(4099)}, .scalar = 1e-5f},
+    {"layernorm", "layer_norm x[7,1] b[1] (a constant row)", f_ln_b, 2, {T(7, 1), T(1)}, .scalar = 1e-5f},
+    {"layernorm", "layer_norm x[2,50000] w b", f_ln_wb, 3, {T(2, 50000), T(50000), T(50000)}, .scalar = 1e-5f},
 };
 #define N_FE_CASES ((int)(sizeof fe_cases / sizeof fe_cases[0]))
 
@@ -549,6 +561,7 @@ Test(frontend, batchnorm) { run_group("batchnorm"); }
 Test(frontend, index) { run_group("index"); }
 Test(frontend, where) { run_group("where"); }
 Test(frontend, attention) { run_group("attention"); }
+Test(frontend, layernorm) { run_group("layernorm"); }
 
 /* ---- hand values on the device under test --------------------------------- */
 

@@ -376,6 +376,113 @@ static void c_masked_fill_null(outcome *o)
     xg_tensor_free(m);
 }
 
+/* ---- layer norm ---------------------------------------------------------- */
+
+/* layer_norm of x [2,3] (or the shapes given; ndim -1: NULL) with eps. */
+static void layer_norm_call(outcome *o, const int64_t *xs, int xn,
+                            const int64_t *ws, int wn, const int64_t *bs,
+                            int bn, float eps)
+{
+    xg_tensor *x = xn >= 0 ? mk(xs, xn) : NULL;
+    xg_tensor *w = wn >= 0 ? mk(ws, wn) : NULL;
+    xg_tensor *b = bn >= 0 ? mk(bs, bn) : NULL;
+    xg_clear_error();
+    got_tensor(o, xg_layer_norm(x, w, b, eps));
+    xg_tensor_free(x);
+    xg_tensor_free(w);
+    xg_tensor_free(b);
+}
+
+static void c_layer_norm_null_x(outcome *o)
+{
+    layer_norm_call(o, NULL, -1, XG_SHAPE(3), XG_SHAPE(3), 1e-5f);
+}
+
+static void c_layer_norm_scalar_x(outcome *o)
+{
+    layer_norm_call(o, NULL, 0, NULL, -1, NULL, -1, 1e-5f);
+}
+
+static void c_layer_norm_weight_shape(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), XG_SHAPE(2), NULL, -1, 1e-5f);
+}
+
+static void c_layer_norm_weight_2d(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), XG_SHAPE(1, 3), NULL, -1, 1e-5f);
+}
+
+static void c_layer_norm_bias_shape(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), XG_SHAPE(3), XG_SHAPE(2, 3), 1e-5f);
+}
+
+static void c_layer_norm_negative_eps(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), NULL, -1, NULL, -1, -1e-5f);
+}
+
+static void c_layer_norm_nan_eps(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), NULL, -1, NULL, -1, NAN);
+}
+
+static void c_layer_norm_inf_eps(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), NULL, -1, NULL, -1, INFINITY);
+}
+
+static void c_layer_norm_i32_x(outcome *o)
+{
+    xg_tensor *x = mk_i32(XG_SHAPE(2, 3));
+    xg_clear_error();
+    got_tensor(o, xg_layer_norm(x, NULL, NULL, 1e-5f));
+    xg_tensor_free(x);
+}
+
+static void c_layer_norm_i32_bias(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *b = mk_i32(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_layer_norm(x, NULL, b, 1e-5f));
+    xg_tensor_free(x);
+    xg_tensor_free(b);
+}
+
+static void c_layer_norm_layer_dim(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_layer_norm_layer(0, 1e-5f, true, true);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_layer_norm_layer made a module");
+    }
+}
+
+static void c_layer_norm_layer_eps(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_layer_norm_layer(4, -1.0f, false, false);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_layer_norm_layer made a module");
+    }
+}
+
+static void c_layer_norm_layer_input(outcome *o)
+{
+    xg_module *m = xg_layer_norm_layer(4, 1e-5f, false, false);
+    cr_assert_not_null(m, "%s", xg_last_error());
+    xg_tensor *x = mk(XG_SHAPE(2, 3));
+    xg_clear_error();
+    got_tensor(o, xg_module_forward(m, x));
+    xg_tensor_free(x);
+    xg_module_free(m);
+}
+
 /* ---- devices ----------------------------------------------------------- */
 
 static void open_dev(outcome *o, const char *spec)
@@ -922,6 +1029,28 @@ static err_case cases[] = {
     {"masked_fill f32 mask", c_masked_fill_f32_mask, DT, 0, "masked_fill",
      NULL},
     {"masked_fill NULL x", c_masked_fill_null, IA, 0, "masked_fill", NULL},
+    {"layer_norm NULL x", c_layer_norm_null_x, IA, 0, "layer_norm", NULL},
+    {"layer_norm of a 0-D x", c_layer_norm_scalar_x, SH, 0, "layer_norm",
+     NULL},
+    {"layer_norm weight [2] for x [2,3]", c_layer_norm_weight_shape, SH, 0,
+     "layer_norm", "weight [2]"},
+    {"layer_norm weight [1,3]", c_layer_norm_weight_2d, SH, 0, "layer_norm",
+     "[3]"},
+    {"layer_norm bias [2,3]", c_layer_norm_bias_shape, SH, 0, "layer_norm",
+     "bias [2,3]"},
+    {"layer_norm eps -1e-5", c_layer_norm_negative_eps, IA, 0, "layer_norm",
+     "eps"},
+    {"layer_norm eps NaN", c_layer_norm_nan_eps, IA, 0, "layer_norm", "eps"},
+    {"layer_norm eps inf", c_layer_norm_inf_eps, IA, 0, "layer_norm", "eps"},
+    {"layer_norm i32 x", c_layer_norm_i32_x, DT, 0, "layer_norm", NULL},
+    {"layer_norm i32 bias", c_layer_norm_i32_bias, DT, 0, "layer_norm",
+     NULL},
+    {"layer_norm_layer dim 0", c_layer_norm_layer_dim, IA, 0,
+     "layer_norm_layer", NULL},
+    {"layer_norm_layer eps -1", c_layer_norm_layer_eps, IA, 0,
+     "layer_norm_layer", "eps"},
+    {"LayerNorm(4) on x [2,3]", c_layer_norm_layer_input, SH, 0,
+     "layer_norm_layer", "dim = 4"},
     {"device \"nosuch\"", c_dev_unknown, NF, 0, "nosuch", "cpu"},
     {"device \"cpu:7\"", c_dev_index, NF, 0, "cpu", "7"},
     {"device \"cpu:x\"", c_dev_bad_index, NF, IA, "cpu", NULL},

@@ -645,6 +645,64 @@ Test(grad, attention)
                         1, 4, 5, 2, &(gc_ctx){.s = 0.5f});
 }
 
+/* ---- layer norm ---------------------------------------------------------- */
+
+/* layer_norm(x, weight, bias, eps = s) with in[1] and in[2] as given by
+ * ctx.axis: bit 0 weight present, bit 1 bias present (taken from in[1],
+ * in[2] in that order). */
+static xg_tensor *f_layer_norm(xg_tensor *const *in, const gc_ctx *c)
+{
+    xg_tensor *w = c->axis & 1 ? in[1] : NULL;
+    xg_tensor *b = c->axis & 2 ? in[1 + (c->axis & 1)] : NULL;
+    return xg_layer_norm(in[0], w, b, c->s);
+}
+
+static void check_layer_norm(const int64_t *shape, int ndim, int affine,
+                             float eps, uint64_t seed)
+{
+    int64_t cols = shape[ndim - 1];
+    xg_tensor *in[3] = {leaf(shape, ndim, seed, -1.5, 1.5)};
+    int n = 1;
+    if (affine & 1)
+        in[n++] = leaf(&cols, 1, seed + 1, 0.5, 1.5);
+    if (affine & 2)
+        in[n++] = leaf(&cols, 1, seed + 2, -1, 1);
+    char what[160];
+    snprintf(what, sizeof what, "layer_norm(x %s%s%s, eps %g)",
+             tu_shape_str(shape, ndim), affine & 1 ? ", weight" : "",
+             affine & 2 ? ", bias" : "", (double)eps);
+    gradcheck(what, f_layer_norm, &(gc_ctx){.axis = affine, .s = eps}, in,
+              n);
+}
+
+Test(grad, layer_norm_x_weight_bias)
+{
+    check_layer_norm(XG_SHAPE(3, 5), 3, 1e-5f, 700);
+    check_layer_norm(XG_SHAPE(2, 3, 4), 3, 0.1f, 710);
+    check_layer_norm(XG_SHAPE(1, 7), 3, 1e-5f, 720);
+    check_layer_norm(XG_SHAPE(4, 1), 3, 1e-5f, 730); /* constant rows */
+    check_layer_norm(XG_SHAPE(6), 3, 1e-5f, 735);    /* 1-D: one row */
+}
+
+Test(grad, layer_norm_without_weight_or_bias)
+{
+    check_layer_norm(XG_SHAPE(3, 5), 0, 1e-5f, 740);
+    check_layer_norm(XG_SHAPE(3, 5), 1, 1e-5f, 750);
+    check_layer_norm(XG_SHAPE(3, 5), 2, 1e-5f, 760);
+}
+
+Test(grad, layer_norm_weight_only_frozen_x)
+{
+    /* x does not require grad: only weight and bias get gradients */
+    xg_tensor *in[3] = {tu_rand(XG_SHAPE(4, 6), 770, -2, 2),
+                        leaf(XG_SHAPE(6), 771, 0.5, 1.5),
+                        leaf(XG_SHAPE(6), 772, -1, 1)};
+    gradcheck("layer_norm(frozen x [4,6], weight, bias)", f_layer_norm,
+              &(gc_ctx){.axis = 3, .s = 1e-5f}, in, 3);
+    cr_expect_null(xg_tensor_grad(in[0]),
+                   "an input that does not require grad gets none");
+}
+
 /* ---- a small network --------------------------------------------------- */
 
 Test(grad, linear_relu_cross_entropy_chain)

@@ -683,3 +683,50 @@ Test(modules, depth_is_bounded)
     cr_assert_eq(xg_module_child_count(top), 0);
     xg_module_free(top);
 }
+
+Test(modules, layer_norm_layer_params_forward_and_gradients)
+{
+    /* LayerNorm(5): weight ones and bias zeros, as torch.nn.LayerNorm;
+     * without affine, none. Its forward is xg_layer_norm with them, and
+     * backward reaches both (tests/layer_norm_torch.py checks the values
+     * and state_dicts against PyTorch). */
+    xg_module *m = xg_layer_norm_layer(5, 1e-5f, true, true);
+    cr_assert_not_null(m, "%s", xg_last_error());
+    cr_assert_str_eq(xg_module_class_of(m)->name, "LayerNorm");
+    cr_assert_eq(xg_module_param_count(m), 2);
+    const char *name = NULL;
+    xg_tensor *w = xg_module_param(m, 0, &name);
+    cr_assert_str_eq(name, "weight");
+    tu_assert_values(w, XG_SHAPE(5), (const double[]){1, 1, 1, 1, 1}, 0, 0,
+                     "weight");
+    xg_tensor *b = xg_module_param(m, 1, &name);
+    cr_assert_str_eq(name, "bias");
+    tu_assert_values(b, XG_SHAPE(5), (const double[]){0, 0, 0, 0, 0}, 0, 0,
+                     "bias");
+
+    float xv[10];
+    tu_fill(xv, 10, 31, -2, 2);
+    xg_tensor *x = tu_f32(xv, XG_SHAPE(2, 5));
+    xg_tensor *y = xg_module_forward(m, x);
+    cr_assert_not_null(y, "%s", xg_last_error());
+    float *want = tu_read(xg_layer_norm(x, NULL, NULL, 1e-5f));
+    double wd[10];
+    for (int i = 0; i < 10; i++)
+        wd[i] = want[i];
+    free(want);
+    tu_assert_values(y, XG_SHAPE(2, 5), wd, 0, 0, "LayerNorm forward");
+    cr_assert_eq(xg_backward(xg_sum_all(xg_mul(y, y))), XG_OK, "%s",
+                 xg_last_error());
+    cr_assert_not_null(xg_tensor_grad(w), "weight has no gradient");
+    cr_assert_not_null(xg_tensor_grad(b), "bias has no gradient");
+    xg_module_free(m);
+
+    m = xg_layer_norm_layer(5, 1e-5f, false, true);
+    cr_assert_not_null(m, "%s", xg_last_error());
+    cr_assert_eq(xg_module_param_count(m), 0, "affine false: no parameters");
+    xg_module_free(m);
+    m = xg_layer_norm_layer(5, 1e-5f, true, false);
+    cr_assert_not_null(m, "%s", xg_last_error());
+    cr_assert_eq(xg_module_param_count(m), 1, "bias false: weight only");
+    xg_module_free(m);
+}

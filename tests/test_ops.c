@@ -776,6 +776,49 @@ Test(ops, softmax_last_axis_of_3d_and_1d)
 
 /* ---- axis reordering and reshape -------------------------------------- */
 
+Test(ops, layer_norm_hand_values)
+{
+    /* row (1, 2, 3, 4): mean 2.5, biased variance 1.25; row (5, 5, 5, 5):
+     * variance 0, so y = 0 * 1/sqrt(eps) = 0 (then the bias) */
+    const double eps = 1e-5, s = 1.0 / sqrt(1.25 + eps);
+    xg_tensor *x = tu_f32((const float[]){1, 2, 3, 4, 5, 5, 5, 5},
+                          XG_SHAPE(2, 4));
+    xg_tensor *w = tu_f32((const float[]){1, 2, -1, 0.5f}, XG_SHAPE(4));
+    xg_tensor *b = tu_f32((const float[]){0, 1, 0, -2}, XG_SHAPE(4));
+    tu_assert_values(xg_layer_norm(x, NULL, NULL, (float)eps),
+                     XG_SHAPE(2, 4),
+                     (const double[]){-1.5 * s, -0.5 * s, 0.5 * s, 1.5 * s,
+                                      0, 0, 0, 0},
+                     1e-6, 1e-6, "layer_norm without weight and bias");
+    tu_assert_values(xg_layer_norm(x, w, b, (float)eps), XG_SHAPE(2, 4),
+                     (const double[]){-1.5 * s, -0.5 * s * 2 + 1, -0.5 * s,
+                                      1.5 * s * 0.5 - 2, 0, 1, 0, -2},
+                     1e-6, 1e-6, "layer_norm with weight and bias");
+    tu_assert_values(xg_layer_norm(x, NULL, b, 0.0f), XG_SHAPE(2, 4),
+                     (const double[]){-1.5 / sqrt(1.25), -0.5 / sqrt(1.25) + 1,
+                                      0.5 / sqrt(1.25), 1.5 / sqrt(1.25) - 2,
+                                      NAN, NAN, NAN, NAN},
+                     1e-6, 1e-6, "layer_norm with eps 0 (a constant row: "
+                     "0 * inf, NaN as in PyTorch)");
+}
+
+Test(ops, layer_norm_over_the_last_axis_of_3d_and_1d)
+{
+    /* [2, 1, 2]: each pair (a, b) becomes (-1, 1) * |a-b|/2 / sqrt((a-b)^2/4
+     * + eps); a 1-D x is one row */
+    xg_tensor *x = tu_f32((const float[]){0, 2, 7, 3}, XG_SHAPE(2, 1, 2));
+    double s = 1.0 / sqrt(1.0 + 1e-5), t = 2.0 / sqrt(4.0 + 1e-5);
+    tu_assert_values(xg_layer_norm(x, NULL, NULL, 1e-5f), XG_SHAPE(2, 1, 2),
+                     (const double[]){-s, s, t, -t}, 1e-6, 1e-6,
+                     "layer_norm of [2,1,2]");
+    xg_tensor *v = tu_f32((const float[]){3, 3, 9}, XG_SHAPE(3));
+    double m = 5, sd = sqrt((4 + 4 + 16) / 3.0 + 1e-5);
+    tu_assert_values(xg_layer_norm(v, NULL, NULL, 1e-5f), XG_SHAPE(3),
+                     (const double[]){(3 - m) / sd, (3 - m) / sd,
+                                      (9 - m) / sd},
+                     1e-6, 1e-6, "layer_norm of a 1-D x");
+}
+
 Test(ops, transpose_2d_and_3d)
 {
     xg_tensor *a = tu_f32(mA, XG_SHAPE(2, 3));

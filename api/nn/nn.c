@@ -993,3 +993,54 @@ xg_module *xg_batch_norm2d_layer(int64_t channels)
     }
     return m;
 }
+
+/* ---- layer norm ---------------------------------------------------------- */
+
+typedef struct layer_norm_config {
+    int64_t dim;
+    float eps;
+    bool weight, bias; /* which parameters it has */
+} layer_norm_config;
+
+static xg_tensor *layer_norm_forward(xg_module *m, xg_tensor *x)
+{
+    const layer_norm_config *c = xg_module_state(m);
+    if (!xg__check_arg("layer_norm_layer", 0, x, XG_F32))
+        return NULL;
+    if (x->ndim == 0 || x->shape[x->ndim - 1] != c->dim) {
+        char s[160];
+        xg__shape_str(x->shape, x->ndim, s, sizeof s);
+        xg_set_error(XG_ERR_SHAPE, "layer_norm_layer: input %s, expected "
+                     "the last axis to be dim = %lld", s, (long long)c->dim);
+        return NULL;
+    }
+    return xg_layer_norm(x, c->weight ? own(m, "weight") : NULL,
+                         c->bias ? own(m, "bias") : NULL, c->eps);
+}
+
+static const xg_module_class layer_norm_class = {
+    .name = "LayerNorm", .forward = layer_norm_forward, .free_state = free};
+
+xg_module *xg_layer_norm_layer(int64_t dim, float eps, bool affine,
+                               bool bias)
+{
+    if (dim < 1 || !(eps >= 0.0f) || isinf(eps)) {
+        xg_set_error(XG_ERR_INVALID_ARG, "layer_norm_layer: dim %lld, eps "
+                     "%g: need dim >= 1 and a finite eps >= 0",
+                     (long long)dim, (double)eps);
+        return NULL;
+    }
+    layer_norm_config c = {dim, eps, affine, affine && bias};
+    xg_module *m = layer_new(&layer_norm_class, &c, sizeof c);
+    if (!m)
+        return NULL;
+    /* reference: torch.nn.LayerNorm.reset_parameters: ones and zeros. */
+    if (affine && (xg_module_add_param(m, "weight", xg_ones(&dim, 1)) !=
+                       XG_OK ||
+                   (bias && xg_module_add_param(m, "bias",
+                                                xg_zeros(&dim, 1)) != XG_OK))) {
+        xg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
