@@ -340,13 +340,39 @@ static conf_case *rows_case(xg_op op, conf_case_list *l, int64_t rows,
 {
     conf_case *c = add_case(l, op, "rows=%" PRId64 " cols=%" PRId64 "%s",
                             rows, cols, extra);
-    c->call.p.rows = (xg_rows_args){rows, cols};
+    c->call.p.rows = (xg_rows_args){rows, cols, XG_IGNORE_INDEX};
     set_ins(c, rows);
     c->in[0].count = rows * cols;
     for (int k = 0; k < XG_KERNEL_MAX_IN; k++)
         c->in[k].classes = (int32_t)cols;
     set_outs(c, props_of(op)->per_row_out ? rows : rows * cols);
     return c;
+}
+
+/* cross_entropy's ignore_index (struct xg_rows_args): ignored rows give
+ * loss 0, counted 0 and dx 0 on every backend, whatever g holds. */
+static void gen_rows_ignored(xg_op op, conf_case_list *l)
+{
+    int64_t len = props_of(op)->per_row_out ? 1 : 10;
+    /* The default, -100, in rows 0 and 2. */
+    conf_case *c = rows_case(op, l, 4, 10, " label -100 ignored in rows 0, 2");
+    add_poison_i(c, 1, 0, XG_IGNORE_INDEX);
+    add_poison_i(c, 1, 2, XG_IGNORE_INDEX);
+    /* A class as ignore_index: about a tenth of the random labels; -100
+     * is then an invalid label like any other (NaN in row 5). */
+    c = rows_case(op, l, 64, 10, " ignore_index 3, label -100 in row 5");
+    c->call.p.rows.ignore_index = 3;
+    add_poison_i(c, 1, 5, XG_IGNORE_INDEX);
+    c->nan_rows[0] = 5;
+    c->n_nan_rows = 1;
+    c->nan_row_len = len;
+    /* Every row ignored: one class only, and both rows poisoned. */
+    c = rows_case(op, l, 17, 1, " ignore_index 0: every row ignored");
+    c->call.p.rows.ignore_index = 0;
+    c = rows_case(op, l, 2, 10, " ignore_index 7 in every row");
+    c->call.p.rows.ignore_index = 7;
+    add_poison_i(c, 1, 0, 7);
+    add_poison_i(c, 1, 1, 7);
 }
 
 static void gen_rows(xg_op op, conf_case_list *l)
@@ -367,6 +393,7 @@ static void gen_rows(xg_op op, conf_case_list *l)
         c->nan_rows[1] = 3;
         c->n_nan_rows = 2;
         c->nan_row_len = props_of(op)->per_row_out ? 1 : 10;
+        gen_rows_ignored(op, l);
     }
 }
 

@@ -312,6 +312,93 @@ static void c_index_select_scalar_x(outcome *o)
     xg_tensor_free(i);
 }
 
+/* ---- embedding ---- */
+
+/* weight (shape ws, f32 unless i32_weight) and an index (i32 values iv of
+ * shape is, or zeros of dtype f32 when iv is NULL). */
+static void embedding_call(outcome *o, const int64_t *ws, int wn,
+                           bool i32_weight, const int32_t *iv,
+                           const int64_t *is, int in)
+{
+    xg_tensor *w = i32_weight ? mk_i32(ws, wn) : mk(ws, wn);
+    xg_tensor *i = iv ? tu_i32(iv, is, in) : mk(is, in);
+    xg_clear_error();
+    got_tensor(o, xg_embedding(w, i));
+    xg_tensor_free(w);
+    xg_tensor_free(i);
+}
+
+static void c_embedding_range(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), false,
+                   (const int32_t[]){0, 3, 1, 2, 9, 1}, XG_SHAPE(2, 3));
+}
+static void c_embedding_negative(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), false, (const int32_t[]){-1},
+                   XG_SHAPE(1));
+}
+static void c_embedding_1d_weight(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4), false, (const int32_t[]){0}, XG_SHAPE(1));
+}
+static void c_embedding_3d_weight(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3, 2), false, (const int32_t[]){0},
+                   XG_SHAPE(1));
+}
+static void c_embedding_f32_index(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), false, NULL, XG_SHAPE(2));
+}
+static void c_embedding_i32_weight(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), true, (const int32_t[]){0},
+                   XG_SHAPE(1));
+}
+static void c_embedding_max_dims_index(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), false, (const int32_t[]){0},
+                   XG_SHAPE(1, 1, 1, 1, 1, 1));
+}
+static void c_embedding_null_index(outcome *o)
+{
+    xg_tensor *w = mk(XG_SHAPE(4, 3));
+    xg_clear_error();
+    got_tensor(o, xg_embedding(w, NULL));
+    xg_tensor_free(w);
+}
+static void c_embedding_layer_zero(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_embedding_layer(5, 0);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_embedding_layer(5, 0) made a module");
+    }
+}
+static void c_embedding_layer_huge(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_embedding_layer((int64_t)1 << 20, (int64_t)1 << 20);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_embedding_layer(2^20, 2^20) made a module");
+    }
+}
+static void c_embedding_layer_f32_input(outcome *o)
+{
+    xg_module *m = xg_embedding_layer(5, 2);
+    xg_tensor *x = mk(XG_SHAPE(3));
+    cr_assert_not_null(m, "%s", xg_last_error());
+    xg_clear_error();
+    got_tensor(o, xg_module_forward(m, x));
+    xg_tensor_free(x);
+    xg_module_free(m);
+}
+
 /* cond, a and b made from (shape) triples; `f32_cond` makes cond f32. */
 static void where_call(outcome *o, const int64_t *cs, int cn,
                        const int64_t *as, int an, const int64_t *bs, int bn,
@@ -1014,6 +1101,27 @@ static err_case cases[] = {
      "index_select", NULL},
     {"index_select of a 0-D x", c_index_select_scalar_x, SH, 0,
      "index_select", NULL},
+    {"embedding index 9 of 4 at element 4", c_embedding_range, IA, 0,
+     "embedding: index 9 (element 4", "[0, 4)"},
+    {"embedding index -1", c_embedding_negative, IA, 0,
+     "embedding: index -1", "weight [4,3]"},
+    {"embedding 1-D weight", c_embedding_1d_weight, SH, 0, "embedding",
+     "2-D"},
+    {"embedding 3-D weight", c_embedding_3d_weight, SH, 0, "embedding",
+     "2-D"},
+    {"embedding f32 index", c_embedding_f32_index, DT, 0, "embedding", NULL},
+    {"embedding i32 weight", c_embedding_i32_weight, DT, 0, "embedding",
+     NULL},
+    {"embedding index of XG_MAX_DIMS axes", c_embedding_max_dims_index, SH,
+     0, "embedding", NULL},
+    {"embedding NULL index", c_embedding_null_index, IA, 0, "embedding",
+     NULL},
+    {"embedding_layer dim 0", c_embedding_layer_zero, IA, 0,
+     "embedding_layer", NULL},
+    {"embedding_layer 2^20 x 2^20", c_embedding_layer_huge, TL, 0,
+     "embedding_layer", "2^40"},
+    {"Embedding forward on an f32 input", c_embedding_layer_f32_input, DT, 0,
+     "embedding", NULL},
     {"gather index 2 of 2", c_gather_range, IA, 0, "gather: index 2",
      "[0, 2)"},
     {"gather 1-D index for 2-D x", c_gather_ndim, SH, 0, "gather", NULL},
@@ -1283,11 +1391,12 @@ Test(error_state, unsupported_dtype_is_refused_by_name)
     xg_kernel_call ce = {.op = XG_OP_cross_entropy,
                          .in = {{x->storage->buf, XG_F32},
                                 {y->storage->buf, XG_F32}},
-                         .out = {{y->storage->buf, XG_F32}}};
-    ce.p.rows = (xg_rows_args){1, 4};
+                         .out = {{y->storage->buf, XG_F32},
+                                 {x->storage->buf, XG_F32}}};
+    ce.p.rows = (xg_rows_args){1, 4, XG_IGNORE_INDEX};
     cr_expect_eq(xg__launch(dev, &ce), XG_ERR_UNSUPPORTED);
     cr_expect_str_eq(xg_last_error(),
-                     "op cross_entropy with dtype f32, f32 -> f32 is not "
+                     "op cross_entropy with dtype f32, f32 -> f32, f32 is not "
                      "implemented on backend cpu",
                      "a signature no element type gives is listed whole");
     xg_tensor_free(x);

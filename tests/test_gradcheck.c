@@ -446,6 +446,54 @@ Test(grad, cross_entropy)
     cr_expect_null(xg_tensor_grad(in[1]), "integer labels get no gradient");
 }
 
+/* ---- cross_entropy with ignored rows, embedding ------------------------- */
+
+static xg_tensor *f_ce_ignore(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_cross_entropy_ignore(in[0], in[1], c->axis); }
+static xg_tensor *f_embedding(xg_tensor *const *in, const gc_ctx *c)
+{ (void)c; return xg_embedding(in[0], in[1]); }
+/* An embedding weight tied to the output projection (GPT-2's head):
+ * cross_entropy(tanh(embedding(W, tokens)) W^T, targets). */
+static xg_tensor *f_tied(xg_tensor *const *in, const gc_ctx *c)
+{
+    (void)c;
+    xg_tensor *h = xg_tanh(xg_embedding(in[0], in[1]));
+    return xg_cross_entropy(xg_matmul_t(h, in[0], false, true), in[2]);
+}
+
+Test(grad, cross_entropy_ignored_rows)
+{
+    xg_tensor *in[2] = {leaf(XG_SHAPE(5, 4), 411, -2, 2),
+                        tu_i32((const int32_t[]){3, -100, 0, -100, 2},
+                               XG_SHAPE(5))};
+    gradcheck("cross_entropy [5,4], rows 1 and 3 labelled -100", f_ce_ignore,
+              &(gc_ctx){.axis = XG_IGNORE_INDEX}, in, 2);
+    xg_tensor *in2[2] = {in[0], tu_i32((const int32_t[]){1, 3, 1, 0, 1},
+                                       XG_SHAPE(5))};
+    gradcheck("cross_entropy [5,4], ignore_index 1 (three rows)",
+              f_ce_ignore, &(gc_ctx){.axis = 1}, in2, 2);
+}
+
+Test(grad, embedding)
+{
+    xg_tensor *in[2] = {leaf(XG_SHAPE(6, 3), 412, -2, 2),
+                        tu_i32((const int32_t[]){4, 1, 4, 0, 4, 5, 1, 4},
+                               XG_SHAPE(2, 4))};
+    gradcheck("embedding [6,3], index [2,4] with repeats", f_embedding, NULL,
+              in, 2);
+    xg_tensor *in0[2] = {in[0], tu_i32((const int32_t[]){2}, NULL, 0)};
+    gradcheck("embedding [6,3], 0-D index", f_embedding, NULL, in0, 2);
+}
+
+Test(grad, embedding_weight_tied_to_the_projection)
+{
+    xg_tensor *in[3] = {leaf(XG_SHAPE(5, 3), 413, -1, 1),
+                        tu_i32((const int32_t[]){2, 0, 2, 4}, XG_SHAPE(4)),
+                        tu_i32((const int32_t[]){0, -100, 3, 2}, XG_SHAPE(4))};
+    gradcheck("cross_entropy(tanh(emb(W)) W^T): W used twice", f_tied, NULL,
+              in, 3);
+}
+
 Test(grad, mse_loss)
 {
     xg_tensor *in[2] = {leaf(XG_SHAPE(3, 4), 420, -1, 1),

@@ -99,9 +99,15 @@ typedef struct xg_reduce_args {
     int64_t outer, dim, inner;
 } xg_reduce_args;
 
-/* ROWS: [rows, cols], contiguous; rows, cols >= 1. */
+/* ROWS: [rows, cols], contiguous; rows, cols >= 1.
+ * ignore_index (cross_entropy and its backward only; the other ops leave
+ * it unread): a row whose label equals it is ignored, with loss 0,
+ * counted 0 and dx 0 whatever g holds; it may lie outside [0, cols)
+ * (PyTorch's default, XG_IGNORE_INDEX = -100). A label that is neither
+ * ignore_index nor in [0, cols) gives NaN. */
 typedef struct xg_rows_args {
     int64_t rows, cols;
+    int32_t ignore_index;
 } xg_rows_args;
 
 /* GEMM: for b in [0, batch):

@@ -780,6 +780,43 @@ xg_module *xg_linear(int64_t in_features, int64_t out_features, bool bias)
     return m;
 }
 
+/* ---- embedding ---------------------------------------------------------- */
+
+static xg_tensor *embedding_forward(xg_module *m, xg_tensor *index)
+{
+    return xg_embedding(own(m, "weight"), index);
+}
+
+static const xg_module_class embedding_class = {.name = "Embedding",
+                                                .forward = embedding_forward};
+
+xg_module *xg_embedding_layer(int64_t num, int64_t dim)
+{
+    if (num < 1 || dim < 1) {
+        xg_set_error(XG_ERR_INVALID_ARG, "embedding_layer: sizes must be "
+                     ">= 1, got num %lld, dim %lld", (long long)num,
+                     (long long)dim);
+        return NULL;
+    }
+    if ((double)num * (double)dim >= 0x1p40) {
+        xg_set_error(XG_ERR_TOO_LARGE, "embedding_layer: a weight of %lld x "
+                     "%lld elements is too large (at most 2^40)",
+                     (long long)num, (long long)dim);
+        return NULL;
+    }
+    xg_module *m = layer_new(&embedding_class, NULL, 0);
+    if (!m)
+        return NULL;
+    /* reference: torch.nn.Embedding.reset_parameters, normal_(0, 1) */
+    int64_t wshape[2] = {num, dim};
+    if (xg_module_add_param(m, "weight",
+                            xg_rand_normal(wshape, 2, 0.0f, 1.0f)) != XG_OK) {
+        xg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 /* ---- activations, dropout, flatten ---------------------------------------- */
 
 #define ACTIVATION(fn, cls_name, op)                                         \

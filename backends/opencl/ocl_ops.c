@@ -154,15 +154,18 @@ xg_status ocl_run_reduce_backward(xg_backend_device *dev,
         outer * dim * inner);
 }
 
-/* One work-group per row, sized to the row. */
+/* One work-group per row, sized to the row; (rows, cols, ignore_index). */
 xg_status ocl_run_rows(xg_backend_device *dev, const xg_kernel_call *c)
 {
     ocl_device *d = ocl_dev(dev);
     cl_long rows = c->p.rows.rows, cols = c->p.rows.cols;
+    cl_int ignore_index = c->p.rows.ignore_index;
     size_t local = ocl_pow2_at_least(cols, OCL_MIN_GROUP, d->wg_size[c->op]);
     size_t global = (size_t)rows * local;
-    return launch(d, c, OCL_ARGS(OCL_ARG(rows), OCL_ARG(cols)), 1, &global,
-                  &local);
+    return launch(d, c,
+                  OCL_ARGS(OCL_ARG(rows), OCL_ARG(cols),
+                           OCL_ARG(ignore_index)),
+                  1, &global, &local);
 }
 
 /* One work-item per Philox block of four values. */

@@ -125,8 +125,10 @@ static void plan_rows(const plan_in *in, xg_vk_job *job)
 {
     const xg_rows_args *a = &in->call->p.rows;
     uint32_t lanes = lanes_for(a->cols, XG_WG_SIZE);
-    struct { uint32_t rows, cols, lanes; } p = {u32(a->rows), u32(a->cols),
-                                                lanes};
+    struct {
+        uint32_t rows, cols, lanes;
+        int32_t ignore_index;
+    } p = {u32(a->rows), u32(a->cols), lanes, a->ignore_index};
     set_push(job, &p, sizeof p);
     job->groups[0] = groups(a->rows, XG_WG_SIZE / lanes);
     job->groups[1] = job->groups[2] = 1;
