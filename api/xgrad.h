@@ -798,7 +798,9 @@ xg_module *xg_flatten_layer(void);
  * bias, buffers running_mean, running_var, num_batches_tracked. */
 xg_module *xg_batch_norm2d_layer(int64_t channels);
 /* Embedding(num, dim): parameter weight [num, dim] drawn from N(0, 1) as
- * PyTorch does; forward takes an i32 index (xg_embedding). */
+ * PyTorch does; forward takes an i32 index (xg_embedding). Errors:
+ * XG_ERR_INVALID_ARG (a size < 1), XG_ERR_TOO_LARGE (a weight of 2^40
+ * elements or more). */
 xg_module *xg_embedding_layer(int64_t num, int64_t dim);
 /* LayerNorm(dim, eps): parameters weight [dim] (ones) and, when `bias`,
  * bias [dim] (zeros); none when `affine` is false. */

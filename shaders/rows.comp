@@ -15,6 +15,7 @@ layout(local_size_x = XG_WG_SIZE) in;
 layout(push_constant) uniform Push {
     uint rows, cols;
     uint lanes; /* invocations per row: a power of two <= XG_WG_SIZE */
+    int ignore_index; /* cross_entropy*: a row with this label is ignored */
 } pc;
 
 XG_IN(0, float, x);
@@ -25,6 +26,9 @@ XG_IN(1, int, label);
 XG_IN(2, float, g);
 #endif
 XG_OUT(0, float, y);
+#if defined(OP_CROSS_ENTROPY)
+XG_OUT(1, float, counted);
+#endif
 
 shared float s_partial[XG_WG_SIZE];
 
@@ -74,21 +78,28 @@ void main()
         XG_FOR_STRIDED(j, lane, end, pc.lanes)
             y[base + j] = (x[base + j] - m) - log_s;
 #elif defined(OP_CROSS_ENTROPY)
-        /* loss = logsumexp(x) - x[label]; a label outside [0, cols) is
+        /* loss = logsumexp(x) - x[label], counted = 1; loss 0 and counted
+         * 0 for a row labelled ignore_index; a label outside [0, cols) is
          * never used as an index. */
         if (live && lane == 0) {
             int l = label[row];
-            y[row] = (l >= 0 && l < int(pc.cols))
+            bool ignored = l == pc.ignore_index;
+            y[row] = ignored ? 0.0f
+                   : (l >= 0 && l < int(pc.cols))
                          ? xg_log(s) - (x[base + uint(l)] - m)
                          : XG_NAN;
+            counted[row] = ignored ? 0.0f : 1.0f;
         }
 #elif defined(OP_CROSS_ENTROPY_BACKWARD)
+        /* 0 over a row labelled ignore_index, NaN over another bad label. */
         int l = live ? label[row] : -1;
+        bool ignored = live && l == pc.ignore_index;
         bool ok = l >= 0 && l < int(pc.cols);
         float gr = live ? g[row] : 0.0f;
         XG_FOR_STRIDED(j, lane, end, pc.lanes) {
             float p = xg_exp(x[base + j] - m) / s;
-            y[base + j] = ok ? (p - (int(j) == l ? 1.0f : 0.0f)) * gr
+            y[base + j] = ignored ? 0.0f
+                        : ok ? (p - (int(j) == l ? 1.0f : 0.0f)) * gr
                              : XG_NAN;
         }
 #else

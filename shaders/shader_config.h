@@ -29,6 +29,11 @@
  * trips per line); longer axes take several dispatches. */
 #define XG_INDEX_CHUNK 65536
 
+/* The column sums of layer norm's backward (norm.comp) walk at most this
+ * many rows per dispatch (XG_NORM_ROW_CHUNK / XG_UNROLL loop trips per
+ * column); more rows take several dispatches. */
+#define XG_NORM_ROW_CHUNK 65536
+
 /* Invocations per workgroup of the per-plane kernels (conv.comp,
  * pool.comp): grid x runs over the pixels of a plane, grid y over planes. */
 #define XG_PLANE_WG 64

@@ -50,6 +50,8 @@ static const conf_op_props op_props[XG_OP_COUNT] = {
     [XG_OP_gather_backward] = {.in_domain = {DOM_SIGNED, DOM_CLASS},
                                .exact = true},
     [XG_OP_where] = {.exact = true},
+    /* the column sums run in one fixed order on every backend */
+    [XG_OP_layer_norm_backward_affine] = {.exact = true},
     [XG_OP_masked_fill] = {.exact = true},
 };
 
@@ -338,13 +340,39 @@ static conf_case *rows_case(xg_op op, conf_case_list *l, int64_t rows,
 {
     conf_case *c = add_case(l, op, "rows=%" PRId64 " cols=%" PRId64 "%s",
                             rows, cols, extra);
-    c->call.p.rows = (xg_rows_args){rows, cols};
+    c->call.p.rows = (xg_rows_args){rows, cols, XG_IGNORE_INDEX};
     set_ins(c, rows);
     c->in[0].count = rows * cols;
     for (int k = 0; k < XG_KERNEL_MAX_IN; k++)
         c->in[k].classes = (int32_t)cols;
     set_outs(c, props_of(op)->per_row_out ? rows : rows * cols);
     return c;
+}
+
+/* cross_entropy's ignore_index (struct xg_rows_args): ignored rows give
+ * loss 0, counted 0 and dx 0 on every backend, whatever g holds. */
+static void gen_rows_ignored(xg_op op, conf_case_list *l)
+{
+    int64_t len = props_of(op)->per_row_out ? 1 : 10;
+    /* The default, -100, in rows 0 and 2. */
+    conf_case *c = rows_case(op, l, 4, 10, " label -100 ignored in rows 0, 2");
+    add_poison_i(c, 1, 0, XG_IGNORE_INDEX);
+    add_poison_i(c, 1, 2, XG_IGNORE_INDEX);
+    /* A class as ignore_index: about a tenth of the random labels; -100
+     * is then an invalid label like any other (NaN in row 5). */
+    c = rows_case(op, l, 64, 10, " ignore_index 3, label -100 in row 5");
+    c->call.p.rows.ignore_index = 3;
+    add_poison_i(c, 1, 5, XG_IGNORE_INDEX);
+    c->nan_rows[0] = 5;
+    c->n_nan_rows = 1;
+    c->nan_row_len = len;
+    /* Every row ignored: one class only, and both rows poisoned. */
+    c = rows_case(op, l, 17, 1, " ignore_index 0: every row ignored");
+    c->call.p.rows.ignore_index = 0;
+    c = rows_case(op, l, 2, 10, " ignore_index 7 in every row");
+    c->call.p.rows.ignore_index = 7;
+    add_poison_i(c, 1, 0, 7);
+    add_poison_i(c, 1, 1, 7);
 }
 
 static void gen_rows(xg_op op, conf_case_list *l)
@@ -365,6 +393,7 @@ static void gen_rows(xg_op op, conf_case_list *l)
         c->nan_rows[1] = 3;
         c->n_nan_rows = 2;
         c->nan_row_len = props_of(op)->per_row_out ? 1 : 10;
+        gen_rows_ignored(op, l);
     }
 }
 
@@ -973,6 +1002,67 @@ static void gen_attention(xg_op op, conf_case_list *l)
     }
 }
 
+/* ---- NORM ------------------------------------------------------------------ */
+
+/* Rows short and long (1 to 50000 columns: one lane per row up to whole
+ * workgroups looping over the row) and row counts that leave workgroups
+ * partly empty. */
+static const int64_t norm_shapes[][2] = {
+    {1, 1}, {5, 1}, {333, 1}, {1, 3}, {333, 3}, {5, 127}, {1, 768},
+    {5, 768}, {333, 768}, {5, 4099}, {2, 50000},
+};
+
+/* x and g are [rows, cols]; weight and bias [cols]; mean and rstd [rows]
+ * (rstd positive). With has_weight or has_bias 0 the slot still holds a
+ * buffer of random values, which the kernel must not read. */
+static void norm_case(xg_op op, conf_case_list *l, int64_t rows,
+                      int64_t cols, int has_weight, int has_bias,
+                      const char *extra)
+{
+    conf_case *c = add_case(l, op, "rows=%" PRId64 " cols=%" PRId64
+                            " weight=%d bias=%d%s", rows, cols, has_weight,
+                            has_bias, extra);
+    c->call.p.norm = (xg_norm_args){rows, cols, 1e-5f, has_weight, has_bias};
+    set_ins(c, rows * cols);
+    set_outs(c, rows * cols);
+    switch (op) {
+    case XG_OP_layer_norm: /* x, weight, bias -> y, mean, rstd */
+        c->in[1].count = c->in[2].count = cols;
+        c->out[1].count = c->out[2].count = rows;
+        break;
+    case XG_OP_layer_norm_backward: /* x, weight, g, mean, rstd -> dx */
+        c->in[1].count = cols;
+        c->in[3].count = c->in[4].count = rows;
+        c->in[4].domain = DOM_POSITIVE;
+        break;
+    default: /* x, g, mean, rstd -> dweight, dbias */
+        c->in[2].count = c->in[3].count = rows;
+        c->in[3].domain = DOM_POSITIVE;
+        c->out[0].count = c->out[1].count = cols;
+        break;
+    }
+}
+
+static void gen_norm(xg_op op, conf_case_list *l)
+{
+    size_t n = sizeof norm_shapes / sizeof norm_shapes[0];
+    for (size_t i = 0; i < n; i++) {
+        /* every shape with weight and bias, and one of the three other
+         * combinations in turn */
+        int k = (int)(i % 3);
+        norm_case(op, l, norm_shapes[i][0], norm_shapes[i][1], 1, 1, "");
+        norm_case(op, l, norm_shapes[i][0], norm_shapes[i][1], k == 1,
+                  k == 2, "");
+    }
+    if (op == XG_OP_layer_norm_backward_affine) {
+        /* more rows than one Vulkan dispatch walks (XG_NORM_ROW_CHUNK) */
+        norm_case(op, l, 140000, 3, 1, 1, " (long columns)");
+        return;
+    }
+    /* A row far past the workgroup: cols / 256 elements per lane. */
+    norm_case(op, l, 1, CONF_LONG_COLS, 1, 0, " (long row)");
+}
+
 /* ---- dispatch by family ------------------------------------------------------ */
 
 typedef void (*family_gen)(xg_op op, conf_case_list *l);
@@ -997,6 +1087,7 @@ static const family_gen family_gens[] = {
     [XG_FAMILY_INDEX] = gen_index,
     [XG_FAMILY_WHERE] = gen_where,
     [XG_FAMILY_ATTENTION] = gen_attention,
+    [XG_FAMILY_NORM] = gen_norm,
 };
 
 _Static_assert(sizeof family_gens / sizeof family_gens[0] ==

@@ -121,6 +121,9 @@ static xg_tensor *f_index_select(xg_tensor *const *x, const fe_case *c) { return
 static xg_tensor *f_gather(xg_tensor *const *x, const fe_case *c) { return xg_gather(x[0], c->axis, x[1]); }
 static xg_tensor *f_where(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_where(x[0], x[1], x[2]); }
 static xg_tensor *f_masked_fill(xg_tensor *const *x, const fe_case *c) { return xg_masked_fill(x[0], x[1], c->scalar); }
+/* cross_entropy with ignore_index = axis; embedding. */
+static xg_tensor *f_ce_ignore(xg_tensor *const *x, const fe_case *c) { return xg_cross_entropy_ignore(x[0], x[1], c->axis); }
+static xg_tensor *f_embedding(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_embedding(x[0], x[1]); }
 static xg_tensor *f_bn_eval(xg_tensor *const *x, const fe_case *c) { (void)c; return xg_batch_norm2d(x[0], NULL, NULL, x[1], x[2], false, 0.1f, 1e-5f); }
 /* Attention: keepdim = causal, axis = causal_offset, scalar = dropout p
  * (training, mask from seed 7); f_attention_qkv takes q, k and v as views
@@ -139,6 +142,11 @@ static xg_tensor *f_attention_qkv(xg_tensor *const *x, const fe_case *c)
     return xg_attention(xg_select(t, 0, 0), xg_select(t, 0, 1),
                         xg_select(t, 0, 2), NULL);
 }
+/* layer_norm with eps = scalar: x alone, x and weight, x and bias, all three */
+static xg_tensor *f_ln(xg_tensor *const *x, const fe_case *c) { return xg_layer_norm(x[0], NULL, NULL, c->scalar); }
+static xg_tensor *f_ln_w(xg_tensor *const *x, const fe_case *c) { return xg_layer_norm(x[0], x[1], NULL, c->scalar); }
+static xg_tensor *f_ln_b(xg_tensor *const *x, const fe_case *c) { return xg_layer_norm(x[0], NULL, x[1], c->scalar); }
+static xg_tensor *f_ln_wb(xg_tensor *const *x, const fe_case *c) { return xg_layer_norm(x[0], x[1], x[2], c->scalar); }
 
 static const fe_case fe_cases[] = {
     /* binary, with broadcasting */
@@ -223,6 +231,8 @@ static const fe_case fe_cases[] = {
     {"loss", "cross_entropy logits[8,10]", f_ce, 2, {T(8, 10), LABELS(10, 8)}},
     {"loss", "cross_entropy logits[1,3]", f_ce, 2, {T(1, 3), LABELS(3, 1)}},
     {"loss", "cross_entropy logits[64,10] wide", f_ce, 2, {TD(DOM_WIDE, 64, 10), LABELS(10, 64)}},
+    {"loss", "cross_entropy_ignore logits[16,5] ignore_index 2", f_ce_ignore, 2, {T(16, 5), LABELS(5, 16)}, .axis = 2},
+    {"loss", "cross_entropy_ignore logits[4,1] every row ignored (NaN)", f_ce_ignore, 2, {T(4, 1), LABELS(1, 4)}, .axis = 0},
     {"loss", "mse_loss pred[8,5] target[8,5]", f_mse, 2, {T(8, 5), T(8, 5)}},
     {"loss", "mse_loss pred[8,5] target[5] (broadcast)", f_mse, 2, {T(8, 5), T(5)}},
     /* convolution: perm = {stride, padding, dilation, groups} */
@@ -257,6 +267,11 @@ static const fe_case fe_cases[] = {
     {"index", "gather x[6,8] axis 1 index[6,11]", f_gather, 2, {T(6, 8), LABELS(8, 6, 11)}, .axis = 1, .exact = true},
     {"index", "gather x[5,6,7] axis 0 index[3,6,4] (smaller)", f_gather, 2, {T(5, 6, 7), LABELS(5, 3, 6, 4)}, .axis = 0, .exact = true},
     {"index", "gather x[40,300] axis 1 index[40,500]", f_gather, 2, {T(40, 300), LABELS(300, 40, 500)}, .axis = 1, .exact = true},
+    /* embedding: many repeated indices, whose gradient rows sum in index
+     * order with the same bits on every backend */
+    {"embedding", "embedding w[50,16] index[4,100]", f_embedding, 2, {T(50, 16), LABELS(50, 4, 100)}, .exact = true},
+    {"embedding", "embedding w[3,33] index[2000] (each row ~667 times)", f_embedding, 2, {T(3, 33), LABELS(3, 2000)}, .exact = true},
+    {"embedding", "embedding w[7,5] index[2,3,5]", f_embedding, 2, {T(7, 5), LABELS(7, 2, 3, 5)}, .exact = true},
     /* selection by a 0/1 mask, with broadcasting */
     {"where", "where cond[4,5] a[4,5] b[4,5]", f_where, 3, {LABELS(2, 4, 5), T(4, 5), T(4, 5)}},
     {"where", "where cond[4,5] a[4,5] b[5]", f_where, 3, {LABELS(2, 4, 5), T(4, 5), T(5)}},
@@ -264,6 +279,13 @@ static const fe_case fe_cases[] = {
     {"where", "where cond[3,1,6] a[2,1] b[] (0-D)", f_where, 3, {LABELS(2, 3, 1, 6), T(2, 1), T0}},
     {"where", "masked_fill x[4,5] mask[5] value -2.5", f_masked_fill, 2, {T(4, 5), LABELS(2, 5)}, .scalar = -2.5f},
     {"where", "masked_fill x[5] mask[3,5] value 7", f_masked_fill, 2, {T(5), LABELS(2, 3, 5)}, .scalar = 7.0f},
+    /* layer norm over the last axis, eps in scalar */
+    {"layernorm", "layer_norm x[5,768] w[768] b[768]", f_ln_wb, 3, {T(5, 768), T(768), T(768)}, .scalar = 1e-5f},
+    {"layernorm", "layer_norm x[3,4,127] w[127] b[127] eps 0.1", f_ln_wb, 3, {T(3, 4, 127), T(127), T(127)}, .scalar = 0.1f},
+    {"layernorm", "layer_norm x[333,3] (no affine)", f_ln, 1, {T(333, 3)}, .scalar = 1e-5f},
+    {"layernorm", "layer_norm x[1,4099] w[4099]", f_ln_w, 2, {T(1, 4099), T(4099)}, .scalar = 1e-5f},
+    {"layernorm", "layer_norm x[7,1] b[1] (a constant row)", f_ln_b, 2, {T(7, 1), T(1)}, .scalar = 1e-5f},
+    {"layernorm", "layer_norm x[2,50000] w b", f_ln_wb, 3, {T(2, 50000), T(50000), T(50000)}, .scalar = 1e-5f},
 };
 #define N_FE_CASES ((int)(sizeof fe_cases / sizeof fe_cases[0]))
 
@@ -547,8 +569,10 @@ Test(frontend, pool) { run_group("pool"); }
 Test(frontend, dropout) { run_group("dropout"); }
 Test(frontend, batchnorm) { run_group("batchnorm"); }
 Test(frontend, index) { run_group("index"); }
+Test(frontend, embedding) { run_group("embedding"); }
 Test(frontend, where) { run_group("where"); }
 Test(frontend, attention) { run_group("attention"); }
+Test(frontend, layernorm) { run_group("layernorm"); }
 
 /* ---- hand values on the device under test --------------------------------- */
 

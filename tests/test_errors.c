@@ -312,6 +312,93 @@ static void c_index_select_scalar_x(outcome *o)
     xg_tensor_free(i);
 }
 
+/* ---- embedding ---- */
+
+/* weight (shape ws, f32 unless i32_weight) and an index (i32 values iv of
+ * shape is, or zeros of dtype f32 when iv is NULL). */
+static void embedding_call(outcome *o, const int64_t *ws, int wn,
+                           bool i32_weight, const int32_t *iv,
+                           const int64_t *is, int in)
+{
+    xg_tensor *w = i32_weight ? mk_i32(ws, wn) : mk(ws, wn);
+    xg_tensor *i = iv ? tu_i32(iv, is, in) : mk(is, in);
+    xg_clear_error();
+    got_tensor(o, xg_embedding(w, i));
+    xg_tensor_free(w);
+    xg_tensor_free(i);
+}
+
+static void c_embedding_range(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), false,
+                   (const int32_t[]){0, 3, 1, 2, 9, 1}, XG_SHAPE(2, 3));
+}
+static void c_embedding_negative(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), false, (const int32_t[]){-1},
+                   XG_SHAPE(1));
+}
+static void c_embedding_1d_weight(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4), false, (const int32_t[]){0}, XG_SHAPE(1));
+}
+static void c_embedding_3d_weight(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3, 2), false, (const int32_t[]){0},
+                   XG_SHAPE(1));
+}
+static void c_embedding_f32_index(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), false, NULL, XG_SHAPE(2));
+}
+static void c_embedding_i32_weight(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), true, (const int32_t[]){0},
+                   XG_SHAPE(1));
+}
+static void c_embedding_max_dims_index(outcome *o)
+{
+    embedding_call(o, XG_SHAPE(4, 3), false, (const int32_t[]){0},
+                   XG_SHAPE(1, 1, 1, 1, 1, 1));
+}
+static void c_embedding_null_index(outcome *o)
+{
+    xg_tensor *w = mk(XG_SHAPE(4, 3));
+    xg_clear_error();
+    got_tensor(o, xg_embedding(w, NULL));
+    xg_tensor_free(w);
+}
+static void c_embedding_layer_zero(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_embedding_layer(5, 0);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_embedding_layer(5, 0) made a module");
+    }
+}
+static void c_embedding_layer_huge(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_embedding_layer((int64_t)1 << 20, (int64_t)1 << 20);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_embedding_layer(2^20, 2^20) made a module");
+    }
+}
+static void c_embedding_layer_f32_input(outcome *o)
+{
+    xg_module *m = xg_embedding_layer(5, 2);
+    xg_tensor *x = mk(XG_SHAPE(3));
+    cr_assert_not_null(m, "%s", xg_last_error());
+    xg_clear_error();
+    got_tensor(o, xg_module_forward(m, x));
+    xg_tensor_free(x);
+    xg_module_free(m);
+}
+
 /* cond, a and b made from (shape) triples; `f32_cond` makes cond f32. */
 static void where_call(outcome *o, const int64_t *cs, int cn,
                        const int64_t *as, int an, const int64_t *bs, int bn,
@@ -374,6 +461,113 @@ static void c_masked_fill_null(outcome *o)
     xg_clear_error();
     got_tensor(o, xg_masked_fill(NULL, m, 1.0f));
     xg_tensor_free(m);
+}
+
+/* ---- layer norm ---------------------------------------------------------- */
+
+/* layer_norm of x [2,3] (or the shapes given; ndim -1: NULL) with eps. */
+static void layer_norm_call(outcome *o, const int64_t *xs, int xn,
+                            const int64_t *ws, int wn, const int64_t *bs,
+                            int bn, float eps)
+{
+    xg_tensor *x = xn >= 0 ? mk(xs, xn) : NULL;
+    xg_tensor *w = wn >= 0 ? mk(ws, wn) : NULL;
+    xg_tensor *b = bn >= 0 ? mk(bs, bn) : NULL;
+    xg_clear_error();
+    got_tensor(o, xg_layer_norm(x, w, b, eps));
+    xg_tensor_free(x);
+    xg_tensor_free(w);
+    xg_tensor_free(b);
+}
+
+static void c_layer_norm_null_x(outcome *o)
+{
+    layer_norm_call(o, NULL, -1, XG_SHAPE(3), XG_SHAPE(3), 1e-5f);
+}
+
+static void c_layer_norm_scalar_x(outcome *o)
+{
+    layer_norm_call(o, NULL, 0, NULL, -1, NULL, -1, 1e-5f);
+}
+
+static void c_layer_norm_weight_shape(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), XG_SHAPE(2), NULL, -1, 1e-5f);
+}
+
+static void c_layer_norm_weight_2d(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), XG_SHAPE(1, 3), NULL, -1, 1e-5f);
+}
+
+static void c_layer_norm_bias_shape(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), XG_SHAPE(3), XG_SHAPE(2, 3), 1e-5f);
+}
+
+static void c_layer_norm_negative_eps(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), NULL, -1, NULL, -1, -1e-5f);
+}
+
+static void c_layer_norm_nan_eps(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), NULL, -1, NULL, -1, NAN);
+}
+
+static void c_layer_norm_inf_eps(outcome *o)
+{
+    layer_norm_call(o, XG_SHAPE(2, 3), NULL, -1, NULL, -1, INFINITY);
+}
+
+static void c_layer_norm_i32_x(outcome *o)
+{
+    xg_tensor *x = mk_i32(XG_SHAPE(2, 3));
+    xg_clear_error();
+    got_tensor(o, xg_layer_norm(x, NULL, NULL, 1e-5f));
+    xg_tensor_free(x);
+}
+
+static void c_layer_norm_i32_bias(outcome *o)
+{
+    xg_tensor *x = mk(XG_SHAPE(2, 3)), *b = mk_i32(XG_SHAPE(3));
+    xg_clear_error();
+    got_tensor(o, xg_layer_norm(x, NULL, b, 1e-5f));
+    xg_tensor_free(x);
+    xg_tensor_free(b);
+}
+
+static void c_layer_norm_layer_dim(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_layer_norm_layer(0, 1e-5f, true, true);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_layer_norm_layer made a module");
+    }
+}
+
+static void c_layer_norm_layer_eps(outcome *o)
+{
+    xg_clear_error();
+    xg_module *m = xg_layer_norm_layer(4, -1.0f, false, false);
+    record(o);
+    if (m) {
+        xg_module_free(m);
+        cr_expect_fail("xg_layer_norm_layer made a module");
+    }
+}
+
+static void c_layer_norm_layer_input(outcome *o)
+{
+    xg_module *m = xg_layer_norm_layer(4, 1e-5f, false, false);
+    cr_assert_not_null(m, "%s", xg_last_error());
+    xg_tensor *x = mk(XG_SHAPE(2, 3));
+    xg_clear_error();
+    got_tensor(o, xg_module_forward(m, x));
+    xg_tensor_free(x);
+    xg_module_free(m);
 }
 
 /* ---- devices ----------------------------------------------------------- */
@@ -907,6 +1101,27 @@ static err_case cases[] = {
      "index_select", NULL},
     {"index_select of a 0-D x", c_index_select_scalar_x, SH, 0,
      "index_select", NULL},
+    {"embedding index 9 of 4 at element 4", c_embedding_range, IA, 0,
+     "embedding: index 9 (element 4", "[0, 4)"},
+    {"embedding index -1", c_embedding_negative, IA, 0,
+     "embedding: index -1", "weight [4,3]"},
+    {"embedding 1-D weight", c_embedding_1d_weight, SH, 0, "embedding",
+     "2-D"},
+    {"embedding 3-D weight", c_embedding_3d_weight, SH, 0, "embedding",
+     "2-D"},
+    {"embedding f32 index", c_embedding_f32_index, DT, 0, "embedding", NULL},
+    {"embedding i32 weight", c_embedding_i32_weight, DT, 0, "embedding",
+     NULL},
+    {"embedding index of XG_MAX_DIMS axes", c_embedding_max_dims_index, SH,
+     0, "embedding", NULL},
+    {"embedding NULL index", c_embedding_null_index, IA, 0, "embedding",
+     NULL},
+    {"embedding_layer dim 0", c_embedding_layer_zero, IA, 0,
+     "embedding_layer", NULL},
+    {"embedding_layer 2^20 x 2^20", c_embedding_layer_huge, TL, 0,
+     "embedding_layer", "2^40"},
+    {"Embedding forward on an f32 input", c_embedding_layer_f32_input, DT, 0,
+     "embedding", NULL},
     {"gather index 2 of 2", c_gather_range, IA, 0, "gather: index 2",
      "[0, 2)"},
     {"gather 1-D index for 2-D x", c_gather_ndim, SH, 0, "gather", NULL},
@@ -922,6 +1137,28 @@ static err_case cases[] = {
     {"masked_fill f32 mask", c_masked_fill_f32_mask, DT, 0, "masked_fill",
      NULL},
     {"masked_fill NULL x", c_masked_fill_null, IA, 0, "masked_fill", NULL},
+    {"layer_norm NULL x", c_layer_norm_null_x, IA, 0, "layer_norm", NULL},
+    {"layer_norm of a 0-D x", c_layer_norm_scalar_x, SH, 0, "layer_norm",
+     NULL},
+    {"layer_norm weight [2] for x [2,3]", c_layer_norm_weight_shape, SH, 0,
+     "layer_norm", "weight [2]"},
+    {"layer_norm weight [1,3]", c_layer_norm_weight_2d, SH, 0, "layer_norm",
+     "[3]"},
+    {"layer_norm bias [2,3]", c_layer_norm_bias_shape, SH, 0, "layer_norm",
+     "bias [2,3]"},
+    {"layer_norm eps -1e-5", c_layer_norm_negative_eps, IA, 0, "layer_norm",
+     "eps"},
+    {"layer_norm eps NaN", c_layer_norm_nan_eps, IA, 0, "layer_norm", "eps"},
+    {"layer_norm eps inf", c_layer_norm_inf_eps, IA, 0, "layer_norm", "eps"},
+    {"layer_norm i32 x", c_layer_norm_i32_x, DT, 0, "layer_norm", NULL},
+    {"layer_norm i32 bias", c_layer_norm_i32_bias, DT, 0, "layer_norm",
+     NULL},
+    {"layer_norm_layer dim 0", c_layer_norm_layer_dim, IA, 0,
+     "layer_norm_layer", NULL},
+    {"layer_norm_layer eps -1", c_layer_norm_layer_eps, IA, 0,
+     "layer_norm_layer", "eps"},
+    {"LayerNorm(4) on x [2,3]", c_layer_norm_layer_input, SH, 0,
+     "layer_norm_layer", "dim = 4"},
     {"device \"nosuch\"", c_dev_unknown, NF, 0, "nosuch", "cpu"},
     {"device \"cpu:7\"", c_dev_index, NF, 0, "cpu", "7"},
     {"device \"cpu:x\"", c_dev_bad_index, NF, IA, "cpu", NULL},
@@ -1154,11 +1391,12 @@ Test(error_state, unsupported_dtype_is_refused_by_name)
     xg_kernel_call ce = {.op = XG_OP_cross_entropy,
                          .in = {{x->storage->buf, XG_F32},
                                 {y->storage->buf, XG_F32}},
-                         .out = {{y->storage->buf, XG_F32}}};
-    ce.p.rows = (xg_rows_args){1, 4};
+                         .out = {{y->storage->buf, XG_F32},
+                                 {x->storage->buf, XG_F32}}};
+    ce.p.rows = (xg_rows_args){1, 4, XG_IGNORE_INDEX};
     cr_expect_eq(xg__launch(dev, &ce), XG_ERR_UNSUPPORTED);
     cr_expect_str_eq(xg_last_error(),
-                     "op cross_entropy with dtype f32, f32 -> f32 is not "
+                     "op cross_entropy with dtype f32, f32 -> f32, f32 is not "
                      "implemented on backend cpu",
                      "a signature no element type gives is listed whole");
     xg_tensor_free(x);

@@ -446,6 +446,54 @@ Test(grad, cross_entropy)
     cr_expect_null(xg_tensor_grad(in[1]), "integer labels get no gradient");
 }
 
+/* ---- cross_entropy with ignored rows, embedding ------------------------- */
+
+static xg_tensor *f_ce_ignore(xg_tensor *const *in, const gc_ctx *c)
+{ return xg_cross_entropy_ignore(in[0], in[1], c->axis); }
+static xg_tensor *f_embedding(xg_tensor *const *in, const gc_ctx *c)
+{ (void)c; return xg_embedding(in[0], in[1]); }
+/* An embedding weight tied to the output projection (GPT-2's head):
+ * cross_entropy(tanh(embedding(W, tokens)) W^T, targets). */
+static xg_tensor *f_tied(xg_tensor *const *in, const gc_ctx *c)
+{
+    (void)c;
+    xg_tensor *h = xg_tanh(xg_embedding(in[0], in[1]));
+    return xg_cross_entropy(xg_matmul_t(h, in[0], false, true), in[2]);
+}
+
+Test(grad, cross_entropy_ignored_rows)
+{
+    xg_tensor *in[2] = {leaf(XG_SHAPE(5, 4), 411, -2, 2),
+                        tu_i32((const int32_t[]){3, -100, 0, -100, 2},
+                               XG_SHAPE(5))};
+    gradcheck("cross_entropy [5,4], rows 1 and 3 labelled -100", f_ce_ignore,
+              &(gc_ctx){.axis = XG_IGNORE_INDEX}, in, 2);
+    xg_tensor *in2[2] = {in[0], tu_i32((const int32_t[]){1, 3, 1, 0, 1},
+                                       XG_SHAPE(5))};
+    gradcheck("cross_entropy [5,4], ignore_index 1 (three rows)",
+              f_ce_ignore, &(gc_ctx){.axis = 1}, in2, 2);
+}
+
+Test(grad, embedding)
+{
+    xg_tensor *in[2] = {leaf(XG_SHAPE(6, 3), 412, -2, 2),
+                        tu_i32((const int32_t[]){4, 1, 4, 0, 4, 5, 1, 4},
+                               XG_SHAPE(2, 4))};
+    gradcheck("embedding [6,3], index [2,4] with repeats", f_embedding, NULL,
+              in, 2);
+    xg_tensor *in0[2] = {in[0], tu_i32((const int32_t[]){2}, NULL, 0)};
+    gradcheck("embedding [6,3], 0-D index", f_embedding, NULL, in0, 2);
+}
+
+Test(grad, embedding_weight_tied_to_the_projection)
+{
+    xg_tensor *in[3] = {leaf(XG_SHAPE(5, 3), 413, -1, 1),
+                        tu_i32((const int32_t[]){2, 0, 2, 4}, XG_SHAPE(4)),
+                        tu_i32((const int32_t[]){0, -100, 3, 2}, XG_SHAPE(4))};
+    gradcheck("cross_entropy(tanh(emb(W)) W^T): W used twice", f_tied, NULL,
+              in, 3);
+}
+
 Test(grad, mse_loss)
 {
     xg_tensor *in[2] = {leaf(XG_SHAPE(3, 4), 420, -1, 1),
@@ -643,6 +691,64 @@ Test(grad, attention)
                         &(gc_ctx){.keepdim = true, .s = 0.3f});
     gradcheck_attention("attention dropout p=0.5 not causal [2,1,4,5,2]", 2,
                         1, 4, 5, 2, &(gc_ctx){.s = 0.5f});
+}
+
+/* ---- layer norm ---------------------------------------------------------- */
+
+/* layer_norm(x, weight, bias, eps = s) with in[1] and in[2] as given by
+ * ctx.axis: bit 0 weight present, bit 1 bias present (taken from in[1],
+ * in[2] in that order). */
+static xg_tensor *f_layer_norm(xg_tensor *const *in, const gc_ctx *c)
+{
+    xg_tensor *w = c->axis & 1 ? in[1] : NULL;
+    xg_tensor *b = c->axis & 2 ? in[1 + (c->axis & 1)] : NULL;
+    return xg_layer_norm(in[0], w, b, c->s);
+}
+
+static void check_layer_norm(const int64_t *shape, int ndim, int affine,
+                             float eps, uint64_t seed)
+{
+    int64_t cols = shape[ndim - 1];
+    xg_tensor *in[3] = {leaf(shape, ndim, seed, -1.5, 1.5)};
+    int n = 1;
+    if (affine & 1)
+        in[n++] = leaf(&cols, 1, seed + 1, 0.5, 1.5);
+    if (affine & 2)
+        in[n++] = leaf(&cols, 1, seed + 2, -1, 1);
+    char what[160];
+    snprintf(what, sizeof what, "layer_norm(x %s%s%s, eps %g)",
+             tu_shape_str(shape, ndim), affine & 1 ? ", weight" : "",
+             affine & 2 ? ", bias" : "", (double)eps);
+    gradcheck(what, f_layer_norm, &(gc_ctx){.axis = affine, .s = eps}, in,
+              n);
+}
+
+Test(grad, layer_norm_x_weight_bias)
+{
+    check_layer_norm(XG_SHAPE(3, 5), 3, 1e-5f, 700);
+    check_layer_norm(XG_SHAPE(2, 3, 4), 3, 0.1f, 710);
+    check_layer_norm(XG_SHAPE(1, 7), 3, 1e-5f, 720);
+    check_layer_norm(XG_SHAPE(4, 1), 3, 1e-5f, 730); /* constant rows */
+    check_layer_norm(XG_SHAPE(6), 3, 1e-5f, 735);    /* 1-D: one row */
+}
+
+Test(grad, layer_norm_without_weight_or_bias)
+{
+    check_layer_norm(XG_SHAPE(3, 5), 0, 1e-5f, 740);
+    check_layer_norm(XG_SHAPE(3, 5), 1, 1e-5f, 750);
+    check_layer_norm(XG_SHAPE(3, 5), 2, 1e-5f, 760);
+}
+
+Test(grad, layer_norm_weight_only_frozen_x)
+{
+    /* x does not require grad: only weight and bias get gradients */
+    xg_tensor *in[3] = {tu_rand(XG_SHAPE(4, 6), 770, -2, 2),
+                        leaf(XG_SHAPE(6), 771, 0.5, 1.5),
+                        leaf(XG_SHAPE(6), 772, -1, 1)};
+    gradcheck("layer_norm(frozen x [4,6], weight, bias)", f_layer_norm,
+              &(gc_ctx){.axis = 3, .s = 1e-5f}, in, 3);
+    cr_expect_null(xg_tensor_grad(in[0]),
+                   "an input that does not require grad gets none");
 }
 
 /* ---- a small network --------------------------------------------------- */

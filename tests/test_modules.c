@@ -192,6 +192,76 @@ Test(modules, names_and_order_are_torchs)
     xg_module_free(m);
 }
 
+/* Embedding: GPT-2's names (transformer.wte.weight, transformer.wpe.weight),
+ * weight [num, dim] from N(0, 1) drawn from the thread's generator, forward
+ * picks rows, and the state_dict saves and reloads. */
+Test(modules, embedding_layer_names_init_and_state_dict)
+{
+    xg_manual_seed(11);
+    xg_module *d = xg_module_dict();
+    cr_assert_eq(xg_module_dict_add(d, "wte", xg_embedding_layer(1000, 64)),
+                 XG_OK, "%s", xg_last_error());
+    cr_assert_eq(xg_module_dict_add(d, "wpe", xg_embedding_layer(16, 64)),
+                 XG_OK, "%s", xg_last_error());
+    const char *name = NULL;
+    cr_assert_eq(xg_module_param_count(d), 2);
+    xg_tensor *wte = xg_module_param(d, 0, &name);
+    cr_assert_str_eq(name, "wte.weight");
+    xg_module_param(d, 1, &name);
+    cr_assert_str_eq(name, "wpe.weight");
+    cr_assert_str_eq(xg_module_class_of(sub(d, "wte"))->name, "Embedding");
+    cr_assert_eq(xg_module_buffer_count(d), 0);
+    tu_assert_shape(wte, XG_SHAPE(1000, 64), "wte.weight");
+    cr_assert(xg_tensor_requires_grad(wte));
+
+    /* N(0, 1): the same draw as xg_rand_normal from the same seed, with
+     * the moments of 64000 standard normal values. */
+    xg_manual_seed(11);
+    xg_tensor *want = xg_rand_normal(XG_SHAPE(1000, 64), 0.0f, 1.0f);
+    cr_assert(same_tensor_values(wte, want),
+              "weight is not rand_normal(0, 1) from the thread's generator");
+    float *v = tu_read(wte);
+    double sum = 0, sq = 0;
+    for (int i = 0; i < 64000; i++) {
+        sum += v[i];
+        sq += (double)v[i] * v[i];
+    }
+    free(v);
+    double mean = sum / 64000, var = sq / 64000 - mean * mean;
+    cr_expect(fabs(mean) < 0.02 && fabs(var - 1) < 0.03,
+              "weight mean %g, variance %g: not N(0, 1)", mean, var);
+
+    /* forward: the rows of the weight, index shape + [dim] */
+    xg_tensor *idx = tu_i32((const int32_t[]){7, 999, 7}, XG_SHAPE(3));
+    xg_tensor *rows = xg_module_forward(sub(d, "wte"), idx);
+    tu_assert_shape(rows, XG_SHAPE(3, 64), "Embedding forward");
+    cr_assert(same_tensor_values(
+                  xg_narrow(rows, 0, 1, 1),
+                  xg_narrow(wte, 0, 999, 1)),
+              "row 1 of the output is not weight row 999");
+
+    /* state_dict round trip into a differently seeded module */
+    const char *path = tmp_path("embedding");
+    cr_assert_eq(xg_module_save(d, path), XG_OK, "%s", xg_last_error());
+    xg_manual_seed(12);
+    xg_module *e = xg_module_dict();
+    cr_assert_eq(xg_module_dict_add(e, "wte", xg_embedding_layer(1000, 64)),
+                 XG_OK);
+    cr_assert_eq(xg_module_dict_add(e, "wpe", xg_embedding_layer(16, 64)),
+                 XG_OK);
+    cr_assert(!same_tensor_values(wte, xg_module_find_param(e, "wte.weight")));
+    cr_assert_eq(xg_module_load(e, path), XG_OK, "%s", xg_last_error());
+    int64_t na, nb;
+    float *a = snapshot(d, &na), *b = snapshot(e, &nb);
+    cr_assert(na == nb && memcmp(a, b, (size_t)na * sizeof *a) == 0,
+              "reloaded embedding weights differ");
+    free(a);
+    free(b);
+    unlink(path);
+    xg_module_free(e);
+    xg_module_free(d);
+}
+
 Test(modules, containers_keep_insertion_order)
 {
     xg_module *d = xg_module_dict();
@@ -682,4 +752,51 @@ Test(modules, depth_is_bounded)
     cr_assert_eq(xg_sequential_add(top, "chain", root), XG_ERR_INVALID_ARG);
     cr_assert_eq(xg_module_child_count(top), 0);
     xg_module_free(top);
+}
+
+Test(modules, layer_norm_layer_params_forward_and_gradients)
+{
+    /* LayerNorm(5): weight ones and bias zeros, as torch.nn.LayerNorm;
+     * without affine, none. Its forward is xg_layer_norm with them, and
+     * backward reaches both (tests/layer_norm_torch.py checks the values
+     * and state_dicts against PyTorch). */
+    xg_module *m = xg_layer_norm_layer(5, 1e-5f, true, true);
+    cr_assert_not_null(m, "%s", xg_last_error());
+    cr_assert_str_eq(xg_module_class_of(m)->name, "LayerNorm");
+    cr_assert_eq(xg_module_param_count(m), 2);
+    const char *name = NULL;
+    xg_tensor *w = xg_module_param(m, 0, &name);
+    cr_assert_str_eq(name, "weight");
+    tu_assert_values(w, XG_SHAPE(5), (const double[]){1, 1, 1, 1, 1}, 0, 0,
+                     "weight");
+    xg_tensor *b = xg_module_param(m, 1, &name);
+    cr_assert_str_eq(name, "bias");
+    tu_assert_values(b, XG_SHAPE(5), (const double[]){0, 0, 0, 0, 0}, 0, 0,
+                     "bias");
+
+    float xv[10];
+    tu_fill(xv, 10, 31, -2, 2);
+    xg_tensor *x = tu_f32(xv, XG_SHAPE(2, 5));
+    xg_tensor *y = xg_module_forward(m, x);
+    cr_assert_not_null(y, "%s", xg_last_error());
+    float *want = tu_read(xg_layer_norm(x, NULL, NULL, 1e-5f));
+    double wd[10];
+    for (int i = 0; i < 10; i++)
+        wd[i] = want[i];
+    free(want);
+    tu_assert_values(y, XG_SHAPE(2, 5), wd, 0, 0, "LayerNorm forward");
+    cr_assert_eq(xg_backward(xg_sum_all(xg_mul(y, y))), XG_OK, "%s",
+                 xg_last_error());
+    cr_assert_not_null(xg_tensor_grad(w), "weight has no gradient");
+    cr_assert_not_null(xg_tensor_grad(b), "bias has no gradient");
+    xg_module_free(m);
+
+    m = xg_layer_norm_layer(5, 1e-5f, false, true);
+    cr_assert_not_null(m, "%s", xg_last_error());
+    cr_assert_eq(xg_module_param_count(m), 0, "affine false: no parameters");
+    xg_module_free(m);
+    m = xg_layer_norm_layer(5, 1e-5f, true, false);
+    cr_assert_not_null(m, "%s", xg_last_error());
+    cr_assert_eq(xg_module_param_count(m), 1, "bias false: weight only");
+    xg_module_free(m);
 }

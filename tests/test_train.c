@@ -186,6 +186,96 @@ Test(train, same_seed_same_loss_curve_bitwise)
                  a[N - 1]);
 }
 
+/* ---- gradient accumulation over micro-batches ----------------------------
+ * backward(loss(half 1) / 2) then backward(loss(half 2) / 2) accumulates
+ * the gradient of the full batch's mean loss; one optimizer step from
+ * either gives the same parameters (up to f32 rounding of the sums). */
+
+/* Embedding(10, 6) -> tanh -> Linear(6, 4), the same init for a seed. */
+static xg_module *token_net(uint64_t seed)
+{
+    xg_manual_seed(seed);
+    xg_module *m = xg_sequential();
+    cr_assert_not_null(m);
+    cr_assert_eq(xg_sequential_add(m, "emb", xg_embedding_layer(10, 6)),
+                 XG_OK, "%s", xg_last_error());
+    cr_assert_eq(xg_sequential_add(m, "act", xg_tanh_layer()), XG_OK);
+    cr_assert_eq(xg_sequential_add(m, "fc", xg_linear(6, 4, true)), XG_OK,
+                 "%s", xg_last_error());
+    return m;
+}
+
+/* Every parameter (or its gradient) of a and b agree within rel * the
+ * largest magnitude in the tensor. */
+static void expect_params_close(xg_module *a, xg_module *b, bool grads,
+                                double rel, const char *what)
+{
+    int n = xg_module_param_count(a);
+    cr_assert_eq(n, xg_module_param_count(b));
+    for (int i = 0; i < n; i++) {
+        const char *name = NULL;
+        xg_tensor *ta = xg_module_param(a, i, &name);
+        xg_tensor *tb = xg_module_param(b, i, NULL);
+        if (grads) {
+            ta = xg_tensor_grad(ta);
+            tb = xg_tensor_grad(tb);
+            cr_assert(ta && tb, "%s: %s has no gradient", what, name);
+        }
+        int64_t k = xg_tensor_numel(ta);
+        float *va = tu_read(ta), *vb = tu_read(tb);
+        double scale = 0;
+        for (int64_t j = 0; j < k; j++)
+            scale = fmax(scale, fabs(va[j]));
+        cr_assert_gt(scale, 0, "%s: %s is all zeros", what, name);
+        for (int64_t j = 0; j < k; j++)
+            cr_expect_leq(fabs((double)va[j] - vb[j]), rel * scale,
+                          "%s: %s[%lld]: full batch %.9g, micro-batches "
+                          "%.9g", what, name, (long long)j, va[j], vb[j]);
+        free(va);
+        free(vb);
+    }
+}
+
+Test(train, gradient_accumulation_over_micro_batches)
+{
+    enum { B = 8 };
+    const int32_t tokens[B] = {3, 7, 1, 3, 9, 0, 7, 7};
+    const int32_t labels[B] = {0, 2, 3, 1, 1, 0, 3, 2};
+    const char *kinds[] = {"sgd", "adam"};
+    for (int k = 0; k < 2; k++) {
+        xg_module *full = token_net(42), *micro = token_net(42);
+        xg_optim *of = xg_optim_for_module(full, kinds[k], 0.1f);
+        xg_optim *om = xg_optim_for_module(micro, kinds[k], 0.1f);
+        cr_assert(of && om, "%s", xg_last_error());
+
+        xg_tensor *loss = xg_cross_entropy(
+            xg_module_forward(full, tu_i32(tokens, XG_SHAPE(B))),
+            tu_i32(labels, XG_SHAPE(B)));
+        cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
+        for (int h = 0; h < 2; h++) {
+            xg_tensor *half = xg_cross_entropy(
+                xg_module_forward(micro,
+                                  tu_i32(tokens + h * B / 2, XG_SHAPE(B / 2))),
+                tu_i32(labels + h * B / 2, XG_SHAPE(B / 2)));
+            cr_assert_eq(xg_backward(xg_mul_scalar(half, 0.5f)), XG_OK, "%s",
+                         xg_last_error());
+        }
+        expect_params_close(full, micro, true, 1e-6,
+                            "gradients: full batch vs 2 micro-batches / 2");
+        cr_assert_eq(xg_optim_step(of), XG_OK, "%s", xg_last_error());
+        cr_assert_eq(xg_optim_step(om), XG_OK, "%s", xg_last_error());
+        expect_params_close(full, micro, false, 1e-6,
+                            kinds[k][0] == 's' ? "parameters after one sgd "
+                                                 "step"
+                                               : "parameters after one adam "
+                                                 "step");
+        xg_optim_free(of);
+        xg_optim_free(om);
+        xg_module_free(full);
+        xg_module_free(micro);
+    }
+}
+
 static size_t heap_in_use(void)
 {
     struct mallinfo2 mi = mallinfo2();

@@ -11,7 +11,8 @@
  * A backend may queue work (it should: data stays on the device, and the host
  * waits only when it reads) and must make download() observe every earlier
  * call.
- * Aliasing: no buffer of a call overlaps another buffer of the same call.
+ * Aliasing: no buffer of a call overlaps another buffer of the same call
+ * (but for a NORM call's unused weight and bias; see xg_norm_args).
  * Outputs are fresh allocations the kernel only writes, except in the ADAM
  * and SGD families, whose outputs (parameter and optimizer state) hold
  * values the kernel reads and updates in place, element by element, and in
@@ -98,9 +99,15 @@ typedef struct xg_reduce_args {
     int64_t outer, dim, inner;
 } xg_reduce_args;
 
-/* ROWS: [rows, cols], contiguous; rows, cols >= 1. */
+/* ROWS: [rows, cols], contiguous; rows, cols >= 1.
+ * ignore_index (cross_entropy and its backward only; the other ops leave
+ * it unread): a row whose label equals it is ignored, with loss 0,
+ * counted 0 and dx 0 whatever g holds; it may lie outside [0, cols)
+ * (PyTorch's default, XG_IGNORE_INDEX = -100). A label that is neither
+ * ignore_index nor in [0, cols) gives NaN. */
 typedef struct xg_rows_args {
     int64_t rows, cols;
+    int32_t ignore_index;
 } xg_rows_args;
 
 /* GEMM: for b in [0, batch):
@@ -295,6 +302,30 @@ typedef struct xg_attention_args {
     float p;
     uint64_t seed, offset;
 } xg_attention_args;
+/* NORM: layer norm over the last axis of x [rows, cols], contiguous;
+ * rows, cols >= 1; eps >= 0 and finite.
+ *   layer_norm: in x, weight [cols], bias [cols]; out y [rows, cols],
+ *     mean [rows], rstd [rows] (f32):
+ *       mean = sum_j x_j / cols, var = sum_j (x_j - mean)^2 / cols
+ *       (two passes, the biased variance), rstd = 1 / sqrt(var + eps),
+ *       y_j = (x_j - mean) * rstd * w_j + b_j
+ *     with w_j = 1 when has_weight is 0 and b_j = 0 when has_bias is 0.
+ *   layer_norm_backward: in x, weight, g [rows, cols], mean, rstd; out dx:
+ *     with xhat_j = (x_j - mean) * rstd and gw_j = g_j * w_j,
+ *       dx_j = rstd * (gw_j - mean_k(gw_k) - xhat_j * mean_k(gw_k xhat_k)).
+ *   layer_norm_backward_affine: in x, g, mean, rstd; out dweight [cols] =
+ *     sum_r g[r, j] * xhat[r, j], dbias [cols] = sum_r g[r, j]. Each column
+ *     is one sum over rows 0, 1, ... in increasing order, starting from
+ *     0.0f, with xhat = (x - mean[r]) * rstd[r] and no fused multiply-add:
+ *     every backend gives the same bits (no float atomics).
+ * An absent weight or bias (has_weight or has_bias 0) is passed as in[0]
+ * again (every binding then holds a valid buffer) and never read; this is
+ * the one place where buffers of a call coincide, read-only. */
+typedef struct xg_norm_args {
+    int64_t rows, cols;
+    float eps;
+    int has_weight, has_bias;
+} xg_norm_args;
 
 /* One buffer of a kernel call: a whole device allocation made by the same
  * backend's alloc(), element 0 at offset 0, holding elements of `dtype`
@@ -329,6 +360,7 @@ typedef struct xg_kernel_call {
         xg_index_args index;
         xg_where_args where;
         xg_attention_args attention;
+        xg_norm_args norm;
     } p;
 } xg_kernel_call;
 

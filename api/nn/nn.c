@@ -780,6 +780,43 @@ xg_module *xg_linear(int64_t in_features, int64_t out_features, bool bias)
     return m;
 }
 
+/* ---- embedding ---------------------------------------------------------- */
+
+static xg_tensor *embedding_forward(xg_module *m, xg_tensor *index)
+{
+    return xg_embedding(own(m, "weight"), index);
+}
+
+static const xg_module_class embedding_class = {.name = "Embedding",
+                                                .forward = embedding_forward};
+
+xg_module *xg_embedding_layer(int64_t num, int64_t dim)
+{
+    if (num < 1 || dim < 1) {
+        xg_set_error(XG_ERR_INVALID_ARG, "embedding_layer: sizes must be "
+                     ">= 1, got num %lld, dim %lld", (long long)num,
+                     (long long)dim);
+        return NULL;
+    }
+    if ((double)num * (double)dim >= 0x1p40) {
+        xg_set_error(XG_ERR_TOO_LARGE, "embedding_layer: a weight of %lld x "
+                     "%lld elements is too large (at most 2^40)",
+                     (long long)num, (long long)dim);
+        return NULL;
+    }
+    xg_module *m = layer_new(&embedding_class, NULL, 0);
+    if (!m)
+        return NULL;
+    /* reference: torch.nn.Embedding.reset_parameters, normal_(0, 1) */
+    int64_t wshape[2] = {num, dim};
+    if (xg_module_add_param(m, "weight",
+                            xg_rand_normal(wshape, 2, 0.0f, 1.0f)) != XG_OK) {
+        xg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 /* ---- activations, dropout, flatten ---------------------------------------- */
 
 #define ACTIVATION(fn, cls_name, op)                                         \
@@ -988,6 +1025,57 @@ xg_module *xg_batch_norm2d_layer(int64_t channels)
             XG_OK ||
         xg_module_add_buffer(m, "num_batches_tracked", xg_zeros(NULL, 0)) !=
             XG_OK) {
+        xg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- layer norm ---------------------------------------------------------- */
+
+typedef struct layer_norm_config {
+    int64_t dim;
+    float eps;
+    bool weight, bias; /* which parameters it has */
+} layer_norm_config;
+
+static xg_tensor *layer_norm_forward(xg_module *m, xg_tensor *x)
+{
+    const layer_norm_config *c = xg_module_state(m);
+    if (!xg__check_arg("layer_norm_layer", 0, x, XG_F32))
+        return NULL;
+    if (x->ndim == 0 || x->shape[x->ndim - 1] != c->dim) {
+        char s[160];
+        xg__shape_str(x->shape, x->ndim, s, sizeof s);
+        xg_set_error(XG_ERR_SHAPE, "layer_norm_layer: input %s, expected "
+                     "the last axis to be dim = %lld", s, (long long)c->dim);
+        return NULL;
+    }
+    return xg_layer_norm(x, c->weight ? own(m, "weight") : NULL,
+                         c->bias ? own(m, "bias") : NULL, c->eps);
+}
+
+static const xg_module_class layer_norm_class = {
+    .name = "LayerNorm", .forward = layer_norm_forward, .free_state = free};
+
+xg_module *xg_layer_norm_layer(int64_t dim, float eps, bool affine,
+                               bool bias)
+{
+    if (dim < 1 || !(eps >= 0.0f) || isinf(eps)) {
+        xg_set_error(XG_ERR_INVALID_ARG, "layer_norm_layer: dim %lld, eps "
+                     "%g: need dim >= 1 and a finite eps >= 0",
+                     (long long)dim, (double)eps);
+        return NULL;
+    }
+    layer_norm_config c = {dim, eps, affine, affine && bias};
+    xg_module *m = layer_new(&layer_norm_class, &c, sizeof c);
+    if (!m)
+        return NULL;
+    /* reference: torch.nn.LayerNorm.reset_parameters: ones and zeros. */
+    if (affine && (xg_module_add_param(m, "weight", xg_ones(&dim, 1)) !=
+                       XG_OK ||
+                   (bias && xg_module_add_param(m, "bias",
+                                                xg_zeros(&dim, 1)) != XG_OK))) {
         xg_module_free(m);
         return NULL;
     }

@@ -87,10 +87,12 @@ static bool check_index_args(const char *op, const xg_tensor *x, int *axis,
 }
 
 /* Reads the indices back to the host (waiting for the device's queued
- * work) and checks that each lies in [0, x's size along the axis). Returns
- * the host copy, which the caller frees, or NULL with the error set. */
-static int32_t *read_checked_indices(const char *op, const xg_tensor *x,
-                                     int axis, const xg_tensor *index)
+ * work) and checks that each lies in [0, x's size along the axis); errors
+ * call x `x_name`. Returns the host copy, which the caller frees, or NULL
+ * with the error set. */
+static int32_t *read_checked_indices(const char *op, const char *x_name,
+                                     const xg_tensor *x, int axis,
+                                     const xg_tensor *index)
 {
     size_t bytes = (size_t)index->numel * sizeof(int32_t);
     int32_t *v = malloc(bytes);
@@ -110,8 +112,9 @@ static int32_t *read_checked_indices(const char *op, const xg_tensor *x,
         char xs[160];
         xg__shape_str(x->shape, x->ndim, xs, sizeof xs);
         xg_set_error(XG_ERR_INVALID_ARG, "%s: index %d (element %lld of the "
-                     "index) is out of range [0, %lld) for axis %d of x %s",
-                     op, (int)v[i], (long long)i, (long long)limit, axis, xs);
+                     "index) is out of range [0, %lld) for axis %d of %s %s",
+                     op, (int)v[i], (long long)i, (long long)limit, axis,
+                     x_name, xs);
         free(v);
         return NULL;
     }
@@ -219,18 +222,18 @@ static xg_tensor *record_index(xg_tensor *out, xg_op op, xg_tensor *x,
     return out;
 }
 
-static xg_tensor *index_op(xg_op op, xg_tensor *x, int axis,
-                           xg_tensor *index)
+/* Runs index op `op` on arguments already checked, `axis` resolved; errors
+ * name the op `who` and x `x_name`. */
+static xg_tensor *index_run(xg_op op, const char *who, const char *x_name,
+                            xg_tensor *x, int axis, xg_tensor *index)
 {
     const char *name = xg_op_table[op].name;
     bool gather = op == XG_OP_gather;
-    if (!check_index_args(name, x, &axis, index, gather))
-        return NULL;
     int64_t sel[XG_MAX_DIMS];
     memcpy(sel, gather ? index->shape : x->shape, sizeof sel);
     if (!gather)
         sel[axis] = index->numel;
-    int32_t *host = read_checked_indices(name, x, axis, index);
+    int32_t *host = read_checked_indices(who, x_name, x, axis, index);
     if (!host)
         return NULL;
     xg_tensor *out = xg__tensor_new(x->storage->dev, XG_F32, sel, x->ndim,
@@ -244,6 +247,15 @@ static xg_tensor *index_op(xg_op op, xg_tensor *x, int axis,
     return out;
 }
 
+static xg_tensor *index_op(xg_op op, xg_tensor *x, int axis,
+                           xg_tensor *index)
+{
+    const char *name = xg_op_table[op].name;
+    if (!check_index_args(name, x, &axis, index, op == XG_OP_gather))
+        return NULL;
+    return index_run(op, name, "x", x, axis, index);
+}
+
 xg_tensor *xg_index_select(xg_tensor *x, int axis, xg_tensor *index)
 {
     return index_op(XG_OP_index_select, x, axis, index);
@@ -252,6 +264,44 @@ xg_tensor *xg_index_select(xg_tensor *x, int axis, xg_tensor *index)
 xg_tensor *xg_gather(xg_tensor *x, int axis, xg_tensor *index)
 {
     return index_op(XG_OP_gather, x, axis, index);
+}
+
+/* ---- embedding ------------------------------------------------------------ */
+
+/* index_select(weight, 0, index flattened), reshaped to index's shape plus
+ * [dim]: the gradient is index_select's, scatter-added in increasing
+ * position of the flattened index with the same bits on every backend. */
+xg_tensor *xg_embedding(xg_tensor *weight, xg_tensor *index)
+{
+    const char *op = "embedding";
+    if (!xg__check_arg(op, 0, weight, XG_F32) ||
+        !xg__check_arg(op, 1, index, XG_I32) ||
+        !xg__check_same_device(op, weight, index))
+        return NULL;
+    if (weight->ndim != 2 || index->ndim >= XG_MAX_DIMS) {
+        char ws[160], is[160];
+        xg__shape_str(weight->shape, weight->ndim, ws, sizeof ws);
+        xg__shape_str(index->shape, index->ndim, is, sizeof is);
+        if (weight->ndim != 2)
+            xg_set_error(XG_ERR_SHAPE, "%s: weight %s must be 2-D [num, "
+                         "dim] (index %s)", op, ws, is);
+        else
+            xg_set_error(XG_ERR_SHAPE, "%s: index %s has %d axes, so the "
+                         "result would have more than %d (weight %s)", op,
+                         is, index->ndim, XG_MAX_DIMS, ws);
+        return NULL;
+    }
+    int64_t shape[XG_MAX_DIMS], flat = index->numel;
+    memcpy(shape, index->shape, sizeof *shape * (size_t)index->ndim);
+    shape[index->ndim] = weight->shape[1];
+    xg_scope *scope = xg__composite_begin();
+    xg_tensor *flat_index = xg_reshape(index, &flat, 1);
+    xg_tensor *rows = flat_index ? index_run(XG_OP_index_select, op,
+                                             "weight", weight, 0, flat_index)
+                                 : NULL;
+    return xg__composite_end(scope,
+                             rows ? xg_reshape(rows, shape, index->ndim + 1)
+                                  : NULL);
 }
 
 /* ---- where and masked_fill ------------------------------------------------ */

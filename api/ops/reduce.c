@@ -286,6 +286,11 @@ xg_tensor *xg_log_softmax(xg_tensor *x)
 
 /* ---- losses -------------------------------------------------------------- */
 
+/* What a cross_entropy node keeps beside the labels (saved[0]). */
+typedef struct ce_node_args {
+    int32_t ignore_index;
+} ce_node_args;
+
 static xg_status bw_cross_entropy(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_tensor *logits = n->inputs[0];
@@ -298,7 +303,8 @@ static xg_status bw_cross_entropy(xg_node *n, xg_tensor *g, xg_tensor **gi)
                            .in = {xg__arg(logits), xg__arg(n->saved[0]),
                                   xg__arg(g)},
                            .out = {xg__arg(dx)}};
-    call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1]};
+    call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1],
+                                 ((const ce_node_args *)n->args)->ignore_index};
     gi[0] = dx;
     return xg__launch(dev, &call);
 }
@@ -322,35 +328,62 @@ static bool check_ce_args(xg_tensor *logits, xg_tensor *labels)
     return true;
 }
 
-/* Per-sample losses [N], with a node that keeps the labels. */
-static xg_tensor *cross_entropy_rows(xg_tensor *logits, xg_tensor *labels)
+/* Per-sample losses [N] (0 in ignored rows), with a node that keeps the
+ * labels; *counted gets the kernel's [N] flags (1 for a row that counts
+ * towards the mean, 0 for an ignored one), not part of any graph. */
+static xg_tensor *cross_entropy_rows(xg_tensor *logits, xg_tensor *labels,
+                                     int32_t ignore_index,
+                                     xg_tensor **counted)
 {
     xg_device *dev = logits->storage->dev;
     xg_tensor *loss = xg__tensor_new(dev, XG_F32, labels->shape, 1,
                                      "cross_entropy");
-    if (!loss)
-        return NULL;
+    xg_tensor *count = loss ? xg__tensor_new(dev, XG_F32, labels->shape, 1,
+                                             "cross_entropy")
+                            : NULL;
+    if (!count)
+        goto fail;
     xg_kernel_call call = {.op = XG_OP_cross_entropy,
                            .in = {xg__arg(logits), xg__arg(labels)},
-                           .out = {xg__arg(loss)}};
-    call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1]};
-    if (xg__launch(dev, &call) != XG_OK) {
-        xg_tensor_free(loss);
-        return NULL;
-    }
+                           .out = {xg__arg(loss), xg__arg(count)}};
+    call.p.rows = (xg_rows_args){logits->shape[0], logits->shape[1],
+                                 ignore_index};
+    if (xg__launch(dev, &call) != XG_OK)
+        goto fail;
+    *counted = count;
     return xg__record(loss, &(xg_record){.op = XG_OP_cross_entropy,
                                          .backward = bw_cross_entropy,
                                          .inputs = &logits, .n_inputs = 1,
-                                         .saved = &labels, .n_saved = 1});
+                                         .saved = &labels, .n_saved = 1,
+                                         .args = &(ce_node_args){ignore_index},
+                                         .args_size = sizeof(ce_node_args)});
+fail:
+    xg_tensor_free(loss);
+    xg_tensor_free(count);
+    return NULL;
 }
 
-xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels)
+/* sum(loss) / sum(counted): the mean over the rows not ignored, computed
+ * on the device (no read back); 0 / 0 = NaN when every row is ignored, as
+ * in PyTorch. The count carries no gradient, so the backward is g / count
+ * for every row, which the backward kernel zeroes in ignored rows. */
+xg_tensor *xg_cross_entropy_ignore(xg_tensor *logits, xg_tensor *labels,
+                                   int32_t ignore_index)
 {
     if (!check_ce_args(logits, labels))
         return NULL;
     xg_scope *scope = xg__composite_begin();
-    return xg__composite_end(scope,
-                             xg_mean_all(cross_entropy_rows(logits, labels)));
+    xg_tensor *counted = NULL;
+    xg_tensor *rows = cross_entropy_rows(logits, labels, ignore_index,
+                                         &counted);
+    xg_tensor *mean = rows ? xg_div(xg_sum_all(rows), xg_sum_all(counted))
+                           : NULL;
+    return xg__composite_end(scope, mean);
+}
+
+xg_tensor *xg_cross_entropy(xg_tensor *logits, xg_tensor *labels)
+{
+    return xg_cross_entropy_ignore(logits, labels, XG_IGNORE_INDEX);
 }
 
 xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target)

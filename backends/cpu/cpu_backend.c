@@ -205,6 +205,7 @@ static xg_status cpu_pooling(xg_backend_device *dev, const xg_kernel_call *c)
 #define CPU_KERNEL_INDEX cpu_index
 #define CPU_KERNEL_WHERE cpu_where
 #define CPU_KERNEL_ATTENTION cpu_attention
+#define CPU_KERNEL_NORM cpu_layer_norm
 
 /* The reference backend runs every op on f32 element types. */
 static bool cpu_supports(const xg_backend_device *dev, xg_op op,

@@ -198,6 +198,8 @@ xg_status cpu_where(xg_backend_device *dev, const xg_kernel_call *call);
 
 /* cpu_attention.c: attention and its two backward passes */
 xg_status cpu_attention(xg_backend_device *dev, const xg_kernel_call *call);
+/* cpu_norm.c: layer_norm, its dx and its dweight / dbias column sums */
+xg_status cpu_layer_norm(xg_backend_device *dev, const xg_kernel_call *call);
 
 /* cpu_optim.c */
 xg_status cpu_adam_update(xg_backend_device *dev, const xg_kernel_call *call);

@@ -75,6 +75,12 @@ static index_line line_start(const xg_index_args *p, const int64_t *xs,
     return l;
 }
 
+/* Lines [begin, end). For index_select with the axis before the last, the
+ * lines that differ only in their last coordinate are neighbours in dx and
+ * in g and read the same index entries: such a run is zeroed and summed
+ * one contiguous segment per row of dx (the memory order, instead of one
+ * strided line at a time), each element still getting its contributions
+ * in increasing position along the axis. */
 static void index_backward_range(const void *ctx, int64_t begin, int64_t end,
                                  int t)
 {
@@ -87,17 +93,29 @@ static void index_backward_range(const void *ctx, int64_t begin, int64_t end,
     int64_t xs[XG_MAX_DIMS], gs[XG_MAX_DIMS];
     contiguous_strides(p->x_shape, p->ndim, xs);
     contiguous_strides(p->shape, p->ndim, gs);
-    int a = p->axis;
-    for (int64_t line = begin; line < end; line++) {
+    int a = p->axis, last = p->ndim - 1;
+    bool runs = c->op == XG_OP_index_select_backward && a != last;
+    for (int64_t line = begin; line < end;) {
         index_line l = line_start(p, xs, gs, line);
         float *d = dx + l.dx;
+        int64_t len = 1;
+        if (runs) {
+            len = p->x_shape[last] - line % p->x_shape[last];
+            len = len < end - line ? len : end - line;
+        }
+        line += len;
         for (int64_t i = 0; i < p->x_shape[a]; i++)
-            d[i * xs[a]] = 0.0f;
+            for (int64_t k = 0; k < len; k++)
+                d[i * xs[a] + k] = 0.0f;
         if (!l.inside)
             continue;
-        for (int64_t j = 0; j < p->shape[a]; j++)
-            d[(int64_t)index[l.index + j * p->index_stride[a]] * xs[a]] +=
-                g[l.g + j * gs[a]];
+        for (int64_t j = 0; j < p->shape[a]; j++) {
+            float *dj = d + (int64_t)index[l.index + j * p->index_stride[a]] *
+                                xs[a];
+            const float *gj = g + l.g + j * gs[a];
+            for (int64_t k = 0; k < len; k++)
+                dj[k] += gj[k];
+        }
     }
 }
 

@@ -67,9 +67,10 @@ xg_status cpu_softmax(xg_backend_device *dev, const xg_kernel_call *call)
 }
 
 /* ---- cross-entropy ---------------------------------------------------------
- * reference: PyTorch CrossEntropyLoss (reduction='none'):
+ * reference: PyTorch CrossEntropyLoss (reduction='none', ignore_index):
  *   loss = logsumexp(x) - x[label] = log s - (x[label] - m),
- * which is exactly -log_softmax(x)[label]. */
+ * which is exactly -log_softmax(x)[label]; 0 for a row labelled
+ * ignore_index, which also gets counted = 0 (out[1]) and dx = 0. */
 
 static int label_ok(int32_t label, int64_t cols)
 {
@@ -82,10 +83,17 @@ static void cross_entropy_range(const void *ctx, int64_t begin, int64_t end,
     (void)t;
     const xg_kernel_call *c = ctx;
     int64_t cols = c->p.rows.cols;
+    int32_t ignore = c->p.rows.ignore_index;
     const int32_t *labels = cpu_i32(c->in[1].buf);
     float *loss = cpu_f32(c->out[0].buf);
+    float *counted = cpu_f32(c->out[1].buf);
     for (int64_t r = begin; r < end; r++) {
         const float *x = cpu_f32(c->in[0].buf) + r * cols;
+        counted[r] = labels[r] == ignore ? 0.0f : 1.0f;
+        if (labels[r] == ignore) {
+            loss[r] = 0.0f;
+            continue;
+        }
         if (!label_ok(labels[r], cols)) {
             loss[r] = NAN;
             continue;
@@ -105,21 +113,24 @@ xg_status cpu_cross_entropy(xg_backend_device *dev,
     return XG_OK;
 }
 
-/* dx_j = (softmax(x)_j - [j == label]) * g; a bad label gives a NaN row. */
+/* dx_j = (softmax(x)_j - [j == label]) * g; 0 over an ignored row, NaN
+ * over a row with a bad label. */
 static void cross_entropy_backward_range(const void *ctx, int64_t begin,
                                          int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;
     int64_t cols = c->p.rows.cols;
+    int32_t ignore = c->p.rows.ignore_index;
     const int32_t *labels = cpu_i32(c->in[1].buf);
     const float *g = cpu_f32(c->in[2].buf);
     for (int64_t r = begin; r < end; r++) {
         const float *x = cpu_f32(c->in[0].buf) + r * cols;
         float *dx = cpu_f32(c->out[0].buf) + r * cols;
-        if (!label_ok(labels[r], cols)) {
+        if (labels[r] == ignore || !label_ok(labels[r], cols)) {
+            float v = labels[r] == ignore ? 0.0f : NAN;
             for (int64_t j = 0; j < cols; j++)
-                dx[j] = NAN;
+                dx[j] = v;
             continue;
         }
         float m, s;

@@ -152,6 +152,7 @@ xg_status ocl_run_dropout(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_index(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_where(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_attention(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_norm(xg_backend_device *dev, const xg_kernel_call *c);
 
 /* Which launcher serves each family (used to fill the dispatch table). */
 #define OCL_LAUNCHER_UNARY ocl_run_elementwise
@@ -173,5 +174,6 @@ xg_status ocl_run_attention(xg_backend_device *dev, const xg_kernel_call *c);
 #define OCL_LAUNCHER_INDEX ocl_run_index
 #define OCL_LAUNCHER_WHERE ocl_run_where
 #define OCL_LAUNCHER_ATTENTION ocl_run_attention
+#define OCL_LAUNCHER_NORM ocl_run_norm
 
 #endif

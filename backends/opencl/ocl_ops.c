@@ -154,15 +154,18 @@ xg_status ocl_run_reduce_backward(xg_backend_device *dev,
         outer * dim * inner);
 }
 
-/* One work-group per row, sized to the row. */
+/* One work-group per row, sized to the row; (rows, cols, ignore_index). */
 xg_status ocl_run_rows(xg_backend_device *dev, const xg_kernel_call *c)
 {
     ocl_device *d = ocl_dev(dev);
     cl_long rows = c->p.rows.rows, cols = c->p.rows.cols;
+    cl_int ignore_index = c->p.rows.ignore_index;
     size_t local = ocl_pow2_at_least(cols, OCL_MIN_GROUP, d->wg_size[c->op]);
     size_t global = (size_t)rows * local;
-    return launch(d, c, OCL_ARGS(OCL_ARG(rows), OCL_ARG(cols)), 1, &global,
-                  &local);
+    return launch(d, c,
+                  OCL_ARGS(OCL_ARG(rows), OCL_ARG(cols),
+                           OCL_ARG(ignore_index)),
+                  1, &global, &local);
 }
 
 /* One work-item per Philox block of four values. */
@@ -307,5 +310,28 @@ xg_status ocl_run_attention(xg_backend_device *dev, const xg_kernel_call *c)
                            OCL_ARG(scale), OCL_ARG(causal), OCL_ARG(off),
                            OCL_ARG(p), OCL_ARG(seed), OCL_ARG(offset),
                            OCL_ARG(keep)),
+                  1, &global, &local);
+}
+
+/* layer_norm and its dx: one work-group per row, sized to the row, as the
+ * ROWS family; the column sums: one work-item per column. */
+xg_status ocl_run_norm(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    ocl_device *d = ocl_dev(dev);
+    const xg_norm_args *p = &c->p.norm;
+    cl_long rows = p->rows, cols = p->cols;
+    cl_float eps = p->eps;
+    cl_int has_weight = p->has_weight != 0, has_bias = p->has_bias != 0;
+    if (c->op == XG_OP_layer_norm_backward_affine)
+        return launch_grid_stride(
+            d, c,
+            OCL_ARGS(OCL_ARG(rows), OCL_ARG(cols), OCL_ARG(eps),
+                     OCL_ARG(has_weight), OCL_ARG(has_bias)),
+            cols);
+    size_t local = ocl_pow2_at_least(cols, OCL_MIN_GROUP, d->wg_size[c->op]);
+    size_t global = (size_t)rows * local;
+    return launch(d, c,
+                  OCL_ARGS(OCL_ARG(rows), OCL_ARG(cols), OCL_ARG(eps),
+                           OCL_ARG(has_weight), OCL_ARG(has_bias)),
                   1, &global, &local);
 }

@@ -125,8 +125,10 @@ static void plan_rows(const plan_in *in, xg_vk_job *job)
 {
     const xg_rows_args *a = &in->call->p.rows;
     uint32_t lanes = lanes_for(a->cols, XG_WG_SIZE);
-    struct { uint32_t rows, cols, lanes; } p = {u32(a->rows), u32(a->cols),
-                                                lanes};
+    struct {
+        uint32_t rows, cols, lanes;
+        int32_t ignore_index;
+    } p = {u32(a->rows), u32(a->cols), lanes, a->ignore_index};
     set_push(job, &p, sizeof p);
     job->groups[0] = groups(a->rows, XG_WG_SIZE / lanes);
     job->groups[1] = job->groups[2] = 1;
@@ -354,6 +356,32 @@ static void plan_attention(const plan_in *in, xg_vk_job *job)
     job->groups[1] = job->groups[2] = 1;
 }
 
+/* NORM: norm.comp. layer_norm and its dx as ROWS, XG_WG_SIZE / lanes rows
+ * per workgroup; the column sums (run_norm_affine) one invocation per
+ * column. */
+typedef struct norm_push {
+    uint32_t rows, cols, lanes;
+    float eps;
+    uint32_t has_weight, has_bias, row_begin, row_end;
+} norm_push;
+
+static norm_push norm_push_of(const xg_norm_args *a)
+{
+    return (norm_push){u32(a->rows), u32(a->cols),
+                       lanes_for(a->cols, XG_WG_SIZE), a->eps,
+                       a->has_weight != 0, a->has_bias != 0, 0,
+                       u32(a->rows)};
+}
+
+static void plan_norm(const plan_in *in, xg_vk_job *job)
+{
+    const xg_norm_args *a = &in->call->p.norm;
+    norm_push p = norm_push_of(a);
+    set_push(job, &p, sizeof p);
+    job->groups[0] = groups(a->rows, XG_WG_SIZE / p.lanes);
+    job->groups[1] = job->groups[2] = 1;
+}
+
 /* ---- the dispatch table -------------------------------------------------- */
 
 typedef void (*plan_fn)(const plan_in *in, xg_vk_job *job);
@@ -375,6 +403,7 @@ static const plan_fn planners[] = {
     [XG_FAMILY_INDEX] = plan_index,
     [XG_FAMILY_WHERE] = plan_where,
     [XG_FAMILY_ATTENTION] = plan_attention,
+    [XG_FAMILY_NORM] = plan_norm,
 };
 
 /* Per op, its pipeline: the shader variant of the same name, which
@@ -452,6 +481,31 @@ static xg_status run_index_backward(xg_vk_device *d,
     return st;
 }
 
+/* layer_norm's dweight and dbias: the rows go in chunks of
+ * XG_NORM_ROW_CHUNK, one dispatch each, every chunk continuing the sums
+ * the last one stored (shaders/norm.comp). */
+static xg_status run_norm_affine(xg_vk_device *d, const xg_kernel_call *call)
+{
+    const xg_norm_args *a = &call->p.norm;
+    norm_push p = norm_push_of(a);
+    xg_vk_job job = {.pipe = op_pipes[call->op]};
+    grid_1d(&job, a->cols);
+    xg_buffer *in_bufs[XG_KERNEL_MAX_IN] = {NULL};
+    xg_buffer *out_bufs[XG_KERNEL_MAX_OUT] = {call->out[0].buf,
+                                              call->out[1].buf};
+    for (int i = 0; i < 4; i++)
+        in_bufs[i] = call->in[i].buf;
+    xg_status st = XG_OK;
+    for (int64_t r = 0; st == XG_OK && r < a->rows; r += XG_NORM_ROW_CHUNK) {
+        int64_t end = r + XG_NORM_ROW_CHUNK;
+        p.row_begin = u32(r);
+        p.row_end = u32(end < a->rows ? end : a->rows);
+        set_push(&job, &p, sizeof p);
+        st = xg_vk_dispatch(d, &job, in_bufs, out_bufs);
+    }
+    return st;
+}
+
 static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
 {
     xg_vk_device *d = xg_vk_dev(dev);
@@ -468,6 +522,8 @@ static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
     if (call->op == XG_OP_index_select_backward ||
         call->op == XG_OP_gather_backward)
         return run_index_backward(d, call);
+    if (call->op == XG_OP_layer_norm_backward_affine)
+        return run_norm_affine(d, call);
     return run_planned(d, call);
 }
 
