@@ -33,36 +33,6 @@ enum {
     ATT_BKV = 16, /* key rows per dk/dv work item */
 };
 
-/* exp(x) for the softmax, as plain arithmetic so that loops over it
- * vectorise (libm's expf does not): x = n ln 2 + r, |r| <= ln 2 / 2 (ln 2
- * in two parts, Cody & Waite), exp(r) by its Taylor polynomial of degree
- * 7 (relative error below 2^-24 on that interval), times 2^n built in the
- * exponent bits. Within about 1 ulp of expf; 0 below -87.3 (no
- * subnormals), +inf above 88.7, NaN stays NaN. */
-CPU_INLINE float att_exp(float x)
-{
-    const float log2e = 1.44269504f, ln2_hi = 0.693359375f,
-                ln2_lo = -2.12194440e-4f, round = 12582912.0f; /* 1.5 * 2^23 */
-    float c = x < -87.3f ? -87.3f : x > 88.7f ? 88.7f : x;
-    float n = (c * log2e + round) - round; /* round to nearest */
-    float r = (c - n * ln2_hi) - n * ln2_lo;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    float y = p * two_n;
-    y = x < -87.3f ? 0.0f : y;
-    y = x > 88.7f ? INFINITY : y;
-    return x != x ? x : y;
-}
-
 /* Keys query i sees: [0, visible(i)). */
 static int64_t visible(const xg_attention_args *a, int64_t i)
 {
@@ -151,15 +121,10 @@ static float dot(const float *x, const float *y, int64_t d)
     return s;
 }
 
-/* The range functions are compiled twice on x86-64, for AVX2 and for the
- * baseline, and the loader picks one: every loop above is elementwise (no
- * reassociated sums, no contraction into FMA), so both give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__)
-#define ATT_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ATT_CLONES
-#endif
+/* The range functions are compiled for AVX2 and the baseline (CPU_CLONES):
+ * every loop above is elementwise (no reassociated sums, no contraction
+ * into FMA), so both give the same bits. */
+#define ATT_CLONES CPU_CLONES
 
 /* Per-thread scratch, in floats. */
 static size_t scratch_floats(int64_t d)
@@ -214,11 +179,11 @@ ATT_CLONES static void forward_range(const void *ctx, int64_t begin, int64_t end
                     s[j] *= a->scale;
                     mx = s[j] > mx || s[j] != s[j] ? s[j] : mx;
                 }
-                float alpha = att_exp(row_max[r] - mx), sum = 0.0f;
+                float alpha = cpu_exp(row_max[r] - mx), sum = 0.0f;
                 if (row_max[r] == -INFINITY)
                     alpha = 0.0f; /* nothing summed yet (mx may be -inf) */
                 for (int64_t j = 0; j < n; j++) {
-                    s[j] = att_exp(s[j] - mx);
+                    s[j] = cpu_exp(s[j] - mx);
                     sum += s[j];
                 }
                 row_max[r] = mx;
@@ -253,7 +218,7 @@ ATT_CLONES static void forward_range(const void *ctx, int64_t begin, int64_t end
 /* p_ij from the score and lse_i; 0 where the row saw no key. */
 CPU_INLINE float prob(float s, float lse)
 {
-    return lse == -INFINITY ? 0.0f : att_exp(s - lse);
+    return lse == -INFINITY ? 0.0f : cpu_exp(s - lse);
 }
 
 ATT_CLONES static void backward_q_range(const void *ctx, int64_t begin, int64_t end,

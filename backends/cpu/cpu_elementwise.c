@@ -47,7 +47,8 @@ CPU_INLINE float unary_value(xg_op op, float x)
     case XG_OP_tanh: return tanhf(x);
     case XG_OP_gelu: return x * normal_cdf(x);
     case XG_OP_silu: return x / (1.0f + expf(-x));
-    case XG_OP_gelu_tanh: return 0.5f * x * (1.0f + tanhf(gelu_tanh_arg(x)));
+    case XG_OP_gelu_tanh:
+        return 0.5f * x * (1.0f + cpu_tanh_abs_accurate(gelu_tanh_arg(x)));
     default: assert(!"not a unary op"); return x;
     }
 }
@@ -58,7 +59,7 @@ CPU_INLINE void unary_loop(xg_op op, const float *x, float *y, int64_t n)
         y[i] = unary_value(op, x[i]);
 }
 
-static void unary_range(const void *ctx, int64_t begin, int64_t end, int t)
+CPU_CLONES static void unary_range(const void *ctx, int64_t begin, int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;
@@ -109,7 +110,7 @@ CPU_INLINE float unary_backward_value(xg_op op, float x, float g)
      * (1 + t) / 2 + x/2 (1 - t^2) c (1 + 3 a x^2); PyTorch GeluBackward
      * with approximate='tanh'. */
     case XG_OP_gelu_tanh_backward: {
-        float t = tanhf(gelu_tanh_arg(x));
+        float t = cpu_tanh_abs_accurate(gelu_tanh_arg(x));
         return g * (0.5f * (1.0f + t) +
                     0.5f * x * (1.0f - t * t) * GELU_TANH_C *
                         (1.0f + 3.0f * GELU_TANH_A * x * x));
@@ -125,7 +126,7 @@ CPU_INLINE void unary_backward_loop(xg_op op, const float *x, const float *g,
         dx[i] = unary_backward_value(op, x[i], g[i]);
 }
 
-static void unary_backward_range(const void *ctx, int64_t begin, int64_t end,
+CPU_CLONES static void unary_backward_range(const void *ctx, int64_t begin, int64_t end,
                                  int t)
 {
     (void)t;
