@@ -226,16 +226,18 @@ def curve(a):
     model.load_state_dict(init, strict=True)
     opt = adamw(model, a.lr, a.weight_decay)
     steps = int(bmeta["steps"])
-    val = batches["val_x"].long(), batches["val_y"].long()
+    n_val = int(bmeta["eval_batches"])
+    val = [(batches["val_x%d" % k].long(), batches["val_y%d" % k].long())
+           for k in range(n_val)]
     with open(a.out, "w") as f:
         f.write("step,val_loss\n")
         for k in range(steps + 1):
             if k % a.eval_every == 0 or k == steps:
                 model.eval()
-                with torch.no_grad():
-                    lg = model(val[0])
-                    vl = F.cross_entropy(lg.reshape(-1, vocab),
-                                         val[1].reshape(-1)).item()
+                with torch.no_grad():  # the mean of the batches' means
+                    vl = sum(F.cross_entropy(model(x).reshape(-1, vocab),
+                                             y.reshape(-1)).item()
+                             for x, y in val) / n_val
                 model.train()
                 f.write("%d,%.6f\n" % (k, vl))
                 print("step %d val_loss %.4f" % (k, vl), flush=True)

@@ -792,7 +792,8 @@ static int eval_file(run *r, double *out)
 }
 
 /* --dump-batches: every training batch of the run (x0, y0, ...) and the
- * validation batches concatenated (val_x, val_y), with the step count. */
+ * validation batches (val_x0, val_y0, ...), with their counts ("steps",
+ * "eval_batches") as metadata. */
 static int dump_batches(run *r)
 {
     xg_safetensors_writer *w = xg_safetensors_writer_new();
@@ -811,27 +812,27 @@ static int dump_batches(run *r)
             st = xg_safetensors_writer_add(w, ny, y);
         xg_scope_end(s);
     }
-    xg_scope *s = xg_scope_begin();
-    xg_tensor **vx = calloc((size_t)r->o.eval_batches, sizeof *vx);
-    xg_tensor **vy = calloc((size_t)r->o.eval_batches, sizeof *vy);
-    if (!vx || !vy)
-        st = XG_ERR_OUT_OF_MEMORY;
-    for (int64_t k = 0; k < r->o.eval_batches && st == XG_OK; k++)
-        st = get_batch(r, true, (uint64_t)k, &vx[k], &vy[k]) ? XG_ERR_IO
-                                                            : XG_OK;
-    if (st == XG_OK)
-        st = xg_safetensors_writer_add(
-            w, "val_x", xg_concat(vx, (int)r->o.eval_batches, 0));
-    if (st == XG_OK)
-        st = xg_safetensors_writer_add(
-            w, "val_y", xg_concat(vy, (int)r->o.eval_batches, 0));
-    xg_scope_end(s);
-    free(vx);
-    free(vy);
-    char steps[32];
+    for (int64_t k = 0; k < r->o.eval_batches && st == XG_OK; k++) {
+        xg_scope *s = xg_scope_begin();
+        char nx[40], ny[40];
+        xg_tensor *x, *y;
+        snprintf(nx, sizeof nx, "val_x%lld", (long long)k);
+        snprintf(ny, sizeof ny, "val_y%lld", (long long)k);
+        st = get_batch(r, true, (uint64_t)k, &x, &y) ? xg_last_status()
+                                                      : XG_OK;
+        if (st == XG_OK)
+            st = xg_safetensors_writer_add(w, nx, x);
+        if (st == XG_OK)
+            st = xg_safetensors_writer_add(w, ny, y);
+        xg_scope_end(s);
+    }
+    char steps[32], evals[32];
     snprintf(steps, sizeof steps, "%lld", (long long)r->o.steps);
+    snprintf(evals, sizeof evals, "%lld", (long long)r->o.eval_batches);
     if (st == XG_OK)
         st = xg_safetensors_writer_metadata(w, "steps", steps);
+    if (st == XG_OK)
+        st = xg_safetensors_writer_metadata(w, "eval_batches", evals);
     if (st == XG_OK)
         st = xg_safetensors_writer_save(w, r->o.dump_batches);
     xg_safetensors_writer_free(w);
