@@ -124,6 +124,22 @@ typedef struct xg_device xg_device;
  * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT. */
 xg_status xg_device_open(const char *spec, xg_device **out);
 
+/* The device memory that tensors hold, in bytes: what live tensors hold
+ * now (in_use), the most they held at once since the device was opened or
+ * since xg_device_reset_peak_memory (peak), and the limit allocations are
+ * refused past (limit; 0 when the driver reports none and
+ * XGRAD_MEMORY_LIMIT is unset). Backends may keep freed blocks for reuse
+ * beyond this. */
+typedef struct xg_device_memory_info {
+    uint64_t in_use, peak, limit;
+} xg_device_memory_info;
+
+/* Fills *out for dev. Errors: XG_ERR_INVALID_ARG (NULL argument). */
+xg_status xg_device_memory(xg_device *dev, xg_device_memory_info *out);
+
+/* Starts a new peak: sets it to what is in use now. NULL is ignored. */
+void xg_device_reset_peak_memory(xg_device *dev);
+
 /* Closes a device. Tensors still alive on it become unusable (reading them
  * fails with XG_ERR_STATE) but may still be freed. NULL is ignored. */
 void xg_device_close(xg_device *dev);

@@ -293,6 +293,28 @@ xg_status xg__device_result(xg_device *dev, xg_status st)
     return st;
 }
 
+xg_status xg_device_memory(xg_device *dev, xg_device_memory_info *out)
+{
+    if (!dev || !out)
+        return xg_set_error(XG_ERR_INVALID_ARG, "device_memory: NULL %s",
+                            dev ? "out" : "device");
+    xg__device_lock(dev);
+    out->in_use = dev->in_use;
+    out->peak = dev->peak;
+    out->limit = dev->limit;
+    xg__device_unlock(dev);
+    return XG_OK;
+}
+
+void xg_device_reset_peak_memory(xg_device *dev)
+{
+    if (!dev)
+        return;
+    xg__device_lock(dev);
+    dev->peak = dev->in_use;
+    xg__device_unlock(dev);
+}
+
 xg_status xg_device_sync(xg_device *dev)
 {
     if (!dev)

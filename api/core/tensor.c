@@ -128,8 +128,11 @@ static xg_storage *storage_new(xg_device *dev, size_t bytes, const char *who)
     else
         st = xg__device_result(
             dev, dev->backend->alloc(dev->bdev, bytes, &s->buf));
-    if (st == XG_OK)
+    if (st == XG_OK) {
         dev->in_use += bytes;
+        if (dev->in_use > dev->peak)
+            dev->peak = dev->in_use;
+    }
     xg__device_unlock(dev);
     if (st != XG_OK) {
         free(s);
