@@ -374,6 +374,7 @@ static int load_data(const options *o, xg_text **out)
 typedef struct run {
     options o;
     xg_text *text;
+    xg_text *eval_text; /* --eval's file */
     xg_module *model;
     xg_gpt_config cfg;
     xg_optim *opt;
@@ -748,20 +749,18 @@ static int generate(run *r, double *rate)
 /* ===== Evaluation on a file, comparison files ============================ */
 
 /* --eval FILE: the mean loss over every predicted token of FILE's
- * consecutive windows. */
+ * consecutive windows (loaded before training, so that a bad file stops
+ * the run before it starts). */
 static int eval_file(run *r, double *out)
 {
-    xg_text *t = NULL;
+    const xg_text *t = r->eval_text;
     const char *path = r->o.eval_file;
-    if (xg_text_load(&path, 1, &t) != XG_OK)
-        return lib_fail("--eval");
     int64_t windows = xg_text_eval_windows(t, XG_TEXT_ALL, r->cfg.context);
     if (windows <= 0) {
         fprintf(stderr, PROG ": --eval %s: %lld tokens, fewer than one "
                 "window of context + 1 = %lld\n", path,
                 (long long)xg_text_split_len(t, XG_TEXT_ALL),
                 (long long)r->cfg.context + 1);
-        xg_text_free(t);
         return 1;
     }
     int64_t batches = (windows + r->o.batch_size - 1) / r->o.batch_size;
@@ -786,7 +785,6 @@ static int eval_file(run *r, double *out)
     }
     xg_module_set_training(r->model, true);
     xg_set_grad_enabled(grad);
-    xg_text_free(t);
     *out = sum / (double)windows;
     return rc;
 }
@@ -994,6 +992,9 @@ static int main_run(run *r)
     int rc = load_data(&r->o, &r->text);
     if (rc)
         return rc;
+    if (r->o.eval_file &&
+        xg_text_load(&r->o.eval_file, 1, &r->eval_text) != XG_OK)
+        return lib_fail("--eval");
     xg_manual_seed(r->o.seed);
     if ((rc = setup_model(r)))
         return rc;
@@ -1078,6 +1079,7 @@ int main(int argc, char **argv)
     free(r.params);
     xg_module_free(r.model);
     xg_text_free(r.text);
+    xg_text_free(r.eval_text);
     xg_shutdown();
     return rc;
 }
