@@ -18,9 +18,11 @@ Usage:
       clipping, AdamW) on random tokens, every step counted; prints
       "torch_tokens_per_s=N" and the peak RSS.
   gpt_torch.py curve INIT BATCHES OUT.csv [--lr 1e-3 --cosine --warmup N]
-      trains from INIT (an xgrad --save-init file) on the batches that the
-      gpt sample dumped with --dump-batches and writes the validation
-      loss every --eval-every steps, as the sample's --log does.
+      trains from INIT (the gpt sample's --save-init file) on the batches
+      that the sample wrote with --dump-batches and writes OUT.csv in the
+      sample's --log format: the mean training loss every --log-every
+      steps (20) and the validation loss every --eval-every steps (100),
+      on the same validation batches; tools/plot.py draws both logs.
 Exits 77 (skipped) when torch is not installed.
 """
 import argparse
@@ -229,8 +231,10 @@ def curve(a):
     n_val = int(bmeta["eval_batches"])
     val = [(batches["val_x%d" % k].long(), batches["val_y%d" % k].long())
            for k in range(n_val)]
-    with open(a.out, "w") as f:
-        f.write("step,val_loss\n")
+    t0 = time.perf_counter()
+    window, n_window = 0.0, 0
+    with open(a.out, "w") as f:  # the gpt sample's --log format
+        f.write("kind,step,loss,lr,tokens_per_s,elapsed_s,val_loss\n")
         for k in range(steps + 1):
             if k % a.eval_every == 0 or k == steps:
                 model.eval()
@@ -239,7 +243,8 @@ def curve(a):
                                              y.reshape(-1)).item()
                              for x, y in val) / n_val
                 model.train()
-                f.write("%d,%.6f\n" % (k, vl))
+                f.write("eval,%d,,,,%.3f,%.6f\n"
+                        % (k, time.perf_counter() - t0, vl))
                 print("step %d val_loss %.4f" % (k, vl), flush=True)
             if k == steps:
                 break
@@ -252,8 +257,14 @@ def curve(a):
                     lr = a.lr * (1 + math.cos(math.pi * p)) / 2
             for g in opt.param_groups:
                 g["lr"] = lr
-            step(model, opt, batches["x%d" % k].long(),
-                 batches["y%d" % k].long())
+            window += step(model, opt, batches["x%d" % k].long(),
+                           batches["y%d" % k].long())
+            n_window += 1
+            if (k + 1) % a.log_every == 0 or k + 1 == steps:
+                f.write("train,%d,%.6f,%.6g,,%.3f,\n"
+                        % (k + 1, window / n_window, lr,
+                           time.perf_counter() - t0))
+                window, n_window = 0.0, 0
     return 0
 
 
@@ -279,6 +290,7 @@ def main():
         p.add_argument("--lr", type=float, default=1e-3)
         p.add_argument("--weight-decay", type=float, default=0.1)
         p.add_argument("--eval-every", type=int, default=100)
+        p.add_argument("--log-every", type=int, default=20)
         p.add_argument("--cosine", action="store_true")
         p.add_argument("--warmup", type=int, default=0)
         return curve(p.parse_args(sys.argv[2:]))

@@ -5,11 +5,14 @@
     tools/plot.py -o out.png --label cpu cpu.csv --label opencl opencl.csv
 
 Two panels: the training loss against the optimizer step (the train rows)
-and the test accuracy against the epoch (the eval rows), one line per log,
-labelled with its --label (the i-th --label names the i-th log, wherever
-they stand on the command line) or else its file name without .csv. The log format (header
-kind,step,epoch,loss,lr,samples_per_s,elapsed_s,accuracy) is described in
-samples/sample_common.h.
+and, from the eval rows, the test accuracy against the epoch (the image
+samples' logs, header kind,step,epoch,loss,lr,samples_per_s,elapsed_s,
+accuracy, described in samples/sample_common.h) or the validation loss
+against the step (the gpt sample's, header kind,step,loss,lr,tokens_per_s,
+elapsed_s,val_loss, described in samples/gpt.c; bench/gpt_torch.py curve
+writes the same). One line per log, labelled with its --label (the i-th
+--label names the i-th log, wherever they stand on the command line) or
+else its file name without .csv. All logs of one plot are of one kind.
 
 Needs matplotlib (Debian: python3-matplotlib); run with /usr/bin/python3.
 Exit status: 0, 1 for a missing or malformed log or an unwritable output,
@@ -22,6 +25,8 @@ import sys
 
 HEADER = ["kind", "step", "epoch", "loss", "lr", "samples_per_s",
           "elapsed_s", "accuracy"]
+GPT_HEADER = ["kind", "step", "loss", "lr", "tokens_per_s", "elapsed_s",
+              "val_loss"]
 STYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "x"]
 
@@ -39,34 +44,39 @@ def number(cell, path, line, column):
 
 
 def read_log(path):
-    """The log's train points [(step, loss)] and eval points
-    [(epoch, accuracy)]."""
+    """The log's kind ("image" or "gpt"), its train points [(step, loss)]
+    and eval points: [(epoch, accuracy)] or [(step, val_loss)]."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise LogError(f"{path}: {e}")
-    if not rows or rows[0] != HEADER:
-        raise LogError(f"{path}: not a training log: the first line is not "
-                       + ",".join(HEADER))
+    if not rows or rows[0] not in (HEADER, GPT_HEADER):
+        raise LogError(f"{path}: not a training log: the first line is "
+                       "neither " + ",".join(HEADER) + " nor "
+                       + ",".join(GPT_HEADER))
+    header = rows[0]
+    kind = "image" if header == HEADER else "gpt"
+    x_col, y_col = ("epoch", "accuracy") if kind == "image" else \
+        ("step", "val_loss")
     train, evals = [], []
     for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(HEADER):
+        if len(row) != len(header):
             raise LogError(f"{path}:{line}: {len(row)} cells, expected "
-                           f"{len(HEADER)}")
-        cell = dict(zip(HEADER, row))
+                           f"{len(header)}")
+        cell = dict(zip(header, row))
         if cell["kind"] == "train":
             train.append((number(cell["step"], path, line, "step"),
                           number(cell["loss"], path, line, "loss")))
         elif cell["kind"] == "eval":
-            evals.append((number(cell["epoch"], path, line, "epoch"),
-                          number(cell["accuracy"], path, line, "accuracy")))
+            evals.append((number(cell[x_col], path, line, x_col),
+                          number(cell[y_col], path, line, y_col)))
         else:
             raise LogError(f"{path}:{line}: kind {cell['kind']!r} is "
                            "neither train nor eval")
     if not train and not evals:
         raise LogError(f"{path}: no rows")
-    return train, evals
+    return kind, train, evals
 
 
 def label_of(path):
@@ -75,14 +85,14 @@ def label_of(path):
 
 
 def plot(logs, out, title):
-    """Draws [(label, train, evals)] into the PNG `out`."""
+    """Draws [(label, kind, train, evals)] into the PNG `out`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for i, (label, train, evals) in enumerate(logs):
+    for i, (label, _, train, evals) in enumerate(logs):
         style = {"linestyle": STYLES[i % len(STYLES)], "label": label}
         if train:
             loss_ax.plot(*zip(*train), **style)
@@ -91,8 +101,13 @@ def plot(logs, out, title):
                         **style)
     loss_ax.set(xlabel="step", ylabel="training loss",
                 title="training loss (mean over each logged interval)")
-    acc_ax.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
-    acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if logs[0][1] == "image":
+        acc_ax.set(xlabel="epoch", ylabel="test accuracy",
+                   title="test accuracy")
+        acc_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        acc_ax.set(xlabel="step", ylabel="validation loss",
+                   title="validation loss")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -124,6 +139,11 @@ def main(argv):
                 for label, path in zip(labels, args.logs)]
     except LogError as e:
         print(f"plot.py: {e}", file=sys.stderr)
+        return 1
+    kinds = {log[1] for log in logs}
+    if len(kinds) > 1:
+        print("plot.py: the logs are of different kinds (image samples' "
+              "and gpt's): plot them separately", file=sys.stderr)
         return 1
     try:
         plot(logs, args.output, args.title)

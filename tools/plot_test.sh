@@ -30,6 +30,15 @@ expect() {
 "$python" "$plot" -o "$dir/ab.png" --label first "$dir/a.csv" "$dir/b.csv"
 [ "$(head -c 4 "$dir/ab.png" | tail -c 3)" = PNG ] || fail "ab.png is not a PNG"
 
+# the gpt sample's log: validation loss by step in the second panel
+printf '%s\n' kind,step,loss,lr,tokens_per_s,elapsed_s,val_loss \
+    'train,20,2.500000,0.001,9000.0,1.000,' \
+    'eval,20,,,,1.100,2.400000' 'train,40,2.100000,0.001,9100.0,2.000,' \
+    'eval,40,,,,2.100,2.050000' >"$dir/gpt.csv"
+"$python" "$plot" -o "$dir/gpt.png" "$dir/gpt.csv" "$dir/gpt.csv"
+[ "$(head -c 4 "$dir/gpt.png" | tail -c 3)" = PNG ] || fail "gpt.png is not a PNG"
+expect 1 "different kinds" -o "$dir/x.png" "$dir/a.csv" "$dir/gpt.csv"
+
 expect 1 "missing.csv" -o "$dir/x.png" "$dir/missing.csv"
 printf 'step,loss\n1,2\n' >"$dir/other.csv"
 expect 1 "not a training log" -o "$dir/x.png" "$dir/other.csv"
