@@ -11,7 +11,9 @@
 # CONFIGS (the sample's default and a larger one, as "layers heads embd
 # context batch" separated by ';'), TORCH_THREADS (2), PYTHON (the first of
 # python3, /usr/bin/python3 that imports torch), GEN (200) tokens for the
-# generation figures, XGRAD_BACKEND (as usual).
+# generation figures, XGRAD_BACKEND (as usual). PyTorch runs with
+# OMP_WAIT_POLICY=PASSIVE: on a shared machine its OpenMP threads would
+# otherwise spin, and measure the machine's load more than PyTorch.
 set -euo pipefail
 build=${1:-build}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,7 +47,7 @@ for cfg in "${cfgs[@]}"; do
               --eval-every 1000000 --eval-batches 1 2>&1)
         xs+=("$(sed -n 's/.* tokens_per_s=\([0-9.]*\).*/\1/p' <<<"$out")")
         xm+=("$(sed -n 's/.*maxrss_kb=\([0-9]*\).*/\1/p' <<<"$out")")
-        out=$("$python" "$here/gpt_torch.py" bench --layers "$l" --heads "$h" \
+        out=$(OMP_WAIT_POLICY=PASSIVE "$python" "$here/gpt_torch.py" bench --layers "$l" --heads "$h" \
               --embd "$e" --context "$c" --batch-size "$b" --steps "$steps" \
               --threads "${TORCH_THREADS:-2}")
         ts+=("$(sed -n 's/.*torch_tokens_per_s=\([0-9.]*\).*/\1/p' <<<"$out")")
