@@ -48,6 +48,19 @@ static char *path_in(const char *dir, const char *file)
 
 /* ==== Saving ============================================================== */
 
+/* The shortest decimal that reads back as f, as a JSON real: 0.1f is
+ * written 0.1, as Python writes PEFT's floats. */
+static json_t *short_real(float f)
+{
+    char buf[32];
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)f);
+        if (strtof(buf, NULL) == f)
+            break;
+    }
+    return json_real(strtod(buf, NULL));
+}
+
 /* adapter_config.json's object, as PEFT's LoraConfig writes it. */
 static json_t *config_json(const xg__lora_root *rec, bool all_conv1d,
                            bool gpt, const char *base)
@@ -61,14 +74,14 @@ static json_t *config_json(const xg__lora_root *rec, bool all_conv1d,
     json_t *alpha = rec->alpha == floorf(rec->alpha) &&
                             fabsf(rec->alpha) < 0x1p31f
                         ? json_integer((json_int_t)rec->alpha)
-                        : json_real((double)rec->alpha);
+                        : short_real(rec->alpha);
     json_t *o = targets && alpha ? json_object() : NULL;
     bool ok = o != NULL;
     ok = ok && !json_object_set_new(o, "peft_type", json_string("LORA"));
     ok = ok && !json_object_set_new(o, "r", json_integer(rec->r));
     ok = ok && !json_object_set(o, "lora_alpha", alpha);
     ok = ok && !json_object_set_new(o, "lora_dropout",
-                                    json_real((double)rec->dropout));
+                                    short_real(rec->dropout));
     ok = ok && !json_object_set(o, "target_modules", targets);
     ok = ok && !json_object_set_new(o, "fan_in_fan_out",
                                     json_boolean(all_conv1d));
