@@ -216,7 +216,8 @@ static void peft_config_free(peft_config *p)
     json_decref(p->root);
 }
 
-/* A field that must be absent, null or `ok_when` says it is harmless. */
+/* True when a field asks for a feature xgrad's LoRA lacks; absent or null
+ * fields, false flags, empty patterns and bias "none" are harmless. */
 static bool unsupported(const json_t *v, const char *field)
 {
     if (!v || json_is_null(v))
