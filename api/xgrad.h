@@ -1160,6 +1160,132 @@ xg_status xg_checkpoint_save(const char *path, const xg_module *m,
 xg_status xg_checkpoint_load(const char *path, xg_module *m, xg_optim *opt,
                              xg_train_state *state);
 
+/* ===== LoRA: low-rank adapters ===========================================
+ * LoRA (Hu et al., 2021) fine-tunes a model by training, beside each
+ * frozen target layer y = base(x), a low-rank update:
+ *   y = base(x) + scale * dropout(x) A^T B^T,   scale = alpha / r,
+ * with A [r, in] and B [out, r]; dropout applies to the branch's input
+ * only, in training mode only. It works on any module tree. A module is a
+ * candidate when its class is named "Linear" (weight [out, in],
+ * y = x W^T + b: xg_linear, or a user class of that name) or "Conv1D"
+ * (GPT-2's: weight [in, out], y = x W + b, as xg_gpt's projections) and it
+ * has a 2-D parameter "weight". A candidate is a target when its dotted
+ * path below the root equals one of the targets or ends with "." and a
+ * target, as PEFT matches target_modules: "c_attn" selects every
+ * h.{i}.attn.c_attn of a GPT, "attn.c_proj" only the attention's c_proj.
+ *
+ * Design. Each target gets two child modules, "lora_A" (a Linear in -> r
+ * without bias, weight [r, in]) and "lora_B" (a Linear r -> out without
+ * bias, weight [out, r]), so the adapter's parameters are named
+ * "h.0.attn.c_attn.lora_A.weight" (PEFT's names less its adapter name)
+ * and are listed, saved, loaded, checkpointed and optimised as any
+ * others. The target keeps its class, parameters and forward; it carries
+ * a LoRA record, and xg_module_forward adds scale * lora_B(lora_A(
+ * dropout(x))) to the output of the module's own forward whenever the
+ * module carries one, whoever calls it (a Sequential, the GPT and its KV
+ * cache, a user's forward). The branch is made of existing ops (dropout,
+ * matmul, mul_scalar, add), so it runs on every backend and autograd
+ * differentiates it. The root passed to xg_lora_apply records the
+ * configuration and every parameter's requires_grad from before. */
+
+typedef struct xg_lora_config {
+    int r;                      /* rank, >= 1 */
+    float alpha;                /* scale = alpha / r; finite */
+    float dropout;              /* branch input dropout, in [0, 1) */
+    const char *const *targets; /* names or dotted-path suffixes */
+    int n_targets;              /* >= 1 */
+} xg_lora_config;
+
+/* PEFT's LoraConfig defaults with its default target for GPT-2: r 8,
+ * alpha 8, dropout 0, targets {"c_attn"} (the fused query, key, value
+ * projection; the array is static). */
+xg_lora_config xg_lora_config_default(void);
+
+/* Adds LoRA to every target below `root` (see above): A uniform in
+ * +-1/sqrt(in) (torch's kaiming_uniform_ with a = sqrt(5), as PEFT
+ * initialises lora_A) from the thread's generator, one target after the
+ * other in xg_module_param order; B zeros, so the model's outputs are
+ * unchanged until B is trained. Then freezes every parameter of the tree
+ * (xg_tensor_requires_grad false: optimizers skip them and keep no state
+ * for them, so the base weights stay bit for bit) except the new A and B,
+ * and records the flags it found for xg_lora_merge. cfg is copied.
+ * Errors (nothing changed, though the generator may have advanced on a
+ * device error): XG_ERR_INVALID_ARG (NULL argument, r < 1, alpha not
+ * finite, dropout outside [0, 1), n_targets < 1, a NULL or empty target, a
+ * target that selects a module that is neither a Linear nor a Conv1D
+ * (named with its path), LoRA already applied in the tree (merge it
+ * first), a target with a child "lora_A" or "lora_B" already),
+ * XG_ERR_NOT_FOUND (a target that selects no module; PEFT only refuses
+ * when all select nothing), XG_ERR_OUT_OF_MEMORY, device errors. */
+xg_status xg_lora_apply(xg_module *root, const xg_lora_config *cfg);
+
+/* Writes the adapter of `root` (a tree xg_lora_apply was called on, with
+ * root that module) into the folder `dir` (made when missing; its parent
+ * must exist), as PEFT's save_pretrained does, both files atomically:
+ *   adapter_model.safetensors  for each LoRA'd layer at dotted path P:
+ *       "base_model.model." PREFIX P ".lora_A.weight"  F32 [r, in]
+ *       "base_model.model." PREFIX P ".lora_B.weight"  F32 [out, r]
+ *     with __metadata__ {"format": "pt"}. PREFIX is "transformer." when
+ *     root is a GPT (xg_gpt): its names are those of Hugging Face's
+ *     GPT2LMHeadModel below "transformer", so the adapter loads with
+ *     PeftModel.from_pretrained over GPT2LMHeadModel; for any other root
+ *     it is empty (root is the model PEFT wraps).
+ *   adapter_config.json  LoraConfig's fields as PEFT 0.10 writes them
+ *     (indented, keys sorted): peft_type "LORA", r, lora_alpha (an integer
+ *     when alpha is one), lora_dropout, target_modules (the targets),
+ *     fan_in_fan_out (true when every LoRA'd layer is a Conv1D),
+ *     base_model_name_or_path (NULL: null), bias "none", task_type
+ *     "CAUSAL_LM" for a GPT (else null), inference_mode true,
+ *     init_lora_weights true, use_rslora and use_dora false, rank_pattern
+ *     and alpha_pattern {}, loftq_config {}, megatron_core "megatron.core",
+ *     and null for auto_mapping, revision, modules_to_save,
+ *     layers_to_transform, layers_pattern, megatron_config and
+ *     layer_replication.
+ * Errors: XG_ERR_INVALID_ARG (NULL root or dir), XG_ERR_STATE (root has
+ * no LoRA of its own: xg_lora_apply was not called on it, or it was
+ * merged), XG_ERR_IO, XG_ERR_OUT_OF_MEMORY, device errors. */
+xg_status xg_lora_save_peft(const xg_module *root, const char *dir,
+                            const char *base_model_name_or_path);
+
+/* Loads the adapter in folder `dir` written by xg_lora_save_peft or by
+ * PEFT's save_pretrained (adapter_config.json and
+ * adapter_model.safetensors; adapter_model.bin is not read). When the
+ * tree has no LoRA yet, applies it as xg_lora_apply with the file's r,
+ * lora_alpha, lora_dropout and target_modules, and the file's A and B as
+ * the initial values (the generator is not used); when it has, the LoRA
+ * applied on root must have the same r, alpha and layers (its dropout is
+ * kept), and A and B are overwritten. Keys are read with the PREFIX of
+ * xg_lora_save_peft, with or without PEFT's adapter name
+ * (".lora_A.weight" or ".lora_A.default.weight"). Fields a config may
+ * hold that xgrad does not implement are refused, not ignored: use_dora
+ * or use_rslora true, a non-empty rank_pattern or alpha_pattern,
+ * layers_to_transform or modules_to_save not null, bias other than
+ * "none", target_modules given as a regular expression (a string).
+ * Everything is checked before anything changes; each refusal names the
+ * key or field and the file: XG_ERR_FORMAT (peft_type not "LORA", r,
+ * lora_alpha, lora_dropout or target_modules missing or malformed, an
+ * unsupported feature, a key missing, a key that is not one of the
+ * adapter's, e.g. for a layer that is not in the tree), XG_ERR_SHAPE (a
+ * tensor of another shape), XG_ERR_DTYPE (not F32), XG_ERR_INVALID_ARG
+ * (NULL argument, an applied LoRA that differs), XG_ERR_IO (a file
+ * missing or unreadable), and those of xg_lora_apply (a target that
+ * selects nothing or a module that is not a Linear or Conv1D). */
+xg_status xg_lora_load_peft(xg_module *root, const char *dir);
+
+/* Folds each LoRA'd layer below root into its weight, W += scale B A for
+ * a Linear ([out, in]) and W += scale (B A)^T for a Conv1D ([in, out]),
+ * then removes the lora_A and lora_B children and the records, so the
+ * tree has the names, forward and file layout it had before the apply.
+ * When root is the module xg_lora_apply was called on, every parameter
+ * gets back the requires_grad it had before the apply; merging a subtree
+ * leaves its parameters frozen (merge the root later to restore them).
+ * The merged weights hold the sums rounded to f32, so outputs equal the
+ * adapted model's to rounding, not bit for bit. Optimizers over the
+ * adapter's parameters must be freed first (the tensors go). Errors
+ * (nothing changed): XG_ERR_INVALID_ARG (NULL), XG_ERR_STATE (no LoRA
+ * below root), XG_ERR_OUT_OF_MEMORY, device errors. */
+xg_status xg_lora_merge(xg_module *root);
+
 #ifdef __cplusplus
 }
 #endif

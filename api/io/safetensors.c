@@ -1018,3 +1018,10 @@ static xg_status write_atomic(const char *path, const part *parts, int n)
     free(tmp);
     return st;
 }
+
+xg_status xg__write_file_atomic(const char *path, const void *data,
+                                size_t len)
+{
+    part p = {data, len};
+    return write_atomic(path, &p, 1);
+}

@@ -48,4 +48,9 @@ xg_status xg__module_load_from(xg_module *m, const xg_safetensors *st);
 xg_status xg__checkpoint_load_from(const xg_safetensors *st, xg_module *m,
                                    xg_optim *opt, xg_train_state *state);
 
+/* Writes `len` bytes to `path` atomically, as xg_safetensors_writer_save
+ * writes its files (LoRA's adapter_config.json). Errors: XG_ERR_IO. */
+xg_status xg__write_file_atomic(const char *path, const void *data,
+                                size_t len);
+
 #endif

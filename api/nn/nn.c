@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/nn_impl.h"
 #include "ops/ops_impl.h"
 
 #define MAX_NAME 64 /* names are 1..MAX_NAME-1 characters */
@@ -46,6 +47,9 @@ struct xg_module {
     /* Rebuilt when some module has changed (flat_gen != tree_gen). */
     flat_list flat_params, flat_buffers;
     unsigned flat_gen;
+
+    xg__lora *lora;           /* LoRA on this layer (nn_impl.h); owned */
+    xg__lora_root *lora_root; /* xg_lora_apply's record on its root; owned */
 };
 
 /* Bumped whenever any module gains a parameter, buffer or child. */
@@ -118,6 +122,8 @@ static void module_destroy(xg_module *m)
     free(m->children);
     flat_free(&m->flat_params);
     flat_free(&m->flat_buffers);
+    free(m->lora);
+    xg__lora_root_free(m->lora_root);
     free(m);
 }
 
@@ -554,6 +560,60 @@ xg_status xg_module_dict_add(xg_module *dict, const char *name,
                      &module_dict_class);
 }
 
+/* ---- LoRA's records (nn_impl.h) ------------------------------------------ */
+
+const xg__lora *xg__module_lora(const xg_module *m)
+{
+    return m ? m->lora : NULL;
+}
+
+bool xg__module_set_lora(xg_module *m, const xg__lora *l)
+{
+    xg__lora *copy = NULL;
+    if (l && !(copy = malloc(sizeof *copy))) {
+        xg_set_error(XG_ERR_OUT_OF_MEMORY, "lora: out of host memory");
+        return false;
+    }
+    if (copy)
+        *copy = *l;
+    free(m->lora);
+    m->lora = copy;
+    return true;
+}
+
+xg__lora_root *xg__module_lora_root(const xg_module *m)
+{
+    return m ? m->lora_root : NULL;
+}
+
+void xg__module_set_lora_root(xg_module *m, xg__lora_root *r)
+{
+    if (m->lora_root != r)
+        xg__lora_root_free(m->lora_root);
+    m->lora_root = r;
+}
+
+xg_module *xg__module_root(const xg_module *m)
+{
+    return (xg_module *)root_of(m);
+}
+
+xg_status xg__module_remove_child(xg_module *m, const char *name)
+{
+    for (int i = 0; i < m->n_children; i++) {
+        if (strcmp(m->children[i].name, name) != 0)
+            continue;
+        module_destroy(m->children[i].module);
+        memmove(&m->children[i], &m->children[i + 1],
+                (size_t)(m->n_children - i - 1) * sizeof *m->children);
+        m->n_children--;
+        tree_gen++;
+        return XG_OK;
+    }
+    return xg_set_error(XG_ERR_NOT_FOUND, "module: the %s has no child '%s'",
+                        m->cls->name, name);
+}
+
 /* ---- using modules ------------------------------------------------------- */
 
 xg_tensor *xg_module_forward(xg_module *m, xg_tensor *x)
@@ -571,6 +631,8 @@ xg_tensor *xg_module_forward(xg_module *m, xg_tensor *x)
         return NULL;
     xg_scope *scope = xg__composite_begin();
     xg_tensor *y = m->cls->forward(m, x);
+    if (y && m->lora) /* LoRA's branch: nn_impl.h */
+        y = xg__lora_branch(m, x, y);
     if (y == x) /* an identity: a new handle, so the caller owns one */
         y = xg_reshape(x, x->shape, x->ndim);
     else if (!y && xg_last_status() == XG_OK)
@@ -774,6 +836,20 @@ xg_module *xg_linear(int64_t in_features, int64_t out_features, bool bias)
     int64_t wshape[2] = {out_features, in_features};
     if (!uniform_param(m, "weight", wshape, 2, bound) ||
         (bias && !uniform_param(m, "bias", &out_features, 1, bound))) {
+        xg_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+xg_module *xg__linear_with(xg_tensor *weight)
+{
+    xg_module *m = layer_new(&linear_class, NULL, 0);
+    if (!m) {
+        xg_tensor_free(weight);
+        return NULL;
+    }
+    if (xg_module_add_param(m, "weight", weight) != XG_OK) {
         xg_module_free(m);
         return NULL;
     }
