@@ -317,16 +317,20 @@ static xg_status check_tied(const xg_safetensors *st, const xg__st_entry *lm,
     return XG_OK;
 }
 
-/* Copies the planned tensors into m's parameters; `buf` holds the largest
- * one as floats. */
+/* Copies the planned tensors into m's parameters: F32 as it is, the others
+ * through `buf`, which holds the largest one as floats. */
 static xg_status fill(const xg_module *m, const xg__st_entry **src,
                       float *buf)
 {
     for (int i = 0; i < xg_module_param_count(m); i++) {
         xg_tensor *p = xg_module_param(m, i, NULL);
-        xg__safetensors_to_f32(src[i], buf);
-        xg_status s = xg_tensor_write(p, buf, (size_t)xg_tensor_numel(p) *
-                                                  sizeof(float));
+        const void *from = src[i]->data;
+        if (strcmp(src[i]->dtype, "F32") != 0) {
+            xg__safetensors_to_f32(src[i], buf);
+            from = buf;
+        }
+        xg_status s = xg_tensor_write(p, from, (size_t)xg_tensor_numel(p) *
+                                                   sizeof(float));
         if (s != XG_OK)
             return s;
     }

@@ -391,11 +391,12 @@ static xg_module *gpt_new(const xg_gpt_config *config, bool init)
         return NULL;
     const xg_gpt_config *cfg = &s->cfg;
     int64_t c = cfg->n_embd;
+    xg_module *(*embedding)(int64_t, int64_t) =
+        init ? xg_embedding_layer : xg__embedding_layer_zeros;
     bool ok =
-        xg_module_add_child(m, "wte", xg_embedding_layer(cfg->vocab_size, c)) ==
+        xg_module_add_child(m, "wte", embedding(cfg->vocab_size, c)) ==
             XG_OK &&
-        xg_module_add_child(m, "wpe", xg_embedding_layer(cfg->context, c)) ==
-            XG_OK &&
+        xg_module_add_child(m, "wpe", embedding(cfg->context, c)) == XG_OK &&
         (!init ||
          (renormal(xg_module_find_param(m, "wte.weight"), 0.02f) &&
           renormal(xg_module_find_param(m, "wpe.weight"), 0.02f)));
@@ -421,11 +422,7 @@ xg_module *xg_gpt(const xg_gpt_config *config)
 
 xg_module *xg__gpt_blank(const xg_gpt_config *config)
 {
-    uint64_t seed, offset;
-    xg_rng_state(&seed, &offset);
-    xg_module *m = gpt_new(config, false);
-    xg_rng_set_state(seed, offset);
-    return m;
+    return gpt_new(config, false);
 }
 
 bool xg_gpt_config_of(const xg_module *m, xg_gpt_config *config)

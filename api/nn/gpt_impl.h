@@ -6,9 +6,12 @@
 #include "xgrad.h"
 
 /* xg_gpt without the initialisation, for a loader that overwrites every
- * parameter: the Conv1D weights are zeros, the embeddings hold whatever
- * their layers drew, and the thread's generator is left as it was. Same
- * errors as xg_gpt. */
+ * parameter: weights and biases zeros (LayerNorm weights ones), and the
+ * thread's generator is not used. Same errors as xg_gpt. */
 xg_module *xg__gpt_blank(const xg_gpt_config *config);
+
+/* xg_embedding_layer with a zero weight, without using the generator
+ * (api/nn/nn.c). */
+xg_module *xg__embedding_layer_zeros(int64_t num, int64_t dim);
 
 #endif
