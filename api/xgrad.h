@@ -1048,7 +1048,9 @@ xg_optim *xg_gpt_adamw(xg_module *gpt, const xg_adam_options *options);
  * dropout outside [0, 1)), XG_ERR_NOT_FOUND (no config.json or
  * model.safetensors, a weight missing), XG_ERR_FORMAT (config.json not
  * JSON, a size missing or not an integer >= 1, another model_type or
- * architecture setting, an unexpected tensor, lm_head.weight not wte),
+ * architecture setting, an unexpected tensor, lm_head.weight not wte, a
+ * model.safetensors too small for config.json's sizes: checked before
+ * the model is built),
  * XG_ERR_SHAPE, XG_ERR_DTYPE (a weight not F32/F16/BF16), those of
  * xg_safetensors_open (a truncated or malformed file), XG_ERR_TOO_LARGE,
  * XG_ERR_IO, device errors. */

@@ -399,6 +399,21 @@ Test(gpt_hf, bad_config_values_are_named)
     }
 }
 
+/* Sizes the file cannot back are refused before a model is built. */
+Test(gpt_hf, sizes_beyond_the_file_are_refused_first)
+{
+    xg_module_free(save_good());
+    edit_config("\"n_layer\": 2", "\"n_layer\": 90000");
+    expect_refused(XG_ERR_FORMAT, "good/model.safetensors", "cannot hold");
+    xg_module_free(save_good());
+    edit_config("\"n_embd\": 8", "\"n_embd\": 67108864");
+    expect_refused(XG_ERR_TOO_LARGE, "good/config.json", "this large");
+    xg_module_free(save_good());
+    edit_config("\"n_layer\": 2", "\"n_layer\": 3");
+    expect_refused(XG_ERR_NOT_FOUND, "good/model.safetensors",
+                   "'transformer.h.2.ln_1.weight' is missing");
+}
+
 /* What config.json may leave out: GPT2Config's defaults; model_type. */
 Test(gpt_hf, a_minimal_config_loads_with_gpt2_defaults)
 {

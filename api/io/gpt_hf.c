@@ -337,12 +337,34 @@ static xg_status fill(const xg_module *m, const xg__st_entry **src,
     return XG_OK;
 }
 
+/* A file too small for the GPT that config.json describes is refused
+ * before the model is built: so a config with huge sizes costs nothing
+ * unless the file really holds that many weights. */
+static xg_status check_size(const xg_safetensors *st, const xg_gpt_config *c)
+{
+    double cc = (double)c->n_embd, data = 0;
+    double params = (double)(c->vocab_size + c->context) * cc +
+                    (double)c->n_layer * (12 * cc * cc + 13 * cc) + 2 * cc;
+    for (int i = 0; i < xg_safetensors_count(st); i++)
+        data += (double)xg__safetensors_entry(st, i)->bytes;
+    if (2 * params <= data) /* at least 2 bytes a weight (F16, BF16) */
+        return XG_OK;
+    return xg_set_error(XG_ERR_FORMAT, "%s: %.0f bytes of tensors cannot "
+                        "hold the %.0f weights of config.json's GPT-2 (%lld "
+                        "layers, %lld wide, vocab %lld, %lld positions)",
+                        xg__safetensors_label(st), data, params,
+                        (long long)c->n_layer, (long long)c->n_embd,
+                        (long long)c->vocab_size, (long long)c->context);
+}
+
 xg_module *xg__gpt_hf_from(const xg_safetensors *st, const xg_gpt_config *cfg)
 {
     if (!st || !cfg) {
         xg_set_error(XG_ERR_INVALID_ARG, "gpt_load_hf: NULL argument");
         return NULL;
     }
+    if (!xg__gpt_config_ok(cfg) || check_size(st, cfg) != XG_OK)
+        return NULL;
     xg_module *m = xg__gpt_blank(cfg);
     if (!m) {
         char why[512];
@@ -410,6 +432,11 @@ xg_module *xg_gpt_load_hf(const char *dir, const float *dropout)
         s = parse_config(config_path, root, &cfg);
     if (s == XG_OK && dropout)
         cfg.dropout = *dropout;
+    if (s == XG_OK && !xg__gpt_config_ok(&cfg)) { /* e.g. sizes too large */
+        char why[512];
+        snprintf(why, sizeof why, "%s", xg_last_error());
+        s = xg_set_error(xg_last_status(), "%s: %s", config_path, why);
+    }
     if (s == XG_OK)
         s = xg_safetensors_open(model_path, &st);
     xg_module *m = s == XG_OK ? xg__gpt_hf_from(st, &cfg) : NULL;

@@ -283,7 +283,7 @@ xg_gpt_config xg_gpt_config_gpt2(void)
                            .layer_norm_eps = 1e-5f};
 }
 
-static bool config_ok(const xg_gpt_config *c)
+bool xg__gpt_config_ok(const xg_gpt_config *c)
 {
     if (!c) {
         xg_set_error(XG_ERR_INVALID_ARG, "gpt: the configuration is NULL");
@@ -378,7 +378,7 @@ static xg_module *block_new(const xg_gpt_config *cfg, bool init)
 
 static xg_module *gpt_new(const xg_gpt_config *config, bool init)
 {
-    if (!config_ok(config))
+    if (!xg__gpt_config_ok(config))
         return NULL;
     gpt_state *s = malloc(sizeof *s);
     if (!s) {

@@ -5,6 +5,9 @@
 
 #include "xgrad.h"
 
+/* Whether xg_gpt accepts the configuration; the error set when not. */
+bool xg__gpt_config_ok(const xg_gpt_config *c);
+
 /* xg_gpt without the initialisation, for a loader that overwrites every
  * parameter: weights and biases zeros (LayerNorm weights ones), and the
  * thread's generator is not used. Same errors as xg_gpt. */
