@@ -306,6 +306,12 @@ Test(gpt_hf, lm_head_must_be_wte)
     xg_module_free(save_good());
     rewrite((edit){.extra = "lm_head.weight", .extra_t = filled(0, 8, 13)});
     expect_refused(XG_ERR_SHAPE, "model.safetensors", "'lm_head.weight'");
+    xg_module_free(save_good());
+    int32_t ints[13 * 8] = {0};
+    int64_t ishape[2] = {13, 8};
+    rewrite((edit){.extra = "lm_head.weight",
+                   .extra_t = xg_tensor_from_data(ints, XG_I32, ishape, 2)});
+    expect_refused(XG_ERR_DTYPE, "model.safetensors", "'lm_head.weight'");
     xg_module_free(m);
 }
 

@@ -298,7 +298,8 @@ static xg_status check_tied(const xg_safetensors *st, const xg__st_entry *lm,
     if (!same || !is_float_dtype(lm->dtype)) {
         char got[160];
         xg__shape_str(lm->shape, lm->ndim, got, sizeof got);
-        return xg_set_error(XG_ERR_SHAPE, "%s: tensor 'lm_head.weight' is %s "
+        return xg_set_error(same ? XG_ERR_DTYPE : XG_ERR_SHAPE, "%s: tensor "
+                            "'lm_head.weight' is %s "
                             "%s, not a float tensor of wte's shape (xgrad's "
                             "GPT ties the output projection to wte)", label,
                             lm->dtype, got);
