@@ -1019,6 +1019,58 @@ bool xg_gpt_config_of(const xg_module *m, xg_gpt_config *config);
  * GPT, bad options), XG_ERR_OUT_OF_MEMORY. */
 xg_optim *xg_gpt_adamw(xg_module *gpt, const xg_adam_options *options);
 
+/* ---- GPT-2 checkpoints in Hugging Face's folder layout ----
+ * A folder holding config.json (GPT2Config) and model.safetensors
+ * (GPT2LMHeadModel's weights), as transformers' save_pretrained writes
+ * them for GPT-2 and as the models on the Hugging Face hub come. */
+
+/* A new GPT on the current device with the weights of the folder `dir`.
+ * From config.json: n_layer, n_head, n_embd, n_positions (the context) and
+ * vocab_size (each required, an integer >= 1), layer_norm_epsilon (default
+ * 1e-5), dropout from resid_pdrop (default 0.1, GPT2Config's), bias on.
+ * model_type, when present, must be "gpt2"; activation_function, when
+ * present, "gelu_new" or "gelu_pytorch_tanh" (both the tanh GELU); n_inner
+ * null or 4 n_embd; scale_attn_weights true; scale_attn_by_inverse_
+ * layer_idx, add_cross_attention false; tie_word_embeddings true. Other
+ * keys are ignored. `dropout` (NULL: config.json's) replaces the dropout,
+ * e.g. 0 for fine-tuning without it.
+ * From model.safetensors: every weight of the GPT above under its name
+ * (see "Models: GPT"), all with the "transformer." prefix or all without,
+ * in F32, F16 or BF16 (converted to f32 exactly), of the exact shape
+ * (the Conv1D weights [in, out] as GPT-2 stores them); the attention mask
+ * buffers h.N.attn.bias and h.N.attn.masked_bias are skipped whatever
+ * their dtype; lm_head.weight, when present, must have wte's shape and,
+ * converted to f32, be bit for bit wte (the model ties them). Anything
+ * else is refused: nothing is returned unless the whole folder fits.
+ * The caller owns the module (in training mode, as xg_gpt's). The
+ * thread's generator is not used.
+ * Errors, each naming the file and the key: XG_ERR_INVALID_ARG (NULL dir,
+ * dropout outside [0, 1)), XG_ERR_NOT_FOUND (no config.json or
+ * model.safetensors, a weight missing), XG_ERR_FORMAT (config.json not
+ * JSON, a size missing or not an integer >= 1, another model_type or
+ * architecture setting, an unexpected tensor, lm_head.weight not wte, a
+ * model.safetensors too small for config.json's sizes: checked before
+ * the model is built),
+ * XG_ERR_SHAPE, XG_ERR_DTYPE (a weight not F32/F16/BF16), those of
+ * xg_safetensors_open (a truncated or malformed file), XG_ERR_TOO_LARGE,
+ * XG_ERR_IO, device errors. */
+xg_module *xg_gpt_load_hf(const char *dir, const float *dropout);
+
+/* Writes `gpt` (made by xg_gpt or xg_gpt_load_hf) into the folder `dir`
+ * (created with any missing parent) as transformers' GPT2LMHeadModel
+ * loads it: config.json (model_type "gpt2", architectures
+ * ["GPT2LMHeadModel"], the sizes as n_layer, n_head, n_embd, n_positions
+ * and n_ctx (both the context), vocab_size, layer_norm_epsilon,
+ * activation_function "gelu_new", the dropout as resid_pdrop, embd_pdrop
+ * and attn_pdrop, tie_word_embeddings true; bos/eos_token_id 50256 for
+ * GPT-2's 50257-token vocabulary) and model.safetensors (F32, metadata
+ * format "pt", keys "transformer." + the GPT's names, no lm_head.weight:
+ * it is tied). Each file is replaced atomically (model.safetensors
+ * first); xg_gpt_load_hf reads the folder back bit for bit. Errors:
+ * XG_ERR_INVALID_ARG (NULL, not a GPT, a GPT without biases: GPT-2 has
+ * them), XG_ERR_IO (with the path and reason), device errors. */
+xg_status xg_gpt_save_hf(const xg_module *gpt, const char *dir);
+
 /* ---- generation with a KV cache ----
  * A cache keeps each layer's keys and values of the tokens seen so far, so
  * that each new token costs one pass over the cached positions (O(length)
@@ -1075,8 +1127,13 @@ xg_status xg_safetensors_info(const xg_safetensors *st, const char *name,
                               const char **dtype, int64_t *shape, int *ndim);
 
 /* The named tensor on the current device, owned as any new tensor. F32 and
- * I32 load as they are; I64 loads as XG_I32 when every value fits.
- * Errors: XG_ERR_NOT_FOUND, XG_ERR_DTYPE for other dtypes. */
+ * I32 load as they are; I64 loads as XG_I32 when every value fits; F16
+ * and BF16 load as XG_F32, converted exactly (every half and bfloat16 value
+ * is a float: subnormals, zeros' signs, infinities and NaNs are kept).
+ * The conversion gives PyTorch's tensor.float() bits: an F16 NaN keeps
+ * its sign and payload and becomes quiet (IEEE 754's conversion), a BF16
+ * value becomes the upper half of the float's bits, NaN payloads as they
+ * are. Errors: XG_ERR_NOT_FOUND, XG_ERR_DTYPE for other dtypes. */
 xg_tensor *xg_safetensors_tensor(const xg_safetensors *st, const char *name);
 
 /* The value of a __metadata__ key (borrowed), or NULL. */

@@ -5,8 +5,10 @@
  * as a caller would use it: every tensor is looked up and loaded onto the
  * CPU device, and the file is offered to the module and checkpoint
  * loaders with a small model ("fc": Linear(2, 2)) whose optimizer already
- * has state. Nothing may crash, leak or trip a sanitizer; every listed
- * name must be found again.
+ * has state, and to the GPT-2 loader (xg_gpt_load_hf's, after config.json)
+ * for a tiny GPT-2 (vocab 4, context 4, 1 layer, 1 head, 2 wide). Loading
+ * every tensor reaches the F16 / BF16 conversion. Nothing may crash, leak
+ * or trip a sanitizer; every listed name must be found again.
  *
  * Build and run (fuzz/meson.build):
  *   CC=clang meson setup build-fuzz -Dfuzz=enabled -Dopencl=disabled \
@@ -77,6 +79,14 @@ static void load_into_model(const xg_safetensors *st)
     xg_module_free(m);
 }
 
+static void load_gpt2(const xg_safetensors *st)
+{
+    xg_gpt_config cfg = {.vocab_size = 4, .context = 4, .n_layer = 1,
+                         .n_head = 1, .n_embd = 2, .dropout = 0.1f,
+                         .bias = true, .layer_norm_eps = 1e-5f};
+    xg_module_free(xg__gpt_hf_from(st, &cfg));
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
@@ -99,6 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     xg_manual_seed(1);
     query(st);
     load_into_model(st);
+    load_gpt2(st);
     xg_scope_end(scope);
     xg_safetensors_close(st);
     return 0;

@@ -13,7 +13,10 @@ xgrad is driven through ctypes. Checked:
      equal parameters and outputs;
   3. an xgrad Adam checkpoint carries torch.optim.Adam's state: installed
      into torch, one more step gives the parameters xgrad computes;
-  4. an I64 tensor written by torch loads into xgrad as I32.
+  4. an I64 tensor written by torch loads into xgrad as I32;
+  5. F16 and BF16 tensors written from torch load as F32 with the bits of
+     torch's .float(): every one of the 65536 bit patterns of each
+     (subnormals, infinities, NaNs), and values made by torch.
 Exits 77 (skipped) when torch is not installed.
 """
 import collections
@@ -30,9 +33,32 @@ except ImportError:
     print("python3-torch is not installed: skipped")
     sys.exit(77)
 
+# struct codes. Both 16-bit floats travel as their raw bits ("h" on an int16
+# view of the tensor): BF16 has no struct code, and "e" would go through
+# Python floats and lose NaN payloads.
 FORMATS = {"F32": ("f", torch.float32), "I64": ("q", torch.int64),
-           "I32": ("i", torch.int32)}
-DTYPE_NAMES = {torch.float32: "F32", torch.int64: "I64", torch.int32: "I32"}
+           "I32": ("i", torch.int32), "F16": ("e", torch.float16),
+           "BF16": ("h", torch.bfloat16)}
+DTYPE_NAMES = {torch.float32: "F32", torch.int64: "I64", torch.int32: "I32",
+               torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def st_pack(t, code):
+    """t's values (contiguous) as little-endian bytes."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t, code = t.view(torch.int16), "h"
+    return struct.pack("<%d%s" % (t.numel(), code), *t.flatten().tolist())
+
+
+def st_unpack(blob, dtype, code, shape):
+    half = dtype in (torch.float16, torch.bfloat16)
+    code = "h" if half else code
+    count = len(blob) // struct.calcsize(code)
+    values = struct.unpack("<%d%s" % (count, code), blob)
+    if half:
+        return torch.tensor(values, dtype=torch.int16).view(dtype).reshape(
+            shape)
+    return torch.tensor(values, dtype=dtype).reshape(shape)
 
 
 def st_write(path, tensors, metadata=None):
@@ -42,7 +68,7 @@ def st_write(path, tensors, metadata=None):
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous()
         code = FORMATS[DTYPE_NAMES[t.dtype]][0]
-        blob = struct.pack("<%d%s" % (t.numel(), code), *t.flatten().tolist())
+        blob = st_pack(t, code)
         header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
                         "data_offsets": [at, at + len(blob)]}
         blobs.append(blob)
@@ -66,9 +92,7 @@ def st_read(path):
         begin, end = e["data_offsets"]
         assert begin == at, "hole or overlap before " + name
         code, dtype = FORMATS[e["dtype"]]
-        count = (end - begin) // struct.calcsize(code)
-        values = struct.unpack("<%d%s" % (count, code), data[begin:end])
-        tensors[name] = torch.tensor(values, dtype=dtype).reshape(e["shape"])
+        tensors[name] = st_unpack(data[begin:end], dtype, code, e["shape"])
         at = end
     assert at == len(data), "bytes after the last tensor"
     return tensors, metadata
@@ -278,6 +302,47 @@ def int64_loads_as_int32(xg, folder):
     print("ok: torch int64 loads as I32")
 
 
+def float_bits(xg, x):
+    """The raw bits of an F32 tensor (NaN payloads untouched)."""
+    n = xg.lib.xg_tensor_numel(x)
+    buf = C.create_string_buffer(4 * n)
+    xg.check(xg.lib.xg_tensor_read(x, buf, 4 * n) == 0, "read")
+    return torch.tensor(struct.unpack("<%di" % n, buf.raw), dtype=torch.int32)
+
+
+def halves_load_exactly(xg, folder):
+    path = os.path.join(folder, "halves.safetensors")
+    every = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    made = torch.tensor([1.0, -2.5, 1e-7, -6e-5, 65504.0, 1e30, -0.0,
+                         float("inf"), float("-inf"), float("nan")])
+    tensors = {"f16_all": every.view(torch.float16).reshape(256, 256),
+               "bf16_all": every.view(torch.bfloat16).reshape(2, 128, 256),
+               "f16_made": made.half(), "bf16_made": made.bfloat16(),
+               "bf16_tiny": torch.tensor([1e-39, -9.2e-41, 3e38],
+                                         dtype=torch.bfloat16)}
+    st_write(path, tensors)
+    st = C.c_void_p()
+    xg.check(xg.lib.xg_safetensors_open(path.encode(), C.byref(st)) == 0, "open")
+    for name, t in sorted(tensors.items()):
+        x = xg.lib.xg_safetensors_tensor(st, name.encode())
+        xg.check(x, "safetensors_tensor " + name)
+        assert xg.lib.xg_tensor_dtype(x) == Xgrad.XG_F32, name
+        want = t.float().flatten().view(torch.int32)
+        got = float_bits(xg, x)
+        bad = (got != want).nonzero().flatten()
+        assert bad.numel() == 0, "%s: %d values differ from torch's .float()," \
+            " first at %d: xgrad %08x torch %08x" % (
+                name, bad.numel(), bad[0], got[bad[0]].item() & 0xffffffff,
+                want[bad[0]].item() & 0xffffffff)
+        xg.lib.xg_tensor_free(x)
+    # the special values are there: subnormal halves, infinities, NaNs
+    f = tensors["f16_all"].float()
+    assert (f.abs() < 6.2e-5).sum() > 1000 and f.isinf().sum() == 2
+    assert f.isnan().sum() == 2046 and tensors["bf16_tiny"].float()[0] != 0
+    xg.lib.xg_safetensors_close(st)
+    print("ok: F16 and BF16 load as torch's .float(), all 2 x 65536 patterns")
+
+
 def main():
     xg = Xgrad(load_xgrad(sys.argv[1]))
     torch.manual_seed(1)
@@ -288,6 +353,7 @@ def main():
         xgrad_to_torch(xg, folder, x)
         adam_state_matches_torch(xg, folder, x, y)
         int64_loads_as_int32(xg, folder)
+        halves_load_exactly(xg, folder)
     xg.lib.xg_shutdown()
 
 

@@ -324,6 +324,60 @@ Test(safetensors, pytorch_layout_fixture)
     xg_module_free(m);
 }
 
+/* F16 and BF16 bit patterns and the float bits IEEE 754 gives them: zeros,
+ * subnormals, the largest, infinities, NaNs (an F16 NaN becomes quiet, as
+ * IEEE's conversion and PyTorch make it; a BF16 one keeps its bits, as
+ * PyTorch does). Every pattern against PyTorch: safetensors_torch.py. */
+Test(safetensors, half_floats_convert_exactly)
+{
+    static const uint16_t f16[] = {0x0000, 0x8000, 0x0001, 0x03ff, 0x0400,
+                                   0x3c00, 0x7bff, 0x7c00, 0xfc00, 0x7e00,
+                                   0x7c01, 0xfd55};
+    static const uint32_t f16_want[] = {
+        0x00000000, 0x80000000, 0x33800000, /* 2^-24 */
+        0x387fc000, /* 1023 x 2^-24 */ 0x38800000, /* 2^-14 */
+        0x3f800000, 0x477fe000, /* 65504 */ 0x7f800000, 0xff800000,
+        0x7fc00000, 0x7fc02000, /* signalling, made quiet */ 0xffeaa000};
+    static const uint16_t bf16[] = {0x0001, 0x8080, 0x7f7f, 0x7f80, 0xff80,
+                                    0x7fc0, 0x7f81, 0x3f80};
+    uint8_t data[sizeof f16 + sizeof bf16];
+    for (size_t i = 0; i < 12; i++) { /* little-endian */
+        data[2 * i] = (uint8_t)f16[i];
+        data[2 * i + 1] = (uint8_t)(f16[i] >> 8);
+    }
+    for (size_t i = 0; i < 8; i++) {
+        data[24 + 2 * i] = (uint8_t)bf16[i];
+        data[24 + 2 * i + 1] = (uint8_t)(bf16[i] >> 8);
+    }
+    const char *path = in_dir("halves.safetensors");
+    write_st(path,
+             "{\"f16\":{\"dtype\":\"F16\",\"shape\":[3,4],"
+             "\"data_offsets\":[0,24]},"
+             "\"bf16\":{\"dtype\":\"BF16\",\"shape\":[8],"
+             "\"data_offsets\":[24,40]}}",
+             data, sizeof data);
+    xg_safetensors *st = NULL;
+    cr_assert_eq(xg_safetensors_open(path, &st), XG_OK, "%s",
+                 xg_last_error());
+    xg_tensor *a = xg_safetensors_tensor(st, "f16");
+    xg_tensor *b = xg_safetensors_tensor(st, "bf16");
+    cr_assert(a && b, "%s", xg_last_error());
+    cr_assert(xg_tensor_dtype(a) == XG_F32 && xg_tensor_dtype(b) == XG_F32);
+    cr_assert(xg_tensor_ndim(a) == 2 && xg_tensor_dim(a, 1) == 4);
+    uint32_t got[12];
+    cr_assert_eq(xg_tensor_read(a, got, sizeof got), XG_OK);
+    for (size_t i = 0; i < 12; i++)
+        cr_expect_eq(got[i], f16_want[i], "F16 %04x: %08x, expected %08x",
+                     f16[i], got[i], f16_want[i]);
+    cr_assert_eq(xg_tensor_read(b, got, 8 * sizeof *got), XG_OK);
+    for (size_t i = 0; i < 8; i++)
+        cr_expect_eq(got[i], (uint32_t)bf16[i] << 16, "BF16 %04x: %08x",
+                     bf16[i], got[i]);
+    xg_tensor_free(a);
+    xg_tensor_free(b);
+    xg_safetensors_close(st);
+}
+
 Test(safetensors, other_dtypes)
 {
     /* I64 [3] = 1, -2, 3; I32 [2] = 7, -8; F16 [2]; BOOL [3]; F32 [0, 3] */
@@ -354,9 +408,12 @@ Test(safetensors, other_dtypes)
     cr_assert_eq(xg_safetensors_info(st, "half", &dtype, shape, &ndim),
                  XG_OK);
     cr_expect(strcmp(dtype, "F16") == 0 && ndim == 1 && shape[0] == 2);
-    cr_expect_null(xg_safetensors_tensor(st, "half"));
+    tu_assert_values(xg_safetensors_tensor(st, "half"), XG_SHAPE(2),
+                     (const double[]){1.0, -2.0}, 0, 0, "F16 as F32");
+    cr_expect_null(xg_safetensors_tensor(st, "mask"));
     expect_status(xg_last_status(), XG_ERR_DTYPE,
-                  "tensor 'half' is F16; xgrad loads F32, I32 and I64", "F16");
+                  "tensor 'mask' is BOOL; xgrad loads F32, F16, BF16, I32 and "
+                  "I64", "BOOL");
     cr_assert_eq(xg_safetensors_info(st, "empty", &dtype, shape, &ndim),
                  XG_OK);
     cr_expect(ndim == 2 && shape[0] == 0 && shape[1] == 3);

@@ -569,6 +569,51 @@ static int32_t *narrow_i64(const xg__st_entry *e, const char *who)
     return out;
 }
 
+/* IEEE half precision to single, exactly: every half is a float. A
+ * subnormal half is normalised; a NaN keeps its sign and payload and
+ * becomes quiet, as IEEE 754's conversion (and x86's F16C, which PyTorch
+ * uses) makes it. */
+static uint32_t f16_bits_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31;
+    uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ffu;
+    if (exp == 0x1f) /* inf (mant 0) or NaN */
+        return sign | 0x7f800000u | (mant ? 0x400000u : 0) | mant << 13;
+    if (exp != 0)
+        return sign | (exp - 15 + 127) << 23 | mant << 13;
+    if (mant == 0)
+        return sign; /* +-0 */
+    int e = -14; /* mant x 2^-24: shift its leading one into the implicit bit */
+    while (!(mant & 0x400u)) {
+        mant <<= 1;
+        e--;
+    }
+    return sign | (uint32_t)(e + 127) << 23 | (mant & 0x3ffu) << 13;
+}
+
+xg_status xg__safetensors_to_f32(const xg__st_entry *e, float *out)
+{
+    bool f16 = strcmp(e->dtype, "F16") == 0;
+    bool bf16 = strcmp(e->dtype, "BF16") == 0;
+    if (strcmp(e->dtype, "F32") == 0) {
+        if (e->bytes > 0)
+            memcpy(out, e->data, e->bytes);
+        return XG_OK;
+    }
+    if (!f16 && !bf16)
+        return xg_set_error(XG_ERR_DTYPE, "tensor '%s' is %s, not a float "
+                            "dtype xgrad converts (F32, F16, BF16)", e->name,
+                            e->dtype);
+    size_t n = e->bytes / 2;
+    for (size_t i = 0; i < n; i++) {
+        /* little-endian, possibly unaligned */
+        uint16_t h = (uint16_t)(e->data[2 * i] | e->data[2 * i + 1] << 8);
+        uint32_t bits = f16 ? f16_bits_to_f32(h) : (uint32_t)h << 16;
+        memcpy(&out[i], &bits, sizeof bits);
+    }
+    return XG_OK;
+}
+
 xg_tensor *xg__safetensors_load(const xg_safetensors *st,
                                 const xg__st_entry *e, xg_device *dev)
 {
@@ -576,23 +621,34 @@ xg_tensor *xg__safetensors_load(const xg_safetensors *st,
     snprintf(who, sizeof who, "%s: tensor '%s'", st->label, e->name);
     bool f32 = strcmp(e->dtype, "F32") == 0;
     bool i64 = strcmp(e->dtype, "I64") == 0;
-    if (!f32 && !i64 && strcmp(e->dtype, "I32") != 0) {
-        xg_set_error(XG_ERR_DTYPE, "%s is %s; xgrad loads F32, I32 and I64",
-                     who, e->dtype);
+    bool half = strcmp(e->dtype, "F16") == 0 || strcmp(e->dtype, "BF16") == 0;
+    if (!f32 && !i64 && !half && strcmp(e->dtype, "I32") != 0) {
+        xg_set_error(XG_ERR_DTYPE, "%s is %s; xgrad loads F32, F16, BF16, "
+                     "I32 and I64", who, e->dtype);
         return NULL;
     }
-    int32_t *narrow = i64 ? narrow_i64(e, who) : NULL;
-    if (i64 && !narrow)
-        return NULL;
-    xg_tensor *t = xg__tensor_new(dev, f32 ? XG_F32 : XG_I32, e->shape,
-                                  e->ndim, who);
-    size_t bytes = i64 ? e->bytes / 2 : e->bytes;
-    if (t && xg_tensor_write(t, narrow ? (void *)narrow : e->data, bytes) !=
+    void *host = NULL; /* the values converted, when they need it */
+    size_t bytes = e->bytes;
+    if (i64) {
+        if (!(host = narrow_i64(e, who)))
+            return NULL;
+        bytes = e->bytes / 2;
+    } else if (half) {
+        bytes = e->bytes * 2;
+        if (!(host = malloc(bytes ? bytes : 1))) {
+            xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory", who);
+            return NULL;
+        }
+        xg__safetensors_to_f32(e, host); /* cannot fail for F16 / BF16 */
+    }
+    xg_tensor *t = xg__tensor_new(dev, f32 || half ? XG_F32 : XG_I32,
+                                  e->shape, e->ndim, who);
+    if (t && xg_tensor_write(t, host ? host : (const void *)e->data, bytes) !=
                  XG_OK) {
         xg_tensor_free(t);
         t = NULL;
     }
-    free(narrow);
+    free(host);
     return t;
 }
 
@@ -827,6 +883,13 @@ xg_status xg_safetensors_writer_save(xg_safetensors_writer *w,
 
 /* ==== Atomic file replacement ============================================= */
 
+xg_status xg__write_file_atomic(const char *path, const void *data,
+                                size_t len)
+{
+    part p = {data, len};
+    return write_atomic(path, &p, 1);
+}
+
 static xg_status io_error(const char *path, const char *what, int err)
 {
     return xg_set_error(XG_ERR_IO, "%s: %s: %s", path, what, strerror(err));
@@ -1019,9 +1082,3 @@ static xg_status write_atomic(const char *path, const part *parts, int n)
     return st;
 }
 
-xg_status xg__write_file_atomic(const char *path, const void *data,
-                                size_t len)
-{
-    part p = {data, len};
-    return write_atomic(path, &p, 1);
-}

@@ -37,10 +37,22 @@ const xg__st_entry *xg__safetensors_entry(const xg_safetensors *st, int i);
 int xg__safetensors_index(const xg_safetensors *st, const char *name);
 
 /* A new tensor on `dev` (owned as any new tensor) holding entry e: F32 and
- * I32 as they are, I64 as XG_I32 when every value fits. Errors:
- * XG_ERR_DTYPE, XG_ERR_SHAPE (a size-0 axis), device errors. */
+ * I32 as they are, F16 and BF16 as XG_F32 (xg__safetensors_to_f32), I64 as
+ * XG_I32 when every value fits. Errors: XG_ERR_DTYPE, XG_ERR_SHAPE (a
+ * size-0 axis), device errors. */
 xg_tensor *xg__safetensors_load(const xg_safetensors *st,
                                 const xg__st_entry *e, xg_device *dev);
+
+/* Entry e's values as floats into out (e->bytes / element size entries):
+ * F32 copied, F16 and BF16 converted exactly (see xg_safetensors_tensor).
+ * XG_ERR_DTYPE (naming the tensor, not the file) for any other dtype. */
+xg_status xg__safetensors_to_f32(const xg__st_entry *e, float *out);
+
+/* Writes `len` bytes to `path` atomically, as xg_safetensors_writer_save
+ * writes its files (temporary file beside it, fsync, rename, fsync of the
+ * folder). Errors: XG_ERR_IO with the reason, XG_ERR_OUT_OF_MEMORY. */
+xg_status xg__write_file_atomic(const char *path, const void *data,
+                                size_t len);
 
 /* The loaders behind xg_module_load and xg_checkpoint_load, on a file
  * already open (the fuzz harness calls them on parsed memory). */
@@ -48,9 +60,9 @@ xg_status xg__module_load_from(xg_module *m, const xg_safetensors *st);
 xg_status xg__checkpoint_load_from(const xg_safetensors *st, xg_module *m,
                                    xg_optim *opt, xg_train_state *state);
 
-/* Writes `len` bytes to `path` atomically, as xg_safetensors_writer_save
- * writes its files (LoRA's adapter_config.json). Errors: XG_ERR_IO. */
-xg_status xg__write_file_atomic(const char *path, const void *data,
-                                size_t len);
+/* The loader behind xg_gpt_load_hf once config.json is read: a new GPT of
+ * configuration cfg holding the weights of st (a GPT2LMHeadModel
+ * state_dict), or NULL with the error. */
+xg_module *xg__gpt_hf_from(const xg_safetensors *st, const xg_gpt_config *cfg);
 
 #endif

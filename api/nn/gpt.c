@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../core/core_impl.h"
+#include "gpt_impl.h"
 
 /* ---- Conv1D: y = x W + b, W [in, out] ------------------------------------ */
 
@@ -282,7 +283,7 @@ xg_gpt_config xg_gpt_config_gpt2(void)
                            .layer_norm_eps = 1e-5f};
 }
 
-static bool config_ok(const xg_gpt_config *c)
+bool xg__gpt_config_ok(const xg_gpt_config *c)
 {
     if (!c) {
         xg_set_error(XG_ERR_INVALID_ARG, "gpt: the configuration is NULL");
@@ -326,31 +327,32 @@ static bool config_ok(const xg_gpt_config *c)
 /* Each xg_module_add_child consumes its child, also on error, and a NULL
  * child (a failed constructor) is an error: so a chain of adds needs no
  * cleanup but the parent's. */
-static xg_module *attn_new(const xg_gpt_config *cfg)
+/* `init` false: the Conv1D weights are zeros (see xg__gpt_blank). */
+static xg_module *attn_new(const xg_gpt_config *cfg, bool init)
 {
     int64_t c = cfg->n_embd;
     xg_module *m = sub_new(&attn_class, cfg);
     if (m && xg_module_add_child(m, "c_attn",
-                                 conv1d_new(c, 3 * c, cfg->bias, 0.02f)) ==
-                 XG_OK &&
+                                 conv1d_new(c, 3 * c, cfg->bias,
+                                            init ? 0.02f : 0.0f)) == XG_OK &&
         xg_module_add_child(m, "c_proj",
-                            conv1d_new(c, c, cfg->bias, proj_std(cfg))) ==
-            XG_OK)
+                            conv1d_new(c, c, cfg->bias,
+                                       init ? proj_std(cfg) : 0.0f)) == XG_OK)
         return m;
     xg_module_free(m);
     return NULL;
 }
 
-static xg_module *mlp_new(const xg_gpt_config *cfg)
+static xg_module *mlp_new(const xg_gpt_config *cfg, bool init)
 {
     int64_t c = cfg->n_embd;
     xg_module *m = sub_new(&mlp_class, cfg);
     if (m && xg_module_add_child(m, "c_fc",
-                                 conv1d_new(c, 4 * c, cfg->bias, 0.02f)) ==
-                 XG_OK &&
+                                 conv1d_new(c, 4 * c, cfg->bias,
+                                            init ? 0.02f : 0.0f)) == XG_OK &&
         xg_module_add_child(m, "c_proj",
-                            conv1d_new(4 * c, c, cfg->bias, proj_std(cfg))) ==
-            XG_OK)
+                            conv1d_new(4 * c, c, cfg->bias,
+                                       init ? proj_std(cfg) : 0.0f)) == XG_OK)
         return m;
     xg_module_free(m);
     return NULL;
@@ -362,21 +364,21 @@ static xg_module *layer_norm_new(const xg_gpt_config *cfg)
                                cfg->bias);
 }
 
-static xg_module *block_new(const xg_gpt_config *cfg)
+static xg_module *block_new(const xg_gpt_config *cfg, bool init)
 {
     xg_module *m = sub_new(&block_class, cfg);
     if (m && xg_module_add_child(m, "ln_1", layer_norm_new(cfg)) == XG_OK &&
-        xg_module_add_child(m, "attn", attn_new(cfg)) == XG_OK &&
+        xg_module_add_child(m, "attn", attn_new(cfg, init)) == XG_OK &&
         xg_module_add_child(m, "ln_2", layer_norm_new(cfg)) == XG_OK &&
-        xg_module_add_child(m, "mlp", mlp_new(cfg)) == XG_OK)
+        xg_module_add_child(m, "mlp", mlp_new(cfg, init)) == XG_OK)
         return m;
     xg_module_free(m);
     return NULL;
 }
 
-xg_module *xg_gpt(const xg_gpt_config *config)
+static xg_module *gpt_new(const xg_gpt_config *config, bool init)
 {
-    if (!config_ok(config))
+    if (!xg__gpt_config_ok(config))
         return NULL;
     gpt_state *s = malloc(sizeof *s);
     if (!s) {
@@ -389,19 +391,21 @@ xg_module *xg_gpt(const xg_gpt_config *config)
         return NULL;
     const xg_gpt_config *cfg = &s->cfg;
     int64_t c = cfg->n_embd;
+    xg_module *(*embedding)(int64_t, int64_t) =
+        init ? xg_embedding_layer : xg__embedding_layer_zeros;
     bool ok =
-        xg_module_add_child(m, "wte", xg_embedding_layer(cfg->vocab_size, c)) ==
+        xg_module_add_child(m, "wte", embedding(cfg->vocab_size, c)) ==
             XG_OK &&
-        xg_module_add_child(m, "wpe", xg_embedding_layer(cfg->context, c)) ==
-            XG_OK &&
-        renormal(xg_module_find_param(m, "wte.weight"), 0.02f) &&
-        renormal(xg_module_find_param(m, "wpe.weight"), 0.02f);
+        xg_module_add_child(m, "wpe", embedding(cfg->context, c)) == XG_OK &&
+        (!init ||
+         (renormal(xg_module_find_param(m, "wte.weight"), 0.02f) &&
+          renormal(xg_module_find_param(m, "wpe.weight"), 0.02f)));
     xg_module *h = ok ? xg_module_list() : NULL;
     ok = h && xg_module_add_child(m, "h", h) == XG_OK;
     for (int64_t i = 0; ok && i < cfg->n_layer; i++) {
         char name[24];
         snprintf(name, sizeof name, "%lld", (long long)i);
-        ok = xg_module_add_child(h, name, block_new(cfg)) == XG_OK;
+        ok = xg_module_add_child(h, name, block_new(cfg, init)) == XG_OK;
     }
     ok = ok && xg_module_add_child(m, "ln_f", layer_norm_new(cfg)) == XG_OK;
     if (!ok) {
@@ -409,6 +413,16 @@ xg_module *xg_gpt(const xg_gpt_config *config)
         return NULL;
     }
     return m;
+}
+
+xg_module *xg_gpt(const xg_gpt_config *config)
+{
+    return gpt_new(config, true);
+}
+
+xg_module *xg__gpt_blank(const xg_gpt_config *config)
+{
+    return gpt_new(config, false);
 }
 
 bool xg_gpt_config_of(const xg_module *m, xg_gpt_config *config)

@@ -8,6 +8,7 @@
 
 #include "nn/nn_impl.h"
 #include "ops/ops_impl.h"
+#include "nn/gpt_impl.h"
 
 #define MAX_NAME 64 /* names are 1..MAX_NAME-1 characters */
 
@@ -866,7 +867,8 @@ static xg_tensor *embedding_forward(xg_module *m, xg_tensor *index)
 static const xg_module_class embedding_class = {.name = "Embedding",
                                                 .forward = embedding_forward};
 
-xg_module *xg_embedding_layer(int64_t num, int64_t dim)
+/* `draw` false: the weight is zeros and the generator is not used. */
+static xg_module *embedding_new(int64_t num, int64_t dim, bool draw)
 {
     if (num < 1 || dim < 1) {
         xg_set_error(XG_ERR_INVALID_ARG, "embedding_layer: sizes must be "
@@ -886,11 +888,22 @@ xg_module *xg_embedding_layer(int64_t num, int64_t dim)
     /* reference: torch.nn.Embedding.reset_parameters, normal_(0, 1) */
     int64_t wshape[2] = {num, dim};
     if (xg_module_add_param(m, "weight",
-                            xg_rand_normal(wshape, 2, 0.0f, 1.0f)) != XG_OK) {
+                            draw ? xg_rand_normal(wshape, 2, 0.0f, 1.0f)
+                                 : xg_zeros(wshape, 2)) != XG_OK) {
         xg_module_free(m);
         return NULL;
     }
     return m;
+}
+
+xg_module *xg_embedding_layer(int64_t num, int64_t dim)
+{
+    return embedding_new(num, dim, true);
+}
+
+xg_module *xg__embedding_layer_zeros(int64_t num, int64_t dim)
+{
+    return embedding_new(num, dim, false);
 }
 
 /* ---- activations, dropout, flatten ---------------------------------------- */
