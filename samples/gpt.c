@@ -29,6 +29,18 @@
  *             and --steps 0), --prompt TEXT, --temperature X (1.0),
  *             --top-k K (0: all), --no-kv-cache (a full forward pass per
  *             token, for comparison)
+ *   GPT-2     --init DIR starts from a folder as Hugging Face publishes
+ *             GPT-2 (config.json, model.safetensors, vocab.json and
+ *             merges.txt, or encoder.json and vocab.bpe): its model, and
+ *             its BPE tokenizer for --data, --eval, --prompt and the
+ *             output; --save then writes such a folder. --encode FILE
+ *             prints FILE's token ids on one line and exits.
+ *   LoRA      --lora r=8,alpha=16,dropout=0.05 trains low-rank adapters
+ *             of the --lora-targets layers (c_attn; e.g. c_attn,c_proj,
+ *             c_fc) with the rest frozen; --save-adapter DIR writes them
+ *             in PEFT's format, --load-adapter DIR loads such a folder
+ *             (xgrad's or PEFT's), --merge-to DIR writes the model with
+ *             the adapters merged, as a folder --init reads.
  *   bench     --save-init PATH writes the initial model and --dump-batches
  *             PATH the training batches and the validation batches, for
  *             bench/gpt_torch.py curve
@@ -82,6 +94,13 @@ typedef struct options {
     const char *prompt;
     double temperature;
     bool no_kv_cache;
+    bool dropout_given;
+    /* pretrained GPT-2 (Hugging Face folders) and LoRA */
+    const char *init, *encode;
+    bool lora;
+    xg_lora_config lora_cfg;
+    const char *lora_targets; /* comma-separated, or NULL: c_attn */
+    const char *save_adapter, *load_adapter, *merge_to;
 } options;
 
 static double now(void)
@@ -159,7 +178,7 @@ static const struct {
     {"--eval-every", "N", "steps between validations (200)"},
     {"--eval-batches", "N", "batches per validation (20)"},
     {"--seed", "N", "initialisation, batches and sampling (0)"},
-    {"--save", "PATH", "write the trained model (safetensors)"},
+    {"--save", "PATH", "write the trained model (a folder with --init)"},
     {"--load", "PATH", "start from a saved model"},
     {"--checkpoint", "PATH", "model + optimizer at every validation"},
     {"--resume", "PATH", "continue from a checkpoint"},
@@ -171,6 +190,13 @@ static const struct {
     {"--temperature", "X", "sampling temperature (1)"},
     {"--top-k", "K", "sample among the K likeliest tokens; 0: all (0)"},
     {"--no-kv-cache", NULL, "generate with a full forward pass per token"},
+    {"--init", "DIR", "start from a GPT-2 folder (Hugging Face layout)"},
+    {"--encode", "FILE", "print FILE's token ids and exit"},
+    {"--lora", "r=8,alpha=16,dropout=0.05", "train LoRA adapters only"},
+    {"--lora-targets", "LIST", "layers LoRA adapts (c_attn)"},
+    {"--save-adapter", "DIR", "write the adapters in PEFT's format"},
+    {"--load-adapter", "DIR", "load adapters (xgrad's or PEFT's)"},
+    {"--merge-to", "DIR", "merge the adapters, write a GPT-2 folder"},
     {"--save-init", "PATH", "write the initial model (for comparisons)"},
     {"--dump-batches", "PATH", "write the batches (for comparisons)"},
 };
@@ -188,6 +214,51 @@ static void usage(FILE *f)
         fprintf(f, "  %-26s %s\n", left, flag_help[i].help);
     }
     fprintf(f, "  %-26s %s\n", "--help", "this text");
+}
+
+/* --lora r=N,alpha=X,dropout=X (each optional: r 8, alpha 2 r, dropout
+ * 0.05); returns 0 or 2. */
+static int parse_lora(options *o, const char *v)
+{
+    o->lora = true;
+    o->lora_cfg.r = 8;
+    o->lora_cfg.alpha = -1.0f;
+    o->lora_cfg.dropout = 0.05f;
+    const char *p = v;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char item[64];
+        if (n >= sizeof item)
+            return bad("--lora", v, "r=N,alpha=X,dropout=X");
+        memcpy(item, p, n);
+        item[n] = '\0';
+        char *val = strchr(item, '=');
+        if (!val)
+            return bad("--lora", v, "r=N,alpha=X,dropout=X");
+        *val++ = '\0';
+        int64_t i;
+        double d;
+        if (!strcmp(item, "r")) {
+            if (parse_i64("--lora r", val, 1, 1 << 16, &i))
+                return 2;
+            o->lora_cfg.r = (int)i;
+        } else if (!strcmp(item, "alpha")) {
+            if (parse_f64("--lora alpha", val, 0.0, 1e6, false, &d))
+                return 2;
+            o->lora_cfg.alpha = (float)d;
+        } else if (!strcmp(item, "dropout")) {
+            if (parse_f64("--lora dropout", val, 0.0, 1.0, true, &d))
+                return 2;
+            o->lora_cfg.dropout = (float)d;
+        } else {
+            return bad("--lora", v, "keys r, alpha and dropout");
+        }
+        p += n + (end ? 1 : 0);
+    }
+    if (o->lora_cfg.alpha < 0)
+        o->lora_cfg.alpha = 2.0f * (float)o->lora_cfg.r;
+    return 0;
 }
 
 /* Sets one flag; returns 0 or 2. */
@@ -212,6 +283,8 @@ static int set_flag(options *o, const char *name, const char *v)
     INT("--heads", 1, 4096, o->cfg.n_head)
     INT("--embd", 1, 1 << 16, o->cfg.n_embd)
     INT("--context", 1, 1 << 20, o->cfg.context)
+    if (!strcmp(name, "--dropout"))
+        o->dropout_given = true;
     NUM("--dropout", 0.0, 1.0, true, o->cfg.dropout)
     INT("--batch-size", 1, 1 << 20, o->batch_size)
     INT("--steps", 0, (int64_t)1 << 40, o->steps)
@@ -233,10 +306,18 @@ static int set_flag(options *o, const char *name, const char *v)
     NUM("--temperature", 1e-6, 1e6, false, o->temperature)
     INT("--top-k", 0, 1 << 30, o->top_k)
     STR("--save-init", o->save_init)
+    STR("--init", o->init)
+    STR("--encode", o->encode)
+    STR("--lora-targets", o->lora_targets)
+    STR("--save-adapter", o->save_adapter)
+    STR("--load-adapter", o->load_adapter)
+    STR("--merge-to", o->merge_to)
     STR("--dump-batches", o->dump_batches)
 #undef INT
 #undef NUM
 #undef STR
+    if (!strcmp(name, "--lora"))
+        return parse_lora(o, v);
     if (!strcmp(name, "--prompt")) {
         o->prompt = v;
         return 0;
@@ -308,6 +389,31 @@ static int parse(options *o, int argc, char **argv)
         fprintf(stderr, PROG ": --load and --resume exclude each other\n");
         return 2;
     }
+    if (o->init && o->load) {
+        fprintf(stderr, PROG ": --init and --load exclude each other (--init "
+                "takes a folder, --load a file of this sample)\n");
+        return 2;
+    }
+    if ((o->save_adapter || o->merge_to) && !o->lora && !o->load_adapter) {
+        fprintf(stderr, PROG ": --save-adapter and --merge-to need adapters: "
+                "--lora or --load-adapter\n");
+        return 2;
+    }
+    if (o->lora && o->load_adapter) {
+        fprintf(stderr, PROG ": --lora and --load-adapter exclude each other "
+                "(a loaded adapter brings its own configuration)\n");
+        return 2;
+    }
+    if ((o->lora || o->load_adapter) && o->save) {
+        fprintf(stderr, PROG ": --save with adapters: write them with "
+                "--save-adapter DIR, or the merged model with --merge-to "
+                "DIR\n");
+        return 2;
+    }
+    if (o->lora_targets && !o->lora) {
+        fprintf(stderr, PROG ": --lora-targets needs --lora\n");
+        return 2;
+    }
     if (o->dump_batches && o->accumulate != 1) {
         fprintf(stderr, PROG ": --dump-batches needs --accumulate 1\n");
         return 2;
@@ -317,8 +423,16 @@ static int parse(options *o, int argc, char **argv)
 
 /* ===== Data ============================================================== */
 
+/* Token streams of text files: byte tokens, or GPT-2's BPE (bpe). */
+static xg_status text_load(const xg_bpe *bpe, const char *const *paths,
+                           int64_t n, xg_text **out)
+{
+    return bpe ? xg_text_load_bpe(bpe, paths, n, out)
+               : xg_text_load(paths, n, out);
+}
+
 /* --data: the comma-separated list, or the fortunes files. */
-static int load_data(const options *o, xg_text **out)
+static int load_data(const options *o, const xg_bpe *bpe, xg_text **out)
 {
     char **paths = NULL;
     int n = 0;
@@ -348,14 +462,14 @@ static int load_data(const options *o, xg_text **out)
             }
             paths[i] = (char *)p;
         }
-        st = xg_text_load((const char *const *)paths, n, out);
+        st = text_load(bpe, (const char *const *)paths, n, out);
         free(copy);
         free(paths);
     } else {
         xg_path_list list = {0};
         st = xg_fortunes_list(NULL, &list);
         if (st == XG_OK)
-            st = xg_text_load(list.paths, list.count, out);
+            st = text_load(bpe, list.paths, list.count, out);
         xg_path_list_free(&list);
     }
     if (st != XG_OK)
@@ -373,6 +487,9 @@ static int load_data(const options *o, xg_text **out)
 
 typedef struct run {
     options o;
+    xg_bpe *bpe;        /* --init's tokenizer; NULL: byte tokens */
+    char *targets_text; /* --lora-targets, cut into targets */
+    const char *targets[32];
     xg_text *text;
     xg_text *eval_text; /* --eval's file */
     xg_module *model;
@@ -381,6 +498,7 @@ typedef struct run {
     xg_tensor **params;
     int n_params;
     int64_t n_weights;   /* parameter elements */
+    int64_t n_trained;   /* of those, not frozen */
     int64_t step;        /* optimizer steps done */
     bool tty;
     sample_log *log;
@@ -518,7 +636,7 @@ static void make_meta(const run *r, meta *m, bool train)
     PAIR(cfg_keys[6], "%d", c->bias ? 1 : 0);
     PAIR(cfg_keys[7], "%.9g", (double)c->layer_norm_eps);
     m->kv[n++] = "tokenizer";
-    m->kv[n++] = "bytes";
+    m->kv[n++] = r->bpe ? "bpe" : "bytes";
     if (train) {
         PAIR("train.seed", "%llu", (unsigned long long)r->o.seed);
         PAIR("train.batch_size", "%lld", (long long)r->o.batch_size);
@@ -555,9 +673,16 @@ static int read_meta(run *r, const char *flag, const char *path, bool train)
             .n_layer = (int64_t)v[2], .n_head = (int64_t)v[3],
             .n_embd = (int64_t)v[4], .dropout = (float)v[5],
             .bias = v[6] != 0, .layer_norm_eps = (float)v[7]};
-        if (r->cfg.vocab_size != 256) {
-            fprintf(stderr, PROG ": %s %s: a vocabulary of %lld tokens; this "
-                    "sample's tokenizer has 256 (bytes)\n", flag, path,
+        const char *tok = xg_safetensors_metadata(st, "tokenizer");
+        const char *want = r->bpe ? "bpe" : "bytes";
+        if (!tok || strcmp(tok, want)) {
+            fprintf(stderr, PROG ": %s %s: made with %s tokens, this run "
+                    "has %s%s\n", flag, path, tok ? tok : "unknown", want,
+                    r->bpe ? "" : " (give the --init folder it started from)");
+            rc = 1;
+        } else if (!r->bpe && r->cfg.vocab_size != 256) {
+            fprintf(stderr, PROG ": %s %s: a vocabulary of %lld tokens; byte "
+                    "tokens are 256\n", flag, path,
                     (long long)r->cfg.vocab_size);
             rc = 1;
         }
@@ -585,8 +710,48 @@ static int read_meta(run *r, const char *flag, const char *path, bool train)
     return rc;
 }
 
+/* Copies the tokenizer's two files from the --init folder into dir. */
+static int copy_tokenizer(const run *r, const char *flag, const char *dir)
+{
+    static const char *const names[2][2] = {{"vocab.json", "merges.txt"},
+                                            {"encoder.json", "vocab.bpe"}};
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/vocab.json", r->o.init);
+    int pair = access(src, F_OK) == 0 ? 0 : 1;
+    for (int i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "%s/%s", r->o.init, names[pair][i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, names[pair][i]);
+        FILE *in = fopen(src, "rb"), *out = in ? fopen(dst, "wb") : NULL;
+        char buf[65536];
+        size_t got;
+        int bad = !in || !out;
+        while (!bad && (got = fread(buf, 1, sizeof buf, in)) > 0)
+            bad = fwrite(buf, 1, got, out) != got;
+        bad |= in && ferror(in);
+        if (in)
+            fclose(in);
+        if (out && fclose(out))
+            bad = 1;
+        if (bad) {
+            fprintf(stderr, PROG ": %s %s: copying %s: %s\n", flag, dir, src,
+                    strerror(errno));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A GPT-2 folder (config.json, model.safetensors and the tokenizer) for
+ * a model from --init, else a safetensors file with the configuration. */
 static int save_model(run *r, const char *path)
 {
+    if (r->o.init) {
+        if (xg_gpt_save_hf(r->model, path) != XG_OK) {
+            fprintf(stderr, PROG ": saving %s: %s\n", path, xg_last_error());
+            return 1;
+        }
+        return copy_tokenizer(r, "saving", path);
+    }
     meta m;
     make_meta(r, &m, false);
     if (xg_module_save_with(r->model, path, m.kv) != XG_OK) {
@@ -692,22 +857,68 @@ static xg_tensor *next_logits(run *r, xg_gpt_cache *cache,
     return lg ? xg_select(xg_select(lg, 0, 0), 0, len - from - 1) : NULL;
 }
 
+/* The prompt's tokens into *seq (room for `extra` more): bytes, or GPT-2's
+ * BPE, whose empty prompt is "<|endoftext|>", the token GPT-2's documents
+ * start after. Returns the count, or -1 after reporting an error. */
+static int64_t prompt_tokens(run *r, int64_t extra, int32_t **seq)
+{
+    const char *prompt = r->o.prompt && *r->o.prompt ? r->o.prompt : "\n";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (r->bpe) {
+        int32_t eot = xg_bpe_token_id(r->bpe, "<|endoftext|>", 13);
+        if ((!r->o.prompt || !*r->o.prompt) && eot >= 0) {
+            ids = malloc(sizeof *ids);
+            if (ids)
+                ids[0] = eot;
+            n = 1;
+        } else if (xg_bpe_encode(r->bpe, prompt, strlen(prompt), &ids, &n) !=
+                   XG_OK) {
+            lib_fail("--prompt");
+            return -1;
+        }
+    } else {
+        n = strlen(prompt);
+        ids = malloc(sizeof *ids * n);
+        for (size_t i = 0; ids && i < n; i++)
+            ids[i] = (unsigned char)prompt[i];
+    }
+    *seq = ids ? realloc(ids, sizeof *ids * (n + (size_t)extra)) : NULL;
+    if (!*seq) {
+        free(ids);
+        fprintf(stderr, PROG ": out of memory\n");
+        return -1;
+    }
+    return (int64_t)n;
+}
+
+/* Writes a token's text to stdout. */
+static void put_token(const run *r, int32_t tok)
+{
+    if (!r->bpe) {
+        putchar(tok);
+        return;
+    }
+    size_t len;
+    const uint8_t *b = xg_bpe_token_bytes(r->bpe, tok, &len);
+    if (b)
+        fwrite(b, 1, len, stdout);
+}
+
 /* Prints --prompt and --generate tokens after it; *rate gets tokens/s. */
 static int generate(run *r, double *rate)
 {
     int64_t n = r->o.generate, v = r->cfg.vocab_size;
-    const char *prompt = r->o.prompt && *r->o.prompt ? r->o.prompt : "\n";
-    int64_t plen = (int64_t)strlen(prompt);
-    int32_t *seq = malloc(sizeof *seq * (size_t)(plen + n));
+    int32_t *seq = NULL;
+    int64_t plen = prompt_tokens(r, n, &seq);
+    if (plen < 0)
+        return 1;
     float *logits = malloc(sizeof(float) * (size_t)v * 2);
-    if (!seq || !logits) {
+    if (!logits) {
         free(seq);
-        free(logits);
         fprintf(stderr, PROG ": out of memory\n");
         return 1;
     }
-    for (int64_t i = 0; i < plen; i++)
-        seq[i] = (unsigned char)prompt[i];
     xg_gpt_cache *cache = r->o.no_kv_cache ? NULL
                                            : xg_gpt_cache_new(r->model, 1);
     int rc = (!r->o.no_kv_cache && !cache) ? lib_fail("kv cache") : 0;
@@ -715,7 +926,7 @@ static int generate(run *r, double *rate)
     bool grad = xg_set_grad_enabled(false);
     xg_module_set_training(r->model, false);
     printf("--- generated (%lld tokens%s) ---\n%s", (long long)n,
-           cache ? "" : ", no KV cache", r->o.prompt ? prompt : "");
+           cache ? "" : ", no KV cache", r->o.prompt ? r->o.prompt : "");
     fflush(stdout);
     double t0 = now();
     int64_t len = plen;
@@ -731,8 +942,8 @@ static int generate(run *r, double *rate)
         int32_t tok = sample_token(logits, logits + v, v, r->o.temperature,
                                    r->o.top_k, &rng);
         seq[len++] = tok;
-        putchar(tok);
-        if (tok == '\n')
+        put_token(r, tok);
+        if (i % 16 == 15)
             fflush(stdout);
     }
     double dt = now() - t0;
@@ -938,20 +1149,101 @@ static int64_t count_weights(const xg_module *m)
 }
 
 /* Builds the model (from flags, --load or --resume) and the optimizer. */
+/* --lora-targets: the comma-separated names into r->targets. */
+static int lora_targets(run *r)
+{
+    xg_lora_config *c = &r->o.lora_cfg;
+    static const char *const fallback[] = {"c_attn"};
+    if (!r->o.lora_targets) {
+        c->targets = fallback;
+        c->n_targets = 1;
+        return 0;
+    }
+    r->targets_text = strdup(r->o.lora_targets);
+    if (!r->targets_text) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return 1;
+    }
+    int n = 0;
+    for (char *p = strtok(r->targets_text, ","); p; p = strtok(NULL, ",")) {
+        if (n == (int)(sizeof r->targets / sizeof *r->targets)) {
+            fprintf(stderr, PROG ": --lora-targets: more than %d names\n", n);
+            return 2;
+        }
+        r->targets[n++] = p;
+    }
+    if (n == 0) {
+        fprintf(stderr, PROG ": --lora-targets '%s': no names\n",
+                r->o.lora_targets);
+        return 2;
+    }
+    c->targets = r->targets;
+    c->n_targets = n;
+    return 0;
+}
+
+/* --init DIR: GPT-2 from a Hugging Face folder (with --resume, the
+ * checkpoint must be of the same shape). */
+static int init_model(run *r)
+{
+    float dropout = r->o.cfg.dropout;
+    r->model = xg_gpt_load_hf(r->o.init, r->o.dropout_given ? &dropout : NULL);
+    if (!r->model) {
+        fprintf(stderr, PROG ": --init %s: %s\n", r->o.init, xg_last_error());
+        return 1;
+    }
+    xg_gpt_config c;
+    xg_gpt_config_of(r->model, &c);
+    if (r->o.resume &&
+        (c.vocab_size != r->cfg.vocab_size || c.context != r->cfg.context ||
+         c.n_layer != r->cfg.n_layer || c.n_head != r->cfg.n_head ||
+         c.n_embd != r->cfg.n_embd)) {
+        fprintf(stderr, PROG ": --resume %s: the checkpoint's model is not "
+                "the shape of --init %s\n", r->o.resume, r->o.init);
+        return 1;
+    }
+    if (xg_bpe_vocab_size(r->bpe) > c.vocab_size) {
+        fprintf(stderr, PROG ": --init %s: the tokenizer has %d tokens, the "
+                "model's vocabulary %lld\n", r->o.init,
+                (int)xg_bpe_vocab_size(r->bpe), (long long)c.vocab_size);
+        return 1;
+    }
+    r->cfg = c;
+    return 0;
+}
+
+/* Builds the model (from flags, --init, --load or --resume), its adapters
+ * (--lora, --load-adapter) and the optimizer. */
 static int setup_model(run *r)
 {
     const char *from = r->o.resume ? r->o.resume : r->o.load;
     if (from && read_meta(r, r->o.resume ? "--resume" : "--load", from,
                           r->o.resume != NULL))
         return 1;
-    r->model = xg_gpt(&r->cfg);
-    if (!r->model)
+    if (r->o.init) {
+        if (init_model(r))
+            return 1;
+    } else if (!(r->model = xg_gpt(&r->cfg))) {
         return lib_fail("model");
+    }
     if (r->o.save_init && save_model(r, r->o.save_init))
         return 1;
     if (r->o.load && xg_module_load(r->model, r->o.load) != XG_OK) {
         fprintf(stderr, PROG ": --load %s: %s\n", r->o.load, xg_last_error());
         return 1;
+    }
+    if (r->o.load_adapter &&
+        xg_lora_load_peft(r->model, r->o.load_adapter) != XG_OK) {
+        fprintf(stderr, PROG ": --load-adapter %s: %s\n", r->o.load_adapter,
+                xg_last_error());
+        return 1;
+    }
+    if (r->o.lora) {
+        int rc = lora_targets(r);
+        if (rc)
+            return rc;
+        if (xg_lora_apply(r->model, &r->o.lora_cfg) != XG_OK)
+            return lib_fail("--lora");
     }
     xg_adam_options ao = xg_adamw_defaults();
     ao.lr = (float)r->o.lr;
@@ -968,6 +1260,9 @@ static int setup_model(run *r)
     for (int i = 0; i < r->n_params; i++)
         r->params[i] = xg_module_param(r->model, i, NULL);
     r->n_weights = count_weights(r->model);
+    for (int i = 0; i < r->n_params; i++)
+        if (xg_tensor_requires_grad(r->params[i]))
+            r->n_trained += xg_tensor_numel(r->params[i]);
     if (r->o.resume) {
         xg_train_state s;
         if (xg_checkpoint_load(r->o.resume, r->model, r->opt, &s) != XG_OK) {
@@ -987,27 +1282,85 @@ static int setup_model(run *r)
     return 0;
 }
 
+/* --encode FILE: the file's token ids, space-separated on one line. */
+static int encode_file(run *r)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0, n = 0;
+    int32_t *ids = NULL;
+    if (xg_text_read_files(&r->o.encode, 1, &bytes, &len) != XG_OK)
+        return lib_fail("--encode");
+    xg_status st = XG_OK;
+    if (r->bpe) {
+        st = xg_bpe_encode(r->bpe, bytes, len, &ids, &n);
+    } else if ((ids = malloc(sizeof *ids * (len ? len : 1)))) {
+        n = len;
+        st = xg_byte_encode(bytes, len, ids);
+    } else {
+        st = xg_set_error(XG_ERR_OUT_OF_MEMORY, "out of host memory");
+    }
+    free(bytes);
+    if (st != XG_OK) {
+        free(ids);
+        return lib_fail("--encode");
+    }
+    for (size_t i = 0; i < n; i++)
+        printf(i ? " %d" : "%d", (int)ids[i]);
+    printf("\n");
+    free(ids);
+    return ferror(stdout) ? 1 : 0;
+}
+
+/* The end of an adapter run: --save-adapter, then --merge-to (which
+ * needs the optimizer gone: merging removes the adapters' tensors). */
+static int adapters_out(run *r)
+{
+    if (r->o.save_adapter &&
+        xg_lora_save_peft(r->model, r->o.save_adapter,
+                          r->o.init ? r->o.init : "") != XG_OK) {
+        fprintf(stderr, PROG ": --save-adapter %s: %s\n", r->o.save_adapter,
+                xg_last_error());
+        return 1;
+    }
+    if (!r->o.merge_to)
+        return 0;
+    xg_optim_free(r->opt);
+    r->opt = NULL;
+    if (xg_lora_merge(r->model) != XG_OK)
+        return lib_fail("--merge-to");
+    return save_model(r, r->o.merge_to);
+}
+
 static int main_run(run *r)
 {
-    int rc = load_data(&r->o, &r->text);
-    if (rc)
+    int rc;
+    if (r->o.init && xg_bpe_load(r->o.init, &r->bpe) != XG_OK) {
+        fprintf(stderr, PROG ": --init %s: %s\n", r->o.init, xg_last_error());
+        return 1;
+    }
+    if (r->o.encode)
+        return encode_file(r);
+    if ((rc = load_data(&r->o, r->bpe, &r->text)))
         return rc;
     if (r->o.eval_file &&
-        xg_text_load(&r->o.eval_file, 1, &r->eval_text) != XG_OK)
+        text_load(r->bpe, &r->o.eval_file, 1, &r->eval_text) != XG_OK)
         return lib_fail("--eval");
     xg_manual_seed(r->o.seed);
     if ((rc = setup_model(r)))
         return rc;
     xg_device *dev = xg_device_current();
     printf("device: %s (%s)\n", xg_device_name(dev), xg_device_backend(dev));
-    printf("data: %lld tokens (train %lld, validation %lld), byte tokens\n",
+    printf("data: %lld tokens (train %lld, validation %lld), %s\n",
            (long long)xg_text_split_len(r->text, XG_TEXT_ALL),
            (long long)xg_text_split_len(r->text, XG_TEXT_TRAIN),
-           (long long)xg_text_split_len(r->text, XG_TEXT_VAL));
-    printf("model: GPT, %lld layers, %lld heads, %lld wide, context %lld, "
-           "%lld parameters\n", (long long)r->cfg.n_layer,
+           (long long)xg_text_split_len(r->text, XG_TEXT_VAL),
+           r->bpe ? "GPT-2's BPE tokens" : "byte tokens");
+    printf("model: GPT%s%s, %lld layers, %lld heads, %lld wide, context "
+           "%lld, %lld parameters (%lld trained)\n", r->o.init ? " from " : "",
+           r->o.init ? r->o.init : "", (long long)r->cfg.n_layer,
            (long long)r->cfg.n_head, (long long)r->cfg.n_embd,
-           (long long)r->cfg.context, (long long)r->n_weights);
+           (long long)r->cfg.context, (long long)r->n_weights,
+           (long long)r->n_trained);
     if (r->o.steps > 0)
         printf("training: %lld steps of %lld x %lld tokens%s, AdamW lr %g "
                "(%s), weight decay %g\n", (long long)r->o.steps,
@@ -1038,6 +1391,8 @@ static int main_run(run *r)
     if (r->o.eval_file && (rc = eval_file(r, &eval_loss)))
         return rc;
     if (r->o.generate > 0 && (rc = generate(r, &gen_rate)))
+        return rc;
+    if ((rc = adapters_out(r)))
         return rc;
     printf("result: backend=%s model=gpt params=%lld steps=%lld "
            "train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f",
@@ -1080,6 +1435,8 @@ int main(int argc, char **argv)
     xg_module_free(r.model);
     xg_text_free(r.text);
     xg_text_free(r.eval_text);
+    xg_bpe_free(r.bpe);
+    free(r.targets_text);
     xg_shutdown();
     return rc;
 }
