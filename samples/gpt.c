@@ -94,7 +94,7 @@ typedef struct options {
     const char *prompt;
     double temperature;
     bool no_kv_cache;
-    bool dropout_given;
+    bool dropout_given, context_given;
     /* pretrained GPT-2 (Hugging Face folders) and LoRA */
     const char *init, *encode;
     bool lora;
@@ -282,6 +282,8 @@ static int set_flag(options *o, const char *name, const char *v)
     INT("--layers", 1, 1000, o->cfg.n_layer)
     INT("--heads", 1, 4096, o->cfg.n_head)
     INT("--embd", 1, 1 << 16, o->cfg.n_embd)
+    if (!strcmp(name, "--context"))
+        o->context_given = true;
     INT("--context", 1, 1 << 20, o->cfg.context)
     if (!strcmp(name, "--dropout"))
         o->dropout_given = true;
@@ -499,6 +501,8 @@ typedef struct run {
     int n_params;
     int64_t n_weights;   /* parameter elements */
     int64_t n_trained;   /* of those, not frozen */
+    int64_t window;      /* tokens per training and evaluation window */
+    int64_t ckpt_window; /* --resume's, -1 when unknown */
     int64_t step;        /* optimizer steps done */
     bool tty;
     sample_log *log;
@@ -517,7 +521,7 @@ static int get_batch(run *r, bool val, uint64_t k, xg_tensor **x,
 {
     uint64_t seed = val ? r->o.seed ^ 0x5eedba11ull : r->o.seed;
     if (xg_text_batch(r->text, val ? XG_TEXT_VAL : XG_TEXT_TRAIN,
-                      r->o.batch_size, r->cfg.context, seed, k, x, y) !=
+                      r->o.batch_size, r->window, seed, k, x, y) !=
         XG_OK)
         return lib_fail("batch");
     return 0;
@@ -609,7 +613,7 @@ static int train_step(run *r, double *loss)
 /* The configuration as __metadata__ pairs (key, value, ..., NULL), in
  * `buf`; extra pairs (NULL-ended) follow. */
 typedef struct meta {
-    char text[12][32];
+    char text[16][32];
     const char *kv[40];
 } meta;
 
@@ -641,6 +645,7 @@ static void make_meta(const run *r, meta *m, bool train)
         PAIR("train.seed", "%llu", (unsigned long long)r->o.seed);
         PAIR("train.batch_size", "%lld", (long long)r->o.batch_size);
         PAIR("train.accumulate", "%lld", (long long)r->o.accumulate);
+        PAIR("train.window", "%lld", (long long)r->window);
     }
 #undef PAIR
     m->kv[n] = NULL;
@@ -688,6 +693,8 @@ static int read_meta(run *r, const char *flag, const char *path, bool train)
         }
     }
     if (!rc && train) {
+        const char *w = xg_safetensors_metadata(st, "train.window");
+        r->ckpt_window = w ? strtoll(w, NULL, 10) : -1;
         char want[3][32];
         snprintf(want[0], 32, "%llu", (unsigned long long)r->o.seed);
         snprintf(want[1], 32, "%lld", (long long)r->o.batch_size);
@@ -966,12 +973,12 @@ static int eval_file(run *r, double *out)
 {
     const xg_text *t = r->eval_text;
     const char *path = r->o.eval_file;
-    int64_t windows = xg_text_eval_windows(t, XG_TEXT_ALL, r->cfg.context);
+    int64_t windows = xg_text_eval_windows(t, XG_TEXT_ALL, r->window);
     if (windows <= 0) {
         fprintf(stderr, PROG ": --eval %s: %lld tokens, fewer than one "
                 "window of context + 1 = %lld\n", path,
                 (long long)xg_text_split_len(t, XG_TEXT_ALL),
-                (long long)r->cfg.context + 1);
+                (long long)r->window + 1);
         return 1;
     }
     int64_t batches = (windows + r->o.batch_size - 1) / r->o.batch_size;
@@ -983,7 +990,7 @@ static int eval_file(run *r, double *out)
         xg_scope *s = xg_scope_begin();
         xg_tensor *x, *y;
         float v;
-        if (xg_text_eval_batch(t, XG_TEXT_ALL, r->cfg.context,
+        if (xg_text_eval_batch(t, XG_TEXT_ALL, r->window,
                                r->o.batch_size, b, &x, &y) != XG_OK)
             rc = lib_fail("--eval");
         xg_tensor *loss = rc ? NULL : loss_of(r, x, y);
@@ -1014,7 +1021,7 @@ static int dump_batches(run *r)
         snprintf(nx, sizeof nx, "x%lld", (long long)k);
         snprintf(ny, sizeof ny, "y%lld", (long long)k);
         st = xg_text_batch(r->text, XG_TEXT_TRAIN, r->o.batch_size,
-                           r->cfg.context, r->o.seed, (uint64_t)k, &x, &y);
+                           r->window, r->o.seed, (uint64_t)k, &x, &y);
         if (st == XG_OK)
             st = xg_safetensors_writer_add(w, nx, x);
         if (st == XG_OK)
@@ -1092,7 +1099,7 @@ static int evaluation(run *r)
 
 static int train(run *r)
 {
-    int64_t tokens = r->o.batch_size * r->cfg.context * r->o.accumulate;
+    int64_t tokens = r->o.batch_size * r->window * r->o.accumulate;
     int64_t every = r->tty ? 1 : (r->o.steps + 9) / 10;
     double rate_t0 = now(), rate_tokens = 0, loss_sum = 0;
     int64_t loss_n = 0;
@@ -1212,6 +1219,19 @@ static int init_model(run *r)
     return 0;
 }
 
+/* The training window: --context, which a pretrained model's context
+ * bounds, or the model's context. */
+static int set_window(run *r)
+{
+    r->window = r->o.context_given ? r->o.cfg.context : r->cfg.context;
+    if (r->window > r->cfg.context) {
+        fprintf(stderr, PROG ": --context %lld: the model's context is "
+                "%lld\n", (long long)r->window, (long long)r->cfg.context);
+        return 2;
+    }
+    return 0;
+}
+
 /* Builds the model (from flags, --init, --load or --resume), its adapters
  * (--lora, --load-adapter) and the optimizer. */
 static int setup_model(run *r)
@@ -1225,6 +1245,16 @@ static int setup_model(run *r)
             return 1;
     } else if (!(r->model = xg_gpt(&r->cfg))) {
         return lib_fail("model");
+    }
+    int wrc = set_window(r);
+    if (wrc)
+        return wrc;
+    if (r->o.resume && r->ckpt_window != r->window) {
+        fprintf(stderr, PROG ": --resume %s: the checkpoint was made with "
+                "windows of %lld tokens, this run has %lld (--context): give "
+                "the same value to continue it exactly\n", r->o.resume,
+                (long long)r->ckpt_window, (long long)r->window);
+        return 1;
     }
     if (r->o.save_init && save_model(r, r->o.save_init))
         return 1;
@@ -1365,7 +1395,7 @@ static int main_run(run *r)
         printf("training: %lld steps of %lld x %lld tokens%s, AdamW lr %g "
                "(%s), weight decay %g\n", (long long)r->o.steps,
                (long long)(r->o.batch_size * r->o.accumulate),
-               (long long)r->cfg.context,
+               (long long)r->window,
                r->o.accumulate > 1 ? " (accumulated)" : "", r->o.lr,
                r->o.cosine ? "cosine" : "constant", r->o.weight_decay);
     fflush(stdout);
@@ -1400,7 +1430,7 @@ static int main_run(run *r)
            (long long)r->step, r->last_train_loss, r->last_val_loss,
            r->train_time > 0
                ? (double)(r->step * r->o.batch_size * r->o.accumulate *
-                          r->cfg.context) / r->train_time
+                          r->window) / r->train_time
                : 0.0);
     if (r->o.eval_file)
         printf(" eval_loss=%.4f", eval_loss);
