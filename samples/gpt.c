@@ -1433,7 +1433,7 @@ static int main_run(run *r)
                           r->window) / r->train_time
                : 0.0);
     if (r->o.eval_file)
-        printf(" eval_loss=%.4f", eval_loss);
+        printf(" eval_loss=%.6f", eval_loss);
     if (r->o.generate > 0)
         printf(" gen_tokens_per_s=%.1f", gen_rate);
     printf("\n");
