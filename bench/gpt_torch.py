@@ -13,10 +13,13 @@ Usage:
       within 1e-3 relative. Each OTHER_DIR (the same export on another
       backend) must give losses within 1e-3 relative of DIR's.
   gpt_torch.py bench [--layers 4 --heads 4 --embd 128 --context 128
-                      --batch-size 16 --vocab 256 --steps 30 --threads 2]
+                      --batch-size 16 --vocab 256 --steps 30 --threads 2
+                      --positions N --lora R]
       training tokens/s of the same model and step (forward, backward,
       clipping, AdamW) on random tokens, every step counted; prints
-      "torch_tokens_per_s=N" and the peak RSS.
+      "torch_tokens_per_s=N" and the peak RSS. --positions: the model's
+      context when longer than the window (--context); --lora R: LoRA of
+      rank R (alpha 2R, dropout 0.05) on c_attn, the rest frozen.
   gpt_torch.py curve INIT BATCHES OUT.csv [--lr 1e-3 --cosine --warmup N]
       trains from INIT (the gpt sample's --save-init file) on the batches
       that the sample wrote with --dump-batches and writes OUT.csv in the
@@ -127,10 +130,35 @@ class GPT(torch.nn.Module):
         return self.ln_f(x) @ self.wte.weight.t()  # tied output projection
 
 
+def lora_forward(self, x):
+    """PEFT's Conv1D LoRA forward: base + B(A(dropout(x))) * scaling."""
+    return (Conv1D.forward(self, x) +
+            self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling)
+
+
+def add_lora(model, r, alpha, dropout, targets=("c_attn",)):
+    """LoRA on every Conv1D named in targets, as PEFT makes it; the rest
+    frozen."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, mod in model.named_modules():
+        if name.split(".")[-1] in targets and isinstance(mod, Conv1D):
+            n_in, n_out = mod.weight.shape
+            mod.lora_A = torch.nn.Linear(n_in, r, bias=False)
+            mod.lora_B = torch.nn.Linear(r, n_out, bias=False)
+            torch.nn.init.zeros_(mod.lora_B.weight)
+            mod.lora_dropout = torch.nn.Dropout(dropout)
+            mod.scaling = alpha / r
+            mod.forward = lora_forward.__get__(mod)
+    return model
+
+
 def adamw(model, lr, weight_decay):
     """GPT-2's groups: decay on the Conv1D weights only."""
     decay, rest = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         is_matrix = name.endswith(("c_attn.weight", "c_proj.weight",
                                    "c_fc.weight"))
         (decay if is_matrix else rest).append(p)
@@ -143,7 +171,8 @@ def step(model, opt, x, y):
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     opt.zero_grad()
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(
+        [p for p in model.parameters() if p.requires_grad], 1.0)
     opt.step()
     return loss.item()
 
@@ -195,10 +224,13 @@ def peak_rss_mb():
 def bench(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = GPT(a.vocab, a.context, a.layers, a.heads, a.embd, a.dropout)
+    model = GPT(a.vocab, a.positions or a.context, a.layers, a.heads, a.embd,
+                a.dropout)
     for name, p in model.named_parameters():
         if p.dim() == 2:
             torch.nn.init.normal_(p, 0.0, 0.02)
+    if a.lora:
+        add_lora(model, a.lora, 2.0 * a.lora, 0.05)
     opt = adamw(model, 1e-3, 0.1)
     model.train()
 
@@ -212,8 +244,9 @@ def bench(a):
     dt = time.perf_counter() - t0
     rate = a.steps * a.batch_size * a.context / dt
     print("torch %s layers=%d heads=%d embd=%d context=%d batch=%d "
-          "threads=%d" % (torch.__version__, a.layers, a.heads, a.embd,
-                          a.context, a.batch_size, a.threads))
+          "threads=%d lora=%d" % (torch.__version__, a.layers, a.heads,
+                                  a.embd, a.context, a.batch_size, a.threads,
+                                  a.lora))
     print("torch_tokens_per_s=%.0f peak_rss_mb=%.0f" % (rate, peak_rss_mb()))
     return 0
 
@@ -280,7 +313,8 @@ def main():
     if mode == "bench":
         for flag, default in (("layers", 4), ("heads", 4), ("embd", 128),
                               ("context", 128), ("batch-size", 16),
-                              ("vocab", 256), ("steps", 30)):
+                              ("vocab", 256), ("steps", 30),
+                              ("positions", 0), ("lora", 0)):
             p.add_argument("--" + flag, type=int, default=default)
         p.add_argument("--dropout", type=float, default=0.0)
         return bench(p.parse_args(sys.argv[2:]))
