@@ -54,7 +54,8 @@
  * train rows every --log-every steps (20) and at the end: loss (mean
  * training loss over the steps since the previous row), lr, tokens_per_s
  * (training tokens over training time since the previous row), elapsed_s;
- * eval rows at every evaluation with val_loss. Under --resume the log
+ * eval rows at step 0 (a run not resumed) and at every evaluation with
+ * val_loss. Under --resume the log
  * continues as the other samples' do.
  *
  * Output: a header, a line per evaluation, then the last line
@@ -1104,6 +1105,16 @@ static int train(run *r)
     double rate_t0 = now(), rate_tokens = 0, loss_sum = 0;
     int64_t loss_n = 0;
     r->start = now();
+    if (r->step == 0) { /* where training starts from */
+        double val;
+        if (validate(r, &val))
+            return 1;
+        printf("step 0: val_loss %.4f\n", val);
+        fflush(stdout);
+        if (r->log && sample_log_row(r->log, "eval,0,,,,%.3f,%.6f\n",
+                                     now() - r->start, val))
+            return 1;
+    }
     while (r->step < r->o.steps) {
         double loss, t0 = now();
         if (train_step(r, &loss))

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The gpt sample's --log: the header, a train row every --log-every steps,
-# an eval row at every validation with the val_loss the run printed.
+# an eval row at step 0 and at every validation with the val_loss the run
+# printed.
 # Usage: gpt_log.sh GPT [ARGS]
 set -eu
 gpt=$1
@@ -14,7 +15,7 @@ head -n 1 "$dir/log.csv" |
 train=$(grep -c '^train,' "$dir/log.csv")
 evals=$(grep '^eval,' "$dir/log.csv" | cut -d, -f2 | tr '\n' ' ')
 [ "$train" -eq 3 ] || { echo "gpt_log: $train train rows, want 3" >&2; exit 1; }
-[ "$evals" = "3 6 " ] || { echo "gpt_log: eval rows at '$evals'" >&2; exit 1; }
+[ "$evals" = "0 3 6 " ] || { echo "gpt_log: eval rows at '$evals'" >&2; exit 1; }
 logged=$(grep '^eval,6,' "$dir/log.csv" | cut -d, -f7)
 printed=$(sed -n 's/^step 6: .*val_loss \([0-9.]*\)$/\1/p' "$dir/out")
 awk -v a="$logged" -v b="$printed" 'BEGIN { d = a - b; exit !(d < 1e-4 && d > -1e-4) }' ||
