@@ -19,7 +19,6 @@ Exits 77 (skipped) when torch is not installed.
 """
 import ctypes as C
 import math
-import struct
 import sys
 
 try:
@@ -27,6 +26,8 @@ try:
 except ImportError:
     print("python3-torch is not installed: skipped")
     sys.exit(77)
+
+import xgrad_ctypes as xc  # noqa: E402 (same folder)
 
 
 class Params(C.Structure):
@@ -37,54 +38,19 @@ class Params(C.Structure):
 
 
 def load_xgrad(path):
-    lib = C.CDLL(path)
-    P = C.c_void_p
-    sigs = {
-        "xg_manual_seed": (None, [C.c_uint64]),
-        "xg_tensor_from_data": (P, [P, C.c_int, C.POINTER(C.c_int64), C.c_int]),
-        "xg_tensor_read": (C.c_int, [P, P, C.c_size_t]),
-        "xg_tensor_numel": (C.c_int64, [P]),
-        "xg_tensor_free": (None, [P]),
-        "xg_tensor_set_requires_grad": (C.c_int, [P, C.c_bool]),
-        "xg_tensor_grad": (P, [P]),
+    P = xc.P
+    return xc.load(path, {
         "xg_rand_uniform": (P, [C.POINTER(C.c_int64), C.c_int, C.c_float,
                                 C.c_float]),
         "xg_attention": (P, [P, P, P, C.POINTER(Params)]),
         "xg_mul": (P, [P, P]),
         "xg_sum_all": (P, [P]),
-        "xg_backward": (C.c_int, [P]),
-        "xg_last_error": (C.c_char_p, []),
-        "xg_shutdown": (None, []),
-    }
-    for name, (res, args) in sigs.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = res, args
-    return lib
+    })
 
 
-class Xgrad:
-    def __init__(self, lib):
-        self.lib = lib
-
-    def check(self, ok, what):
-        if not ok:
-            sys.exit("FAIL %s: %s" % (what, self.lib.xg_last_error().decode()))
-
-    def tensor(self, t):
-        t = t.to(torch.float32).contiguous()
-        buf = C.create_string_buffer(struct.pack("<%df" % t.numel(),
-                                                 *t.flatten().tolist()))
-        shape = (C.c_int64 * t.dim())(*t.shape)
-        x = self.lib.xg_tensor_from_data(buf, 0, shape, t.dim())
-        self.check(x, "tensor_from_data")
-        return x
-
+class Xgrad(xc.Xgrad):
     def values(self, x, shape):
-        n = self.lib.xg_tensor_numel(x)
-        buf = C.create_string_buffer(4 * n)
-        self.check(self.lib.xg_tensor_read(x, buf, 4 * n) == 0, "read")
-        return torch.tensor(struct.unpack("<%df" % n, buf.raw),
-                            dtype=torch.float64).reshape(shape)
+        return super().values(x, shape, torch.float64)
 
     def uniform(self, seed, n):
         """The first n numbers the generator gives after manual_seed."""

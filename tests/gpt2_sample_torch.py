@@ -33,13 +33,12 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 import safetensors_torch as st  # noqa: E402  (exits 77 without torch)
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import gpt_torch  # noqa: E402
+import gpt_hf_util as hf  # noqa: E402
 
 VOCAB, POSITIONS, LAYERS, HEADS, EMBD, WINDOW = 50257, 64, 2, 2, 32, 32
+DIMS = (VOCAB, POSITIONS, LAYERS, HEADS, EMBD)
 VERSION = "1.1.4"
 
 
@@ -77,16 +76,7 @@ def npm_encode(pkg, path):
 
 
 def random_gpt():
-    torch.manual_seed(11)
-    m = gpt_torch.GPT(VOCAB, POSITIONS, LAYERS, HEADS, EMBD)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if ".ln_" in name or name.startswith("ln_f"):
-                base = 1.0 if name.endswith("weight") else 0.0
-                p.copy_(base + 0.2 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.2)
-    return m
+    return hf.random_gpt(DIMS, 11, 0.2)
 
 
 def write_folder(folder, model, pkg, prefix, masks):
@@ -99,14 +89,7 @@ def write_folder(folder, model, pkg, prefix, masks):
               "embd_pdrop": 0.1, "attn_pdrop": 0.1}
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f)
-    tensors = {prefix + k: v for k, v in model.state_dict().items()}
-    if masks:
-        tril = torch.ones(POSITIONS, POSITIONS).tril().view(
-            1, 1, POSITIONS, POSITIONS)
-        for i in range(LAYERS):
-            tensors["%sh.%d.attn.bias" % (prefix, i)] = tril
-            tensors["%sh.%d.attn.masked_bias" % (prefix, i)] = \
-                torch.tensor(-1e4)
+    tensors = hf.hf_tensors(model, DIMS, prefix, masks)
     st.st_write(os.path.join(folder, "model.safetensors"), tensors,
                 {"format": "pt"})
     for name in ("encoder.json", "vocab.bpe"):
@@ -115,16 +98,10 @@ def write_folder(folder, model, pkg, prefix, masks):
 
 def torch_eval(model, ids):
     """The mean loss over the consecutive windows, as --eval cuts them."""
-    m = gpt_torch.GPT(VOCAB, POSITIONS, LAYERS, HEADS, EMBD)
-    m.load_state_dict(model.state_dict(), strict=True)
-    m = m.double().eval()
     n = (len(ids) - 1) // WINDOW
     x = torch.tensor([ids[w * WINDOW:w * WINDOW + WINDOW + 1]
                       for w in range(n)])
-    with torch.no_grad():
-        logits = m(x[:, :-1])
-        return F.cross_entropy(logits.reshape(-1, VOCAB),
-                               x[:, 1:].reshape(-1)).item()
+    return hf.loss64(model.state_dict(), x, DIMS)
 
 
 def run(gpt, backend, *args):

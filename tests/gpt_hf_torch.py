@@ -38,24 +38,16 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))
 import safetensors_torch as st  # noqa: E402  (exits 77 without torch)
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 import gpt_torch  # noqa: E402
+import gpt_hf_util as hf  # noqa: E402
 
 VOCAB, POSITIONS, LAYERS, HEADS, EMBD = 61, 20, 2, 3, 24
+DIMS = (VOCAB, POSITIONS, LAYERS, HEADS, EMBD)
 B, T = 2, 13  # ids; the model sees T - 1 positions
 
 
 def random_gpt(seed):
-    torch.manual_seed(seed)
-    m = gpt_torch.GPT(VOCAB, POSITIONS, LAYERS, HEADS, EMBD)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if ".ln_" in name or name.startswith("ln_f"):
-                base = 1.0 if name.endswith("weight") else 0.0
-                p.copy_(base + 0.3 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.3)
-    return m
+    return hf.random_gpt(DIMS, seed, 0.3)
 
 
 def gpt2_config():
@@ -82,17 +74,8 @@ def write_folder(folder, model, dtype, prefix, masks, lm_head):
     os.makedirs(folder)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(gpt2_config(), f, indent=2, sort_keys=True)
-    tensors, loaded = {}, {}
-    for name, p in model.state_dict().items():
-        tensors[prefix + name] = p.to(dtype)
-        loaded[name] = p.to(dtype).float()
-    if masks:
-        tril = torch.ones(POSITIONS, POSITIONS).tril().view(
-            1, 1, POSITIONS, POSITIONS)
-        for i in range(LAYERS):
-            tensors["%sh.%d.attn.bias" % (prefix, i)] = tril.to(dtype)
-            tensors["%sh.%d.attn.masked_bias" % (prefix, i)] = \
-                torch.tensor(-1e4).to(dtype)
+    tensors = hf.hf_tensors(model, DIMS, prefix, masks, dtype)
+    loaded = {k: v.to(dtype).float() for k, v in model.state_dict().items()}
     if lm_head:
         tensors["lm_head.weight"] = tensors[prefix + "wte.weight"].clone()
     st.st_write(os.path.join(folder, "model.safetensors"), tensors,
@@ -118,13 +101,7 @@ def sample_ids(model):
 
 def torch_loss(state, x):
     """The mean cross-entropy in float64 of the GPT holding `state`."""
-    m = gpt_torch.GPT(VOCAB, POSITIONS, LAYERS, HEADS, EMBD)
-    m.load_state_dict(state, strict=True)
-    m = m.double().eval()
-    with torch.no_grad():
-        logits = m(x[:, :-1])
-        return F.cross_entropy(logits.reshape(-1, VOCAB),
-                               x[:, 1:].reshape(-1)).item()
+    return hf.loss64(state, x, DIMS)
 
 
 def run(exe, backend, *args):

@@ -17,7 +17,6 @@ Exits 77 (skipped) when torch is not installed.
 """
 import ctypes as C
 import os
-import struct
 import sys
 import tempfile
 
@@ -29,66 +28,19 @@ except ImportError:
     sys.exit(77)
 
 from safetensors_torch import st_read, st_write  # noqa: E402 (same folder)
-
-XG_F32 = 0
-P = C.c_void_p
+import xgrad_ctypes as xc  # noqa: E402 (same folder)
+from xgrad_ctypes import P, Xgrad  # noqa: E402
 
 
 def load_xgrad(path):
-    lib = C.CDLL(path)
-    sigs = {
-        "xg_tensor_from_data": (P, [P, C.c_int, C.POINTER(C.c_int64), C.c_int]),
-        "xg_tensor_read": (C.c_int, [P, P, C.c_size_t]),
-        "xg_tensor_numel": (C.c_int64, [P]),
-        "xg_tensor_set_requires_grad": (C.c_int, [P, C.c_bool]),
-        "xg_tensor_grad": (P, [P]),
+    return xc.load(path, {
         "xg_layer_norm": (P, [P, P, P, C.c_float]),
         "xg_mul": (P, [P, P]),
         "xg_sum_all": (P, [P]),
-        "xg_backward": (C.c_int, [P]),
         "xg_scope_begin": (P, []),
         "xg_scope_end": (None, [P]),
         "xg_layer_norm_layer": (P, [C.c_int64, C.c_float, C.c_bool, C.c_bool]),
-        "xg_module_forward": (P, [P, P]),
-        "xg_module_param_count": (C.c_int, [P]),
-        "xg_module_param": (P, [P, C.c_int, C.POINTER(C.c_char_p)]),
-        "xg_module_save": (C.c_int, [P, C.c_char_p]),
-        "xg_module_load": (C.c_int, [P, C.c_char_p]),
-        "xg_module_free": (None, [P]),
-        "xg_last_error": (C.c_char_p, []),
-    }
-    for name, (res, args) in sigs.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = res, args
-    return lib
-
-
-class Xgrad:
-    def __init__(self, lib):
-        self.lib = lib
-
-    def check(self, ok, what):
-        if not ok:
-            sys.exit("FAIL %s: %s" % (what, self.lib.xg_last_error().decode()))
-
-    def tensor(self, t, grad=False):
-        t = t.detach().contiguous().float()
-        buf = C.create_string_buffer(struct.pack("<%df" % t.numel(),
-                                                 *t.flatten().tolist()))
-        shape = (C.c_int64 * t.dim())(*t.shape)
-        x = self.lib.xg_tensor_from_data(buf, XG_F32, shape, t.dim())
-        self.check(x, "tensor_from_data")
-        if grad:
-            self.check(self.lib.xg_tensor_set_requires_grad(x, True) == 0,
-                       "set_requires_grad")
-        return x
-
-    def values(self, x, shape):
-        n = self.lib.xg_tensor_numel(x)
-        buf = C.create_string_buffer(4 * n)
-        self.check(self.lib.xg_tensor_read(x, buf, 4 * n) == 0, "read")
-        vals = struct.unpack("<%df" % n, buf.raw)
-        return torch.tensor(vals, dtype=torch.float32).reshape(shape)
+    })
 
 
 def xgrad_layer_norm(xg, x, w, b, eps, r):

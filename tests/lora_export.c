@@ -2,7 +2,7 @@
  * on the backend XGRAD_BACKEND selects.
  *
  *   lora_export DIR
- *     builds the small GPT of tests/gpt_export.c from seed 1 and writes
+ *     builds the small GPT of tests/gpt_batches.h from seed 1 and writes
  *     into DIR:
  *       base.safetensors     its state_dict before LoRA;
  *       init.safetensors     the state_dict after xg_lora_apply (r 4,
@@ -35,62 +35,17 @@
  * Exits 0 on success, 1 with the error on stderr, 77 (skipped) when the
  * backend has no device, unless XGRAD_REQUIRE_BACKENDS=1. */
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "xgrad.h"
+#define GB_PROG "lora_export"
+#include "gpt_batches.h"
 
 #define STEPS 10
-#define BATCH 4
-#define T 24
 #define LR 1e-2f
-
-static const char text[] =
-    "It was the best of times, it was the worst of times, it was the age "
-    "of wisdom, it was the age of foolishness, it was the epoch of belief, "
-    "it was the epoch of incredulity, it was the season of Light, it was "
-    "the season of Darkness, it was the spring of hope, it was the winter "
-    "of despair, we had everything before us, we had nothing before us.";
-
-static const xg_gpt_config gpt_cfg = {
-    .vocab_size = 256, .context = 32, .n_layer = 2, .n_head = 2,
-    .n_embd = 32, .dropout = 0.0f, .bias = true, .layer_norm_eps = 1e-5f};
-
-static int fail(const char *what)
-{
-    fprintf(stderr, "lora_export: %s: %s\n", what, xg_last_error());
-    return 1;
-}
-
-/* Batch `k`: rows starting at fixed pseudo-random offsets of the text. */
-static void batch(int k, int32_t *x, int32_t *y)
-{
-    int64_t n = (int64_t)sizeof text - 1;
-    for (int b = 0; b < BATCH; b++) {
-        uint64_t h = (uint64_t)(k * BATCH + b + 1) * 0x9E3779B97F4A7C15ull;
-        int64_t start = (int64_t)((h >> 33) % (uint64_t)(n - T - 1));
-        for (int t = 0; t < T; t++) {
-            x[b * T + t] = (unsigned char)text[start + t];
-            y[b * T + t] = (unsigned char)text[start + t + 1];
-        }
-    }
-}
-
-static xg_status add_ids(xg_safetensors_writer *w, const char *name,
-                         const int32_t *ids)
-{
-    int64_t shape[2] = {BATCH, T};
-    xg_tensor *t = xg_tensor_from_data(ids, XG_I32, shape, 2);
-    xg_status st = t ? xg_safetensors_writer_add(w, name, t) : xg_last_status();
-    xg_tensor_free(t);
-    return st;
-}
 
 /* The model's logits on ids in evaluation mode (owned by the caller). */
 static xg_tensor *eval_logits(xg_module *m, const int32_t *ids)
 {
-    int64_t shape[2] = {BATCH, T};
+    int64_t shape[2] = {GB_BATCH, GB_T};
     bool was = xg_module_training(m);
     bool grad = xg_set_grad_enabled(false);
     xg_module_set_training(m, false);
@@ -187,18 +142,18 @@ static int load_mode(char **argv)
 {
     const char *base = argv[2], *adapter = argv[3], *out = argv[4];
     xg_manual_seed(1);
-    xg_module *m = xg_gpt(&gpt_cfg);
+    xg_module *m = xg_gpt(&gb_config);
     if (!m || xg_module_load(m, base) != XG_OK)
-        return fail("base model");
+        return gb_fail("base model");
     if (xg_lora_load_peft(m, adapter) != XG_OK)
-        return fail("lora_load_peft");
-    int32_t x[BATCH * T], y[BATCH * T];
-    batch(0, x, y);
+        return gb_fail("lora_load_peft");
+    int32_t x[GB_IDS], y[GB_IDS];
+    gb_batch(0, x, y);
     xg_tensor *logits = eval_logits(m, x);
     xg_safetensors_writer *w = xg_safetensors_writer_new();
     if (!logits || xg_safetensors_writer_add(w, "logits", logits) != XG_OK ||
         xg_safetensors_writer_save(w, out) != XG_OK)
-        return fail("logits");
+        return gb_fail("logits");
     xg_safetensors_writer_free(w);
     xg_tensor_free(logits);
     xg_module_free(m);
@@ -213,75 +168,41 @@ int main(int argc, char **argv)
                         "       lora_export load BASE ADAPTER_DIR OUT\n");
         return 2;
     }
-    if (!xg_device_current()) {
-        const char *req = getenv("XGRAD_REQUIRE_BACKENDS");
-        if (xg_last_status() == XG_ERR_NO_DEVICE && !(req && !strcmp(req, "1"))) {
-            printf("lora_export: no device: %s: skipped\n", xg_last_error());
-            return 77;
-        }
-        return fail("device");
-    }
+    int rc = gb_device();
+    if (rc)
+        return rc;
     if (argc == 5)
         return load_mode(argv);
     char path[4096];
     const char *dir = argv[1];
     xg_manual_seed(1);
-    xg_module *m = xg_gpt(&gpt_cfg);
+    xg_module *m = xg_gpt(&gb_config);
     if (!m)
-        return fail("gpt");
+        return gb_fail("gpt");
     int n_base = xg_module_param_count(m);
-    snprintf(path, sizeof path, "%s/base.safetensors", dir);
-    if (xg_module_save(m, path) != XG_OK)
-        return fail("save base");
+    if ((rc = gb_save(m, dir, "base")) != 0)
+        return rc;
     static const char *const targets[] = {"c_attn", "c_proj"};
     xg_lora_config lc = {.r = 4, .alpha = 8.0f, .dropout = 0.0f,
                          .targets = targets, .n_targets = 2};
     if (xg_lora_apply(m, &lc) != XG_OK)
-        return fail("lora_apply");
-    snprintf(path, sizeof path, "%s/init.safetensors", dir);
-    if (xg_module_save(m, path) != XG_OK)
-        return fail("save init");
+        return gb_fail("lora_apply");
+    if ((rc = gb_save(m, dir, "init")) != 0)
+        return rc;
 
-    int32_t x[STEPS][BATCH * T], y[STEPS][BATCH * T];
-    xg_safetensors_writer *bw = xg_safetensors_writer_new();
-    for (int k = 0; k < STEPS; k++) {
-        char nx[8], ny[8];
-        batch(k, x[k], y[k]);
-        snprintf(nx, sizeof nx, "x%d", k);
-        snprintf(ny, sizeof ny, "y%d", k);
-        if (add_ids(bw, nx, x[k]) != XG_OK || add_ids(bw, ny, y[k]) != XG_OK)
-            return fail("batches");
-    }
-    snprintf(path, sizeof path, "%s/batches.safetensors", dir);
-    if (xg_safetensors_writer_save(bw, path) != XG_OK)
-        return fail("save batches");
-    xg_safetensors_writer_free(bw);
+    int32_t x[STEPS][GB_IDS], y[STEPS][GB_IDS];
+    if ((rc = gb_write_batches(dir, STEPS, x, y)) != 0)
+        return rc;
 
     snapshot before;
     if (!snapshot_take(m, &before))
-        return fail("snapshot");
+        return gb_fail("snapshot");
     xg_optim *opt = xg_optim_for_module(m, "adamw", LR);
     if (!opt)
-        return fail("optimizer");
-    int64_t shape[2] = {BATCH, T}, flat[1] = {BATCH * T};
-    int64_t rows[2] = {BATCH * T, gpt_cfg.vocab_size};
-    char losses[STEPS * 24] = "";
-    size_t at = 0;
-    for (int k = 0; k < STEPS; k++) {
-        xg_scope *scope = xg_scope_begin();
-        xg_tensor *xi = xg_tensor_from_data(x[k], XG_I32, shape, 2);
-        xg_tensor *yi = xg_tensor_from_data(y[k], XG_I32, flat, 1);
-        xg_tensor *out = xg_module_forward(m, xi);
-        xg_tensor *loss = xg_cross_entropy(xg_reshape(out, rows, 2), yi);
-        float v;
-        xg_optim_zero_grad(opt);
-        if (!loss || xg_backward(loss) != XG_OK ||
-            xg_optim_step(opt) != XG_OK || xg_tensor_item(loss, &v) != XG_OK)
-            return fail("step");
-        at += (size_t)snprintf(losses + at, sizeof losses - at, "%s%.9g",
-                               k ? " " : "", (double)v);
-        xg_scope_end(scope);
-    }
+        return gb_fail("optimizer");
+    char losses[STEPS * 24];
+    if ((rc = gb_train(m, opt, STEPS, x, y, 0.0f, losses, sizeof losses)) != 0)
+        return rc;
     xg_optim_free(opt);
     int changed = snapshot_changed(m, &before);
     if (changed) {
@@ -289,36 +210,34 @@ int main(int argc, char **argv)
                 "training\n", changed);
         return 1;
     }
-    snprintf(path, sizeof path, "%s/final.safetensors", dir);
-    if (xg_module_save(m, path) != XG_OK)
-        return fail("save final");
+    if ((rc = gb_save(m, dir, "final")) != 0)
+        return rc;
     xg_tensor *logits = eval_logits(m, x[0]);
     if (!logits)
-        return fail("forward");
+        return gb_fail("forward");
 
     /* the adapter through PEFT's files into a fresh model */
     char adapter[4096];
     snprintf(adapter, sizeof adapter, "%s/adapter", dir);
     if (xg_lora_save_peft(m, adapter, "xgrad/tiny-gpt") != XG_OK)
-        return fail("lora_save_peft");
+        return gb_fail("lora_save_peft");
     xg_manual_seed(1);
-    xg_module *fresh = xg_gpt(&gpt_cfg);
+    xg_module *fresh = xg_gpt(&gb_config);
     if (!fresh || xg_lora_load_peft(fresh, adapter) != XG_OK)
-        return fail("lora_load_peft");
+        return gb_fail("lora_load_peft");
     xg_tensor *reloaded = eval_logits(fresh, x[0]);
     if (!reloaded)
-        return fail("forward (reloaded)");
+        return gb_fail("forward (reloaded)");
     xg_module_free(fresh);
 
     /* merged into the base weights */
     if (xg_lora_merge(m) != XG_OK)
-        return fail("lora_merge");
+        return gb_fail("lora_merge");
     xg_tensor *merged = eval_logits(m, x[0]);
     if (!merged)
-        return fail("forward (merged)");
-    snprintf(path, sizeof path, "%s/merged.safetensors", dir);
-    if (xg_module_save(m, path) != XG_OK)
-        return fail("save merged");
+        return gb_fail("forward (merged)");
+    if ((rc = gb_save(m, dir, "merged")) != 0)
+        return rc;
     double d_reload = max_diff(logits, reloaded);
     double d_merge = max_diff(logits, merged);
     int n_merged = xg_module_param_count(m);
@@ -327,10 +246,7 @@ int main(int argc, char **argv)
         frozen += !xg_tensor_requires_grad(xg_module_param(m, i, NULL));
 
     char cfg_text[160];
-    snprintf(cfg_text, sizeof cfg_text, "%lld %lld %lld %lld %lld",
-             (long long)gpt_cfg.vocab_size, (long long)gpt_cfg.context,
-             (long long)gpt_cfg.n_layer, (long long)gpt_cfg.n_head,
-             (long long)gpt_cfg.n_embd);
+    gb_config_text(cfg_text, sizeof cfg_text);
     char lr_text[32];
     snprintf(lr_text, sizeof lr_text, "%.9g", (double)LR);
     xg_safetensors_writer *w = xg_safetensors_writer_new();
@@ -342,7 +258,7 @@ int main(int argc, char **argv)
         xg_safetensors_writer_metadata(w, "config", cfg_text) != XG_OK ||
         xg_safetensors_writer_metadata(w, "lr", lr_text) != XG_OK ||
         xg_safetensors_writer_save(w, path) != XG_OK)
-        return fail("save out");
+        return gb_fail("save out");
     xg_safetensors_writer_free(w);
     printf("lora_export: %s: losses %s\n",
            xg_device_backend(xg_device_current()), losses);

@@ -33,6 +33,8 @@ except ImportError:
     print("python3-torch is not installed: skipped")
     sys.exit(77)
 
+import xgrad_ctypes as xc  # noqa: E402 (same folder)
+
 # struct codes. Both 16-bit floats travel as their raw bits ("h" on an int16
 # view of the tensor): BF16 has no struct code, and "e" would go through
 # Python floats and lose NaN payloads.
@@ -104,27 +106,13 @@ class TrainState(C.Structure):
 
 
 def load_xgrad(path):
-    lib = C.CDLL(path)
-    P = C.c_void_p
-    sigs = {
-        "xg_manual_seed": (None, [C.c_uint64]),
+    P = xc.P
+    return xc.load(path, {
         "xg_sequential": (P, []),
         "xg_linear": (P, [C.c_int64, C.c_int64, C.c_bool]),
         "xg_relu_layer": (P, []),
         "xg_sequential_add": (C.c_int, [P, C.c_char_p, P]),
-        "xg_module_forward": (P, [P, P]),
-        "xg_module_param_count": (C.c_int, [P]),
-        "xg_module_param": (P, [P, C.c_int, C.POINTER(C.c_char_p)]),
-        "xg_module_save": (C.c_int, [P, C.c_char_p]),
-        "xg_module_load": (C.c_int, [P, C.c_char_p]),
-        "xg_module_free": (None, [P]),
-        "xg_tensor_from_data": (P, [P, C.c_int, C.POINTER(C.c_int64), C.c_int]),
-        "xg_tensor_read": (C.c_int, [P, P, C.c_size_t]),
-        "xg_tensor_numel": (C.c_int64, [P]),
-        "xg_tensor_dtype": (C.c_int, [P]),
-        "xg_tensor_free": (None, [P]),
         "xg_cross_entropy": (P, [P, P]),
-        "xg_backward": (C.c_int, [P]),
         "xg_optim_for_module": (P, [P, C.c_char_p, C.c_float]),
         "xg_optim_zero_grad": (None, [P]),
         "xg_optim_step": (C.c_int, [P]),
@@ -135,25 +123,10 @@ def load_xgrad(path):
         "xg_safetensors_open": (C.c_int, [C.c_char_p, C.POINTER(P)]),
         "xg_safetensors_tensor": (P, [P, C.c_char_p]),
         "xg_safetensors_close": (None, [P]),
-        "xg_last_error": (C.c_char_p, []),
-        "xg_shutdown": (None, []),
-    }
-    for name, (res, args) in sigs.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = res, args
-    return lib
+    })
 
 
-class Xgrad:
-    XG_F32, XG_I32 = 0, 1
-
-    def __init__(self, lib):
-        self.lib = lib
-
-    def check(self, ok, what):
-        if not ok:
-            sys.exit("FAIL %s: %s" % (what, self.lib.xg_last_error().decode()))
-
+class Xgrad(xc.Xgrad):
     def mlp(self, seed):
         """fc1: Linear(4, 8), ReLU, fc2: Linear(8, 3), as torch_mlp()."""
         lib = self.lib
@@ -163,25 +136,6 @@ class Xgrad:
         self.check(lib.xg_sequential_add(m, None, lib.xg_relu_layer()) == 0, "add")
         self.check(lib.xg_sequential_add(m, b"fc2", lib.xg_linear(8, 3, True)) == 0, "add")
         return m
-
-    def tensor(self, t):
-        dtype = self.XG_F32 if t.dtype == torch.float32 else self.XG_I32
-        code = "f" if dtype == self.XG_F32 else "i"
-        buf = C.create_string_buffer(struct.pack("<%d%s" % (t.numel(), code),
-                                                 *t.flatten().tolist()))
-        shape = (C.c_int64 * t.dim())(*t.shape)
-        x = self.lib.xg_tensor_from_data(buf, dtype, shape, t.dim())
-        self.check(x, "tensor_from_data")
-        return x
-
-    def values(self, x, shape):
-        n = self.lib.xg_tensor_numel(x)
-        buf = C.create_string_buffer(4 * n)
-        self.check(self.lib.xg_tensor_read(x, buf, 4 * n) == 0, "read")
-        code = "f" if self.lib.xg_tensor_dtype(x) == self.XG_F32 else "i"
-        vals = struct.unpack("<%d%s" % (n, code), buf.raw)
-        dtype = torch.float32 if code == "f" else torch.int32
-        return torch.tensor(vals, dtype=dtype).reshape(shape)
 
     def params(self, m):
         out = collections.OrderedDict()

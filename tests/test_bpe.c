@@ -7,7 +7,6 @@
 #include "test_util.h"
 #include "xgrad_data.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/stat.h>
@@ -19,23 +18,12 @@ static char tmpdir[64];
 static void bpe_init(void)
 {
     tu_init();
-    strcpy(tmpdir, "/tmp/xgrad-bpe-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp failed");
+    tu_tmpdir_new(tmpdir, sizeof tmpdir, "xgrad-bpe");
 }
 
 static void bpe_fini(void)
 {
-    DIR *d = opendir(tmpdir);
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL) {
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        if (e->d_name[0] != '.')
-            unlink(p);
-    }
-    if (d)
-        closedir(d);
-    rmdir(tmpdir);
+    tu_rm_tree(tmpdir);
     tu_fini();
 }
 
@@ -101,11 +89,7 @@ static void sb_alpha(sb *b, const uint8_t *bytes, size_t n, bool json)
 
 static const char *tmp_path(const char *name)
 {
-    static char paths[8][256];
-    static int next;
-    char *p = paths[next++ & 7];
-    snprintf(p, sizeof paths[0], "%s/%s", tmpdir, name);
-    return p;
+    return tu_path_in(tmpdir, name);
 }
 
 static const char *write_file(const char *name, const void *data, size_t n)

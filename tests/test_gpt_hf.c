@@ -7,7 +7,6 @@
  * short. Values against PyTorch: tests/gpt_hf_torch.py. */
 #include "test_util.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,44 +18,21 @@ static char dir[64];
 static void dir_init(void)
 {
     tu_init();
-    snprintf(dir, sizeof dir, "/tmp/xg-gpt-hf-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
-}
-
-static void remove_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
-            char sub[512];
-            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-            remove_tree(sub);
-        }
-    closedir(d);
-    rmdir(path);
+    tu_tmpdir_new(dir, sizeof dir, "xg-gpt-hf");
 }
 
 static void dir_fini(void)
 {
-    remove_tree(dir);
+    tu_rm_tree(dir);
     tu_fini();
 }
 
 TestSuite(gpt_hf, .init = dir_init, .fini = dir_fini);
 
-/* A path in the test's folder (one of four rotating buffers). */
+/* A path in the test's folder (tu_path_in). */
 static const char *in_dir(const char *name)
 {
-    static char bufs[4][600];
-    static int next;
-    char *b = bufs[next++ & 3];
-    snprintf(b, sizeof bufs[0], "%s/%s", dir, name);
-    return b;
+    return tu_path_in(dir, name);
 }
 
 static xg_gpt_config small(void)

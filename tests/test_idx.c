@@ -4,7 +4,6 @@
 #include "test_util.h"
 #include "xgrad_data.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -16,35 +15,12 @@ static char tmpdir[64];
 static void idx_init(void)
 {
     tu_init_scope();
-    strcpy(tmpdir, "/tmp/xgrad-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp failed");
-}
-
-/* Removes tmpdir and what is in it (one level of subfolders). */
-static void rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            rm_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
+    tu_tmpdir_new(tmpdir, sizeof tmpdir, "xgrad-test");
 }
 
 static void idx_fini(void)
 {
-    rm_tree(tmpdir);
+    tu_rm_tree(tmpdir);
     tu_fini_scope();
 }
 
@@ -100,11 +76,7 @@ static void idx_header(bytes *o, uint8_t type, int ndim, const uint32_t *dims)
 
 static const char *path_of(const char *name)
 {
-    static char p[4][256];
-    static int next;
-    char *b = p[next++ & 3];
-    snprintf(b, sizeof p[0], "%s/%s", tmpdir, name);
-    return b;
+    return tu_path_in(tmpdir, name);
 }
 
 static const char *write_plain(const char *name, const bytes *o)

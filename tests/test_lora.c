@@ -2,7 +2,6 @@
  * errors, merging Linear layers of a plain Sequential, dropout, the
  * adapter files. Values against PyTorch and PEFT's format are checked by
  * tests/lora_torch.py (test lora-torch). */
-#include <unistd.h>
 
 #include "test_util.h"
 
@@ -194,8 +193,8 @@ Test(lora, only_the_adapter_is_trained_and_has_optimizer_state)
     free(host);
     cr_assert_eq(moved, 12, "%d LoRA tensors moved", moved); /* A and B */
     /* the checkpoint holds moments for A and B only */
-    char dir[] = "/tmp/xg_lora_XXXXXX", path[64];
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[64], path[96];
+    tu_tmpdir_new(dir, sizeof dir, "xg_lora");
     snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
     cr_assert_eq(xg_checkpoint_save(path, m, opt, NULL, NULL), XG_OK, "%s",
                  xg_last_error());
@@ -213,8 +212,7 @@ Test(lora, only_the_adapter_is_trained_and_has_optimizer_state)
     /* exp_avg, exp_avg_sq and step of each */
     cr_assert_eq(state, 12 * 3, "%d optimizer state tensors", state);
     xg_safetensors_close(f);
-    unlink(path);
-    rmdir(dir);
+    tu_rm_tree(dir);
     xg_optim_free(opt);
     xg_module_free(m);
 }
@@ -437,8 +435,8 @@ Test(lora, kv_cache_uses_the_adapter)
 
 Test(lora, adapter_files_round_trip_and_refuse_mismatches)
 {
-    char dir[] = "/tmp/xg_lora_XXXXXX", sub[64];
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[64], sub[96];
+    tu_tmpdir_new(dir, sizeof dir, "xg_lora");
     snprintf(sub, sizeof sub, "%s/adapter", dir);
     xg_manual_seed(5);
     xg_module *m = gpt();
@@ -487,11 +485,5 @@ Test(lora, adapter_files_round_trip_and_refuse_mismatches)
     xg_module_free(other);
     xg_module_free(fresh);
     xg_module_free(m);
-    char f[96];
-    snprintf(f, sizeof f, "%s/adapter_config.json", sub);
-    unlink(f);
-    snprintf(f, sizeof f, "%s/adapter_model.safetensors", sub);
-    unlink(f);
-    rmdir(sub);
-    rmdir(dir);
+    tu_rm_tree(dir);
 }

@@ -6,7 +6,6 @@
 #include "test_util.h"
 #include "xgrad_data.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,36 +15,13 @@ static char tmpdir[64];
 static void text_init(void)
 {
     tu_init_scope();
-    strcpy(tmpdir, "/tmp/xgrad-text-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir), "mkdtemp failed");
-}
-
-/* Removes a folder and what is in it (links are removed, not followed). */
-static void rm_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-            rm_tree(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
+    tu_tmpdir_new(tmpdir, sizeof tmpdir, "xgrad-text");
 }
 
 static void text_fini(void)
 {
     xg_text_set_max_bytes(0);
-    rm_tree(tmpdir);
+    tu_rm_tree(tmpdir);
     tu_fini_scope();
 }
 
@@ -56,14 +32,11 @@ TestSuite(fortunes, .init = text_init, .fini = text_fini);
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* Writes n bytes to tmpdir/name; returns the path (static, one of eight in
- * rotation). */
+/* Writes n bytes to tmpdir/name; returns the path (tu_path_in's static
+ * buffer). */
 static const char *write_file(const char *name, const void *data, size_t n)
 {
-    static char paths[8][256];
-    static int next;
-    char *p = paths[next++ & 7];
-    snprintf(p, sizeof paths[0], "%s/%s", tmpdir, name);
+    const char *p = tu_path_in(tmpdir, name);
     FILE *f = fopen(p, "wb");
     cr_assert_not_null(f, "cannot create %s: %s", p, strerror(errno));
     cr_assert_eq(fwrite(data, 1, n, f), n);
@@ -657,8 +630,7 @@ static void make(const char *name, const char *text)
 
 static void link_to(const char *target, const char *name)
 {
-    char p[256];
-    snprintf(p, sizeof p, "%s/%s", tmpdir, name);
+    const char *p = tu_path_in(tmpdir, name);
     cr_assert_eq(symlink(target, p), 0, "symlink %s: %s", p, strerror(errno));
 }
 

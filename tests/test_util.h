@@ -10,12 +10,16 @@
 
 #include <criterion/criterion.h>
 
+#include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "xgrad.h"
 
@@ -52,6 +56,66 @@ static inline void tu_fini_scope(void)
     xg_scope_end(tu_test_scope);
     tu_test_scope = NULL;
     tu_fini();
+}
+
+/* ---- temporary folders ------------------------------------------------- */
+
+/* Makes a fresh, empty folder "/tmp/<prefix>-XXXXXX" (mkdtemp) and writes
+ * its path into buf[0 .. size), which must hold it (a failed assertion
+ * otherwise). Returns buf. Remove it with tu_rm_tree. */
+static inline char *tu_tmpdir_new(char *buf, size_t size, const char *prefix)
+{
+    int n = snprintf(buf, size, "/tmp/%s-XXXXXX", prefix);
+    cr_assert(n > 0 && (size_t)n < size, "tu_tmpdir_new: %s: buffer too small",
+              prefix);
+    cr_assert_not_null(mkdtemp(buf), "mkdtemp %s: %s", buf, strerror(errno));
+    return buf;
+}
+
+/* Removes path and everything below it, as far as it can (errors are
+ * ignored: this is cleanup). A folder is made writable and readable (0700)
+ * first, so a test may leave a read-only one behind; links are removed,
+ * never followed. */
+static inline void tu_rm_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (!S_ISDIR(st.st_mode)) {
+        unlink(path);
+        return;
+    }
+    chmod(path, 0700);
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            size_t n = strlen(path) + strlen(e->d_name) + 2;
+            char *sub = malloc(n);
+            if (!sub)
+                break;
+            snprintf(sub, n, "%s/%s", path, e->d_name);
+            tu_rm_tree(sub);
+            free(sub);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+/* The path dir/name, in a static buffer (one of eight in rotation, so that
+ * several can be used at once); fails the test if it does not fit. */
+static inline const char *tu_path_in(const char *dir, const char *name)
+{
+    static char bufs[8][600];
+    static int next;
+    char *b = bufs[next++ & 7];
+    int n = snprintf(b, sizeof bufs[0], "%s/%s", dir, name);
+    cr_assert(n > 0 && (size_t)n < sizeof bufs[0], "path too long: %s/%s",
+              dir, name);
+    return b;
 }
 
 /* ---- small utilities --------------------------------------------------- */
