@@ -71,5 +71,5 @@ print("load of the %s folder (xg_gpt_load_hf): %.2f s (best of 3)"
       % (sys.argv[2], min(times)))
 PY
 out=$("$gpt" --init "$dir" --steps 0 --eval-batches 1 --context "$context" \
-      --generate 64 --prompt "The" 2>/dev/null | grep '^result:')
+      --generate 64 --prompt "The" 2>/dev/null | grep -a '^result:')
 echo "generation with the KV cache: $(sed -n 's/.* gen_tokens_per_s=\([0-9.]*\).*/\1/p' <<<"$out") tokens/s"

@@ -62,6 +62,8 @@ for cfg in "${cfgs[@]}"; do
 done
 
 gen=${GEN:-200}
+# generation: the default model, untrained unless MODEL names a file the
+# sample saved (--save); the rate does not depend on the weights
 echo
 echo "| generation ($gen tokens, default model) | tokens/s |"
 echo "|---|---|"
@@ -70,8 +72,8 @@ for mode in "KV cache" "no KV cache"; do
     [[ $mode == "no KV cache" ]] && flag=(--no-kv-cache)
     rs=()
     for ((i = 0; i < reps; i++)); do
-        out=$("$gpt" --data "$data" --steps 0 --eval-batches 1 \
-              --generate "$gen" "${flag[@]}" 2>/dev/null | grep '^result:')
+        out=$("$gpt" --data "$data" --steps 0 --eval-batches 1 ${MODEL:+--load "$MODEL"} \
+              --generate "$gen" "${flag[@]}" 2>/dev/null | grep -a '^result:')
         rs+=("$(sed -n 's/.* gen_tokens_per_s=\([0-9.]*\).*/\1/p' <<<"$out")")
     done
     printf '| %s | %.1f |\n' "$mode" "$(printf '%s\n' "${rs[@]}" | median)"
