@@ -193,7 +193,8 @@ static const struct {
     {"--no-kv-cache", NULL, "generate with a full forward pass per token"},
     {"--init", "DIR", "start from a GPT-2 folder (Hugging Face layout)"},
     {"--encode", "FILE", "print FILE's token ids and exit"},
-    {"--lora", "r=8,alpha=16,dropout=0.05", "train LoRA adapters only"},
+    {"--lora", "SPEC", "train LoRA adapters only; SPEC r=8,alpha=16,\n"
+     "                             dropout=0.05 (any part; alpha 2 r)"},
     {"--lora-targets", "LIST", "layers LoRA adapts (c_attn)"},
     {"--save-adapter", "DIR", "write the adapters in PEFT's format"},
     {"--load-adapter", "DIR", "load adapters (xgrad's or PEFT's)"},
@@ -205,8 +206,8 @@ static const struct {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: " PROG " [flags]\n"
-               "Trains a GPT on text files byte by byte, then evaluates and "
-               "generates.\n");
+               "Trains a GPT on text files (byte by byte, or from a GPT-2 "
+               "folder with its\ntokenizer), then evaluates and generates.\n");
     for (size_t i = 0; i < sizeof flag_help / sizeof *flag_help; i++) {
         char left[48];
         snprintf(left, sizeof left, "%s%s%s", flag_help[i].name,
