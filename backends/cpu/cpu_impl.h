@@ -99,9 +99,11 @@ CPU_INLINE float cpu_tanh_abs_accurate(float u)
 /* Range functions with vectorisable loops are compiled for AVX2 and for
  * the baseline, and the loader picks one for the machine. Kernels built so
  * must give the same bits either way: no reassociated sums, and no FMA
- * contraction (-std=c11 turns it off). */
+ * contraction (-std=c11 turns it off). Not under the sanitizers, whose
+ * runtimes are not up yet when the loader runs the clones' resolvers. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__)
+    defined(__linux__) && !defined(__SANITIZE_THREAD__) && \
+    !defined(__SANITIZE_ADDRESS__)
 #define CPU_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CPU_CLONES
