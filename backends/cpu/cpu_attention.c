@@ -19,13 +19,17 @@
  *            and dP^T = V dO^T, then dV += Pdrop^T dO and dK += dS^T Q.
  * The products are register-blocked micro-kernels (tile_nt: ATT_MR rows x
  * ATT_NR columns of X Y^T from a transposed tile; tile_nn: ATT_MR rows x
- * ATT_NR columns of C += A Y), written as fixed-size loops that the
- * compiler keeps in vector registers. Each output element is summed by one
+ * ATT_NR columns of C += A Y) whose accumulators stay in vector
+ * registers (GNU vector extensions; plain loops, same bits, without
+ * them). Each output element is summed by one
  * thread in a fixed order (over d for scores; over keys or queries in
  * increasing order for outputs), whatever the number of threads: the same
  * bits on every run. Causal tiles that no query of the block sees are
- * skipped; on the diagonal the masked scores are never used, and their
- * weights enter the products as zeros.
+ * skipped; on the diagonal a group of rows computes the scores its last
+ * row needs, but a product takes only the pairs that the mask keeps (the
+ * micro-kernel over the keys or queries a whole group takes, the rest row
+ * by row, in the same order), so a masked key never enters an output,
+ * even as 0 * inf. The results are the same bits as summing pair by pair.
  *
  * The dropout mask of a row segment comes from cpu_uniform_blocks (the
  * Philox stream of rand_uniform), element (bh * tq + i) * tk + j. */
@@ -218,6 +222,36 @@ CPU_INLINE void tile_nn(const float *restrict w, int rows, int64_t n,
     }
 }
 
+/* c[0 .. d) += sum_{k0 <= k < k1} w[k] * y[k * d + .], k in increasing
+ * order: the weights of one row that its group's tile_nn left out. */
+CPU_INLINE void row_tail(const float *restrict w, int64_t k0, int64_t k1,
+                         const float *restrict y, int64_t d,
+                         float *restrict c)
+{
+    for (int64_t k = k0; k < k1; k++) {
+        const float wk = w[k], *yk = y + k * d;
+        for (int64_t l = 0; l < d; l++)
+            c[l] += wk * yk[l];
+    }
+}
+
+/* Weights [rows][ATT_BLK] times rows of Y into rows of C (leading
+ * dimension d) for the group of rows g0 .. g0 + g - 1 (g a constant), row
+ * r taking keys [0, n[r]): tile_nn over the keys all of them take, then
+ * the rest row by row, each row in increasing key order. So a row never
+ * multiplies a key it does not take (no 0 * inf). */
+CPU_INLINE void group_nn(const float *w, int g, const int64_t *n,
+                         const float *y, int64_t d, float *c)
+{
+    int64_t lo = n[0];
+    for (int r = 1; r < g; r++)
+        lo = n[r] < lo ? n[r] : lo;
+    if (lo > 0)
+        tile_nn(w, g, lo, y, d, c);
+    for (int r = 0; r < g; r++)
+        row_tail(w + r * ATT_BLK, lo, n[r], y, d, c + r * d);
+}
+
 /* The products of a block of rows, ATT_MR at a time, then one at a time:
  * per group of rows g0 .. g0 + g - 1, FN(g0, g) with g a constant. */
 #define ATT_ROW_GROUPS(rows, FN)                                              \
@@ -333,23 +367,16 @@ ATT_CLONES static void forward_range(const void *ctx, int64_t begin,
                         sr[j] *= m[j];
                 }
             }
-            /* Rows of a group see up to the last row's keys: the others'
-             * weights beyond their own keys are 0. */
             for (int64_t r = 0; r < nq; r++) {
-                int64_t n = max64(row_n[r], 0);
-                int64_t last = r - r % ATT_MR + ATT_MR - 1;
-                int64_t upto = max64(row_n[last < nq ? last : r], 0);
-                float *sr = s + r * ATT_BLK, *o = out + r * d;
-                for (int64_t j = n; j < upto; j++)
-                    sr[j] = 0.0f;
+                float *o = out + r * d;
+                row_n[r] = max64(row_n[r], 0);
                 if (alpha[r] != 1.0f)
                     for (int64_t col = 0; col < d; col++)
                         o[col] *= alpha[r];
             }
 #define ATT_PV(g0, g)                                                         \
-    if (row_n[(g0) + (g) - 1] > 0)                                            \
-        tile_nn(s + (g0) * ATT_BLK, (g), row_n[(g0) + (g) - 1],               \
-                v + k0 * d, d, out + (g0) * d)
+    group_nn(s + (g0) * ATT_BLK, (g), row_n + (g0), v + k0 * d, d,            \
+             out + (g0) * d)
             ATT_ROW_GROUPS(nq, ATT_PV);
 #undef ATT_PV
         }
@@ -420,12 +447,10 @@ ATT_CLONES static void backward_q_range(const void *ctx, int64_t begin,
             ATT_ROW_GROUPS(nq, ATT_SCORES);
 #undef ATT_SCORES
             for (int64_t r = 0; r < nq; r++) {
-                int64_t n = max64(row_n[r], 0);
-                int64_t last = r - r % ATT_MR + ATT_MR - 1;
-                int64_t upto = max64(row_n[last < nq ? last : r], 0);
+                /* the keys row r takes: none where lse is -inf */
+                int64_t n = lse[r] == -INFINITY ? 0 : max64(row_n[r], 0);
                 float *sr = s + r * ATT_BLK, *dpr = dp + r * ATT_BLK;
-                if (lse[r] == -INFINITY)
-                    n = 0;
+                row_n[r] = n;
                 if (n > 0 && a->p > 0.0f) {
                     keep_factors(a, h, q0 + r, k0, n, m);
                     for (int64_t j = 0; j < n; j++)
@@ -437,13 +462,10 @@ ATT_CLONES static void backward_q_range(const void *ctx, int64_t begin,
                 const float *restrict dpc = dpr;
                 for (int64_t j = 0; j < n; j++)
                     dsr[j] = cpu_exp(dsr[j] * sc - l) * (dpc[j] - dl);
-                for (int64_t j = n; j < upto; j++)
-                    sr[j] = 0.0f;
             }
 #define ATT_DQ(g0, g)                                                         \
-    if (row_n[(g0) + (g) - 1] > 0)                                            \
-        tile_nn(s + (g0) * ATT_BLK, (g), row_n[(g0) + (g) - 1],               \
-                k + k0 * d, d, dq + (g0) * d)
+    group_nn(s + (g0) * ATT_BLK, (g), row_n + (g0), k + k0 * d, d,            \
+             dq + (g0) * d)
             ATT_ROW_GROUPS(nq, ATT_DQ);
 #undef ATT_DQ
         }
@@ -491,9 +513,9 @@ ATT_CLONES static void backward_kv_range(const void *ctx, int64_t begin,
                     keep_factors(a, h, i0 + r, j0, nk, mask + r * ATT_BLK);
             for (int64_t jj = 0; jj < nk; jj++)
                 r0[jj] = min64(max64(first_query(a, j0 + jj) - i0, 0), nq);
-            /* A group of keys takes the queries from its first key's first
-             * one, rounded down to a multiple of ATT_NR; the weights of the
-             * queries before a key's own first one are 0. */
+            /* A group of keys computes the scores of the queries from its
+             * first key's first one, rounded down to a multiple of ATT_NR;
+             * each key takes only the queries that see it. */
 #define ATT_DKV(g0, g)                                                        \
     if (r0[(g0)] < nq) {                                                      \
         int64_t lo_ = r0[(g0)] / ATT_NR * ATT_NR, hi_ = round_nr(nq);         \
@@ -502,10 +524,6 @@ ATT_CLONES static void backward_kv_range(const void *ctx, int64_t begin,
         for (int64_t jj = (g0); jj < (g0) + (g); jj++) {                      \
             float *sj = s + jj * ATT_BLK, *dpj = dp + jj * ATT_BLK;           \
             float *pdj = pd + jj * ATT_BLK;                                   \
-            for (int64_t r = lo_; r < r0[jj]; r++) {                          \
-                pdj[r] = 0.0f;                                                \
-                sj[r] = 0.0f;                                                 \
-            }                                                                 \
             if (a->p > 0.0f)                                                  \
                 for (int64_t r = r0[jj]; r < nq; r++)                         \
                     dpj[r] *= mask[r * ATT_BLK + jj];                         \
@@ -518,10 +536,21 @@ ATT_CLONES static void backward_kv_range(const void *ctx, int64_t begin,
                 for (int64_t r = r0[jj]; r < nq; r++)                         \
                     pdj[r] *= mask[r * ATT_BLK + jj];                         \
         }                                                                     \
-        tile_nn(pd + (g0) * ATT_BLK + lo_, (g), nq - lo_,                     \
-                dout + (i0 + lo_) * d, d, dv + (g0) * d);                     \
-        tile_nn(s + (g0) * ATT_BLK + lo_, (g), nq - lo_,                      \
-                q + (i0 + lo_) * d, d, dk + (g0) * d);                        \
+        /* queries before the last key's first one key by key, then the \
+         * rest as a tile, in increasing query order */                     \
+        int64_t mid_ = r0[(g0) + (g) - 1];                                    \
+        for (int64_t jj = (g0); jj < (g0) + (g); jj++) {                      \
+            row_tail(pd + jj * ATT_BLK, r0[jj], mid_, dout + i0 * d, d,       \
+                     dv + jj * d);                                            \
+            row_tail(s + jj * ATT_BLK, r0[jj], mid_, q + i0 * d, d,           \
+                     dk + jj * d);                                            \
+        }                                                                     \
+        if (mid_ < nq) {                                                      \
+            tile_nn(pd + (g0) * ATT_BLK + mid_, (g), nq - mid_,               \
+                    dout + (i0 + mid_) * d, d, dv + (g0) * d);                \
+            tile_nn(s + (g0) * ATT_BLK + mid_, (g), nq - mid_,                \
+                    q + (i0 + mid_) * d, d, dk + (g0) * d);                   \
+        }                                                                     \
     }
             ATT_ROW_GROUPS(nk, ATT_DKV);
 #undef ATT_DKV
