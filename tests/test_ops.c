@@ -1767,3 +1767,73 @@ Test(ops, attention_dropout_only_when_training)
     free(d);
     free(e);
 }
+
+/* out, dq, dk and dv of attention with these options on a CPU device
+ * opened with `threads` threads, one after the other in one array of
+ * *count floats. q [2, 3, 150, 40], k and v [2, 3, 170, 40]: several
+ * blocks of rows, the last ones partial, head size not a multiple of the
+ * vector width. */
+static float *attention_on_threads(const char *threads,
+                                   const xg_attention_params *p,
+                                   int64_t *count)
+{
+    setenv("XGRAD_NUM_THREADS", threads, 1);
+    xg_device *dev;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    xg_device *prev = xg_device_current();
+    xg_device_set_current(dev);
+    xg_scope *s = xg_scope_begin();
+    int64_t qs[4] = {2, 3, 150, 40}, ks[4] = {2, 3, 170, 40};
+    xg_manual_seed(11);
+    xg_tensor *in[3] = {xg_rand_normal(qs, 4, 0, 1),
+                        xg_rand_normal(ks, 4, 0, 1),
+                        xg_rand_normal(ks, 4, 0, 1)};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(xg_tensor_set_requires_grad(in[i], true), XG_OK);
+    xg_tensor *o = xg_attention(in[0], in[1], in[2], p);
+    xg_tensor *w = xg_rand_normal(qs, 4, 0, 1);
+    cr_assert_eq(xg_backward(xg_sum_all(xg_mul(o, w))), XG_OK, "%s",
+                 xg_last_error());
+    const xg_tensor *parts[4] = {o, xg_tensor_grad(in[0]),
+                                 xg_tensor_grad(in[1]),
+                                 xg_tensor_grad(in[2])};
+    float *all = NULL;
+    *count = 0;
+    for (int i = 0; i < 4; i++) {
+        int64_t n = xg_tensor_numel(parts[i]);
+        float *v = tu_read(parts[i]);
+        all = realloc(all, (size_t)(*count + n) * sizeof *all);
+        cr_assert_not_null(all);
+        memcpy(all + *count, v, (size_t)n * sizeof *v);
+        *count += n;
+        free(v);
+    }
+    xg_scope_end(s);
+    xg_device_set_current(prev);
+    xg_device_close(dev);
+    return all;
+}
+
+Test(ops, attention_same_bits_on_any_thread_count)
+{
+    /* causal with a KV cache's offset, dropout; not causal */
+    xg_attention_params ps[2] = {
+        {.causal = true, .causal_offset = 20, .dropout_p = 0.2f,
+         .training = true},
+        {.causal = false},
+    };
+    for (int v = 0; v < 2; v++) {
+        int64_t n1, n2, n3;
+        float *one = attention_on_threads("1", &ps[v], &n1);
+        float *two = attention_on_threads("2", &ps[v], &n2);
+        float *three = attention_on_threads("3", &ps[v], &n3);
+        cr_assert(n1 == n2 && n1 == n3);
+        cr_expect(memcmp(one, two, (size_t)n1 * sizeof *one) == 0,
+                  "case %d: 1 and 2 threads give other bits", v);
+        cr_expect(memcmp(one, three, (size_t)n1 * sizeof *one) == 0,
+                  "case %d: 1 and 3 threads give other bits", v);
+        free(one);
+        free(two);
+        free(three);
+    }
+}

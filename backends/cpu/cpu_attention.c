@@ -2,22 +2,34 @@
  * api/core/backend.h), flash-attention style: no [tq, tk] buffer.
  * reference: Dao et al., "FlashAttention: Fast and Memory-Efficient Exact
  * Attention with IO-Awareness", NeurIPS 2022 (online softmax over key
- * tiles, recomputation in the backward); Milakov & Gimelshein, "Online
- * normalizer calculation for softmax", 2018.
+ * tiles, recomputation in the backward); Dao, "FlashAttention-2: Faster
+ * Attention with Better Parallelism and Work Partitioning", 2023 (the
+ * dq pass over query blocks, the dk/dv pass over key blocks); Milakov &
+ * Gimelshein, "Online normalizer calculation for softmax", 2018.
  *
- * Work is split over (head, block of rows) with the thread pool:
- *   forward  blocks of ATT_BQ query rows; for each tile of ATT_BK keys the
- *            key tile is transposed once ([d][key]) so that the scores of
- *            every row of the block are axpy loops over keys (vectorised,
- *            no horizontal sums), then an online softmax update and
- *            out_i += p_ij v_j (axpy over d).
- *   dq pass  the same blocks: scores and dout_i . v_j from transposed key
- *            and value tiles, then dq_i += ds_ij k_j.
- *   dk/dv    blocks of ATT_BKV key rows; for each tile of ATT_BK queries
- *            (those that see the block) the query and dout tiles are
- *            transposed, then dv_j += pdrop_ij dout_i, dk_j += ds_ij q_i.
- * Every output element is summed by one thread in a fixed order, whatever
- * the number of threads: the same bits on every run.
+ * Work is split over (head, block of ATT_BLK rows) with the thread pool,
+ * and each item walks the blocks of the other side, one ATT_BLK x ATT_BLK
+ * tile of scores at a time, kept in per-thread scratch:
+ *   forward  query blocks; per key block S = Q K^T (the key tile
+ *            transposed once, [d][key]), an online softmax update of each
+ *            row, then O = alpha O + P V.
+ *   dq pass  query blocks; S = Q K^T and dP = dO V^T, dS = P (dP m -
+ *            delta), dQ += dS K.
+ *   dk/dv    key blocks; per query block the transposed tiles S^T = K Q^T
+ *            and dP^T = V dO^T, then dV += Pdrop^T dO and dK += dS^T Q.
+ * The products are register-blocked micro-kernels (tile_nt: ATT_MR rows x
+ * ATT_NR columns of X Y^T from a transposed tile; tile_nn: ATT_MR rows x
+ * ATT_NR columns of C += A Y) whose accumulators stay in vector
+ * registers (GNU vector extensions; plain loops, same bits, without
+ * them). Each output element is summed by one
+ * thread in a fixed order (over d for scores; over keys or queries in
+ * increasing order for outputs), whatever the number of threads: the same
+ * bits on every run. Causal tiles that no query of the block sees are
+ * skipped; on the diagonal a group of rows computes the scores its last
+ * row needs, but a product takes only the pairs that the mask keeps (the
+ * micro-kernel over the keys or queries a whole group takes, the rest row
+ * by row, in the same order), so a masked key never enters an output,
+ * even as 0 * inf. The results are the same bits as summing pair by pair.
  *
  * The dropout mask of a row segment comes from cpu_uniform_blocks (the
  * Philox stream of rand_uniform), element (bh * tq + i) * tk + j. */
@@ -28,9 +40,9 @@
 #include <string.h>
 
 enum {
-    ATT_BQ = 16,  /* query rows per forward / dq work item */
-    ATT_BK = 64,  /* keys (forward, dq) or queries (dk/dv) per tile */
-    ATT_BKV = 16, /* key rows per dk/dv work item */
+    ATT_BLK = 64, /* rows per work item and per tile of the other side */
+    ATT_MR = 4,   /* micro-kernel rows */
+    ATT_NR = 16,  /* micro-kernel columns (two AVX vectors) */
 };
 
 /* Keys query i sees: [0, visible(i)). */
@@ -49,6 +61,14 @@ static int64_t first_query(const xg_attention_args *a, int64_t j)
         return 0;
     int64_t i = j - a->causal_offset;
     return i < 0 ? 0 : i > a->tq ? a->tq : i;
+}
+
+static int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
+static int64_t max64(int64_t x, int64_t y) { return x > y ? x : y; }
+/* n rounded up to a multiple of ATT_NR. */
+static int64_t round_nr(int64_t n)
+{
+    return (n + ATT_NR - 1) / ATT_NR * ATT_NR;
 }
 
 /* u[0 .. n) = the uniform numbers of elements e0 .. e0 + n - 1 of
@@ -83,53 +103,174 @@ static void keep_factors(const xg_attention_args *a, int64_t h, int64_t i,
         m[k] = m[k] < a->p ? 0.0f : keep;
 }
 
-/* t[c * ATT_BK + r] = x[r * d + c] for r < rows: a tile of rows as columns. */
+/* t[c * ATT_BLK + r] = x[r * d + c] for r < rows, and 0 for rows <= r <
+ * round_nr(rows): a tile of rows as columns, padded for the micro-kernels. */
 static void transpose_tile(const float *x, int64_t rows, int64_t d, float *t)
 {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < d; c++)
-            t[c * ATT_BK + r] = x[r * d + c];
-}
-
-/* s[0 .. n) = x . t[., 0 .. n) over d: dot products of one row with the
- * columns of a transposed tile. */
-static void row_times_tile(const float *x, const float *t, int64_t d,
-                           int64_t n, float *s)
-{
-    for (int64_t k = 0; k < n; k++)
-        s[k] = 0.0f;
+    int64_t padded = round_nr(rows);
     for (int64_t c = 0; c < d; c++) {
-        const float xc = x[c], *tc = t + c * ATT_BK;
-        for (int64_t k = 0; k < n; k++)
-            s[k] += xc * tc[k];
+        float *tc = t + c * ATT_BLK;
+        for (int64_t r = 0; r < rows; r++)
+            tc[r] = x[r * d + c];
+        for (int64_t r = rows; r < padded; r++)
+            tc[r] = 0.0f;
     }
 }
 
-/* y[0 .. d) += a * x[0 .. d) */
-CPU_INLINE void axpy(float a, const float *restrict x, float *restrict y,
-                     int64_t d)
+/* ---- micro-kernels ---------------------------------------------------------
+ * Compiled into the clones of their callers (always inline): ATT_MR x
+ * ATT_NR accumulators, elementwise multiplies and adds (no reassociated
+ * sums, no contraction into FMA), so the AVX2 and baseline clones give the
+ * same bits. With GCC or clang the accumulators are vectors of 8 floats
+ * (generic vector extensions: one AVX register, or two SSE ones), which
+ * the compiler keeps in registers; elsewhere plain loops, same results. */
+
+#if defined(__GNUC__)
+typedef float att_vec __attribute__((vector_size(32)));
+enum { ATT_VW = 8, ATT_NV = ATT_NR / ATT_VW };
+
+/* Unaligned loads and stores, and 8 copies of a float (macros: vector
+ * values crossing a function boundary outside the AVX clone would change
+ * the ABI). */
+#define VLOAD(v, p) memcpy(&(v), (p), sizeof(att_vec))
+#define VSTORE(p, v) memcpy((p), &(v), sizeof(att_vec))
+#define VSPLAT(x) ((att_vec){(x), (x), (x), (x), (x), (x), (x), (x)})
+#endif
+
+/* c[r * ATT_BLK + j] = sum_k x[r * ldx + k] * t[k * ATT_BLK + j] (k in
+ * increasing order from 0.0f) for r < rows (ATT_MR or 1, a constant) and
+ * j in [j0, j1) (multiples of ATT_NR): rows of X times the columns of a
+ * transposed tile. */
+CPU_INLINE void tile_nt(const float *restrict x, int64_t ldx, int rows,
+                        const float *restrict t, int64_t d, int64_t j0,
+                        int64_t j1, float *restrict c)
 {
-    for (int64_t c = 0; c < d; c++)
-        y[c] += a * x[c];
+    for (int64_t j = j0; j < j1; j += ATT_NR) {
+#if defined(__GNUC__)
+        att_vec acc[ATT_MR][ATT_NV];
+        for (int r = 0; r < rows; r++)
+            for (int l = 0; l < ATT_NV; l++)
+                acc[r][l] = VSPLAT(0.0f);
+        for (int64_t k = 0; k < d; k++) {
+            att_vec y[ATT_NV];
+            for (int l = 0; l < ATT_NV; l++)
+                VLOAD(y[l], t + k * ATT_BLK + j + l * ATT_VW);
+            for (int r = 0; r < rows; r++) {
+                const float xs = x[r * ldx + k];
+                const att_vec xr = VSPLAT(xs);
+                for (int l = 0; l < ATT_NV; l++)
+                    acc[r][l] += xr * y[l];
+            }
+        }
+        for (int r = 0; r < rows; r++)
+            for (int l = 0; l < ATT_NV; l++)
+                VSTORE(c + r * ATT_BLK + j + l * ATT_VW, acc[r][l]);
+#else
+        for (int r = 0; r < rows; r++) {
+            float acc[ATT_NR] = {0};
+            for (int64_t k = 0; k < d; k++) {
+                const float xr = x[r * ldx + k], *tk = t + k * ATT_BLK + j;
+                for (int l = 0; l < ATT_NR; l++)
+                    acc[l] += xr * tk[l];
+            }
+            for (int l = 0; l < ATT_NR; l++)
+                c[r * ATT_BLK + j + l] = acc[l];
+        }
+#endif
+    }
 }
 
-static float dot(const float *x, const float *y, int64_t d)
+/* Rows r < rows (ATT_MR or 1, a constant) of C [., d] (leading dimension
+ * d) += sum_{k < n} w[r * ATT_BLK + k] * y[k * d + .], k in increasing
+ * order: weights of a tile times rows of Y. */
+CPU_INLINE void tile_nn(const float *restrict w, int rows, int64_t n,
+                        const float *restrict y, int64_t d,
+                        float *restrict c)
 {
-    float s = 0.0f;
-    for (int64_t c = 0; c < d; c++)
-        s += x[c] * y[c];
-    return s;
+    int64_t col = 0;
+#if defined(__GNUC__)
+    for (; col + ATT_NR <= d; col += ATT_NR) {
+        att_vec acc[ATT_MR][ATT_NV];
+        for (int r = 0; r < rows; r++)
+            for (int l = 0; l < ATT_NV; l++)
+                VLOAD(acc[r][l], c + r * d + col + l * ATT_VW);
+        for (int64_t k = 0; k < n; k++) {
+            att_vec yk[ATT_NV];
+            for (int l = 0; l < ATT_NV; l++)
+                VLOAD(yk[l], y + k * d + col + l * ATT_VW);
+            for (int r = 0; r < rows; r++) {
+                const float ws = w[r * ATT_BLK + k];
+                const att_vec wr = VSPLAT(ws);
+                for (int l = 0; l < ATT_NV; l++)
+                    acc[r][l] += wr * yk[l];
+            }
+        }
+        for (int r = 0; r < rows; r++)
+            for (int l = 0; l < ATT_NV; l++)
+                VSTORE(c + r * d + col + l * ATT_VW, acc[r][l]);
+    }
+#endif
+    if (col < d) { /* the columns left (all of them without vectors) */
+        for (int r = 0; r < rows; r++) {
+            float *cr = c + r * d;
+            for (int64_t k = 0; k < n; k++) {
+                const float wr = w[r * ATT_BLK + k], *yk = y + k * d;
+                for (int64_t l = col; l < d; l++)
+                    cr[l] += wr * yk[l];
+            }
+        }
+    }
 }
 
-/* The range functions are compiled for AVX2 and the baseline (CPU_CLONES):
- * every loop above is elementwise (no reassociated sums, no contraction
- * into FMA), so both give the same bits. */
+/* c[0 .. d) += sum_{k0 <= k < k1} w[k] * y[k * d + .], k in increasing
+ * order: the weights of one row that its group's tile_nn left out. */
+CPU_INLINE void row_tail(const float *restrict w, int64_t k0, int64_t k1,
+                         const float *restrict y, int64_t d,
+                         float *restrict c)
+{
+    for (int64_t k = k0; k < k1; k++) {
+        const float wk = w[k], *yk = y + k * d;
+        for (int64_t l = 0; l < d; l++)
+            c[l] += wk * yk[l];
+    }
+}
+
+/* Weights [rows][ATT_BLK] times rows of Y into rows of C (leading
+ * dimension d) for the group of rows g0 .. g0 + g - 1 (g a constant), row
+ * r taking keys [0, n[r]): tile_nn over the keys all of them take, then
+ * the rest row by row, each row in increasing key order. So a row never
+ * multiplies a key it does not take (no 0 * inf). */
+CPU_INLINE void group_nn(const float *w, int g, const int64_t *n,
+                         const float *y, int64_t d, float *c)
+{
+    int64_t lo = n[0];
+    for (int r = 1; r < g; r++)
+        lo = n[r] < lo ? n[r] : lo;
+    if (lo > 0)
+        tile_nn(w, g, lo, y, d, c);
+    for (int r = 0; r < g; r++)
+        row_tail(w + r * ATT_BLK, lo, n[r], y, d, c + r * d);
+}
+
+/* The products of a block of rows, ATT_MR at a time, then one at a time:
+ * per group of rows g0 .. g0 + g - 1, FN(g0, g) with g a constant. */
+#define ATT_ROW_GROUPS(rows, FN)                                              \
+    do {                                                                      \
+        int64_t g0_ = 0;                                                      \
+        for (; g0_ + ATT_MR <= (rows); g0_ += ATT_MR)                         \
+            FN(g0_, ATT_MR);                                                  \
+        for (; g0_ < (rows); g0_++)                                           \
+            FN(g0_, 1);                                                       \
+    } while (0)
+
+/* The range functions are compiled for AVX2 and the baseline (CPU_CLONES). */
 #define ATT_CLONES CPU_CLONES
 
-/* Per-thread scratch, in floats. */
+/* Per-thread scratch, in floats: two transposed tiles [d][ATT_BLK], four
+ * tiles [ATT_BLK][ATT_BLK] and one row. */
 static size_t scratch_floats(int64_t d)
 {
-    return (size_t)(2 * d * ATT_BK + 4 * ATT_BK);
+    return (size_t)(2 * d * ATT_BLK + 4 * ATT_BLK * ATT_BLK + ATT_BLK);
 }
 
 typedef struct att_job {
@@ -138,21 +279,47 @@ typedef struct att_job {
     int64_t blocks; /* row blocks per head */
 } att_job;
 
+/* max(init, x[0 .. n)), NaN when any of them is NaN (exact whatever the
+ * order of comparison: computed in ATT_VW lanes, then combined). */
+CPU_INLINE float row_max_nan(const float *x, int64_t n, float init)
+{
+    float mx = init;
+    int64_t j = 0;
+#if defined(__GNUC__)
+    typedef int32_t att_ivec __attribute__((vector_size(32)));
+    if (n >= ATT_VW) {
+        att_vec m = VSPLAT(init);
+        for (; j + ATT_VW <= n; j += ATT_VW) {
+            att_vec v;
+            VLOAD(v, x + j);
+            att_ivec take = (v > m) | (v != v);
+            m = (att_vec)((take & (att_ivec)v) | (~take & (att_ivec)m));
+        }
+        for (int l = 0; l < ATT_VW; l++)
+            mx = m[l] > mx || m[l] != m[l] ? m[l] : mx;
+    }
+#endif
+    for (; j < n; j++)
+        mx = x[j] > mx || x[j] != x[j] ? x[j] : mx;
+    return mx;
+}
+
 /* ---- forward -------------------------------------------------------------- */
 
-ATT_CLONES static void forward_range(const void *ctx, int64_t begin, int64_t end,
-                          int thread)
+ATT_CLONES static void forward_range(const void *ctx, int64_t begin,
+                                     int64_t end, int thread)
 {
     const att_job *job = ctx;
     const xg_kernel_call *c = job->call;
     const xg_attention_args *a = &c->p.attention;
     const int64_t d = a->d, tq = a->tq, tk = a->tk;
     float *kt = job->scratch + (size_t)thread * scratch_floats(d);
-    float *s = kt + d * ATT_BK, *m = s + ATT_BK;
-    float row_max[ATT_BQ], row_sum[ATT_BQ];
+    float *s = kt + 2 * d * ATT_BLK, *m = s + 4 * ATT_BLK * ATT_BLK;
+    float row_max[ATT_BLK], row_sum[ATT_BLK], alpha[ATT_BLK];
+    int64_t row_n[ATT_BLK];
     for (int64_t item = begin; item < end; item++) {
-        int64_t h = item / job->blocks, q0 = item % job->blocks * ATT_BQ;
-        int64_t nq = tq - q0 < ATT_BQ ? tq - q0 : ATT_BQ;
+        int64_t h = item / job->blocks, q0 = item % job->blocks * ATT_BLK;
+        int64_t nq = min64(tq - q0, ATT_BLK);
         const float *q = cpu_f32(c->in[0].buf) + (h * tq + q0) * d;
         const float *k = cpu_f32(c->in[1].buf) + h * tk * d;
         const float *v = cpu_f32(c->in[2].buf) + h * tk * d;
@@ -164,41 +331,54 @@ ATT_CLONES static void forward_range(const void *ctx, int64_t begin, int64_t end
             row_sum[r] = 0.0f;
         }
         int64_t kend = visible(a, q0 + nq - 1);
-        for (int64_t k0 = 0; k0 < kend; k0 += ATT_BK) {
-            int64_t nk = kend - k0 < ATT_BK ? kend - k0 : ATT_BK;
+        for (int64_t k0 = 0; k0 < kend; k0 += ATT_BLK) {
+            int64_t nk = min64(kend - k0, ATT_BLK);
             transpose_tile(k + k0 * d, nk, d, kt);
+            for (int64_t r = 0; r < nq; r++)
+                row_n[r] = min64(visible(a, q0 + r) - k0, nk);
+#define ATT_SCORES(g0, g)                                                     \
+    if (row_n[(g0) + (g) - 1] > 0)                                            \
+        tile_nt(q + (g0) * d, d, (g), kt, d, 0,                               \
+                round_nr(row_n[(g0) + (g) - 1]), s + (g0) * ATT_BLK)
+            ATT_ROW_GROUPS(nq, ATT_SCORES);
+#undef ATT_SCORES
             for (int64_t r = 0; r < nq; r++) {
-                int64_t n = visible(a, q0 + r) - k0;
+                int64_t n = row_n[r];
+                float *sr = s + r * ATT_BLK;
+                alpha[r] = 1.0f;
                 if (n <= 0)
                     continue;
-                if (n > nk)
-                    n = nk;
-                row_times_tile(q + r * d, kt, d, n, s);
-                float mx = row_max[r];
-                for (int64_t j = 0; j < n; j++) {
-                    s[j] *= a->scale;
-                    mx = s[j] > mx || s[j] != s[j] ? s[j] : mx;
-                }
-                float alpha = cpu_exp(row_max[r] - mx), sum = 0.0f;
+                for (int64_t j = 0; j < n; j++)
+                    sr[j] *= a->scale;
+                float mx = row_max_nan(sr, n, row_max[r]);
+                float al = cpu_exp(row_max[r] - mx), sum = 0.0f;
                 if (row_max[r] == -INFINITY)
-                    alpha = 0.0f; /* nothing summed yet (mx may be -inf) */
-                for (int64_t j = 0; j < n; j++) {
-                    s[j] = cpu_exp(s[j] - mx);
-                    sum += s[j];
-                }
+                    al = 0.0f; /* nothing summed yet (mx may be -inf) */
+                for (int64_t j = 0; j < n; j++)
+                    sr[j] = cpu_exp(sr[j] - mx);
+                for (int64_t j = 0; j < n; j++)
+                    sum += sr[j];
                 row_max[r] = mx;
-                row_sum[r] = row_sum[r] * alpha + sum;
+                row_sum[r] = row_sum[r] * al + sum;
+                alpha[r] = al;
                 if (a->p > 0.0f) {
                     keep_factors(a, h, q0 + r, k0, n, m);
                     for (int64_t j = 0; j < n; j++)
-                        s[j] *= m[j];
+                        sr[j] *= m[j];
                 }
-                float *o = out + r * d;
-                for (int64_t col = 0; col < d; col++)
-                    o[col] *= alpha;
-                for (int64_t j = 0; j < n; j++)
-                    axpy(s[j], v + (k0 + j) * d, o, d);
             }
+            for (int64_t r = 0; r < nq; r++) {
+                float *o = out + r * d;
+                row_n[r] = max64(row_n[r], 0);
+                if (alpha[r] != 1.0f)
+                    for (int64_t col = 0; col < d; col++)
+                        o[col] *= alpha[r];
+            }
+#define ATT_PV(g0, g)                                                         \
+    group_nn(s + (g0) * ATT_BLK, (g), row_n + (g0), v + k0 * d, d,            \
+             out + (g0) * d)
+            ATT_ROW_GROUPS(nq, ATT_PV);
+#undef ATT_PV
         }
         for (int64_t r = 0; r < nq; r++) {
             if (visible(a, q0 + r) == 0) {
@@ -215,25 +395,26 @@ ATT_CLONES static void forward_range(const void *ctx, int64_t begin, int64_t end
 
 /* ---- backward: dq and delta ----------------------------------------------- */
 
-/* p_ij from the score and lse_i; 0 where the row saw no key. */
+/* p_ij from the scaled score and lse_i; 0 where the row saw no key. */
 CPU_INLINE float prob(float s, float lse)
 {
     return lse == -INFINITY ? 0.0f : cpu_exp(s - lse);
 }
 
-ATT_CLONES static void backward_q_range(const void *ctx, int64_t begin, int64_t end,
-                             int thread)
+ATT_CLONES static void backward_q_range(const void *ctx, int64_t begin,
+                                        int64_t end, int thread)
 {
     const att_job *job = ctx;
     const xg_kernel_call *c = job->call;
     const xg_attention_args *a = &c->p.attention;
     const int64_t d = a->d, tq = a->tq, tk = a->tk;
     float *kt = job->scratch + (size_t)thread * scratch_floats(d);
-    float *vt = kt + d * ATT_BK, *s = vt + d * ATT_BK, *dp = s + ATT_BK;
-    float *m = dp + ATT_BK;
+    float *vt = kt + d * ATT_BLK, *s = vt + d * ATT_BLK;
+    float *dp = s + ATT_BLK * ATT_BLK, *m = dp + 3 * ATT_BLK * ATT_BLK;
+    int64_t row_n[ATT_BLK];
     for (int64_t item = begin; item < end; item++) {
-        int64_t h = item / job->blocks, q0 = item % job->blocks * ATT_BQ;
-        int64_t nq = tq - q0 < ATT_BQ ? tq - q0 : ATT_BQ;
+        int64_t h = item / job->blocks, q0 = item % job->blocks * ATT_BLK;
+        int64_t nq = min64(tq - q0, ATT_BLK);
         int64_t row0 = h * tq + q0;
         const float *q = cpu_f32(c->in[0].buf) + row0 * d;
         const float *k = cpu_f32(c->in[1].buf) + h * tk * d;
@@ -244,31 +425,49 @@ ATT_CLONES static void backward_q_range(const void *ctx, int64_t begin, int64_t 
         float *dq = cpu_f32(c->out[0].buf) + row0 * d;
         float *delta = cpu_f32(c->out[1].buf) + row0;
         memset(dq, 0, (size_t)(nq * d) * sizeof *dq);
-        for (int64_t r = 0; r < nq; r++)
-            delta[r] = dot(dout + r * d, o + r * d, d);
+        for (int64_t r = 0; r < nq; r++) {
+            float sum = 0.0f;
+            for (int64_t col = 0; col < d; col++)
+                sum += dout[r * d + col] * o[r * d + col];
+            delta[r] = sum;
+        }
         int64_t kend = visible(a, q0 + nq - 1);
-        for (int64_t k0 = 0; k0 < kend; k0 += ATT_BK) {
-            int64_t nk = kend - k0 < ATT_BK ? kend - k0 : ATT_BK;
+        for (int64_t k0 = 0; k0 < kend; k0 += ATT_BLK) {
+            int64_t nk = min64(kend - k0, ATT_BLK);
             transpose_tile(k + k0 * d, nk, d, kt);
             transpose_tile(v + k0 * d, nk, d, vt);
+            for (int64_t r = 0; r < nq; r++)
+                row_n[r] = min64(visible(a, q0 + r) - k0, nk);
+#define ATT_SCORES(g0, g)                                                     \
+    if (row_n[(g0) + (g) - 1] > 0) {                                          \
+        int64_t j1_ = round_nr(row_n[(g0) + (g) - 1]);                        \
+        tile_nt(q + (g0) * d, d, (g), kt, d, 0, j1_, s + (g0) * ATT_BLK);     \
+        tile_nt(dout + (g0) * d, d, (g), vt, d, 0, j1_, dp + (g0) * ATT_BLK); \
+    }
+            ATT_ROW_GROUPS(nq, ATT_SCORES);
+#undef ATT_SCORES
             for (int64_t r = 0; r < nq; r++) {
-                int64_t n = visible(a, q0 + r) - k0;
-                if (n <= 0 || lse[r] == -INFINITY)
-                    continue;
-                if (n > nk)
-                    n = nk;
-                row_times_tile(q + r * d, kt, d, n, s);
-                row_times_tile(dout + r * d, vt, d, n, dp);
-                if (a->p > 0.0f) {
+                /* the keys row r takes: none where lse is -inf */
+                int64_t n = lse[r] == -INFINITY ? 0 : max64(row_n[r], 0);
+                float *sr = s + r * ATT_BLK, *dpr = dp + r * ATT_BLK;
+                row_n[r] = n;
+                if (n > 0 && a->p > 0.0f) {
                     keep_factors(a, h, q0 + r, k0, n, m);
                     for (int64_t j = 0; j < n; j++)
-                        dp[j] *= m[j];
+                        dpr[j] *= m[j];
                 }
+                /* n is 0 where lse is -inf: no prob() test per element */
+                const float l = lse[r], dl = delta[r], sc = a->scale;
+                float *restrict dsr = sr;
+                const float *restrict dpc = dpr;
                 for (int64_t j = 0; j < n; j++)
-                    s[j] = prob(s[j] * a->scale, lse[r]) * (dp[j] - delta[r]);
-                for (int64_t j = 0; j < n; j++)
-                    axpy(s[j], k + (k0 + j) * d, dq + r * d, d);
+                    dsr[j] = cpu_exp(dsr[j] * sc - l) * (dpc[j] - dl);
             }
+#define ATT_DQ(g0, g)                                                         \
+    group_nn(s + (g0) * ATT_BLK, (g), row_n + (g0), k + k0 * d, d,            \
+             dq + (g0) * d)
+            ATT_ROW_GROUPS(nq, ATT_DQ);
+#undef ATT_DQ
         }
         for (int64_t col = 0; col < nq * d; col++)
             dq[col] *= a->scale;
@@ -277,21 +476,24 @@ ATT_CLONES static void backward_q_range(const void *ctx, int64_t begin, int64_t 
 
 /* ---- backward: dk and dv -------------------------------------------------- */
 
-ATT_CLONES static void backward_kv_range(const void *ctx, int64_t begin, int64_t end,
-                              int thread)
+ATT_CLONES static void backward_kv_range(const void *ctx, int64_t begin,
+                                         int64_t end, int thread)
 {
     const att_job *job = ctx;
     const xg_kernel_call *c = job->call;
     const xg_attention_args *a = &c->p.attention;
     const int64_t d = a->d, tq = a->tq, tk = a->tk;
     float *qt = job->scratch + (size_t)thread * scratch_floats(d);
-    float *gt = qt + d * ATT_BK, *s = gt + d * ATT_BK, *dp = s + ATT_BK;
-    float *pd = dp + ATT_BK;
-    /* The keep factors of ATT_BK query rows x ATT_BKV keys. */
-    float mask[ATT_BK * ATT_BKV];
+    float *gt = qt + d * ATT_BLK, *s = gt + d * ATT_BLK;
+    float *dp = s + ATT_BLK * ATT_BLK, *pd = dp + ATT_BLK * ATT_BLK;
+    float *mask = pd + ATT_BLK * ATT_BLK;
+    /* Row jj of the tiles s (scores, then ds), dp and pd (pdrop) is key
+     * j0 + jj and column r query i0 + r (transposed); the mask tile is
+     * [query][key]. Key jj is seen by the tile's queries [r0[jj], nq). */
+    int64_t r0[ATT_BLK];
     for (int64_t item = begin; item < end; item++) {
-        int64_t h = item / job->blocks, j0 = item % job->blocks * ATT_BKV;
-        int64_t nk = tk - j0 < ATT_BKV ? tk - j0 : ATT_BKV;
+        int64_t h = item / job->blocks, j0 = item % job->blocks * ATT_BLK;
+        int64_t nk = min64(tk - j0, ATT_BLK);
         const float *q = cpu_f32(c->in[0].buf) + h * tq * d;
         const float *k = cpu_f32(c->in[1].buf) + (h * tk + j0) * d;
         const float *v = cpu_f32(c->in[2].buf) + (h * tk + j0) * d;
@@ -302,35 +504,56 @@ ATT_CLONES static void backward_kv_range(const void *ctx, int64_t begin, int64_t
         float *dv = cpu_f32(c->out[1].buf) + (h * tk + j0) * d;
         memset(dk, 0, (size_t)(nk * d) * sizeof *dk);
         memset(dv, 0, (size_t)(nk * d) * sizeof *dv);
-        for (int64_t i0 = first_query(a, j0); i0 < tq; i0 += ATT_BK) {
-            int64_t nq = tq - i0 < ATT_BK ? tq - i0 : ATT_BK;
+        for (int64_t i0 = first_query(a, j0); i0 < tq; i0 += ATT_BLK) {
+            int64_t nq = min64(tq - i0, ATT_BLK);
             transpose_tile(q + i0 * d, nq, d, qt);
             transpose_tile(dout + i0 * d, nq, d, gt);
             if (a->p > 0.0f)
                 for (int64_t r = 0; r < nq; r++)
-                    keep_factors(a, h, i0 + r, j0, nk, mask + r * ATT_BKV);
-            for (int64_t jj = 0; jj < nk; jj++) {
-                /* queries i0 + r0 .. i0 + nq - 1 see key j0 + jj */
-                int64_t r0 = first_query(a, j0 + jj) - i0;
-                if (r0 < 0)
-                    r0 = 0;
-                if (r0 >= nq)
-                    continue;
-                int64_t n = nq - r0;
-                row_times_tile(k + jj * d, qt + r0, d, n, s);
-                row_times_tile(v + jj * d, gt + r0, d, n, dp);
-                for (int64_t r = 0; r < n; r++) {
-                    float mk = a->p > 0.0f ? mask[(r0 + r) * ATT_BKV + jj]
-                                           : 1.0f;
-                    float p = prob(s[r] * a->scale, lse[i0 + r0 + r]);
-                    pd[r] = p * mk;
-                    s[r] = p * (dp[r] * mk - delta[i0 + r0 + r]);
-                }
-                for (int64_t r = 0; r < n; r++) {
-                    axpy(pd[r], dout + (i0 + r0 + r) * d, dv + jj * d, d);
-                    axpy(s[r], q + (i0 + r0 + r) * d, dk + jj * d, d);
-                }
-            }
+                    keep_factors(a, h, i0 + r, j0, nk, mask + r * ATT_BLK);
+            for (int64_t jj = 0; jj < nk; jj++)
+                r0[jj] = min64(max64(first_query(a, j0 + jj) - i0, 0), nq);
+            /* A group of keys computes the scores of the queries from its
+             * first key's first one, rounded down to a multiple of ATT_NR;
+             * each key takes only the queries that see it. */
+#define ATT_DKV(g0, g)                                                        \
+    if (r0[(g0)] < nq) {                                                      \
+        int64_t lo_ = r0[(g0)] / ATT_NR * ATT_NR, hi_ = round_nr(nq);         \
+        tile_nt(k + (g0) * d, d, (g), qt, d, lo_, hi_, s + (g0) * ATT_BLK);   \
+        tile_nt(v + (g0) * d, d, (g), gt, d, lo_, hi_, dp + (g0) * ATT_BLK);  \
+        for (int64_t jj = (g0); jj < (g0) + (g); jj++) {                      \
+            float *sj = s + jj * ATT_BLK, *dpj = dp + jj * ATT_BLK;           \
+            float *pdj = pd + jj * ATT_BLK;                                   \
+            if (a->p > 0.0f)                                                  \
+                for (int64_t r = r0[jj]; r < nq; r++)                         \
+                    dpj[r] *= mask[r * ATT_BLK + jj];                         \
+            for (int64_t r = r0[jj]; r < nq; r++) {                           \
+                float p_ = prob(sj[r] * a->scale, lse[i0 + r]);               \
+                pdj[r] = p_;                                                  \
+                sj[r] = p_ * (dpj[r] - delta[i0 + r]);                        \
+            }                                                                 \
+            if (a->p > 0.0f)                                                  \
+                for (int64_t r = r0[jj]; r < nq; r++)                         \
+                    pdj[r] *= mask[r * ATT_BLK + jj];                         \
+        }                                                                     \
+        /* queries before the last key's first one key by key, then the \
+         * rest as a tile, in increasing query order */                     \
+        int64_t mid_ = r0[(g0) + (g) - 1];                                    \
+        for (int64_t jj = (g0); jj < (g0) + (g); jj++) {                      \
+            row_tail(pd + jj * ATT_BLK, r0[jj], mid_, dout + i0 * d, d,       \
+                     dv + jj * d);                                            \
+            row_tail(s + jj * ATT_BLK, r0[jj], mid_, q + i0 * d, d,           \
+                     dk + jj * d);                                            \
+        }                                                                     \
+        if (mid_ < nq) {                                                      \
+            tile_nn(pd + (g0) * ATT_BLK + mid_, (g), nq - mid_,               \
+                    dout + (i0 + mid_) * d, d, dv + (g0) * d);                \
+            tile_nn(s + (g0) * ATT_BLK + mid_, (g), nq - mid_,                \
+                    q + (i0 + mid_) * d, d, dk + (g0) * d);                   \
+        }                                                                     \
+    }
+            ATT_ROW_GROUPS(nk, ATT_DKV);
+#undef ATT_DKV
         }
         for (int64_t col = 0; col < nk * d; col++)
             dk[col] *= a->scale;
@@ -353,19 +576,17 @@ xg_status cpu_attention(xg_backend_device *dev, const xg_kernel_call *call)
                             (long long)a->d);
     /* Cost of an item: its pairs of rows, a few operations per element of
      * d each (half of them under a causal mask, roughly). */
-    int64_t pair_cost = 4 * a->d + 2 * CPU_COST_LIBM;
-    if (call->op == XG_OP_attention_backward_kv) {
-        job.blocks = (a->tk + ATT_BKV - 1) / ATT_BKV;
-        cpu_parallel_rows(cd->pool, a->bh * job.blocks,
-                          ATT_BKV * a->tq * pair_cost, backward_kv_range, &job);
-    } else {
-        job.blocks = (a->tq + ATT_BQ - 1) / ATT_BQ;
-        cpu_parallel_rows(cd->pool, a->bh * job.blocks,
-                          ATT_BQ * a->tk * pair_cost,
-                          call->op == XG_OP_attention ? forward_range
-                                                      : backward_q_range,
-                          &job);
-    }
+    int64_t pair_cost = 2 * a->d + CPU_COST_LIBM;
+    int64_t rows = call->op == XG_OP_attention_backward_kv ? a->tk : a->tq;
+    int64_t other = call->op == XG_OP_attention_backward_kv ? a->tq : a->tk;
+    job.blocks = (rows + ATT_BLK - 1) / ATT_BLK;
+    cpu_parallel_rows(cd->pool, a->bh * job.blocks,
+                      ATT_BLK * other * pair_cost,
+                      call->op == XG_OP_attention ? forward_range
+                      : call->op == XG_OP_attention_backward_q
+                          ? backward_q_range
+                          : backward_kv_range,
+                      &job);
     free(job.scratch);
     return XG_OK;
 }
