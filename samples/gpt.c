@@ -73,6 +73,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sample_common.h"
 #include "sample_log.h"
 #include "xgrad.h"
 #include "xgrad_data.h"
@@ -119,27 +120,9 @@ static int lib_fail(const char *what)
 
 /* ===== Flags ============================================================= */
 
-static int bad(const char *flag, const char *value, const char *want)
-{
-    fprintf(stderr, PROG ": %s '%s': expected %s\n", flag, value, want);
-    return 2;
-}
-
-static int parse_i64(const char *flag, const char *s, int64_t min,
-                     int64_t max, int64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end || errno == ERANGE || v < min || v > max) {
-        char want[96];
-        snprintf(want, sizeof want, "an integer from %lld to %lld",
-                 (long long)min, (long long)max);
-        return bad(flag, s, want);
-    }
-    *out = v;
-    return 0;
-}
+/* The shared flag helpers (sample_common.c) report under this name. */
+#define bad sample_bad_value
+#define parse_i64 sample_parse_int
 
 static int parse_f64(const char *flag, const char *s, double min, double max,
                      bool max_open, double *out)
@@ -1463,6 +1446,7 @@ int main(int argc, char **argv)
                    .lr = 1e-3, .weight_decay = 0.1, .grad_clip = 1.0,
                    .eval_every = 200, .eval_batches = 20, .log_every = 20,
                    .temperature = 1.0}};
+    sample_set_prog(PROG);
     int rc = parse(&r.o, argc, argv);
     if (rc)
         return rc < 0 ? 0 : rc;

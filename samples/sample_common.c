@@ -105,6 +105,11 @@ static void usage(const sample_spec *spec, FILE *f)
     usage_line(f, "--help", NULL, "this text");
 }
 
+void sample_set_prog(const char *name)
+{
+    prog = name;
+}
+
 int sample_bad_value(const char *flag, const char *value, const char *want)
 {
     fprintf(stderr, "%s: %s '%s': expected %s\n", prog, flag, value, want);

@@ -159,6 +159,10 @@ typedef struct sample_spec {
     int (*run)(void *ctx, const sample_session *s);
 } sample_spec;
 
+/* Names the program in the messages below (sample_main sets the spec's
+ * prog; a sample with its own main, gpt, calls this). */
+void sample_set_prog(const char *name);
+
 /* Reports "PROG: FLAG 'VALUE': expected WANT" on stderr; returns 2. */
 int sample_bad_value(const char *flag, const char *value, const char *want);
 
