@@ -12,15 +12,16 @@
  *   forward          y_g [c_out_g, P] = W_g [c_out_g, K] cols
  *   backward input   dcols [K, P] = W_g^T dy_g, added back into dx (col2im)
  *   backward weight  dW_g [c_out_g, K] = sum over samples of dy_g cols^T
- * A 1x1 kernel with stride 1 and no padding needs no columns: cols is x.
+ * A 1x1 kernel with stride 1 and no padding needs no unfolding: cols is x
+ * (for a chunk of one sample; several are still copied side by side).
+ * Rather than one small GEMM per sample, each GEMM runs over a chunk of
+ * samples at once (see "convolution jobs" below).
  *
- * Threads: with at least as many samples as threads, the samples are split
+ * Threads: with at least as many chunks as threads, the chunks are split
  * over the pool and every GEMM runs serially in its thread (one OpenBLAS
- * thread), each thread unfolding into its own columns buffer (conv_scratch
- * of the device). With fewer samples, they run one after another and each
- * GEMM uses every thread. The weight gradient is summed per fixed chunk of
- * samples, then the chunks in order, so it does not depend on which thread
- * ran what. */
+ * thread), each thread unfolding into its own buffers (conv_scratch of the
+ * device). With fewer chunks, they run one after another and each GEMM
+ * uses every thread. Results do not depend on the thread count. */
 #include "cpu_impl.h"
 
 #include <assert.h>
@@ -131,65 +132,130 @@ static void col2im_row(const xg_conv_args *a, const float *restrict row,
     }
 }
 
-/* cols [channels * kh * kw, oh * ow] from `channels` planes at x. */
+/* Rows [channels * kh * kw] of columns from `channels` planes at x: row r
+ * of the unfolding starts at cols + r * ld (ld >= oh * ow), so the rows
+ * of several samples can sit side by side in one matrix. */
 static void im2col(const xg_conv_args *a, const float *x, int64_t channels,
-                   float *cols)
+                   float *cols, int64_t ld)
 {
-    int64_t plane = a->h * a->w, p_out = a->oh * a->ow;
+    int64_t plane = a->h * a->w;
     for (int64_t c = 0; c < channels; c++)
         for (int p = 0; p < a->kh; p++)
-            for (int q = 0; q < a->kw; q++, cols += p_out)
+            for (int q = 0; q < a->kw; q++, cols += ld)
                 im2col_row(a, x + c * plane, p, q, cols);
 }
 
-/* dx (`channels` planes, already initialised) += col2im(cols). */
+/* dx (`channels` planes, already initialised) += col2im(cols), rows ld
+ * apart as in im2col. */
 static void col2im(const xg_conv_args *a, const float *cols, int64_t channels,
-                   float *dx)
+                   int64_t ld, float *dx)
 {
-    int64_t plane = a->h * a->w, p_out = a->oh * a->ow;
+    int64_t plane = a->h * a->w;
     for (int64_t c = 0; c < channels; c++)
         for (int p = 0; p < a->kh; p++)
-            for (int q = 0; q < a->kw; q++, cols += p_out)
+            for (int q = 0; q < a->kw; q++, cols += ld)
                 col2im_row(a, cols, p, q, dx + c * plane);
 }
 
-/* ---- convolution jobs ------------------------------------------------- */
+/* ---- convolution jobs -------------------------------------------------
+ * The samples are cut into `chunks` fixed chunks, chunk c holding samples
+ * [n c / chunks, n (c + 1) / chunks) (at most `span`). One chunk, one
+ * group is one GEMM whose column dimension runs over all of the chunk's
+ * pixels: the columns matrix of the chunk is [K, s P] (s samples, each
+ * sample's unfolding in its own P columns), dy of the chunk is gathered
+ * into [c_out_g, s P], and
+ *   forward          y [c_out_g, s P] = W_g cols, scattered into y
+ *   backward input   dcols [K, s P] = W_g^T dy, then col2im per sample
+ *   backward weight  dW_c [c_out_g, K] = dy cols^T  (depth s P)
+ * The weight gradient sums the chunks' dW_c in chunk order. Chunks are
+ * sized so that a thread's buffers (columns and the gathered dy) stay
+ * near CONV_CHUNK_FLOATS; for the weight gradient their number depends on
+ * the shapes alone, never on the thread count, so its bits do not either.
+ * (An output element's GEMM sum runs over the same depth in the same order
+ * whatever the chunk, so the forward and dx chunks may follow the
+ * threads.) */
+
+enum { CONV_CHUNK_FLOATS = 1 << 20 }; /* 4 MB per thread */
 
 typedef struct conv_job {
     cpu_device *dev;
     const xg_conv_args *a;
     int64_t cin_g, cout_g; /* channels per group */
     int64_t k, p;          /* GEMM depth K and columns P per group */
-    int unit;              /* 1x1, stride 1, no padding: cols is x itself */
+    int unit;              /* 1x1, stride 1, no padding: x is the columns */
     const float *in0, *in1;
     float *out;
-    float *cols;     /* k * p floats per thread */
-    float *partial;  /* backward weight: one weight-sized sum per chunk > 0 */
-    int64_t chunks;  /* backward weight: chunks of samples */
-    int serial_gemm; /* samples split over threads: each GEMM runs serially */
+    int64_t chunks, span;  /* chunks of samples; most samples in one */
+    float *scratch;        /* per thread: columns [K, span P], then
+                              [c_out_g, span P] (y or dy of the chunk) */
+    float *partial;        /* backward weight: one weight-sized sum per
+                              chunk > 0 */
+    int serial_gemm;       /* chunks split over threads: each GEMM runs
+                              serially in its thread */
 } conv_job;
 
-/* Columns for group `grp` of sample `b` in `thread`'s buffer (or x). */
-static const float *sample_cols(const conv_job *j, int64_t b, int64_t grp,
-                                int thread)
+static float *thread_cols(const conv_job *j, int thread)
+{
+    return j->scratch +
+           (size_t)thread * (size_t)((j->k + j->cout_g) * j->span * j->p);
+}
+
+static float *thread_mat(const conv_job *j, int thread)
+{
+    return thread_cols(j, thread) + (size_t)(j->k * j->span * j->p);
+}
+
+/* The first sample of chunk c and its sample count. */
+static int64_t chunk_samples(const conv_job *j, int64_t c, int64_t *count)
+{
+    int64_t b0 = j->a->n * c / j->chunks;
+    *count = j->a->n * (c + 1) / j->chunks - b0;
+    return b0;
+}
+
+/* Columns [K, ns P] of group `grp` of samples b0 .. b0 + ns - 1, in
+ * `thread`'s buffer (or x itself: one sample, 1x1). */
+static const float *chunk_cols(const conv_job *j, int64_t b0, int64_t ns,
+                               int64_t grp, int thread)
 {
     const xg_conv_args *a = j->a;
-    const float *x = j->in0 + (b * a->c_in + grp * j->cin_g) * a->h * a->w;
-    if (j->unit)
+    int64_t plane = a->h * a->w;
+    const float *x = j->in0 + (b0 * a->c_in + grp * j->cin_g) * plane;
+    if (j->unit && ns == 1)
         return x;
-    float *cols = j->cols + (size_t)thread * (size_t)(j->k * j->p);
-    im2col(a, x, j->cin_g, cols);
+    float *cols = thread_cols(j, thread);
+    for (int64_t s = 0; s < ns; s++)
+        im2col(a, x + s * a->c_in * plane, j->cin_g, cols + s * j->p,
+               ns * j->p);
     return cols;
 }
 
-/* The GEMM of one group: C (+)= op(A) op(B), C [m, n], depth k. */
+/* dy of group `grp` of samples b0 .. b0 + ns - 1 as one [c_out_g, ns P]
+ * matrix: dy itself for one sample, else gathered into `thread`'s
+ * buffer. */
+static const float *chunk_dy(const conv_job *j, const float *dy, int64_t b0,
+                             int64_t ns, int64_t grp, int thread)
+{
+    const xg_conv_args *a = j->a;
+    const float *src = dy + (b0 * a->c_out + grp * j->cout_g) * j->p;
+    if (ns == 1)
+        return src;
+    float *m = thread_mat(j, thread);
+    for (int64_t o = 0; o < j->cout_g; o++)
+        for (int64_t s = 0; s < ns; s++)
+            memcpy(m + (o * ns + s) * j->p, src + (s * a->c_out + o) * j->p,
+                   (size_t)j->p * sizeof *m);
+    return m;
+}
+
+/* The GEMM of one group: C = op(A) op(B), C [m, n], depth k. */
 static void group_gemm(const conv_job *j, int thread, int64_t m, int64_t n,
                        int64_t k, int ta, int tb, const float *A,
-                       const float *B, float *C, int accumulate)
+                       const float *B, float *C)
 {
     xg_gemm_args g = {.batch = 1, .m = m, .n = n, .k = k, .trans_a = ta,
                       .trans_b = tb, .alpha = 1.0f};
-    xg_status st = cpu_sgemm(j->dev, &g, A, B, C, accumulate,
+    xg_status st = cpu_sgemm(j->dev, &g, A, B, C, 0,
                              j->serial_gemm ? thread : -1);
     assert(st == XG_OK); /* sizes were checked in conv_prepare */
     (void)st;
@@ -201,13 +267,23 @@ static void forward_range(const void *ctx, int64_t begin, int64_t end,
 {
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
-    for (int64_t b = begin; b < end; b++)
+    for (int64_t c = begin; c < end; c++) {
+        int64_t ns, b0 = chunk_samples(j, c, &ns);
         for (int64_t grp = 0; grp < a->groups; grp++) {
-            const float *cols = sample_cols(j, b, grp, thread);
+            const float *cols = chunk_cols(j, b0, ns, grp, thread);
             const float *w = j->in1 + grp * j->cout_g * j->k;
-            float *y = j->out + (b * a->c_out + grp * j->cout_g) * j->p;
-            group_gemm(j, thread, j->cout_g, j->p, j->k, 0, 0, w, cols, y, 0);
+            float *y = j->out + (b0 * a->c_out + grp * j->cout_g) * j->p;
+            float *dst = ns == 1 ? y : thread_mat(j, thread);
+            group_gemm(j, thread, j->cout_g, ns * j->p, j->k, 0, 0, w, cols,
+                       dst);
+            if (ns > 1)
+                for (int64_t s = 0; s < ns; s++)
+                    for (int64_t o = 0; o < j->cout_g; o++)
+                        memcpy(y + (s * a->c_out + o) * j->p,
+                               dst + (o * ns + s) * j->p,
+                               (size_t)j->p * sizeof *y);
         }
+    }
 }
 
 /* reference: dx = sum over taps of w^T dy placed where im2col took x. */
@@ -217,19 +293,23 @@ static void backward_input_range(const void *ctx, int64_t begin, int64_t end,
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
     int64_t plane = a->h * a->w;
-    float *cols = j->cols + (size_t)thread * (size_t)(j->k * j->p);
-    for (int64_t b = begin; b < end; b++) {
-        float *dx = j->out + b * a->c_in * plane;
-        if (!j->unit)
-            memset(dx, 0, (size_t)(a->c_in * plane) * sizeof *dx);
+    for (int64_t c = begin; c < end; c++) {
+        int64_t ns, b0 = chunk_samples(j, c, &ns);
+        int direct = j->unit && ns == 1; /* the GEMM writes dx itself */
+        float *dx = j->out + b0 * a->c_in * plane;
+        if (!direct)
+            memset(dx, 0, (size_t)(ns * a->c_in * plane) * sizeof *dx);
         for (int64_t grp = 0; grp < a->groups; grp++) {
-            const float *dy = j->in0 + (b * a->c_out + grp * j->cout_g) * j->p;
+            const float *dy = chunk_dy(j, j->in0, b0, ns, grp, thread);
             const float *w = j->in1 + grp * j->cout_g * j->k;
             float *dxg = dx + grp * j->cin_g * plane;
-            group_gemm(j, thread, j->k, j->p, j->cout_g, 1, 0, w, dy,
-                       j->unit ? dxg : cols, 0);
-            if (!j->unit)
-                col2im(a, cols, j->cin_g, dxg);
+            float *cols = thread_cols(j, thread);
+            group_gemm(j, thread, j->k, ns * j->p, j->cout_g, 1, 0, w, dy,
+                       direct ? dxg : cols);
+            if (!direct)
+                for (int64_t s = 0; s < ns; s++)
+                    col2im(a, cols + s * j->p, j->cin_g, ns * j->p,
+                           dxg + s * a->c_in * plane);
         }
     }
 }
@@ -244,25 +324,24 @@ static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
     int64_t wsize = a->c_out * j->k;
     for (int64_t c = begin; c < end; c++) {
         float *dw = c == 0 ? j->out : j->partial + (c - 1) * wsize;
-        int64_t b0 = a->n * c / j->chunks, b1 = a->n * (c + 1) / j->chunks;
-        for (int64_t b = b0; b < b1; b++)
-            for (int64_t grp = 0; grp < a->groups; grp++) {
-                const float *cols = sample_cols(j, b, grp, thread);
-                const float *dy =
-                    j->in1 + (b * a->c_out + grp * j->cout_g) * j->p;
-                group_gemm(j, thread, j->cout_g, j->k, j->p, 0, 1, dy, cols,
-                           dw + grp * j->cout_g * j->k, b > b0);
-            }
+        int64_t ns, b0 = chunk_samples(j, c, &ns);
+        for (int64_t grp = 0; grp < a->groups; grp++) {
+            const float *cols = chunk_cols(j, b0, ns, grp, thread);
+            const float *dy = chunk_dy(j, j->in1, b0, ns, grp, thread);
+            group_gemm(j, thread, j->cout_g, j->k, ns * j->p, 0, 1, dy, cols,
+                       dw + grp * j->cout_g * j->k);
+        }
     }
 }
 
-/* Fills in the job's sizes and scratch; XG_ERR_TOO_LARGE past the BLAS
- * index range, XG_ERR_OUT_OF_MEMORY without scratch. */
+/* Fills in the job's sizes, chunks and scratch; XG_ERR_TOO_LARGE past the
+ * BLAS index range, XG_ERR_OUT_OF_MEMORY without scratch. */
 static xg_status conv_prepare(xg_backend_device *dev,
                               const xg_kernel_call *call, conv_job *j)
 {
     const xg_conv_args *a = &call->p.conv;
     int threads = cpu_pool_threads(cpu_dev(dev)->pool);
+    int weight = call->op == XG_OP_conv2d_backward_weight;
     *j = (conv_job){.dev = cpu_dev(dev), .a = a,
                     .cin_g = a->c_in / a->groups,
                     .cout_g = a->c_out / a->groups,
@@ -271,62 +350,71 @@ static xg_status conv_prepare(xg_backend_device *dev,
                     .unit = a->kh == 1 && a->kw == 1 && a->stride_h == 1 &&
                             a->stride_w == 1 && a->pad_h == 0 && a->pad_w == 0,
                     .in0 = cpu_f32(call->in[0].buf), .in1 = cpu_f32(call->in[1].buf),
-                    .out = cpu_f32(call->out[0].buf),
-                    .serial_gemm = threads > 1 && a->n >= threads};
-    j->chunks = j->serial_gemm ? threads : 1;
+                    .out = cpu_f32(call->out[0].buf)};
     if (j->k > INT_MAX || j->p > INT_MAX || j->cout_g > INT_MAX)
         return xg_set_error(XG_ERR_TOO_LARGE, "%s: a [%lld x %lld] column "
                             "matrix exceeds the GEMM index range",
                             xg_op_table[call->op].name, (long long)j->k,
                             (long long)j->p);
-    /* Columns for each thread that unfolds, partial sums for chunks > 0. */
-    int64_t users = j->serial_gemm ? threads : 1;
-    size_t cols = j->unit ? 0 : (size_t)(users * j->k * j->p);
-    size_t partial = call->op == XG_OP_conv2d_backward_weight
-                         ? (size_t)((j->chunks - 1) * a->c_out * j->k)
-                         : 0;
-    if (cols > SIZE_MAX / 2 / sizeof(float) - partial)
+    /* Samples per chunk within the budget, then the number of chunks: a
+     * multiple of the threads (forward, dx: balanced), or of 8 whatever the
+     * threads (dweight: its sums must not depend on them). */
+    if (j->k + j->cout_g > INT64_MAX / j->p)
         return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld x %lld columns are "
                             "too large", xg_op_table[call->op].name,
                             (long long)j->k, (long long)j->p);
-    float *s = cols + partial ? conv_scratch(j->dev, cols + partial) : NULL;
-    if (cols + partial && !s)
+    int64_t per_sample = (j->k + j->cout_g) * j->p;
+    int64_t fit = CONV_CHUNK_FLOATS / per_sample;
+    fit = fit < 1 ? 1 : fit;
+    int64_t step = weight ? 8 : threads;
+    int64_t chunks = (a->n + fit - 1) / fit;
+    chunks = (chunks + step - 1) / step * step;
+    j->chunks = chunks < a->n ? chunks : a->n;
+    j->span = (a->n + j->chunks - 1) / j->chunks;
+    j->serial_gemm = threads > 1 && j->chunks >= threads;
+    /* Columns and a dy / y matrix for each thread that runs chunks,
+     * partial sums for chunks > 0. */
+    int64_t users = j->serial_gemm ? threads : 1;
+    if (j->span * j->p > INT_MAX ||
+        per_sample > (int64_t)(SIZE_MAX / 4 / sizeof(float)) / j->span / users)
+        return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld x %lld columns are "
+                            "too large", xg_op_table[call->op].name,
+                            (long long)j->k, (long long)j->p);
+    size_t cols = (size_t)(users * per_sample * j->span);
+    size_t partial = weight ? (size_t)((j->chunks - 1) * a->c_out * j->k) : 0;
+    float *s = conv_scratch(j->dev, cols + partial);
+    if (!s)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory for"
                             " %zu floats of columns", xg_op_table[call->op].name,
                             cols + partial);
-    j->cols = s;
-    j->partial = s ? s + cols : NULL;
+    j->scratch = s;
+    j->partial = s + cols;
     return XG_OK;
 }
 
-/* Runs fn over `items` (samples or chunks) of `cost` each. */
-static xg_status conv_run(conv_job *j, int64_t items, int64_t cost,
-                          cpu_range_fn fn)
+/* Runs fn over the chunks, split over the threads (each GEMM serial) or
+ * one after another (each GEMM over the pool). */
+static xg_status conv_run(conv_job *j, cpu_range_fn fn)
 {
     if (!j->serial_gemm) {
-        fn(j, 0, items, 0);
+        fn(j, 0, j->chunks, 0);
         return XG_OK;
     }
     xg_status st = cpu_sgemm_serial_begin(j->dev);
     if (st != XG_OK)
         return st;
-    cpu_parallel_for(j->dev->pool, items, cost, 1, fn, j);
+    /* multiply-adds of a chunk's GEMMs plus its unfolding */
+    int64_t cost = j->a->groups * (j->cout_g + 1) * j->k * j->p * j->span;
+    cpu_parallel_for(j->dev->pool, j->chunks, cost, 1, fn, j);
     cpu_sgemm_serial_end(j->dev);
     return XG_OK;
-}
-
-/* Multiply-adds of one sample's GEMMs plus its unfolding. */
-static int64_t sample_cost(const conv_job *j)
-{
-    return j->a->groups * (j->cout_g + 1) * j->k * j->p;
 }
 
 xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call)
 {
     conv_job j;
     xg_status st = conv_prepare(dev, call, &j);
-    return st != XG_OK ? st
-                       : conv_run(&j, j.a->n, sample_cost(&j), forward_range);
+    return st != XG_OK ? st : conv_run(&j, forward_range);
 }
 
 xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
@@ -334,9 +422,7 @@ xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
 {
     conv_job j;
     xg_status st = conv_prepare(dev, call, &j);
-    return st != XG_OK ? st
-                       : conv_run(&j, j.a->n, sample_cost(&j),
-                                  backward_input_range);
+    return st != XG_OK ? st : conv_run(&j, backward_input_range);
 }
 
 /* dst[i] += src[i] for the partial sums, chunk by chunk. */
@@ -362,8 +448,7 @@ xg_status cpu_conv2d_backward_weight(xg_backend_device *dev,
     conv_job j;
     xg_status st = conv_prepare(dev, call, &j);
     if (st == XG_OK)
-        st = conv_run(&j, j.chunks, sample_cost(&j) * j.a->n / j.chunks,
-                      backward_weight_range);
+        st = conv_run(&j, backward_weight_range);
     if (st != XG_OK || j.chunks == 1)
         return st;
     int64_t wsize = j.a->c_out * j.k;
