@@ -63,8 +63,8 @@ static void valid_span(int64_t out, int64_t size, int stride, int64_t off,
  * im2col (an output row: tens of floats). Fixed-size memcpy calls compile
  * to a few vector moves; a libc call per run would cost more than the
  * copy. */
-static inline void copy_floats(float *restrict dst, const float *restrict src,
-                               int64_t n)
+CPU_INLINE void copy_floats(float *restrict dst, const float *restrict src,
+                            int64_t n)
 {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -77,7 +77,7 @@ static inline void copy_floats(float *restrict dst, const float *restrict src,
         dst[i] = src[i];
 }
 
-static inline void zero_floats(float *dst, int64_t n)
+CPU_INLINE void zero_floats(float *dst, int64_t n)
 {
     static const float zeros[8];
     int64_t i = 0;
@@ -90,8 +90,8 @@ static inline void zero_floats(float *dst, int64_t n)
 /* Row (p, q) of one input channel's columns: row[i * ow + j] =
  * plane[i * stride_h - pad_h + p * dil_h, j * stride_w - pad_w + q * dil_w],
  * 0 outside the plane. */
-static void im2col_row(const xg_conv_args *a, const float *plane, int p,
-                       int q, float *row)
+CPU_INLINE void im2col_row(const xg_conv_args *a, const float *plane, int p,
+                           int q, float *row)
 {
     int64_t off = (int64_t)q * a->dil_w - a->pad_w, j0, j1;
     valid_span(a->ow, a->w, a->stride_w, off, &j0, &j1);
@@ -113,8 +113,8 @@ static void im2col_row(const xg_conv_args *a, const float *plane, int p,
 }
 
 /* The transpose of im2col_row: plane[...] += row[i * ow + j]. */
-static void col2im_row(const xg_conv_args *a, const float *restrict row,
-                       int p, int q, float *restrict plane)
+CPU_INLINE void col2im_row(const xg_conv_args *a, const float *restrict row,
+                           int p, int q, float *restrict plane)
 {
     int64_t off = (int64_t)q * a->dil_w - a->pad_w, j0, j1;
     valid_span(a->ow, a->w, a->stride_w, off, &j0, &j1);
@@ -135,8 +135,8 @@ static void col2im_row(const xg_conv_args *a, const float *restrict row,
 /* Rows [channels * kh * kw] of columns from `channels` planes at x: row r
  * of the unfolding starts at cols + r * ld (ld >= oh * ow), so the rows
  * of several samples can sit side by side in one matrix. */
-static void im2col(const xg_conv_args *a, const float *x, int64_t channels,
-                   float *cols, int64_t ld)
+CPU_INLINE void im2col(const xg_conv_args *a, const float *x,
+                       int64_t channels, float *cols, int64_t ld)
 {
     int64_t plane = a->h * a->w;
     for (int64_t c = 0; c < channels; c++)
@@ -147,8 +147,8 @@ static void im2col(const xg_conv_args *a, const float *x, int64_t channels,
 
 /* dx (`channels` planes, already initialised) += col2im(cols), rows ld
  * apart as in im2col. */
-static void col2im(const xg_conv_args *a, const float *cols, int64_t channels,
-                   int64_t ld, float *dx)
+CPU_INLINE void col2im(const xg_conv_args *a, const float *cols,
+                       int64_t channels, int64_t ld, float *dx)
 {
     int64_t plane = a->h * a->w;
     for (int64_t c = 0; c < channels; c++)
@@ -158,24 +158,30 @@ static void col2im(const xg_conv_args *a, const float *cols, int64_t channels,
 }
 
 /* ---- convolution jobs -------------------------------------------------
- * The samples are cut into `chunks` fixed chunks, chunk c holding samples
- * [n c / chunks, n (c + 1) / chunks) (at most `span`). One chunk, one
- * group is one GEMM whose column dimension runs over all of the chunk's
- * pixels: the columns matrix of the chunk is [K, s P] (s samples, each
- * sample's unfolding in its own P columns), dy of the chunk is gathered
- * into [c_out_g, s P], and
+ * The samples are cut into `chunks` chunks, chunk c holding samples
+ * [n c / chunks, n (c + 1) / chunks), and a chunk into runs of at most
+ * `span` samples. One run, one group is one GEMM whose column dimension
+ * runs over all of the run's pixels: the columns matrix of s samples is
+ * [K, s P] (each sample's unfolding in its own P columns), dy of the run
+ * is gathered into [c_out_g, s P], and
  *   forward          y [c_out_g, s P] = W_g cols, scattered into y
  *   backward input   dcols [K, s P] = W_g^T dy, then col2im per sample
- *   backward weight  dW_c [c_out_g, K] = dy cols^T  (depth s P)
- * The weight gradient sums the chunks' dW_c in chunk order. Chunks are
- * sized so that a thread's buffers (columns and the gathered dy) stay
- * near CONV_CHUNK_FLOATS; for the weight gradient their number depends on
- * the shapes alone, never on the thread count, so its bits do not either.
- * (An output element's GEMM sum runs over the same depth in the same order
- * whatever the chunk, so the forward and dx chunks may follow the
- * threads.) */
+ *   backward weight  dW_c [c_out_g, K] += dy cols^T  (depth s P)
+ * span keeps a thread's buffers (columns and the gathered dy) within
+ * CONV_RUN_FLOATS, about half of a core's L2: small convolutions (few
+ * channels) get long runs and large GEMMs, while for a large one a run is
+ * one sample, whose GEMM is large already and whose buffers then stay in
+ * cache (measured: runs of several such samples, their columns past L2,
+ * were slower). The weight gradient has CONV_WEIGHT_CHUNKS chunks whatever
+ * the thread count and sums their dW_c in chunk order, so its bits do not
+ * depend on the threads; for the forward and dx the runs are the chunks,
+ * balanced over the threads (an output element's GEMM sum runs over the
+ * same depth in the same order whatever the run). */
 
-enum { CONV_CHUNK_FLOATS = 1 << 20 }; /* 4 MB per thread */
+enum {
+    CONV_RUN_FLOATS = 1 << 18, /* 1 MB per thread */
+    CONV_WEIGHT_CHUNKS = 8,
+};
 
 typedef struct conv_job {
     cpu_device *dev;
@@ -185,7 +191,8 @@ typedef struct conv_job {
     int unit;              /* 1x1, stride 1, no padding: x is the columns */
     const float *in0, *in1;
     float *out;
-    int64_t chunks, span;  /* chunks of samples; most samples in one */
+    int64_t chunks;        /* chunks of samples */
+    int64_t span;          /* most samples in one run (one GEMM) */
     float *scratch;        /* per thread: columns [K, span P], then
                               [c_out_g, span P] (y or dy of the chunk) */
     float *partial;        /* backward weight: one weight-sized sum per
@@ -215,8 +222,9 @@ static int64_t chunk_samples(const conv_job *j, int64_t c, int64_t *count)
 
 /* Columns [K, ns P] of group `grp` of samples b0 .. b0 + ns - 1, in
  * `thread`'s buffer (or x itself: one sample, 1x1). */
-static const float *chunk_cols(const conv_job *j, int64_t b0, int64_t ns,
-                               int64_t grp, int thread)
+CPU_CLONES static const float *chunk_cols(const conv_job *j, int64_t b0,
+                                          int64_t ns, int64_t grp,
+                                          int thread)
 {
     const xg_conv_args *a = j->a;
     int64_t plane = a->h * a->w;
@@ -248,14 +256,14 @@ static const float *chunk_dy(const conv_job *j, const float *dy, int64_t b0,
     return m;
 }
 
-/* The GEMM of one group: C = op(A) op(B), C [m, n], depth k. */
+/* The GEMM of one group: C (+)= op(A) op(B), C [m, n], depth k. */
 static void group_gemm(const conv_job *j, int thread, int64_t m, int64_t n,
                        int64_t k, int ta, int tb, const float *A,
-                       const float *B, float *C)
+                       const float *B, float *C, int accumulate)
 {
     xg_gemm_args g = {.batch = 1, .m = m, .n = n, .k = k, .trans_a = ta,
                       .trans_b = tb, .alpha = 1.0f};
-    xg_status st = cpu_sgemm(j->dev, &g, A, B, C, 0,
+    xg_status st = cpu_sgemm(j->dev, &g, A, B, C, accumulate,
                              j->serial_gemm ? thread : -1);
     assert(st == XG_OK); /* sizes were checked in conv_prepare */
     (void)st;
@@ -275,7 +283,7 @@ static void forward_range(const void *ctx, int64_t begin, int64_t end,
             float *y = j->out + (b0 * a->c_out + grp * j->cout_g) * j->p;
             float *dst = ns == 1 ? y : thread_mat(j, thread);
             group_gemm(j, thread, j->cout_g, ns * j->p, j->k, 0, 0, w, cols,
-                       dst);
+                       dst, 0);
             if (ns > 1)
                 for (int64_t s = 0; s < ns; s++)
                     for (int64_t o = 0; o < j->cout_g; o++)
@@ -287,8 +295,8 @@ static void forward_range(const void *ctx, int64_t begin, int64_t end,
 }
 
 /* reference: dx = sum over taps of w^T dy placed where im2col took x. */
-static void backward_input_range(const void *ctx, int64_t begin, int64_t end,
-                                 int thread)
+CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
+                                            int64_t end, int thread)
 {
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
@@ -305,7 +313,7 @@ static void backward_input_range(const void *ctx, int64_t begin, int64_t end,
             float *dxg = dx + grp * j->cin_g * plane;
             float *cols = thread_cols(j, thread);
             group_gemm(j, thread, j->k, ns * j->p, j->cout_g, 1, 0, w, dy,
-                       direct ? dxg : cols);
+                       direct ? dxg : cols, 0);
             if (!direct)
                 for (int64_t s = 0; s < ns; s++)
                     col2im(a, cols + s * j->p, j->cin_g, ns * j->p,
@@ -314,8 +322,8 @@ static void backward_input_range(const void *ctx, int64_t begin, int64_t end,
     }
 }
 
-/* Chunk c of the weight gradient: the sum over its samples, into dweight
- * itself (chunk 0) or its partial buffer. */
+/* Chunk c of the weight gradient: the sum over its samples, run by run,
+ * into dweight itself (chunk 0) or its partial buffer. */
 static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
                                   int thread)
 {
@@ -324,12 +332,16 @@ static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
     int64_t wsize = a->c_out * j->k;
     for (int64_t c = begin; c < end; c++) {
         float *dw = c == 0 ? j->out : j->partial + (c - 1) * wsize;
-        int64_t ns, b0 = chunk_samples(j, c, &ns);
-        for (int64_t grp = 0; grp < a->groups; grp++) {
-            const float *cols = chunk_cols(j, b0, ns, grp, thread);
-            const float *dy = chunk_dy(j, j->in1, b0, ns, grp, thread);
-            group_gemm(j, thread, j->cout_g, j->k, ns * j->p, 0, 1, dy, cols,
-                       dw + grp * j->cout_g * j->k);
+        int64_t count, first = chunk_samples(j, c, &count);
+        for (int64_t b0 = first; b0 < first + count; b0 += j->span) {
+            int64_t left = first + count - b0;
+            int64_t ns = left < j->span ? left : j->span;
+            for (int64_t grp = 0; grp < a->groups; grp++) {
+                const float *cols = chunk_cols(j, b0, ns, grp, thread);
+                const float *dy = chunk_dy(j, j->in1, b0, ns, grp, thread);
+                group_gemm(j, thread, j->cout_g, j->k, ns * j->p, 0, 1, dy,
+                           cols, dw + grp * j->cout_g * j->k, b0 > first);
+            }
         }
     }
 }
@@ -356,27 +368,29 @@ static xg_status conv_prepare(xg_backend_device *dev,
                             "matrix exceeds the GEMM index range",
                             xg_op_table[call->op].name, (long long)j->k,
                             (long long)j->p);
-    /* Samples per chunk within the budget, then the number of chunks: a
-     * multiple of the threads (forward, dx: balanced), or of 8 whatever the
-     * threads (dweight: its sums must not depend on them). */
     if (j->k + j->cout_g > INT64_MAX / j->p)
         return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld x %lld columns are "
                             "too large", xg_op_table[call->op].name,
                             (long long)j->k, (long long)j->p);
+    /* Samples per run within the budget; then the chunks: the runs,
+     * rounded up to a multiple of the threads (forward, dx: balanced), or
+     * CONV_WEIGHT_CHUNKS whatever the threads (dweight: its sums must not
+     * depend on them). */
     int64_t per_sample = (j->k + j->cout_g) * j->p;
-    int64_t fit = CONV_CHUNK_FLOATS / per_sample;
-    fit = fit < 1 ? 1 : fit;
-    int64_t step = weight ? 8 : threads;
+    int64_t fit = CONV_RUN_FLOATS / per_sample;
+    fit = fit < 1 ? 1 : fit < a->n ? fit : a->n;
     int64_t chunks = (a->n + fit - 1) / fit;
-    chunks = (chunks + step - 1) / step * step;
+    chunks = weight ? CONV_WEIGHT_CHUNKS
+                    : (chunks + threads - 1) / threads * threads;
     j->chunks = chunks < a->n ? chunks : a->n;
-    j->span = (a->n + j->chunks - 1) / j->chunks;
+    j->span = weight ? fit : (a->n + j->chunks - 1) / j->chunks;
     j->serial_gemm = threads > 1 && j->chunks >= threads;
     /* Columns and a dy / y matrix for each thread that runs chunks,
      * partial sums for chunks > 0. */
     int64_t users = j->serial_gemm ? threads : 1;
     if (j->span * j->p > INT_MAX ||
-        per_sample > (int64_t)(SIZE_MAX / 4 / sizeof(float)) / j->span / users)
+        per_sample >
+            (int64_t)(SIZE_MAX / 4 / sizeof(float)) / j->span / users)
         return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld x %lld columns are "
                             "too large", xg_op_table[call->op].name,
                             (long long)j->k, (long long)j->p);
@@ -404,7 +418,8 @@ static xg_status conv_run(conv_job *j, cpu_range_fn fn)
     if (st != XG_OK)
         return st;
     /* multiply-adds of a chunk's GEMMs plus its unfolding */
-    int64_t cost = j->a->groups * (j->cout_g + 1) * j->k * j->p * j->span;
+    int64_t cost = j->a->groups * (j->cout_g + 1) * j->k * j->p *
+                   ((j->a->n + j->chunks - 1) / j->chunks);
     cpu_parallel_for(j->dev->pool, j->chunks, cost, 1, fn, j);
     cpu_sgemm_serial_end(j->dev);
     return XG_OK;
@@ -645,7 +660,8 @@ xg_status cpu_avg_pool2d_backward(xg_backend_device *dev,
 /* reference: backend.h: out[i] = u_i < p ? 0 : in[i] * (1 / (1 - p)), u_i
  * element i of rand_uniform(0, 1) with this seed and offset. Ranges start at
  * multiples of 4 (cpu_parallel_elements), so each covers whole blocks. */
-static void dropout_range(const void *ctx, int64_t begin, int64_t end, int t)
+CPU_CLONES static void dropout_range(const void *ctx, int64_t begin,
+                                     int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;

@@ -46,9 +46,10 @@ static inline float unit_float(uint32_t w)
 /* Philox4x32-10 on `n` <= CPU_RNG_LANES consecutive counters at once, lane
  * by lane in arrays, so that the compiler turns each round into vector
  * multiplies (this is most of the cost of dropout); the same values as
- * cpu_philox4x32_10 block by block. */
-static void philox_lanes(uint64_t seed, uint64_t first, int n,
-                         uint32_t out[4][CPU_RNG_LANES])
+ * cpu_philox4x32_10 block by block. Inlined into cpu_uniform_blocks, whose
+ * AVX2 clone then runs eight lanes per instruction. */
+CPU_INLINE void philox_lanes(uint64_t seed, uint64_t first, int n,
+                             uint32_t out[4][CPU_RNG_LANES])
 {
     uint32_t x0[CPU_RNG_LANES], x1[CPU_RNG_LANES], x2[CPU_RNG_LANES] = {0},
              x3[CPU_RNG_LANES] = {0};
@@ -84,7 +85,8 @@ static void philox_lanes(uint64_t seed, uint64_t first, int n,
     }
 }
 
-void cpu_uniform_blocks(uint64_t seed, uint64_t first, int n, float *u)
+CPU_CLONES void cpu_uniform_blocks(uint64_t seed, uint64_t first, int n,
+                                   float *u)
 {
     uint32_t w[4][CPU_RNG_LANES];
     assert(n >= 1 && n <= CPU_RNG_LANES);
