@@ -392,6 +392,70 @@ Test(cnn, conv2d_matches_direct_convolution)
         (conv_case){2, 2, 3, 3, 3, 5, 5, {1, 1, 1, 1, 1, 1, 1}}, 9, true);
 }
 
+/* ===== conv2d: the same bits for any thread count ======================== */
+
+/* y, dx and dweight of case c (dy random) on a CPU device with `threads`
+ * threads, in one malloc'd array. */
+static float *conv_bits_on_threads(conv_case c, const char *threads,
+                                   int64_t *count)
+{
+    cr_assert_eq(setenv("XGRAD_NUM_THREADS", threads, 1), 0);
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    xg_device_set_current(dev);
+    xg_scope *scope = xg_scope_begin();
+    int64_t xs[4] = {c.n, c.c_in, c.h, c.w};
+    int64_t ws[4] = {c.c_out, c.c_in / c.p.groups, c.kh, c.kw};
+    int64_t ys[4] = {c.n, c.c_out, c.oh, c.ow};
+    int64_t nx = cn_numel(xs, 4), nw = cn_numel(ws, 4), ny = cn_numel(ys, 4);
+    xg_tensor *x = cn_leaf(xs, 4, 11, -1, 1), *w = cn_leaf(ws, 4, 12, -1, 1);
+    float *dyv = cn_random(ny, 13, -1, 1);
+    xg_tensor *y = xg_conv2d(x, w, NULL, &c.p);
+    xg_tensor *loss = xg_sum_all(xg_mul(y, cn_tensor(dyv, ys, 4)));
+    cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
+    float *out = malloc((size_t)(ny + nx + nw) * sizeof *out);
+    cr_assert_not_null(out);
+    const xg_tensor *parts[3] = {y, xg_tensor_grad(x), xg_tensor_grad(w)};
+    int64_t sizes[3] = {ny, nx, nw}, at = 0;
+    for (int i = 0; i < 3; i++) {
+        float *v = cn_read(parts[i]);
+        memcpy(out + at, v, (size_t)sizes[i] * sizeof *v);
+        at += sizes[i];
+        free(v);
+    }
+    free(dyv);
+    xg_scope_end(scope);
+    xg_device_set_current(NULL);
+    xg_device_close(dev);
+    *count = at;
+    return out;
+}
+
+Test(cnn, conv2d_same_bits_for_any_thread_count)
+{
+    /* Few channels (many samples per GEMM), many channels (one or two),
+     * groups with stride and padding; batches that do not divide evenly. */
+    conv_case cases[] = {
+        {13, 3, 10, 10, 8, 3, 3, {1, 1, 1, 1, 1, 1, 1}},
+        {11, 64, 12, 12, 32, 3, 3, xg_conv2d_defaults()},
+        {9, 8, 9, 11, 12, 3, 2, {2, 1, 1, 0, 1, 2, 4}},
+    };
+    const char *threads[] = {"1", "2", "3", "5"};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        conv_case_sizes(&cases[k]);
+        int64_t n0, n;
+        float *want = conv_bits_on_threads(cases[k], threads[0], &n0);
+        for (size_t t = 1; t < sizeof threads / sizeof *threads; t++) {
+            float *got = conv_bits_on_threads(cases[k], threads[t], &n);
+            cr_assert_eq(n, n0);
+            cr_expect_eq(memcmp(got, want, (size_t)n * sizeof *got), 0,
+                         "case %zu: %s threads differ from 1", k, threads[t]);
+            free(got);
+        }
+        free(want);
+    }
+}
+
 /* ===== finite-difference gradients ======================================= */
 
 static xg_tensor *f_conv(xg_tensor *const *in, const void *ctx)
