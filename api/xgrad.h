@@ -1070,10 +1070,12 @@ xg_grad_sync *xg_grad_sync_new(xg_module *m, size_t bucket_bytes);
  * back. On return every rank holds the same gradients: the mean over
  * ranks of each rank's gradient (so with equal per-rank batches and a
  * mean loss, the gradient of the global batch). A parameter that got no
- * gradient in the pass counts as zeros and gets a zero gradient. With
+ * gradient in the pass counts as zeros and gets a zero gradient, in a
+ * world of one too, so runs of any size treat it alike. With
  * gradient accumulation, call xg_backward for all micro-batches but the
  * last, and this for the last one: what is averaged is the accumulated
- * gradient. In a world of one this is xg_backward. Errors: those of
+ * gradient. In a world of one this is xg_backward (plus those zero
+ * gradients), with no copies. Errors: those of
  * xg_backward, XG_ERR_OUT_OF_MEMORY, XG_ERR_BACKEND (MPI), device errors;
  * after an error the gradients are undefined and the job should be
  * aborted (xg_dist_abort): the other ranks wait for this one. */
@@ -1091,7 +1093,8 @@ typedef struct xg_grad_sync_stats {
     double stage_s;      /* seconds copying gradients to and from the host */
     double wait_s;       /* seconds waiting for sums after the pass: the
                             communication the pass did not hide */
-    double backward_s;   /* seconds in the backward passes themselves */
+    double backward_s;   /* seconds in the backward passes, with the
+                            staging done during them */
 } xg_grad_sync_stats;
 
 /* Fills *out (NULL arguments are ignored). */

@@ -475,6 +475,17 @@ static xg_status on_grad(void *ctx, xg_tensor *leaf)
     return st;
 }
 
+/* Gives p a zero gradient when it has none, as a rank whose pass did not
+ * reach p contributes zeros to the mean. */
+static xg_status zero_grad_if_none(xg_tensor *p)
+{
+    if (p->grad)
+        return XG_OK;
+    xg_tensor *z = xg__fill(p->storage->dev, p->shape, p->ndim, 0.0f,
+                            "grad_sync");
+    return (p->grad = xg_tensor_keep(z)) ? XG_OK : xg_last_status();
+}
+
 /* Starts the buckets the pass left (parameters it gave no gradient), in
  * bucket order on every rank; awaits all sums; writes the means back. */
 static xg_status finish(xg_grad_sync *s, xg_status st)
@@ -506,16 +517,11 @@ static xg_status finish(xg_grad_sync *s, xg_status st)
             b->host[e] *= scale;
         for (int i = b->first; i < b->first + b->count && st == XG_OK; i++) {
             xg_tensor *p = s->order[i];
-            if (!p->grad) {
-                xg_tensor *z = xg__fill(p->storage->dev, p->shape, p->ndim,
-                                        0.0f, "grad_sync");
-                if (!(p->grad = xg_tensor_keep(z))) {
-                    st = xg_last_status();
-                    break;
-                }
-            }
-            st = xg_tensor_write(p->grad, b->host + s->at[i],
-                                 (size_t)xg_tensor_numel(p) * sizeof(float));
+            st = zero_grad_if_none(p);
+            if (st == XG_OK)
+                st = xg_tensor_write(p->grad, b->host + s->at[i],
+                                     (size_t)xg_tensor_numel(p) *
+                                         sizeof(float));
         }
     }
     s->stats.stage_s += now() - t1;
@@ -537,8 +543,7 @@ xg_status xg_grad_sync_backward(xg_grad_sync *s, xg_tensor *loss)
     if (!multi()) {
         xg_status st = xg_backward(loss);
         s->stats.backward_s += now() - t0;
-        s->stats.reductions += st == XG_OK;
-        return st;
+        return st == XG_OK ? xg_grad_sync_reduce(s) : st;
     }
     xg_status st = xg_backward_hooked(loss, on_grad, s);
     s->stats.backward_s += now() - t0;
@@ -549,9 +554,12 @@ xg_status xg_grad_sync_reduce(xg_grad_sync *s)
 {
     if (!s)
         return xg_set_error(XG_ERR_INVALID_ARG, "grad_sync_reduce: NULL sync");
-    if (!multi()) {
+    if (!multi()) { /* the mean of one: only the missing gradients */
+        xg_status st = XG_OK;
+        for (int i = 0; i < s->n && st == XG_OK; i++)
+            st = zero_grad_if_none(s->order[i]);
         s->stats.reductions++;
-        return XG_OK;
+        return st;
     }
     return finish(s, XG_OK);
 }
