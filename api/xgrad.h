@@ -611,6 +611,21 @@ void xg_tensor_zero_grad(xg_tensor *t);
  * graph), device errors. */
 xg_status xg_backward(xg_tensor *loss);
 
+/* Called by xg_backward_hooked once the gradient of `leaf` for this pass is
+ * complete: xg_tensor_grad(leaf) holds its final value (plus what earlier
+ * passes accumulated) and no later node of the pass adds to it. Runs with
+ * grad recording off inside the pass's scope: tensors it makes are freed
+ * when the pass ends unless kept. A status other than XG_OK stops the pass
+ * and is returned by it. */
+typedef xg_status (*xg_grad_hook)(void *ctx, xg_tensor *leaf);
+
+/* xg_backward, calling hook(ctx, leaf) for each leaf as its gradient
+ * completes, in the order the pass finishes them (the last layers of a
+ * network first): what data-parallel training uses to start reducing
+ * gradients while the pass goes on. hook NULL: xg_backward. Errors: those
+ * of xg_backward, and the hook's. */
+xg_status xg_backward_hooked(xg_tensor *loss, xg_grad_hook hook, void *ctx);
+
 /* Turns graph recording on or off for the calling thread (off for
  * evaluation); returns the previous setting. On by default. */
 bool xg_set_grad_enabled(bool enabled);
@@ -963,6 +978,131 @@ float xg_lr_cosine(float base_lr, int64_t step, int64_t warmup,
  * from the device. */
 xg_status xg_clip_grad_norm(xg_tensor *const *params, int n, float max_norm,
                             float *total_norm);
+
+/* ===== Data-parallel training over MPI ===================================
+ * One process per device, on one machine or many, each training the same
+ * model on its own share of every batch; the gradients are averaged over
+ * the processes before every optimizer step, so all of them keep the same
+ * parameters. Processes are started by MPI's launcher:
+ *   mpirun -np 4 ./train ...          (one machine)
+ *   mpirun -np 8 --host a:4,b:4 ./train ...   (two machines)
+ * A program that is not started by mpirun, or a library built without MPI
+ * (meson option mpi=disabled, or no MPI installed), runs as a world of one
+ * process: rank 0 of 1, every call below then does nothing and succeeds,
+ * so the same program runs both ways.
+ * Rules: every process must make the same calls in the same order (the
+ * same model, the same number of steps, the same sequence of collective
+ * calls); a process that fails should call xg_dist_abort so the others do
+ * not wait for it. Collective calls are made from the thread that called
+ * xg_dist_init. */
+
+/* Joins the MPI job this process was started in (MPI_Init_thread, unless
+ * the program initialised MPI itself), and makes the devices opened
+ * without an index after this call per-process: a backend named without
+ * ":INDEX" (XGRAD_BACKEND=opencl) opens device (local rank mod the
+ * backend's device count) and "auto" the (local rank mod count)-th
+ * hardware GPU, so the processes of a machine spread over its GPUs.
+ * argc and argv may be NULL. Call it before the first device is opened.
+ * Calling it again does nothing. Errors: XG_ERR_BACKEND (MPI failed to
+ * start; the message has MPI's text). */
+xg_status xg_dist_init(int *argc, char ***argv);
+
+/* Leaves the MPI job (MPI_Finalize, when xg_dist_init started MPI); the
+ * process is a world of one afterwards. Every process must call it before
+ * exiting normally: a process that exits without it is taken by mpirun
+ * as failed. Errors: XG_ERR_BACKEND. */
+xg_status xg_dist_finalize(void);
+
+/* Ends the whole job at once: every process exits with `code` (MPI_Abort),
+ * and mpirun reports which one asked. In a world of one it returns and does
+ * nothing, so the caller goes on to its own error exit. */
+void xg_dist_abort(int code);
+
+/* This process's rank in [0, world size), its number of processes, its rank
+ * among the processes on its machine, and their number. 0, 1, 0, 1 in a
+ * world of one. */
+int xg_dist_rank(void);
+int xg_dist_world_size(void);
+int xg_dist_local_rank(void);
+int xg_dist_local_size(void);
+
+/* Whether the library was built with MPI. */
+bool xg_dist_built(void);
+
+/* Sends the contents of `t` on rank `root` to the same tensor (same dtype
+ * and shape) on every other rank, staged through host memory. Errors:
+ * XG_ERR_INVALID_ARG (NULL, a root outside the world), XG_ERR_SHAPE (the
+ * ranks' tensors differ in size), XG_ERR_OUT_OF_MEMORY, XG_ERR_BACKEND (MPI),
+ * device errors. */
+xg_status xg_dist_broadcast(xg_tensor *t, int root);
+
+/* Broadcasts every parameter and buffer of a module tree from rank 0, so
+ * all ranks start from rank 0's values whatever each initialised. Errors:
+ * those of xg_dist_broadcast; XG_ERR_SHAPE when the ranks' trees differ in
+ * their number of tensors. */
+xg_status xg_dist_broadcast_module(xg_module *m);
+
+/* Sums `n` doubles over all ranks in place (for counts, loss sums and
+ * timings; every rank gets the same sums). Errors: XG_ERR_INVALID_ARG,
+ * XG_ERR_BACKEND. */
+xg_status xg_dist_sum(double *values, int n);
+
+/* The default size of a gradient bucket: 25 MiB, as PyTorch's DDP. */
+#define XG_DIST_BUCKET_BYTES ((size_t)25 << 20)
+
+/* Gradient averaging for one module's trainable parameters. */
+typedef struct xg_grad_sync xg_grad_sync;
+
+/* Groups the parameters of `m` that require grad into buckets of at most
+ * bucket_bytes (0: XG_DIST_BUCKET_BYTES; a larger parameter gets a bucket
+ * of its own), in the reverse of xg_module_param order, which is roughly
+ * the order a backward pass finishes their gradients. The module is
+ * borrowed and must outlive the sync; its set of trainable parameters
+ * must not change. The caller owns the result (xg_grad_sync_free).
+ * Returns NULL on error: XG_ERR_INVALID_ARG (NULL module, no trainable
+ * parameter), XG_ERR_DTYPE (a parameter not f32), XG_ERR_OUT_OF_MEMORY. */
+xg_grad_sync *xg_grad_sync_new(xg_module *m, size_t bucket_bytes);
+
+/* Runs xg_backward(loss) and averages the gradients over all ranks: as
+ * soon as a bucket's gradients are complete, they are copied to host
+ * memory and their sum is started (MPI_Iallreduce) while the pass goes on;
+ * at the end the sums are awaited, divided by the world size and written
+ * back. On return every rank holds the same gradients: the mean over
+ * ranks of each rank's gradient (so with equal per-rank batches and a
+ * mean loss, the gradient of the global batch). A parameter that got no
+ * gradient in the pass counts as zeros and gets a zero gradient, in a
+ * world of one too, so runs of any size treat it alike. With
+ * gradient accumulation, call xg_backward for all micro-batches but the
+ * last, and this for the last one: what is averaged is the accumulated
+ * gradient. In a world of one this is xg_backward (plus those zero
+ * gradients), with no copies. Errors: those of
+ * xg_backward, XG_ERR_OUT_OF_MEMORY, XG_ERR_BACKEND (MPI), device errors;
+ * after an error the gradients are undefined and the job should be
+ * aborted (xg_dist_abort): the other ranks wait for this one. */
+xg_status xg_grad_sync_backward(xg_grad_sync *s, xg_tensor *loss);
+
+/* Averages the gradients over all ranks after a plain xg_backward, with no
+ * overlap: the same result as xg_grad_sync_backward. Errors: as above. */
+xg_status xg_grad_sync_reduce(xg_grad_sync *s);
+
+/* What a sync has done since it was made or its stats were reset. */
+typedef struct xg_grad_sync_stats {
+    int64_t reductions;  /* averaging calls (steps) */
+    int64_t buckets;     /* buckets per averaging call */
+    uint64_t bytes;      /* gradient bytes each rank sent into sums, in all */
+    double stage_s;      /* seconds copying gradients to and from the host */
+    double wait_s;       /* seconds waiting for sums after the pass: the
+                            communication the pass did not hide */
+    double backward_s;   /* seconds in the backward passes, with the
+                            staging done during them */
+} xg_grad_sync_stats;
+
+/* Fills *out (NULL arguments are ignored). */
+void xg_grad_sync_get_stats(const xg_grad_sync *s, xg_grad_sync_stats *out);
+void xg_grad_sync_reset_stats(xg_grad_sync *s);
+
+/* NULL is ignored. */
+void xg_grad_sync_free(xg_grad_sync *s);
 
 /* ===== Models: GPT =======================================================
  * GPT-2's architecture (pre-LayerNorm transformer blocks, learned position

@@ -115,7 +115,27 @@ typedef struct xg_augment {
  * fill that is not finite; the loader is unchanged then. */
 xg_status xg_loader_set_augment(xg_loader *ld, const xg_augment *aug);
 
-/* Batches per epoch. */
+/* Makes the loader visit only rank `rank`'s share of every epoch, for
+ * data-parallel training over `world` processes, as PyTorch's
+ * DistributedSampler: every rank shuffles the same order (same seed and
+ * epoch), and rank r takes the samples at positions r, r + world,
+ * r + 2 world, ... of it. With `pad` (training) every share has
+ * ceil(n / world) samples, the shares that fall short going on from the
+ * order's start (so a few samples are seen twice when world does not
+ * divide n), and all ranks make the same number of batches of the same
+ * sizes; without it (evaluation) the shares are disjoint and cover the
+ * samples exactly once. So with batch b on each of W ranks, step k's
+ * batches together hold the samples of batch k of one process with batch
+ * W b (when W divides the epoch). Augmentation draws depend on a sample's
+ * position in the whole epoch, as without a shard. Restarts the current
+ * epoch. world 1: the whole epoch (the default). Errors:
+ * XG_ERR_INVALID_ARG (NULL loader, world < 1, rank outside [0, world)). */
+xg_status xg_loader_set_shard(xg_loader *ld, int rank, int world, bool pad);
+
+/* Samples this rank visits per epoch: min(limit, n) without a shard. */
+int64_t xg_loader_samples(const xg_loader *ld);
+
+/* Batches per epoch (of this rank's share). */
 int64_t xg_loader_batches(const xg_loader *ld);
 void xg_loader_free(xg_loader *ld);
 
@@ -246,6 +266,17 @@ xg_status xg_text_batch_starts(const xg_text *text, xg_text_split split,
 xg_status xg_text_batch(const xg_text *text, xg_text_split split,
                         int64_t batch, int64_t context, uint64_t seed,
                         uint64_t counter, xg_tensor **x, xg_tensor **y);
+
+/* Rows [first, first + rows) of random batch number `counter` of `batch`
+ * rows, as xg_text_batch makes them: *x and *y [rows, context]. Data-
+ * parallel training takes rank r's rows [r b, (r + 1) b) of the global
+ * batch of W b rows, so W ranks together train on what one process would
+ * with batch W b. Errors: those of xg_text_batch; XG_ERR_INVALID_ARG for
+ * rows outside the batch. */
+xg_status xg_text_batch_rows(const xg_text *text, xg_text_split split,
+                             int64_t batch, int64_t context, uint64_t seed,
+                             uint64_t counter, int64_t first, int64_t rows,
+                             xg_tensor **x, xg_tensor **y);
 
 /* Evaluation windows: the split cut into consecutive windows of
  * context + 1 tokens that step by `context` (window w starts at

@@ -44,6 +44,7 @@
 
 typedef struct ft_options {
     const char *model_path;
+    bool temp_path; /* model_path is this process's own temporary file */
     int64_t pretrain_epochs, pretrain_limit, few;
 } ft_options;
 
@@ -205,8 +206,14 @@ static int pretrain(const ft_options *o, const sample_session *s)
     if (rc == 0) {
         printf("pretrained on classes 0-4 (%lld images): test_acc=%.4f\n",
                (long long)d->n, acc);
-        if (xg_module_save(features, o->model_path) != XG_OK)
+        /* Data-parallel: every rank has the same features; rank 0 writes
+         * a shared --model file, and the others wait until it is there. */
+        if ((o->temp_path || xg_dist_rank() == 0) &&
+            xg_module_save(features, o->model_path) != XG_OK)
             rc = lib_fail("writing", o->model_path);
+        double written = 0.0;
+        if (rc == 0 && xg_dist_sum(&written, 1) != XG_OK)
+            rc = lib_fail("waiting for rank 0's file", NULL);
     }
     xg_module_free(m);
     xg_dataset_free(d);
@@ -330,6 +337,7 @@ static int temp_model_path(ft_options *o, char *dir, size_t dir_cap,
     }
     snprintf(path, path_cap, "%s/features.safetensors", dir);
     o->model_path = path;
+    o->temp_path = true;
     return 0;
 }
 
@@ -342,6 +350,7 @@ static int run(void *ctx, const sample_session *s)
         return 1;
     printf("device: %s (%s)\n", xg_device_name(s->dev),
            xg_device_backend(s->dev));
+    sample_print_dist(s->opt->batch_size);
     xg_dataset *few = subset(s->train, 5, o->few);
     xg_dataset *test = subset(s->test, 5, 0);
     double fine = 0.0, from_scratch = 0.0;
@@ -360,6 +369,7 @@ static int run(void *ctx, const sample_session *s)
         remove(path);
         rmdir(dir);
         o->model_path = NULL;
+        o->temp_path = false;
     }
     return rc;
 }

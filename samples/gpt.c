@@ -482,6 +482,7 @@ typedef struct run {
     xg_module *model;
     xg_gpt_config cfg;
     xg_optim *opt;
+    xg_grad_sync *sync;  /* averages gradients over the ranks */
     xg_tensor **params;
     int n_params;
     int64_t n_weights;   /* parameter elements */
@@ -500,14 +501,16 @@ typedef struct run {
 } run;
 
 /* Micro-batch k of the training split, or batch k of the validation one:
- * x, y [batch, context] token ids. */
+ * x, y [batch, context] token ids. Data-parallel, the batch is the global
+ * one of batch x ranks rows, and each rank takes its own batch rows. */
 static int get_batch(run *r, bool val, uint64_t k, xg_tensor **x,
                      xg_tensor **y)
 {
     uint64_t seed = val ? r->o.seed ^ 0x5eedba11ull : r->o.seed;
-    if (xg_text_batch(r->text, val ? XG_TEXT_VAL : XG_TEXT_TRAIN,
-                      r->o.batch_size, r->window, seed, k, x, y) !=
-        XG_OK)
+    int64_t b = r->o.batch_size;
+    if (xg_text_batch_rows(r->text, val ? XG_TEXT_VAL : XG_TEXT_TRAIN,
+                           b * xg_dist_world_size(), r->window, seed, k,
+                           b * xg_dist_rank(), b, x, y) != XG_OK)
         return lib_fail("batch");
     return 0;
 }
@@ -543,7 +546,9 @@ static int validate(run *r, double *out)
     }
     xg_module_set_training(r->model, true);
     xg_set_grad_enabled(grad);
-    *out = sum / (double)r->o.eval_batches;
+    if (!rc && xg_dist_sum(&sum, 1) != XG_OK) /* over the ranks' rows */
+        rc = lib_fail("validation");
+    *out = sum / (double)r->o.eval_batches / xg_dist_world_size();
     return rc;
 }
 
@@ -575,14 +580,20 @@ static int train_step(run *r, double *loss)
         xg_tensor *scaled = r->o.accumulate > 1
                                 ? xg_div_scalar(l, (float)r->o.accumulate)
                                 : l;
-        if (!scaled || xg_backward(scaled) != XG_OK ||
-            xg_tensor_item(l, &v) != XG_OK) {
+        /* the last micro-batch's backward averages over the ranks */
+        xg_status st = !scaled                    ? xg_last_status()
+                       : a + 1 < r->o.accumulate ? xg_backward(scaled)
+                                      : xg_grad_sync_backward(r->sync, scaled);
+        if (st != XG_OK || xg_tensor_item(l, &v) != XG_OK) {
             xg_scope_end(s);
             return lib_fail("training step");
         }
         sum += v;
         xg_scope_end(s);
     }
+    if (xg_dist_sum(&sum, 1) != XG_OK) /* the step's loss over all ranks */
+        return lib_fail("training step");
+    sum /= xg_dist_world_size();
     if ((r->o.grad_clip > 0 &&
          xg_clip_grad_norm(r->params, r->n_params, (float)r->o.grad_clip,
                            NULL) != XG_OK) ||
@@ -631,6 +642,7 @@ static void make_meta(const run *r, meta *m, bool train)
         PAIR("train.batch_size", "%lld", (long long)r->o.batch_size);
         PAIR("train.accumulate", "%lld", (long long)r->o.accumulate);
         PAIR("train.window", "%lld", (long long)r->window);
+        PAIR("train.world_size", "%d", xg_dist_world_size());
     }
 #undef PAIR
     m->kv[n] = NULL;
@@ -680,15 +692,19 @@ static int read_meta(run *r, const char *flag, const char *path, bool train)
     if (!rc && train) {
         const char *w = xg_safetensors_metadata(st, "train.window");
         r->ckpt_window = w ? strtoll(w, NULL, 10) : -1;
-        char want[3][32];
+        char want[4][32];
         snprintf(want[0], 32, "%llu", (unsigned long long)r->o.seed);
         snprintf(want[1], 32, "%lld", (long long)r->o.batch_size);
         snprintf(want[2], 32, "%lld", (long long)r->o.accumulate);
-        const char *key[3] = {"train.seed", "train.batch_size",
-                              "train.accumulate"};
-        const char *name[3] = {"--seed", "--batch-size", "--accumulate"};
-        for (int i = 0; i < 3 && !rc; i++) {
+        snprintf(want[3], 32, "%d", xg_dist_world_size());
+        const char *key[4] = {"train.seed", "train.batch_size",
+                              "train.accumulate", "train.world_size"};
+        const char *name[4] = {"--seed", "--batch-size", "--accumulate",
+                               "ranks (mpirun -np)"};
+        for (int i = 0; i < 4 && !rc; i++) {
             const char *s = xg_safetensors_metadata(st, key[i]);
+            if (!s && i == 3) /* from before data-parallel runs */
+                s = "1";
             if (!s || strcmp(s, want[i])) {
                 fprintf(stderr, PROG ": --resume %s: the checkpoint was "
                         "made with %s %s, this run has %s: give the same "
@@ -755,6 +771,8 @@ static int save_model(run *r, const char *path)
 
 static int save_checkpoint(run *r)
 {
+    if (xg_dist_rank() != 0) /* rank 0's file stands for all */
+        return 0;
     meta m;
     make_meta(r, &m, true);
     xg_train_state s = {.epoch = 0, .step = r->step};
@@ -1050,6 +1068,8 @@ static int dump_batches(run *r)
 static void progress(run *r, double loss, double rate)
 {
     int64_t n = r->o.steps;
+    if (xg_dist_rank() != 0) /* rank 0 speaks for all */
+        return;
     if (r->tty) {
         char bar[31];
         int fill = (int)(30 * r->step / (n ? n : 1));
@@ -1071,7 +1091,7 @@ static int evaluation(run *r)
     if (validate(r, &val))
         return 1;
     r->last_val_loss = val;
-    if (r->tty)
+    if (r->tty && xg_dist_rank() == 0)
         fprintf(stderr, "\r\033[K");
     printf("step %lld: train_loss %.4f val_loss %.4f\n", (long long)r->step,
            r->last_train_loss, val);
@@ -1084,7 +1104,9 @@ static int evaluation(run *r)
 
 static int train(run *r)
 {
-    int64_t tokens = r->o.batch_size * r->window * r->o.accumulate;
+    /* per step, over all ranks */
+    int64_t tokens = r->o.batch_size * r->window * r->o.accumulate *
+                     xg_dist_world_size();
     int64_t every = r->tty ? 1 : (r->o.steps + 9) / 10;
     double rate_t0 = now(), rate_tokens = 0, loss_sum = 0;
     int64_t loss_n = 0;
@@ -1251,7 +1273,8 @@ static int setup_model(run *r)
                 (long long)r->ckpt_window, (long long)r->window);
         return 1;
     }
-    if (r->o.save_init && save_model(r, r->o.save_init))
+    if (r->o.save_init && xg_dist_rank() == 0 &&
+        save_model(r, r->o.save_init))
         return 1;
     if (r->o.load && xg_module_load(r->model, r->o.load) != XG_OK) {
         fprintf(stderr, PROG ": --load %s: %s\n", r->o.load, xg_last_error());
@@ -1304,6 +1327,11 @@ static int setup_model(run *r)
         r->step = s.step;
         xg_rng_set_state(s.rng_seed, s.rng_offset);
     }
+    /* Every rank starts from rank 0's parameters, with its own dropout. */
+    if (xg_dist_broadcast_module(r->model) != XG_OK ||
+        (r->o.steps > 0 && !(r->sync = xg_grad_sync_new(r->model, 0))))
+        return lib_fail("data-parallel set-up");
+    sample_dist_rank_rng();
     return 0;
 }
 
@@ -1356,6 +1384,21 @@ static int adapters_out(run *r)
     return save_model(r, r->o.merge_to);
 }
 
+/* With several ranks: where the steps' backward time went. */
+static void print_sync_stats(const run *r)
+{
+    xg_grad_sync_stats st;
+    xg_grad_sync_get_stats(r->sync, &st);
+    if (xg_dist_world_size() < 2 || st.reductions == 0)
+        return;
+    double n = (double)st.reductions;
+    printf("gradient sync: %lld steps, %lld buckets, %.0f bytes per step; "
+           "per step: backward %.2f ms, staging %.2f ms, waiting for the "
+           "sums %.2f ms\n", (long long)st.reductions, (long long)st.buckets,
+           (double)st.bytes / n, 1e3 * st.backward_s / n, 1e3 * st.stage_s / n,
+           1e3 * st.wait_s / n);
+}
+
 static int main_run(run *r)
 {
     int rc;
@@ -1394,9 +1437,10 @@ static int main_run(run *r)
                r->o.accumulate > 1 ? " (accumulated)" : "", r->o.lr,
                r->o.cosine ? "cosine" : "constant", r->o.weight_decay);
     fflush(stdout);
-    if (r->o.dump_batches && (rc = dump_batches(r)))
+    sample_print_dist(r->o.batch_size);
+    if (r->o.dump_batches && xg_dist_rank() == 0 && (rc = dump_batches(r)))
         return rc;
-    if (r->o.log) {
+    if (r->o.log && xg_dist_rank() == 0) {
         r->log = sample_log_open_with(PROG, r->o.log,
                                       r->o.resume ? r->step : -1, LOG_HEADER);
         if (!r->log)
@@ -1410,6 +1454,9 @@ static int main_run(run *r)
             return rc;
         printf("val_loss %.4f\n", r->last_val_loss);
     }
+    print_sync_stats(r);
+    if (xg_dist_rank() != 0) /* the files and the text are rank 0's */
+        return 0;
     if (r->o.save && (rc = save_model(r, r->o.save)))
         return rc;
     double eval_loss = 0, gen_rate = 0;
@@ -1425,7 +1472,7 @@ static int main_run(run *r)
            (long long)r->step, r->last_train_loss, r->last_val_loss,
            r->train_time > 0
                ? (double)(r->step * r->o.batch_size * r->o.accumulate *
-                          r->window) / r->train_time
+                          r->window * xg_dist_world_size()) / r->train_time
                : 0.0);
     if (r->o.eval_file)
         printf(" eval_loss=%.6f", eval_loss);
@@ -1447,9 +1494,11 @@ int main(int argc, char **argv)
                    .eval_every = 200, .eval_batches = 20, .log_every = 20,
                    .temperature = 1.0}};
     sample_set_prog(PROG);
+    if (sample_dist_begin(&argc, &argv))
+        return sample_dist_end(1);
     int rc = parse(&r.o, argc, argv);
     if (rc)
-        return rc < 0 ? 0 : rc;
+        return sample_dist_end(rc < 0 ? 0 : rc);
     r.cfg = r.o.cfg;
     rc = main_run(&r);
     if (rc == 1 && r.log)
@@ -1463,6 +1512,7 @@ int main(int argc, char **argv)
     xg_text_free(r.eval_text);
     xg_bpe_free(r.bpe);
     free(r.targets_text);
+    xg_grad_sync_free(r.sync);
     xg_shutdown();
-    return rc;
+    return sample_dist_end(rc);
 }

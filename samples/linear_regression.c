@@ -5,6 +5,12 @@
  * error and plain SGD, then prints the recovered parameters and a `result:`
  * line. Runs on the device XGRAD_BACKEND selects.
  *
+ * Started by mpirun it trains data-parallel, in the fewest lines that
+ * show how: every rank makes the same points, keeps its own slice of them,
+ * starts from rank 0's parameters (xg_dist_broadcast_module) and averages
+ * the gradients over the ranks at every step (xg_grad_sync_backward);
+ * rank 0 prints.
+ *
  * Exit status: 0 when the fit recovers w and b to within 0.05, 1 otherwise
  * or on any library error.
  */
@@ -26,30 +32,35 @@ static int fail(const char *what)
     return 1;
 }
 
-/* x uniform in [-1, 1), y = TRUE_W x + TRUE_B + noise; both [N, 1], owned
- * by the caller. Temporaries die with the scope. */
+/* x uniform in [-1, 1), y = TRUE_W x + TRUE_B + noise: this rank's rows
+ * of the N points, [N / ranks, 1] each (all of them in a world of one),
+ * owned by the caller. Temporaries die with the scope. */
 static int make_data(xg_tensor **x, xg_tensor **y)
 {
     xg_scope *scope = xg_scope_begin();
     if (!scope)
         return fail("scope");
-    *x = xg_tensor_keep(xg_rand_uniform(XG_SHAPE(N_POINTS, 1), -1.0f, 1.0f));
+    xg_tensor *all = xg_rand_uniform(XG_SHAPE(N_POINTS, 1), -1.0f, 1.0f);
     xg_tensor *noise = xg_rand_normal(XG_SHAPE(N_POINTS, 1), 0.0f, NOISE_STD);
-    xg_tensor *line = xg_add_scalar(xg_mul_scalar(*x, TRUE_W), TRUE_B);
-    *y = xg_tensor_keep(xg_add(line, noise));
+    xg_tensor *line = xg_add_scalar(xg_mul_scalar(all, TRUE_W), TRUE_B);
+    int64_t share = N_POINTS / xg_dist_world_size();
+    int64_t first = share * xg_dist_rank();
+    *x = xg_tensor_keep(xg_narrow(all, 0, first, share));
+    *y = xg_tensor_keep(xg_narrow(xg_add(line, noise), 0, first, share));
     xg_scope_end(scope);
     return *y ? 0 : fail("making the data");
 }
 
 /* One SGD step on the whole set; *loss gets the loss when `read` is set. */
-static int train_step(xg_module *model, xg_optim *opt, xg_tensor *x,
-                      xg_tensor *y, bool read, float *loss)
+static int train_step(xg_grad_sync *sync, xg_optim *opt, xg_module *model,
+                      xg_tensor *x, xg_tensor *y, bool read, float *loss)
 {
     xg_scope *scope = xg_scope_begin();
     if (!scope)
         return fail("scope");
     xg_tensor *l = xg_mse_loss(xg_module_forward(model, x), y);
-    int rc = !l || xg_backward(l) != XG_OK || xg_optim_step(opt) != XG_OK;
+    int rc = !l || xg_grad_sync_backward(sync, l) != XG_OK ||
+             xg_optim_step(opt) != XG_OK;
     if (!rc && read)
         rc = xg_tensor_item(l, loss) != XG_OK;
     xg_optim_zero_grad(opt);
@@ -59,12 +70,14 @@ static int train_step(xg_module *model, xg_optim *opt, xg_tensor *x,
 
 static int fit(xg_module *model, xg_tensor *x, xg_tensor *y, float *loss)
 {
+    if (xg_dist_broadcast_module(model) != XG_OK)
+        return fail("starting from rank 0's parameters");
     xg_optim *opt = xg_optim_for_module(model, "sgd", LR);
-    if (!opt)
-        return fail("optimizer");
-    int rc = 0;
+    xg_grad_sync *sync = opt ? xg_grad_sync_new(model, 0) : NULL;
+    int rc = sync ? 0 : fail("optimizer");
     for (int step = 0; step < STEPS && rc == 0; step++)
-        rc = train_step(model, opt, x, y, step == STEPS - 1, loss);
+        rc = train_step(sync, opt, model, x, y, step == STEPS - 1, loss);
+    xg_grad_sync_free(sync);
     xg_optim_free(opt);
     return rc;
 }
@@ -78,15 +91,20 @@ static int read_params(const xg_module *model, float *w, float *b)
     return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     xg_tensor *x = NULL, *y = NULL;
     xg_module *model = NULL;
     float w = 0.0f, b = 0.0f, loss = 0.0f;
+    if (xg_dist_init(&argc, &argv) != XG_OK)
+        return fail("joining the MPI job");
+    bool speaks = xg_dist_rank() == 0;
     xg_device *dev = xg_device_current();
     int rc = dev ? 0 : fail("opening the device");
     if (rc == 0) {
-        printf("device: %s (%s)\n", xg_device_name(dev), xg_device_backend(dev));
+        if (speaks)
+            printf("device: %s (%s), %d rank(s)\n", xg_device_name(dev),
+                   xg_device_backend(dev), xg_dist_world_size());
         xg_manual_seed(0);
         rc = make_data(&x, &y);
     }
@@ -96,7 +114,7 @@ int main(void)
         rc = fit(model, x, y, &loss);
     if (rc == 0)
         rc = read_params(model, &w, &b);
-    if (rc == 0) {
+    if (rc == 0 && speaks) {
         printf("true:      w=%.4f b=%.4f (noise std %.2f)\n", TRUE_W, TRUE_B,
                NOISE_STD);
         printf("recovered: w=%.4f b=%.4f after %d SGD steps, mse=%.6f\n", w, b,
@@ -111,5 +129,7 @@ int main(void)
     xg_tensor_free(x);
     xg_tensor_free(y);
     xg_shutdown();
-    return rc;
+    if (rc != 0)
+        xg_dist_abort(rc); /* the other ranks must not wait for this one */
+    return xg_dist_finalize() == XG_OK ? rc : fail("leaving the MPI job");
 }

@@ -110,6 +110,66 @@ void sample_set_prog(const char *name)
     prog = name;
 }
 
+/* ===== Data-parallel runs ================================================ */
+
+int sample_dist_begin(int *argc, char ***argv)
+{
+    if (xg_dist_init(argc, argv) != XG_OK) {
+        fprintf(stderr, "%s: joining the MPI job: %s\n", prog,
+                xg_last_error());
+        return 1;
+    }
+    /* Rank 0 alone speaks: the others' output would repeat it. Their
+     * errors still go to stderr. */
+    if (xg_dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "%s: rank %d: silencing stdout failed\n", prog,
+                xg_dist_rank());
+        return 1;
+    }
+    return 0;
+}
+
+int sample_dist_end(int rc)
+{
+    if (rc != 0 && xg_dist_world_size() > 1) {
+        fprintf(stderr, "%s: rank %d of %d failed (exit %d); ending the "
+                "job\n", prog, xg_dist_rank(), xg_dist_world_size(), rc);
+        fflush(NULL);
+        xg_dist_abort(rc);
+    }
+    if (xg_dist_finalize() != XG_OK && rc == 0) {
+        fprintf(stderr, "%s: leaving the MPI job: %s\n", prog,
+                xg_last_error());
+        rc = 1;
+    }
+    return rc;
+}
+
+void sample_dist_rank_rng(void)
+{
+    int rank = xg_dist_rank();
+    if (rank == 0)
+        return;
+    uint64_t seed = 0, offset = 0;
+    xg_rng_state(&seed, &offset);
+    /* splitmix64's finaliser over (seed, rank): not an involution, so a
+     * second call gives yet another stream, never rank 0's. */
+    uint64_t z = seed + 0x9E3779B97F4A7C15u * (uint64_t)rank;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    xg_rng_set_state(z ^ (z >> 31), offset);
+}
+
+void sample_print_dist(int64_t batch)
+{
+    int world = xg_dist_world_size();
+    if (world > 1)
+        printf("data-parallel: %d ranks x batch %lld = %lld per step; "
+               "gradients averaged over the ranks; BatchNorm statistics "
+               "per rank\n", world, (long long)batch,
+               (long long)batch * world);
+}
+
 int sample_bad_value(const char *flag, const char *value, const char *want)
 {
     fprintf(stderr, "%s: %s '%s': expected %s\n", prog, flag, value, want);
@@ -396,7 +456,8 @@ static void print_header(const run *r)
                                                              : test_n;
     printf("data: %s: train %lld (using %lld), test %lld (using %lld)\n",
            o->data_dir, (long long)train->n,
-           (long long)sample_trainer_samples(r->trainer), (long long)test_n,
+           (long long)(o->limit && o->limit < train->n ? o->limit : train->n),
+           (long long)test_n,
            (long long)tested);
     char schedule[64] = "";
     if (o->cosine)
@@ -409,6 +470,7 @@ static void print_header(const run *r)
            "augment=%s\n", r->model.description, (long long)params,
            o->optimizer, o->lr, schedule, (long long)o->batch_size,
            (unsigned long long)o->seed, augment);
+    sample_print_dist(o->batch_size);
     fflush(stdout);
 }
 
@@ -440,14 +502,17 @@ static void run_hparams(const run *r, char (*values)[32], const char **kv)
     /* --lr: the rate the schedule starts from (the checkpoint's optimizer
      * holds the rate of its last step). */
     snprintf(values[5], 32, "%.9g", o->lr);
+    /* Each rank's batch and shard depend on the number of ranks. */
+    snprintf(values[6], 32, "%d", xg_dist_world_size());
     const char *list[] = {"model", r->model.name, "batch_size", values[0],
                           "seed", values[1], "limit", values[2],
                           "lr_schedule", values[3], "augment", values[4],
-                          "base_lr", values[5], NULL};
+                          "base_lr", values[5], "world_size", values[6],
+                          NULL};
     memcpy(kv, list, sizeof list);
 }
 
-enum { N_HPARAMS = 7 };
+enum { N_HPARAMS = 8 };
 
 static int check_resume_settings(const run *r)
 {
@@ -467,6 +532,8 @@ static int check_resume_settings(const run *r)
             saved = "none";
         if (!saved && strcmp(kv[i], "base_lr") == 0)
             continue; /* not recorded before: the checkpoint's rate rules */
+        if (!saved && strcmp(kv[i], "world_size") == 0)
+            saved = "1";
         if (!saved || strcmp(saved, kv[i + 1]) != 0) {
             fprintf(stderr, "%s: %s: the checkpoint has %s=%s, this run %s; "
                     "resume with the same settings\n", prog, r->opt->resume,
@@ -504,6 +571,8 @@ static int start_from_files(run *r)
 static int write_checkpoint(void *ctx, int64_t epochs_done)
 {
     const run *r = ctx;
+    if (xg_dist_rank() != 0) /* rank 0's file stands for all */
+        return 0;
     xg_optim *optim = sample_trainer_optim(r->trainer);
     char values[N_HPARAMS][32];
     const char *kv[2 * N_HPARAMS + 1];
@@ -565,9 +634,11 @@ static int train(run *r)
              "(Fashion-MNIST's mean and std)", (double)FMNIST_MEAN,
              (double)FMNIST_STD);
     const char *meta[] = {"model", r->model.name, "input", input, NULL};
-    if (o->save && xg_module_save_with(r->model.module, o->save, meta) != XG_OK)
+    if (o->save && xg_dist_rank() == 0 &&
+        xg_module_save_with(r->model.module, o->save, meta) != XG_OK)
         return file_error("writing", o->save);
-    int64_t samples = sample_trainer_samples(r->trainer);
+    int64_t samples = sample_trainer_samples(r->trainer) *
+                      xg_dist_world_size(); /* over all ranks */
     printf("result: backend=%s model=%s epochs=%lld train_samples=%lld "
            "test_acc=%.4f samples_per_s=%.0f\n", xg_device_backend(r->s->dev),
            r->model.name, (long long)o->epochs, (long long)samples,
@@ -595,9 +666,11 @@ int sample_main(const sample_spec *spec, int argc, char **argv)
 {
     sample_options opt;
     prog = spec->prog;
+    if (sample_dist_begin(&argc, &argv))
+        return sample_dist_end(1);
     int rc = parse_args(spec, argc, argv, &opt);
     if (rc)
-        return rc == 1 ? 0 : 2;
+        return sample_dist_end(rc == 1 ? 0 : 2);
     sample_session s = {.prog = prog, .opt = &opt,
                         .background = -FMNIST_MEAN / FMNIST_STD};
     xg_dataset *train = NULL, *test = NULL;
@@ -616,5 +689,5 @@ int sample_main(const sample_spec *spec, int argc, char **argv)
     xg_dataset_free(train);
     xg_dataset_free(test);
     xg_shutdown();
-    return rc;
+    return sample_dist_end(rc);
 }

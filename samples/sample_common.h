@@ -171,6 +171,38 @@ int sample_bad_value(const char *flag, const char *value, const char *want);
 int sample_parse_int(const char *flag, const char *value, int64_t min,
                      int64_t max, int64_t *out);
 
+/* ===== Data-parallel runs ===============================================
+ * Under mpirun every sample trains data-parallel: each rank (process)
+ * takes its device from XGRAD_BACKEND (see xg_dist_init for the index),
+ * trains on its share of every epoch (xg_loader_set_shard) with --batch-size
+ * samples per step, so the global batch is --batch-size x ranks, and the
+ * gradients are averaged over the ranks before every step
+ * (xg_grad_sync_backward). Rank 0 alone prints, writes the log, --save
+ * and --checkpoint files; samples/s count the samples of all ranks.
+ * BatchNorm keeps per-rank batch statistics (and rank 0's running
+ * statistics are saved), dropout masks differ per rank. --resume needs the
+ * world size the checkpoint was written with. A failing rank ends the job
+ * (MPI_Abort). */
+
+/* Joins the MPI job when started by mpirun and silences stdout on ranks
+ * other than 0. Returns 0, or 1 after reporting an error. */
+int sample_dist_begin(int *argc, char ***argv);
+
+/* Ends the run with exit status rc: a failing rank in a job of several
+ * ends the whole job; otherwise leaves the job (xg_dist_finalize). Returns
+ * the status to exit with. */
+int sample_dist_end(int rc);
+
+/* Gives each rank other than 0 its own random stream (for dropout): a seed
+ * derived from the generator's seed and the rank, the offset kept. Rank 0
+ * and a world of one keep the generator as it is, so their masks are
+ * those of a single process. */
+void sample_dist_rank_rng(void);
+
+/* Prints the data-parallel line of the header ("data-parallel: 2 ranks x
+ * batch 32 = 64 per step, ...") when the world has more than one rank. */
+void sample_print_dist(int64_t batch);
+
 /* Parses the flags, loads the data, then either builds the model and the
  * optimizer, trains, evaluates after each epoch and prints the result line,
  * or calls the spec's run. Returns the exit status. */

@@ -31,10 +31,13 @@ struct sample_trainer {
     const sample_session *s;
     sample_job job;
     xg_optim *optim;
+    xg_grad_sync *sync;     /* averages gradients over the ranks */
     xg_loader *train_loader, *test_loader;
     int32_t *predictions;   /* EVAL_BATCH argmax results read back */
+    int32_t *truth;         /* and the batch's labels */
     int64_t features;       /* c * h * w */
-    int64_t train_samples;  /* per epoch */
+    int64_t train_samples;  /* per epoch, this rank's */
+    bool speaks;            /* rank 0: progress and the log */
     int64_t batches;        /* steps per epoch */
     bool tty;               /* stderr is a terminal: progress as a bar */
     char label[48];         /* "epoch", or "pretrain epoch" in a phase */
@@ -97,8 +100,14 @@ static int make_parts(sample_trainer *t)
 {
     const sample_options *o = t->s->opt;
     const sample_job *job = &t->job;
-    t->optim = xg_optim_for_module(job->module, o->optimizer, (float)o->lr);
+    int rank = xg_dist_rank(), world = xg_dist_world_size();
+    /* Every rank starts from rank 0's parameters. */
+    if (xg_dist_broadcast_module(job->module) == XG_OK)
+        t->optim = xg_optim_for_module(job->module, o->optimizer,
+                                       (float)o->lr);
     if (t->optim)
+        t->sync = xg_grad_sync_new(job->module, 0);
+    if (t->sync)
         t->train_loader = xg_loader_new(job->train, o->batch_size, true,
                                         false, job->shuffle_seed, job->limit);
     if (t->train_loader && (o->hflip || o->shift) && set_augment(t))
@@ -106,10 +115,18 @@ static int make_parts(sample_trainer *t)
     if (t->train_loader)
         t->test_loader = xg_loader_new(job->test, EVAL_BATCH, false, false,
                                        0, o->eval_limit);
+    /* Training shares padded to equal size (every rank makes the same
+     * steps); test shares exact, their counts summed over the ranks. */
+    if (t->test_loader &&
+        (xg_loader_set_shard(t->train_loader, rank, world, true) != XG_OK ||
+         xg_loader_set_shard(t->test_loader, rank, world, false) != XG_OK))
+        return 1;
     t->predictions = malloc(EVAL_BATCH * sizeof *t->predictions);
-    if (o->log && t->predictions)
+    t->truth = malloc(EVAL_BATCH * sizeof *t->truth);
+    if (o->log && t->predictions && t->speaks)
         t->log_path = log_path(o->log, job->phase);
-    if (!t->test_loader || !t->predictions || (o->log && !t->log_path)) {
+    if (!t->test_loader || !t->predictions || !t->truth ||
+        (o->log && t->speaks && !t->log_path)) {
         fprintf(stderr, "%s: setting up: %s\n", t->s->prog,
                 t->predictions ? xg_last_error() : "out of memory");
         return 1;
@@ -127,10 +144,10 @@ sample_trainer *sample_trainer_new(const sample_session *s,
     }
     t->s = s;
     t->job = *job;
+    t->speaks = xg_dist_rank() == 0;
     t->tty = isatty(STDERR_FILENO);
     const xg_dataset *d = job->train;
     t->features = d->channels * d->height * d->width;
-    t->train_samples = job->limit && job->limit < d->n ? job->limit : d->n;
     snprintf(t->label, sizeof t->label, "%s%sepoch",
              job->phase ? job->phase : "", job->phase ? " " : "");
     if (make_parts(t)) {
@@ -138,6 +155,7 @@ sample_trainer *sample_trainer_new(const sample_session *s,
         return NULL;
     }
     t->batches = xg_loader_batches(t->train_loader);
+    t->train_samples = xg_loader_samples(t->train_loader);
     return t;
 }
 
@@ -158,8 +176,10 @@ void sample_trainer_free(sample_trainer *t)
     sample_log_close(t->log);
     xg_loader_free(t->train_loader);
     xg_loader_free(t->test_loader);
+    xg_grad_sync_free(t->sync);
     xg_optim_free(t->optim);
     free(t->predictions);
+    free(t->truth);
     free(t->log_path);
     free(t);
 }
@@ -194,7 +214,8 @@ static int train_batch(sample_trainer *t, xg_tensor *images,
     if (t->s->opt->cosine)
         xg_optim_set_lr(t->optim, cosine_lr(t));
     xg_tensor *loss = xg_cross_entropy(forward(t, images), labels);
-    if (!loss || xg_backward(loss) != XG_OK || xg_optim_step(t->optim) != XG_OK)
+    if (!loss || xg_grad_sync_backward(t->sync, loss) != XG_OK ||
+        xg_optim_step(t->optim) != XG_OK)
         return lib_error();
     xg_optim_zero_grad(t->optim);
     xg_tensor *sum = xg_tensor_keep(xg_add(*loss_sum, xg_detach(loss)));
@@ -232,7 +253,8 @@ static int show_progress(const sample_trainer *t, int64_t epoch, int64_t i,
         return lib_error();
     int64_t n = t->batches, done = i * t->s->opt->batch_size;
     done = done < t->train_samples ? done : t->train_samples;
-    double rate = (double)done / (now() - t->epoch_start);
+    double rate = (double)done * xg_dist_world_size() /
+                  (now() - t->epoch_start); /* all ranks' samples */
     long long e = (long long)epoch + 1, epochs = (long long)t->job.epochs;
     if (t->tty) {
         char bar[31];
@@ -264,7 +286,9 @@ static int write_train_row(sample_trainer *t, double clock)
     int rc = sample_log_train(t->log, step, epoch,
                               w->steps ? w->loss / (double)w->steps : 0.0,
                               (double)xg_optim_lr(t->optim),
-                              seconds > 0.0 ? (double)w->samples / seconds
+                              seconds > 0.0 ? (double)w->samples *
+                                                  xg_dist_world_size() /
+                                                  seconds
                                             : 0.0,
                               now() - t->start);
     *w = (log_window){.read = w->read, .clock = clock};
@@ -308,7 +332,8 @@ static int train_epoch(sample_trainer *t, int64_t epoch, epoch_stats *out)
     xg_tensor *loss_sum = xg_zeros(XG_SHAPE(1));
     int got = loss_sum ? 1 : lib_error();
     while (got == 1 && (got = train_step(t, &loss_sum)) == 1) {
-        if (++i % every == 0 || i == n)
+        i++;
+        if (t->speaks && (i % every == 0 || i == n))
             got = show_progress(t, epoch, i, loss_sum);
         if (got == 1 && t->log && xg_optim_steps(t->optim) % log_every == 0)
             got = log_step(t, loss_sum);
@@ -317,11 +342,14 @@ static int train_epoch(sample_trainer *t, int64_t epoch, epoch_stats *out)
     if (got == 0 && xg_tensor_item(loss_sum, &sum) != XG_OK)
         got = lib_error();
     out->seconds = now() - t->epoch_start; /* after the read: all done */
-    out->loss = i ? sum / (double)i : 0.0;
+    double mean = i ? sum / (double)i : 0.0; /* over all ranks' steps */
+    if (got == 0 && xg_dist_sum(&mean, 1) != XG_OK)
+        got = lib_error();
+    out->loss = mean / xg_dist_world_size();
     t->train_clock += out->seconds;
     window_add(t, sum);
     xg_tensor_free(loss_sum);
-    if (t->tty)
+    if (t->tty && t->speaks)
         fprintf(stderr, "\r\033[K");
     return got;
 }
@@ -329,7 +357,7 @@ static int train_epoch(sample_trainer *t, int64_t epoch, epoch_stats *out)
 /* ===== Evaluation ======================================================== */
 
 /* Classifies one test batch; the argmax runs on the device and only the
- * predicted classes come back. */
+ * predicted classes (and the labels) come back. */
 static int eval_batch(sample_trainer *t, int64_t *seen, int64_t *correct)
 {
     xg_tensor *images = NULL, *labels = NULL;
@@ -338,12 +366,12 @@ static int eval_batch(sample_trainer *t, int64_t *seen, int64_t *correct)
         return got;
     int64_t b = xg_tensor_dim(labels, 0);
     xg_tensor *pred = xg_argmax(forward(t, images), -1, false);
-    if (!pred || xg_tensor_read(pred, t->predictions,
-                                (size_t)b * sizeof *t->predictions) != XG_OK)
+    size_t bytes = (size_t)b * sizeof *t->predictions;
+    if (!pred || xg_tensor_read(pred, t->predictions, bytes) != XG_OK ||
+        xg_tensor_read(labels, t->truth, bytes) != XG_OK)
         return lib_error();
-    const int32_t *truth = t->job.test->labels + *seen; /* loader keeps order */
     for (int64_t k = 0; k < b; k++)
-        *correct += t->predictions[k] == truth[k];
+        *correct += t->predictions[k] == t->truth[k];
     *seen += b;
     return 1;
 }
@@ -364,7 +392,10 @@ static int evaluate(sample_trainer *t, double *accuracy)
     }
     xg_module_set_training(t->job.module, true);
     xg_set_grad_enabled(grad);
-    *accuracy = seen ? (double)correct / (double)seen : 0.0;
+    double counts[2] = {(double)seen, (double)correct}; /* each rank's share */
+    if (got == 0 && xg_dist_sum(counts, 2) != XG_OK)
+        got = lib_error();
+    *accuracy = counts[0] > 0 ? counts[1] / counts[0] : 0.0;
     return got;
 }
 
@@ -393,7 +424,8 @@ static void print_epoch_line(const sample_trainer *t, int64_t epoch,
         snprintf(lr, sizeof lr, " lr=%.3g", (double)xg_optim_lr(t->optim));
     printf("%s %lld/%lld: train_loss=%.4f%s time=%.1fs samples/s=%.0f%s\n",
            t->label, (long long)epoch + 1, (long long)t->job.epochs, st->loss,
-           acc, st->seconds, (double)t->train_samples / st->seconds, lr);
+           acc, st->seconds,
+           (double)t->train_samples * xg_dist_world_size() / st->seconds, lr);
     fflush(stdout);
 }
 
@@ -420,10 +452,29 @@ static int run_epoch(sample_trainer *t, int64_t epoch, sample_outcome *out)
     return 0;
 }
 
+/* With several ranks: where the steps' backward time went. */
+static void print_sync_stats(const sample_trainer *t)
+{
+    xg_grad_sync_stats st;
+    xg_grad_sync_get_stats(t->sync, &st);
+    if (xg_dist_world_size() < 2 || st.reductions == 0)
+        return;
+    double n = (double)st.reductions;
+    printf("%s%sgradient sync: %lld steps, %lld buckets, %.0f bytes per "
+           "step; per step: backward %.2f ms, staging %.2f ms, waiting for "
+           "the sums %.2f ms\n", t->job.phase ? t->job.phase : "",
+           t->job.phase ? " " : "", (long long)st.reductions,
+           (long long)st.buckets, (double)st.bytes / n,
+           1e3 * st.backward_s / n, 1e3 * st.stage_s / n,
+           1e3 * st.wait_s / n);
+}
+
 int sample_trainer_run(sample_trainer *t, int64_t first_epoch,
                        sample_outcome *out)
 {
     *out = (sample_outcome){0};
+    sample_dist_rank_rng(); /* after a resume restored the generator */
+    xg_grad_sync_reset_stats(t->sync);
     if (t->log_path) {
         int64_t resume_step = first_epoch > 0 ? xg_optim_steps(t->optim) : -1;
         t->log = sample_log_open(t->s->prog, t->log_path, resume_step);
@@ -440,6 +491,8 @@ int sample_trainer_run(sample_trainer *t, int64_t first_epoch,
         rc = evaluate_logged(t, first_epoch, &out->accuracy);
     if (rc != 0 && rc != REPORTED)
         fprintf(stderr, "%s: %s\n", t->s->prog, xg_last_error());
+    if (rc == 0)
+        print_sync_stats(t);
     int closed = sample_log_close(t->log);
     t->log = NULL;
     return rc != 0 || closed;

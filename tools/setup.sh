@@ -8,6 +8,9 @@ XG_BUILD_PKGS="gcc meson ninja-build pkg-config zlib1g-dev libjansson-dev
 XG_DATA_PKGS="dataset-fashion-mnist fortunes"
 XG_TEST_PKGS="libcriterion-dev valgrind clang libfuzzer-14-dev python3-torch
   python3-numpy python3-matplotlib"
+# Open MPI for data-parallel training: the tests build with it and run
+# ranks under mpirun; the main job builds without it when it is absent.
+XG_TEST_PKGS="$XG_TEST_PKGS libopenmpi-dev openmpi-bin"
 # tests/bpe_npm.sh installs npm's gpt-3-encoder with npm: Debian's npm
 # (and node) only when there is none, so a node installed otherwise stays.
 if ! command -v npm >/dev/null 2>&1; then

@@ -147,6 +147,11 @@ static xg_status check_loss(const xg_tensor *loss)
 
 xg_status xg_backward(xg_tensor *loss)
 {
+    return xg_backward_hooked(loss, NULL, NULL);
+}
+
+xg_status xg_backward_hooked(xg_tensor *loss, xg_grad_hook hook, void *ctx)
+{
     xg_status st = check_loss(loss);
     if (st != XG_OK)
         return st;
@@ -168,6 +173,8 @@ xg_status xg_backward(xg_tensor *loss)
         if (!t->bw_grad)
             continue;
         st = t->node ? run_node(t) : store_leaf_grad(t);
+        if (st == XG_OK && !t->node && hook) /* its gradient is complete */
+            st = hook(ctx, t);
     }
     for (int i = 0; i < n; i++) {
         order[i]->bw_grad = NULL;

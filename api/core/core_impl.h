@@ -30,6 +30,11 @@ struct xg_device {
 };
 
 void xg__device_retain(xg_device *dev);
+
+/* Makes a device spec without ":INDEX" open device (index mod the
+ * backend's device count) instead of device 0 (xg_dist_init: the local
+ * rank). */
+void xg__device_set_default_index(int index);
 void xg__device_release(xg_device *dev);
 
 /* Hold the device's lock around a call into its backend. */

@@ -27,6 +27,14 @@ static xg_device *default_device;
 static xg_status default_failure;
 static char default_failure_message[512];
 static _Thread_local xg_device *current_device;
+/* The device a spec without ":INDEX" opens, modulo the backend's count: 0,
+ * or the process's local rank once xg_dist_init has run. */
+static int default_index;
+
+void xg__device_set_default_index(int index)
+{
+    default_index = index > 0 ? index : 0;
+}
 
 int xg_backends(const char **names, int cap)
 {
@@ -149,7 +157,7 @@ static xg_status open_named(const xg_backend *be, const char *index_str,
     xg_status st = be->enumerate(descs, MAX_LISTED, &n);
     if (st != XG_OK)
         return st;
-    long index = 0;
+    long index = n > 0 ? default_index % n : 0;
     if (index_str) {
         char *end;
         errno = 0;
@@ -167,16 +175,21 @@ static xg_status open_named(const xg_backend *be, const char *index_str,
     return open_index(be, (int)index, out);
 }
 
-/* auto: the first hardware device of the most preferred GPU backend. */
+/* auto: a hardware device of the most preferred GPU backend: the first
+ * that opens, starting at the default index's turn among them. */
 static xg_status open_auto(xg_device **out)
 {
     for (int b = N_BACKENDS - 1; b > 0; b--) {
         xg_device_desc descs[MAX_LISTED];
-        int n = 0;
+        int n = 0, hw[MAX_LISTED], n_hw = 0;
         if (backends[b]->enumerate(descs, MAX_LISTED, &n) != XG_OK)
             continue;
         for (int i = 0; i < n && i < MAX_LISTED; i++)
-            if (!descs[i].is_software && open_index(backends[b], i, out) == XG_OK)
+            if (!descs[i].is_software)
+                hw[n_hw++] = i;
+        for (int k = 0; k < n_hw; k++)
+            if (open_index(backends[b], hw[(default_index + k) % n_hw],
+                           out) == XG_OK)
                 return XG_OK;
     }
     xg_clear_error();

@@ -572,7 +572,10 @@ struct xg_loader {
     const xg_dataset *ds;
     int64_t batch_size;
     int64_t count;      /* samples per epoch: min(limit, n) */
-    int64_t pos;        /* next position in `order` */
+    int64_t pos;        /* next position in this rank's share */
+    int64_t rank, world; /* the shard: this rank's share of `order` */
+    int64_t share;      /* samples this rank visits per epoch */
+    bool pad;           /* shares padded to equal size */
     size_t sample;      /* floats per sample: c * h * w */
     bool shuffle, drop_last, augment;
     uint64_t seed;
@@ -623,6 +626,8 @@ xg_loader *xg_loader_new(const xg_dataset *ds, int64_t batch_size,
     ld->shuffle = shuffle;
     ld->drop_last = drop_last;
     ld->seed = seed;
+    ld->world = 1;
+    ld->share = ld->count;
     uint64_t cap = (uint64_t)(batch_size < ld->count ? batch_size : ld->count);
     if ((uint64_t)ld->count > SIZE_MAX / sizeof *ld->order ||
         cap > SIZE_MAX / sizeof *ld->images / sample)
@@ -688,17 +693,27 @@ static void augment_image(const xg_loader *ld, int64_t pos, float *dst,
     }
 }
 
-/* Copies samples order[pos .. pos+b) into the batch buffers, augmented
- * when the loader augments. */
+/* The position in the epoch's order of this rank's sample number p: ranks
+ * take every world-th sample from their rank on; a padded share goes on
+ * from the order's start. */
+static int64_t global_pos(const xg_loader *ld, int64_t p)
+{
+    return (ld->rank + ld->world * p) % ld->count;
+}
+
+/* Copies this rank's samples pos .. pos+b into the batch buffers,
+ * augmented when the loader augments (with the draws of their position in
+ * the whole epoch, as one process would make them). */
 static void loader_gather(xg_loader *ld, int64_t b)
 {
     const xg_dataset *ds = ld->ds;
     for (int64_t i = 0; i < b; i++) {
-        int64_t k = ld->order[ld->pos + i];
+        int64_t g = global_pos(ld, ld->pos + i);
+        int64_t k = ld->order[g];
         float *dst = ld->images + (size_t)i * ld->sample;
         const float *src = ds->images + (size_t)k * ld->sample;
         if (ld->augment)
-            augment_image(ld, ld->pos + i, dst, src);
+            augment_image(ld, g, dst, src);
         else
             memcpy(dst, src, ld->sample * sizeof *ld->images);
         ld->labels[i] = ds->labels[k];
@@ -711,7 +726,7 @@ int xg_loader_next(xg_loader *ld, xg_tensor **images, xg_tensor **labels)
         return xg_set_error(XG_ERR_INVALID_ARG,
                             "loader_next: loader and outputs must not be NULL");
     *images = *labels = NULL;
-    int64_t left = ld->count - ld->pos;
+    int64_t left = ld->share - ld->pos;
     if (left == 0 || (ld->drop_last && left < ld->batch_size))
         return 0;
     int64_t b = left < ld->batch_size ? left : ld->batch_size;
@@ -762,8 +777,31 @@ int64_t xg_loader_batches(const xg_loader *ld)
     if (!ld)
         return 0;
     if (ld->drop_last)
-        return ld->count / ld->batch_size;
-    return (ld->count + ld->batch_size - 1) / ld->batch_size;
+        return ld->share / ld->batch_size;
+    return (ld->share + ld->batch_size - 1) / ld->batch_size;
+}
+
+int64_t xg_loader_samples(const xg_loader *ld)
+{
+    return ld ? ld->share : 0;
+}
+
+xg_status xg_loader_set_shard(xg_loader *ld, int rank, int world, bool pad)
+{
+    if (!ld)
+        return xg_set_error(XG_ERR_INVALID_ARG,
+                            "loader_set_shard: loader is NULL");
+    if (world < 1 || rank < 0 || rank >= world)
+        return xg_set_error(XG_ERR_INVALID_ARG, "loader_set_shard: rank %d "
+                            "of a world of %d; need 0 <= rank < world",
+                            rank, world);
+    ld->rank = rank;
+    ld->world = world;
+    ld->pad = pad;
+    ld->share = pad ? (ld->count + world - 1) / world
+                    : (ld->count - rank + world - 1) / world;
+    ld->pos = 0;
+    return XG_OK;
 }
 
 void xg_loader_free(xg_loader *ld)

@@ -437,6 +437,15 @@ xg_status xg_text_batch(const xg_text *text, xg_text_split split,
                         int64_t batch, int64_t context, uint64_t seed,
                         uint64_t counter, xg_tensor **x, xg_tensor **y)
 {
+    return xg_text_batch_rows(text, split, batch, context, seed, counter, 0,
+                              batch, x, y);
+}
+
+xg_status xg_text_batch_rows(const xg_text *text, xg_text_split split,
+                             int64_t batch, int64_t context, uint64_t seed,
+                             uint64_t counter, int64_t first, int64_t rows,
+                             xg_tensor **x, xg_tensor **y)
+{
     if (!x || !y)
         return xg_set_error(XG_ERR_INVALID_ARG,
                             "text_batch: x and y must not be NULL");
@@ -444,6 +453,10 @@ xg_status xg_text_batch(const xg_text *text, xg_text_split split,
     if (batch < 1)
         return xg_set_error(XG_ERR_INVALID_ARG, "text_batch: batch is %"
                             PRId64 "; must be >= 1", batch);
+    if (first < 0 || rows < 1 || first > batch - rows)
+        return xg_set_error(XG_ERR_INVALID_ARG, "text_batch: rows [%" PRId64
+                            ", %" PRId64 ") are not inside a batch of %"
+                            PRId64, first, first + rows, batch);
     if ((uint64_t)batch > SIZE_MAX / sizeof(int64_t))
         return xg_set_error(XG_ERR_TOO_LARGE, "text_batch: batch %" PRId64
                             " does not fit in memory", batch);
@@ -454,7 +467,8 @@ xg_status xg_text_batch(const xg_text *text, xg_text_split split,
     xg_status st = xg_text_batch_starts(text, split, batch, context, seed,
                                         counter, starts);
     if (st == XG_OK)
-        st = windows_upload("text_batch", text, starts, batch, context, x, y);
+        st = windows_upload("text_batch", text, starts + first, rows,
+                            context, x, y);
     free(starts);
     return st;
 }
