@@ -105,14 +105,15 @@ static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
  * columns of op(B) are packed into panels (MR rows, NR columns, k-major)
  * in the thread's scratch, and a register-tiled micro-kernel on explicit
  * vectors (GCC vector extensions) computes MR x NR at a time. Variants for
- * AVX-512 (12 x 32), AVX2 (6 x 16) and the baseline (6 x 8) are compiled
- * from cpu_gemm_kernel.h and chosen at run time; all give the same bits
- * (see there), and K is never split between threads, so the result does
- * not depend on the machine's vector width or the thread count. */
+ * AVX-512 (12 x 32, FMA), AVX2 (6 x 16, FMA) and the baseline (6 x 8, no
+ * FMA) are compiled from cpu_gemm_kernel.h and chosen at run time from
+ * the CPU, whatever -march says. K is never split between threads and each
+ * sum runs in one fixed order, so results do not depend on the thread
+ * count or the tiling (cpu_gemm_kernel.h). */
 
 enum {
     KC = 256,     /* depth of one packed block; fixes each sum's order */
-    MC_MAX = 192, /* bounds of a tile, for the scratch */
+    MC_MAX = 480, /* bounds of a tile, for the scratch */
     NC_MAX = 512,
     SCRATCH_PER_THREAD = (MC_MAX + NC_MAX) * KC,
 };
@@ -137,6 +138,7 @@ typedef struct gemm_job {
 } gemm_job;
 
 #define GEMM_NAME(x) x##_base
+#define GEMM_MADD(acc, b, s) ((acc) + (b) * (s))
 #define GEMM_TARGET
 #define GEMM_VL 4
 #define GEMM_MR 6
@@ -147,11 +149,14 @@ typedef struct gemm_job {
 #undef GEMM_VL
 #undef GEMM_MR
 #undef GEMM_NV
+#undef GEMM_MADD
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
 #define GEMM_X86 1
 #define GEMM_NAME(x) x##_avx2
-#define GEMM_TARGET __attribute__((target("avx2")))
+#define GEMM_TARGET __attribute__((target("avx2,fma")))
+#define GEMM_MADD(acc, b, s) _mm256_fmadd_ps(b, _mm256_set1_ps(s), acc)
 #define GEMM_VL 8
 #define GEMM_MR 6
 #define GEMM_NV 2
@@ -161,9 +166,11 @@ typedef struct gemm_job {
 #undef GEMM_VL
 #undef GEMM_MR
 #undef GEMM_NV
+#undef GEMM_MADD
 
 #define GEMM_NAME(x) x##_avx512
-#define GEMM_TARGET __attribute__((target("avx512f")))
+#define GEMM_TARGET __attribute__((target("avx512f,fma")))
+#define GEMM_MADD(acc, b, s) _mm512_fmadd_ps(b, _mm512_set1_ps(s), acc)
 #define GEMM_VL 16
 #define GEMM_MR 12
 #define GEMM_NV 2
@@ -173,6 +180,7 @@ typedef struct gemm_job {
 #undef GEMM_VL
 #undef GEMM_MR
 #undef GEMM_NV
+#undef GEMM_MADD
 #endif
 
 /* The variant for this machine: its tile routine, micro-tile and largest
@@ -186,11 +194,11 @@ static gemm_variant gemm_pick(void)
 {
 #ifdef GEMM_X86
     if (__builtin_cpu_supports("avx512f"))
-        return (gemm_variant){tile_avx512, 12, 32, 144, 512};
-    if (__builtin_cpu_supports("avx2"))
-        return (gemm_variant){tile_avx2, 6, 16, 144, 512};
+        return (gemm_variant){tile_avx512, 12, 32, 480, 512};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return (gemm_variant){tile_avx2, 6, 16, 480, 512};
 #endif
-    return (gemm_variant){tile_base, 6, 8, 144, 512};
+    return (gemm_variant){tile_base, 6, 8, 480, 512};
 }
 
 /* Blocks of `unit` multiples covering `size` in `parts` near-equal pieces. */

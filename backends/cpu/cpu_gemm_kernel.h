@@ -6,15 +6,17 @@
  *   GEMM_VL       floats per vector (4, 8 or 16)
  *   GEMM_MR       rows of the micro-tile
  *   GEMM_NV       vectors per micro-tile row (NR = GEMM_NV * GEMM_VL)
+ *   GEMM_MADD(acc, b, s)  acc + b * s for a vector acc, b and a float s
  *
  * and gemm_job, gemm_operand, KC from cpu_gemm.c in scope.
  *
  * Every variant computes each element of C in the same order: per block of
- * KC depths, acc = sum over k of a * b from k = 0 up (one rounded multiply
- * and one rounded add each, no FMA: -std=c11 forbids contraction), then
- * C = (C or 0) + alpha * acc. The vector width and tile sizes only decide
- * which elements are computed side by side, so the variants (and any
- * thread count or tiling) give the same bits. */
+ * KC depths, acc = sum over k of a * b from k = 0 up, then
+ * C = (C or 0) + alpha * acc. GEMM_MADD fuses the multiply-add (one
+ * rounding) in the AVX2 and AVX-512 variants, which so give the same bits
+ * as each other; the baseline rounds the product and the sum apart
+ * (-std=c11 forbids contraction) and may differ in the last bits. The tile
+ * sizes and the thread count never change a result's bits. */
 
 #define GEMM_NR (GEMM_NV * GEMM_VL)
 
@@ -36,13 +38,11 @@ GEMM_TARGET CPU_INLINE void GEMM_NAME(pack)(float *restrict dst,
         if (op.rs == 1 && h == w) { /* w consecutive values per depth */
             for (int64_t k = 0; k < kc; k++)
                 memcpy(dst + k * w, x + k * op.ks, (size_t)w * sizeof *x);
-        } else if (op.ks == 1) { /* each row consecutive along depth */
-            for (int64_t i = 0; i < h; i++)
-                for (int64_t k = 0; k < kc; k++)
-                    dst[k * w + i] = x[i * op.rs + k];
-            for (int64_t i = h; i < w; i++)
-                for (int64_t k = 0; k < kc; k++)
-                    dst[k * w + i] = 0.0f;
+        } else if (h == w) { /* w rows read side by side */
+            for (int64_t k = 0; k < kc; k++)
+#pragma GCC unroll 32
+                for (int i = 0; i < w; i++)
+                    dst[k * w + i] = x[i * op.rs + k * op.ks];
         } else {
             for (int64_t k = 0; k < kc; k++)
                 for (int i = 0; i < w; i++)
@@ -54,7 +54,7 @@ GEMM_TARGET CPU_INLINE void GEMM_NAME(pack)(float *restrict dst,
 /* The MR x NR tile at c (row stride ldc) over kc depths of the packed
  * panels a (MR per depth) and b (NR per depth, vector-aligned):
  * c = (add ? c : 0) + alpha * sum_k a b, clipped to rows x cols. */
-GEMM_TARGET CPU_INLINE void GEMM_NAME(micro)(int64_t kc,
+GEMM_TARGET __attribute__((noinline)) static void GEMM_NAME(micro)(int64_t kc,
                                              const float *restrict a,
                                              const float *restrict b,
                                              float *restrict c, int64_t ldc,
@@ -80,7 +80,7 @@ GEMM_TARGET CPU_INLINE void GEMM_NAME(micro)(int64_t kc,
             float s = a[i];
 #pragma GCC unroll 4
             for (int v = 0; v < GEMM_NV; v++)
-                acc[i][v] = acc[i][v] + bv[v] * s;
+                acc[i][v] = GEMM_MADD(acc[i][v], bv[v], s);
         }
     }
     if (rows == GEMM_MR && cols == GEMM_NR) {
