@@ -105,7 +105,7 @@ static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
  * columns of op(B) are packed into panels (MR rows, NR columns, k-major)
  * in the thread's scratch, and a register-tiled micro-kernel on explicit
  * vectors (GCC vector extensions) computes MR x NR at a time. Variants for
- * AVX-512 (12 x 32, FMA), AVX2 (6 x 16, FMA) and the baseline (6 x 8, no
+ * AVX-512 (12 x 32 or 8 x 32, FMA), AVX2 (6 x 16, FMA) and the baseline (6 x 8, no
  * FMA) are compiled from cpu_gemm_kernel.h and chosen at run time from
  * the CPU, whatever -march says. K is never split between threads and each
  * sum runs in one fixed order, so results do not depend on the thread
@@ -181,20 +181,38 @@ typedef struct gemm_job {
 #undef GEMM_MR
 #undef GEMM_NV
 #undef GEMM_MADD
+#define GEMM_NAME(x) x##_avx512_8
+#define GEMM_TARGET __attribute__((target("avx512f,fma")))
+#define GEMM_MADD(acc, b, s) _mm512_fmadd_ps(b, _mm512_set1_ps(s), acc)
+#define GEMM_VL 16
+#define GEMM_MR 8
+#define GEMM_NV 2
+#include "cpu_gemm_kernel.h"
+#undef GEMM_NAME
+#undef GEMM_TARGET
+#undef GEMM_VL
+#undef GEMM_MR
+#undef GEMM_NV
+#undef GEMM_MADD
 #endif
 
-/* The variant for this machine: its tile routine, micro-tile and largest
- * tile (mc a multiple of mr, nc of nr, within MC_MAX x NC_MAX). */
+/* The variant for this machine and m rows of C: its tile routine,
+ * micro-tile and largest tile (mc a multiple of mr, nc of nr, within
+ * MC_MAX x NC_MAX). */
 typedef struct gemm_variant {
     void (*tile)(const gemm_job *job, int64_t tile, float *pa, float *pb);
     int64_t mr, nr, mc, nc;
 } gemm_variant;
 
-static gemm_variant gemm_pick(void)
+static gemm_variant gemm_pick(int64_t m)
 {
 #ifdef GEMM_X86
+    /* AVX-512: 12 x 32, or 8 x 32 where that pads m clearly less (the
+     * samples' batches of 64 rows); the same bits either way. */
     if (__builtin_cpu_supports("avx512f"))
-        return (gemm_variant){tile_avx512, 12, 32, 480, 512};
+        return (m + 7) / 8 * 8 * 15 < (m + 11) / 12 * 12 * 14
+                   ? (gemm_variant){tile_avx512_8, 8, 32, 480, 512}
+                   : (gemm_variant){tile_avx512, 12, 32, 480, 512};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return (gemm_variant){tile_avx2, 6, 16, 480, 512};
 #endif
@@ -237,7 +255,7 @@ static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
 {
     if (g->batch <= 0 || g->m <= 0 || g->n <= 0)
         return XG_OK;
-    gemm_variant v = gemm_pick();
+    gemm_variant v = gemm_pick(g->m);
     /* As few tiles as the largest size allows; over the pool, more until
      * each thread has two, halving the longer side (never below 2 x 2
      * micro-tiles). The tiling does not change any result's bits. */
