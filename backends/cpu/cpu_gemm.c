@@ -104,12 +104,12 @@ static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
  * over all of K in blocks of KC depths: the block's rows of op(A) and
  * columns of op(B) are packed into panels (MR rows, NR columns, k-major)
  * in the thread's scratch, and a register-tiled micro-kernel on explicit
- * vectors (GCC vector extensions) computes MR x NR at a time. Variants for
- * AVX-512 (12 x 32 or 8 x 32, FMA), AVX2 (6 x 16, FMA) and the baseline (6 x 8, no
- * FMA) are compiled from cpu_gemm_kernel.h and chosen at run time from
- * the CPU, whatever -march says. K is never split between threads and each
- * sum runs in one fixed order, so results do not depend on the thread
- * count or the tiling (cpu_gemm_kernel.h). */
+ * vectors (GCC vector extensions) computes MR x NR at a time. Variants
+ * for AVX-512 (12 x 32 or 8 x 32, FMA), AVX2 (6 x 16, FMA) and the
+ * baseline (6 x 8, no FMA) are compiled from cpu_gemm_kernel.h and chosen
+ * at run time from the CPU, whatever -march says. K is never split
+ * between threads and each sum runs in one fixed order, so results do not
+ * depend on the thread count or the tiling (cpu_gemm_kernel.h). */
 
 enum {
     KC = 256,     /* depth of one packed block; fixes each sum's order */
@@ -144,12 +144,6 @@ typedef struct gemm_job {
 #define GEMM_MR 6
 #define GEMM_NV 2
 #include "cpu_gemm_kernel.h"
-#undef GEMM_NAME
-#undef GEMM_TARGET
-#undef GEMM_VL
-#undef GEMM_MR
-#undef GEMM_NV
-#undef GEMM_MADD
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -161,12 +155,6 @@ typedef struct gemm_job {
 #define GEMM_MR 6
 #define GEMM_NV 2
 #include "cpu_gemm_kernel.h"
-#undef GEMM_NAME
-#undef GEMM_TARGET
-#undef GEMM_VL
-#undef GEMM_MR
-#undef GEMM_NV
-#undef GEMM_MADD
 
 #define GEMM_NAME(x) x##_avx512
 #define GEMM_TARGET __attribute__((target("avx512f,fma")))
@@ -175,12 +163,7 @@ typedef struct gemm_job {
 #define GEMM_MR 12
 #define GEMM_NV 2
 #include "cpu_gemm_kernel.h"
-#undef GEMM_NAME
-#undef GEMM_TARGET
-#undef GEMM_VL
-#undef GEMM_MR
-#undef GEMM_NV
-#undef GEMM_MADD
+
 #define GEMM_NAME(x) x##_avx512_8
 #define GEMM_TARGET __attribute__((target("avx512f,fma")))
 #define GEMM_MADD(acc, b, s) _mm512_fmadd_ps(b, _mm512_set1_ps(s), acc)
@@ -188,12 +171,6 @@ typedef struct gemm_job {
 #define GEMM_MR 8
 #define GEMM_NV 2
 #include "cpu_gemm_kernel.h"
-#undef GEMM_NAME
-#undef GEMM_TARGET
-#undef GEMM_VL
-#undef GEMM_MR
-#undef GEMM_NV
-#undef GEMM_MADD
 #endif
 
 /* The variant for this machine and m rows of C: its tile routine,

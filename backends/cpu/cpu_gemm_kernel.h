@@ -8,7 +8,8 @@
  *   GEMM_NV       vectors per micro-tile row (NR = GEMM_NV * GEMM_VL)
  *   GEMM_MADD(acc, b, s)  acc + b * s for a vector acc, b and a float s
  *
- * and gemm_job, gemm_operand, KC from cpu_gemm.c in scope.
+ * and gemm_job, gemm_operand, KC from cpu_gemm.c in scope; it undefines
+ * those six at the end.
  *
  * Every variant computes each element of C in the same order: per block of
  * KC depths, acc = sum over k of a * b from k = 0 up, then
@@ -139,3 +140,9 @@ GEMM_TARGET static void GEMM_NAME(tile)(const gemm_job *job, int64_t tile,
 }
 
 #undef GEMM_NR
+#undef GEMM_NAME
+#undef GEMM_TARGET
+#undef GEMM_VL
+#undef GEMM_MR
+#undef GEMM_NV
+#undef GEMM_MADD
