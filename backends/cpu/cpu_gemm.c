@@ -234,11 +234,19 @@ static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
         return XG_OK;
     gemm_variant v = gemm_pick(g->m);
     /* As few tiles as the largest size allows; over the pool, more until
-     * each thread has two, halving the longer side (never below 2 x 2
+     * each thread has two, or one for a small product (a tile of at least
+     * 2^17 multiply-adds), halving the longer side (never below 2 x 2
      * micro-tiles). The tiling does not change any result's bits. */
     int64_t parts_m = (g->m + v.mc - 1) / v.mc;
     int64_t parts_n = (g->n + v.nc - 1) / v.nc;
-    int64_t want = thread < 0 ? 2 * (int64_t)cpu_pool_threads(dev->pool) : 1;
+    int64_t want = 1;
+    if (thread < 0) {
+        double tiles = (double)g->batch * (double)g->m * (double)g->n *
+                       (double)g->k / 131072.0;
+        want = 2 * (int64_t)cpu_pool_threads(dev->pool);
+        if (want > tiles)
+            want = (int64_t)tiles;
+    }
     int64_t mc = gemm_block(g->m, parts_m, v.mr);
     int64_t nc = gemm_block(g->n, parts_n, v.nr);
     while (g->batch * parts_m * parts_n < want) {

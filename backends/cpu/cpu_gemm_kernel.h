@@ -36,18 +36,24 @@ GEMM_TARGET CPU_INLINE void GEMM_NAME(pack)(float *restrict dst,
     for (int64_t p = 0; p < rows; p += w, dst += w * kc) {
         int64_t h = rows - p < w ? rows - p : w;
         const float *x = op.x + (r0 + p) * op.rs + k0 * op.ks;
-        if (op.rs == 1 && h == w) { /* w consecutive values per depth */
-            for (int64_t k = 0; k < kc; k++)
-                memcpy(dst + k * w, x + k * op.ks, (size_t)w * sizeof *x);
+        if (op.rs == 1) { /* h consecutive values per depth */
+            for (int64_t k = 0; k < kc; k++) {
+                memcpy(dst + k * w, x + k * op.ks, (size_t)h * sizeof *x);
+                if (h < w)
+                    memset(dst + k * w + h, 0, (size_t)(w - h) * sizeof *x);
+            }
         } else if (h == w) { /* w rows read side by side */
             for (int64_t k = 0; k < kc; k++)
 #pragma GCC unroll 32
                 for (int i = 0; i < w; i++)
                     dst[k * w + i] = x[i * op.rs + k * op.ks];
         } else {
-            for (int64_t k = 0; k < kc; k++)
-                for (int i = 0; i < w; i++)
-                    dst[k * w + i] = i < h ? x[i * op.rs + k * op.ks] : 0.0f;
+            for (int64_t k = 0; k < kc; k++) {
+                for (int64_t i = 0; i < h; i++)
+                    dst[k * w + i] = x[i * op.rs + k * op.ks];
+                for (int64_t i = h; i < w; i++)
+                    dst[k * w + i] = 0.0f;
+            }
         }
     }
 }
