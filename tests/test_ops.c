@@ -541,6 +541,138 @@ Test(ops, matmul_t_batched_vs_reference)
     check_matmul(XG_SHAPE(19, 37), true, XG_SHAPE(23, 19), true, 11);
 }
 
+/* op(A) [m, k] times op(B) [k, n] against a product in double, for every
+ * transpose combination. Each element must lie within the bound of a
+ * float sum of k products, 2 (k + 2) 2^-24 sum |a b|, of the exact value:
+ * a wrong, missing or doubled term is far outside it. */
+static void check_matmul_bound(int64_t m, int64_t n, int64_t k, uint64_t seed)
+{
+    float *a = malloc((size_t)(m * k) * sizeof *a);
+    float *b = malloc((size_t)(k * n) * sizeof *b);
+    cr_assert(a && b);
+    tu_fill(a, m * k, seed, -1, 1);
+    tu_fill(b, k * n, seed + 1, -1, 1);
+    for (int tr = 0; tr < 4; tr++) {
+        bool ta = tr & 1, tb = tr & 2;
+        /* The same op(A), op(B) stored as the flags say. */
+        float *sa = malloc((size_t)(m * k) * sizeof *sa);
+        float *sb = malloc((size_t)(k * n) * sizeof *sb);
+        cr_assert(sa && sb);
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t p = 0; p < k; p++)
+                sa[ta ? p * m + i : i * k + p] = a[i * k + p];
+        for (int64_t p = 0; p < k; p++)
+            for (int64_t j = 0; j < n; j++)
+                sb[tb ? j * k + p : p * n + j] = b[p * n + j];
+        int64_t as[2] = {ta ? k : m, ta ? m : k};
+        int64_t bs[2] = {tb ? n : k, tb ? k : n};
+        xg_tensor *A = tu_f32(sa, as, 2), *B = tu_f32(sb, bs, 2);
+        xg_tensor *C = xg_matmul_t(A, B, ta, tb);
+        cr_assert_not_null(C, "%s", xg_last_error());
+        float *c = tu_read(C);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double want = 0, mag = 0;
+                for (int64_t p = 0; p < k; p++) {
+                    double t = (double)a[i * k + p] * b[p * n + j];
+                    want += t;
+                    mag += fabs(t);
+                }
+                double tol = 2.0 * (double)(k + 2) * 0x1p-24 * mag + 1e-30;
+                if (!(fabs(c[i * n + j] - want) <= tol) && bad++ < 3)
+                    cr_expect(false,
+                              "[%lld x %lld x %lld] ta %d tb %d: c[%lld, "
+                              "%lld] = %.9g, want %.9g (tol %.3g)",
+                              (long long)m, (long long)n, (long long)k, ta,
+                              tb, (long long)i, (long long)j, c[i * n + j],
+                              want, tol);
+            }
+        cr_assert_eq(bad, 0, "[%lld x %lld x %lld] ta %d tb %d: %lld bad",
+                     (long long)m, (long long)n, (long long)k, ta, tb,
+                     (long long)bad);
+        free(c);
+        free(sa);
+        free(sb);
+    }
+    free(a);
+    free(b);
+}
+
+Test(ops, matmul_odd_sizes_all_transposes_vs_double)
+{
+    /* m, n, k: ones, primes, sizes around the micro-tiles (6, 8, 12, 16,
+     * 32), depth across packing blocks (256), several tiles of C. */
+    static const int64_t sizes[][3] = {
+        {1, 1, 1},     {1, 1, 300},  {1, 37, 5},    {37, 1, 5},
+        {13, 17, 1},   {2, 3, 2},    {5, 7, 11},    {7, 97, 263},
+        {11, 33, 16},  {12, 32, 64}, {6, 16, 7},    {25, 65, 9},
+        {131, 61, 517}, {150, 530, 19}, {293, 41, 257}, {64, 256, 784},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        xg_scope *s = xg_scope_begin();
+        check_matmul_bound(sizes[i][0], sizes[i][1], sizes[i][2], 40 + i);
+        xg_scope_end(s);
+    }
+}
+
+/* The bits of op(A) op(B) for every transpose combination and a batched
+ * product, on a CPU device opened with `threads` threads. */
+static float *matmul_on_threads(const char *threads, int64_t *count)
+{
+    setenv("XGRAD_NUM_THREADS", threads, 1);
+    xg_device *dev;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    xg_device *prev = xg_device_current();
+    xg_device_set_current(dev);
+    xg_scope *s = xg_scope_begin();
+    xg_manual_seed(5);
+    xg_tensor *out[5];
+    for (int tr = 0; tr < 4; tr++) {
+        bool ta = tr & 1, tb = tr & 2;
+        int64_t m = 301, n = 523, k = 600;
+        int64_t as[2] = {ta ? k : m, ta ? m : k};
+        int64_t bs[2] = {tb ? n : k, tb ? k : n};
+        xg_tensor *a = xg_rand_normal(as, 2, 0, 1);
+        xg_tensor *b = xg_rand_normal(bs, 2, 0, 1);
+        out[tr] = xg_matmul_t(a, b, ta, tb);
+    }
+    out[4] = xg_matmul(xg_rand_normal(XG_SHAPE(3, 70, 290), 0, 1),
+                       xg_rand_normal(XG_SHAPE(3, 290, 45), 0, 1));
+    float *all = NULL;
+    *count = 0;
+    for (int i = 0; i < 5; i++) {
+        cr_assert_not_null(out[i], "%s", xg_last_error());
+        int64_t n = xg_tensor_numel(out[i]);
+        float *v = tu_read(out[i]);
+        all = realloc(all, (size_t)(*count + n) * sizeof *all);
+        cr_assert_not_null(all);
+        memcpy(all + *count, v, (size_t)n * sizeof *v);
+        *count += n;
+        free(v);
+    }
+    xg_scope_end(s);
+    xg_device_set_current(prev);
+    xg_device_close(dev);
+    return all;
+}
+
+Test(ops, matmul_same_bits_on_any_thread_count)
+{
+    int64_t n1, n2, n3;
+    float *one = matmul_on_threads("1", &n1);
+    float *two = matmul_on_threads("2", &n2);
+    float *three = matmul_on_threads("3", &n3);
+    cr_assert(n1 == n2 && n1 == n3);
+    cr_expect(memcmp(one, two, (size_t)n1 * sizeof *one) == 0,
+              "1 and 2 threads differ");
+    cr_expect(memcmp(one, three, (size_t)n1 * sizeof *one) == 0,
+              "1 and 3 threads differ");
+    free(one);
+    free(two);
+    free(three);
+}
+
 /* ---- reductions -------------------------------------------------------- */
 
 /* x[i,j,k] = 12i + 4j + k, shape [2,3,4] */

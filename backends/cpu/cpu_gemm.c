@@ -97,15 +97,25 @@ static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
 #endif
 
 /* ---- built-in kernel -------------------------------------------------------
- * Always compiled, so that it is tested in every configuration. */
+ * Always compiled, so that it is tested in every configuration.
+ *
+ * C is cut into tiles of mc x nc (for two or more threads, small enough to
+ * give each thread at least two); a tile is one parallel item and runs
+ * over all of K in blocks of KC depths: the block's rows of op(A) and
+ * columns of op(B) are packed into panels (MR rows, NR columns, k-major)
+ * in the thread's scratch, and a register-tiled micro-kernel on explicit
+ * vectors (GCC vector extensions) computes MR x NR at a time. Variants
+ * for AVX-512 (12 x 32 or 8 x 32, FMA), AVX2 (6 x 16, FMA) and the
+ * baseline (6 x 8, no FMA) are compiled from cpu_gemm_kernel.h and chosen
+ * at run time from the CPU, whatever -march says. K is never split
+ * between threads and each sum runs in one fixed order, so results do not
+ * depend on the thread count or the tiling (cpu_gemm_kernel.h). */
 
 enum {
-    MR = 4,    /* micro-tile rows */
-    NR = 8,    /* micro-tile columns */
-    MC = 64,   /* rows of C per task (multiple of MR) */
-    NC = 128,  /* columns of C per task (multiple of NR) */
-    KC = 256,  /* depth of one packed block */
-    SCRATCH_PER_THREAD = (MC + NC) * KC,
+    KC = 256,     /* depth of one packed block; fixes each sum's order */
+    MC_MAX = 480, /* bounds of a tile, for the scratch */
+    NC_MAX = 512,
+    SCRATCH_PER_THREAD = (MC_MAX + NC_MAX) * KC,
 };
 
 /* One operand as the kernel reads it: element (r, k) of op(X), where r is a
@@ -115,87 +125,91 @@ typedef struct gemm_operand {
     int64_t rs, ks;
 } gemm_operand;
 
-/* Copies rows [r0, r0 + rows) x depth [k0, k0 + kc) of `op` into panels of
- * `w` rows, each stored k-major (w values per k), zero-padding the last. */
-static void gemm_pack(float *dst, gemm_operand op, int64_t r0, int64_t rows,
-                      int64_t k0, int64_t kc, int w)
-{
-    for (int64_t p = 0; p < rows; p += w)
-        for (int64_t k = 0; k < kc; k++)
-            for (int i = 0; i < w; i++)
-                *dst++ = p + i < rows
-                             ? op.x[(r0 + p + i) * op.rs + (k0 + k) * op.ks]
-                             : 0.0f;
-}
-
-/* acc = sum_k a[k][0..MR) (outer) b[k][0..NR) over packed panels. */
-static void gemm_micro(int64_t kc, const float *a, const float *b,
-                       float acc[MR][NR])
-{
-    float t[MR][NR] = {{0}};
-    for (int64_t k = 0; k < kc; k++, a += MR, b += NR)
-        for (int i = 0; i < MR; i++)
-            for (int j = 0; j < NR; j++)
-                t[i][j] += a[i] * b[j];
-    memcpy(acc, t, sizeof t);
-}
-
 typedef struct gemm_job {
     const xg_gemm_args *g;
     const float *a, *b;
     float *c;
     float *scratch;
-    int64_t tiles_m, tiles_n;
-    int accumulate; /* C += instead of C = */
+    int64_t mc, nc;           /* tile size */
+    int64_t tiles_m, tiles_n; /* tiles per batch entry */
+    int accumulate;           /* C += instead of C = */
+    void (*tile)(const struct gemm_job *job, int64_t tile, float *pa,
+                 float *pb);
 } gemm_job;
 
-/* C[i0.., j0..] (=|+=) alpha * acc, clipped to rows x cols. */
-static void gemm_store(float *c, int64_t ldc, float alpha, int accumulate,
-                       float acc[MR][NR], int64_t rows, int64_t cols)
+#define GEMM_NAME(x) x##_base
+#define GEMM_MADD(acc, b, s) ((acc) + (b) * (s))
+#define GEMM_TARGET
+#define GEMM_VL 4
+#define GEMM_MR 6
+#define GEMM_NV 2
+#include "cpu_gemm_kernel.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define GEMM_X86 1
+#define GEMM_NAME(x) x##_avx2
+#define GEMM_TARGET __attribute__((target("avx2,fma")))
+#define GEMM_MADD(acc, b, s) _mm256_fmadd_ps(b, _mm256_set1_ps(s), acc)
+#define GEMM_VL 8
+#define GEMM_MR 6
+#define GEMM_NV 2
+#include "cpu_gemm_kernel.h"
+
+#define GEMM_NAME(x) x##_avx512
+#define GEMM_TARGET __attribute__((target("avx512f,fma")))
+#define GEMM_MADD(acc, b, s) _mm512_fmadd_ps(b, _mm512_set1_ps(s), acc)
+#define GEMM_VL 16
+#define GEMM_MR 12
+#define GEMM_NV 2
+#include "cpu_gemm_kernel.h"
+
+#define GEMM_NAME(x) x##_avx512_8
+#define GEMM_TARGET __attribute__((target("avx512f,fma")))
+#define GEMM_MADD(acc, b, s) _mm512_fmadd_ps(b, _mm512_set1_ps(s), acc)
+#define GEMM_VL 16
+#define GEMM_MR 8
+#define GEMM_NV 2
+#include "cpu_gemm_kernel.h"
+#endif
+
+/* The variant for this machine and m rows of C: its tile routine,
+ * micro-tile and largest tile (mc a multiple of mr, nc of nr, within
+ * MC_MAX x NC_MAX). */
+typedef struct gemm_variant {
+    void (*tile)(const gemm_job *job, int64_t tile, float *pa, float *pb);
+    int64_t mr, nr, mc, nc;
+} gemm_variant;
+
+static gemm_variant gemm_pick(int64_t m)
 {
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++)
-            c[i * ldc + j] =
-                (accumulate ? c[i * ldc + j] : 0.0f) + alpha * acc[i][j];
+#ifdef GEMM_X86
+    /* AVX-512: 12 x 32, or 8 x 32 where that pads m clearly less (the
+     * samples' batches of 64 rows); the same bits either way. */
+    if (__builtin_cpu_supports("avx512f"))
+        return (m + 7) / 8 * 8 * 15 < (m + 11) / 12 * 12 * 14
+                   ? (gemm_variant){tile_avx512_8, 8, 32, 480, 512}
+                   : (gemm_variant){tile_avx512, 12, 32, 480, 512};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return (gemm_variant){tile_avx2, 6, 16, 480, 512};
+#endif
+    return (gemm_variant){tile_base, 6, 8, 480, 512};
 }
 
-/* One MC x NC tile of one batch entry's C, over all of K. */
-static void gemm_tile(const gemm_job *job, int64_t tile, float *pa, float *pb)
+/* Blocks of `unit` multiples covering `size` in `parts` near-equal pieces. */
+static int64_t gemm_block(int64_t size, int64_t parts, int64_t unit)
 {
-    const xg_gemm_args *g = job->g;
-    int64_t t = tile / (job->tiles_m * job->tiles_n);
-    int64_t i0 = tile / job->tiles_n % job->tiles_m * MC;
-    int64_t j0 = tile % job->tiles_n * NC;
-    int64_t mc = g->m - i0 < MC ? g->m - i0 : MC;
-    int64_t nc = g->n - j0 < NC ? g->n - j0 : NC;
-    gemm_operand a = {job->a + t * g->stride_a, g->trans_a ? 1 : g->k,
-                      g->trans_a ? g->m : 1};
-    gemm_operand b = {job->b + t * g->stride_b, g->trans_b ? g->k : 1,
-                      g->trans_b ? 1 : g->n};
-    float *c = job->c + t * g->stride_c + i0 * g->n + j0;
-    for (int64_t k0 = 0; k0 < g->k; k0 += KC) {
-        int64_t kc = g->k - k0 < KC ? g->k - k0 : KC;
-        gemm_pack(pa, a, i0, mc, k0, kc, MR);
-        gemm_pack(pb, b, j0, nc, k0, kc, NR);
-        for (int64_t jr = 0; jr < nc; jr += NR)
-            for (int64_t ir = 0; ir < mc; ir += MR) {
-                float acc[MR][NR];
-                gemm_micro(kc, pa + ir * kc, pb + jr * kc, acc);
-                gemm_store(c + ir * g->n + jr, g->n, g->alpha,
-                           k0 > 0 || job->accumulate, acc,
-                           mc - ir < MR ? mc - ir : MR,
-                           nc - jr < NR ? nc - jr : NR);
-            }
-    }
+    int64_t b = (size + parts - 1) / parts;
+    return (b + unit - 1) / unit * unit;
 }
 
 static void gemm_range(const void *ctx, int64_t begin, int64_t end, int th)
 {
     const gemm_job *job = ctx;
     float *pa = job->scratch + (size_t)th * SCRATCH_PER_THREAD;
-    float *pb = pa + MC * KC;
+    float *pb = pa + MC_MAX * KC;
     for (int64_t tile = begin; tile < end; tile++)
-        gemm_tile(job, tile, pa, pb);
+        job->tile(job, tile, pa, pb);
 }
 
 /* The device's packing buffers, grown on first use and kept until close. */
@@ -216,9 +230,39 @@ static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
                               const float *a, const float *b, float *c,
                               int accumulate, int thread)
 {
+    if (g->batch <= 0 || g->m <= 0 || g->n <= 0)
+        return XG_OK;
+    gemm_variant v = gemm_pick(g->m);
+    /* As few tiles as the largest size allows; over the pool, more until
+     * each thread has two, or one for a small product (a tile of at least
+     * 2^17 multiply-adds), halving the longer side (never below 2 x 2
+     * micro-tiles). The tiling does not change any result's bits. */
+    int64_t parts_m = (g->m + v.mc - 1) / v.mc;
+    int64_t parts_n = (g->n + v.nc - 1) / v.nc;
+    int64_t want = 1;
+    if (thread < 0) {
+        double tiles = (double)g->batch * (double)g->m * (double)g->n *
+                       (double)g->k / 131072.0;
+        want = 2 * (int64_t)cpu_pool_threads(dev->pool);
+        if (want > tiles)
+            want = (int64_t)tiles;
+    }
+    int64_t mc = gemm_block(g->m, parts_m, v.mr);
+    int64_t nc = gemm_block(g->n, parts_n, v.nr);
+    while (g->batch * parts_m * parts_n < want) {
+        if (nc >= mc && nc > 2 * v.nr)
+            nc = gemm_block(g->n, ++parts_n, v.nr);
+        else if (mc > 2 * v.mr)
+            mc = gemm_block(g->m, ++parts_m, v.mr);
+        else if (nc > 2 * v.nr)
+            nc = gemm_block(g->n, ++parts_n, v.nr);
+        else
+            break;
+    }
     gemm_job job = {g, a, b, c, thread < 0 ? gemm_scratch(dev)
                                            : dev->gemm_scratch,
-                    (g->m + MC - 1) / MC, (g->n + NC - 1) / NC, accumulate};
+                    mc, nc, (g->m + mc - 1) / mc, (g->n + nc - 1) / nc,
+                    accumulate, v.tile};
     if (!job.scratch)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY,
                             "matmul: out of host memory for packing buffers");
@@ -226,8 +270,8 @@ static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
     if (thread >= 0)
         gemm_range(&job, 0, tiles, thread);
     else
-        cpu_parallel_for(dev->pool, tiles, (int64_t)MC * NC * g->k, 1,
-                         gemm_range, &job);
+        cpu_parallel_for(dev->pool, tiles, mc * nc * (g->k > 0 ? g->k : 1),
+                         1, gemm_range, &job);
     return XG_OK;
 }
 
