@@ -160,7 +160,7 @@ workload() {
         local other=()
         for t in "${torch_threads[@]}"; do
             read -r m a b <<<"$(stats ${ts[$t]})"
-            other+=("$t thread(s) $(speed "$m" "$a" "$b")")
+            other+=("$t thread$([[ $t == 1 ]] || echo s): $(speed "$m" "$a" "$b")")
             if [[ -z "$best" ]] || awk -v m="$m" -v b="$bm" 'BEGIN { exit !(m > b) }'; then
                 best=$t bm=$m ba=$a bb=$b
             fi
@@ -231,7 +231,7 @@ echo "- CPU: $cpu, $(nproc) cores; xgrad threads: ${XGRAD_NUM_THREADS:-all cores
 echo "- load average before: $load_before; after: $load_after"
 echo "- samples/s: median (min-max) of $reps one-epoch runs of each, xgrad and PyTorch alternating;"
 echo "  MLP on $( ((mlp_limit)) && echo "$mlp_limit" || echo "all 60,000") training samples, CNN on $cnn_limit; evaluation excluded"
-echo "- PyTorch: OMP_WAIT_POLICY=PASSIVE, the faster of ${torch_threads[*]} thread(s) (named in each row)"
+echo "- PyTorch: OMP_WAIT_POLICY=PASSIVE, the faster of $(sed 's/ /, /g' <<<"${torch_threads[*]}") threads (named in each row; both below)"
 echo "- micro-benchmarks: one run each, medians of their own runs; bench_optim's ratio is to a"
 echo "  memcpy of 2 arrays into 2 others on as many threads, 16 bytes per parameter"
 echo
