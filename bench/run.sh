@@ -51,7 +51,8 @@ else
     matmul_args=(1024 7) small_args=(1000 7) optim_args=(7 16)
 fi
 torch_threads=(${TORCH_THREADS:-1 2})
-data=(${DATA:+--data "$DATA"})
+data=()
+[[ -z "${DATA:-}" ]] || data=(--data "$DATA")
 
 for sample in mnist_mlp mnist_cnn; do
     if [[ ! -x "$build/samples/$sample" ]]; then
