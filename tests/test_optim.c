@@ -44,14 +44,14 @@ static void assert_param(xg_tensor *p, const double *want, double atol,
 typedef struct ref_sgd {
     double lr, momentum, dampening, weight_decay;
     bool nesterov;
-    double buf[P];
-    int t;
+    double *buf; /* n elements */
+    int n, t;
 } ref_sgd;
 
 static void ref_sgd_step(ref_sgd *o, double *p, const float *grad)
 {
     o->t++;
-    for (int i = 0; i < P; i++) {
+    for (int i = 0; i < o->n; i++) {
         double g = grad[i];
         if (o->weight_decay != 0)
             g += o->weight_decay * p[i];
@@ -73,14 +73,14 @@ static void ref_sgd_step(ref_sgd *o, double *p, const float *grad)
 typedef struct ref_adam {
     double lr, beta1, beta2, eps, weight_decay;
     bool decoupled; /* AdamW */
-    double m[P], v[P];
-    int t;
+    double *m, *v; /* n elements each */
+    int n, t;
 } ref_adam;
 
 static void ref_adam_step(ref_adam *o, double *p, const float *grad)
 {
     o->t++;
-    for (int i = 0; i < P; i++) {
+    for (int i = 0; i < o->n; i++) {
         double g = grad[i];
         if (o->decoupled)
             p[i] *= 1 - o->lr * o->weight_decay;
@@ -101,9 +101,10 @@ static void run_sgd(xg_sgd_options o, const char *what)
     xg_tensor *p = tu_param(tu_f32(p_init, XG_SHAPE(2, 3)));
     xg_optim *opt = xg_optim_sgd(&p, 1, &o);
     cr_assert_not_null(opt, "%s: xg_optim_sgd: %s", what, xg_last_error());
+    double buf[P] = {0};
     ref_sgd ref = {.lr = o.lr, .momentum = o.momentum,
                    .dampening = o.dampening, .weight_decay = o.weight_decay,
-                   .nesterov = o.nesterov};
+                   .nesterov = o.nesterov, .buf = buf, .n = P};
     double want[P];
     for (int i = 0; i < P; i++)
         want[i] = p_init[i];
@@ -211,9 +212,10 @@ static void run_adam(xg_adam_options o, bool adamw, const char *what)
     xg_optim *opt = adamw ? xg_optim_adamw(&p, 1, &o)
                           : xg_optim_adam(&p, 1, &o);
     cr_assert_not_null(opt, "%s: new optimizer: %s", what, xg_last_error());
+    double m[P] = {0}, v[P] = {0};
     ref_adam ref = {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2,
                     .eps = o.eps, .weight_decay = o.weight_decay,
-                    .decoupled = adamw};
+                    .decoupled = adamw, .m = m, .v = v, .n = P};
     double want[P];
     for (int i = 0; i < P; i++)
         want[i] = p_init[i];
@@ -291,9 +293,12 @@ Test(optim, adam_state_starts_at_a_params_first_gradient)
     o.lr = 0.02f;
     xg_optim *opt = xg_optim_adam(ps, 2, &o);
     cr_assert_not_null(opt);
+    double ma[P] = {0}, va[P] = {0}, mb[P] = {0}, vb[P] = {0};
     ref_adam ra = {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2,
-                   .eps = o.eps};
+                   .eps = o.eps, .m = ma, .v = va, .n = P};
     ref_adam rb = ra;
+    rb.m = mb;
+    rb.v = vb;
     double wa[P], wb[P];
     for (int i = 0; i < P; i++)
         wa[i] = wb[i] = p_init[i];
@@ -312,6 +317,123 @@ Test(optim, adam_state_starts_at_a_params_first_gradient)
         assert_param(b, wb, 2e-6, 1e-5, "param with grads from step 3", k);
     }
     xg_optim_free(opt);
+}
+
+/* ---- large parameters ---------------------------------------------------
+ * The kernels' vector loops, their tails and their split over threads: a
+ * parameter of BIG elements (prime: every vector width leaves a tail; large
+ * enough to be shared among threads), every variant of both updates, on
+ * devices of 1 and 3 threads. Each must follow the reference, and the two
+ * must agree to the bit. */
+
+enum { BIG = 20011, BIG_STEPS = 3 };
+
+typedef struct big_case {
+    const char *what;
+    int kind; /* 0 SGD, 1 Adam, 2 AdamW */
+    xg_sgd_options sgd;
+    xg_adam_options adam;
+} big_case;
+
+/* Runs `bc` on a fresh CPU device with `threads` threads; returns the final
+ * parameter (malloc'd) after checking every step against the reference. */
+static float *run_big(const big_case *bc, const char *threads)
+{
+    setenv("XGRAD_NUM_THREADS", threads, 1);
+    xg_device *dev;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    xg_device_set_current(dev);
+    xg_scope *scope = xg_scope_begin();
+    float *init = malloc(BIG * sizeof *init), *c = malloc(BIG * sizeof *c);
+    double *want = malloc(BIG * sizeof *want),
+           *s0 = calloc(BIG, sizeof *s0), *s1 = calloc(BIG, sizeof *s1);
+    cr_assert(init && c && want && s0 && s1);
+    tu_fill_signed(init, BIG, 77, 0.05, 2.0);
+    for (int i = 0; i < BIG; i++)
+        want[i] = init[i];
+    xg_tensor *p = tu_param(tu_f32(init, XG_SHAPE(BIG)));
+    const xg_sgd_options *so = &bc->sgd;
+    const xg_adam_options *ao = &bc->adam;
+    ref_sgd rs = {.lr = so->lr, .momentum = so->momentum,
+                  .dampening = so->dampening,
+                  .weight_decay = so->weight_decay,
+                  .nesterov = so->nesterov, .buf = s0, .n = BIG};
+    ref_adam ra = {.lr = ao->lr, .beta1 = ao->beta1, .beta2 = ao->beta2,
+                   .eps = ao->eps, .weight_decay = ao->weight_decay,
+                   .decoupled = bc->kind == 2, .m = s0, .v = s1, .n = BIG};
+    xg_optim *opt = bc->kind == 0   ? xg_optim_sgd(&p, 1, so)
+                    : bc->kind == 1 ? xg_optim_adam(&p, 1, ao)
+                                    : xg_optim_adamw(&p, 1, ao);
+    cr_assert_not_null(opt, "%s: %s", bc->what, xg_last_error());
+    char what[160];
+    for (int k = 1; k <= BIG_STEPS; k++) {
+        /* |grad| >= 0.3 > |weight_decay * p|: no cancellation in the L2
+         * term, whose float rounding the division would then magnify. */
+        tu_fill_signed(c, BIG, 2000 + (uint64_t)k, 0.3, 1.0);
+        xg_optim_zero_grad(opt);
+        set_grad(p, c);
+        cr_assert_eq(xg_optim_step(opt), XG_OK, "%s: %s", bc->what,
+                     xg_last_error());
+        if (bc->kind == 0)
+            ref_sgd_step(&rs, want, c);
+        else
+            ref_adam_step(&ra, want, c);
+        snprintf(what, sizeof what, "%s, %s thread(s), after step %d",
+                 bc->what, threads, k);
+        tu_assert_values(p, XG_SHAPE(BIG), want, 2e-6, 1e-5, what);
+    }
+    float *out = tu_read(p);
+    xg_optim_free(opt);
+    free(init);
+    free(c);
+    free(want);
+    free(s0);
+    free(s1);
+    xg_scope_end(scope);
+    xg_device_set_current(NULL);
+    xg_device_close(dev);
+    return out;
+}
+
+Test(optim, large_params_every_variant_on_any_thread_count)
+{
+    xg_sgd_options s = xg_sgd_defaults();
+    s.lr = 0.05f;
+    xg_adam_options a = xg_adam_defaults();
+    a.lr = 0.01f;
+    big_case cases[] = {
+        {"sgd", 0, s, a},
+        {"sgd weight decay", 0, s, a},
+        {"sgd momentum", 0, s, a},
+        {"sgd momentum dampening weight decay", 0, s, a},
+        {"sgd nesterov weight decay", 0, s, a},
+        {"adam", 1, s, a},
+        {"adam L2 weight decay", 1, s, a},
+        {"adamw", 2, s, a},
+    };
+    cases[1].sgd.weight_decay = 0.1f;
+    cases[2].sgd.momentum = 0.9f;
+    cases[3].sgd.momentum = 0.9f;
+    cases[3].sgd.dampening = 0.3f;
+    cases[3].sgd.weight_decay = 0.1f;
+    cases[4].sgd.momentum = 0.9f;
+    cases[4].sgd.nesterov = true;
+    cases[4].sgd.weight_decay = 0.1f;
+    cases[5].adam.beta1 = 0.5f;
+    cases[5].adam.eps = 1e-3f;
+    cases[6].adam.weight_decay = 0.1f;
+    cases[7].adam = xg_adamw_defaults();
+    cases[7].adam.lr = 0.01f;
+    cases[7].adam.weight_decay = 0.5f;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float *one = run_big(&cases[i], "1"), *three = run_big(&cases[i], "3");
+        for (int k = 0; k < BIG; k++)
+            cr_assert(memcmp(&one[k], &three[k], sizeof *one) == 0,
+                      "%s: element %d is %.9g with 1 thread, %.9g with 3",
+                      cases[i].what, k, one[k], three[k]);
+        free(one);
+        free(three);
+    }
 }
 
 /* ---- frozen and gradient-less parameters ------------------------------- */
