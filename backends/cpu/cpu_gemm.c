@@ -109,7 +109,12 @@ static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
  * baseline (6 x 8, no FMA) are compiled from cpu_gemm_kernel.h and chosen
  * at run time from the CPU, whatever -march says. K is never split
  * between threads and each sum runs in one fixed order, so results do not
- * depend on the thread count or the tiling (cpu_gemm_kernel.h). */
+ * depend on the thread count or the tiling (cpu_gemm_kernel.h). Unlike the
+ * elementwise kernels (CPU_CLONES), the variants use FMA where the CPU has
+ * it, which the speed needs: the AVX2 and AVX-512 variants give the same
+ * bits, the baseline differs from them in the last bits. So, as with
+ * OpenBLAS, a product is reproducible on one kind of CPU, not across
+ * kinds. */
 
 enum {
     KC = 256,     /* depth of one packed block; fixes each sum's order */
