@@ -58,6 +58,13 @@ typedef struct ocl_device {
     size_t max_groups;   /* work-groups in one grid-stride launch, at most */
     cl_ulong max_alloc;  /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
     xg_buffer *free_list[OCL_SIZE_CLASSES];
+    /* The program cache (ocl_cache.c): the hash of the device and driver
+     * (the file's name), of those and the program (the file's key), and
+     * the size and checksum of the binary loaded from it (0 if built). */
+    uint64_t cache_identity, cache_key;
+    size_t cache_size;
+    uint64_t cache_sum;
+    bool opened; /* fully opened: close saves the program cache */
 } ocl_device;
 
 /* Also declared by backend.h when the build defines XGRAD_HAVE_OPENCL. */
@@ -86,6 +93,19 @@ const char *ocl_error_name(cl_int err);
  * XG_ERR_BACKEND otherwise. `what` says what failed ("relu",
  * "clCreateBuffer"). */
 xg_status ocl_fail(cl_int err, const char *what);
+
+/* ---- ocl_cache.c: the program binary cache ----------------------------- */
+
+/* Loads and builds d->program from the cache file written for this device,
+ * driver, source and build `options`; false (and nothing set but the
+ * device's cache keys) when there is no usable file. Never fails
+ * otherwise. */
+bool ocl_cache_load(ocl_device *d, const char *options);
+/* Counts a program built from source (xg_opencl_cache_counts). */
+void ocl_cache_count_build(void);
+/* Writes d->program's binary to the cache file unless it is the one
+ * loaded; failures are ignored. */
+void ocl_cache_save(ocl_device *d);
 
 /* ---- ocl_memory.c -------------------------------------------------------- */
 
