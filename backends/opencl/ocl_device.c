@@ -287,6 +287,26 @@ static void release_device(ocl_device *d)
     free(d);
 }
 
+/* Where GEMMs run: XGRAD_OPENCL_GEMM=clblast or xgrad, else xgrad's kernel
+ * on CPU devices and CLBlast on the others. On CPU devices (PoCL) the two
+ * run at the same speed, but CLBlast compiles its GEMM program on the
+ * first call of each routine in every process, seconds to a minute that
+ * the program cache cannot keep (CLBlast builds it, not xgrad), while
+ * xgrad's kernel is part of the cached program. GPUs get CLBlast's tuned
+ * kernels, and their drivers keep compiled programs themselves. */
+static xg_status choose_gemm(ocl_device *d)
+{
+    const char *g = getenv("XGRAD_OPENCL_GEMM");
+    if (!g || !*g)
+        d->clblast = !d->base.desc.is_software;
+    else if (strcmp(g, "clblast") == 0 || strcmp(g, "xgrad") == 0)
+        d->clblast = strcmp(g, "clblast") == 0;
+    else
+        return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_OPENCL_GEMM='%s': "
+                            "expected clblast or xgrad", g);
+    return XG_OK;
+}
+
 static xg_status ocl_open(int index, xg_backend_device **out)
 {
     cl_device_id *ids = NULL;
@@ -312,6 +332,8 @@ static xg_status ocl_open(int index, xg_backend_device **out)
     st = create_queue(d);
     if (st == XG_OK)
         st = load_program(d);
+    if (st == XG_OK)
+        st = choose_gemm(d);
     if (st == XG_OK) {
         d->opened = true;
         atomic_fetch_add(&open_devices, 1);

@@ -25,7 +25,7 @@
 
 /* Kernels that serve several ops rather than one (see kernels/conv.cl):
  * X(name) for a kernel named xg_<name>, a name no op may have. */
-#define OCL_HELPERS(X) X(im2col) X(col2im)
+#define OCL_HELPERS(X) X(im2col) X(col2im) X(gemm)
 
 typedef enum ocl_helper {
 #define OCL_HELPER_ENUM(name) OCL_HELPER_##name,
@@ -65,6 +65,7 @@ typedef struct ocl_device {
     size_t cache_size;
     uint64_t cache_sum;
     bool opened; /* fully opened: close saves the program cache */
+    bool clblast; /* GEMMs through CLBlast, else kernels/gemm.cl */
 } ocl_device;
 
 /* Also declared by backend.h when the build defines XGRAD_HAVE_OPENCL. */
@@ -147,6 +148,19 @@ size_t ocl_pow2_at_least(int64_t want, size_t lo, size_t hi);
 #define OCL_MIN_GROUP 64
 
 /* ---- ocl_gemm.c ------------------------------------------------------- */
+
+/* One GEMM operand: a buffer, where the matrix starts (elements), its
+ * leading dimension and the step from one batch entry to the next. */
+typedef struct ocl_mat {
+    xg_buffer *buf;
+    size_t offset, ld, stride;
+} ocl_mat;
+
+/* C_b = alpha opA(A_b) opB(B_b) + beta C_b for b < batch, row-major, on
+ * CLBlast or xgrad's kernel (d->clblast); `what` names the op in errors. */
+xg_status ocl_gemm(ocl_device *d, const char *what, bool ta, bool tb,
+                   size_t m, size_t n, size_t k, float alpha, ocl_mat a,
+                   ocl_mat b, float beta, ocl_mat c, size_t batch);
 
 /* Sets the error for a failed CLBlast call (a CLBlastStatusCode) and
  * returns its status; `what` names the op. */
