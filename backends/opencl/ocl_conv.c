@@ -1,4 +1,5 @@
-/* The CONV family: convolution lowered to GEMM through CLBlast.
+/* The CONV family: convolution lowered to GEMM (ocl_gemm: CLBlast or
+ * xgrad's kernel).
  *
  * A chunk of nb samples is unfolded by xg_im2col (kernels/conv.cl) into a
  * column matrix col[K][nb * L] (K = c_in * kh * kw rows (c, p, q), L =
@@ -14,7 +15,7 @@
  *                           dyT [c_out][nb * L] is dy regrouped by
  *                           xg_im2col as a 1x1 "convolution"; beta = 1
  *                           after the first chunk
- * CLBlast takes buffer offsets and leading dimensions, so no per-sample or
+ * ocl_gemm takes buffer offsets and leading dimensions, so no per-sample or
  * per-group copies are made. The column buffers come from the caching
  * allocator and go back to it when the call has been enqueued: the next
  * convolution of that size reuses them (the queue is in order).

@@ -293,17 +293,29 @@ static void release_device(ocl_device *d)
  * first call of each routine in every process, seconds to a minute that
  * the program cache cannot keep (CLBlast builds it, not xgrad), while
  * xgrad's kernel is part of the cached program. GPUs get CLBlast's tuned
- * kernels, and their drivers keep compiled programs themselves. */
+ * kernels, and their drivers keep compiled programs themselves. xgrad's
+ * kernel needs work-groups of 16 x 16 (kernels/gemm.cl): a device that
+ * cannot run them takes CLBlast. */
 static xg_status choose_gemm(ocl_device *d)
 {
     const char *g = getenv("XGRAD_OPENCL_GEMM");
-    if (!g || !*g)
-        d->clblast = !d->base.desc.is_software;
-    else if (strcmp(g, "clblast") == 0 || strcmp(g, "xgrad") == 0)
-        d->clblast = strcmp(g, "clblast") == 0;
-    else
+    bool own_ok = d->helper_wg_size[OCL_HELPER_gemm] >= 256;
+    if (!g || !*g) {
+        d->clblast = !d->base.desc.is_software || !own_ok;
+        return XG_OK;
+    }
+    if (strcmp(g, "clblast") == 0) {
+        d->clblast = true;
+        return XG_OK;
+    }
+    if (strcmp(g, "xgrad") != 0)
         return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_OPENCL_GEMM='%s': "
                             "expected clblast or xgrad", g);
+    if (!own_ok)
+        return xg_set_error(XG_ERR_UNSUPPORTED, "XGRAD_OPENCL_GEMM=xgrad: "
+                            "%s cannot run work-groups of 256 work-items",
+                            d->base.desc.name);
+    d->clblast = false;
     return XG_OK;
 }
 

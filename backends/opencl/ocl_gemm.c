@@ -1,6 +1,18 @@
-/* The GEMM family through CLBlast: row-major, transposes passed as flags
- * (no transposed copies), beta 0. CLBlast compiles its kernels on first use
- * per context and caches them (ocl_close clears that cache).
+/* GEMMs (the GEMM family, and the convolutions' through ocl_gemm):
+ * row-major, transposes passed as flags (no transposed copies), through
+ * CLBlast or xgrad's kernel (kernels/gemm.cl), per device (d->clblast: see
+ * choose_gemm in ocl_device.c).
+ *
+ * Why two: CLBlast compiles the OpenCL program of each routine (GEMM,
+ * strided batched GEMM) on its first call in every process and keeps it
+ * only in memory; its API (1.5: ClearCache, FillCache, OverrideParameters)
+ * has no way to save or load the binaries, so xgrad's program cache cannot
+ * keep them. On PoCL that compilation took 7 s on a quiet machine and
+ * 27-60 s on a busy one, before the first step of any model; xgrad's
+ * kernel, part of the cached program, trains there at CLBlast's speed. On
+ * GPUs CLBlast's tuned kernels are faster, and GPU drivers keep compiled
+ * programs on disk themselves. CLBlast caches its programs per context
+ * (ocl_close clears that cache).
  */
 #include "ocl_impl.h"
 

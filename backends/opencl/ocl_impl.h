@@ -1,8 +1,9 @@
 /* Internals of the OpenCL backend, shared by its files. Not installed.
  *
  * One device = one context, one in-order command queue, one program built
- * at open from the kernel files in kernels/ (embedded in the library), and
- * a caching buffer allocator.
+ * at open from the kernel files in kernels/ (embedded in the library) or
+ * loaded from the program cache (ocl_cache.c), and a caching buffer
+ * allocator.
  * Ops enqueue work and return; only download() and sync() wait.
  */
 #ifndef XGRAD_OCL_IMPL_H
@@ -77,7 +78,8 @@ static inline ocl_device *ocl_dev(xg_backend_device *dev)
 }
 
 /* Whether ops of the family have a kernel xg_<op> of their own. GEMM runs
- * in CLBlast; CONV in CLBlast and the helper kernels. */
+ * in ocl_gemm (CLBlast or the gemm helper); CONV in it and the helper
+ * kernels. */
 static inline int ocl_op_has_kernel(xg_op_family family)
 {
     return family != XG_FAMILY_GEMM && family != XG_FAMILY_CONV;

@@ -7,6 +7,13 @@
  * backend's pipeline cache, so that opening the device again skips
  * compiling the kernels (see ocl_cache.c). A file written by another
  * driver, device or xgrad, or a corrupt one, is ignored and replaced.
+ *
+ * Environment:
+ *   XGRAD_OPENCL_GEMM=clblast|xgrad   where matrix products and the GEMMs
+ *                             of convolutions run: CLBlast (the default on
+ *                             GPUs) or kernels/gemm.cl (the default on CPU
+ *                             devices, whose start-up it shortens: see
+ *                             ocl_gemm.c). Anything else fails the open.
  */
 #ifndef XGRAD_OPENCL_BACKEND_H
 #define XGRAD_OPENCL_BACKEND_H
