@@ -125,12 +125,12 @@ typedef struct xg_device xg_device;
  * opencl-*.bin (the OpenCL kernel program's binary), one file per device
  * and driver, so later runs start faster. A file from another driver or
  * xgrad version, or a damaged one, is ignored and rewritten; deleting the
- * directory is always safe. XGRAD_OPENCL_GEMM=clblast or xgrad chooses
- * where OpenCL matrix products and convolutions run: CLBlast's tuned
- * kernels (the default on GPUs) or xgrad's own kernel (the default on CPU
- * devices such as PoCL, where it is as fast and, unlike CLBlast's, whose
- * compilation takes seconds in every new process, it is in the cached
- * program).
+ * directory is always safe. CLBlast, which runs OpenCL matrix products
+ * and convolutions, compiles its kernels in every new process (seconds on
+ * a CPU device such as PoCL when the driver has not cached them);
+ * XGRAD_OPENCL_GEMM=xgrad runs them on xgrad's own kernel instead, which
+ * is in the cached program (slower: for short runs); "clblast" is the
+ * default.
  * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
  * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device,
  * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT or

@@ -287,33 +287,21 @@ static void release_device(ocl_device *d)
     free(d);
 }
 
-/* Where GEMMs run: XGRAD_OPENCL_GEMM=clblast or xgrad, else xgrad's kernel
- * on CPU devices and CLBlast on the others. On CPU devices (PoCL) the two
- * run at the same speed, but CLBlast compiles its GEMM program on the
- * first call of each routine in every process, seconds to a minute that
- * the program cache cannot keep (CLBlast builds it, not xgrad), while
- * xgrad's kernel is part of the cached program. GPUs get CLBlast's tuned
- * kernels, and their drivers keep compiled programs themselves. xgrad's
- * kernel needs work-groups of 16 x 16 (kernels/gemm.cl): a device that
- * cannot run them takes CLBlast. */
+/* Where GEMMs run: CLBlast, unless XGRAD_OPENCL_GEMM=xgrad picks xgrad's
+ * kernel (see ocl_gemm.c for the trade). */
 static xg_status choose_gemm(ocl_device *d)
 {
     const char *g = getenv("XGRAD_OPENCL_GEMM");
-    bool own_ok = d->helper_wg_size[OCL_HELPER_gemm] >= 256;
-    if (!g || !*g) {
-        d->clblast = !d->base.desc.is_software || !own_ok;
-        return XG_OK;
-    }
-    if (strcmp(g, "clblast") == 0) {
+    if (!g || !*g || strcmp(g, "clblast") == 0) {
         d->clblast = true;
         return XG_OK;
     }
     if (strcmp(g, "xgrad") != 0)
         return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_OPENCL_GEMM='%s': "
                             "expected clblast or xgrad", g);
-    if (!own_ok)
+    if (d->helper_wg_size[OCL_HELPER_gemm] < 256) /* kernels/gemm.cl */
         return xg_set_error(XG_ERR_UNSUPPORTED, "XGRAD_OPENCL_GEMM=xgrad: "
-                            "%s cannot run work-groups of 256 work-items",
+                            "%s cannot run work-groups of 16 x 16",
                             d->base.desc.name);
     d->clblast = false;
     return XG_OK;

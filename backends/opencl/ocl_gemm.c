@@ -1,18 +1,21 @@
 /* GEMMs (the GEMM family, and the convolutions' through ocl_gemm):
  * row-major, transposes passed as flags (no transposed copies), through
- * CLBlast or xgrad's kernel (kernels/gemm.cl), per device (d->clblast: see
- * choose_gemm in ocl_device.c).
+ * CLBlast, or xgrad's kernel (kernels/gemm.cl) when XGRAD_OPENCL_GEMM=xgrad
+ * (d->clblast false).
  *
  * Why two: CLBlast compiles the OpenCL program of each routine (GEMM,
  * strided batched GEMM) on its first call in every process and keeps it
  * only in memory; its API (1.5: ClearCache, FillCache, OverrideParameters)
  * has no way to save or load the binaries, so xgrad's program cache cannot
- * keep them. On PoCL that compilation took 7 s on a quiet machine and
- * 27-60 s on a busy one, before the first step of any model; xgrad's
- * kernel, part of the cached program, trains there at CLBlast's speed. On
- * GPUs CLBlast's tuned kernels are faster, and GPU drivers keep compiled
- * programs on disk themselves. CLBlast caches its programs per context
- * (ocl_close clears that cache).
+ * keep them, and a driver without a cache of its own (or PoCL with its
+ * cache cleared) compiles them again in every process: 7 s on PoCL on a
+ * quiet machine, 27-60 s on a busy one, before the first step of any
+ * model. xgrad's kernel is part of the cached program, so a process that
+ * uses it starts in well under a second; but CLBlast's kernels are faster
+ * (on PoCL, MNIST MLP training runs 2x faster; a CNN at the same speed),
+ * so CLBlast stays the default and the kernel is for short runs (tests,
+ * one-off evaluations). CLBlast caches its programs per context (ocl_close
+ * clears that cache).
  */
 #include "ocl_impl.h"
 

@@ -10,9 +10,10 @@
  *
  * Environment:
  *   XGRAD_OPENCL_GEMM=clblast|xgrad   where matrix products and the GEMMs
- *                             of convolutions run: CLBlast (the default on
- *                             GPUs) or kernels/gemm.cl (the default on CPU
- *                             devices, whose start-up it shortens: see
+ *                             of convolutions run: CLBlast (the default)
+ *                             or kernels/gemm.cl, slower but part of the
+ *                             cached program, so that processes start
+ *                             without compiling CLBlast's kernels (see
  *                             ocl_gemm.c). Anything else fails the open.
  */
 #ifndef XGRAD_OPENCL_BACKEND_H

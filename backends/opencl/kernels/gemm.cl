@@ -1,5 +1,5 @@
 /* xg_gemm: C_b = alpha opA(A_b) opB(B_b) + beta C_b for every batch entry b,
- * row-major (ocl_gemm.c; used where CLBlast is not: see there). opA(A) is
+ * row-major (ocl_gemm.c: with XGRAD_OPENCL_GEMM=xgrad, instead of CLBlast). opA(A) is
  * m x k (A stored k x m when trans_a), opB(B) k x n (stored n x k when
  * trans_b). Matrices start at their buffer's offset plus b times their
  * stride (elements) and have leading dimensions lda, ldb, ldc.
