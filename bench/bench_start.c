@@ -10,7 +10,7 @@
  * where open is xg_device_open (context, kernel program) and first_step the
  * step and its wait (a GPU backend compiles what the step needs on first
  * use). Run it in a fresh process per measurement: the point is the
- * driver's and xgrad's caches on disk (see README, "Start-up").
+ * driver's and xgrad's caches on disk (see xg_device_open in api/xgrad.h).
  */
 #include <stdio.h>
 
