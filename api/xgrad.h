@@ -119,9 +119,22 @@ typedef struct xg_device xg_device;
  * drivers hand out more and fail later, or let the system kill the
  * process) with XG_ERR_DEVICE_OOM; XGRAD_MEMORY_LIMIT (bytes, optionally
  * with K, M or G) lowers that limit.
+ * Start-up: GPU backends compile their kernels on first use and keep what
+ * the driver compiled in $XDG_CACHE_HOME/xgrad ($HOME/.cache/xgrad when
+ * XDG_CACHE_HOME is unset): vulkan-*.bin (the pipeline cache) and
+ * opencl-*.bin (the OpenCL kernel program's binary), one file per device
+ * and driver, so later runs start faster. A file from another driver or
+ * xgrad version, or a damaged one, is ignored and rewritten; deleting the
+ * directory is always safe. CLBlast, which runs OpenCL matrix products
+ * and convolutions, compiles its kernels in every new process (seconds on
+ * a CPU device such as PoCL when the driver has not cached them);
+ * XGRAD_OPENCL_GEMM=xgrad runs them on xgrad's own kernel instead, which
+ * is in the cached program (slower: for short runs); "clblast" is the
+ * default.
  * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
  * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device,
- * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT. */
+ * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT or
+ * XGRAD_OPENCL_GEMM. */
 xg_status xg_device_open(const char *spec, xg_device **out);
 
 /* The device memory that tensors hold, in bytes: what live tensors hold

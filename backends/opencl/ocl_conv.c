@@ -1,4 +1,5 @@
-/* The CONV family: convolution lowered to GEMM through CLBlast.
+/* The CONV family: convolution lowered to GEMM (ocl_gemm: CLBlast or
+ * xgrad's kernel).
  *
  * A chunk of nb samples is unfolded by xg_im2col (kernels/conv.cl) into a
  * column matrix col[K][nb * L] (K = c_in * kh * kw rows (c, p, q), L =
@@ -14,14 +15,13 @@
  *                           dyT [c_out][nb * L] is dy regrouped by
  *                           xg_im2col as a 1x1 "convolution"; beta = 1
  *                           after the first chunk
- * CLBlast takes buffer offsets and leading dimensions, so no per-sample or
+ * ocl_gemm takes buffer offsets and leading dimensions, so no per-sample or
  * per-group copies are made. The column buffers come from the caching
  * allocator and go back to it when the call has been enqueued: the next
  * convolution of that size reuses them (the queue is in order).
  */
 #include "ocl_impl.h"
 
-#include <clblast_c.h>
 #include <limits.h>
 #include <stdbool.h>
 
@@ -38,13 +38,6 @@ typedef struct conv_plan {
     size_t cog;        /* output channels per group */
     size_t chunk;      /* samples per pass */
 } conv_plan;
-
-/* One GEMM operand: a buffer, where the matrix starts (elements), its
- * leading dimension and the step from one batch entry to the next. */
-typedef struct ocl_mat {
-    xg_buffer *buf;
-    size_t offset, ld, stride;
-} ocl_mat;
 
 /* The geometry as kernels/conv.cl reads it. */
 static cl_int16 geometry_of(const xg_conv_args *a)
@@ -87,21 +80,7 @@ static xg_status gemm(ocl_device *d, const char *what, bool ta, bool tb,
                       size_t m, size_t n, size_t k, ocl_mat a, ocl_mat b,
                       float beta, ocl_mat c, size_t batch)
 {
-    CLBlastTranspose ta_ = ta ? CLBlastTransposeYes : CLBlastTransposeNo;
-    CLBlastTranspose tb_ = tb ? CLBlastTransposeYes : CLBlastTransposeNo;
-    CLBlastStatusCode st;
-    if (batch == 1)
-        st = CLBlastSgemm(CLBlastLayoutRowMajor, ta_, tb_, m, n, k, 1.0f,
-                          a.buf->mem, a.offset, a.ld, b.buf->mem, b.offset,
-                          b.ld, beta, c.buf->mem, c.offset, c.ld, &d->queue,
-                          NULL);
-    else
-        st = CLBlastSgemmStridedBatched(
-            CLBlastLayoutRowMajor, ta_, tb_, m, n, k, 1.0f, a.buf->mem,
-            a.offset, a.ld, a.stride, b.buf->mem, b.offset, b.ld, b.stride,
-            beta, c.buf->mem, c.offset, c.ld, c.stride, batch, &d->queue,
-            NULL);
-    return st == CLBlastSuccess ? XG_OK : ocl_clblast_fail(st, what);
+    return ocl_gemm(d, what, ta, tb, m, n, k, 1.0f, a, b, beta, c, batch);
 }
 
 /* Runs helper kernel h (im2col or col2im) for op `what` from `src` to

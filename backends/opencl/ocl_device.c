@@ -1,5 +1,6 @@
 /* The OpenCL backend's devices (enumerate, open, close, sync) and its
- * dispatch table.
+ * dispatch table. The kernel program comes from the program cache when it
+ * can (ocl_cache.c).
  *
  * Device indices: every device of every platform, in the ICD loader's
  * platform order and then each platform's device order.
@@ -11,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The kernel files, embedded by tools/embed.c in the order meson.build lists
  * them (common.cl first) and compiled as one program. */
@@ -193,6 +195,7 @@ static xg_status build_program(ocl_device *d)
                                            &err);
     if (err != CL_SUCCESS)
         return ocl_fail(err, "clCreateProgramWithSource");
+    ocl_cache_count_build();
     err = clBuildProgram(d->program, 1, &d->device, OCL_BUILD_OPTIONS, NULL,
                          NULL);
     if (err == CL_BUILD_PROGRAM_FAILURE)
@@ -235,6 +238,36 @@ static xg_status create_kernels(ocl_device *d)
     return st;
 }
 
+/* Releases the program and its kernels. */
+static void release_program(ocl_device *d)
+{
+    for (int op = 0; op < XG_OP_COUNT; op++)
+        if (d->kernels[op])
+            clReleaseKernel(d->kernels[op]);
+    for (int h = 0; h < OCL_HELPER_COUNT; h++)
+        if (d->helpers[h])
+            clReleaseKernel(d->helpers[h]);
+    if (d->program)
+        clReleaseProgram(d->program);
+    memset(d->kernels, 0, sizeof d->kernels);
+    memset(d->helpers, 0, sizeof d->helpers);
+    d->program = NULL;
+}
+
+/* The program from the cache file if it holds one for this device, driver
+ * and source, else built from source; then its kernels. */
+static xg_status load_program(ocl_device *d)
+{
+    if (ocl_cache_load(d, OCL_BUILD_OPTIONS)) {
+        if (create_kernels(d) == XG_OK)
+            return XG_OK;
+        release_program(d); /* a binary without them: build instead */
+        d->cache_size = 0;
+    }
+    xg_status st = build_program(d);
+    return st == XG_OK ? create_kernels(d) : st;
+}
+
 /* Waits for queued work and releases everything the device holds. Accepts
  * a partly opened device, and NULL. */
 static void release_device(ocl_device *d)
@@ -244,19 +277,34 @@ static void release_device(ocl_device *d)
     if (d->queue)
         clFinish(d->queue);
     ocl_release_cached(d);
-    for (int op = 0; op < XG_OP_COUNT; op++)
-        if (d->kernels[op])
-            clReleaseKernel(d->kernels[op]);
-    for (int h = 0; h < OCL_HELPER_COUNT; h++)
-        if (d->helpers[h])
-            clReleaseKernel(d->helpers[h]);
-    if (d->program)
-        clReleaseProgram(d->program);
+    if (d->opened)
+        ocl_cache_save(d);
+    release_program(d);
     if (d->queue)
         clReleaseCommandQueue(d->queue);
     if (d->context)
         clReleaseContext(d->context);
     free(d);
+}
+
+/* Where GEMMs run: CLBlast, unless XGRAD_OPENCL_GEMM=xgrad picks xgrad's
+ * kernel (see ocl_gemm.c for the trade). */
+static xg_status choose_gemm(ocl_device *d)
+{
+    const char *g = getenv("XGRAD_OPENCL_GEMM");
+    if (!g || !*g || strcmp(g, "clblast") == 0) {
+        d->clblast = true;
+        return XG_OK;
+    }
+    if (strcmp(g, "xgrad") != 0)
+        return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_OPENCL_GEMM='%s': "
+                            "expected clblast or xgrad", g);
+    if (d->helper_wg_size[OCL_HELPER_gemm] < 256) /* kernels/gemm.cl */
+        return xg_set_error(XG_ERR_UNSUPPORTED, "XGRAD_OPENCL_GEMM=xgrad: "
+                            "%s cannot run work-groups of 16 x 16",
+                            d->base.desc.name);
+    d->clblast = false;
+    return XG_OK;
 }
 
 static xg_status ocl_open(int index, xg_backend_device **out)
@@ -283,10 +331,11 @@ static xg_status ocl_open(int index, xg_backend_device **out)
     describe_device(d->device, &d->base.desc);
     st = create_queue(d);
     if (st == XG_OK)
-        st = build_program(d);
+        st = load_program(d);
     if (st == XG_OK)
-        st = create_kernels(d);
+        st = choose_gemm(d);
     if (st == XG_OK) {
+        d->opened = true;
         atomic_fetch_add(&open_devices, 1);
         *out = &d->base;
         d = NULL;

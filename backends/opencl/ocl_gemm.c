@@ -1,10 +1,26 @@
-/* The GEMM family through CLBlast: row-major, transposes passed as flags
- * (no transposed copies), beta 0. CLBlast compiles its kernels on first use
- * per context and caches them (ocl_close clears that cache).
+/* GEMMs (the GEMM family, and the convolutions' through ocl_gemm):
+ * row-major, transposes passed as flags (no transposed copies), through
+ * CLBlast, or xgrad's kernel (kernels/gemm.cl) when XGRAD_OPENCL_GEMM=xgrad
+ * (d->clblast false).
+ *
+ * Why two: CLBlast compiles the OpenCL program of each routine (GEMM,
+ * strided batched GEMM) on its first call in every process and keeps it
+ * only in memory; its API (1.5: ClearCache, FillCache, OverrideParameters)
+ * has no way to save or load the binaries, so xgrad's program cache cannot
+ * keep them, and a driver without a cache of its own (or PoCL with its
+ * cache cleared) compiles them again in every process: 7 s on PoCL on a
+ * quiet machine, 27-60 s on a busy one, before the first step of any
+ * model. xgrad's kernel is part of the cached program, so a process that
+ * uses it starts in well under a second; but CLBlast's kernels are faster
+ * (on PoCL, MNIST MLP training runs 2x faster; a CNN at the same speed),
+ * so CLBlast stays the default and the kernel is for short runs (tests,
+ * one-off evaluations). CLBlast caches its programs per context (ocl_close
+ * clears that cache).
  */
 #include "ocl_impl.h"
 
 #include <clblast_c.h>
+#include <limits.h>
 #include <stdio.h>
 
 /* CLBlast's codes down to -63 are OpenCL's; the rest are its own. */
@@ -20,9 +36,60 @@ xg_status ocl_clblast_fail(int status, const char *what)
                         status);
 }
 
+/* xg_gemm (kernels/gemm.cl): 64 x 64 tiles of C per group of 16 x 16. */
+static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
+                          size_t m, size_t n, size_t k, float alpha,
+                          ocl_mat a, ocl_mat b, float beta, ocl_mat c,
+                          size_t batch)
+{
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
+        return xg_set_error(XG_ERR_INVALID_ARG, "opencl: %s: GEMM of %zu x "
+                            "%zu x %zu is too large for xg_gemm", what, m, n,
+                            k);
+    cl_int mi = (cl_int)m, ni = (cl_int)n, ki = (cl_int)k;
+    cl_int tai = ta, tbi = tb;
+    cl_long v[9] = {(cl_long)a.offset, (cl_long)a.ld, (cl_long)a.stride,
+                    (cl_long)b.offset, (cl_long)b.ld, (cl_long)b.stride,
+                    (cl_long)c.offset, (cl_long)c.ld, (cl_long)c.stride};
+    size_t local[3] = {16, 16, 1};
+    size_t global[3] = {(n + 63) / 64 * 16, (m + 63) / 64 * 16, batch};
+    const xg_buffer *bufs[] = {a.buf, b.buf, c.buf};
+    return ocl_enqueue(d, d->helpers[OCL_HELPER_gemm], what, bufs, 3,
+                       OCL_ARGS(OCL_ARG(mi), OCL_ARG(ni), OCL_ARG(ki),
+                                OCL_ARG(tai), OCL_ARG(tbi), OCL_ARG(v[0]),
+                                OCL_ARG(v[1]), OCL_ARG(v[2]), OCL_ARG(v[3]),
+                                OCL_ARG(v[4]), OCL_ARG(v[5]), OCL_ARG(v[6]),
+                                OCL_ARG(v[7]), OCL_ARG(v[8]), OCL_ARG(alpha),
+                                OCL_ARG(beta)),
+                       3, global, local);
+}
+
+xg_status ocl_gemm(ocl_device *d, const char *what, bool ta, bool tb,
+                   size_t m, size_t n, size_t k, float alpha, ocl_mat a,
+                   ocl_mat b, float beta, ocl_mat c, size_t batch)
+{
+    if (!d->clblast)
+        return own_gemm(d, what, ta, tb, m, n, k, alpha, a, b, beta, c,
+                        batch);
+    CLBlastTranspose ta_ = ta ? CLBlastTransposeYes : CLBlastTransposeNo;
+    CLBlastTranspose tb_ = tb ? CLBlastTransposeYes : CLBlastTransposeNo;
+    CLBlastStatusCode st;
+    if (batch == 1)
+        st = CLBlastSgemm(CLBlastLayoutRowMajor, ta_, tb_, m, n, k, alpha,
+                          a.buf->mem, a.offset, a.ld, b.buf->mem, b.offset,
+                          b.ld, beta, c.buf->mem, c.offset, c.ld, &d->queue,
+                          NULL);
+    else
+        st = CLBlastSgemmStridedBatched(
+            CLBlastLayoutRowMajor, ta_, tb_, m, n, k, alpha, a.buf->mem,
+            a.offset, a.ld, a.stride, b.buf->mem, b.offset, b.ld, b.stride,
+            beta, c.buf->mem, c.offset, c.ld, c.stride, batch, &d->queue,
+            NULL);
+    return st == CLBlastSuccess ? XG_OK : ocl_clblast_fail(st, what);
+}
+
 xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c)
 {
-    cl_command_queue *queue = &ocl_dev(dev)->queue;
     const xg_gemm_args *g = &c->p.gemm;
     size_t m = (size_t)g->m, n = (size_t)g->n, k = (size_t)g->k;
     size_t batch = (size_t)g->batch;
@@ -33,19 +100,10 @@ xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c)
         m *= batch;
         batch = 1;
     }
-    CLBlastTranspose ta = g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo;
-    CLBlastTranspose tb = g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
-    size_t lda = g->trans_a ? (size_t)g->m : k;
-    size_t ldb = g->trans_b ? k : n;
-    cl_mem a = c->in[0].buf->mem, b = c->in[1].buf->mem, out = c->out[0].buf->mem;
-    CLBlastStatusCode st;
-    if (batch == 1)
-        st = CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, g->alpha, a,
-                          0, lda, b, 0, ldb, 0.0f, out, 0, n, queue, NULL);
-    else
-        st = CLBlastSgemmStridedBatched(
-            CLBlastLayoutRowMajor, ta, tb, m, n, k, g->alpha, a, 0, lda,
-            (size_t)g->stride_a, b, 0, ldb, (size_t)g->stride_b, 0.0f, out, 0,
-            n, (size_t)g->stride_c, batch, queue, NULL);
-    return st == CLBlastSuccess ? XG_OK : ocl_clblast_fail(st, "matmul");
+    ocl_mat a = {c->in[0].buf, 0, g->trans_a ? (size_t)g->m : k,
+                 (size_t)g->stride_a};
+    ocl_mat b = {c->in[1].buf, 0, g->trans_b ? k : n, (size_t)g->stride_b};
+    ocl_mat out = {c->out[0].buf, 0, n, (size_t)g->stride_c};
+    return ocl_gemm(ocl_dev(dev), "matmul", g->trans_a, g->trans_b, m, n, k,
+                    g->alpha, a, b, 0.0f, out, batch);
 }

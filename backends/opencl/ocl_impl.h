@@ -1,8 +1,9 @@
 /* Internals of the OpenCL backend, shared by its files. Not installed.
  *
  * One device = one context, one in-order command queue, one program built
- * at open from the kernel files in kernels/ (embedded in the library), and
- * a caching buffer allocator.
+ * at open from the kernel files in kernels/ (embedded in the library) or
+ * loaded from the program cache (ocl_cache.c), and a caching buffer
+ * allocator.
  * Ops enqueue work and return; only download() and sync() wait.
  */
 #ifndef XGRAD_OCL_IMPL_H
@@ -25,7 +26,7 @@
 
 /* Kernels that serve several ops rather than one (see kernels/conv.cl):
  * X(name) for a kernel named xg_<name>, a name no op may have. */
-#define OCL_HELPERS(X) X(im2col) X(col2im)
+#define OCL_HELPERS(X) X(im2col) X(col2im) X(gemm)
 
 typedef enum ocl_helper {
 #define OCL_HELPER_ENUM(name) OCL_HELPER_##name,
@@ -58,6 +59,14 @@ typedef struct ocl_device {
     size_t max_groups;   /* work-groups in one grid-stride launch, at most */
     cl_ulong max_alloc;  /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
     xg_buffer *free_list[OCL_SIZE_CLASSES];
+    /* The program cache (ocl_cache.c): the hash of the device and driver
+     * (the file's name), of those and the program (the file's key), and
+     * the size and checksum of the binary loaded from it (0 if built). */
+    uint64_t cache_identity, cache_key;
+    size_t cache_size;
+    uint64_t cache_sum;
+    bool opened; /* fully opened: close saves the program cache */
+    bool clblast; /* GEMMs through CLBlast, else kernels/gemm.cl */
 } ocl_device;
 
 /* Also declared by backend.h when the build defines XGRAD_HAVE_OPENCL. */
@@ -69,7 +78,8 @@ static inline ocl_device *ocl_dev(xg_backend_device *dev)
 }
 
 /* Whether ops of the family have a kernel xg_<op> of their own. GEMM runs
- * in CLBlast; CONV in CLBlast and the helper kernels. */
+ * in ocl_gemm (CLBlast or the gemm helper); CONV in it and the helper
+ * kernels. */
 static inline int ocl_op_has_kernel(xg_op_family family)
 {
     return family != XG_FAMILY_GEMM && family != XG_FAMILY_CONV;
@@ -86,6 +96,19 @@ const char *ocl_error_name(cl_int err);
  * XG_ERR_BACKEND otherwise. `what` says what failed ("relu",
  * "clCreateBuffer"). */
 xg_status ocl_fail(cl_int err, const char *what);
+
+/* ---- ocl_cache.c: the program binary cache ----------------------------- */
+
+/* Loads and builds d->program from the cache file written for this device,
+ * driver, source and build `options`; false (and nothing set but the
+ * device's cache keys) when there is no usable file. Never fails
+ * otherwise. */
+bool ocl_cache_load(ocl_device *d, const char *options);
+/* Counts a program built from source (xg_opencl_cache_counts). */
+void ocl_cache_count_build(void);
+/* Writes d->program's binary to the cache file unless it is the one
+ * loaded; failures are ignored. */
+void ocl_cache_save(ocl_device *d);
 
 /* ---- ocl_memory.c -------------------------------------------------------- */
 
@@ -127,6 +150,19 @@ size_t ocl_pow2_at_least(int64_t want, size_t lo, size_t hi);
 #define OCL_MIN_GROUP 64
 
 /* ---- ocl_gemm.c ------------------------------------------------------- */
+
+/* One GEMM operand: a buffer, where the matrix starts (elements), its
+ * leading dimension and the step from one batch entry to the next. */
+typedef struct ocl_mat {
+    xg_buffer *buf;
+    size_t offset, ld, stride;
+} ocl_mat;
+
+/* C_b = alpha opA(A_b) opB(B_b) + beta C_b for b < batch, row-major, on
+ * CLBlast or xgrad's kernel (d->clblast); `what` names the op in errors. */
+xg_status ocl_gemm(ocl_device *d, const char *what, bool ta, bool tb,
+                   size_t m, size_t n, size_t k, float alpha, ocl_mat a,
+                   ocl_mat b, float beta, ocl_mat c, size_t batch);
 
 /* Sets the error for a failed CLBlast call (a CLBlastStatusCode) and
  * returns its status; `what` names the op. */
