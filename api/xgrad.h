@@ -607,9 +607,26 @@ void xg_tensor_zero_grad(xg_tensor *t);
 
 /* Back-propagates from a one-element f32 tensor: adds d(loss)/d(leaf) to the
  * gradient of every leaf that requires grad. Gradients accumulate across
- * calls until zeroed. Errors: XG_ERR_INVALID_ARG (not a scalar, or no
- * graph), device errors. */
+ * calls until zeroed. The graph is kept (PyTorch's retain_graph=True): a
+ * later backward may go through it again. Each intermediate gradient is
+ * freed as soon as it has been used, so the memory a backward needs on top
+ * of the graph is its working set, not every gradient of the pass.
+ * Errors: XG_ERR_INVALID_ARG (not a scalar, or no graph), XG_ERR_STATE
+ * (the graph was freed by an earlier xg_backward_ex(..., false)), device
+ * errors. */
 xg_status xg_backward(xg_tensor *loss);
+
+/* xg_backward, keeping the graph or not. With retain_graph false (PyTorch's
+ * default) each node of the graph is freed once its gradient has been
+ * passed back, with what it holds for its backward rule: tensors that only
+ * the graph still uses (the intermediate results of a forward run inside
+ * xg_module_forward, values saved for the rules) are freed as the backward
+ * walks, which lowers its peak memory. Tensors a scope or the caller owns
+ * stay valid, values unchanged; they remain results that require grad, but
+ * a backward that reaches them again fails with XG_ERR_STATE. On an error
+ * part of the graph may already be freed. xg_backward(loss) is
+ * xg_backward_ex(loss, true). Errors as xg_backward. */
+xg_status xg_backward_ex(xg_tensor *loss, bool retain_graph);
 
 /* Turns graph recording on or off for the calling thread (off for
  * evaluation); returns the previous setting. On by default. */

@@ -188,8 +188,11 @@ bool xg__broadcast_shape(const char *op, const xg_tensor *a,
 
 /* Computes the gradients of a node's inputs from the gradient of its output.
  * grads_in[i] is set to a new tensor or left NULL (no gradient for that
- * input). Runs with grad recording off inside a scope that xg_backward
- * closes, so it need not free anything. */
+ * input). Runs with grad recording off inside a scope of its own that
+ * xg_backward closes as soon as the rule returns, so it need not free
+ * anything; the tensors it sets in grads_in are taken out of that scope
+ * (or, when the rule did not make them, such as grad_out passed through,
+ * referenced once more). */
 typedef xg_status (*xg_backward_fn)(xg_node *node, xg_tensor *grad_out,
                                     xg_tensor **grads_in);
 
@@ -234,8 +237,16 @@ xg_tensor *xg__record(xg_tensor *out, const xg_record *r);
  * host OOM, with the list unchanged. */
 bool xg__tensor_list_push(xg_tensor ***list, int *n, int *cap, xg_tensor *t);
 
-/* Frees a node, releasing what it holds. */
+/* Frees a node: each reference it holds goes onto the caller's release
+ * worklist (or is released at once when the list cannot grow). Ignores
+ * xg__graph_freed. */
 void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap);
+
+/* The node of a graph result whose own node a backward that does not keep
+ * the graph has freed (xg_backward_ex(loss, false)): no inputs, and a rule
+ * that fails with XG_ERR_STATE, so a second backward through it is an
+ * error rather than a silently missing gradient. Never freed. */
+extern xg_node xg__graph_freed;
 
 /* Thread-local random generator: reserves `blocks` Philox counters and
  * returns the first. */

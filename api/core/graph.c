@@ -102,8 +102,22 @@ bool xg__tensor_list_push(xg_tensor ***list, int *n, int *cap, xg_tensor *t)
     return true;
 }
 
+static xg_status graph_freed_backward(xg_node *node, xg_tensor *grad_out,
+                                      xg_tensor **grads_in)
+{
+    (void)node, (void)grad_out, (void)grads_in;
+    return xg_set_error(XG_ERR_STATE, "backward: the graph was freed by an "
+                        "earlier xg_backward_ex(loss, false); keep it "
+                        "(xg_backward) to back-propagate through it again");
+}
+
+xg_node xg__graph_freed = {.name = "a freed graph", .op = XG_OP_none,
+                           .backward = graph_freed_backward};
+
 void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap)
 {
+    if (node == &xg__graph_freed)
+        return;
     /* Hand each reference to the caller's release worklist; if that list
      * cannot grow, release directly (recursion, but only on host OOM). */
     for (int i = 0; i < node->n_inputs + node->n_saved; i++) {
