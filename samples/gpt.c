@@ -575,7 +575,7 @@ static int train_step(run *r, double *loss)
         xg_tensor *scaled = r->o.accumulate > 1
                                 ? xg_div_scalar(l, (float)r->o.accumulate)
                                 : l;
-        if (!scaled || xg_backward(scaled) != XG_OK ||
+        if (!scaled || xg_backward_ex(scaled, false) != XG_OK ||
             xg_tensor_item(l, &v) != XG_OK) {
             xg_scope_end(s);
             return lib_fail("training step");

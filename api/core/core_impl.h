@@ -69,6 +69,12 @@ typedef struct xg_node xg_node;
 
 struct xg_tensor {
     int refs; /* the owner (scope or caller) + graph nodes + grads holders */
+    /* Of refs, those of nodes that hold t only as a graph edge (their rule
+     * never reads its values: xg_record.values_unused). When every
+     * reference left is one of these, nothing can read t's values any
+     * more: xg__tensor_release frees its storage and sets it to NULL (a
+     * "hollow" tensor, still a node of the graph: shape, grad, node). */
+    int edge_refs;
     xg_dtype dtype;
     int ndim;
     int64_t shape[XG_MAX_DIMS];
@@ -203,6 +209,7 @@ struct xg_node {
     xg_op op;                /* the kernel op it ran, or XG_OP_none */
     xg_backward_fn backward;
     int n_inputs, n_saved;
+    unsigned values_unused;  /* inputs held as edges only (xg_record) */
     xg_tensor **inputs;      /* n_inputs, one reference each */
     xg_tensor **saved;       /* n_saved, one reference each */
     const void *args;        /* the op's parameter struct, or NULL */
@@ -218,6 +225,11 @@ typedef struct xg_record {
     xg_backward_fn backward;
     xg_tensor *const *inputs; /* the tensors gradients flow to (no NULLs) */
     int n_inputs;
+    /* Bit i set: the rule never reads input i's values or storage, only
+     * its shape, dtype and requires_grad (add's inputs, a pool's input), so
+     * the node need not keep them: the input's storage is freed once no
+     * other holder remains (see xg_tensor.edge_refs). Inputs 0..31. */
+    unsigned values_unused;
     xg_tensor *const *saved; /* other tensors the rule reads: indices, */
     int n_saved;             /* labels; the node takes a reference each */
     bool save_output;        /* also keep out's values, as the last saved */
