@@ -194,7 +194,9 @@ static int train_batch(sample_trainer *t, xg_tensor *images,
     if (t->s->opt->cosine)
         xg_optim_set_lr(t->optim, cosine_lr(t));
     xg_tensor *loss = xg_cross_entropy(forward(t, images), labels);
-    if (!loss || xg_backward_ex(loss, false) != XG_OK || xg_optim_step(t->optim) != XG_OK)
+    /* the graph goes as the backward walks: nothing here reuses it */
+    if (!loss || xg_backward_ex(loss, false) != XG_OK ||
+        xg_optim_step(t->optim) != XG_OK)
         return lib_error();
     xg_optim_zero_grad(t->optim);
     xg_tensor *sum = xg_tensor_keep(xg_add(*loss_sum, xg_detach(loss)));
