@@ -119,9 +119,14 @@ typedef struct xg_device xg_device;
  * drivers hand out more and fail later, or let the system kill the
  * process) with XG_ERR_DEVICE_OOM; XGRAD_MEMORY_LIMIT (bytes, optionally
  * with K, M or G) lowers that limit.
+ * The CPU backend keeps freed buffers for reuse, but holds at most the most
+ * bytes its tensors held at once plus a slack: XGRAD_CPU_CACHE bytes
+ * (optionally with K, M or G; 0 returns every block that a new request
+ * cannot reuse), by default an eighth of that peak and at least 64 MiB.
  * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
  * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device,
- * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT. */
+ * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT or (CPU)
+ * XGRAD_CPU_CACHE. */
 xg_status xg_device_open(const char *spec, xg_device **out);
 
 /* The device memory that tensors hold, in bytes: what live tensors hold

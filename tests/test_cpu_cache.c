@@ -18,7 +18,7 @@ static cpu_device *new_dev(int fixed_slack, size_t slack)
 {
     cpu_device *dev = calloc(1, sizeof *dev);
     cr_assert_not_null(dev);
-    cpu_cache_init(dev);
+    cr_assert_eq(cpu_cache_init(dev), XG_OK);
     if (fixed_slack) {
         dev->cache_slack_fixed = 1;
         dev->cache_slack = slack;
@@ -172,4 +172,27 @@ Test(cpu_cache, random_traffic_keeps_contents_and_bounds)
         cpu_cache_free(dev, buf[i]);
     cr_expect_eq(dev->live_bytes, 0);
     del_dev(dev);
+}
+
+/* XGRAD_CPU_CACHE sets the slack; a malformed value fails the open. */
+Test(cpu_cache, env_slack)
+{
+    setenv("XGRAD_CPU_CACHE", "24M", 1);
+    cpu_device *dev = new_dev(0, 0);
+    cr_expect_eq(dev->cache_slack_fixed, 1);
+    cr_expect_eq(dev->cache_slack, 24 * MiB);
+    del_dev(dev);
+    xg_device *d = NULL;
+    cr_expect_eq(xg_device_open("cpu", &d), XG_OK, "%s", xg_last_error());
+    xg_device_close(d);
+    const char *bad[] = {"abc", "-1", "12X", "5MM", "99999999999999999999G"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv("XGRAD_CPU_CACHE", bad[i], 1);
+        d = NULL;
+        cr_expect_eq(xg_device_open("cpu", &d), XG_ERR_INVALID_ARG, "%s",
+                     bad[i]);
+        cr_expect_null(d);
+        cr_expect(strstr(xg_last_error(), "XGRAD_CPU_CACHE") != NULL);
+    }
+    unsetenv("XGRAD_CPU_CACHE");
 }

@@ -78,38 +78,30 @@ static int size_class(size_t bytes, size_t *class_bytes)
     return cls < CPU_CACHE_CLASSES ? cls : -1;
 }
 
-/* XGRAD_CPU_CACHE: bytes, with an optional K, M or G (powers of 1024).
- * Returns 1 and sets *out when it is set and well formed. */
-static int env_slack(size_t *out)
-{
-    const char *s = getenv("XGRAD_CPU_CACHE");
-    if (!s || !*s)
-        return 0;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *s == '-')
-        return 0;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'K': case 'k': shift = 10; end++; break;
-    case 'M': case 'm': shift = 20; end++; break;
-    case 'G': case 'g': shift = 30; end++; break;
-    default: break;
-    }
-    if (*end || (shift && v > (SIZE_MAX >> shift)) || v > SIZE_MAX)
-        return 0;
-    *out = (size_t)v << shift;
-    return 1;
-}
-
-void cpu_cache_init(cpu_device *dev)
+/* XGRAD_CPU_CACHE: bytes, with an optional K, M or G (powers of 1024), as
+ * XGRAD_MEMORY_LIMIT; 0 is allowed (no slack). */
+xg_status cpu_cache_init(cpu_device *dev)
 {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     size_t phys = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
     size_t cap = (size_t)2 << 30; /* 2 GiB, or a quarter of the memory */
     dev->cache_limit = phys && phys / 4 < cap ? phys / 4 : cap;
-    dev->cache_slack_fixed = env_slack(&dev->cache_slack);
+    const char *s = getenv("XGRAD_CPU_CACHE");
+    if (!s || !*s)
+        return XG_OK;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+    if (shift)
+        end++;
+    if (errno || end == s || *end || *s == '-' || v > (SIZE_MAX >> shift))
+        return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_CPU_CACHE='%s': "
+                            "expected a number of bytes, optionally with "
+                            "K, M or G", s);
+    dev->cache_slack = (size_t)v << shift;
+    dev->cache_slack_fixed = 1;
+    return XG_OK;
 }
 
 /* The bytes the allocator may hold beyond what is live. */

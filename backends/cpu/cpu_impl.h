@@ -170,8 +170,9 @@ static inline cpu_device *cpu_dev(xg_backend_device *dev)
  * are 64-byte aligned, freed ones are kept by size class for reuse while
  * the memory held stays within the live peak plus a slack (and at most
  * cache_limit bytes are cached), and released by cpu_cache_release (at
- * close). */
-void cpu_cache_init(cpu_device *dev);
+ * close). cpu_cache_init fails with XG_ERR_INVALID_ARG for a malformed
+ * XGRAD_CPU_CACHE. */
+xg_status cpu_cache_init(cpu_device *dev);
 xg_status cpu_cache_alloc(cpu_device *dev, size_t bytes, xg_buffer **out);
 void cpu_cache_free(cpu_device *dev, xg_buffer *buf);
 void cpu_cache_release(cpu_device *dev);
