@@ -68,7 +68,7 @@ Test(cpu_cache, same_class_and_up_to_two_classes_below_reuse)
     /* small sizes: 64-byte classes */
     xg_buffer *s = get(dev, 1000);
     cpu_cache_free(dev, s);
-    cr_expect_eq(get(dev, 960), s);
+    cr_assert_eq(get(dev, 960), s);
     cpu_cache_free(dev, s);
     del_dev(dev);
 }
@@ -93,8 +93,8 @@ Test(cpu_cache, held_memory_follows_the_live_peak)
     cpu_cache_free(dev, c);
     cr_expect_eq(dev->cached_bytes, 5 * MiB);
     /* within the peak, blocks of other classes stay cached */
-    cr_expect_eq(get(dev, 3 * MiB), d);
-    cr_expect_eq(get(dev, 2 * MiB), c);
+    cr_assert_eq(get(dev, 3 * MiB), d);
+    cr_assert_eq(get(dev, 2 * MiB), c);
     cr_expect_eq(dev->cached_bytes, 0);
     cpu_cache_free(dev, d);
     cpu_cache_free(dev, c);
@@ -102,7 +102,7 @@ Test(cpu_cache, held_memory_follows_the_live_peak)
      * goes */
     xg_buffer *e = get(dev, 4 * MiB);
     cr_expect_eq(dev->cached_bytes, 2 * MiB);
-    cr_expect_eq(get(dev, 2 * MiB), c);
+    cr_assert_eq(get(dev, 2 * MiB), c);
     cpu_cache_free(dev, c);
     cpu_cache_free(dev, e);
     del_dev(dev);
@@ -114,7 +114,7 @@ Test(cpu_cache, held_memory_follows_the_live_peak)
     b = get(dev, 8 * MiB);
     cr_expect_eq(dev->cached_bytes, 4 * MiB);
     cpu_cache_free(dev, b);
-    cr_expect_eq(get(dev, 4 * MiB), a);
+    cr_assert_eq(get(dev, 4 * MiB), a);
     cpu_cache_free(dev, a);
     del_dev(dev);
 }
@@ -133,7 +133,7 @@ Test(cpu_cache, least_recently_freed_released_first)
      * block (oldest) goes, then the 4 MiB one (7 - 3 = 4 < 5 cached) */
     xg_buffer *y = get(dev, 3 * MiB);
     cr_expect_eq(dev->cached_bytes, MiB);
-    cr_expect_eq(get(dev, MiB), x[0], "the newest stayed");
+    cr_assert_eq(get(dev, MiB), x[0], "the newest stayed");
     cpu_cache_free(dev, x[0]);
     cpu_cache_free(dev, y);
     del_dev(dev);
