@@ -131,10 +131,14 @@ typedef struct xg_device xg_device;
  * XGRAD_OPENCL_GEMM=xgrad runs them on xgrad's own kernel instead, which
  * is in the cached program (slower: for short runs); "clblast" is the
  * default.
+ * The CPU backend keeps freed buffers for reuse, but holds at most the most
+ * bytes its tensors held at once plus a slack: XGRAD_CPU_CACHE bytes
+ * (optionally with K, M or G; 0 returns every block that a new request
+ * cannot reuse), by default an eighth of that peak and at least 64 MiB.
  * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
  * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device,
- * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT or
- * XGRAD_OPENCL_GEMM. */
+ * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT, XGRAD_OPENCL_GEMM
+ * or (CPU) XGRAD_CPU_CACHE. */
 xg_status xg_device_open(const char *spec, xg_device **out);
 
 /* The device memory that tensors hold, in bytes: what live tensors hold
@@ -620,24 +624,41 @@ void xg_tensor_zero_grad(xg_tensor *t);
 
 /* Back-propagates from a one-element f32 tensor: adds d(loss)/d(leaf) to the
  * gradient of every leaf that requires grad. Gradients accumulate across
- * calls until zeroed. Errors: XG_ERR_INVALID_ARG (not a scalar, or no
- * graph), device errors. */
+ * calls until zeroed. The graph is kept (PyTorch's retain_graph=True): a
+ * later backward may go through it again. Each intermediate gradient is
+ * freed as soon as it has been used, so the memory a backward needs on top
+ * of the graph is its working set, not every gradient of the pass.
+ * Errors: XG_ERR_INVALID_ARG (not a scalar, or no graph), XG_ERR_STATE
+ * (the graph was freed by an earlier xg_backward_ex(..., false)), device
+ * errors. */
 xg_status xg_backward(xg_tensor *loss);
+
+/* xg_backward, keeping the graph or not. With retain_graph false (PyTorch's
+ * default) each node of the graph is freed once its gradient has been
+ * passed back, with what it holds for its backward rule: tensors that only
+ * the graph still uses (the intermediate results of a forward run inside
+ * xg_module_forward, values saved for the rules) are freed as the backward
+ * walks, which lowers its peak memory. Tensors a scope or the caller owns
+ * stay valid, values unchanged; they remain results that require grad, but
+ * a backward that reaches them again fails with XG_ERR_STATE. On an error
+ * part of the graph may already be freed. xg_backward(loss) is
+ * xg_backward_ex(loss, true). Errors as xg_backward. */
+xg_status xg_backward_ex(xg_tensor *loss, bool retain_graph);
 
 /* Called by xg_backward_hooked once the gradient of `leaf` for this pass is
  * complete: xg_tensor_grad(leaf) holds its final value (plus what earlier
  * passes accumulated) and no later node of the pass adds to it. Runs with
- * grad recording off inside the pass's scope: tensors it makes are freed
- * when the pass ends unless kept. A status other than XG_OK stops the pass
- * and is returned by it. */
+ * grad recording off; tensors it makes belong to the caller's open scope,
+ * as any. A status other than XG_OK stops the pass and is returned by it. */
 typedef xg_status (*xg_grad_hook)(void *ctx, xg_tensor *leaf);
 
-/* xg_backward, calling hook(ctx, leaf) for each leaf as its gradient
+/* xg_backward_ex, calling hook(ctx, leaf) for each leaf as its gradient
  * completes, in the order the pass finishes them (the last layers of a
  * network first): what data-parallel training uses to start reducing
- * gradients while the pass goes on. hook NULL: xg_backward. Errors: those
- * of xg_backward, and the hook's. */
-xg_status xg_backward_hooked(xg_tensor *loss, xg_grad_hook hook, void *ctx);
+ * gradients while the pass goes on. hook NULL: xg_backward_ex. Errors:
+ * those of xg_backward, and the hook's. */
+xg_status xg_backward_hooked(xg_tensor *loss, bool retain_graph,
+                             xg_grad_hook hook, void *ctx);
 
 /* Turns graph recording on or off for the calling thread (off for
  * evaluation); returns the previous setting. On by default. */
@@ -1076,7 +1097,8 @@ typedef struct xg_grad_sync xg_grad_sync;
  * parameter), XG_ERR_DTYPE (a parameter not f32), XG_ERR_OUT_OF_MEMORY. */
 xg_grad_sync *xg_grad_sync_new(xg_module *m, size_t bucket_bytes);
 
-/* Runs xg_backward(loss) and averages the gradients over all ranks: as
+/* Runs xg_backward_ex(loss, false) (the graph is freed as the pass walks
+ * it) and averages the gradients over all ranks: as
  * soon as a bucket's gradients are complete, they are copied to host
  * memory and their sum is started (MPI_Iallreduce) while the pass goes on;
  * at the end the sums are awaited, divided by the world size and written
@@ -1085,17 +1107,18 @@ xg_grad_sync *xg_grad_sync_new(xg_module *m, size_t bucket_bytes);
  * mean loss, the gradient of the global batch). A parameter that got no
  * gradient in the pass counts as zeros and gets a zero gradient, in a
  * world of one too, so runs of any size treat it alike. With
- * gradient accumulation, call xg_backward for all micro-batches but the
- * last, and this for the last one: what is averaged is the accumulated
- * gradient. In a world of one this is xg_backward (plus those zero
+ * gradient accumulation, call xg_backward_ex for all micro-batches but
+ * the last, and this for the last one: what is averaged is the accumulated
+ * gradient. In a world of one this is xg_backward_ex (plus those zero
  * gradients), with no copies. Errors: those of
  * xg_backward, XG_ERR_OUT_OF_MEMORY, XG_ERR_BACKEND (MPI), device errors;
  * after an error the gradients are undefined and the job should be
  * aborted (xg_dist_abort): the other ranks wait for this one. */
 xg_status xg_grad_sync_backward(xg_grad_sync *s, xg_tensor *loss);
 
-/* Averages the gradients over all ranks after a plain xg_backward, with no
- * overlap: the same result as xg_grad_sync_backward. Errors: as above. */
+/* Averages the gradients over all ranks after a plain xg_backward or
+ * xg_backward_ex, with no overlap: the same result as
+ * xg_grad_sync_backward. Errors: as above. */
 xg_status xg_grad_sync_reduce(xg_grad_sync *s);
 
 /* What a sync has done since it was made or its stats were reset. */

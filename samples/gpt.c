@@ -580,10 +580,12 @@ static int train_step(run *r, double *loss)
         xg_tensor *scaled = r->o.accumulate > 1
                                 ? xg_div_scalar(l, (float)r->o.accumulate)
                                 : l;
-        /* the last micro-batch's backward averages over the ranks */
-        xg_status st = !scaled                    ? xg_last_status()
-                       : a + 1 < r->o.accumulate ? xg_backward(scaled)
-                                      : xg_grad_sync_backward(r->sync, scaled);
+        /* the last micro-batch's backward averages over the ranks; the
+         * graph goes as the backward walks: nothing here reuses it */
+        xg_status st = !scaled ? xg_last_status()
+                       : a + 1 < r->o.accumulate
+                           ? xg_backward_ex(scaled, false)
+                           : xg_grad_sync_backward(r->sync, scaled);
         if (st != XG_OK || xg_tensor_item(l, &v) != XG_OK) {
             xg_scope_end(s);
             return lib_fail("training step");

@@ -214,6 +214,7 @@ static int train_batch(sample_trainer *t, xg_tensor *images,
     if (t->s->opt->cosine)
         xg_optim_set_lr(t->optim, cosine_lr(t));
     xg_tensor *loss = xg_cross_entropy(forward(t, images), labels);
+    /* averaged over the ranks; the graph goes as the backward walks */
     if (!loss || xg_grad_sync_backward(t->sync, loss) != XG_OK ||
         xg_optim_step(t->optim) != XG_OK)
         return lib_error();

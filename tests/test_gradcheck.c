@@ -952,3 +952,138 @@ Test(autograd, long_chain_does_not_overflow)
     tu_assert_values(xg_tensor_grad(x), XG_SHAPE(1), (const double[]){1}, 0,
                      0, "grad through 5000 identity ops");
 }
+
+/* ---- memory: what a backward frees as it walks ---------------------------
+ * A chain of MEM_LAYERS (h = relu(h W_k)) on x [MEM_B, MEM_D], every
+ * intermediate freed by the caller as it goes (as Sequential does), so only
+ * the graph holds the activations. The bounds come from tensor sizes:
+ * an activation is MEM_B * MEM_D floats, a weight MEM_D^2. A backward that
+ * kept every gradient until it ends holds at least two activation-sized
+ * gradients per layer (of relu's and of matmul's output) at its end, on
+ * top of the graph; one that frees them as it goes needs the leaves'
+ * gradients (one per weight) plus a working set of a few activations. */
+#define MEM_LAYERS 50
+#define MEM_B 256
+#define MEM_D 32
+
+static const uint64_t mem_act = (uint64_t)MEM_B * MEM_D * 4;
+static const uint64_t mem_weight = (uint64_t)MEM_D * MEM_D * 4;
+
+/* Builds the chain's loss from x and w[], freeing each intermediate. */
+static xg_tensor *mem_chain(xg_tensor *x, xg_tensor **w)
+{
+    xg_tensor *h = x;
+    for (int k = 0; k < MEM_LAYERS; k++) {
+        xg_tensor *m = xg_matmul(h, w[k]);
+        xg_tensor *r = xg_relu(m);
+        cr_assert_not_null(r, "%s", xg_last_error());
+        xg_tensor_free(m);
+        if (h != x)
+            xg_tensor_free(h);
+        h = r;
+    }
+    xg_tensor *loss = xg_sum_all(h);
+    xg_tensor_free(h);
+    cr_assert_not_null(loss, "%s", xg_last_error());
+    return loss;
+}
+
+static void mem_setup(xg_tensor **x, xg_tensor **w)
+{
+    *x = tu_param(tu_rand(XG_SHAPE(MEM_B, MEM_D), 7, -1, 1));
+    for (int k = 0; k < MEM_LAYERS; k++) /* ~ He init: activations stay O(1) */
+        w[k] = tu_param(tu_rand(XG_SHAPE(MEM_D, MEM_D), 100 + k, -0.4, 0.45));
+}
+
+static uint64_t mem_in_use(void)
+{
+    xg_device_memory_info mi;
+    cr_assert_eq(xg_device_memory(xg_device_current(), &mi), XG_OK);
+    return mi.in_use;
+}
+
+/* Runs backward (keeping the graph or not) from a fresh chain; returns the
+ * peak bytes above what was in use when it started, and the in-use bytes
+ * after it, above the leaves and their gradients; grads get x's and the
+ * first weight's gradients (malloc'd). */
+static void mem_run(bool retain, uint64_t *extra_peak, uint64_t *left,
+                    float **gx, float **gw)
+{
+    xg_tensor *x, *w[MEM_LAYERS];
+    mem_setup(&x, w);
+    uint64_t leaves = mem_in_use();
+    xg_tensor *loss = mem_chain(x, w);
+    uint64_t before = mem_in_use();
+    /* each layer's relu output (relu's rule and the next matmul read it);
+     * nothing reads matmul's outputs (relu's rule reads its output) */
+    cr_assert_geq(before - leaves, MEM_LAYERS * mem_act, "graph: %llu bytes",
+                  (unsigned long long)(before - leaves));
+    cr_assert_lt(before - leaves, MEM_LAYERS * mem_act + 4 * mem_act,
+                 "the graph keeps values no rule reads: %llu bytes",
+                 (unsigned long long)(before - leaves));
+    xg_device *dev = xg_device_current();
+    xg_device_reset_peak_memory(dev);
+    cr_assert_eq(xg_backward_ex(loss, retain), XG_OK, "%s",
+                 xg_last_error());
+    xg_device_memory_info mi;
+    cr_assert_eq(xg_device_memory(dev, &mi), XG_OK);
+    *extra_peak = mi.peak - before;
+    uint64_t grads = MEM_LAYERS * mem_weight + mem_act;
+    *left = mi.in_use - leaves - grads;
+    *gx = tu_read(xg_tensor_grad(x));
+    *gw = tu_read(xg_tensor_grad(w[0]));
+    xg_tensor_free(loss);
+    for (int k = 0; k < MEM_LAYERS; k++)
+        xg_tensor_free(w[k]);
+    xg_tensor_free(x);
+}
+
+Test(autograd, backward_frees_gradients_and_graph_as_it_walks)
+{
+    uint64_t no_freeing = MEM_LAYERS * 2 * mem_act;
+    uint64_t bound = MEM_LAYERS * mem_weight + mem_act + 8 * mem_act;
+    cr_assert_lt(bound * 3, no_freeing, "the bound must separate the two");
+    uint64_t peak_keep, left_keep, peak_free, left_free;
+    float *gx_keep, *gw_keep, *gx_free, *gw_free;
+    mem_run(true, &peak_keep, &left_keep, &gx_keep, &gw_keep);
+    mem_run(false, &peak_free, &left_free, &gx_free, &gw_free);
+    cr_expect_leq(peak_keep, bound, "backward keeping the graph: %llu bytes "
+                  "above the graph at its peak, bound %llu (keeping every "
+                  "gradient: >= %llu)", (unsigned long long)peak_keep,
+                  (unsigned long long)bound, (unsigned long long)no_freeing);
+    cr_expect_leq(peak_free, bound, "backward freeing the graph: %llu bytes "
+                  "above the graph at its peak, bound %llu",
+                  (unsigned long long)peak_free, (unsigned long long)bound);
+    /* kept: the graph's activations are still there; freed: only the
+     * loss and its gradient's leftovers (a few bytes) */
+    cr_expect_geq(left_keep, MEM_LAYERS * mem_act, "kept graph");
+    cr_expect_leq(left_free, 4096, "freed graph: %llu bytes left above the "
+                  "leaves and their gradients", (unsigned long long)left_free);
+    /* the same gradients, bit for bit, either way */
+    cr_expect_arr_eq(gx_keep, gx_free, mem_act, "x's gradient");
+    cr_expect_arr_eq(gw_keep, gw_free, mem_weight, "W_0's gradient");
+    double norm = 0;
+    for (int i = 0; i < MEM_B * MEM_D; i++)
+        norm += fabs(gx_keep[i]);
+    cr_expect_gt(norm, 0, "the gradient reaches x (the chain did not die)");
+    free(gx_keep), free(gw_keep), free(gx_free), free(gw_free);
+}
+
+Test(autograd, second_backward_through_a_freed_graph_fails)
+{
+    xg_tensor *x = tu_param(tu_f32((const float[]){1, -2, 3}, XG_SHAPE(3)));
+    xg_tensor *loss = xg_sum_all(xg_mul(x, x));
+    cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
+    cr_assert_eq(xg_backward_ex(loss, false), XG_OK, "kept: a second "
+                 "backward goes through: %s", xg_last_error());
+    tu_assert_values(xg_tensor_grad(x), XG_SHAPE(3),
+                     (const double[]){4, -8, 12}, 0, 0, "two passes");
+    cr_assert_eq(xg_backward(loss), XG_ERR_STATE, "a third pass");
+    tu_assert_error(XG_ERR_STATE, "freed", "backward through a freed graph");
+    tu_assert_values(xg_tensor_grad(x), XG_SHAPE(3),
+                     (const double[]){4, -8, 12}, 0, 0, "unchanged");
+    cr_expect(xg_tensor_requires_grad(loss), "still a graph result");
+    float v;
+    cr_assert_eq(xg_tensor_item(loss, &v), XG_OK, "the loss stays readable");
+    cr_expect_eq(v, 14.0f);
+}

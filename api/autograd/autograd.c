@@ -86,16 +86,36 @@ static xg_status topo_order(xg_tensor *root, xg_tensor ***order, int *n)
     return XG_OK;
 }
 
-/* Adds g into t's pending gradient. */
+/* Takes one reference on a gradient that a backward rule returned: out of
+ * the rule's scope when the rule made it, else a new one (the rule passed
+ * grad_out or another tensor it did not make). */
+static void own_grad(xg_tensor *g, const xg_scope *rule_scope)
+{
+    if (g->scope == rule_scope)
+        xg_tensor_keep(g);
+    else
+        xg__tensor_retain(g);
+}
+
+/* Adds g (one reference, which this takes) into t's pending gradient. */
 static xg_status accumulate(xg_tensor *t, xg_tensor *g)
 {
-    xg_tensor *sum = t->bw_grad ? xg_add(t->bw_grad, g) : g;
+    if (!t->bw_grad) {
+        t->bw_grad = g;
+        return XG_OK;
+    }
+    xg_tensor *sum = xg_tensor_keep(xg_add(t->bw_grad, g));
+    xg__tensor_release(g);
     if (!sum)
         return xg_last_status();
+    xg__tensor_release(t->bw_grad);
     t->bw_grad = sum;
     return XG_OK;
 }
 
+/* Runs t's backward rule in a scope of its own, so that what the rule makes
+ * besides the inputs' gradients is freed as soon as it returns, and adds
+ * those gradients into the inputs' pending ones. */
 static xg_status run_node(xg_tensor *t)
 {
     xg_node *node = t->node;
@@ -104,30 +124,64 @@ static xg_status run_node(xg_tensor *t)
         !(grads = calloc((size_t)node->n_inputs, sizeof *grads)))
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "backward: out of host "
                             "memory at %s", node->name);
-    xg_status st = node->backward(node, t->bw_grad, grads);
-    for (int i = 0; i < node->n_inputs && st == XG_OK; i++)
-        if (grads[i] && node->inputs[i]->requires_grad)
+    xg_scope *scope = xg_scope_begin();
+    xg_status st = scope ? node->backward(node, t->bw_grad, grads)
+                         : XG_ERR_OUT_OF_MEMORY;
+    for (int i = 0; i < node->n_inputs; i++) {
+        if (grads[i] && st == XG_OK && node->inputs[i]->requires_grad)
+            own_grad(grads[i], scope);
+        else
+            grads[i] = NULL;
+    }
+    xg_scope_end(scope);
+    for (int i = 0; i < node->n_inputs; i++) {
+        if (!grads[i])
+            continue;
+        if (st == XG_OK)
             st = accumulate(node->inputs[i], grads[i]);
+        else
+            xg__tensor_release(grads[i]);
+    }
     if (grads != few)
         free(grads);
     return st;
 }
 
-/* Moves a leaf's pending gradient into its lasting .grad. */
+/* Moves a leaf's pending gradient (its reference) into its lasting .grad. */
 static xg_status store_leaf_grad(xg_tensor *t)
 {
     xg_tensor *g = t->bw_grad;
-    if (!xg__is_dense(g) && !(g = xg_contiguous(g))) /* a view's gradient */
-        return xg_last_status();
+    t->bw_grad = NULL;
+    if (!xg__is_dense(g)) { /* a view's gradient */
+        xg_tensor *c = xg_tensor_keep(xg_contiguous(g));
+        xg__tensor_release(g);
+        if (!(g = c))
+            return xg_last_status();
+    }
     if (t->grad) {
-        g = xg_add(t->grad, g);
-        if (!g)
+        xg_tensor *sum = xg_tensor_keep(xg_add(t->grad, g));
+        xg__tensor_release(g);
+        if (!sum)
             return xg_last_status();
         xg__tensor_release(t->grad);
+        g = sum;
     }
-    xg__tensor_retain(g); /* survives the backward scope */
     t->grad = g;
     return XG_OK;
+}
+
+/* Releases the node that made t and what it holds; t keeps requires_grad
+ * and points to xg__graph_freed, so a later backward through it fails. */
+static void free_node(xg_tensor *t)
+{
+    xg_node *node = t->node;
+    t->node = &xg__graph_freed;
+    xg_tensor **work = NULL;
+    int n = 0, cap = 0;
+    xg__node_free(node, &work, &n, &cap);
+    while (n > 0)
+        xg__tensor_release(work[--n]);
+    free(work);
 }
 
 static xg_status check_loss(const xg_tensor *loss)
@@ -145,12 +199,14 @@ static xg_status check_loss(const xg_tensor *loss)
     return XG_OK;
 }
 
-xg_status xg_backward(xg_tensor *loss)
-{
-    return xg_backward_hooked(loss, NULL, NULL);
-}
-
-xg_status xg_backward_hooked(xg_tensor *loss, xg_grad_hook hook, void *ctx)
+/* The walk: every tensor of the graph is held (one reference) from
+ * topo_order until its turn, so that freeing the nodes after it cannot free
+ * it early. At its turn its pending gradient (one reference) goes to its
+ * node's rule or into its .grad, and then, unless the graph is kept, its
+ * node goes too: a saved tensor or input lives exactly as long as a node
+ * still to run holds it (or its owner, a scope or the caller, does). */
+xg_status xg_backward_hooked(xg_tensor *loss, bool retain_graph,
+                             xg_grad_hook hook, void *ctx)
 {
     xg_status st = check_loss(loss);
     if (st != XG_OK)
@@ -158,30 +214,47 @@ xg_status xg_backward_hooked(xg_tensor *loss, xg_grad_hook hook, void *ctx)
     xg_tensor **order = NULL;
     int n = 0;
     st = topo_order(loss, &order, &n);
-    xg_scope *scope = xg_scope_begin();
+    if (st != XG_OK) {
+        for (int i = 0; i < n; i++)
+            order[i]->bw_pending = 0;
+        free(order);
+        return st;
+    }
+    for (int i = 0; i < n; i++)
+        xg__tensor_retain(order[i]);
     bool was_enabled = xg_set_grad_enabled(false);
-    if (st == XG_OK && !scope)
-        st = XG_ERR_OUT_OF_MEMORY;
-    if (st == XG_OK) {
-        loss->bw_grad = xg__fill(loss->storage->dev, loss->shape, loss->ndim,
-                                 1.0f, "backward");
-        if (!loss->bw_grad)
-            st = xg_last_status();
-    }
-    for (int i = n - 1; i >= 0 && st == XG_OK; i--) {
+    loss->bw_grad = xg_tensor_keep(xg__fill(loss->storage->dev, loss->shape,
+                                            loss->ndim, 1.0f, "backward"));
+    if (!loss->bw_grad)
+        st = xg_last_status();
+    for (int i = n - 1; i >= 0; i--) {
         xg_tensor *t = order[i];
-        if (!t->bw_grad)
-            continue;
-        st = t->node ? run_node(t) : store_leaf_grad(t);
-        if (st == XG_OK && !t->node && hook) /* its gradient is complete */
-            st = hook(ctx, t);
-    }
-    for (int i = 0; i < n; i++) {
-        order[i]->bw_grad = NULL;
-        order[i]->bw_pending = 0;
+        if (st == XG_OK && t->bw_grad) {
+            bool leaf = !t->node;
+            st = leaf ? store_leaf_grad(t) : run_node(t);
+            if (st == XG_OK && leaf && hook) /* its gradient is complete */
+                st = hook(ctx, t);
+        }
+        if (t->bw_grad) {
+            xg__tensor_release(t->bw_grad);
+            t->bw_grad = NULL;
+        }
+        t->bw_pending = 0;
+        if (st == XG_OK && !retain_graph && t->node)
+            free_node(t);
+        xg__tensor_release(t);
     }
     xg_set_grad_enabled(was_enabled);
-    xg_scope_end(scope);
     free(order);
     return st;
+}
+
+xg_status xg_backward(xg_tensor *loss)
+{
+    return xg_backward_hooked(loss, true, NULL, NULL);
+}
+
+xg_status xg_backward_ex(xg_tensor *loss, bool retain_graph)
+{
+    return xg_backward_hooked(loss, retain_graph, NULL, NULL);
 }

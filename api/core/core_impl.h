@@ -74,6 +74,12 @@ typedef struct xg_node xg_node;
 
 struct xg_tensor {
     int refs; /* the owner (scope or caller) + graph nodes + grads holders */
+    /* Of refs, those of nodes that hold t only as a graph edge (their rule
+     * never reads its values: xg_record.values_unused). When every
+     * reference left is one of these, nothing can read t's values any
+     * more: xg__tensor_release frees its storage and sets it to NULL (a
+     * "hollow" tensor, still a node of the graph: shape, grad, node). */
+    int edge_refs;
     xg_dtype dtype;
     int ndim;
     int64_t shape[XG_MAX_DIMS];
@@ -193,8 +199,11 @@ bool xg__broadcast_shape(const char *op, const xg_tensor *a,
 
 /* Computes the gradients of a node's inputs from the gradient of its output.
  * grads_in[i] is set to a new tensor or left NULL (no gradient for that
- * input). Runs with grad recording off inside a scope that xg_backward
- * closes, so it need not free anything. */
+ * input). Runs with grad recording off inside a scope of its own that
+ * xg_backward closes as soon as the rule returns, so it need not free
+ * anything; the tensors it sets in grads_in are taken out of that scope
+ * (or, when the rule did not make them, such as grad_out passed through,
+ * referenced once more). */
 typedef xg_status (*xg_backward_fn)(xg_node *node, xg_tensor *grad_out,
                                     xg_tensor **grads_in);
 
@@ -205,6 +214,7 @@ struct xg_node {
     xg_op op;                /* the kernel op it ran, or XG_OP_none */
     xg_backward_fn backward;
     int n_inputs, n_saved;
+    unsigned values_unused;  /* inputs held as edges only (xg_record) */
     xg_tensor **inputs;      /* n_inputs, one reference each */
     xg_tensor **saved;       /* n_saved, one reference each */
     const void *args;        /* the op's parameter struct, or NULL */
@@ -220,6 +230,11 @@ typedef struct xg_record {
     xg_backward_fn backward;
     xg_tensor *const *inputs; /* the tensors gradients flow to (no NULLs) */
     int n_inputs;
+    /* Bit i set: the rule never reads input i's values or storage, only
+     * its shape, dtype and requires_grad (add's inputs, a pool's input), so
+     * the node need not keep them: the input's storage is freed once no
+     * other holder remains (see xg_tensor.edge_refs). Inputs 0..31. */
+    unsigned values_unused;
     xg_tensor *const *saved; /* other tensors the rule reads: indices, */
     int n_saved;             /* labels; the node takes a reference each */
     bool save_output;        /* also keep out's values, as the last saved */
@@ -239,8 +254,16 @@ xg_tensor *xg__record(xg_tensor *out, const xg_record *r);
  * host OOM, with the list unchanged. */
 bool xg__tensor_list_push(xg_tensor ***list, int *n, int *cap, xg_tensor *t);
 
-/* Frees a node, releasing what it holds. */
+/* Frees a node: each reference it holds goes onto the caller's release
+ * worklist (or is released at once when the list cannot grow). Ignores
+ * xg__graph_freed. */
 void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap);
+
+/* The node of a graph result whose own node a backward that does not keep
+ * the graph has freed (xg_backward_ex(loss, false)): no inputs, and a rule
+ * that fails with XG_ERR_STATE, so a second backward through it is an
+ * error rather than a silently missing gradient. Never freed. */
+extern xg_node xg__graph_freed;
 
 /* Thread-local random generator: reserves `blocks` Philox counters and
  * returns the first. */

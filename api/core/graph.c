@@ -77,8 +77,12 @@ xg_tensor *xg__record(xg_tensor *out, const xg_record *r)
     node->op = r->op;
     node->backward = r->backward;
     node->n_inputs = r->n_inputs;
-    for (int i = 0; i < r->n_inputs; i++)
+    node->values_unused = r->values_unused;
+    for (int i = 0; i < r->n_inputs; i++) {
         xg__tensor_retain(node->inputs[i] = r->inputs[i]);
+        if (i < 32 && (r->values_unused >> i & 1))
+            r->inputs[i]->edge_refs++;
+    }
     for (int i = 0; i < r->n_saved; i++)
         xg__tensor_retain(node->saved[node->n_saved++] = r->saved[i]);
     if (alias)
@@ -102,12 +106,28 @@ bool xg__tensor_list_push(xg_tensor ***list, int *n, int *cap, xg_tensor *t)
     return true;
 }
 
+static xg_status graph_freed_backward(xg_node *node, xg_tensor *grad_out,
+                                      xg_tensor **grads_in)
+{
+    (void)node, (void)grad_out, (void)grads_in;
+    return xg_set_error(XG_ERR_STATE, "backward: the graph was freed by an "
+                        "earlier xg_backward_ex(loss, false); keep it "
+                        "(xg_backward) to back-propagate through it again");
+}
+
+xg_node xg__graph_freed = {.name = "a freed graph", .op = XG_OP_none,
+                           .backward = graph_freed_backward};
+
 void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap)
 {
+    if (node == &xg__graph_freed)
+        return;
     /* Hand each reference to the caller's release worklist; if that list
      * cannot grow, release directly (recursion, but only on host OOM). */
     for (int i = 0; i < node->n_inputs + node->n_saved; i++) {
         xg_tensor *t = node->inputs[i]; /* saved follows inputs */
+        if (i < node->n_inputs && i < 32 && (node->values_unused >> i & 1))
+            t->edge_refs--;
         if (!xg__tensor_list_push(pending, n, cap, t))
             xg__tensor_release(t);
     }

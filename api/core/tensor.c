@@ -351,6 +351,13 @@ void xg__tensor_release(xg_tensor *t)
                 xg__tensor_release(t->dense);
             storage_release(t->storage);
             free(t);
+        } else if (t->refs == t->edge_refs && t->storage) {
+            /* Only graph edges hold it: its values can go (hollow). */
+            if (t->dense)
+                xg__tensor_release(t->dense);
+            t->dense = NULL;
+            storage_release(t->storage);
+            t->storage = NULL;
         }
         t = n > 0 ? work[--n] : NULL;
     }

@@ -541,11 +541,11 @@ xg_status xg_grad_sync_backward(xg_grad_sync *s, xg_tensor *loss)
                             "sync");
     double t0 = now();
     if (!multi()) {
-        xg_status st = xg_backward(loss);
+        xg_status st = xg_backward_ex(loss, false);
         s->stats.backward_s += now() - t0;
         return st == XG_OK ? xg_grad_sync_reduce(s) : st;
     }
-    xg_status st = xg_backward_hooked(loss, on_grad, s);
+    xg_status st = xg_backward_hooked(loss, false, on_grad, s);
     s->stats.backward_s += now() - t0;
     return finish(s, st);
 }

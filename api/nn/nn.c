@@ -485,10 +485,18 @@ xg_tensor *xg_module_find_buffer(const xg_module *m, const char *name)
 
 /* ---- containers ------------------------------------------------------- */
 
+/* Each child's output is freed once the next child has run: the graph
+ * keeps what a backward rule needs, so a long Sequential does not hold every
+ * activation until its scope closes. */
 static xg_tensor *sequential_forward(xg_module *m, xg_tensor *x)
 {
-    for (int i = 0; i < xg_module_child_count(m) && x; i++)
-        x = xg_module_forward(xg_module_child_at(m, i, NULL), x);
+    xg_tensor *in = x;
+    for (int i = 0; i < xg_module_child_count(m) && x; i++) {
+        xg_tensor *y = xg_module_forward(xg_module_child_at(m, i, NULL), x);
+        if (x != in)
+            xg_tensor_free(x); /* made in this forward's scope */
+        x = y;
+    }
     return x;
 }
 

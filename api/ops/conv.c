@@ -258,8 +258,10 @@ static xg_tensor *pool(xg_op op, xg_tensor *x, int k, int stride, int pad,
     int64_t shape[4] = {a.n, a.c, a.oh, a.ow};
     xg_tensor *idx = NULL;
     xg_tensor *y = pool_kernel(op, x, NULL, shape, &a, is_max ? &idx : NULL);
+    /* the rules read x's shape only (max: the saved indices) */
     y = xg__record(y, &(xg_record){.op = op, .backward = bw, .inputs = &x,
-                                   .n_inputs = 1, .saved = &idx,
+                                   .n_inputs = 1, .values_unused = 1u,
+                                   .saved = &idx,
                                    .n_saved = is_max, .args = &a,
                                    .args_size = sizeof a});
     xg_tensor_free(idx); /* the node, if any, holds its own reference */

@@ -101,6 +101,15 @@ static xg_status bw_tanh(xg_node *n, xg_tensor *g, xg_tensor **gi)
     return gi[0] ? XG_OK : xg_last_status();
 }
 
+/* relu' from the output: y = relu(x) > 0 exactly where x > 0, so the
+ * relu_backward kernel (g where its first operand > 0, else 0) gives the
+ * same bits from y as from x, and x need not be kept. */
+static xg_status bw_relu(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    gi[0] = xg__unary_backward(XG_OP_relu_backward, n->saved[0], g);
+    return gi[0] ? XG_OK : xg_last_status();
+}
+
 static xg_tensor *unary(xg_op op, xg_tensor *x, xg_backward_fn bw,
                         bool saves_output)
 {
@@ -113,7 +122,13 @@ xg_tensor *xg_neg(xg_tensor *x) { return unary(XG_OP_neg, x, bw_neg, false); }
 xg_tensor *xg_exp(xg_tensor *x) { return unary(XG_OP_exp, x, bw_exp, true); }
 xg_tensor *xg_log(xg_tensor *x) { return unary(XG_OP_log, x, bw_log, false); }
 xg_tensor *xg_sqrt(xg_tensor *x) { return unary(XG_OP_sqrt, x, bw_sqrt, true); }
-xg_tensor *xg_relu(xg_tensor *x) { return unary(XG_OP_relu, x, bw_by_kernel, false); }
+xg_tensor *xg_relu(xg_tensor *x)
+{
+    return xg__record(unary_kernel(XG_OP_relu, x, 0.0f),
+                      &(xg_record){.op = XG_OP_relu, .backward = bw_relu,
+                                   .inputs = &x, .n_inputs = 1,
+                                   .values_unused = 1u, .save_output = true});
+}
 xg_tensor *xg_gelu(xg_tensor *x) { return unary(XG_OP_gelu, x, bw_by_kernel, false); }
 xg_tensor *xg_silu(xg_tensor *x) { return unary(XG_OP_silu, x, bw_by_kernel, false); }
 xg_tensor *xg_gelu_tanh(xg_tensor *x) { return unary(XG_OP_gelu_tanh, x, bw_by_kernel, false); }
@@ -250,9 +265,12 @@ static xg_tensor *binary(xg_op op, xg_tensor *a, xg_tensor *b)
     if (!xg__broadcast_shape(name, a, b, shape, &ndim))
         return NULL;
     xg_tensor *in[2] = {a, b};
+    /* add's and sub's rules read only the inputs' shapes */
+    bool shapes_only = op == XG_OP_add || op == XG_OP_sub;
     return xg__record(binary_kernel(op, a, b, shape, ndim),
                       &(xg_record){.op = op, .backward = bw_binary,
-                                   .inputs = in, .n_inputs = 2});
+                                   .inputs = in, .n_inputs = 2,
+                                   .values_unused = shapes_only ? 3u : 0u});
 }
 
 xg_tensor *xg_add(xg_tensor *a, xg_tensor *b) { return binary(XG_OP_add, a, b); }

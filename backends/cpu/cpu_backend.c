@@ -90,7 +90,12 @@ static xg_status cpu_open(int index, xg_backend_device **out)
         openblas_set_num_threads(threads);
 #endif
     dev->pool = pool;
-    cpu_cache_init(dev);
+    xg_status st = cpu_cache_init(dev);
+    if (st != XG_OK) {
+        cpu_pool_free(pool);
+        free(dev);
+        return st;
+    }
     dev->base.backend = &xg_backend_cpu;
     dev->base.index = 0;
     describe(&dev->base.desc, cpu_pool_threads(pool));

@@ -146,7 +146,11 @@ typedef struct cpu_device {
     xg_backend_device base; /* first member: the core casts */
     cpu_pool *pool;
     struct block_header *cache[CPU_CACHE_CLASSES]; /* free blocks by class */
+    struct block_header *cache_oldest, *cache_newest; /* by time freed */
     size_t cached_bytes, cache_limit;
+    size_t live_bytes, live_peak; /* bytes of blocks handed out: now, most */
+    size_t cache_slack;     /* XGRAD_CPU_CACHE when cache_slack_fixed */
+    int cache_slack_fixed;
     float *gemm_scratch;    /* packing buffers of the built-in GEMM */
     size_t gemm_scratch_floats;
     float *conv_scratch;    /* per-thread im2col columns and partial sums
@@ -163,9 +167,12 @@ static inline cpu_device *cpu_dev(xg_backend_device *dev)
 }
 
 /* The caching allocator behind alloc() and free() (cpu_cache.c): buffers
- * are 64-byte aligned, freed ones are kept by size class for reuse, up to
- * cache_limit bytes, and released by cpu_cache_release (at close). */
-void cpu_cache_init(cpu_device *dev);
+ * are 64-byte aligned, freed ones are kept by size class for reuse while
+ * the memory held stays within the live peak plus a slack (and at most
+ * cache_limit bytes are cached), and released by cpu_cache_release (at
+ * close). cpu_cache_init fails with XG_ERR_INVALID_ARG for a malformed
+ * XGRAD_CPU_CACHE. */
+xg_status cpu_cache_init(cpu_device *dev);
 xg_status cpu_cache_alloc(cpu_device *dev, size_t bytes, xg_buffer **out);
 void cpu_cache_free(cpu_device *dev, xg_buffer *buf);
 void cpu_cache_release(cpu_device *dev);
