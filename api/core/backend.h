@@ -447,4 +447,29 @@ extern const xg_backend xg_backend_vulkan;
 /* xg_set_error (api/xgrad.h) is how a backend reports an error:
  * `return xg_set_error(XG_ERR_DEVICE_OOM, "...")`. */
 
+/* ---- host files and settings (api/core/host_files.c) ------------------- */
+
+/* The path of cache file `name` ("vulkan-....bin") in $XDG_CACHE_HOME/xgrad,
+ * or $HOME/.cache/xgrad when XDG_CACHE_HOME is unset or relative. False
+ * when neither is set or the path does not fit in `cap`. */
+bool xg__cache_file_path(const char *name, char *path, size_t cap);
+
+/* The contents of the file at `path` (malloc'd; the caller frees them), or
+ * NULL when it is missing, empty, unreadable or larger than max_bytes;
+ * *size gets their length. */
+void *xg__cache_file_read(const char *path, size_t max_bytes, size_t *size);
+
+/* Writes the n_parts pieces back to back as the file at `path` (from
+ * xg__cache_file_path), making the cache folder if needed: through a
+ * temporary file renamed into place, so a concurrent reader never sees
+ * half a file. False on any failure, nothing left behind. */
+bool xg__cache_file_write(const char *path, const void *const *parts,
+                          const size_t *sizes, int n_parts);
+
+/* Environment variable `name` as a byte count: digits with an optional K,
+ * M or G (powers of 1024). XG_OK with *out set; XG_ERR_NOT_FOUND (no error
+ * set) when it is unset or empty; XG_ERR_INVALID_ARG, with the error set,
+ * when it is malformed, too large, or 0 and !allow_zero. */
+xg_status xg__env_bytes(const char *name, bool allow_zero, uint64_t *out);
+
 #endif

@@ -92,22 +92,8 @@ xg_status xg_backend_devices(const char *backend, xg_device_info *out,
 static xg_status env_memory_limit(uint64_t *limit)
 {
     *limit = 0;
-    const char *s = getenv("XGRAD_MEMORY_LIMIT");
-    if (!s || !*s)
-        return XG_OK;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
-    if (shift)
-        end++;
-    if (errno || end == s || *end || *s == '-' || v == 0 ||
-        v > (UINT64_MAX >> shift))
-        return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_MEMORY_LIMIT='%s': "
-                            "expected a number of bytes > 0, optionally "
-                            "with K, M or G", s);
-    *limit = (uint64_t)v << shift;
-    return XG_OK;
+    xg_status st = xg__env_bytes("XGRAD_MEMORY_LIMIT", false, limit);
+    return st == XG_ERR_NOT_FOUND ? XG_OK : st;
 }
 
 static xg_status open_index(const xg_backend *be, int index, xg_device **out)

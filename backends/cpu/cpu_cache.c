@@ -32,7 +32,6 @@
  * stays 64-byte aligned and cpu_f32() stays a plain cast. */
 #include "cpu_impl.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -86,20 +85,19 @@ xg_status cpu_cache_init(cpu_device *dev)
     size_t phys = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
     size_t cap = (size_t)2 << 30; /* 2 GiB, or a quarter of the memory */
     dev->cache_limit = phys && phys / 4 < cap ? phys / 4 : cap;
-    const char *s = getenv("XGRAD_CPU_CACHE");
-    if (!s || !*s)
+    uint64_t v = 0;
+    xg_status st = xg__env_bytes("XGRAD_CPU_CACHE", true, &v);
+    if (st == XG_ERR_NOT_FOUND)
         return XG_OK;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
-    if (shift)
-        end++;
-    if (errno || end == s || *end || *s == '-' || v > (SIZE_MAX >> shift))
-        return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_CPU_CACHE='%s': "
-                            "expected a number of bytes, optionally with "
-                            "K, M or G", s);
-    dev->cache_slack = (size_t)v << shift;
+    if (st != XG_OK)
+        return st;
+#if SIZE_MAX < UINT64_MAX
+    if (v > SIZE_MAX)
+        return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_CPU_CACHE: %llu bytes "
+                            "do not fit in this machine's address space",
+                            (unsigned long long)v);
+#endif
+    dev->cache_slack = (size_t)v;
     dev->cache_slack_fixed = 1;
     return XG_OK;
 }

@@ -26,14 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#ifdef _WIN32
-#include <direct.h>
-#include <process.h>
-#define getpid _getpid
-#else
-#include <unistd.h>
-#endif
 
 extern const unsigned char *const ocl_src_all[];
 extern const size_t ocl_src_count;
@@ -41,11 +33,9 @@ extern const size_t ocl_src_count;
 #define CACHE_MAGIC "XGRADCL1"
 #define CACHE_HEADER_BYTES 32
 /* Cache files larger than this are not read. */
-#define CACHE_MAX_BYTES ((long)256 << 20)
+#define CACHE_MAX_BYTES ((size_t)256 << 20)
 
 static atomic_ullong n_loaded, n_built, n_saved;
-/* Distinguishes the temporary files of devices closing at once. */
-static atomic_uint n_temp;
 
 void xg_opencl_cache_counts(uint64_t *loaded, uint64_t *built,
                             uint64_t *saved)
@@ -122,39 +112,12 @@ static uint64_t identity(const ocl_device *d, const char *options,
 
 /* ---- the file ------------------------------------------------------------ */
 
-static bool cache_path(const ocl_device *d, char *dir, char *path, size_t cap)
+static bool cache_path(const ocl_device *d, char *path, size_t cap)
 {
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    int n;
-    if (xdg && xdg[0] == '/')
-        n = snprintf(dir, cap, "%s/xgrad", xdg);
-    else if (home && *home)
-        n = snprintf(dir, cap, "%s/.cache/xgrad", home);
-    else
-        return false;
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    n = snprintf(path, cap, "%s/opencl-%016llx.bin", dir,
-                 (unsigned long long)d->cache_identity);
-    return n > 0 && (size_t)n < cap;
-}
-
-static void *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    void *data = NULL;
-    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (n > 0 && n <= CACHE_MAX_BYTES && fseek(f, 0, SEEK_SET) == 0)
-        data = malloc((size_t)n);
-    if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
-        free(data);
-        data = NULL;
-    }
-    fclose(f);
-    *size = data ? (size_t)n : 0;
-    return data;
+    char name[64];
+    snprintf(name, sizeof name, "opencl-%016llx.bin",
+             (unsigned long long)d->cache_identity);
+    return xg__cache_file_path(name, path, cap);
 }
 
 /* The payload of a file written for `key`, or NULL. */
@@ -178,10 +141,12 @@ static const unsigned char *check_file(const unsigned char *data, size_t size,
 bool ocl_cache_load(ocl_device *d, const char *options)
 {
     d->cache_identity = identity(d, options, &d->cache_key);
-    char dir[1024], path[1024];
+    char path[1024];
     size_t size = 0, n = 0;
     unsigned char *data =
-        cache_path(d, dir, path, sizeof path) ? read_file(path, &size) : NULL;
+        cache_path(d, path, sizeof path)
+            ? xg__cache_file_read(path, CACHE_MAX_BYTES, &size)
+            : NULL;
     uint64_t sum = 0;
     const unsigned char *payload =
         data ? check_file(data, size, d->cache_key, &n, &sum) : NULL;
@@ -206,42 +171,18 @@ bool ocl_cache_load(ocl_device *d, const char *options)
     return true;
 }
 
-static void make_dir(const char *path)
-{
-#ifdef _WIN32
-    _mkdir(path);
-#else
-    mkdir(path, 0755);
-#endif
-}
-
-/* Writes `payload` through a temporary file, so that concurrent runs never
- * see half a file. */
+/* Writes header and payload (see xg__cache_file_write: never half a
+ * file). */
 static void write_file(const ocl_device *d, const unsigned char *payload,
                        size_t n, uint64_t sum)
 {
-    char dir[1024], path[1024], tmp[1100];
-    if (!cache_path(d, dir, path, sizeof path))
-        return;
-    char *slash = strrchr(dir, '/');
-    *slash = '\0';
-    make_dir(dir); /* the cache root, e.g. ~/.cache */
-    *slash = '/';
-    make_dir(dir);
-    snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(),
-             atomic_fetch_add(&n_temp, 1));
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
-        return;
+    char path[1024];
     uint64_t h[3] = {d->cache_key, (uint64_t)n, sum};
-    bool ok = fwrite(CACHE_MAGIC, 1, 8, f) == 8 &&
-              fwrite(h, sizeof h, 1, f) == 1 &&
-              fwrite(payload, 1, n, f) == n;
-    ok = fclose(f) == 0 && ok;
-    if (ok && rename(tmp, path) == 0)
+    const void *parts[3] = {CACHE_MAGIC, h, payload};
+    size_t sizes[3] = {8, sizeof h, n};
+    if (cache_path(d, path, sizeof path) &&
+        xg__cache_file_write(path, parts, sizes, 3))
         atomic_fetch_add(&n_saved, 1);
-    else
-        remove(tmp);
 }
 
 void ocl_cache_save(ocl_device *d)
@@ -250,7 +191,7 @@ void ocl_cache_save(ocl_device *d)
     if (!d->program ||
         clGetProgramInfo(d->program, CL_PROGRAM_BINARY_SIZES, sizeof n, &n,
                          NULL) != CL_SUCCESS ||
-        n == 0 || n > (size_t)CACHE_MAX_BYTES)
+        n == 0 || n > CACHE_MAX_BYTES)
         return;
     unsigned char *payload = malloc(n);
     if (payload &&

@@ -14,14 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#ifdef _WIN32
-#include <direct.h>
-#include <process.h>
-#define getpid _getpid
-#else
-#include <unistd.h>
-#endif
 
 typedef struct spirv_module {
     const char *name;
@@ -37,45 +29,16 @@ static const spirv_module modules[XG_VK_PIPE_COUNT] = {
 };
 
 /* Pipeline caches larger than this are not read. */
-#define XG_VK_CACHE_MAX_BYTES ((long)256 << 20)
+#define XG_VK_CACHE_MAX_BYTES ((size_t)256 << 20)
 
 /* ---- the cache file ------------------------------------------------------ */
 
-static bool cache_path(const xg_vk_device *d, char *dir, char *path,
-                       size_t cap)
+static bool cache_path(const xg_vk_device *d, char *path, size_t cap)
 {
-    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    int n;
-    if (xdg && xdg[0] == '/')
-        n = snprintf(dir, cap, "%s/xgrad", xdg);
-    else if (home && *home)
-        n = snprintf(dir, cap, "%s/.cache/xgrad", home);
-    else
-        return false;
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    n = snprintf(path, cap, "%s/vulkan-%04x-%04x-%08x.bin", dir,
-                 d->props.vendorID, d->props.deviceID,
-                 d->props.driverVersion);
-    return n > 0 && (size_t)n < cap;
-}
-
-static void *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    void *data = NULL;
-    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (n > 0 && n <= XG_VK_CACHE_MAX_BYTES && fseek(f, 0, SEEK_SET) == 0)
-        data = malloc((size_t)n);
-    if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
-        free(data);
-        data = NULL;
-    }
-    fclose(f);
-    *size = data ? (size_t)n : 0;
-    return data;
+    char name[64];
+    snprintf(name, sizeof name, "vulkan-%04x-%04x-%08x.bin",
+             d->props.vendorID, d->props.deviceID, d->props.driverVersion);
+    return xg__cache_file_path(name, path, cap);
 }
 
 /* Whether `data` is a cache this driver wrote (drivers should reject
@@ -97,10 +60,10 @@ static bool cache_matches(const xg_vk_device *d, const void *data,
 
 static xg_status cache_open(xg_vk_device *d)
 {
-    char dir[1024], path[1024];
+    char path[1024];
     size_t size = 0;
-    void *data = cache_path(d, dir, path, sizeof path)
-                     ? read_file(path, &size)
+    void *data = cache_path(d, path, sizeof path)
+                     ? xg__cache_file_read(path, XG_VK_CACHE_MAX_BYTES, &size)
                      : NULL;
     VkPipelineCacheCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
@@ -122,43 +85,22 @@ static xg_status cache_open(xg_vk_device *d)
                            : xg_vk_fail(d, r, "vkCreatePipelineCache");
 }
 
-static void make_dir(const char *path)
-{
-#ifdef _WIN32
-    _mkdir(path);
-#else
-    mkdir(path, 0755);
-#endif
-}
-
-/* Writes the cache through a temporary file, so that concurrent runs never
- * see half a file. */
+/* Writes the pipeline cache when it grew (xg__cache_file_write: never
+ * half a file). */
 static void cache_save(xg_vk_device *d)
 {
-    char dir[1024], path[1024], tmp[1100];
+    char path[1024];
     size_t size = 0;
     void *data = NULL;
-    if (!d->pipes.cache_grew || !cache_path(d, dir, path, sizeof path) ||
-        d->vk.GetPipelineCacheData(d->handle, d->pipes.cache, &size, NULL) !=
-            VK_SUCCESS ||
-        size == 0 || !(data = malloc(size)) ||
-        d->vk.GetPipelineCacheData(d->handle, d->pipes.cache, &size, data) !=
-            VK_SUCCESS)
-        goto done;
-    char *slash = strrchr(dir, '/');
-    *slash = '\0';
-    make_dir(dir); /* the cache root, e.g. ~/.cache */
-    *slash = '/';
-    make_dir(dir);
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
-        goto done;
-    bool ok = fwrite(data, 1, size, f) == size;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0)
-        remove(tmp);
-done:
+    if (d->pipes.cache_grew && cache_path(d, path, sizeof path) &&
+        d->vk.GetPipelineCacheData(d->handle, d->pipes.cache, &size, NULL) ==
+            VK_SUCCESS &&
+        size > 0 && (data = malloc(size)) &&
+        d->vk.GetPipelineCacheData(d->handle, d->pipes.cache, &size, data) ==
+            VK_SUCCESS) {
+        const void *parts[1] = {data};
+        xg__cache_file_write(path, parts, &size, 1);
+    }
     free(data);
 }
 
