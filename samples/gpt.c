@@ -1386,21 +1386,6 @@ static int adapters_out(run *r)
     return save_model(r, r->o.merge_to);
 }
 
-/* With several ranks: where the steps' backward time went. */
-static void print_sync_stats(const run *r)
-{
-    xg_grad_sync_stats st;
-    xg_grad_sync_get_stats(r->sync, &st);
-    if (xg_dist_world_size() < 2 || st.reductions == 0)
-        return;
-    double n = (double)st.reductions;
-    printf("gradient sync: %lld steps, %lld buckets, %.0f bytes per step; "
-           "per step: backward %.2f ms, staging %.2f ms, waiting for the "
-           "sums %.2f ms\n", (long long)st.reductions, (long long)st.buckets,
-           (double)st.bytes / n, 1e3 * st.backward_s / n, 1e3 * st.stage_s / n,
-           1e3 * st.wait_s / n);
-}
-
 static int main_run(run *r)
 {
     int rc;
@@ -1456,7 +1441,7 @@ static int main_run(run *r)
             return rc;
         printf("val_loss %.4f\n", r->last_val_loss);
     }
-    print_sync_stats(r);
+    sample_print_sync_stats(r->sync, NULL);
     if (xg_dist_rank() != 0) /* the files and the text are rank 0's */
         return 0;
     if (r->o.save && (rc = save_model(r, r->o.save)))

@@ -170,6 +170,21 @@ void sample_print_dist(int64_t batch)
                (long long)batch * world);
 }
 
+void sample_print_sync_stats(const xg_grad_sync *sync, const char *phase)
+{
+    xg_grad_sync_stats st;
+    xg_grad_sync_get_stats(sync, &st);
+    if (!sync || xg_dist_world_size() < 2 || st.reductions == 0)
+        return;
+    double n = (double)st.reductions;
+    printf("%s%sgradient sync: %lld steps, %lld buckets, %.0f bytes per "
+           "step; per step: backward %.2f ms, staging %.2f ms, waiting for "
+           "the sums %.2f ms\n", phase ? phase : "", phase ? " " : "",
+           (long long)st.reductions, (long long)st.buckets,
+           (double)st.bytes / n, 1e3 * st.backward_s / n,
+           1e3 * st.stage_s / n, 1e3 * st.wait_s / n);
+}
+
 int sample_bad_value(const char *flag, const char *value, const char *want)
 {
     fprintf(stderr, "%s: %s '%s': expected %s\n", prog, flag, value, want);

@@ -203,6 +203,11 @@ void sample_dist_rank_rng(void);
  * batch 32 = 64 per step, ...") when the world has more than one rank. */
 void sample_print_dist(int64_t batch);
 
+/* With more than one rank, prints where the steps of `sync` spent their
+ * time ("[PHASE ]gradient sync: N steps, ... per step: backward, staging,
+ * waiting for the sums"); nothing in a world of one or for a NULL sync. */
+void sample_print_sync_stats(const xg_grad_sync *sync, const char *phase);
+
 /* Parses the flags, loads the data, then either builds the model and the
  * optimizer, trains, evaluates after each epoch and prints the result line,
  * or calls the spec's run. Returns the exit status. */

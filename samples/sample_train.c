@@ -453,23 +453,6 @@ static int run_epoch(sample_trainer *t, int64_t epoch, sample_outcome *out)
     return 0;
 }
 
-/* With several ranks: where the steps' backward time went. */
-static void print_sync_stats(const sample_trainer *t)
-{
-    xg_grad_sync_stats st;
-    xg_grad_sync_get_stats(t->sync, &st);
-    if (xg_dist_world_size() < 2 || st.reductions == 0)
-        return;
-    double n = (double)st.reductions;
-    printf("%s%sgradient sync: %lld steps, %lld buckets, %.0f bytes per "
-           "step; per step: backward %.2f ms, staging %.2f ms, waiting for "
-           "the sums %.2f ms\n", t->job.phase ? t->job.phase : "",
-           t->job.phase ? " " : "", (long long)st.reductions,
-           (long long)st.buckets, (double)st.bytes / n,
-           1e3 * st.backward_s / n, 1e3 * st.stage_s / n,
-           1e3 * st.wait_s / n);
-}
-
 int sample_trainer_run(sample_trainer *t, int64_t first_epoch,
                        sample_outcome *out)
 {
@@ -493,7 +476,7 @@ int sample_trainer_run(sample_trainer *t, int64_t first_epoch,
     if (rc != 0 && rc != REPORTED)
         fprintf(stderr, "%s: %s\n", t->s->prog, xg_last_error());
     if (rc == 0)
-        print_sync_stats(t);
+        sample_print_sync_stats(t->sync, t->job.phase);
     int closed = sample_log_close(t->log);
     t->log = NULL;
     return rc != 0 || closed;
