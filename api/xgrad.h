@@ -1038,7 +1038,9 @@ xg_status xg_clip_grad_norm(xg_tensor *const *params, int n, float max_norm,
  * hardware GPU, so the processes of a machine spread over its GPUs.
  * argc and argv may be NULL. Call it before the first device is opened.
  * Calling it again does nothing. Errors: XG_ERR_BACKEND (MPI failed to
- * start; the message has MPI's text). */
+ * start; the message has MPI's text), XG_ERR_UNSUPPORTED (started by an
+ * MPI launcher, but the library was built without MPI: the processes would
+ * each train alone). */
 xg_status xg_dist_init(int *argc, char ***argv);
 
 /* Leaves the MPI job (MPI_Finalize, when xg_dist_init started MPI); the

@@ -217,8 +217,22 @@ static void check_errors(void)
           "broadcast of NULL");
 }
 
+/* Built without MPI, a process that a launcher started is refused rather
+ * than left to train alone (checked before the real init). */
+static void check_launched_without_mpi(void)
+{
+    if (xg_dist_built() || getenv("OMPI_COMM_WORLD_SIZE"))
+        return;
+    setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+    xg_status st = xg_dist_init(NULL, NULL);
+    unsetenv("OMPI_COMM_WORLD_SIZE");
+    CHECK(st == XG_ERR_UNSUPPORTED && strstr(xg_last_error(), "without MPI"),
+          "a launched process without MPI: status %d", (int)st);
+}
+
 int main(int argc, char **argv)
 {
+    check_launched_without_mpi();
     if (xg_dist_init(&argc, &argv) != XG_OK) {
         fprintf(stderr, "dist_ops: init: %s\n", xg_last_error());
         return 1;

@@ -34,7 +34,6 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-#ifdef XGRAD_HAVE_MPI
 /* Whether a launcher started this process: Open MPI's and the PMI/PMIx
  * process managers' (MPICH's hydra, Slurm) variables. A plain run does not
  * start MPI at all, so it pays nothing for it. */
@@ -47,6 +46,8 @@ static bool launched(void)
             return true;
     return false;
 }
+
+#ifdef XGRAD_HAVE_MPI
 
 /* XG_ERR_BACKEND with MPI's text for `code`. */
 static xg_status mpi_error(const char *what, int code)
@@ -110,6 +111,13 @@ xg_status xg_dist_init(int *argc, char ***argv)
 #else
     (void)argc;
     (void)argv;
+    /* N copies each training alone and writing the same files would be
+     * wrong quietly: say so instead. */
+    if (launched())
+        return xg_set_error(XG_ERR_UNSUPPORTED, "dist_init: started by an "
+                            "MPI launcher, but this xgrad was built without "
+                            "MPI (install Open MPI and rebuild: meson "
+                            "configure -Dmpi=enabled)");
 #endif
     job.joined = true;
     xg__device_set_default_index(job.local_rank);
