@@ -639,18 +639,7 @@ static float *matmul_on_threads(const char *threads, int64_t *count)
     }
     out[4] = xg_matmul(xg_rand_normal(XG_SHAPE(3, 70, 290), 0, 1),
                        xg_rand_normal(XG_SHAPE(3, 290, 45), 0, 1));
-    float *all = NULL;
-    *count = 0;
-    for (int i = 0; i < 5; i++) {
-        cr_assert_not_null(out[i], "%s", xg_last_error());
-        int64_t n = xg_tensor_numel(out[i]);
-        float *v = tu_read(out[i]);
-        all = realloc(all, (size_t)(*count + n) * sizeof *all);
-        cr_assert_not_null(all);
-        memcpy(all + *count, v, (size_t)n * sizeof *v);
-        *count += n;
-        free(v);
-    }
+    float *all = tu_read_all((const xg_tensor *const *)out, 5, count);
     xg_scope_end(s);
     xg_device_set_current(prev);
     xg_device_close(dev);
@@ -1929,17 +1918,7 @@ static float *attention_on_threads(const char *threads,
     const xg_tensor *parts[4] = {o, xg_tensor_grad(in[0]),
                                  xg_tensor_grad(in[1]),
                                  xg_tensor_grad(in[2])};
-    float *all = NULL;
-    *count = 0;
-    for (int i = 0; i < 4; i++) {
-        int64_t n = xg_tensor_numel(parts[i]);
-        float *v = tu_read(parts[i]);
-        all = realloc(all, (size_t)(*count + n) * sizeof *all);
-        cr_assert_not_null(all);
-        memcpy(all + *count, v, (size_t)n * sizeof *v);
-        *count += n;
-        free(v);
-    }
+    float *all = tu_read_all(parts, 4, count);
     xg_scope_end(s);
     xg_device_set_current(prev);
     xg_device_close(dev);

@@ -256,6 +256,25 @@ static inline float *tu_read(const xg_tensor *t)
     return v;
 }
 
+/* Reads n f32 tensors back to back into one new malloc'd array; *count
+ * gets its length. */
+static inline float *tu_read_all(const xg_tensor *const *t, int n,
+                                 int64_t *count)
+{
+    float *all = NULL;
+    *count = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t k = xg_tensor_numel(t[i]);
+        float *v = tu_read(t[i]);
+        all = realloc(all, (size_t)(*count + k) * sizeof *all);
+        cr_assert_not_null(all);
+        memcpy(all + *count, v, (size_t)k * sizeof *v);
+        *count += k;
+        free(v);
+    }
+    return all;
+}
+
 static inline int32_t *tu_read_i32(const xg_tensor *t)
 {
     cr_assert_not_null(t, "tu_read_i32: NULL tensor (%s)", xg_last_error());
