@@ -15,8 +15,11 @@
  * (but for a NORM call's unused weight and bias; see xg_norm_args).
  * Outputs are fresh allocations the kernel only writes, except in the ADAM
  * and SGD families, whose outputs (parameter and optimizer state) hold
- * values the kernel reads and updates in place, element by element, and in
- * the STRIDED family, which writes only the elements it addresses.
+ * values the kernel reads and updates in place, element by element, in
+ * the STRIDED family, which writes only the elements it addresses, and in
+ * the UNARY_BACKWARD family, whose out[0] may be its in[1] (the gradient,
+ * which a backward rule no longer needs: each element is read before it is
+ * overwritten, by the same work item).
  */
 #ifndef XGRAD_BACKEND_H
 #define XGRAD_BACKEND_H

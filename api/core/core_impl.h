@@ -223,6 +223,19 @@ struct xg_node {
 /* True when grad recording is on and one of the inputs requires grad. */
 bool xg__needs_grad(xg_tensor *const *inputs, int n);
 
+/* True when a backward rule may write its result over its grad_out g
+ * instead of into a new tensor: g is a dense f32 tensor that nothing but
+ * the walk's pending gradient holds (one reference, no scope, no node, no
+ * other tensor on its storage), so no one can read its values after the
+ * rule. Gradients that a rule made fresh are such; one passed through to
+ * several inputs, a view, or a tensor a node or the caller holds is not. */
+static inline bool xg__grad_reusable(const xg_tensor *g)
+{
+    return g && g->refs == 1 && g->edge_refs == 0 && !g->scope && !g->node &&
+           !g->requires_grad && g->dtype == XG_F32 && g->storage &&
+           g->storage->refs == 1 && !g->dense && xg__is_dense(g);
+}
+
 /* What an op records for its backward rule; see xg__record. */
 typedef struct xg_record {
     xg_op op;                /* the kernel op, or XG_OP_none (composite) */

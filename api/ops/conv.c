@@ -320,10 +320,12 @@ xg_tensor *xg_dropout(xg_tensor *x, float p, bool training)
         return xg_reshape(x, x->shape, x->ndim); /* same values, new handle */
     uint64_t seed, offset = xg__rng_take(((uint64_t)x->numel + 3) / 4, &seed);
     xg_dropout_args a = {.n = x->numel, .seed = seed, .offset = offset, .p = p};
+    /* the rule reads x's shape only: the mask comes from (seed, offset) */
     return xg__record(dropout_kernel(x, p, seed, offset),
                       &(xg_record){.op = XG_OP_dropout,
                                    .backward = bw_dropout, .inputs = &x,
-                                   .n_inputs = 1, .args = &a,
+                                   .n_inputs = 1, .values_unused = 1u,
+                                   .args = &a,
                                    .args_size = sizeof a});
 }
 

@@ -50,6 +50,22 @@ xg_tensor *xg__unary_backward(xg_op op, xg_tensor *x, xg_tensor *g)
     return finish(dx, &call);
 }
 
+xg_tensor *xg__unary_backward_rule(xg_op op, xg_tensor *x, xg_tensor *g)
+{
+    if (!xg__grad_reusable(g) || !x || x->numel != g->numel ||
+        x->storage == g->storage)
+        return xg__unary_backward(op, x, g);
+    if (!xg__check_arg(xg_op_table[op].name, 0, x, XG_F32))
+        return NULL;
+    xg_kernel_call call = {.op = op, .in = {xg__arg(x), xg__arg(g)},
+                           .out = {xg__arg(g)}};
+    call.p.ew.n = x->numel;
+    if (xg__launch(g->storage->dev, &call) != XG_OK)
+        return NULL;
+    xg__tensor_touched(g);
+    return g;
+}
+
 /* Backward rules. y is node->saved[0] (the output) where the rule needs it. */
 static xg_status bw_neg(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
@@ -81,7 +97,7 @@ static xg_status bw_sqrt(xg_node *n, xg_tensor *g, xg_tensor **gi)
 static xg_status bw_by_kernel(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_op op = xg_op_table[n->op].backward;
-    gi[0] = xg__unary_backward(op, n->inputs[0], g);
+    gi[0] = xg__unary_backward_rule(op, n->inputs[0], g);
     return gi[0] ? XG_OK : xg_last_status();
 }
 
@@ -106,7 +122,7 @@ static xg_status bw_tanh(xg_node *n, xg_tensor *g, xg_tensor **gi)
  * same bits from y as from x, and x need not be kept. */
 static xg_status bw_relu(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    gi[0] = xg__unary_backward(XG_OP_relu_backward, n->saved[0], g);
+    gi[0] = xg__unary_backward_rule(XG_OP_relu_backward, n->saved[0], g);
     return gi[0] ? XG_OK : xg_last_status();
 }
 

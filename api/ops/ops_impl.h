@@ -26,6 +26,12 @@ xg_tensor *xg__same_value(xg_tensor *a, xg_tensor *b);
 /* Backend-neutral gradient ops that are kernels in the op list. */
 xg_tensor *xg__unary_backward(xg_op op, xg_tensor *x, xg_tensor *g);
 
+/* xg__unary_backward for a backward rule whose grad_out is g: when
+ * xg__grad_reusable(g), the kernel writes dx over g (the UNARY_BACKWARD
+ * family may, see api/core/backend.h) and g itself is returned, so the
+ * walk holds one gradient of that size instead of two; else a new tensor. */
+xg_tensor *xg__unary_backward_rule(xg_op op, xg_tensor *x, xg_tensor *g);
+
 /* False, with XG_ERR_INVALID_ARG naming op and axis ("height", "width"),
  * when the padded extent in + 2 pad or the dilated kernel span
  * dil (k - 1) + 1 passes INT32_MAX: the kernels index the padded input
