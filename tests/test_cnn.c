@@ -900,3 +900,115 @@ Test(cnn, pool_dropout_bn_bad_calls)
     cr_assert_null(xg_max_pool2d_layer(2, -1, 0));
     cn_assert_error(XG_ERR_INVALID_ARG, "stride", "pool layer stride");
 }
+
+/* ===== memory: what a training step holds per sample ===================== */
+
+/* The MNIST example's CNN at a small size: 1x12x12 images, conv 1->8 3x3,
+ * ReLU, conv 8->16 3x3, ReLU, max-pool 2, dropout, flatten, linear
+ * 256->32, ReLU, dropout, linear 32->10. Per sample: conv1 / relu1 8x10x10
+ * (800 values), conv2 / relu2 16x8x8 (1024), pool and dropout 16x4x4
+ * (256). */
+static xg_module *mem_cnn(void)
+{
+    xg_module *seq = xg_sequential();
+    xg_module *layers[] = {
+        xg_conv2d_layer(1, 8, 3, NULL, true), xg_relu_layer(),
+        xg_conv2d_layer(8, 16, 3, NULL, true), xg_relu_layer(),
+        xg_max_pool2d_layer(2, 0, 0), xg_dropout_layer(0.25f),
+        xg_flatten_layer(), xg_linear(256, 32, true), xg_relu_layer(),
+        xg_dropout_layer(0.5f), xg_linear(32, 10, true)};
+    for (size_t i = 0; i < sizeof layers / sizeof *layers; i++)
+        cr_assert_eq(xg_sequential_add(seq, NULL, layers[i]), XG_OK, "%s",
+                     xg_last_error());
+    return seq;
+}
+
+/* One training step (forward, cross-entropy, a backward that frees the
+ * graph as it walks) on `batch` images made beforehand: the device bytes
+ * the step's tensors hold after the forward (*live) and at its peak
+ * (*peak), both above what was in use before it. The second of two steps,
+ * so that the parameters' gradients exist at both. */
+static void mem_step(xg_module *m, int64_t batch, uint64_t *live,
+                     uint64_t *peak)
+{
+    xg_device *dev = xg_device_current();
+    float *v = cn_random(batch * 144, 7, -1, 1);
+    int32_t *labels = malloc((size_t)batch * sizeof *labels);
+    cr_assert_not_null(labels);
+    for (int64_t i = 0; i < batch; i++)
+        labels[i] = (int32_t)(i % 10);
+    xg_tensor *x = cn_tensor(v, XG_SHAPE(batch, 1, 12, 12));
+    xg_tensor *y = xg_tensor_from_data(labels, XG_I32, XG_SHAPE(batch));
+    cr_assert_not_null(y);
+    for (int step = 0; step < 2; step++) {
+        xg_scope *s = xg_scope_begin();
+        xg_device_memory_info m0, m1, m2;
+        cr_assert_eq(xg_device_memory(dev, &m0), XG_OK);
+        xg_device_reset_peak_memory(dev);
+        xg_tensor *loss = xg_cross_entropy(xg_module_forward(m, x), y);
+        cr_assert_not_null(loss, "%s", xg_last_error());
+        cr_assert_eq(xg_device_memory(dev, &m1), XG_OK);
+        cr_assert_eq(xg_backward_ex(loss, false), XG_OK, "%s",
+                     xg_last_error());
+        cr_assert_eq(xg_device_memory(dev, &m2), XG_OK);
+        *live = m1.in_use - m0.in_use;
+        *peak = m2.peak - m0.in_use;
+        xg_scope_end(s);
+    }
+    free(v);
+    free(labels);
+}
+
+/* The bytes a step holds grow with the batch by no more than what must be
+ * kept per sample. After the forward: relu1's output (conv2's input and
+ * relu1's saved output, 800), relu2's output (its saved output, 1024),
+ * the pool's i32 indices (256), the first dropout's output (the linear
+ * layer's input, 256), relu3's and the second dropout's outputs (32 + 32)
+ * and the logits the caller holds (10): 2410 values, and one for the
+ * loss's per-sample terms; in particular neither the convolutions' outputs
+ * before ReLU nor the pool's output, which no backward reads (the pool's
+ * output held by dropout was 2667). At the peak, the max-pool backward:
+ * relu1's and relu2's outputs, the indices, the incoming gradient (256),
+ * the new one (1024) and the logits: 3370 values; the relu2 backward after
+ * it writes over the gradient it gets instead of holding a second one
+ * (which made the peak 3882). */
+Test(cnn, training_step_memory_per_sample)
+{
+    xg_manual_seed(5);
+    xg_module *m = mem_cnn();
+    xg_module_set_training(m, true);
+    const int64_t b1 = 64, b2 = 256;
+    uint64_t live1, peak1, live2, peak2;
+    mem_step(m, b1, &live1, &peak1);
+    mem_step(m, b2, &live2, &peak2);
+    double live = (double)(live2 - live1) / (double)(b2 - b1) / 4.0;
+    double peak = (double)(peak2 - peak1) / (double)(b2 - b1) / 4.0;
+    cr_expect_leq(live, 2411.0, "after the forward: %.1f values per sample "
+                  "(must keep 2411)", live);
+    cr_expect_leq(peak, 3370.0, "at the peak: %.1f values per sample "
+                  "(must keep 3370)", peak);
+    xg_module_free(m);
+}
+
+/* The ReLU backward writes over its incoming gradient only when nothing
+ * else holds it: here add passes one gradient to both ReLUs, and a
+ * gradient that the first overwrote would zero the second's where a < 0.
+ * Expected from the definition: d/da sum(w (relu(a) + relu(b))) = w where
+ * a > 0, else 0; likewise b. */
+Test(cnn, relu_backward_shared_gradient)
+{
+    const int64_t n = 257;
+    xg_tensor *a = cn_leaf(XG_SHAPE(n), 11, -1, 1);
+    xg_tensor *b = cn_leaf(XG_SHAPE(n), 12, -1, 1);
+    float *wv = cn_random(n, 13, 0.5, 2), *av = cn_read(a), *bv = cn_read(b);
+    xg_tensor *w = cn_tensor(wv, XG_SHAPE(n));
+    xg_tensor *s = xg_add(xg_relu(a), xg_relu(b));
+    cr_assert_eq(xg_backward_ex(xg_sum_all(xg_mul(s, w)), false), XG_OK,
+                 "%s", xg_last_error());
+    float *ga = cn_read(xg_tensor_grad(a)), *gb = cn_read(xg_tensor_grad(b));
+    for (int64_t i = 0; i < n; i++) {
+        cr_assert_eq(ga[i], av[i] > 0 ? wv[i] : 0.0f, "da[%lld]", (long long)i);
+        cr_assert_eq(gb[i], bv[i] > 0 ? wv[i] : 0.0f, "db[%lld]", (long long)i);
+    }
+    free(wv), free(av), free(bv), free(ga), free(gb);
+}
