@@ -114,8 +114,10 @@ xg_tensor *xg_sum(xg_tensor *x, int axis, bool keepdim)
     if (!xg__check_arg("sum", 0, x, XG_F32) || !resolve_axis("sum", x, &axis))
         return NULL;
     xg_tensor *out = reduce_kernel(XG_OP_sum, x, axis, keepdim, XG_F32, NULL);
+    /* the rule reads x's shape only */
     return xg__record(out, &(xg_record){.op = XG_OP_sum, .backward = bw_sum,
                                         .inputs = &x, .n_inputs = 1,
+                                        .values_unused = 1u,
                                         .args = &(axis_args){axis},
                                         .args_size = sizeof(axis_args)});
 }
@@ -176,8 +178,9 @@ xg_tensor *xg_max_all(xg_tensor *x)
 /* d max / dx: g routed to the index of the maximum. */
 static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
-    xg_tensor *x = n->inputs[0];
-    xg_tensor *dx = xg__tensor_new(x->storage->dev, XG_F32, x->shape, x->ndim,
+    xg_tensor *x = n->inputs[0]; /* its shape only: it may be hollow */
+    xg_device *dev = g->storage->dev;
+    xg_tensor *dx = xg__tensor_new(dev, XG_F32, x->shape, x->ndim,
                                    "max_backward");
     if (!dx)
         return xg_last_status();
@@ -185,7 +188,7 @@ static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
                            .in = {xg__arg(g), xg__arg(n->saved[0])},
                            .out = {xg__arg(dx)}};
     call.p.reduce = reduce_view(x, ((const axis_args *)n->args)->axis);
-    xg_status st = xg__launch(x->storage->dev, &call);
+    xg_status st = xg__launch(dev, &call);
     gi[0] = dx;
     return st;
 }
@@ -200,6 +203,7 @@ xg_tensor *xg_max(xg_tensor *x, int axis, bool keepdim)
         return NULL;
     out = xg__record(out, &(xg_record){.op = XG_OP_max, .backward = bw_max,
                                        .inputs = &x, .n_inputs = 1,
+                                       .values_unused = 1u,
                                        .saved = &idx, .n_saved = 1,
                                        .args = &(axis_args){axis},
                                        .args_size = sizeof(axis_args)});
@@ -269,9 +273,11 @@ static xg_status bw_log_softmax(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 static xg_tensor *softmax_op(xg_op op, xg_tensor *x, xg_backward_fn bw)
 {
+    /* the rules read the output only */
     return xg__record(rows_kernel(op, x),
                       &(xg_record){.op = op, .backward = bw, .inputs = &x,
-                                   .n_inputs = 1, .save_output = true});
+                                   .n_inputs = 1, .values_unused = 1u,
+                                   .save_output = true});
 }
 
 xg_tensor *xg_softmax(xg_tensor *x)
