@@ -555,25 +555,41 @@ static void max_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
         }
 }
 
+/* max_step as selects, so that a loop over a row of windows vectorises:
+ * v at index k replaces m at *best when it is larger, or the first NaN. */
+CPU_INLINE void max_select(float v, int32_t k, float *m, int32_t *best)
+{
+    /* (v NaN) - (m NaN) > 0: v NaN and m not; spelt so because GCC 12
+     * does not vectorise the same test written with & */
+    int take = (v > *m) | ((v != v) - (*m != *m) > 0);
+    *m = take ? v : *m;
+    *best = take ? k : *best;
+}
+
 /* The same for 2x2 windows at stride 2 without padding (the usual
- * MaxPool2d(2)): four candidates in row-major order per output. */
-static void max_pool_plane_2x2(const xg_pool_args *a, const xg_kernel_call *c,
-                               int64_t plane)
+ * MaxPool2d(2)): four candidates in row-major order per output, one pass
+ * over each pair of input rows, vectorised over the row of windows. */
+CPU_CLONES static void max_pool_plane_2x2(const xg_pool_args *a,
+                                          const xg_kernel_call *c,
+                                          int64_t plane)
 {
     const float *x = cpu_f32(c->in[0].buf) + plane * a->h * a->w;
     float *y = cpu_f32(c->out[0].buf) + plane * a->oh * a->ow;
     int32_t *idx = cpu_i32(c->out[1].buf) + plane * a->oh * a->ow;
-    for (int64_t i = 0; i < a->oh; i++, y += a->ow, idx += a->ow) {
-        const float *r0 = x + 2 * i * a->w, *r1 = r0 + a->w;
-        int32_t k0 = (int32_t)(2 * i * a->w), w = (int32_t)a->w;
-        for (int64_t j = 0; j < a->ow; j++) {
-            int32_t k = k0 + (int32_t)(2 * j), best = k;
+    const int32_t w = (int32_t)a->w, ow = (int32_t)a->ow;
+    for (int64_t i = 0; i < a->oh; i++) {
+        const float *restrict r0 = x + 2 * i * a->w, *restrict r1 = r0 + a->w;
+        const int32_t k0 = (int32_t)(2 * i * a->w);
+        float *restrict yr = y + i * a->ow;
+        int32_t *restrict ir = idx + i * a->ow;
+        for (int32_t j = 0; j < ow; j++) {
+            int32_t k = k0 + 2 * j, best = k;
             float m = r0[2 * j];
-            max_step(r0[2 * j + 1], k + 1, &m, &best);
-            max_step(r1[2 * j], k + w, &m, &best);
-            max_step(r1[2 * j + 1], k + w + 1, &m, &best);
-            y[j] = m;
-            idx[j] = best;
+            max_select(r0[2 * j + 1], k + 1, &m, &best);
+            max_select(r1[2 * j], k + w, &m, &best);
+            max_select(r1[2 * j + 1], k + w + 1, &m, &best);
+            yr[j] = m;
+            ir[j] = best;
         }
     }
 }
@@ -588,6 +604,45 @@ static void max_pool_backward_plane(const xg_pool_args *a,
     memset(dx, 0, (size_t)(a->h * a->w) * sizeof *dx);
     for (int64_t k = 0; k < a->oh * a->ow; k++)
         dx[idx[k]] += dy[k];
+}
+
+/* The same for 2x2 windows at stride 2 without padding, which tile the
+ * plane: each pixel lies in at most one window, so one pass writes every
+ * dx, 0 + dy where the window's index names the pixel (the bits of the
+ * sum above) and 0 elsewhere, with no clearing pass. An index outside its
+ * own window (the contract allows any index in the plane) sends the plane
+ * to the general loop. */
+CPU_CLONES static void max_pool_backward_plane_2x2(const xg_pool_args *a,
+                                                   const xg_kernel_call *c,
+                                                   int64_t plane)
+{
+    const float *dy = cpu_f32(c->in[0].buf) + plane * a->oh * a->ow;
+    const int32_t *idx = cpu_i32(c->in[1].buf) + plane * a->oh * a->ow;
+    float *dx = cpu_f32(c->out[0].buf) + plane * a->h * a->w;
+    const int32_t w = (int32_t)a->w, ow = (int32_t)a->ow;
+    int32_t outside = 0;
+    for (int64_t i = 0; i < a->oh; i++) {
+        const float *restrict g = dy + i * a->ow;
+        const int32_t *restrict ir = idx + i * a->ow;
+        float *restrict d0 = dx + 2 * i * a->w, *restrict d1 = d0 + a->w;
+        const int32_t k0 = (int32_t)(2 * i * a->w);
+        for (int32_t j = 0; j < ow; j++) {
+            int32_t k = ir[j], at = k0 + 2 * j;
+            float v = 0.0f + g[j];
+            d0[2 * j] = k == at ? v : 0.0f;
+            d0[2 * j + 1] = k == at + 1 ? v : 0.0f;
+            d1[2 * j] = k == at + w ? v : 0.0f;
+            d1[2 * j + 1] = k == at + w + 1 ? v : 0.0f;
+            outside |= (k != at) & (k != at + 1) & (k != at + w) &
+                       (k != at + w + 1);
+        }
+        for (int64_t q = 2 * a->ow; q < a->w; q++) /* odd width */
+            d0[q] = d1[q] = 0.0f;
+    }
+    for (int64_t r = 2 * a->oh; r < a->h; r++) /* odd height */
+        memset(dx + r * a->w, 0, (size_t)a->w * sizeof *dx);
+    if (outside)
+        max_pool_backward_plane(a, c, plane);
 }
 
 /* reference: PyTorch avg_pool2d with count_include_pad=True: the window's
@@ -629,19 +684,28 @@ static void avg_pool_backward_plane(const xg_pool_args *a,
         }
 }
 
+/* 2x2 windows at stride 2 without padding: the usual MaxPool2d(2). */
+static int pool_pairs(const xg_pool_args *a)
+{
+    return a->kh == 2 && a->kw == 2 && a->stride_h == 2 && a->stride_w == 2 &&
+           a->pad_h == 0 && a->pad_w == 0;
+}
+
 xg_status cpu_max_pool2d(xg_backend_device *dev, const xg_kernel_call *call)
 {
     const xg_pool_args *a = &call->p.pool;
     assert(a->h * a->w <= INT32_MAX);
-    int pairs = a->kh == 2 && a->kw == 2 && a->stride_h == 2 &&
-                a->stride_w == 2 && a->pad_h == 0 && a->pad_w == 0;
-    return pool_run(dev, call, pairs ? max_pool_plane_2x2 : max_pool_plane);
+    return pool_run(dev, call,
+                    pool_pairs(a) ? max_pool_plane_2x2 : max_pool_plane);
 }
 
 xg_status cpu_max_pool2d_backward(xg_backend_device *dev,
                                   const xg_kernel_call *call)
 {
-    return pool_run(dev, call, max_pool_backward_plane);
+    const xg_pool_args *a = &call->p.pool;
+    assert(a->h * a->w <= INT32_MAX);
+    return pool_run(dev, call, pool_pairs(a) ? max_pool_backward_plane_2x2
+                                             : max_pool_backward_plane);
 }
 
 xg_status cpu_avg_pool2d(xg_backend_device *dev, const xg_kernel_call *call)
