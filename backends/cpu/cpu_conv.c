@@ -89,27 +89,37 @@ CPU_INLINE void zero_floats(float *dst, int64_t n)
 
 /* Row (p, q) of one input channel's columns: row[i * ow + j] =
  * plane[i * stride_h - pad_h + p * dil_h, j * stride_w - pad_w + q * dil_w],
- * 0 outside the plane. */
+ * 0 outside the plane. The rows of outputs that meet only padding are
+ * cleared in one run before and after the others; at unit stride with the
+ * whole output row inside the plane (the bulk of a convolution without
+ * padding), each output row is one copy. */
 CPU_INLINE void im2col_row(const xg_conv_args *a, const float *plane, int p,
                            int q, float *row)
 {
     int64_t off = (int64_t)q * a->dil_w - a->pad_w, j0, j1;
+    int64_t top = (int64_t)p * a->dil_h - a->pad_h, i0, i1;
     valid_span(a->ow, a->w, a->stride_w, off, &j0, &j1);
-    for (int64_t i = 0; i < a->oh; i++, row += a->ow) {
-        int64_t ih = i * a->stride_h - a->pad_h + (int64_t)p * a->dil_h;
-        if (ih < 0 || ih >= a->h) {
-            zero_floats(row, a->ow);
-            continue;
+    valid_span(a->oh, a->h, a->stride_h, top, &i0, &i1);
+    zero_floats(row, i0 * a->ow);
+    const float *line = i1 > i0 ? plane + (i0 * a->stride_h + top) * a->w
+                                : plane;
+    int64_t step = a->stride_h * a->w;
+    if (a->stride_w == 1 && j0 == 0 && j1 == a->ow) {
+        for (int64_t i = i0; i < i1; i++, line += step)
+            copy_floats(row + i * a->ow, line + off, a->ow);
+    } else {
+        for (int64_t i = i0; i < i1; i++, line += step) {
+            float *r = row + i * a->ow;
+            zero_floats(r, j0);
+            if (a->stride_w == 1)
+                copy_floats(r + j0, line + j0 + off, j1 - j0);
+            else
+                for (int64_t j = j0; j < j1; j++)
+                    r[j] = line[j * a->stride_w + off];
+            zero_floats(r + j1, a->ow - j1);
         }
-        const float *line = plane + ih * a->w;
-        zero_floats(row, j0);
-        if (a->stride_w == 1)
-            copy_floats(row + j0, line + j0 + off, j1 - j0);
-        else
-            for (int64_t j = j0; j < j1; j++)
-                row[j] = line[j * a->stride_w + off];
-        zero_floats(row + j1, a->ow - j1);
     }
+    zero_floats(row + i1 * a->ow, (a->oh - i1) * a->ow);
 }
 
 /* The transpose of im2col_row: plane[...] += row[i * ow + j]. */
@@ -269,7 +279,46 @@ static void group_gemm(const conv_job *j, int thread, int64_t m, int64_t n,
     (void)st;
 }
 
-/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h). */
+/* The same GEMM for each of `ns` samples at once: C_s = op(W) B_s, W
+ * shared, B_s and C_s `sb` and `sc` floats apart. A sample's product runs
+ * over the same depth in the same order as alone. */
+static void sample_gemm(const conv_job *j, int thread, int64_t ns, int64_t m,
+                        int64_t k, int ta, const float *W, const float *B,
+                        int64_t sb, float *C, int64_t sc)
+{
+    xg_gemm_args g = {.batch = ns, .m = m, .n = j->p, .k = k,
+                      .stride_a = 0, .stride_b = sb, .stride_c = sc,
+                      .trans_a = ta, .alpha = 1.0f};
+    xg_status st = cpu_sgemm(j->dev, &g, W, B, C, 0,
+                             j->serial_gemm ? thread : -1);
+    assert(st == XG_OK); /* sizes were checked in conv_prepare */
+    (void)st;
+}
+
+/* Columns of group `grp` of samples b0 .. b0 + ns - 1 as ns matrices
+ * [K, P], *stride floats apart: x itself for a 1x1 kernel, else unfolded
+ * into `thread`'s buffer. */
+CPU_CLONES static const float *sample_cols(const conv_job *j, int64_t b0,
+                                           int64_t ns, int64_t grp,
+                                           int thread, int64_t *stride)
+{
+    const xg_conv_args *a = j->a;
+    int64_t plane = a->h * a->w;
+    const float *x = j->in0 + (b0 * a->c_in + grp * j->cin_g) * plane;
+    if (j->unit) {
+        *stride = a->c_in * plane;
+        return x;
+    }
+    float *cols = thread_cols(j, thread);
+    for (int64_t s = 0; s < ns; s++)
+        im2col(a, x + s * a->c_in * plane, j->cin_g, cols + s * j->k * j->p,
+               j->p);
+    *stride = j->k * j->p;
+    return cols;
+}
+
+/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h).
+ * Each sample's product is written into y directly. */
 static void forward_range(const void *ctx, int64_t begin, int64_t end,
                           int thread)
 {
@@ -278,23 +327,19 @@ static void forward_range(const void *ctx, int64_t begin, int64_t end,
     for (int64_t c = begin; c < end; c++) {
         int64_t ns, b0 = chunk_samples(j, c, &ns);
         for (int64_t grp = 0; grp < a->groups; grp++) {
-            const float *cols = chunk_cols(j, b0, ns, grp, thread);
+            int64_t sb;
+            const float *cols = sample_cols(j, b0, ns, grp, thread, &sb);
             const float *w = j->in1 + grp * j->cout_g * j->k;
             float *y = j->out + (b0 * a->c_out + grp * j->cout_g) * j->p;
-            float *dst = ns == 1 ? y : thread_mat(j, thread);
-            group_gemm(j, thread, j->cout_g, ns * j->p, j->k, 0, 0, w, cols,
-                       dst, 0);
-            if (ns > 1)
-                for (int64_t s = 0; s < ns; s++)
-                    for (int64_t o = 0; o < j->cout_g; o++)
-                        memcpy(y + (s * a->c_out + o) * j->p,
-                               dst + (o * ns + s) * j->p,
-                               (size_t)j->p * sizeof *y);
+            sample_gemm(j, thread, ns, j->cout_g, j->k, 0, w, cols, sb, y,
+                        a->c_out * j->p);
         }
     }
 }
 
-/* reference: dx = sum over taps of w^T dy placed where im2col took x. */
+/* reference: dx = sum over taps of w^T dy placed where im2col took x. The
+ * columns of each sample come from dy in place; a 1x1 kernel's are dx
+ * itself. */
 CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
                                             int64_t end, int thread)
 {
@@ -303,21 +348,25 @@ CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
     int64_t plane = a->h * a->w;
     for (int64_t c = begin; c < end; c++) {
         int64_t ns, b0 = chunk_samples(j, c, &ns);
-        int direct = j->unit && ns == 1; /* the GEMM writes dx itself */
         float *dx = j->out + b0 * a->c_in * plane;
-        if (!direct)
+        if (!j->unit)
             memset(dx, 0, (size_t)(ns * a->c_in * plane) * sizeof *dx);
         for (int64_t grp = 0; grp < a->groups; grp++) {
-            const float *dy = chunk_dy(j, j->in0, b0, ns, grp, thread);
+            const float *dy =
+                j->in0 + (b0 * a->c_out + grp * j->cout_g) * j->p;
             const float *w = j->in1 + grp * j->cout_g * j->k;
             float *dxg = dx + grp * j->cin_g * plane;
+            if (j->unit) {
+                sample_gemm(j, thread, ns, j->k, j->cout_g, 1, w, dy,
+                            a->c_out * j->p, dxg, a->c_in * plane);
+                continue;
+            }
             float *cols = thread_cols(j, thread);
-            group_gemm(j, thread, j->k, ns * j->p, j->cout_g, 1, 0, w, dy,
-                       direct ? dxg : cols, 0);
-            if (!direct)
-                for (int64_t s = 0; s < ns; s++)
-                    col2im(a, cols + s * j->p, j->cin_g, ns * j->p,
-                           dxg + s * a->c_in * plane);
+            sample_gemm(j, thread, ns, j->k, j->cout_g, 1, w, dy,
+                        a->c_out * j->p, cols, j->k * j->p);
+            for (int64_t s = 0; s < ns; s++)
+                col2im(a, cols + s * j->k * j->p, j->cin_g, j->p,
+                       dxg + s * a->c_in * plane);
         }
     }
 }
