@@ -155,16 +155,19 @@ CPU_INLINE void im2col(const xg_conv_args *a, const float *x,
                 im2col_row(a, x + c * plane, p, q, cols);
 }
 
-/* dx (`channels` planes, already initialised) += col2im(cols), rows ld
- * apart as in im2col. */
+/* dx (`channels` planes) = col2im(cols), rows ld apart as in im2col:
+ * each plane is cleared just before its taps add into it, while it is
+ * about to be in cache anyway. */
 CPU_INLINE void col2im(const xg_conv_args *a, const float *cols,
                        int64_t channels, int64_t ld, float *dx)
 {
     int64_t plane = a->h * a->w;
-    for (int64_t c = 0; c < channels; c++)
+    for (int64_t c = 0; c < channels; c++) {
+        memset(dx + c * plane, 0, (size_t)plane * sizeof *dx);
         for (int p = 0; p < a->kh; p++)
             for (int q = 0; q < a->kw; q++, cols += ld)
                 col2im_row(a, cols, p, q, dx + c * plane);
+    }
 }
 
 /* ---- convolution jobs -------------------------------------------------
@@ -349,8 +352,6 @@ CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
     for (int64_t c = begin; c < end; c++) {
         int64_t ns, b0 = chunk_samples(j, c, &ns);
         float *dx = j->out + b0 * a->c_in * plane;
-        if (!j->unit)
-            memset(dx, 0, (size_t)(ns * a->c_in * plane) * sizeof *dx);
         for (int64_t grp = 0; grp < a->groups; grp++) {
             const float *dy =
                 j->in0 + (b0 * a->c_out + grp * j->cout_g) * j->p;
