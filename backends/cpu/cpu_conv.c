@@ -771,6 +771,20 @@ xg_status cpu_avg_pool2d_backward(xg_backend_device *dev,
 
 /* ---- dropout ---------------------------------------------------------- */
 
+/* y[k] = u[k] < p ? 0 : x[k] * scale for k < n. A bit mask rather than a
+ * branch (vectorises, and a dropped NaN or infinity still gives 0). */
+CPU_INLINE void dropout_apply(const float *x, const float *u, float *y,
+                              int64_t n, float p, float scale)
+{
+    for (int64_t k = 0; k < n; k++) {
+        float kept = x[k] * scale;
+        uint32_t bits, keep = u[k] < p ? 0u : ~0u;
+        memcpy(&bits, &kept, sizeof bits);
+        bits &= keep;
+        memcpy(&y[k], &bits, sizeof bits);
+    }
+}
+
 /* reference: backend.h: out[i] = u_i < p ? 0 : in[i] * (1 / (1 - p)), u_i
  * element i of rand_uniform(0, 1) with this seed and offset. Ranges start at
  * multiples of 4 (cpu_parallel_elements), so each covers whole blocks. */
@@ -789,15 +803,10 @@ CPU_CLONES static void dropout_range(const void *ctx, int64_t begin,
         float u[4 * CPU_RNG_LANES];
         cpu_uniform_blocks(d.seed, d.offset + (uint64_t)i / 4,
                            (int)((n + 3) / 4), u);
-        for (int64_t k = 0; k < n; k++) {
-            /* A bit mask rather than a branch (vectorises, and a dropped
-             * NaN or infinity still gives 0). */
-            float kept = x[i + k] * scale;
-            uint32_t bits, keep = u[k] < d.p ? 0u : ~0u;
-            memcpy(&bits, &kept, sizeof bits);
-            bits &= keep;
-            memcpy(&y[i + k], &bits, sizeof bits);
-        }
+        if (n == 4 * CPU_RNG_LANES) /* the usual case: a constant count */
+            dropout_apply(x + i, u, y + i, 4 * CPU_RNG_LANES, d.p, scale);
+        else
+            dropout_apply(x + i, u, y + i, n, d.p, scale);
     }
 }
 

@@ -101,6 +101,13 @@ RNG_CLONES void cpu_uniform_blocks(uint64_t seed, uint64_t first, int n,
 {
     uint32_t w[4][CPU_RNG_LANES];
     assert(n >= 1 && n <= CPU_RNG_LANES);
+    if (n == CPU_RNG_LANES) { /* the usual case: constant trip counts */
+        philox_lanes(seed, first, CPU_RNG_LANES, w);
+        for (int l = 0; l < CPU_RNG_LANES; l++)
+            for (int k = 0; k < 4; k++)
+                u[4 * l + k] = unit_float(w[k][l]);
+        return;
+    }
     philox_lanes(seed, first, n, w);
     for (int l = 0; l < n; l++)
         for (int k = 0; k < 4; k++)
