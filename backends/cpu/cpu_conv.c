@@ -60,31 +60,54 @@ static void valid_span(int64_t out, int64_t size, int stride, int64_t off,
 }
 
 /* dst[0 .. n) = src[0 .. n) and dst[0 .. n) = 0 for the short runs of
- * im2col (an output row: tens of floats). Fixed-size memcpy calls compile
- * to a few vector moves; a libc call per run would cost more than the
- * copy. */
+ * im2col (an output row: tens of floats), where a libc call per run would
+ * cost more than the copy. Eight floats go as one unaligned vector (GCC's
+ * vector extension; a fixed 32-byte memcpy is cut into two 16-byte moves
+ * even in the AVX2 clone, and these copies are store-bound). CPU_OPAQUE,
+ * an empty asm on the index, keeps GCC from turning the loops back into
+ * memmove / memset calls. */
+#if defined(__GNUC__)
+typedef float cpu_f32x8 __attribute__((vector_size(32), aligned(4),
+                                        may_alias));
+#define CPU_OPAQUE(i) __asm__("" : "+r"(i))
+#else
+#define CPU_OPAQUE(i) ((void)0)
+#endif
+
 CPU_INLINE void copy_floats(float *restrict dst, const float *restrict src,
                             int64_t n)
 {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
+    for (; i + 8 <= n; i += 8) {
+#if defined(__GNUC__)
+        *(cpu_f32x8 *)(void *)(dst + i) =
+            *(const cpu_f32x8 *)(const void *)(src + i);
+#else
         memcpy(dst + i, src + i, 8 * sizeof *dst);
-    if (i + 4 <= n) {
-        memcpy(dst + i, src + i, 4 * sizeof *dst);
-        i += 4;
+#endif
+        CPU_OPAQUE(i);
     }
-    for (; i < n; i++)
+    for (; i < n; i++) {
         dst[i] = src[i];
+        CPU_OPAQUE(i);
+    }
 }
 
 CPU_INLINE void zero_floats(float *dst, int64_t n)
 {
-    static const float zeros[8];
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        memcpy(dst + i, zeros, sizeof zeros);
-    for (; i < n; i++)
+    for (; i + 8 <= n; i += 8) {
+#if defined(__GNUC__)
+        *(cpu_f32x8 *)(void *)(dst + i) = (cpu_f32x8){0};
+#else
+        memset(dst + i, 0, 8 * sizeof *dst);
+#endif
+        CPU_OPAQUE(i);
+    }
+    for (; i < n; i++) {
         dst[i] = 0.0f;
+        CPU_OPAQUE(i);
+    }
 }
 
 /* Row (p, q) of one input channel's columns: row[i * ow + j] =
