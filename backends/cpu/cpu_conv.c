@@ -13,7 +13,7 @@
  *   backward input   dcols [K, P] = W_g^T dy_g, added back into dx (col2im)
  *   backward weight  dW_g [c_out_g, K] = sum over samples of dy_g cols^T
  * A 1x1 kernel with stride 1 and no padding needs no unfolding: cols is x
- * (for a chunk of one sample; several are still copied side by side).
+ * (and in the forward and input gradient, dx is the GEMM's output).
  * Rather than one small GEMM per sample, each GEMM runs over a chunk of
  * samples at once (see "convolution jobs" below).
  *
@@ -196,13 +196,15 @@ CPU_INLINE void col2im(const xg_conv_args *a, const float *cols,
 /* ---- convolution jobs -------------------------------------------------
  * The samples are cut into `chunks` chunks, chunk c holding samples
  * [n c / chunks, n (c + 1) / chunks), and a chunk into runs of at most
- * `span` samples. One run, one group is one GEMM whose column dimension
- * runs over all of the run's pixels: the columns matrix of s samples is
- * [K, s P] (each sample's unfolding in its own P columns), dy of the run
- * is gathered into [c_out_g, s P], and
- *   forward          y [c_out_g, s P] = W_g cols, scattered into y
- *   backward input   dcols [K, s P] = W_g^T dy, then col2im per sample
- *   backward weight  dW_c [c_out_g, K] += dy cols^T  (depth s P)
+ * `span` samples. One run, one group is one GEMM call:
+ *   forward          y_s [c_out_g, P] = W_g cols_s, batched over the run's
+ *                    s samples (each sample's columns [K, P] one after
+ *                    another, W shared, each y_s written in place in y)
+ *   backward input   dcols_s [K, P] = W_g^T dy_s, batched likewise with
+ *                    dy_s read in place, then col2im per sample
+ *   backward weight  dW_c [c_out_g, K] += dy cols^T  (depth s P), the
+ *                    columns of s samples side by side as [K, s P] and dy
+ *                    of the run gathered into [c_out_g, s P]
  * span keeps a thread's buffers (columns and the gathered dy) within
  * CONV_RUN_FLOATS, about half of a core's L2: small convolutions (few
  * channels) get long runs and large GEMMs, while for a large one a run is
@@ -230,7 +232,7 @@ typedef struct conv_job {
     int64_t chunks;        /* chunks of samples */
     int64_t span;          /* most samples in one run (one GEMM) */
     float *scratch;        /* per thread: columns [K, span P], then
-                              [c_out_g, span P] (y or dy of the chunk) */
+                              [c_out_g, span P] (dy of a weight-gradient run) */
     float *partial;        /* backward weight: one weight-sized sum per
                               chunk > 0 */
     int serial_gemm;       /* chunks split over threads: each GEMM runs
