@@ -232,8 +232,7 @@ typedef struct conv_job {
     int64_t chunks;        /* chunks of samples */
     int64_t span;          /* most samples in one run (one GEMM) */
     float *scratch;        /* per thread: columns [K, span P], then
-                              [c_out_g, span P] (dy of a weight-gradient run)
-                              */
+                              [c_out_g, span P] (dy of a weight run) */
     float *partial;        /* backward weight: one weight-sized sum per
                               chunk > 0 */
     int serial_gemm;       /* chunks split over threads: each GEMM runs
