@@ -566,6 +566,46 @@ Test(cnn, max_pool_backward_sums_overlapping_windows)
                      0, 0, "overlapping windows");
 }
 
+/* MaxPool2d(2) has its own kernels (one pass each way); against a naive
+ * loop here: odd planes (the last row and column belong to no window),
+ * ties among a few levels, NaNs, and the gradient routed to the winner
+ * with 0 everywhere else. */
+Test(cnn, max_pool_2x2_matches_naive_windows)
+{
+    enum { N = 2, C = 3, H = 7, W = 9, OH = H / 2, OW = W / 2 };
+    uint64_t seed = 11;
+    float v[N * C * H * W], g[N * C * OH * OW];
+    for (int i = 0; i < N * C * H * W; i++)
+        v[i] = (float)floor(cn_uniform(&seed, -3, 3)); /* many ties */
+    v[5] = v[40] = v[41] = v[100] = NAN;
+    for (int i = 0; i < N * C * OH * OW; i++)
+        g[i] = (float)cn_uniform(&seed, -1, 1);
+    double want_y[N * C * OH * OW], want_dx[N * C * H * W] = {0};
+    for (int pl = 0; pl < N * C; pl++)
+        for (int i = 0; i < OH; i++)
+            for (int j = 0; j < OW; j++) {
+                const float *x = v + pl * H * W;
+                int best = 2 * i * W + 2 * j;
+                for (int r = 2 * i; r < 2 * i + 2; r++)
+                    for (int q = 2 * j; q < 2 * j + 2; q++) {
+                        float c = x[r * W + q], m = x[best];
+                        if (!isnan(m) && (isnan(c) || c > m))
+                            best = r * W + q;
+                    }
+                int o = (pl * OH + i) * OW + j;
+                want_y[o] = x[best];
+                want_dx[pl * H * W + best] += g[o];
+            }
+    xg_tensor *x = cn_tensor(v, XG_SHAPE(N, C, H, W));
+    xg_tensor_set_requires_grad(x, true);
+    xg_tensor *y = xg_max_pool2d(x, 2, 0, 0);
+    cn_assert_shape(y, XG_SHAPE(N, C, OH, OW), "max_pool2d");
+    cn_assert_values(y, want_y, 0, 0, "max_pool2d 2x2");
+    xg_backward(xg_sum_all(xg_mul(y, cn_tensor(g, XG_SHAPE(N, C, OH, OW)))));
+    cn_assert_values(xg_tensor_grad(x), want_dx, 0, 0,
+                     "max_pool2d 2x2 backward");
+}
+
 Test(cnn, avg_pool_counts_padding)
 {
     /* 2x2 plane [1 2; 3 4], 3x3 windows, stride 1, padding 1: each window

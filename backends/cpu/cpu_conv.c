@@ -13,7 +13,7 @@
  *   backward input   dcols [K, P] = W_g^T dy_g, added back into dx (col2im)
  *   backward weight  dW_g [c_out_g, K] = sum over samples of dy_g cols^T
  * A 1x1 kernel with stride 1 and no padding needs no unfolding: cols is x
- * (for a chunk of one sample; several are still copied side by side).
+ * (and in the forward and input gradient, dx is the GEMM's output).
  * Rather than one small GEMM per sample, each GEMM runs over a chunk of
  * samples at once (see "convolution jobs" below).
  *
@@ -60,56 +60,89 @@ static void valid_span(int64_t out, int64_t size, int stride, int64_t off,
 }
 
 /* dst[0 .. n) = src[0 .. n) and dst[0 .. n) = 0 for the short runs of
- * im2col (an output row: tens of floats). Fixed-size memcpy calls compile
- * to a few vector moves; a libc call per run would cost more than the
- * copy. */
+ * im2col (an output row: tens of floats), where a libc call per run would
+ * cost more than the copy. Eight floats go as one unaligned vector (GCC's
+ * vector extension; a fixed 32-byte memcpy is cut into two 16-byte moves
+ * even in the AVX2 clone, and these copies are store-bound). CPU_OPAQUE,
+ * an empty asm on the index, keeps GCC from turning the loops back into
+ * memmove / memset calls. */
+#if defined(__GNUC__)
+typedef float cpu_f32x8 __attribute__((vector_size(32), aligned(4),
+                                        may_alias));
+#define CPU_OPAQUE(i) __asm__("" : "+r"(i))
+#else
+#define CPU_OPAQUE(i) ((void)0)
+#endif
+
 CPU_INLINE void copy_floats(float *restrict dst, const float *restrict src,
                             int64_t n)
 {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
+    for (; i + 8 <= n; i += 8) {
+#if defined(__GNUC__)
+        *(cpu_f32x8 *)(void *)(dst + i) =
+            *(const cpu_f32x8 *)(const void *)(src + i);
+#else
         memcpy(dst + i, src + i, 8 * sizeof *dst);
-    if (i + 4 <= n) {
-        memcpy(dst + i, src + i, 4 * sizeof *dst);
-        i += 4;
+#endif
+        CPU_OPAQUE(i);
     }
-    for (; i < n; i++)
+    for (; i < n; i++) {
         dst[i] = src[i];
+        CPU_OPAQUE(i);
+    }
 }
 
 CPU_INLINE void zero_floats(float *dst, int64_t n)
 {
-    static const float zeros[8];
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        memcpy(dst + i, zeros, sizeof zeros);
-    for (; i < n; i++)
+    for (; i + 8 <= n; i += 8) {
+#if defined(__GNUC__)
+        *(cpu_f32x8 *)(void *)(dst + i) = (cpu_f32x8){0};
+#else
+        memset(dst + i, 0, 8 * sizeof *dst);
+#endif
+        CPU_OPAQUE(i);
+    }
+    for (; i < n; i++) {
         dst[i] = 0.0f;
+        CPU_OPAQUE(i);
+    }
 }
 
 /* Row (p, q) of one input channel's columns: row[i * ow + j] =
  * plane[i * stride_h - pad_h + p * dil_h, j * stride_w - pad_w + q * dil_w],
- * 0 outside the plane. */
+ * 0 outside the plane. The rows of outputs that meet only padding are
+ * cleared in one run before and after the others; at unit stride with the
+ * whole output row inside the plane (the bulk of a convolution without
+ * padding), each output row is one copy. */
 CPU_INLINE void im2col_row(const xg_conv_args *a, const float *plane, int p,
                            int q, float *row)
 {
     int64_t off = (int64_t)q * a->dil_w - a->pad_w, j0, j1;
+    int64_t top = (int64_t)p * a->dil_h - a->pad_h, i0, i1;
     valid_span(a->ow, a->w, a->stride_w, off, &j0, &j1);
-    for (int64_t i = 0; i < a->oh; i++, row += a->ow) {
-        int64_t ih = i * a->stride_h - a->pad_h + (int64_t)p * a->dil_h;
-        if (ih < 0 || ih >= a->h) {
-            zero_floats(row, a->ow);
-            continue;
+    valid_span(a->oh, a->h, a->stride_h, top, &i0, &i1);
+    zero_floats(row, i0 * a->ow);
+    const float *line = i1 > i0 ? plane + (i0 * a->stride_h + top) * a->w
+                                : plane;
+    int64_t step = a->stride_h * a->w;
+    if (a->stride_w == 1 && j0 == 0 && j1 == a->ow) {
+        for (int64_t i = i0; i < i1; i++, line += step)
+            copy_floats(row + i * a->ow, line + off, a->ow);
+    } else {
+        for (int64_t i = i0; i < i1; i++, line += step) {
+            float *r = row + i * a->ow;
+            zero_floats(r, j0);
+            if (a->stride_w == 1)
+                copy_floats(r + j0, line + j0 + off, j1 - j0);
+            else
+                for (int64_t j = j0; j < j1; j++)
+                    r[j] = line[j * a->stride_w + off];
+            zero_floats(r + j1, a->ow - j1);
         }
-        const float *line = plane + ih * a->w;
-        zero_floats(row, j0);
-        if (a->stride_w == 1)
-            copy_floats(row + j0, line + j0 + off, j1 - j0);
-        else
-            for (int64_t j = j0; j < j1; j++)
-                row[j] = line[j * a->stride_w + off];
-        zero_floats(row + j1, a->ow - j1);
     }
+    zero_floats(row + i1 * a->ow, (a->oh - i1) * a->ow);
 }
 
 /* The transpose of im2col_row: plane[...] += row[i * ow + j]. */
@@ -145,28 +178,33 @@ CPU_INLINE void im2col(const xg_conv_args *a, const float *x,
                 im2col_row(a, x + c * plane, p, q, cols);
 }
 
-/* dx (`channels` planes, already initialised) += col2im(cols), rows ld
- * apart as in im2col. */
+/* dx (`channels` planes) = col2im(cols), rows ld apart as in im2col:
+ * each plane is cleared just before its taps add into it, while it is
+ * about to be in cache anyway. */
 CPU_INLINE void col2im(const xg_conv_args *a, const float *cols,
                        int64_t channels, int64_t ld, float *dx)
 {
     int64_t plane = a->h * a->w;
-    for (int64_t c = 0; c < channels; c++)
+    for (int64_t c = 0; c < channels; c++) {
+        memset(dx + c * plane, 0, (size_t)plane * sizeof *dx);
         for (int p = 0; p < a->kh; p++)
             for (int q = 0; q < a->kw; q++, cols += ld)
                 col2im_row(a, cols, p, q, dx + c * plane);
+    }
 }
 
 /* ---- convolution jobs -------------------------------------------------
  * The samples are cut into `chunks` chunks, chunk c holding samples
  * [n c / chunks, n (c + 1) / chunks), and a chunk into runs of at most
- * `span` samples. One run, one group is one GEMM whose column dimension
- * runs over all of the run's pixels: the columns matrix of s samples is
- * [K, s P] (each sample's unfolding in its own P columns), dy of the run
- * is gathered into [c_out_g, s P], and
- *   forward          y [c_out_g, s P] = W_g cols, scattered into y
- *   backward input   dcols [K, s P] = W_g^T dy, then col2im per sample
- *   backward weight  dW_c [c_out_g, K] += dy cols^T  (depth s P)
+ * `span` samples. One run, one group is one GEMM call:
+ *   forward          y_s [c_out_g, P] = W_g cols_s, batched over the run's
+ *                    s samples (each sample's columns [K, P] one after
+ *                    another, W shared, each y_s written in place in y)
+ *   backward input   dcols_s [K, P] = W_g^T dy_s, batched likewise with
+ *                    dy_s read in place, then col2im per sample
+ *   backward weight  dW_c [c_out_g, K] += dy cols^T  (depth s P), the
+ *                    columns of s samples side by side as [K, s P] and dy
+ *                    of the run gathered into [c_out_g, s P]
  * span keeps a thread's buffers (columns and the gathered dy) within
  * CONV_RUN_FLOATS, about half of a core's L2: small convolutions (few
  * channels) get long runs and large GEMMs, while for a large one a run is
@@ -194,7 +232,7 @@ typedef struct conv_job {
     int64_t chunks;        /* chunks of samples */
     int64_t span;          /* most samples in one run (one GEMM) */
     float *scratch;        /* per thread: columns [K, span P], then
-                              [c_out_g, span P] (y or dy of the chunk) */
+                              [c_out_g, span P] (dy of a weight run) */
     float *partial;        /* backward weight: one weight-sized sum per
                               chunk > 0 */
     int serial_gemm;       /* chunks split over threads: each GEMM runs
@@ -269,7 +307,46 @@ static void group_gemm(const conv_job *j, int thread, int64_t m, int64_t n,
     (void)st;
 }
 
-/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h). */
+/* The same GEMM for each of `ns` samples at once: C_s = op(W) B_s, W
+ * shared, B_s and C_s `sb` and `sc` floats apart. A sample's product runs
+ * over the same depth in the same order as alone. */
+static void sample_gemm(const conv_job *j, int thread, int64_t ns, int64_t m,
+                        int64_t k, int ta, const float *W, const float *B,
+                        int64_t sb, float *C, int64_t sc)
+{
+    xg_gemm_args g = {.batch = ns, .m = m, .n = j->p, .k = k,
+                      .stride_a = 0, .stride_b = sb, .stride_c = sc,
+                      .trans_a = ta, .alpha = 1.0f};
+    xg_status st = cpu_sgemm(j->dev, &g, W, B, C, 0,
+                             j->serial_gemm ? thread : -1);
+    assert(st == XG_OK); /* sizes were checked in conv_prepare */
+    (void)st;
+}
+
+/* Columns of group `grp` of samples b0 .. b0 + ns - 1 as ns matrices
+ * [K, P], *stride floats apart: x itself for a 1x1 kernel, else unfolded
+ * into `thread`'s buffer. */
+CPU_CLONES static const float *sample_cols(const conv_job *j, int64_t b0,
+                                           int64_t ns, int64_t grp,
+                                           int thread, int64_t *stride)
+{
+    const xg_conv_args *a = j->a;
+    int64_t plane = a->h * a->w;
+    const float *x = j->in0 + (b0 * a->c_in + grp * j->cin_g) * plane;
+    if (j->unit) {
+        *stride = a->c_in * plane;
+        return x;
+    }
+    float *cols = thread_cols(j, thread);
+    for (int64_t s = 0; s < ns; s++)
+        im2col(a, x + s * a->c_in * plane, j->cin_g, cols + s * j->k * j->p,
+               j->p);
+    *stride = j->k * j->p;
+    return cols;
+}
+
+/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h).
+ * Each sample's product is written into y directly. */
 static void forward_range(const void *ctx, int64_t begin, int64_t end,
                           int thread)
 {
@@ -278,23 +355,19 @@ static void forward_range(const void *ctx, int64_t begin, int64_t end,
     for (int64_t c = begin; c < end; c++) {
         int64_t ns, b0 = chunk_samples(j, c, &ns);
         for (int64_t grp = 0; grp < a->groups; grp++) {
-            const float *cols = chunk_cols(j, b0, ns, grp, thread);
+            int64_t sb;
+            const float *cols = sample_cols(j, b0, ns, grp, thread, &sb);
             const float *w = j->in1 + grp * j->cout_g * j->k;
             float *y = j->out + (b0 * a->c_out + grp * j->cout_g) * j->p;
-            float *dst = ns == 1 ? y : thread_mat(j, thread);
-            group_gemm(j, thread, j->cout_g, ns * j->p, j->k, 0, 0, w, cols,
-                       dst, 0);
-            if (ns > 1)
-                for (int64_t s = 0; s < ns; s++)
-                    for (int64_t o = 0; o < j->cout_g; o++)
-                        memcpy(y + (s * a->c_out + o) * j->p,
-                               dst + (o * ns + s) * j->p,
-                               (size_t)j->p * sizeof *y);
+            sample_gemm(j, thread, ns, j->cout_g, j->k, 0, w, cols, sb, y,
+                        a->c_out * j->p);
         }
     }
 }
 
-/* reference: dx = sum over taps of w^T dy placed where im2col took x. */
+/* reference: dx = sum over taps of w^T dy placed where im2col took x. The
+ * columns of each sample come from dy in place; a 1x1 kernel's are dx
+ * itself. */
 CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
                                             int64_t end, int thread)
 {
@@ -303,21 +376,23 @@ CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
     int64_t plane = a->h * a->w;
     for (int64_t c = begin; c < end; c++) {
         int64_t ns, b0 = chunk_samples(j, c, &ns);
-        int direct = j->unit && ns == 1; /* the GEMM writes dx itself */
         float *dx = j->out + b0 * a->c_in * plane;
-        if (!direct)
-            memset(dx, 0, (size_t)(ns * a->c_in * plane) * sizeof *dx);
         for (int64_t grp = 0; grp < a->groups; grp++) {
-            const float *dy = chunk_dy(j, j->in0, b0, ns, grp, thread);
+            const float *dy =
+                j->in0 + (b0 * a->c_out + grp * j->cout_g) * j->p;
             const float *w = j->in1 + grp * j->cout_g * j->k;
             float *dxg = dx + grp * j->cin_g * plane;
+            if (j->unit) {
+                sample_gemm(j, thread, ns, j->k, j->cout_g, 1, w, dy,
+                            a->c_out * j->p, dxg, a->c_in * plane);
+                continue;
+            }
             float *cols = thread_cols(j, thread);
-            group_gemm(j, thread, j->k, ns * j->p, j->cout_g, 1, 0, w, dy,
-                       direct ? dxg : cols, 0);
-            if (!direct)
-                for (int64_t s = 0; s < ns; s++)
-                    col2im(a, cols + s * j->p, j->cin_g, ns * j->p,
-                           dxg + s * a->c_in * plane);
+            sample_gemm(j, thread, ns, j->k, j->cout_g, 1, w, dy,
+                        a->c_out * j->p, cols, j->k * j->p);
+            for (int64_t s = 0; s < ns; s++)
+                col2im(a, cols + s * j->k * j->p, j->cin_g, j->p,
+                       dxg + s * a->c_in * plane);
         }
     }
 }
@@ -555,25 +630,41 @@ static void max_pool_plane(const xg_pool_args *a, const xg_kernel_call *c,
         }
 }
 
+/* max_step as selects, so that a loop over a row of windows vectorises:
+ * v at index k replaces m at *best when it is larger, or the first NaN. */
+CPU_INLINE void max_select(float v, int32_t k, float *m, int32_t *best)
+{
+    /* (v NaN) - (m NaN) > 0: v NaN and m not; spelt so because GCC 12
+     * does not vectorise the same test written with & */
+    int take = (v > *m) | ((v != v) - (*m != *m) > 0);
+    *m = take ? v : *m;
+    *best = take ? k : *best;
+}
+
 /* The same for 2x2 windows at stride 2 without padding (the usual
- * MaxPool2d(2)): four candidates in row-major order per output. */
-static void max_pool_plane_2x2(const xg_pool_args *a, const xg_kernel_call *c,
-                               int64_t plane)
+ * MaxPool2d(2)): four candidates in row-major order per output, one pass
+ * over each pair of input rows, vectorised over the row of windows. */
+CPU_CLONES static void max_pool_plane_2x2(const xg_pool_args *a,
+                                          const xg_kernel_call *c,
+                                          int64_t plane)
 {
     const float *x = cpu_f32(c->in[0].buf) + plane * a->h * a->w;
     float *y = cpu_f32(c->out[0].buf) + plane * a->oh * a->ow;
     int32_t *idx = cpu_i32(c->out[1].buf) + plane * a->oh * a->ow;
-    for (int64_t i = 0; i < a->oh; i++, y += a->ow, idx += a->ow) {
-        const float *r0 = x + 2 * i * a->w, *r1 = r0 + a->w;
-        int32_t k0 = (int32_t)(2 * i * a->w), w = (int32_t)a->w;
-        for (int64_t j = 0; j < a->ow; j++) {
-            int32_t k = k0 + (int32_t)(2 * j), best = k;
+    const int32_t w = (int32_t)a->w, ow = (int32_t)a->ow;
+    for (int64_t i = 0; i < a->oh; i++) {
+        const float *restrict r0 = x + 2 * i * a->w, *restrict r1 = r0 + a->w;
+        const int32_t k0 = (int32_t)(2 * i * a->w);
+        float *restrict yr = y + i * a->ow;
+        int32_t *restrict ir = idx + i * a->ow;
+        for (int32_t j = 0; j < ow; j++) {
+            int32_t k = k0 + 2 * j, best = k;
             float m = r0[2 * j];
-            max_step(r0[2 * j + 1], k + 1, &m, &best);
-            max_step(r1[2 * j], k + w, &m, &best);
-            max_step(r1[2 * j + 1], k + w + 1, &m, &best);
-            y[j] = m;
-            idx[j] = best;
+            max_select(r0[2 * j + 1], k + 1, &m, &best);
+            max_select(r1[2 * j], k + w, &m, &best);
+            max_select(r1[2 * j + 1], k + w + 1, &m, &best);
+            yr[j] = m;
+            ir[j] = best;
         }
     }
 }
@@ -588,6 +679,45 @@ static void max_pool_backward_plane(const xg_pool_args *a,
     memset(dx, 0, (size_t)(a->h * a->w) * sizeof *dx);
     for (int64_t k = 0; k < a->oh * a->ow; k++)
         dx[idx[k]] += dy[k];
+}
+
+/* The same for 2x2 windows at stride 2 without padding, which tile the
+ * plane: each pixel lies in at most one window, so one pass writes every
+ * dx, 0 + dy where the window's index names the pixel (the bits of the
+ * sum above) and 0 elsewhere, with no clearing pass. An index outside its
+ * own window (the contract allows any index in the plane) sends the plane
+ * to the general loop. */
+CPU_CLONES static void max_pool_backward_plane_2x2(const xg_pool_args *a,
+                                                   const xg_kernel_call *c,
+                                                   int64_t plane)
+{
+    const float *dy = cpu_f32(c->in[0].buf) + plane * a->oh * a->ow;
+    const int32_t *idx = cpu_i32(c->in[1].buf) + plane * a->oh * a->ow;
+    float *dx = cpu_f32(c->out[0].buf) + plane * a->h * a->w;
+    const int32_t w = (int32_t)a->w, ow = (int32_t)a->ow;
+    int32_t outside = 0;
+    for (int64_t i = 0; i < a->oh; i++) {
+        const float *restrict g = dy + i * a->ow;
+        const int32_t *restrict ir = idx + i * a->ow;
+        float *restrict d0 = dx + 2 * i * a->w, *restrict d1 = d0 + a->w;
+        const int32_t k0 = (int32_t)(2 * i * a->w);
+        for (int32_t j = 0; j < ow; j++) {
+            int32_t k = ir[j], at = k0 + 2 * j;
+            float v = 0.0f + g[j];
+            d0[2 * j] = k == at ? v : 0.0f;
+            d0[2 * j + 1] = k == at + 1 ? v : 0.0f;
+            d1[2 * j] = k == at + w ? v : 0.0f;
+            d1[2 * j + 1] = k == at + w + 1 ? v : 0.0f;
+            outside |= (k != at) & (k != at + 1) & (k != at + w) &
+                       (k != at + w + 1);
+        }
+        for (int64_t q = 2 * a->ow; q < a->w; q++) /* odd width */
+            d0[q] = d1[q] = 0.0f;
+    }
+    for (int64_t r = 2 * a->oh; r < a->h; r++) /* odd height */
+        memset(dx + r * a->w, 0, (size_t)a->w * sizeof *dx);
+    if (outside)
+        max_pool_backward_plane(a, c, plane);
 }
 
 /* reference: PyTorch avg_pool2d with count_include_pad=True: the window's
@@ -629,19 +759,28 @@ static void avg_pool_backward_plane(const xg_pool_args *a,
         }
 }
 
+/* 2x2 windows at stride 2 without padding: the usual MaxPool2d(2). */
+static int pool_pairs(const xg_pool_args *a)
+{
+    return a->kh == 2 && a->kw == 2 && a->stride_h == 2 && a->stride_w == 2 &&
+           a->pad_h == 0 && a->pad_w == 0;
+}
+
 xg_status cpu_max_pool2d(xg_backend_device *dev, const xg_kernel_call *call)
 {
     const xg_pool_args *a = &call->p.pool;
     assert(a->h * a->w <= INT32_MAX);
-    int pairs = a->kh == 2 && a->kw == 2 && a->stride_h == 2 &&
-                a->stride_w == 2 && a->pad_h == 0 && a->pad_w == 0;
-    return pool_run(dev, call, pairs ? max_pool_plane_2x2 : max_pool_plane);
+    return pool_run(dev, call,
+                    pool_pairs(a) ? max_pool_plane_2x2 : max_pool_plane);
 }
 
 xg_status cpu_max_pool2d_backward(xg_backend_device *dev,
                                   const xg_kernel_call *call)
 {
-    return pool_run(dev, call, max_pool_backward_plane);
+    const xg_pool_args *a = &call->p.pool;
+    assert(a->h * a->w <= INT32_MAX);
+    return pool_run(dev, call, pool_pairs(a) ? max_pool_backward_plane_2x2
+                                             : max_pool_backward_plane);
 }
 
 xg_status cpu_avg_pool2d(xg_backend_device *dev, const xg_kernel_call *call)
@@ -656,6 +795,20 @@ xg_status cpu_avg_pool2d_backward(xg_backend_device *dev,
 }
 
 /* ---- dropout ---------------------------------------------------------- */
+
+/* y[k] = u[k] < p ? 0 : x[k] * scale for k < n. A bit mask rather than a
+ * branch (vectorises, and a dropped NaN or infinity still gives 0). */
+CPU_INLINE void dropout_apply(const float *x, const float *u, float *y,
+                              int64_t n, float p, float scale)
+{
+    for (int64_t k = 0; k < n; k++) {
+        float kept = x[k] * scale;
+        uint32_t bits, keep = u[k] < p ? 0u : ~0u;
+        memcpy(&bits, &kept, sizeof bits);
+        bits &= keep;
+        memcpy(&y[k], &bits, sizeof bits);
+    }
+}
 
 /* reference: backend.h: out[i] = u_i < p ? 0 : in[i] * (1 / (1 - p)), u_i
  * element i of rand_uniform(0, 1) with this seed and offset. Ranges start at
@@ -675,15 +828,10 @@ CPU_CLONES static void dropout_range(const void *ctx, int64_t begin,
         float u[4 * CPU_RNG_LANES];
         cpu_uniform_blocks(d.seed, d.offset + (uint64_t)i / 4,
                            (int)((n + 3) / 4), u);
-        for (int64_t k = 0; k < n; k++) {
-            /* A bit mask rather than a branch (vectorises, and a dropped
-             * NaN or infinity still gives 0). */
-            float kept = x[i + k] * scale;
-            uint32_t bits, keep = u[k] < d.p ? 0u : ~0u;
-            memcpy(&bits, &kept, sizeof bits);
-            bits &= keep;
-            memcpy(&y[i + k], &bits, sizeof bits);
-        }
+        if (n == 4 * CPU_RNG_LANES) /* the usual case: a constant count */
+            dropout_apply(x + i, u, y + i, 4 * CPU_RNG_LANES, d.p, scale);
+        else
+            dropout_apply(x + i, u, y + i, n, d.p, scale);
     }
 }
 

@@ -199,7 +199,7 @@ CPU_INLINE void binary_row_op(xg_op op, float *c, const float *a, int64_t sa,
     }
 }
 
-static void binary_row(xg_op op, float *c, const float *a, int64_t sa,
+CPU_INLINE void binary_row(xg_op op, float *c, const float *a, int64_t sa,
                        const float *b, int64_t sb, int64_t n)
 {
     switch (op) {
@@ -227,7 +227,8 @@ static xg_op scalar_to_binary(xg_op op)
     }
 }
 
-static void scalar_range(const void *ctx, int64_t begin, int64_t end, int t)
+CPU_CLONES static void scalar_range(const void *ctx, int64_t begin,
+                                    int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;
@@ -290,7 +291,8 @@ static void walk_advance(strided_walk *w, int64_t count)
 
 /* ---- binary: c = a (op) b with broadcasting strides --------------------- */
 
-static void binary_range(const void *ctx, int64_t begin, int64_t end, int t)
+CPU_CLONES static void binary_range(const void *ctx, int64_t begin,
+                                    int64_t end, int t)
 {
     (void)t;
     const xg_kernel_call *c = ctx;
