@@ -192,6 +192,10 @@ typedef struct xg_device_info {
     char name[256];
     bool is_software;      /* CPU implementation: lavapipe, PoCL, xgrad cpu */
     uint64_t memory_bytes; /* 0 when unknown */
+    /* The device's 16-bit float capabilities as its backend names them,
+     * space-separated (the CPU's "f16c avx512_bf16": the conversion
+     * instructions it has); "" when it reports none. */
+    char features[128];
 } xg_device_info;
 
 /* Names of the backends built into this library, in "auto" preference

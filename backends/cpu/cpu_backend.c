@@ -1,6 +1,7 @@
 /* The CPU backend: one device (this machine), host memory as device memory,
  * every op computed synchronously by the reference kernels. */
 #include "cpu_impl.h"
+#include "half_impl.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -60,6 +61,11 @@ static void describe(xg_device_desc *desc, int threads)
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     desc->memory_bytes =
         pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    bool f16c, bf16;
+    xg__half_features(&f16c, &bf16); /* the host conversions' instructions */
+    snprintf(desc->features, sizeof desc->features, "%s%s%s",
+             f16c ? "f16c" : "", f16c && bf16 ? " " : "",
+             bf16 ? "avx512_bf16" : "");
 }
 
 static xg_status cpu_enumerate(xg_device_desc *out, int cap, int *count)
