@@ -6,7 +6,7 @@
 # but cast (a backend's casts come with its 16-bit support).
 # 16-bit: on cpu every op with an element type T runs bf16 and f16 (the
 # core widens what has no kernel, marked "(w)"), natively for the ops that
-# only move values (copy, fill, copy_strided, cast); the f32-only updates
+# only move values (copy, fill, copy_strided, cast) and matmul; the f32-only updates
 # (no T in their row) list f32 alone; and xgrad-info shows the CPU's
 # 16-bit features and the native / widened counts.
 #   info_ops.sh XGRAD_INFO OPS_DEF
@@ -39,7 +39,7 @@ while read -r op rules; do
     *) want16="" ;;
     esac
     case $op in
-    copy|fill|copy_strided|cast) want16="bf16,f16" ;;
+    copy|fill|copy_strided|cast|matmul) want16="bf16,f16" ;;
     esac
     case $cpu in
     f32,bf16*|f32,i32,bf16*) [ -n "$want16" ] && [ "${cpu#*,bf16}" != "$cpu" ] &&

@@ -220,7 +220,7 @@ static xg_status cpu_pooling(xg_backend_device *dev, const xg_kernel_call *c)
 #define CPU_KERNEL_CAST cpu_cast
 
 /* The reference backend runs every op on f32 element types, casts between
- * every pair of dtypes, and moves 16-bit values natively. */
+ * every pair of dtypes, and moves and multiplies 16-bit values natively. */
 static bool cpu_supports(const xg_backend_device *dev, xg_op op,
                          const xg_dtype *dtypes)
 {
@@ -230,9 +230,10 @@ static bool cpu_supports(const xg_backend_device *dev, xg_op op,
                (unsigned)dtypes[1] < XG_DTYPE_COUNT;
     if (xg_op_signature_is(op, dtypes, XG_F32))
         return true;
-    /* 16-bit natively: the ops that move values; the rest is widened by
-     * the core (through the casts and the f32 kernel). */
+    /* 16-bit natively: the ops that move values, and matmul; the rest is
+     * widened by the core (through the casts and the f32 kernel). */
     switch (op) {
+    case XG_OP_matmul:
     case XG_OP_copy:
     case XG_OP_fill:
     case XG_OP_copy_strided:
