@@ -192,6 +192,10 @@ typedef struct xg_device_info {
     char name[256];
     bool is_software;      /* CPU implementation: lavapipe, PoCL, xgrad cpu */
     uint64_t memory_bytes; /* 0 when unknown */
+    /* The device's 16-bit float capabilities as its backend names them,
+     * space-separated (the CPU's "f16c avx512_bf16": the conversion
+     * instructions it has); "" when it reports none. */
+    char features[128];
 } xg_device_info;
 
 /* Names of the backends built into this library, in "auto" preference
@@ -210,18 +214,37 @@ xg_status xg_backend_devices(const char *backend, xg_device_info *out,
 #define XG_MAX_DIMS 6
 
 typedef enum xg_dtype {
-    XG_F32 = 0, /* 32-bit float: values, parameters, gradients */
-    XG_I32 = 1, /* 32-bit signed integer: labels, argmax results */
+    XG_F32 = 0,  /* 32-bit float: values, parameters, gradients */
+    XG_I32 = 1,  /* 32-bit signed integer: labels, argmax results */
+    XG_BF16 = 2, /* bfloat16: f32's sign and exponent, 7 mantissa bits */
+    XG_F16 = 3,  /* IEEE 754 binary16 (half): 5 exponent, 10 mantissa bits */
 } xg_dtype;
 
 /* The dtypes are 0 .. XG_DTYPE_COUNT - 1. */
-#define XG_DTYPE_COUNT 2
+#define XG_DTYPE_COUNT 4
 
-/* "f32", "i32"; "unknown" for a value outside the enum. Static. */
+/* "f32", "i32", "bf16", "f16"; "unknown" for a value outside the enum.
+ * Static. */
 const char *xg_dtype_name(xg_dtype dtype);
 
-/* Bytes per element: 4 for f32 and i32; 0 for a value outside the enum. */
+/* Bytes per element: 4 for f32 and i32, 2 for bf16 and f16; 0 for a value
+ * outside the enum. */
 size_t xg_dtype_size(xg_dtype dtype);
+
+/* True for the floating-point dtypes: f32, bf16 and f16. */
+bool xg_dtype_is_float(xg_dtype dtype);
+
+/* Host conversions between f32 and the 16-bit float formats, n elements
+ * from src to dst (which must not overlap). Round to nearest, ties to
+ * even; a NaN stays a quiet NaN with its sign (its payload's top bits
+ * kept); f16 overflow gives +-Inf, and f16 subnormals are produced and
+ * read exactly; bf16 keeps f32's subnormals (no flush to zero). The 16-bit
+ * values are the formats' bit patterns in host byte order. The same bits on
+ * every CPU (hardware conversion instructions are used where present). */
+void xg_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+void xg_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+void xg_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+void xg_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 
 /* The kernel ops that backends implement (the rows of the library's op
  * list: "matmul", "conv2d_backward_input", ...), numbered 0 ..
@@ -232,10 +255,20 @@ const char *xg_op_name(int op);
 
 /* Whether `dev` runs kernel op `op` with element type `dtype` (the op's
  * index buffers stay i32 and its f32-only buffers f32; an op with only
- * f32 buffers, such as adam_update, answers for f32 alone). False for a NULL or
- * closed device and for an op or dtype out of range; never sets an error.
- * Ops answered false fail with XG_ERR_UNSUPPORTED on that device. */
+ * f32 buffers, such as adam_update, answers for f32 alone). For "cast",
+ * whether casts f32 -> dtype and dtype -> f32 both run. A bf16 or f16 op
+ * that the backend has no kernel for runs widened (through f32
+ * temporaries, rounded once at the output) when the device casts that
+ * dtype and runs the op in f32; such ops are answered true too. False for
+ * a NULL or closed device and for an op or dtype out of range; never sets
+ * an error. Ops answered false fail with XG_ERR_UNSUPPORTED on that
+ * device. */
 bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype);
+
+/* Whether `dev` runs op `op` with element type `dtype` in a kernel of its
+ * own (true for xg_device_supports' answers but the widened ones). */
+bool xg_device_supports_natively(const xg_device *dev, int op,
+                                 xg_dtype dtype);
 
 typedef struct xg_tensor xg_tensor;
 
@@ -281,16 +314,29 @@ int64_t xg_tensor_numel(const xg_tensor *t);
 xg_dtype xg_tensor_dtype(const xg_tensor *t);
 xg_device *xg_tensor_device(const xg_tensor *t);
 
-/* Copies the tensor's values to host memory (waits for queued work).
- * `bytes` must equal numel * 4. Errors: XG_ERR_INVALID_ARG, device errors. */
+/* Copies the tensor's values to host memory (waits for queued work), in
+ * the tensor's own dtype: `bytes` must equal numel * xg_dtype_size(dtype)
+ * (2 per element for bf16 and f16, their bit patterns). Errors:
+ * XG_ERR_INVALID_ARG, device errors. */
 xg_status xg_tensor_read(const xg_tensor *t, void *dst, size_t bytes);
 
-/* Overwrites the tensor's values from host memory; `bytes` must equal
- * numel * 4. Not recorded by autograd. XG_ERR_INVALID_ARG for a view that
- * is not contiguous (write to xg_contiguous(t) instead). */
+/* Overwrites the tensor's values from host memory, in the tensor's own
+ * dtype; `bytes` must equal numel * xg_dtype_size(dtype). Not recorded by
+ * autograd. XG_ERR_INVALID_ARG for a view that is not contiguous (write to
+ * xg_contiguous(t) instead). */
 xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes);
 
-/* Reads a one-element f32 tensor into *out. */
+/* xg_tensor_read and xg_tensor_write through f32 host values for a tensor
+ * of any float dtype: `count` must equal numel; 16-bit values are widened
+ * exactly on read and rounded to nearest even on write (as
+ * xg_f32_to_bf16 / xg_f32_to_f16). Errors: XG_ERR_DTYPE (i32),
+ * XG_ERR_INVALID_ARG (NULL, count, a view that is not contiguous for
+ * write), XG_ERR_OUT_OF_MEMORY, device errors. */
+xg_status xg_tensor_read_f32(const xg_tensor *t, float *dst, size_t count);
+xg_status xg_tensor_write_f32(xg_tensor *t, const float *src, size_t count);
+
+/* Reads a one-element tensor of any float dtype into *out (widened to
+ * f32). */
 xg_status xg_tensor_item(const xg_tensor *t, float *out);
 
 /* The same values with a new shape (one size may be -1: inferred). Shares
@@ -440,6 +486,17 @@ xg_status xg_chunk(xg_tensor *x, int chunks, int axis, xg_tensor **out,
 /* The same values laid out row-major: a new handle on x's storage when x is
  * contiguous already, else a copy. Differentiable. */
 xg_tensor *xg_contiguous(xg_tensor *x);
+
+/* t's values converted to `dtype` (the "cast" kernel): between float
+ * dtypes, rounding to nearest even (f16 overflow gives +-Inf), and between
+ * i32 and a float dtype (float -> i32 truncates toward zero; NaN and
+ * values out of range give an unspecified i32; no gradient). Between float
+ * dtypes it is differentiable: the gradient is cast back to t's dtype.
+ * With dtype equal to t's, a new handle on the same values (as
+ * xg_contiguous of a contiguous tensor). Errors: XG_ERR_INVALID_ARG (NULL,
+ * dtype out of range), XG_ERR_UNSUPPORTED (the device has no such cast),
+ * device errors. */
+xg_tensor *xg_to_dtype(xg_tensor *t, xg_dtype dtype);
 
 /* True when t's elements lie row-major in its storage from element 0 (every
  * tensor an op makes; views may not). False for NULL. */
@@ -939,7 +996,9 @@ xg_adam_options xg_adamw_defaults(void);
 /* New optimizers over `n` parameters (f32 leaf tensors, each given once).
  * Errors: XG_ERR_INVALID_ARG for bad hyperparameters (negative lr, beta
  * outside [0, 1), nesterov without momentum...), a NULL or non-leaf
- * parameter, or one given twice. */
+ * parameter, or one given twice; XG_ERR_DTYPE for a bf16 or f16
+ * parameter (the updates are f32: keep f32 master weights and cast them
+ * with xg_to_dtype for a 16-bit forward). */
 xg_optim *xg_optim_sgd(xg_tensor *const *params, int n,
                        const xg_sgd_options *options);
 xg_optim *xg_optim_adam(xg_tensor *const *params, int n,
@@ -1314,6 +1373,12 @@ xg_status xg_safetensors_info(const xg_safetensors *st, const char *name,
  * are. Errors: XG_ERR_NOT_FOUND, XG_ERR_DTYPE for other dtypes. */
 xg_tensor *xg_safetensors_tensor(const xg_safetensors *st, const char *name);
 
+/* As xg_safetensors_tensor, but F16 and BF16 load into XG_F16 and XG_BF16
+ * tensors with the stored bits (no conversion); the other dtypes load as
+ * xg_safetensors_tensor loads them. */
+xg_tensor *xg_safetensors_tensor_as_stored(const xg_safetensors *st,
+                                           const char *name);
+
 /* The value of a __metadata__ key (borrowed), or NULL. */
 const char *xg_safetensors_metadata(const xg_safetensors *st,
                                     const char *key);
@@ -1323,7 +1388,7 @@ typedef struct xg_safetensors_writer xg_safetensors_writer;
 
 xg_safetensors_writer *xg_safetensors_writer_new(void);
 /* Adds a tensor (copied to the host now, so it may be freed after) under
- * `name` (unique, non-empty). */
+ * `name` (unique, non-empty), in its own dtype: F32, I32, BF16 or F16. */
 xg_status xg_safetensors_writer_add(xg_safetensors_writer *w,
                                     const char *name, const xg_tensor *t);
 /* Adds a scalar I64 tensor (e.g. BatchNorm's num_batches_tracked). */
