@@ -36,7 +36,9 @@ xg_status ocl_clblast_fail(int status, const char *what)
                         status);
 }
 
-/* xg_gemm (kernels/gemm.cl): 64 x 64 tiles of C per group of 16 x 16. */
+/* xg_gemm (kernels/gemm.cl): one work-item per 8 x 16 block of C (B not
+ * transposed) or 4 x 4 block (B transposed); the driver picks the
+ * work-group size. */
 static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
                           size_t m, size_t n, size_t k, float alpha,
                           ocl_mat a, ocl_mat b, float beta, ocl_mat c,
@@ -51,8 +53,8 @@ static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
     cl_long v[9] = {(cl_long)a.offset, (cl_long)a.ld, (cl_long)a.stride,
                     (cl_long)b.offset, (cl_long)b.ld, (cl_long)b.stride,
                     (cl_long)c.offset, (cl_long)c.ld, (cl_long)c.stride};
-    size_t local[3] = {16, 16, 1};
-    size_t global[3] = {(n + 63) / 64 * 16, (m + 63) / 64 * 16, batch};
+    size_t bm = tb ? 4 : 8, bn = tb ? 4 : 16; /* XG_GEMM_DM/DN, RM x 16 */
+    size_t global[3] = {(n + bn - 1) / bn, (m + bm - 1) / bm, batch};
     const xg_buffer *bufs[] = {a.buf, b.buf, c.buf};
     return ocl_enqueue(d, d->helpers[OCL_HELPER_gemm], what, bufs, 3,
                        OCL_ARGS(OCL_ARG(mi), OCL_ARG(ni), OCL_ARG(ki),
@@ -61,7 +63,7 @@ static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
                                 OCL_ARG(v[4]), OCL_ARG(v[5]), OCL_ARG(v[6]),
                                 OCL_ARG(v[7]), OCL_ARG(v[8]), OCL_ARG(alpha),
                                 OCL_ARG(beta)),
-                       3, global, local);
+                       3, global, NULL);
 }
 
 xg_status ocl_gemm(ocl_device *d, const char *what, bool ta, bool tb,
