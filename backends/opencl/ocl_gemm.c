@@ -1,7 +1,8 @@
 /* GEMMs (the GEMM family, and the convolutions' through ocl_gemm):
  * row-major, transposes passed as flags (no transposed copies), through
- * CLBlast, or xgrad's kernel (kernels/gemm.cl) when XGRAD_OPENCL_GEMM=xgrad
- * (d->clblast false).
+ * CLBlast or xgrad's kernel (kernels/gemm.cl): by default the kernel on
+ * CPU devices (PoCL) and CLBlast on others; XGRAD_OPENCL_GEMM=clblast|xgrad
+ * overrides (ocl_device.c: gemm_choice, d->clblast).
  *
  * Why two: CLBlast compiles the OpenCL program of each routine (GEMM,
  * strided batched GEMM) on its first call in every process and keeps it
@@ -11,11 +12,13 @@
  * cache cleared) compiles them again in every process: 7 s on PoCL on a
  * quiet machine, 27-60 s on a busy one, before the first step of any
  * model. xgrad's kernel is part of the cached program, so a process that
- * uses it starts in well under a second; but CLBlast's kernels are faster
- * (on PoCL, MNIST MLP training runs 2x faster; a CNN at the same speed),
- * so CLBlast stays the default and the kernel is for short runs (tests,
- * one-off evaluations). CLBlast caches its programs per context (ocl_close
- * clears that cache).
+ * uses it starts in well under a second. On CPU devices the kernel, written
+ * for them, is also as fast as CLBlast or faster for the samples' shapes,
+ * so it is their default. GPU drivers cache compiled programs themselves
+ * (NVIDIA's compute cache, for one), so CLBlast costs them little at start
+ * and its tuned kernels stay their default; the kernel runs there too, but
+ * it is not tuned for GPUs. CLBlast caches its programs per context
+ * (ocl_close clears that cache).
  */
 #include "ocl_impl.h"
 
