@@ -318,6 +318,7 @@ static xg_status choose_gemm(ocl_device *d)
         return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_OPENCL_GEMM='%s': "
                             "expected clblast or xgrad", g);
     d->clblast = gemm == 1;
+    d->cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
     return XG_OK;
 }
 

@@ -40,8 +40,12 @@ xg_status ocl_clblast_fail(int status, const char *what)
 }
 
 /* xg_gemm (kernels/gemm.cl): one work-item per 8 x 16 block of C (B not
- * transposed) or 4 x 4 block (B transposed); the driver picks the
- * work-group size. */
+ * transposed) or 4 x 4 block (B transposed). On CPU devices, work-groups
+ * of OCL_GEMM_CPU_GROUP work-items along n, always: PoCL compiles a kernel
+ * again for every work-group size it is launched with (at the launch, and
+ * keeps it only in its own cache), so the size it would pick for each shape
+ * would cost a compile per shape. Elsewhere the driver picks. */
+#define OCL_GEMM_CPU_GROUP 8
 static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
                           size_t m, size_t n, size_t k, float alpha,
                           ocl_mat a, ocl_mat b, float beta, ocl_mat c,
@@ -58,6 +62,14 @@ static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
                     (cl_long)c.offset, (cl_long)c.ld, (cl_long)c.stride};
     size_t bm = tb ? 4 : 8, bn = tb ? 4 : 16; /* XG_GEMM_DM/DN, RM x 16 */
     size_t global[3] = {(n + bn - 1) / bn, (m + bm - 1) / bm, batch};
+    size_t local[3] = {OCL_GEMM_CPU_GROUP, 1, 1};
+    const size_t *lp = NULL;
+    if (d->cpu && d->helper_wg_size[OCL_HELPER_gemm] >= OCL_GEMM_CPU_GROUP) {
+        global[0] = (global[0] + OCL_GEMM_CPU_GROUP - 1) /
+                    OCL_GEMM_CPU_GROUP * OCL_GEMM_CPU_GROUP; /* the kernel
+                                                  skips the extra ones */
+        lp = local;
+    }
     const xg_buffer *bufs[] = {a.buf, b.buf, c.buf};
     return ocl_enqueue(d, d->helpers[OCL_HELPER_gemm], what, bufs, 3,
                        OCL_ARGS(OCL_ARG(mi), OCL_ARG(ni), OCL_ARG(ki),
@@ -66,7 +78,7 @@ static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
                                 OCL_ARG(v[4]), OCL_ARG(v[5]), OCL_ARG(v[6]),
                                 OCL_ARG(v[7]), OCL_ARG(v[8]), OCL_ARG(alpha),
                                 OCL_ARG(beta)),
-                       3, global, NULL);
+                       3, global, lp);
 }
 
 xg_status ocl_gemm(ocl_device *d, const char *what, bool ta, bool tb,
