@@ -125,12 +125,12 @@ typedef struct xg_device xg_device;
  * opencl-*.bin (the OpenCL kernel program's binary), one file per device
  * and driver, so later runs start faster. A file from another driver or
  * xgrad version, or a damaged one, is ignored and rewritten; deleting the
- * directory is always safe. CLBlast, which runs OpenCL matrix products
- * and convolutions, compiles its kernels in every new process (seconds on
- * a CPU device such as PoCL when the driver has not cached them);
- * XGRAD_OPENCL_GEMM=xgrad runs them on xgrad's own kernel instead, which
- * is in the cached program (slower: for short runs); "clblast" is the
- * default.
+ * directory is always safe. OpenCL matrix products and convolutions run
+ * on xgrad's own GEMM kernel on CPU devices such as PoCL (it is in the
+ * cached program) and on CLBlast on GPUs, whose drivers cache the kernels
+ * CLBlast compiles in every new process (without such a cache: seconds
+ * to a minute); XGRAD_OPENCL_GEMM=xgrad or clblast picks one for every
+ * device, and the device's name (xg_device_name) says which is in use.
  * The CPU backend keeps freed buffers for reuse, but holds at most the most
  * bytes its tensors held at once plus a slack: XGRAD_CPU_CACHE bytes
  * (optionally with K, M or G; 0 returns every block that a new request

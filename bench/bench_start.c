@@ -5,12 +5,16 @@
  *
  * Opens the device XGRAD_BACKEND selects, then runs one training step of
  * mnist_mlp's model (Linear(784, HIDDEN), ReLU, Linear(HIDDEN, 10), batch
- * 64, cross-entropy, Adam) and waits for it. Prints one line
+ * 64, cross-entropy, Adam) and waits for it. Prints two lines
+ *   device: pthread-... (Portable Computing Language, xgrad GEMM) (opencl)
  *   start: open=0.412s first_step=0.118s total=0.530s
  * where open is xg_device_open (context, kernel program) and first_step the
  * step and its wait (a GPU backend compiles what the step needs on first
  * use). Run it in a fresh process per measurement: the point is the
  * driver's and xgrad's caches on disk (see xg_device_open in api/xgrad.h).
+ * xgrad's are in $XDG_CACHE_HOME/xgrad; PoCL's follow POCL_CACHE_DIR and
+ * Mesa's (lavapipe) MESA_SHADER_CACHE_DIR, so pointing those at empty
+ * folders clears one cache and keeps the others.
  */
 #include <stdio.h>
 
@@ -45,6 +49,7 @@ int main(int argc, char **argv)
         return 1;
     }
     double t_open = bench_now();
+    printf("device: %s (%s)\n", xg_device_name(dev), xg_device_backend(dev));
     xg_device_set_current(dev);
     int labels[BATCH];
     for (int i = 0; i < BATCH; i++)

@@ -3,7 +3,9 @@
  * cache file instead of compiling it; a file written for another program
  * (another key), a corrupt or truncated file, or a binary the driver
  * rejects, is ignored without error and the device works. And the choice
- * of GEMM (XGRAD_OPENCL_GEMM). Each test points XDG_CACHE_HOME at a fresh
+ * of GEMM: by default xgrad's kernel on CPU devices (PoCL) and CLBlast
+ * elsewhere, XGRAD_OPENCL_GEMM overriding it, and the device's name
+ * saying which. Each test points XDG_CACHE_HOME at a fresh
  * directory (Criterion runs each test in a process of its own). Skipped
  * when no OpenCL device exists, unless XGRAD_REQUIRE_BACKENDS=1. */
 #include <criterion/criterion.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "core_impl.h"
+#include "ocl_impl.h"
 #include "opencl_backend.h"
 
 typedef struct counts {
@@ -216,4 +219,47 @@ Test(opencl, bad_gemm_choice_is_an_error)
     cr_expect_null(dev);
     cr_expect_not_null(strstr(xg_last_error(), "XGRAD_OPENCL_GEMM"), "%s",
                        xg_last_error());
+}
+
+/* Opens the first OpenCL device with XGRAD_OPENCL_GEMM=`gemm` (NULL:
+ * unset) and checks that it runs GEMMs on CLBlast when `clblast` is 1, on
+ * xgrad's kernel when 0, or, when -1, on xgrad's kernel exactly when it is
+ * a CPU device; and that its name says so. */
+static void expect_gemm(const char *gemm, int clblast)
+{
+    if (gemm)
+        cr_assert_eq(setenv("XGRAD_OPENCL_GEMM", gemm, 1), 0);
+    else
+        cr_assert_eq(unsetenv("XGRAD_OPENCL_GEMM"), 0);
+    xg_device *dev = NULL;
+    xg_status st = xg_device_open("opencl", &dev);
+    if (st == XG_ERR_NO_DEVICE)
+        cr_skip_test("no OpenCL device: %s", xg_last_error());
+    cr_assert_eq(st, XG_OK, "%s", xg_last_error());
+    ocl_device *d = ocl_dev(dev->bdev);
+    if (clblast < 0) {
+        cl_device_type type = 0;
+        cr_assert_eq(clGetDeviceInfo(d->device, CL_DEVICE_TYPE, sizeof type,
+                                     &type, NULL),
+                     CL_SUCCESS);
+        clblast = (type & CL_DEVICE_TYPE_CPU) ? 0 : 1;
+    }
+    cr_expect_eq(d->clblast, clblast == 1, "XGRAD_OPENCL_GEMM=%s: %s",
+                 gemm ? gemm : "(unset)", xg_device_name(dev));
+    const char *says = clblast ? ", CLBlast GEMM)" : ", xgrad GEMM)";
+    cr_expect_not_null(strstr(xg_device_name(dev), says), "%s lacks %s",
+                       xg_device_name(dev), says);
+    xg_device_close(dev);
+}
+
+Test(opencl, default_gemm_is_xgrads_on_cpu_devices)
+{
+    expect_gemm(NULL, -1);
+    expect_gemm("", -1);
+}
+
+Test(opencl, gemm_choice_overrides_the_default)
+{
+    expect_gemm("clblast", 1);
+    expect_gemm("xgrad", 0);
 }

@@ -106,7 +106,22 @@ static xg_status list_devices(cl_device_id **ids, int *count)
     return st;
 }
 
-/* "device name (platform name)", software flag and memory size. */
+/* Where GEMMs run on a device of `type` given XGRAD_OPENCL_GEMM's value
+ * `g` (NULL when unset): 1 CLBlast, 0 xgrad's kernel (kernels/gemm.cl), -1
+ * when `g` names neither. By default xgrad's kernel on CPU devices (PoCL),
+ * CLBlast elsewhere; see ocl_gemm.c for why. */
+static int gemm_choice(cl_device_type type, const char *g)
+{
+    if (!g || !*g)
+        return (type & CL_DEVICE_TYPE_CPU) ? 0 : 1;
+    if (strcmp(g, "clblast") == 0)
+        return 1;
+    return strcmp(g, "xgrad") == 0 ? 0 : -1;
+}
+
+/* "device name (platform name, GEMM)", software flag and memory size,
+ * where GEMM says which one gemm_choice picks ("CLBlast GEMM" or "xgrad
+ * GEMM"; left out when XGRAD_OPENCL_GEMM is malformed). */
 static void describe_device(cl_device_id id, xg_device_desc *desc)
 {
     char name[1024] = "?", platform_name[1024] = "?";
@@ -120,8 +135,10 @@ static void describe_device(cl_device_id id, xg_device_desc *desc)
     clGetDeviceInfo(id, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     clGetDeviceInfo(id, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof memory, &memory,
                     NULL);
-    snprintf(desc->name, sizeof desc->name, "%.180s (%.60s)", name,
-             platform_name);
+    int gemm = gemm_choice(type, getenv("XGRAD_OPENCL_GEMM"));
+    snprintf(desc->name, sizeof desc->name, "%.170s (%.60s%s)", name,
+             platform_name,
+             gemm < 0 ? "" : gemm ? ", CLBlast GEMM" : ", xgrad GEMM");
     desc->is_software = (type & CL_DEVICE_TYPE_CPU) != 0;
     desc->memory_bytes = memory;
 }
@@ -287,23 +304,21 @@ static void release_device(ocl_device *d)
     free(d);
 }
 
-/* Where GEMMs run: CLBlast, unless XGRAD_OPENCL_GEMM=xgrad picks xgrad's
- * kernel (see ocl_gemm.c for the trade). */
+/* Where GEMMs run (gemm_choice; the device's name says it). */
 static xg_status choose_gemm(ocl_device *d)
 {
+    cl_device_type type = 0;
+    cl_int err = clGetDeviceInfo(d->device, CL_DEVICE_TYPE, sizeof type,
+                                 &type, NULL);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "clGetDeviceInfo");
     const char *g = getenv("XGRAD_OPENCL_GEMM");
-    if (!g || !*g || strcmp(g, "clblast") == 0) {
-        d->clblast = true;
-        return XG_OK;
-    }
-    if (strcmp(g, "xgrad") != 0)
+    int gemm = gemm_choice(type, g);
+    if (gemm < 0)
         return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_OPENCL_GEMM='%s': "
                             "expected clblast or xgrad", g);
-    if (d->helper_wg_size[OCL_HELPER_gemm] < 256) /* kernels/gemm.cl */
-        return xg_set_error(XG_ERR_UNSUPPORTED, "XGRAD_OPENCL_GEMM=xgrad: "
-                            "%s cannot run work-groups of 16 x 16",
-                            d->base.desc.name);
-    d->clblast = false;
+    d->clblast = gemm == 1;
+    d->cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
     return XG_OK;
 }
 

@@ -1,7 +1,8 @@
 /* GEMMs (the GEMM family, and the convolutions' through ocl_gemm):
  * row-major, transposes passed as flags (no transposed copies), through
- * CLBlast, or xgrad's kernel (kernels/gemm.cl) when XGRAD_OPENCL_GEMM=xgrad
- * (d->clblast false).
+ * CLBlast or xgrad's kernel (kernels/gemm.cl): by default the kernel on
+ * CPU devices (PoCL) and CLBlast on others; XGRAD_OPENCL_GEMM=clblast|xgrad
+ * overrides (ocl_device.c: gemm_choice, d->clblast).
  *
  * Why two: CLBlast compiles the OpenCL program of each routine (GEMM,
  * strided batched GEMM) on its first call in every process and keeps it
@@ -11,11 +12,13 @@
  * cache cleared) compiles them again in every process: 7 s on PoCL on a
  * quiet machine, 27-60 s on a busy one, before the first step of any
  * model. xgrad's kernel is part of the cached program, so a process that
- * uses it starts in well under a second; but CLBlast's kernels are faster
- * (on PoCL, MNIST MLP training runs 2x faster; a CNN at the same speed),
- * so CLBlast stays the default and the kernel is for short runs (tests,
- * one-off evaluations). CLBlast caches its programs per context (ocl_close
- * clears that cache).
+ * uses it starts in well under a second. On CPU devices the kernel, written
+ * for them, is also as fast as CLBlast or faster for the samples' shapes,
+ * so it is their default. GPU drivers cache compiled programs themselves
+ * (NVIDIA's compute cache, for one), so CLBlast costs them little at start
+ * and its tuned kernels stay their default; the kernel runs there too, but
+ * it is not tuned for GPUs. CLBlast caches its programs per context
+ * (ocl_close clears that cache).
  */
 #include "ocl_impl.h"
 
@@ -36,7 +39,13 @@ xg_status ocl_clblast_fail(int status, const char *what)
                         status);
 }
 
-/* xg_gemm (kernels/gemm.cl): 64 x 64 tiles of C per group of 16 x 16. */
+/* xg_gemm (kernels/gemm.cl): one work-item per 8 x 16 block of C (B not
+ * transposed) or 4 x 4 block (B transposed). On CPU devices, work-groups
+ * of OCL_GEMM_CPU_GROUP work-items along n, always: PoCL compiles a kernel
+ * again for every work-group size it is launched with (at the launch, and
+ * keeps it only in its own cache), so the size it would pick for each shape
+ * would cost a compile per shape. Elsewhere the driver picks. */
+#define OCL_GEMM_CPU_GROUP 8
 static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
                           size_t m, size_t n, size_t k, float alpha,
                           ocl_mat a, ocl_mat b, float beta, ocl_mat c,
@@ -51,8 +60,16 @@ static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
     cl_long v[9] = {(cl_long)a.offset, (cl_long)a.ld, (cl_long)a.stride,
                     (cl_long)b.offset, (cl_long)b.ld, (cl_long)b.stride,
                     (cl_long)c.offset, (cl_long)c.ld, (cl_long)c.stride};
-    size_t local[3] = {16, 16, 1};
-    size_t global[3] = {(n + 63) / 64 * 16, (m + 63) / 64 * 16, batch};
+    size_t bm = tb ? 4 : 8, bn = tb ? 4 : 16; /* XG_GEMM_DM/DN, RM x 16 */
+    size_t global[3] = {(n + bn - 1) / bn, (m + bm - 1) / bm, batch};
+    size_t local[3] = {OCL_GEMM_CPU_GROUP, 1, 1};
+    const size_t *lp = NULL;
+    if (d->cpu && d->helper_wg_size[OCL_HELPER_gemm] >= OCL_GEMM_CPU_GROUP) {
+        global[0] = (global[0] + OCL_GEMM_CPU_GROUP - 1) /
+                    OCL_GEMM_CPU_GROUP * OCL_GEMM_CPU_GROUP; /* the kernel
+                                                  skips the extra ones */
+        lp = local;
+    }
     const xg_buffer *bufs[] = {a.buf, b.buf, c.buf};
     return ocl_enqueue(d, d->helpers[OCL_HELPER_gemm], what, bufs, 3,
                        OCL_ARGS(OCL_ARG(mi), OCL_ARG(ni), OCL_ARG(ki),
@@ -61,7 +78,7 @@ static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
                                 OCL_ARG(v[4]), OCL_ARG(v[5]), OCL_ARG(v[6]),
                                 OCL_ARG(v[7]), OCL_ARG(v[8]), OCL_ARG(alpha),
                                 OCL_ARG(beta)),
-                       3, global, local);
+                       3, global, lp);
 }
 
 xg_status ocl_gemm(ocl_device *d, const char *what, bool ta, bool tb,

@@ -67,6 +67,7 @@ typedef struct ocl_device {
     uint64_t cache_sum;
     bool opened; /* fully opened: close saves the program cache */
     bool clblast; /* GEMMs through CLBlast, else kernels/gemm.cl */
+    bool cpu;     /* CL_DEVICE_TYPE_CPU (PoCL): runs work-items in turn */
 } ocl_device;
 
 /* Also declared by backend.h when the build defines XGRAD_HAVE_OPENCL. */

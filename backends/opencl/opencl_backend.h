@@ -10,11 +10,15 @@
  *
  * Environment:
  *   XGRAD_OPENCL_GEMM=clblast|xgrad   where matrix products and the GEMMs
- *                             of convolutions run: CLBlast (the default)
- *                             or kernels/gemm.cl, slower but part of the
- *                             cached program, so that processes start
- *                             without compiling CLBlast's kernels (see
- *                             ocl_gemm.c). Anything else fails the open.
+ *                             of convolutions run: CLBlast, or
+ *                             kernels/gemm.cl, which is part of the cached
+ *                             program, so that processes start without
+ *                             compiling CLBlast's kernels (see
+ *                             ocl_gemm.c). Unset or empty: xgrad's kernel
+ *                             on CPU devices (PoCL), CLBlast on others;
+ *                             the device's name ends in "CLBlast GEMM)"
+ *                             or "xgrad GEMM)". Anything else fails the
+ *                             open.
  */
 #ifndef XGRAD_OPENCL_BACKEND_H
 #define XGRAD_OPENCL_BACKEND_H
