@@ -1,7 +1,9 @@
 /* The CAST family (struct xg_cast_args): out[i] = in[i] converted between
- * f32, i32, bf16 and f16, on the bits (half.glsl). The pair is chosen at
- * build time: -DFROM_<T> -DTO_<T> (T one of F32, I32, BF16, F16; the op's
- * own variant `cast`, with neither, is f32 -> bf16).
+ * f32, i32, bf16 and f16, on the bits (half.glsl), as the CPU converts:
+ * i32 and the 16-bit types go through f32; float -> i32 truncates, NaN and
+ * out of range give INT32_MIN; the same dtype is a bit copy. The pair is
+ * chosen at build time: -DFROM_<T> -DTO_<T> (T one of F32, I32, BF16,
+ * F16; the op's own variant `cast`, with neither, is f32 -> bf16).
  *
  * 16-bit buffers are read and written as 32-bit words unless
  * -DXG_16BIT_STORAGE (the device's storageBuffer16BitAccess): then each
@@ -37,6 +39,13 @@ layout(push_constant) uniform Push {
 #define XG_OUT16
 #endif
 
+#if (defined(FROM_F32) && defined(TO_F32)) ||                                \
+    (defined(FROM_I32) && defined(TO_I32)) ||                                \
+    (defined(FROM_BF16) && defined(TO_BF16)) ||                              \
+    (defined(FROM_F16) && defined(TO_F16))
+#define XG_SAME
+#endif
+
 #if defined(XG_IN16) && defined(XG_16BIT_STORAGE)
 XG_IN(0, uint16_t, x);
 #else
@@ -48,15 +57,16 @@ XG_OUT(0, uint16_t, y);
 XG_OUT(0, uint, y);
 #endif
 
-/* One element from its bits (16-bit types: in the low half) to f32 bits
- * (to i32 for an i32 -> i32 copy, which no call makes). */
+/* One element from its bits (16-bit types: in the low half) to f32 bits. */
 uint to_f32(uint v)
 {
-#if defined(FROM_BF16)
+#if defined(XG_SAME)
+    return v;
+#elif defined(FROM_BF16)
     return xg_bf16_to_f32_bits(v);
 #elif defined(FROM_F16)
     return xg_f16_to_f32_bits(v);
-#elif defined(FROM_I32) && !defined(TO_I32)
+#elif defined(FROM_I32)
     return floatBitsToUint(float(int(v))); /* round to nearest even */
 #else
     return v;
@@ -66,17 +76,17 @@ uint to_f32(uint v)
 /* f32 bits to the output's bits. */
 uint from_f32(uint v)
 {
-#if defined(TO_BF16)
+#if defined(XG_SAME)
+    return v;
+#elif defined(TO_BF16)
     return xg_f32_to_bf16_bits(v);
 #elif defined(TO_F16)
     return xg_f32_to_f16_bits(v);
-#elif defined(TO_I32) && !defined(FROM_I32)
-    /* toward zero, saturating, NaN -> 0 */
+#elif defined(TO_I32)
+    /* toward zero; NaN and out of range give INT32_MIN */
     float f = uintBitsToFloat(v);
-    return isnan(f)                ? 0u
-         : f >= 2147483648.0f      ? 0x7fffffffu
-         : f <= -2147483648.0f     ? 0x80000000u
-                                   : uint(int(f));
+    return f >= -2147483648.0f && f < 2147483648.0f ? uint(int(f))
+                                                    : 0x80000000u;
 #else
     return v;
 #endif

@@ -234,34 +234,24 @@ static void plan_fill(const plan_in *in, xg_vk_job *job)
 }
 
 /* CAST: cast.comp, one variant per pair of dtypes (cast_<from>_<to>), and
- * for pairs with a 16-bit side one with 16-bit storage (_s16); -1 where
- * there is none. Indexed by xg_dtype. */
-static const int cast_pipes[XG_DTYPE_COUNT][XG_DTYPE_COUNT][2] = {
-    [XG_F32] = {
-        [XG_BF16] = {XG_VK_PIPE_cast_f32_bf16, XG_VK_PIPE_cast_f32_bf16_s16},
-        [XG_F16] = {XG_VK_PIPE_cast_f32_f16, XG_VK_PIPE_cast_f32_f16_s16},
-        [XG_I32] = {XG_VK_PIPE_cast_f32_i32, XG_VK_PIPE_cast_f32_i32},
-        [XG_F32] = {-1, -1},
-    },
-    [XG_BF16] = {
-        [XG_F32] = {XG_VK_PIPE_cast_bf16_f32, XG_VK_PIPE_cast_bf16_f32_s16},
-        [XG_F16] = {XG_VK_PIPE_cast_bf16_f16, XG_VK_PIPE_cast_bf16_f16_s16},
-        [XG_I32] = {-1, -1},
-        [XG_BF16] = {-1, -1},
-    },
-    [XG_F16] = {
-        [XG_F32] = {XG_VK_PIPE_cast_f16_f32, XG_VK_PIPE_cast_f16_f32_s16},
-        [XG_BF16] = {XG_VK_PIPE_cast_f16_bf16, XG_VK_PIPE_cast_f16_bf16_s16},
-        [XG_I32] = {-1, -1},
-        [XG_F16] = {-1, -1},
-    },
-    [XG_I32] = {
-        [XG_F32] = {XG_VK_PIPE_cast_i32_f32, XG_VK_PIPE_cast_i32_f32},
-        [XG_BF16] = {-1, -1},
-        [XG_F16] = {-1, -1},
-        [XG_I32] = {-1, -1},
-    },
+ * for pairs with a 16-bit side one with 16-bit storage (_s16). Indexed
+ * [from][to][storage16] by xg_dtype. */
+#define CAST_32(a, b) {XG_VK_PIPE_cast_##a##_##b, XG_VK_PIPE_cast_##a##_##b}
+#define CAST_16(a, b)                                                        \
+    {XG_VK_PIPE_cast_##a##_##b, XG_VK_PIPE_cast_##a##_##b##_s16}
+static const xg_vk_pipe cast_pipes[XG_DTYPE_COUNT][XG_DTYPE_COUNT][2] = {
+    [XG_F32] = {[XG_F32] = CAST_32(f32, f32), [XG_I32] = CAST_32(f32, i32),
+                [XG_BF16] = CAST_16(f32, bf16), [XG_F16] = CAST_16(f32, f16)},
+    [XG_I32] = {[XG_F32] = CAST_32(i32, f32), [XG_I32] = CAST_32(i32, i32),
+                [XG_BF16] = CAST_16(i32, bf16), [XG_F16] = CAST_16(i32, f16)},
+    [XG_BF16] = {[XG_F32] = CAST_16(bf16, f32), [XG_I32] = CAST_16(bf16, i32),
+                 [XG_BF16] = CAST_16(bf16, bf16),
+                 [XG_F16] = CAST_16(bf16, f16)},
+    [XG_F16] = {[XG_F32] = CAST_16(f16, f32), [XG_I32] = CAST_16(f16, i32),
+                [XG_BF16] = CAST_16(f16, bf16), [XG_F16] = CAST_16(f16, f16)},
 };
+#undef CAST_32
+#undef CAST_16
 
 static void plan_cast(const plan_in *in, xg_vk_job *job)
 {
@@ -270,7 +260,7 @@ static void plan_cast(const plan_in *in, xg_vk_job *job)
     int64_t n = c->p.cast.n;
     struct { uint32_t n; } p = {u32(n)};
     set_push(job, &p, sizeof p);
-    job->pipe = (xg_vk_pipe)cast_pipes[from][to][in->dev->storage16];
+    job->pipe = cast_pipes[from][to][in->dev->storage16];
     /* without 16-bit storage a 16-bit side goes by words: one invocation
      * per pair of elements */
     bool pairs = !in->dev->storage16 && (is_16bit(from) || is_16bit(to));
@@ -596,17 +586,16 @@ static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
     return run_planned(d, call);
 }
 
-/* Every op runs on f32 element types; casts between the pairs cast.comp
- * has; fill, copy and copy_strided also on bf16 and f16 (bit copies). The
+/* Every op runs on f32 element types; casts between every pair of dtypes
+ * (cast.comp); fill, copy and copy_strided also on bf16 and f16 (bit copies). The
  * core widens every other op on 16-bit elements through casts to f32. */
 static bool vk_supports(const xg_backend_device *dev, xg_op op,
                         const xg_dtype *dtypes)
 {
     (void)dev;
-    if (op == XG_OP_cast)
+    if (op == XG_OP_cast) /* every pair of dtypes */
         return (unsigned)dtypes[0] < XG_DTYPE_COUNT &&
-               (unsigned)dtypes[1] < XG_DTYPE_COUNT &&
-               cast_pipes[dtypes[0]][dtypes[1]][0] >= 0;
+               (unsigned)dtypes[1] < XG_DTYPE_COUNT;
     if (xg_op_signature_is(op, dtypes, XG_F32))
         return true;
     return (op == XG_OP_fill || op == XG_OP_copy ||

@@ -74,13 +74,17 @@ uint xg_bf16_to_f32_bits(uint h)
     return h << 16;
 }
 
-/* f32 -> i32: toward zero, saturating, NaN -> 0. */
+/* f32 -> i32: toward zero; NaN and out of range give INT_MIN, as on the
+ * CPU. */
 int xg_f32_to_i32(float f)
 {
-    return convert_int_sat_rtz(f);
+    return f >= -2147483648.0f && f < 2147483648.0f ? convert_int_rtz(f)
+                                                    : INT_MIN;
 }
 
-/* out = in converted from dtype `from` to dtype `to`, n elements. */
+/* out = in converted from dtype `from` to dtype `to`, n elements, as the
+ * CPU converts: i32 and the 16-bit types go through f32; the same dtype is
+ * a bit copy. */
 __kernel void xg_cast(__global const uchar *in, __global uchar *out, long n,
                       int from, int to)
 {
@@ -88,24 +92,28 @@ __kernel void xg_cast(__global const uchar *in, __global uchar *out, long n,
     __global const ushort *in16 = (__global const ushort *)in;
     __global uint *out32 = (__global uint *)out;
     __global ushort *out16 = (__global ushort *)out;
+    bool out_is_16 = to == XG_DT_BF16 || to == XG_DT_F16;
+    if (from == to) {
+        if (out_is_16)
+            XG_FOR_EACH(i, n) out16[i] = in16[i];
+        else
+            XG_FOR_EACH(i, n) out32[i] = in32[i];
+        return;
+    }
     XG_FOR_EACH(i, n) {
-        uint bits; /* the value as f32 bits (from i32: the i32) */
+        uint bits; /* the value as f32 bits */
         switch (from) {
         case XG_DT_BF16: bits = xg_bf16_to_f32_bits(in16[i]); break;
         case XG_DT_F16: bits = xg_f16_to_f32_bits(in16[i]); break;
         case XG_DT_I32:
-            bits = to == XG_DT_I32 ? in32[i]
-                                   : as_uint(convert_float_rte((int)in32[i]));
+            bits = as_uint(convert_float_rte((int)in32[i]));
             break;
         default: bits = in32[i]; break;
         }
         switch (to) {
         case XG_DT_BF16: out16[i] = (ushort)xg_f32_to_bf16_bits(bits); break;
         case XG_DT_F16: out16[i] = (ushort)xg_f32_to_f16_bits(bits); break;
-        case XG_DT_I32:
-            out32[i] = from == XG_DT_I32 ? bits
-                                         : (uint)xg_f32_to_i32(as_float(bits));
-            break;
+        case XG_DT_I32: out32[i] = (uint)xg_f32_to_i32(as_float(bits)); break;
         default: out32[i] = bits; break;
         }
     }
