@@ -57,6 +57,11 @@ void xg_vulkan_simulate_device_lost(xg_backend_device *dev)
     xg_vk_dev(dev)->lost = true;
 }
 
+int xg_vulkan_16bit_storage(const xg_backend_device *dev)
+{
+    return ((const xg_vk_device *)dev)->storage16;
+}
+
 xg_status xg_vk_check_lost(const xg_vk_device *d)
 {
     if (!d->lost)
