@@ -134,6 +134,8 @@ xg_status ocl_run_fill(xg_backend_device *dev, const xg_kernel_call *c)
 
 /* xg_cast takes (in, out, long n, int from, int to): the dtypes as enum
  * xg_dtype's values. */
+_Static_assert(XG_F32 == 0 && XG_I32 == 1 && XG_BF16 == 2 && XG_F16 == 3,
+               "kernels/half.cl numbers the dtypes as enum xg_dtype does");
 xg_status ocl_run_cast(xg_backend_device *dev, const xg_kernel_call *c)
 {
     cl_long n = c->p.cast.n;

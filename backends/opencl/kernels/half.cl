@@ -3,8 +3,9 @@
  * xg_copy_strided_16, which the launchers pick by dtype).
  *
  * Conversions work on the bits with integer operations only, never with the
- * device's float conversions or float arithmetic: CPU drivers (PoCL) may
- * flush subnormals there, and every backend must give the CPU's bits
+ * device's float conversions or float arithmetic: OpenCL lets a device
+ * flush subnormals there (single precision without CL_FP_DENORM; PoCL
+ * keeps them, others may not), and every backend must give the CPU's bits
  * (api/core/half.c): round to nearest even, a NaN stays a quiet NaN with
  * its sign, f16 overflow gives +-Inf, subnormals are produced and read
  * exactly. bf16 and f16 are the upper half of an f32 and IEEE binary16.
