@@ -261,6 +261,11 @@ const char *xg_op_name(int op);
  * device. */
 bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype);
 
+/* Whether `dev` runs op `op` with element type `dtype` in a kernel of its
+ * own (true for xg_device_supports' answers but the widened ones). */
+bool xg_device_supports_natively(const xg_device *dev, int op,
+                                 xg_dtype dtype);
+
 typedef struct xg_tensor xg_tensor;
 
 /* XG_SHAPE(64, 784) expands to the (shape, ndim) argument pair. */

@@ -11,8 +11,14 @@
 #ifndef XGRAD_HALF_IMPL_H
 #define XGRAD_HALF_IMPL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Whether the host conversions (api/core/half.c) use the CPU's F16C and
+ * AVX-512 BF16 instructions (false where the CPU lacks them or the build
+ * is not for x86-64). */
+void xg__half_features(bool *f16c, bool *avx512_bf16);
 
 static inline uint32_t xg__f32_bits(float f)
 {
