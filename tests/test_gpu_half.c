@@ -12,6 +12,7 @@
  * every test also fails on any validation message. */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -403,3 +404,100 @@ Test(gpu_half, vulkan_16bit_storage_setting)
     gpu_close(&g);
 }
 #endif
+
+/* ---- through the front-ends: ops on 16-bit tensors (widened by the core
+ * on this backend) agree with the CPU's within the 16-bit type's rounding */
+
+/* Values of a small mixed-precision step on the current device: f32 master
+ * weights cast to t, matmul, bias, gelu, a transposed copy (copy_strided),
+ * softmax and cross-entropy in t; the loss and the weights' f32 gradient
+ * come back. out gets the softmax [8, 10] then the loss, grad_w the
+ * gradient [16, 10]. */
+#define MP_N 8
+#define MP_K 16
+#define MP_C 10
+
+static void mixed_step(xg_dtype t, const float *x, const float *w,
+                       const float *b, const int32_t *labels, float *out,
+                       float *grad_w)
+{
+    xg_scope *scope = xg_scope_begin();
+    xg_tensor *X = xg_to_dtype(xg_tensor_from_data(x, XG_F32,
+                                                   XG_SHAPE(MP_N, MP_K)),
+                               t);
+    xg_tensor *W = xg_tensor_from_data(w, XG_F32, XG_SHAPE(MP_K, MP_C));
+    cr_assert_eq(xg_tensor_set_requires_grad(W, true), XG_OK);
+    xg_tensor *B = xg_to_dtype(xg_tensor_from_data(b, XG_F32, XG_SHAPE(MP_C)),
+                               t);
+    xg_tensor *L = xg_tensor_from_data(labels, XG_I32, XG_SHAPE(MP_N));
+    xg_tensor *h = xg_gelu(xg_add(xg_matmul(X, xg_to_dtype(W, t)), B));
+    xg_tensor *ht = xg_contiguous(xg_transpose(h, 0, 1)); /* [C, N] */
+    xg_tensor *logits = xg_contiguous(xg_transpose(ht, 0, 1));
+    xg_tensor *s = xg_softmax(logits);
+    xg_tensor *loss = xg_cross_entropy(logits, L);
+    cr_assert_not_null(loss, "%s", xg_last_error());
+    cr_assert_eq(xg_tensor_dtype(s), t);
+    cr_assert_eq(xg_tensor_read_f32(s, out, MP_N * MP_C), XG_OK, "%s",
+                 xg_last_error());
+    xg_tensor *loss32 = xg_to_dtype(loss, XG_F32);
+    cr_assert_eq(xg_tensor_item(loss32, &out[MP_N * MP_C]), XG_OK);
+    cr_assert_eq(xg_backward(loss32), XG_OK, "%s", xg_last_error());
+    xg_tensor *g = xg_tensor_grad(W);
+    cr_assert_not_null(g);
+    cr_assert_eq(xg_tensor_dtype(g), XG_F32);
+    cr_assert_eq(xg_tensor_read(g, grad_w, MP_K * MP_C * sizeof(float)),
+                 XG_OK);
+    xg_scope_end(scope);
+}
+
+static void expect_close(const char *what, xg_dtype t, const float *got,
+                         const float *ref, int n, float rtol)
+{
+    for (int i = 0; i < n; i++)
+        cr_expect(fabsf(got[i] - ref[i]) <= 1e-4f + rtol * fabsf(ref[i]),
+                  "%s (%s) [%d]: %g, the CPU %g", what, xg_dtype_name(t), i,
+                  (double)got[i], (double)ref[i]);
+}
+
+Test(gpu_half, mixed_precision_step_matches_cpu)
+{
+    float x[MP_N * MP_K], w[MP_K * MP_C], b[MP_C];
+    int32_t labels[MP_N];
+    uint64_t s = 12345;
+    for (int i = 0; i < MP_N * MP_K + MP_K * MP_C + MP_C; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        float v = (float)(s >> 40) / (float)(1u << 24) * 2.0f - 1.0f;
+        if (i < MP_N * MP_K)
+            x[i] = v;
+        else if (i < MP_N * MP_K + MP_K * MP_C)
+            w[i - MP_N * MP_K] = v * 0.5f;
+        else
+            b[i - MP_N * MP_K - MP_K * MP_C] = v * 0.1f;
+    }
+    for (int i = 0; i < MP_N; i++)
+        labels[i] = (i * 7) % MP_C;
+    gpu g = gpu_open();
+    xg_device *cpu = NULL;
+    cr_assert_eq(xg_device_open("cpu", &cpu), XG_OK);
+    const xg_dtype types[2] = {XG_BF16, XG_F16};
+    /* a few roundings of t apart at most: 2^-8 relative for bf16, 2^-11
+     * for f16, times the steps that round */
+    const float rtol[2] = {0x1p-5f, 0x1p-8f};
+    for (int a = 0; a < 2; a++) {
+        float out[2][MP_N * MP_C + 1], grad[2][MP_K * MP_C];
+        xg_device *devs[2] = {cpu, g.dev};
+        for (int d = 0; d < 2; d++) {
+            xg_device_set_current(devs[d]);
+            mixed_step(types[a], x, w, b, labels, out[d], grad[d]);
+        }
+        xg_device_set_current(NULL);
+        expect_close("softmax", types[a], out[1], out[0], MP_N * MP_C,
+                     rtol[a]);
+        expect_close("loss", types[a], &out[1][MP_N * MP_C],
+                     &out[0][MP_N * MP_C], 1, rtol[a]);
+        expect_close("weight gradient", types[a], grad[1], grad[0],
+                     MP_K * MP_C, rtol[a]);
+    }
+    xg_device_close(cpu);
+    gpu_close(&g);
+}
