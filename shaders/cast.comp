@@ -8,10 +8,10 @@
  * 16-bit buffers are read and written as 32-bit words unless
  * -DXG_16BIT_STORAGE (the device's storageBuffer16BitAccess): then each
  * invocation handles one element, else one word, i.e. the elements 2p and
- * 2p + 1. A word of a 16-bit output is written whole: its high half past
- * the last element is padding of the allocation (sizes round up to 256
- * bytes), never read as data; the padding half of an input word is never
- * used. */
+ * 2p + 1. A word of a 16-bit output is written whole but for the odd last
+ * element, whose half the invocation sets with atomicAnd and atomicOr: the
+ * other half is not the tensor's, and no kernel writes bytes it does not
+ * own. The unused half of the last input word is never used. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #ifdef XG_16BIT_STORAGE
@@ -53,6 +53,8 @@ XG_IN(0, uint, x);
 #endif
 #if defined(XG_OUT16) && defined(XG_16BIT_STORAGE)
 XG_OUT(0, uint16_t, y);
+#elif defined(XG_OUT16)
+XG_INOUT(0, uint, y); /* read by the atomics of an odd last element */
 #else
 XG_OUT(0, uint, y);
 #endif
@@ -122,7 +124,12 @@ void main()
         uint hi = has_hi ? convert(x[2u * p + 1u]) : 0u;
 #endif
 #if defined(XG_OUT16)
-        y[p] = lo | (hi << 16);
+        if (has_hi) {
+            y[p] = lo | (hi << 16);
+        } else {
+            atomicAnd(y[p], 0xffff0000u);
+            atomicOr(y[p], lo);
+        }
 #else
         y[2u * p] = lo;
         if (has_hi)

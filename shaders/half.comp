@@ -2,14 +2,13 @@
  *   -DOP_FILL_16         out = the element bits pc.bits, n elements
  *   -DOP_COPY_16         out = in, n elements
  *   -DOP_COPY_STRIDED_16 struct xg_strided_args, as strided.comp
- * Fill and copy handle one 32-bit word, two elements, per invocation; the
- * high half of the last word when n is odd is the allocation's padding
- * (sizes round up to 256 bytes) and never read as data. copy_strided
- * updates its output in place, so it must leave the other half of a word
- * alone: with -DXG_16BIT_STORAGE (storageBuffer16BitAccess) it stores
- * 16-bit elements, else it clears and sets its half with atomicAnd and
- * atomicOr, which commute with those of the invocation that owns the
- * other half. */
+ * Fill and copy handle one 32-bit word, two elements, per invocation. A
+ * kernel never writes the bytes of an element it does not own: the last
+ * element when n is odd shares its word with what follows the tensor, so
+ * it is stored as copy_strided stores: with -DXG_16BIT_STORAGE
+ * (storageBuffer16BitAccess) copy_strided stores 16-bit elements, else it
+ * clears and sets its half of the word with atomicAnd and atomicOr, which
+ * commute with those of whoever owns the other half. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #ifdef XG_16BIT_STORAGE
@@ -43,8 +42,17 @@ XG_IN(0, uint, x);
 #elif !defined(OP_FILL_16)
 #error "half.comp: no OP_ defined"
 #endif
-XG_OUT(0, uint, y);
+XG_INOUT(0, uint, y); /* read by the atomics of an odd last element */
 #endif
+
+/* Stores the 16-bit element v (low bits) as element i of a buffer of 32-bit
+ * words, leaving the other half of the word alone. */
+#define XG_STORE_HALF(buf, i, v)                                             \
+    {                                                                        \
+        uint shift_ = 16u * ((i) % 2u);                                      \
+        atomicAnd(buf[(i) / 2u], ~(0xffffu << shift_));                      \
+        atomicOr(buf[(i) / 2u], (v) << shift_);                              \
+    }
 
 void main()
 {
@@ -63,19 +71,21 @@ void main()
         y[dst] = x[src];
 #else
         uint v = (x[src / 2u] >> (16u * (src % 2u))) & 0xffffu;
-        uint shift = 16u * (dst % 2u);
-        atomicAnd(y[dst / 2u], ~(0xffffu << shift));
-        atomicOr(y[dst / 2u], v << shift);
+        XG_STORE_HALF(y, dst, v);
 #endif
     }
 #else
     uint words = pc.n / 2u + pc.n % 2u;
     XG_FOR_EACH(w, words) {
 #if defined(OP_COPY_16)
-        y[w] = x[w];
+        uint word = x[w];
 #else
-        y[w] = pc.bits | (pc.bits << 16);
+        uint word = pc.bits | (pc.bits << 16);
 #endif
+        if (2u * w + 1u < pc.n)
+            y[w] = word;
+        else /* the odd last element: its half only */
+            XG_STORE_HALF(y, 2u * w, word & 0xffffu);
     }
 #endif
 }
