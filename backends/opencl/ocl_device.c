@@ -379,12 +379,23 @@ static xg_status ocl_sync(xg_backend_device *dev)
 
 /* ---- the dispatch table ------------------------------------------------- */
 
-/* Every op runs on f32 element types (OpenCL 1.2 core). */
+/* Every op runs on f32 element types (OpenCL 1.2 core); casts between
+ * every pair of dtypes (xg_cast); fill, copy and copy_strided also on bf16 and f16 (bit
+ * copies, kernels/half.cl). The core widens every other op on 16-bit
+ * elements through casts to f32. */
 static bool ocl_supports(const xg_backend_device *dev, xg_op op,
                          const xg_dtype *dtypes)
 {
     (void)dev;
-    return op != XG_OP_cast && xg_op_signature_is(op, dtypes, XG_F32);
+    if (op == XG_OP_cast)
+        return (unsigned)dtypes[0] < XG_DTYPE_COUNT &&
+               (unsigned)dtypes[1] < XG_DTYPE_COUNT;
+    if (xg_op_signature_is(op, dtypes, XG_F32))
+        return true;
+    return (op == XG_OP_fill || op == XG_OP_copy ||
+            op == XG_OP_copy_strided) &&
+           (xg_op_signature_is(op, dtypes, XG_BF16) ||
+            xg_op_signature_is(op, dtypes, XG_F16));
 }
 
 const xg_backend xg_backend_opencl = {

@@ -24,9 +24,11 @@
 /* Size classes of the caching allocator (see ocl_memory.c). */
 #define OCL_SIZE_CLASSES 256
 
-/* Kernels that serve several ops rather than one (see kernels/conv.cl):
- * X(name) for a kernel named xg_<name>, a name no op may have. */
-#define OCL_HELPERS(X) X(im2col) X(col2im) X(gemm)
+/* Kernels that serve several ops rather than one (see kernels/conv.cl), or
+ * an op on other dtypes (the 16-bit copies of kernels/half.cl): X(name)
+ * for a kernel named xg_<name>, a name no op may have. */
+#define OCL_HELPERS(X)                                                       \
+    X(im2col) X(col2im) X(gemm) X(copy_16) X(fill_16) X(copy_strided_16)
 
 typedef enum ocl_helper {
 #define OCL_HELPER_ENUM(name) OCL_HELPER_##name,
@@ -83,8 +85,7 @@ static inline ocl_device *ocl_dev(xg_backend_device *dev)
  * kernels. */
 static inline int ocl_op_has_kernel(xg_op_family family)
 {
-    return family != XG_FAMILY_GEMM && family != XG_FAMILY_CONV &&
-           family != XG_FAMILY_CAST;
+    return family != XG_FAMILY_GEMM && family != XG_FAMILY_CONV;
 }
 
 /* ---- ocl_error.c --------------------------------------------------------- */
@@ -191,6 +192,7 @@ xg_status ocl_run_index(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_where(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_attention(xg_backend_device *dev, const xg_kernel_call *c);
 xg_status ocl_run_norm(xg_backend_device *dev, const xg_kernel_call *c);
+xg_status ocl_run_cast(xg_backend_device *dev, const xg_kernel_call *c);
 
 /* Which launcher serves each family (used to fill the dispatch table). */
 #define OCL_LAUNCHER_UNARY ocl_run_elementwise
@@ -213,6 +215,6 @@ xg_status ocl_run_norm(xg_backend_device *dev, const xg_kernel_call *c);
 #define OCL_LAUNCHER_WHERE ocl_run_where
 #define OCL_LAUNCHER_ATTENTION ocl_run_attention
 #define OCL_LAUNCHER_NORM ocl_run_norm
-#define OCL_LAUNCHER_CAST NULL /* no cast kernel yet: supports() says no */
+#define OCL_LAUNCHER_CAST ocl_run_cast
 
 #endif

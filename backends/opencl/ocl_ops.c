@@ -3,6 +3,7 @@
  * kernels/common.cl): the call's input buffers, its output buffers, then
  * the family's scalars.
  */
+#include "half_impl.h"
 #include "ocl_impl.h"
 
 #include <limits.h>
@@ -90,9 +91,58 @@ xg_status ocl_run_elementwise(xg_backend_device *dev, const xg_kernel_call *c)
     return launch_elementwise(ocl_dev(dev), c, c->p.ew.n, c->p.ew.scalar);
 }
 
+/* Enqueues helper kernel h over `items` (>= 1) grid-stride items with the
+ * buffers bufs[0 .. n_bufs-1], then `args`. */
+static xg_status launch_helper(ocl_device *d, ocl_helper h, const char *what,
+                               const xg_buffer *const *bufs, int n_bufs,
+                               const ocl_arg *args, int n_args, int64_t items)
+{
+    size_t local = d->helper_wg_size[h];
+    uint64_t groups = ((uint64_t)items + local - 1) / local;
+    if (groups > d->max_groups)
+        groups = d->max_groups;
+    size_t global = (size_t)groups * local;
+    return ocl_enqueue(d, d->helpers[h], what, bufs, n_bufs, args, n_args, 1,
+                       &global, &local);
+}
+
+static bool is_16bit(xg_dtype t)
+{
+    return t == XG_BF16 || t == XG_F16;
+}
+
+/* 16-bit elements: xg_copy_16 and xg_fill_16 (kernels/half.cl), the fill
+ * value rounded to the element type here as the CPU rounds it. */
 xg_status ocl_run_fill(xg_backend_device *dev, const xg_kernel_call *c)
 {
-    return launch_elementwise(ocl_dev(dev), c, c->p.fill.n, c->p.fill.value);
+    ocl_device *d = ocl_dev(dev);
+    xg_dtype t = c->out[0].dtype;
+    if (!is_16bit(t))
+        return launch_elementwise(d, c, c->p.fill.n, c->p.fill.value);
+    cl_long n = c->p.fill.n;
+    if (c->op == XG_OP_copy) {
+        const xg_buffer *bufs[2] = {c->in[0].buf, c->out[0].buf};
+        return launch_helper(d, OCL_HELPER_copy_16, "copy", bufs, 2,
+                             OCL_ARGS(OCL_ARG(n)), n);
+    }
+    cl_ushort bits = t == XG_BF16 ? xg__f32_to_bf16_1(c->p.fill.value)
+                                  : xg__f32_to_f16_1(c->p.fill.value);
+    const xg_buffer *bufs[1] = {c->out[0].buf};
+    return launch_helper(d, OCL_HELPER_fill_16, "fill", bufs, 1,
+                         OCL_ARGS(OCL_ARG(n), OCL_ARG(bits)), n);
+}
+
+/* xg_cast takes (in, out, long n, int from, int to): the dtypes as enum
+ * xg_dtype's values. */
+_Static_assert(XG_F32 == 0 && XG_I32 == 1 && XG_BF16 == 2 && XG_F16 == 3,
+               "kernels/half.cl numbers the dtypes as enum xg_dtype does");
+xg_status ocl_run_cast(xg_backend_device *dev, const xg_kernel_call *c)
+{
+    cl_long n = c->p.cast.n;
+    cl_int from = (cl_int)c->in[0].dtype, to = (cl_int)c->out[0].dtype;
+    return launch_grid_stride(ocl_dev(dev), c,
+                              OCL_ARGS(OCL_ARG(n), OCL_ARG(from), OCL_ARG(to)),
+                              n);
 }
 
 xg_status ocl_run_binary(xg_backend_device *dev, const xg_kernel_call *c)
@@ -108,7 +158,8 @@ xg_status ocl_run_binary(xg_backend_device *dev, const xg_kernel_call *c)
                               n);
 }
 
-/* Passes the index space and both sides' strides and offsets. */
+/* Passes the index space and both sides' strides and offsets; 16-bit
+ * elements go to xg_copy_strided_16 (kernels/half.cl), same arguments. */
 xg_status ocl_run_strided(xg_backend_device *dev, const xg_kernel_call *c)
 {
     const xg_strided_args *p = &c->p.strided;
@@ -116,6 +167,15 @@ xg_status ocl_run_strided(xg_backend_device *dev, const xg_kernel_call *c)
     cl_long8 shape = lanes(p->shape, p->ndim, 1);
     cl_long8 in_stride = lanes(p->in_stride, p->ndim, 0);
     cl_long8 out_stride = lanes(p->out_stride, p->ndim, 0);
+    if (is_16bit(c->out[0].dtype)) {
+        const xg_buffer *bufs[2] = {c->in[0].buf, c->out[0].buf};
+        return launch_helper(ocl_dev(dev), OCL_HELPER_copy_strided_16,
+                             "copy_strided", bufs, 2,
+                             OCL_ARGS(OCL_ARG(n), OCL_ARG(shape),
+                                      OCL_ARG(in_stride), OCL_ARG(out_stride),
+                                      OCL_ARG(in_offset), OCL_ARG(out_offset)),
+                             n);
+    }
     return launch_grid_stride(
         ocl_dev(dev), c,
         OCL_ARGS(OCL_ARG(n), OCL_ARG(shape), OCL_ARG(in_stride),

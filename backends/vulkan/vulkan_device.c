@@ -57,6 +57,11 @@ void xg_vulkan_simulate_device_lost(xg_backend_device *dev)
     xg_vk_dev(dev)->lost = true;
 }
 
+int xg_vulkan_16bit_storage(const xg_backend_device *dev)
+{
+    return ((const xg_vk_device *)dev)->storage16;
+}
+
 xg_status xg_vk_check_lost(const xg_vk_device *d)
 {
     if (!d->lost)
@@ -179,6 +184,26 @@ static bool subgroup_gemm_supported(xg_vk_device *d)
            (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
 }
 
+/* Whether the device can store 16-bit elements in storage buffers (Vulkan
+ * 1.1's storageBuffer16BitAccess) and XGRAD_VK_16BIT does not say 0. The
+ * shaders then use the *_s16 variants; without it they pack two elements
+ * per 32-bit word (same results). */
+static bool storage16_supported(xg_vk_device *d)
+{
+    const char *v = getenv("XGRAD_VK_16BIT");
+    if (v && strcmp(v, "0") == 0)
+        return false;
+    VkPhysicalDevice16BitStorageFeatures storage = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+    };
+    VkPhysicalDeviceFeatures2 features2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+        .pNext = &storage,
+    };
+    d->instance.GetPhysicalDeviceFeatures2(d->physical, &features2);
+    return storage.storageBuffer16BitAccess;
+}
+
 static void load_device_functions(xg_vk_device *d)
 {
 #define XG_VK_LOAD(name)                                                     \
@@ -207,6 +232,21 @@ static xg_status create_device(xg_vk_device *d)
         .subgroupSizeControl = VK_TRUE,
         .computeFullSubgroups = VK_TRUE,
     };
+    d->storage16 = storage16_supported(d);
+    VkPhysicalDevice16BitStorageFeatures storage = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+        .storageBuffer16BitAccess = VK_TRUE,
+    };
+    /* The features to enable, chained. */
+    void *features = NULL;
+    if (d->subgroup_gemm) {
+        size_control.pNext = features;
+        features = &size_control;
+    }
+    if (d->storage16) {
+        storage.pNext = features;
+        features = &storage;
+    }
     d->queue_family = compute_queue_family(d);
     VkDeviceQueueCreateInfo queue = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
@@ -216,7 +256,7 @@ static xg_status create_device(xg_vk_device *d)
     };
     VkDeviceCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
-        .pNext = d->subgroup_gemm ? &size_control : NULL,
+        .pNext = features,
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &queue,
         .enabledExtensionCount = n_extensions,

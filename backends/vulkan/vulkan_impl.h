@@ -296,6 +296,10 @@ struct xg_vk_device {
     bool lost; /* VK_ERROR_DEVICE_LOST seen: every call fails from now on */
     bool force_staging; /* XGRAD_VK_STAGING=1: never map device memory */
     bool subgroup_gemm; /* GEMM by gemm_subgroup.comp (CPU drivers) */
+    /* 16-bit elements through storageBuffer16BitAccess (the *_s16 shader
+     * variants), enabled where the device has it unless XGRAD_VK_16BIT=0;
+     * else as 32-bit words. */
+    bool storage16;
     xg_vk_memory mem;
     xg_vk_pipelines pipes;
     xg_vk_queue q;

@@ -8,6 +8,7 @@
  * Sizes fit in 32 bits: alloc() refuses buffers past maxStorageBufferRange,
  * which is below 2^32 bytes. */
 #include "shader_config.h"
+#include "half_impl.h"
 #include "vulkan_impl.h"
 
 #include <assert.h>
@@ -180,8 +181,14 @@ static void plan_gemm(const plan_in *in, xg_vk_job *job)
     job->groups[2] = groups(a->batch * splits, 1);
 }
 
+static bool is_16bit(xg_dtype t)
+{
+    return t == XG_BF16 || t == XG_F16;
+}
+
 /* STRIDED: strided.comp gets the index space, both sides' strides and
- * offsets. */
+ * offsets; half.comp (copy_strided_16, with 16-bit storage _s16) the same
+ * for 16-bit elements. */
 static void plan_strided(const plan_in *in, xg_vk_job *job)
 {
     const xg_strided_args *a = &in->call->p.strided;
@@ -196,17 +203,68 @@ static void plan_strided(const plan_in *in, xg_vk_job *job)
         p.out_stride[k] = u32(a->out_stride[k]);
     }
     set_push(job, &p, sizeof p);
+    if (is_16bit(in->call->out[0].dtype))
+        job->pipe = in->dev->storage16 ? XG_VK_PIPE_copy_strided_16_s16
+                                       : XG_VK_PIPE_copy_strided_16;
     grid_1d(job, a->n);
 }
 
-/* FILL (fill, copy): fill.comp. */
+/* FILL (fill, copy): fill.comp; for 16-bit elements half.comp (fill_16,
+ * copy_16), a 32-bit word of two elements per invocation, the fill value
+ * rounded to the element type here as the CPU rounds it. */
 static void plan_fill(const plan_in *in, xg_vk_job *job)
 {
     const xg_kernel_call *c = in->call;
+    xg_dtype t = c->out[0].dtype;
+    if (is_16bit(t)) {
+        struct { uint32_t n, bits; } p = {u32(c->p.fill.n), 0};
+        if (c->op == XG_OP_fill)
+            p.bits = t == XG_BF16 ? xg__f32_to_bf16_1(c->p.fill.value)
+                                  : xg__f32_to_f16_1(c->p.fill.value);
+        set_push(job, &p, sizeof p);
+        job->pipe = c->op == XG_OP_fill ? XG_VK_PIPE_fill_16
+                                        : XG_VK_PIPE_copy_16;
+        grid_1d(job, c->p.fill.n / 2 + c->p.fill.n % 2);
+        return;
+    }
     struct { uint32_t n; float value; } p = {u32(c->p.fill.n),
                                              c->p.fill.value};
     set_push(job, &p, sizeof p);
     grid_1d(job, c->p.fill.n);
+}
+
+/* CAST: cast.comp, one variant per pair of dtypes (cast_<from>_<to>), and
+ * for pairs with a 16-bit side one with 16-bit storage (_s16). Indexed
+ * [from][to][storage16] by xg_dtype. */
+#define CAST_32(a, b) {XG_VK_PIPE_cast_##a##_##b, XG_VK_PIPE_cast_##a##_##b}
+#define CAST_16(a, b)                                                        \
+    {XG_VK_PIPE_cast_##a##_##b, XG_VK_PIPE_cast_##a##_##b##_s16}
+static const xg_vk_pipe cast_pipes[XG_DTYPE_COUNT][XG_DTYPE_COUNT][2] = {
+    [XG_F32] = {[XG_F32] = CAST_32(f32, f32), [XG_I32] = CAST_32(f32, i32),
+                [XG_BF16] = CAST_16(f32, bf16), [XG_F16] = CAST_16(f32, f16)},
+    [XG_I32] = {[XG_F32] = CAST_32(i32, f32), [XG_I32] = CAST_32(i32, i32),
+                [XG_BF16] = CAST_16(i32, bf16), [XG_F16] = CAST_16(i32, f16)},
+    [XG_BF16] = {[XG_F32] = CAST_16(bf16, f32), [XG_I32] = CAST_16(bf16, i32),
+                 [XG_BF16] = CAST_16(bf16, bf16),
+                 [XG_F16] = CAST_16(bf16, f16)},
+    [XG_F16] = {[XG_F32] = CAST_16(f16, f32), [XG_I32] = CAST_16(f16, i32),
+                [XG_BF16] = CAST_16(f16, bf16), [XG_F16] = CAST_16(f16, f16)},
+};
+#undef CAST_32
+#undef CAST_16
+
+static void plan_cast(const plan_in *in, xg_vk_job *job)
+{
+    const xg_kernel_call *c = in->call;
+    xg_dtype from = c->in[0].dtype, to = c->out[0].dtype;
+    int64_t n = c->p.cast.n;
+    struct { uint32_t n; } p = {u32(n)};
+    set_push(job, &p, sizeof p);
+    job->pipe = cast_pipes[from][to][in->dev->storage16];
+    /* without 16-bit storage a 16-bit side goes by words: one invocation
+     * per pair of elements */
+    bool pairs = !in->dev->storage16 && (is_16bit(from) || is_16bit(to));
+    grid_1d(job, pairs ? n / 2 + n % 2 : n);
 }
 
 /* RNG: rng.comp, one Philox block (XG_RNG_BLOCK elements) per invocation;
@@ -404,6 +462,7 @@ static const plan_fn planners[] = {
     [XG_FAMILY_WHERE] = plan_where,
     [XG_FAMILY_ATTENTION] = plan_attention,
     [XG_FAMILY_NORM] = plan_norm,
+    [XG_FAMILY_CAST] = plan_cast,
 };
 
 /* Per op, its pipeline: the shader variant of the same name, which
@@ -527,12 +586,22 @@ static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
     return run_planned(d, call);
 }
 
-/* Every op runs on f32 element types (32-bit storage buffers). */
+/* Every op runs on f32 element types; casts between every pair of dtypes
+ * (cast.comp); fill, copy and copy_strided also on bf16 and f16 (bit copies). The
+ * core widens every other op on 16-bit elements through casts to f32. */
 static bool vk_supports(const xg_backend_device *dev, xg_op op,
                         const xg_dtype *dtypes)
 {
     (void)dev;
-    return op != XG_OP_cast && xg_op_signature_is(op, dtypes, XG_F32);
+    if (op == XG_OP_cast) /* every pair of dtypes */
+        return (unsigned)dtypes[0] < XG_DTYPE_COUNT &&
+               (unsigned)dtypes[1] < XG_DTYPE_COUNT;
+    if (xg_op_signature_is(op, dtypes, XG_F32))
+        return true;
+    return (op == XG_OP_fill || op == XG_OP_copy ||
+            op == XG_OP_copy_strided) &&
+           (xg_op_signature_is(op, dtypes, XG_BF16) ||
+            xg_op_signature_is(op, dtypes, XG_F16));
 }
 
 const xg_backend xg_backend_vulkan = {

@@ -1,0 +1,503 @@
+/* 16-bit elements on a GPU backend, at the kernel level: the cast kernel
+ * gives the host conversions' bits (xg_f32_to_bf16 etc., api/core/half.c)
+ * on every bf16 and f16 pattern and on the f32 values where rounding is
+ * delicate (ties, subnormals, overflow, NaN with its sign); fill, copy and
+ * copy_strided on 16-bit elements copy bits and leave alone every element
+ * they do not address, also the other half of a 32-bit word (the Vulkan
+ * backend without 16-bit storage, XGRAD_VK_16BIT=0); and supports()
+ * answers true for exactly these 16-bit kernels.
+ *
+ * The backend is XGRAD_TEST_BACKEND (opencl or vulkan); skipped when it is
+ * unset or has no device, unless XGRAD_REQUIRE_BACKENDS=1. Under Vulkan
+ * every test also fails on any validation message. */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_impl.h"
+#ifdef XGRAD_HAVE_VULKAN
+#include "vulkan_backend.h"
+#endif
+
+/* The device under test, its backend device and backend. */
+typedef struct gpu {
+    xg_device *dev;
+    xg_backend_device *bdev;
+    const xg_backend *be;
+} gpu;
+
+static gpu gpu_open(void)
+{
+    const char *name = getenv("XGRAD_TEST_BACKEND");
+    const char *req = getenv("XGRAD_REQUIRE_BACKENDS");
+    bool required = req && strcmp(req, "1") == 0;
+    gpu g = {0};
+    if (!name || !*name) {
+        if (required)
+            cr_assert_fail("XGRAD_TEST_BACKEND is not set");
+        cr_skip_test("XGRAD_TEST_BACKEND is not set");
+    }
+    if (xg_device_open(name, &g.dev) != XG_OK) {
+        if (required)
+            cr_assert_fail("no %s device: %s", name, xg_last_error());
+        cr_skip_test("no %s device: %s", name, xg_last_error());
+    }
+    g.bdev = g.dev->bdev;
+    g.be = g.bdev->backend;
+    return g;
+}
+
+static void gpu_close(gpu *g)
+{
+    bool vulkan = strcmp(g->be->name, "vulkan") == 0;
+    xg_device_close(g->dev);
+#ifdef XGRAD_HAVE_VULKAN
+    if (vulkan)
+        cr_assert_eq(xg_vulkan_validation_messages(), 0,
+                     "the Vulkan validation layer reported messages");
+#else
+    (void)vulkan;
+#endif
+}
+
+static xg_buffer *upload(gpu *g, const void *src, size_t bytes)
+{
+    xg_buffer *b = NULL;
+    cr_assert_eq(g->be->alloc(g->bdev, bytes, &b), XG_OK, "%s",
+                 xg_last_error());
+    cr_assert_eq(g->be->upload(g->bdev, b, 0, src, bytes), XG_OK, "%s",
+                 xg_last_error());
+    return b;
+}
+
+static void download(gpu *g, xg_buffer *b, void *dst, size_t bytes)
+{
+    cr_assert_eq(g->be->download(g->bdev, b, 0, dst, bytes), XG_OK, "%s",
+                 xg_last_error());
+}
+
+/* Runs cast of n elements from `src` (dtype from) and returns the result
+ * (malloc'd, n elements of dtype to). */
+static void *run_cast(gpu *g, const void *src, int64_t n, xg_dtype from,
+                      xg_dtype to)
+{
+    xg_dtype sig[2] = {from, to};
+    cr_assert(g->be->supports(g->bdev, XG_OP_cast, sig),
+              "cast %s -> %s is not supported", xg_dtype_name(from),
+              xg_dtype_name(to));
+    size_t in_bytes = (size_t)n * xg_dtype_size(from);
+    size_t out_bytes = (size_t)n * xg_dtype_size(to);
+    xg_buffer *in = upload(g, src, in_bytes), *out = NULL;
+    cr_assert_eq(g->be->alloc(g->bdev, out_bytes, &out), XG_OK);
+    xg_kernel_call c = {.op = XG_OP_cast,
+                        .in = {{in, from}},
+                        .out = {{out, to}},
+                        .p.cast = {n}};
+    cr_assert_eq(g->be->kernels[XG_FAMILY_CAST](g->bdev, &c), XG_OK, "%s",
+                 xg_last_error());
+    void *result = malloc(out_bytes);
+    cr_assert_not_null(result);
+    download(g, out, result, out_bytes);
+    g->be->free(g->bdev, in);
+    g->be->free(g->bdev, out);
+    return result;
+}
+
+/* Every 16-bit pattern, n = 65536 + 1 (an odd count: the last word of a
+ * packed buffer is half used). */
+#define PATTERNS 65537
+
+static uint16_t *all_patterns(void)
+{
+    uint16_t *h = malloc(PATTERNS * sizeof *h);
+    cr_assert_not_null(h);
+    for (int i = 0; i < PATTERNS; i++)
+        h[i] = (uint16_t)i;
+    return h;
+}
+
+static void host_to_f32(xg_dtype t, const uint16_t *h, float *f, size_t n)
+{
+    if (t == XG_BF16)
+        xg_bf16_to_f32(h, f, n);
+    else
+        xg_f16_to_f32(h, f, n);
+}
+
+static void host_from_f32(xg_dtype t, const float *f, uint16_t *h, size_t n)
+{
+    if (t == XG_BF16)
+        xg_f32_to_bf16(f, h, n);
+    else
+        xg_f32_to_f16(f, h, n);
+}
+
+/* bf16 and f16 -> f32, and to each other, on every pattern. */
+Test(gpu_half, cast_every_16bit_pattern)
+{
+    gpu g = gpu_open();
+    uint16_t *h = all_patterns();
+    float *ref = malloc(PATTERNS * sizeof *ref);
+    uint16_t *ref16 = malloc(PATTERNS * sizeof *ref16);
+    const xg_dtype types[2] = {XG_BF16, XG_F16};
+    for (int a = 0; a < 2; a++) {
+        xg_dtype t = types[a], other = types[1 - a];
+        host_to_f32(t, h, ref, PATTERNS);
+        uint32_t *got = run_cast(&g, h, PATTERNS, t, XG_F32);
+        for (int i = 0; i < PATTERNS; i++) {
+            uint32_t want;
+            memcpy(&want, &ref[i], 4);
+            cr_assert_eq(got[i], want, "%s 0x%04x -> f32: 0x%08x, want 0x%08x",
+                         xg_dtype_name(t), h[i], got[i], want);
+        }
+        free(got);
+        host_from_f32(other, ref, ref16, PATTERNS);
+        uint16_t *got16 = run_cast(&g, h, PATTERNS, t, other);
+        for (int i = 0; i < PATTERNS; i++)
+            cr_assert_eq(got16[i], ref16[i], "%s 0x%04x -> %s: 0x%04x, want "
+                         "0x%04x", xg_dtype_name(t), h[i],
+                         xg_dtype_name(other), got16[i], ref16[i]);
+        free(got16);
+        got16 = run_cast(&g, h, PATTERNS, t, t); /* the same dtype: a copy */
+        cr_assert_eq(memcmp(got16, h, PATTERNS * sizeof *h), 0,
+                     "%s -> %s is not a bit copy", xg_dtype_name(t),
+                     xg_dtype_name(t));
+        free(got16);
+    }
+    free(ref16);
+    free(ref);
+    free(h);
+    gpu_close(&g);
+}
+
+/* f32 -> bf16 and f16: every upper half with lower halves where rounding
+ * is delicate for either type (exact, just below, at and above the tie of
+ * bf16 and of f16, all ones), which covers zeros, both types' subnormals,
+ * the overflow to Inf, Inf and NaN (quiet and signalling, both signs). */
+Test(gpu_half, cast_f32_to_16bit_rounding)
+{
+    static const uint32_t lows[] = {0x0000, 0x0001, 0x0fff, 0x1000, 0x1001,
+                                    0x1fff, 0x2000, 0x3000, 0x7fff, 0x8000,
+                                    0x8001, 0xffff, 0x17ff, 0x1800, 0x5000};
+    const size_t n_lows = sizeof lows / sizeof lows[0];
+    const int64_t n = 65536 * (int64_t)n_lows + 1; /* odd */
+    uint32_t *bits = malloc((size_t)n * 4);
+    cr_assert_not_null(bits);
+    for (int64_t hi = 0; hi < 65536; hi++)
+        for (size_t j = 0; j < n_lows; j++)
+            bits[hi * (int64_t)n_lows + (int64_t)j] =
+                (uint32_t)hi << 16 | lows[j];
+    bits[n - 1] = 0x33000001u; /* just above half f16's smallest subnormal */
+    float *f = (float *)bits;
+    uint16_t *ref = malloc((size_t)n * 2);
+    gpu g = gpu_open();
+    const xg_dtype types[2] = {XG_BF16, XG_F16};
+    for (int a = 0; a < 2; a++) {
+        host_from_f32(types[a], f, ref, (size_t)n);
+        uint16_t *got = run_cast(&g, f, n, XG_F32, types[a]);
+        for (int64_t i = 0; i < n; i++)
+            cr_assert_eq(got[i], ref[i], "f32 0x%08x -> %s: 0x%04x, want "
+                         "0x%04x", bits[i], xg_dtype_name(types[a]), got[i],
+                         ref[i]);
+        free(got);
+    }
+    free(ref);
+    free(bits);
+    gpu_close(&g);
+}
+
+/* i32 <-> the float types: through f32, rounding to nearest even; float ->
+ * i32 truncates (values in range only: the rest is unspecified). */
+Test(gpu_half, cast_i32)
+{
+    static const int32_t ints[] = {0, 1, -1, 7, -255, 65504, 65520, 65536,
+                                   16777217, -16777217, 33554435,
+                                   2147483647, -2147483647 - 1, 123456789};
+    const int64_t n = sizeof ints / sizeof ints[0];
+    gpu g = gpu_open();
+    const xg_dtype types[3] = {XG_F32, XG_BF16, XG_F16};
+    for (int a = 0; a < 3; a++) {
+        xg_dtype t = types[a];
+        float wide[sizeof ints / sizeof ints[0]];
+        for (int64_t i = 0; i < n; i++)
+            wide[i] = (float)ints[i];
+        uint16_t want16[sizeof ints / sizeof ints[0]];
+        if (t != XG_F32)
+            host_from_f32(t, wide, want16, (size_t)n);
+        void *got = run_cast(&g, ints, n, XG_I32, t);
+        for (int64_t i = 0; i < n; i++) {
+            if (t == XG_F32)
+                cr_assert_eq(((float *)got)[i], wide[i], "i32 %d -> f32",
+                             ints[i]);
+            else
+                cr_assert_eq(((uint16_t *)got)[i], want16[i],
+                             "i32 %d -> %s: 0x%04x, want 0x%04x", ints[i],
+                             xg_dtype_name(t), ((uint16_t *)got)[i],
+                             want16[i]);
+        }
+        free(got);
+    }
+    static const float floats[] = {0.0f, -0.0f, 0.5f, -0.5f, 1.75f, -1.75f,
+                                   65504.0f, -3.0e9f / 2.0f, 1.0e9f, 7.0f};
+    const int64_t nf = sizeof floats / sizeof floats[0];
+    int32_t *got = run_cast(&g, floats, nf, XG_F32, XG_I32);
+    for (int64_t i = 0; i < nf; i++)
+        cr_assert_eq(got[i], (int32_t)floats[i], "f32 %g -> i32: %d",
+                     (double)floats[i], got[i]);
+    free(got);
+    uint16_t h[3];
+    const float small[3] = {-2.5f, 300.0f, 65504.0f};
+    xg_f32_to_f16(small, h, 3);
+    got = run_cast(&g, h, 3, XG_F16, XG_I32);
+    cr_assert(got[0] == -2 && got[1] == 300 && got[2] == 65504,
+              "f16 -> i32: %d %d %d", got[0], got[1], got[2]);
+    free(got);
+    gpu_close(&g);
+}
+
+/* fill and copy of n 16-bit elements, n odd and even. */
+Test(gpu_half, fill_and_copy)
+{
+    gpu g = gpu_open();
+    static const int64_t sizes[] = {1, 2, 3, 255, 256, 257, 100001};
+    const xg_dtype types[2] = {XG_BF16, XG_F16};
+    for (int a = 0; a < 2; a++) {
+        xg_dtype t = types[a];
+        xg_dtype sig[2] = {t, t};
+        cr_assert(g.be->supports(g.bdev, XG_OP_fill, sig));
+        cr_assert(g.be->supports(g.bdev, XG_OP_copy, sig));
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            int64_t n = sizes[s];
+            size_t bytes = (size_t)n * 2;
+            uint16_t *host = malloc(bytes), *back = malloc(bytes);
+            for (int64_t i = 0; i < n; i++)
+                host[i] = (uint16_t)(i * 2654435761u >> 16);
+            xg_buffer *x = upload(&g, host, bytes), *y = NULL, *z = NULL;
+            cr_assert_eq(g.be->alloc(g.bdev, bytes, &y), XG_OK);
+            cr_assert_eq(g.be->alloc(g.bdev, bytes, &z), XG_OK);
+            xg_kernel_call copy = {.op = XG_OP_copy, .in = {{x, t}},
+                                   .out = {{y, t}}, .p.fill = {n, 0.0f}};
+            const float value = 0.1f; /* rounds in both types */
+            xg_kernel_call fill = {.op = XG_OP_fill, .out = {{z, t}},
+                                   .p.fill = {n, value}};
+            cr_assert_eq(g.be->kernels[XG_FAMILY_FILL](g.bdev, &copy), XG_OK);
+            cr_assert_eq(g.be->kernels[XG_FAMILY_FILL](g.bdev, &fill), XG_OK);
+            download(&g, y, back, bytes);
+            cr_assert_eq(memcmp(back, host, bytes), 0, "%s copy of %lld",
+                         xg_dtype_name(t), (long long)n);
+            uint16_t want;
+            host_from_f32(t, &value, &want, 1);
+            download(&g, z, back, bytes);
+            for (int64_t i = 0; i < n; i++)
+                cr_assert_eq(back[i], want, "%s fill of %lld: [%lld] 0x%04x",
+                             xg_dtype_name(t), (long long)n, (long long)i,
+                             back[i]);
+            g.be->free(g.bdev, x);
+            g.be->free(g.bdev, y);
+            g.be->free(g.bdev, z);
+            free(host);
+            free(back);
+        }
+    }
+    gpu_close(&g);
+}
+
+/* copy_strided into every other element of a 16-bit buffer, at even and at
+ * odd offsets, and a transposed read: the elements it does not address
+ * keep their bits, including the other half of each 32-bit word. */
+Test(gpu_half, copy_strided_leaves_neighbours)
+{
+    gpu g = gpu_open();
+    const int64_t rows = 37, cols = 19, n = rows * cols; /* odd sizes */
+    const xg_dtype types[2] = {XG_BF16, XG_F16};
+    for (int a = 0; a < 2; a++) {
+        xg_dtype t = types[a];
+        xg_dtype sig[2] = {t, t};
+        cr_assert(g.be->supports(g.bdev, XG_OP_copy_strided, sig));
+        uint16_t *src = malloc((size_t)n * 2);
+        uint16_t *dst = malloc((size_t)(2 * n + 1) * 2);
+        uint16_t *back = malloc((size_t)(2 * n + 1) * 2);
+        for (int64_t i = 0; i < n; i++)
+            src[i] = (uint16_t)(0x1000 + i);
+        for (int offset = 0; offset < 2; offset++) {
+            for (int64_t i = 0; i < 2 * n + 1; i++)
+                dst[i] = (uint16_t)(0xf000 | (i & 0xfff));
+            xg_buffer *x = upload(&g, src, (size_t)n * 2);
+            xg_buffer *y = upload(&g, dst, (size_t)(2 * n + 1) * 2);
+            /* out[offset + 2 (r cols + c)] = in[c rows + r]: reads the
+             * source transposed (as [cols, rows]) */
+            xg_kernel_call c = {
+                .op = XG_OP_copy_strided,
+                .in = {{x, t}},
+                .out = {{y, t}},
+                .p.strided = {.ndim = 2,
+                              .n = n,
+                              .shape = {rows, cols},
+                              .in_stride = {1, rows},
+                              .out_stride = {2 * cols, 2},
+                              .in_offset = 0,
+                              .out_offset = offset}};
+            cr_assert_eq(g.be->kernels[XG_FAMILY_STRIDED](g.bdev, &c), XG_OK,
+                         "%s", xg_last_error());
+            download(&g, y, back, (size_t)(2 * n + 1) * 2);
+            for (int64_t i = 0; i < 2 * n + 1; i++) {
+                int64_t k = i - offset;
+                uint16_t want = dst[i];
+                if (k >= 0 && k % 2 == 0 && k / 2 < n) {
+                    int64_t r = k / 2 / cols, col = k / 2 % cols;
+                    want = src[col * rows + r];
+                }
+                cr_assert_eq(back[i], want, "%s offset %d: [%lld] 0x%04x, "
+                             "want 0x%04x", xg_dtype_name(t), offset,
+                             (long long)i, back[i], want);
+            }
+            g.be->free(g.bdev, x);
+            g.be->free(g.bdev, y);
+        }
+        free(src);
+        free(dst);
+        free(back);
+    }
+    gpu_close(&g);
+}
+
+/* supports() answers true for the 16-bit kernels above and no other op on
+ * 16-bit elements (the core widens those through casts). */
+Test(gpu_half, supports_exactly_the_16bit_kernels)
+{
+    gpu g = gpu_open();
+    for (int op = 0; op < XG_OP_COUNT; op++) {
+        const xg_op_info *info = &xg_op_table[op];
+        if (!strchr(info->in_rule, 'T') && !strchr(info->out_rule, 'T'))
+            continue; /* f32 whatever the type (optimizer updates) */
+        for (xg_dtype t = XG_BF16; t <= XG_F16; t++) {
+            xg_dtype sig[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
+            int k = 0;
+            for (const char *r = info->in_rule; *r; r++)
+                sig[k++] = xg_op_rule_dtype(*r, t);
+            for (const char *r = info->out_rule; *r; r++)
+                sig[k++] = xg_op_rule_dtype(*r, t);
+            bool want = op == XG_OP_cast || op == XG_OP_fill ||
+                        op == XG_OP_copy || op == XG_OP_copy_strided;
+            cr_expect_eq(g.be->supports(g.bdev, (xg_op)op, sig), want,
+                         "%s on %s: supports() says %d", info->name,
+                         xg_dtype_name(t), !want);
+        }
+    }
+    gpu_close(&g);
+}
+
+#ifdef XGRAD_HAVE_VULKAN
+/* XGRAD_VK_16BIT=0 keeps 16-bit elements in words; the meson test that
+ * sets it (gpu-half-vulkan-words) checks that it took effect. */
+Test(gpu_half, vulkan_16bit_storage_setting)
+{
+    gpu g = gpu_open();
+    const char *v = getenv("XGRAD_VK_16BIT");
+    if (strcmp(g.be->name, "vulkan") == 0 && v && strcmp(v, "0") == 0)
+        cr_expect_eq(xg_vulkan_16bit_storage(g.bdev), 0);
+    if (strcmp(g.be->name, "vulkan") == 0)
+        cr_log_info("vulkan: 16-bit storage %s",
+                    xg_vulkan_16bit_storage(g.bdev) ? "on" : "off");
+    gpu_close(&g);
+}
+#endif
+
+/* ---- through the front-ends: ops on 16-bit tensors (widened by the core
+ * on this backend) agree with the CPU's within the 16-bit type's rounding */
+
+/* Values of a small mixed-precision step on the current device: f32 master
+ * weights cast to t, matmul, bias, gelu, a transposed copy (copy_strided),
+ * softmax and cross-entropy in t; the loss and the weights' f32 gradient
+ * come back. out gets the softmax [8, 10] then the loss, grad_w the
+ * gradient [16, 10]. */
+#define MP_N 8
+#define MP_K 16
+#define MP_C 10
+
+static void mixed_step(xg_dtype t, const float *x, const float *w,
+                       const float *b, const int32_t *labels, float *out,
+                       float *grad_w)
+{
+    xg_scope *scope = xg_scope_begin();
+    xg_tensor *X = xg_to_dtype(xg_tensor_from_data(x, XG_F32,
+                                                   XG_SHAPE(MP_N, MP_K)),
+                               t);
+    xg_tensor *W = xg_tensor_from_data(w, XG_F32, XG_SHAPE(MP_K, MP_C));
+    cr_assert_eq(xg_tensor_set_requires_grad(W, true), XG_OK);
+    xg_tensor *B = xg_to_dtype(xg_tensor_from_data(b, XG_F32, XG_SHAPE(MP_C)),
+                               t);
+    xg_tensor *L = xg_tensor_from_data(labels, XG_I32, XG_SHAPE(MP_N));
+    xg_tensor *h = xg_gelu(xg_add(xg_matmul(X, xg_to_dtype(W, t)), B));
+    xg_tensor *ht = xg_contiguous(xg_transpose(h, 0, 1)); /* [C, N] */
+    xg_tensor *logits = xg_contiguous(xg_transpose(ht, 0, 1));
+    xg_tensor *s = xg_softmax(logits);
+    xg_tensor *loss = xg_cross_entropy(logits, L);
+    cr_assert_not_null(loss, "%s", xg_last_error());
+    cr_assert_eq(xg_tensor_dtype(s), t);
+    cr_assert_eq(xg_tensor_read_f32(s, out, MP_N * MP_C), XG_OK, "%s",
+                 xg_last_error());
+    xg_tensor *loss32 = xg_to_dtype(loss, XG_F32);
+    cr_assert_eq(xg_tensor_item(loss32, &out[MP_N * MP_C]), XG_OK);
+    cr_assert_eq(xg_backward(loss32), XG_OK, "%s", xg_last_error());
+    xg_tensor *g = xg_tensor_grad(W);
+    cr_assert_not_null(g);
+    cr_assert_eq(xg_tensor_dtype(g), XG_F32);
+    cr_assert_eq(xg_tensor_read(g, grad_w, MP_K * MP_C * sizeof(float)),
+                 XG_OK);
+    xg_scope_end(scope);
+}
+
+static void expect_close(const char *what, xg_dtype t, const float *got,
+                         const float *ref, int n, float rtol)
+{
+    for (int i = 0; i < n; i++)
+        cr_expect(fabsf(got[i] - ref[i]) <= 1e-4f + rtol * fabsf(ref[i]),
+                  "%s (%s) [%d]: %g, the CPU %g", what, xg_dtype_name(t), i,
+                  (double)got[i], (double)ref[i]);
+}
+
+Test(gpu_half, mixed_precision_step_matches_cpu)
+{
+    float x[MP_N * MP_K], w[MP_K * MP_C], b[MP_C];
+    int32_t labels[MP_N];
+    uint64_t s = 12345;
+    for (int i = 0; i < MP_N * MP_K + MP_K * MP_C + MP_C; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        float v = (float)(s >> 40) / (float)(1u << 24) * 2.0f - 1.0f;
+        if (i < MP_N * MP_K)
+            x[i] = v;
+        else if (i < MP_N * MP_K + MP_K * MP_C)
+            w[i - MP_N * MP_K] = v * 0.5f;
+        else
+            b[i - MP_N * MP_K - MP_K * MP_C] = v * 0.1f;
+    }
+    for (int i = 0; i < MP_N; i++)
+        labels[i] = (i * 7) % MP_C;
+    gpu g = gpu_open();
+    xg_device *cpu = NULL;
+    cr_assert_eq(xg_device_open("cpu", &cpu), XG_OK);
+    const xg_dtype types[2] = {XG_BF16, XG_F16};
+    /* a few roundings of t apart at most: 2^-8 relative for bf16, 2^-11
+     * for f16, times the steps that round */
+    const float rtol[2] = {0x1p-5f, 0x1p-8f};
+    for (int a = 0; a < 2; a++) {
+        float out[2][MP_N * MP_C + 1], grad[2][MP_K * MP_C];
+        xg_device *devs[2] = {cpu, g.dev};
+        for (int d = 0; d < 2; d++) {
+            xg_device_set_current(devs[d]);
+            mixed_step(types[a], x, w, b, labels, out[d], grad[d]);
+        }
+        xg_device_set_current(NULL);
+        expect_close("softmax", types[a], out[1], out[0], MP_N * MP_C,
+                     rtol[a]);
+        expect_close("loss", types[a], &out[1][MP_N * MP_C],
+                     &out[0][MP_N * MP_C], 1, rtol[a]);
+        expect_close("weight gradient", types[a], grad[1], grad[0],
+                     MP_K * MP_C, rtol[a]);
+    }
+    xg_device_close(cpu);
+    gpu_close(&g);
+}
