@@ -6,8 +6,8 @@
  *
  * The scale lives on the host. The inf/NaN check costs one value read per
  * optimizer: on the device, every gradient g gives sum(g * 0), which is 0
- * when g is finite and NaN otherwise; the sums are added and xg_grad_scaler_step
- * reads that one float. */
+ * when g is finite and NaN otherwise; the sums are added, and
+ * xg_grad_scaler_step reads that one float. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
