@@ -665,6 +665,28 @@ xg_status xg_backward_hooked(xg_tensor *loss, bool retain_graph,
 bool xg_set_grad_enabled(bool enabled);
 bool xg_grad_enabled(void);
 
+/* Autocast (mixed precision, as torch.autocast): while the calling
+ * thread's autocast dtype is XG_BF16 or XG_F16, the compute-heavy ops
+ * xg_matmul, xg_matmul_t, the Linear layer (and GPT's), xg_conv2d (and
+ * its layer) and xg_attention cast their float inputs to that dtype
+ * (xg_to_dtype: recorded, so an f32 parameter's gradient arrives in f32)
+ * and give outputs of that dtype. Everything else runs in its inputs'
+ * dtypes: reductions, softmax, the losses and the norms' statistics
+ * compute in f32, and an op with an f32 and a 16-bit input gives f32.
+ * Parameters, gradients and optimizer state stay f32. Run the forward
+ * pass and the loss under autocast; backward needs no autocast (each op
+ * of the graph differentiates in the dtypes it recorded). bf16 keeps
+ * f32's range; with f16 scale the loss (xg_grad_scaler_*).
+ * xg_set_autocast sets the dtype (XG_F32: autocast off, the default) and
+ * returns the previous one, for nesting:
+ *     xg_dtype was = xg_set_autocast(XG_BF16);
+ *     xg_tensor *loss = xg_cross_entropy(xg_module_forward(m, x), y);
+ *     xg_set_autocast(was);
+ * Another dtype is refused with XG_ERR_DTYPE, the setting unchanged (and
+ * returned). */
+xg_dtype xg_set_autocast(xg_dtype dtype);
+xg_dtype xg_autocast_dtype(void);
+
 /* ===== nn: modules =======================================================
  * A module is a piece of a network: a forward function, the parameters it
  * trains, buffers it saves without training (BatchNorm's running

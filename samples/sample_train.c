@@ -31,6 +31,10 @@ struct sample_trainer {
     const sample_session *s;
     sample_job job;
     xg_optim *optim;
+    xg_dtype autocast;      /* --precision: XG_F32 (off), XG_BF16, XG_F16 */
+    xg_grad_scaler *scaler; /* under f16; else NULL */
+    bool stepped;           /* the last batch's step was taken (not skipped
+                             * by the scaler) */
     xg_grad_sync *sync;     /* averages gradients over the ranks */
     xg_loader *train_loader, *test_loader;
     int32_t *predictions;   /* EVAL_BATCH argmax results read back */
@@ -105,6 +109,10 @@ static int make_parts(sample_trainer *t)
     if (xg_dist_broadcast_module(job->module) == XG_OK)
         t->optim = xg_optim_for_module(job->module, o->optimizer,
                                        (float)o->lr);
+    t->autocast = sample_precision_dtype(o->precision);
+    if (t->optim && t->autocast == XG_F16 &&
+        !(t->scaler = xg_grad_scaler_new(NULL)))
+        return 1;
     if (t->optim)
         t->sync = xg_grad_sync_new(job->module, 0);
     if (t->sync)
@@ -164,6 +172,11 @@ xg_optim *sample_trainer_optim(const sample_trainer *t)
     return t->optim;
 }
 
+xg_grad_scaler *sample_trainer_scaler(const sample_trainer *t)
+{
+    return t->scaler;
+}
+
 int64_t sample_trainer_samples(const sample_trainer *t)
 {
     return t->train_samples;
@@ -177,6 +190,7 @@ void sample_trainer_free(sample_trainer *t)
     xg_loader_free(t->train_loader);
     xg_loader_free(t->test_loader);
     xg_grad_sync_free(t->sync);
+    xg_grad_scaler_free(t->scaler);
     xg_optim_free(t->optim);
     free(t->predictions);
     free(t->truth);
@@ -197,13 +211,33 @@ static float cosine_lr(const sample_trainer *t)
                         total, 0.0f);
 }
 
-/* The model's output for a batch of images [b, c, h, w]. */
+/* The model's output for a batch of images [b, c, h, w], under the
+ * autocast of --precision. */
 static xg_tensor *forward(sample_trainer *t, xg_tensor *images)
 {
     xg_tensor *x = t->job.flatten
                        ? xg_reshape(images, XG_SHAPE(-1, t->features))
                        : images;
-    return xg_module_forward(t->job.module, x);
+    xg_dtype was = xg_set_autocast(t->autocast);
+    xg_tensor *y = xg_module_forward(t->job.module, x);
+    xg_set_autocast(was);
+    return y;
+}
+
+/* Backward from the loss (scaled under f16) and the optimizer's step
+ * (skipped by the scaler on inf/NaN gradients: t->stepped says). */
+static xg_status backward_step(sample_trainer *t, xg_tensor *loss)
+{
+    xg_grad_scaler *sc = t->scaler;
+    /* averaged over the ranks; the graph goes as the backward walks */
+    xg_status st = xg_grad_sync_backward(t->sync, sc ? xg_grad_scaler_scale(
+                                                           sc, loss)
+                                                     : loss);
+    t->stepped = !sc;
+    if (st == XG_OK)
+        st = sc ? xg_grad_scaler_step(sc, t->optim, &t->stepped)
+                : xg_optim_step(t->optim);
+    return st == XG_OK && sc ? xg_grad_scaler_update(sc) : st;
 }
 
 /* Forward, loss, backward, update on one batch. The loss is added to
@@ -214,9 +248,7 @@ static int train_batch(sample_trainer *t, xg_tensor *images,
     if (t->s->opt->cosine)
         xg_optim_set_lr(t->optim, cosine_lr(t));
     xg_tensor *loss = xg_cross_entropy(forward(t, images), labels);
-    /* averaged over the ranks; the graph goes as the backward walks */
-    if (!loss || xg_grad_sync_backward(t->sync, loss) != XG_OK ||
-        xg_optim_step(t->optim) != XG_OK)
+    if (!loss || backward_step(t, loss) != XG_OK)
         return lib_error();
     xg_optim_zero_grad(t->optim);
     xg_tensor *sum = xg_tensor_keep(xg_add(*loss_sum, xg_detach(loss)));
@@ -336,7 +368,8 @@ static int train_epoch(sample_trainer *t, int64_t epoch, epoch_stats *out)
         i++;
         if (t->speaks && (i % every == 0 || i == n))
             got = show_progress(t, epoch, i, loss_sum);
-        if (got == 1 && t->log && xg_optim_steps(t->optim) % log_every == 0)
+        if (got == 1 && t->log && t->stepped &&
+            xg_optim_steps(t->optim) % log_every == 0)
             got = log_step(t, loss_sum);
     }
     float sum = 0.0f;

@@ -245,3 +245,122 @@ Test(amp, checkpoint_keeps_the_loss_scale)
     xg_module_free(m);
     tu_rm_tree(dir);
 }
+
+/* ---- autocast -------------------------------------------------------------- */
+
+Test(amp, set_autocast_returns_the_previous_and_refuses_i32)
+{
+    cr_expect_eq(xg_autocast_dtype(), XG_F32, "off by default");
+    cr_expect_eq(xg_set_autocast(XG_BF16), XG_F32);
+    cr_expect_eq(xg_set_autocast(XG_F16), XG_BF16);
+    cr_expect_eq(xg_set_autocast(XG_I32), XG_F16, "refused: unchanged");
+    tu_assert_error(XG_ERR_DTYPE, "i32", "set_autocast(i32)");
+    cr_expect_eq(xg_autocast_dtype(), XG_F16);
+    cr_expect_eq(xg_set_autocast(XG_F32), XG_F16);
+    cr_expect_eq(xg_autocast_dtype(), XG_F32);
+}
+
+/* v rounded to dtype (bf16 or f16) and back. */
+static float round_to(xg_dtype dtype, float v)
+{
+    uint16_t h;
+    float r;
+    if (dtype == XG_BF16) {
+        xg_f32_to_bf16(&v, &h, 1);
+        xg_bf16_to_f32(&h, &r, 1);
+    } else {
+        xg_f32_to_f16(&v, &h, 1);
+        xg_f16_to_f32(&h, &r, 1);
+    }
+    return r;
+}
+
+/* Autocast's matmul: an output of the autocast dtype whose values are the
+ * product of the rounded inputs, rounded (accumulation in f32 or better);
+ * the f32 leaves' gradients arrive in f32. */
+static void check_matmul(xg_dtype dtype)
+{
+    enum { M = 5, K = 33, N = 7 };
+    float a[M * K], b[K * N];
+    tu_fill_signed(a, M * K, 11, 0.1, 2.0);
+    tu_fill_signed(b, K * N, 12, 0.1, 2.0);
+    xg_tensor *ta = tu_param(tu_f32(a, XG_SHAPE(M, K)));
+    xg_tensor *tb = tu_param(tu_f32(b, XG_SHAPE(K, N)));
+    xg_dtype was = xg_set_autocast(dtype);
+    xg_tensor *c = xg_matmul(ta, tb);
+    xg_set_autocast(was);
+    cr_assert_not_null(c, "%s", xg_last_error());
+    cr_expect_eq(xg_tensor_dtype(c), dtype, "output dtype %s",
+                 xg_dtype_name(xg_tensor_dtype(c)));
+    float got[M * N];
+    cr_assert_eq(xg_tensor_read_f32(c, got, M * N), XG_OK, "%s",
+                 xg_last_error());
+    double eps = dtype == XG_BF16 ? 1.0 / 256 : 1.0 / 2048;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0, mag = 0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)round_to(dtype, a[i * K + k]) *
+                           (double)round_to(dtype, b[k * N + j]);
+                s += p;
+                mag += fabs(p);
+            }
+            /* one rounding of the result, and f32 accumulation */
+            cr_expect(fabs(got[i * N + j] - s) <= eps * fabs(s) + 1e-5 * mag,
+                      "%s c[%d,%d] = %g, want %g", xg_dtype_name(dtype), i, j,
+                      (double)got[i * N + j], s);
+        }
+    cr_assert_eq(xg_backward(xg_sum_all(c)), XG_OK, "%s", xg_last_error());
+    cr_expect_eq(xg_tensor_dtype(xg_tensor_grad(ta)), XG_F32);
+    cr_expect_eq(xg_tensor_dtype(xg_tensor_grad(tb)), XG_F32);
+    /* d sum(A B) / dA[i,k] = sum_j B[k,j], of the rounded B, in 16 bits */
+    float ga[M * K];
+    cr_assert_eq(xg_tensor_read_f32(xg_tensor_grad(ta), ga, M * K), XG_OK);
+    for (int k = 0; k < K; k++) {
+        double s = 0;
+        for (int j = 0; j < N; j++)
+            s += round_to(dtype, b[k * N + j]);
+        cr_expect(fabs(ga[k] - s) <= 2 * eps * (fabs(s) + N),
+                  "grad a[0,%d] = %g, want %g", k, (double)ga[k], s);
+    }
+}
+
+Test(amp, matmul_under_bf16) { check_matmul(XG_BF16); }
+Test(amp, matmul_under_f16) { check_matmul(XG_F16); }
+
+/* Linear (with its bias), conv2d and attention give 16-bit outputs under
+ * autocast, f32 without; the loss stays f32. */
+Test(amp, layers_compute_in_the_autocast_dtype)
+{
+    xg_manual_seed(3);
+    xg_module *lin = xg_linear(6, 4, true);
+    xg_module *conv = xg_conv2d_layer(2, 3, 3, NULL, true);
+    xg_tensor *x = tu_rand(XG_SHAPE(5, 6), 21, -1, 1);
+    xg_tensor *img = tu_rand(XG_SHAPE(2, 2, 6, 6), 22, -1, 1);
+    xg_tensor *q = tu_rand(XG_SHAPE(1, 2, 4, 8), 23, -1, 1);
+    int32_t lab[5] = {0, 1, 2, 3, 0};
+    xg_tensor *labels = tu_i32(lab, XG_SHAPE(5));
+    xg_dtype dts[3] = {XG_F32, XG_BF16, XG_F16};
+    for (int i = 0; i < 3; i++) {
+        xg_dtype was = xg_set_autocast(dts[i]);
+        xg_tensor *y = xg_module_forward(lin, x);
+        xg_tensor *z = xg_module_forward(conv, img);
+        xg_tensor *a = xg_attention(q, q, q, NULL);
+        xg_tensor *loss = xg_cross_entropy(y, labels);
+        xg_set_autocast(was);
+        cr_assert(y && z && a && loss, "%s: %s", xg_dtype_name(dts[i]),
+                  xg_last_error());
+        cr_expect_eq(xg_tensor_dtype(y), dts[i], "linear");
+        cr_expect_eq(xg_tensor_dtype(z), dts[i], "conv2d");
+        cr_expect_eq(xg_tensor_dtype(a), dts[i], "attention");
+        cr_expect_eq(xg_tensor_dtype(loss), XG_F32, "the loss stays f32");
+        cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
+        xg_tensor *w = xg_module_param(lin, 0, NULL);
+        cr_expect_eq(xg_tensor_dtype(xg_tensor_grad(w)), XG_F32,
+                     "the master weight's gradient is f32");
+        xg_tensor_zero_grad(w);
+        xg_tensor_zero_grad(xg_module_param(lin, 1, NULL));
+    }
+    xg_module_free(lin);
+    xg_module_free(conv);
+}
