@@ -210,18 +210,37 @@ xg_status xg_backend_devices(const char *backend, xg_device_info *out,
 #define XG_MAX_DIMS 6
 
 typedef enum xg_dtype {
-    XG_F32 = 0, /* 32-bit float: values, parameters, gradients */
-    XG_I32 = 1, /* 32-bit signed integer: labels, argmax results */
+    XG_F32 = 0,  /* 32-bit float: values, parameters, gradients */
+    XG_I32 = 1,  /* 32-bit signed integer: labels, argmax results */
+    XG_BF16 = 2, /* bfloat16: f32's sign and exponent, 7 mantissa bits */
+    XG_F16 = 3,  /* IEEE 754 binary16 (half): 5 exponent, 10 mantissa bits */
 } xg_dtype;
 
 /* The dtypes are 0 .. XG_DTYPE_COUNT - 1. */
-#define XG_DTYPE_COUNT 2
+#define XG_DTYPE_COUNT 4
 
-/* "f32", "i32"; "unknown" for a value outside the enum. Static. */
+/* "f32", "i32", "bf16", "f16"; "unknown" for a value outside the enum.
+ * Static. */
 const char *xg_dtype_name(xg_dtype dtype);
 
-/* Bytes per element: 4 for f32 and i32; 0 for a value outside the enum. */
+/* Bytes per element: 4 for f32 and i32, 2 for bf16 and f16; 0 for a value
+ * outside the enum. */
 size_t xg_dtype_size(xg_dtype dtype);
+
+/* True for the floating-point dtypes: f32, bf16 and f16. */
+bool xg_dtype_is_float(xg_dtype dtype);
+
+/* Host conversions between f32 and the 16-bit float formats, n elements
+ * from src to dst (which must not overlap). Round to nearest, ties to
+ * even; a NaN stays a quiet NaN with its sign (its payload's top bits
+ * kept); f16 overflow gives +-Inf, and f16 subnormals are produced and
+ * read exactly; bf16 keeps f32's subnormals (no flush to zero). The 16-bit
+ * values are the formats' bit patterns in host byte order. The same bits on
+ * every CPU (hardware conversion instructions are used where present). */
+void xg_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+void xg_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+void xg_f32_to_f16(const float *src, uint16_t *dst, size_t n);
+void xg_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 
 /* The kernel ops that backends implement (the rows of the library's op
  * list: "matmul", "conv2d_backward_input", ...), numbered 0 ..
@@ -232,9 +251,14 @@ const char *xg_op_name(int op);
 
 /* Whether `dev` runs kernel op `op` with element type `dtype` (the op's
  * index buffers stay i32 and its f32-only buffers f32; an op with only
- * f32 buffers, such as adam_update, answers for f32 alone). False for a NULL or
- * closed device and for an op or dtype out of range; never sets an error.
- * Ops answered false fail with XG_ERR_UNSUPPORTED on that device. */
+ * f32 buffers, such as adam_update, answers for f32 alone). For "cast",
+ * whether casts f32 -> dtype and dtype -> f32 both run. A bf16 or f16 op
+ * that the backend has no kernel for runs widened (through f32
+ * temporaries, rounded once at the output) when the device casts that
+ * dtype and runs the op in f32; such ops are answered true too. False for
+ * a NULL or closed device and for an op or dtype out of range; never sets
+ * an error. Ops answered false fail with XG_ERR_UNSUPPORTED on that
+ * device. */
 bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype);
 
 typedef struct xg_tensor xg_tensor;
@@ -281,16 +305,29 @@ int64_t xg_tensor_numel(const xg_tensor *t);
 xg_dtype xg_tensor_dtype(const xg_tensor *t);
 xg_device *xg_tensor_device(const xg_tensor *t);
 
-/* Copies the tensor's values to host memory (waits for queued work).
- * `bytes` must equal numel * 4. Errors: XG_ERR_INVALID_ARG, device errors. */
+/* Copies the tensor's values to host memory (waits for queued work), in
+ * the tensor's own dtype: `bytes` must equal numel * xg_dtype_size(dtype)
+ * (2 per element for bf16 and f16, their bit patterns). Errors:
+ * XG_ERR_INVALID_ARG, device errors. */
 xg_status xg_tensor_read(const xg_tensor *t, void *dst, size_t bytes);
 
-/* Overwrites the tensor's values from host memory; `bytes` must equal
- * numel * 4. Not recorded by autograd. XG_ERR_INVALID_ARG for a view that
- * is not contiguous (write to xg_contiguous(t) instead). */
+/* Overwrites the tensor's values from host memory, in the tensor's own
+ * dtype; `bytes` must equal numel * xg_dtype_size(dtype). Not recorded by
+ * autograd. XG_ERR_INVALID_ARG for a view that is not contiguous (write to
+ * xg_contiguous(t) instead). */
 xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes);
 
-/* Reads a one-element f32 tensor into *out. */
+/* xg_tensor_read and xg_tensor_write through f32 host values for a tensor
+ * of any float dtype: `count` must equal numel; 16-bit values are widened
+ * exactly on read and rounded to nearest even on write (as
+ * xg_f32_to_bf16 / xg_f32_to_f16). Errors: XG_ERR_DTYPE (i32),
+ * XG_ERR_INVALID_ARG (NULL, count, a view that is not contiguous for
+ * write), XG_ERR_OUT_OF_MEMORY, device errors. */
+xg_status xg_tensor_read_f32(const xg_tensor *t, float *dst, size_t count);
+xg_status xg_tensor_write_f32(xg_tensor *t, const float *src, size_t count);
+
+/* Reads a one-element tensor of any float dtype into *out (widened to
+ * f32). */
 xg_status xg_tensor_item(const xg_tensor *t, float *out);
 
 /* The same values with a new shape (one size may be -1: inferred). Shares
@@ -440,6 +477,17 @@ xg_status xg_chunk(xg_tensor *x, int chunks, int axis, xg_tensor **out,
 /* The same values laid out row-major: a new handle on x's storage when x is
  * contiguous already, else a copy. Differentiable. */
 xg_tensor *xg_contiguous(xg_tensor *x);
+
+/* t's values converted to `dtype` (the "cast" kernel): between float
+ * dtypes, rounding to nearest even (f16 overflow gives +-Inf), and between
+ * i32 and a float dtype (float -> i32 truncates toward zero; NaN and
+ * values out of range give an unspecified i32; no gradient). Between float
+ * dtypes it is differentiable: the gradient is cast back to t's dtype.
+ * With dtype equal to t's, a new handle on the same values (as
+ * xg_contiguous of a contiguous tensor). Errors: XG_ERR_INVALID_ARG (NULL,
+ * dtype out of range), XG_ERR_UNSUPPORTED (the device has no such cast),
+ * device errors. */
+xg_tensor *xg_to_dtype(xg_tensor *t, xg_dtype dtype);
 
 /* True when t's elements lie row-major in its storage from element 0 (every
  * tensor an op makes; views may not). False for NULL. */

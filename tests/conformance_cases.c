@@ -53,6 +53,7 @@ static const conf_op_props op_props[XG_OP_COUNT] = {
     /* the column sums run in one fixed order on every backend */
     [XG_OP_layer_norm_backward_affine] = {.exact = true},
     [XG_OP_masked_fill] = {.exact = true},
+    [XG_OP_cast] = {.in_domain = {DOM_SPECIAL}, .exact = true},
 };
 
 _Static_assert(sizeof op_props / sizeof op_props[0] == XG_OP_COUNT,
@@ -573,6 +574,20 @@ static void gen_fill(xg_op op, conf_case_list *l)
     set_outs(c, CONF_HUGE_N);
 }
 
+/* ---- casts ------------------------------------------------------------------ */
+
+/* f32 -> f32 here (a copy); the 16-bit pairs are added by the runner from
+ * what the backends support. */
+static void gen_cast(xg_op op, conf_case_list *l)
+{
+    for (size_t i = 0; i < sizeof ew_sizes / sizeof ew_sizes[0]; i++) {
+        conf_case *c = add_case(l, op, "n=%" PRId64, ew_sizes[i]);
+        c->call.p.cast = (xg_cast_args){ew_sizes[i]};
+        set_ins(c, ew_sizes[i]);
+        set_outs(c, ew_sizes[i]);
+    }
+}
+
 /* ---- RNG ------------------------------------------------------------------- */
 
 static void gen_rng(xg_op op, conf_case_list *l)
@@ -1088,6 +1103,7 @@ static const family_gen family_gens[] = {
     [XG_FAMILY_WHERE] = gen_where,
     [XG_FAMILY_ATTENTION] = gen_attention,
     [XG_FAMILY_NORM] = gen_norm,
+    [XG_FAMILY_CAST] = gen_cast,
 };
 
 _Static_assert(sizeof family_gens / sizeof family_gens[0] ==

@@ -52,7 +52,7 @@ typedef struct xg_op_info {
     const char *name;
     xg_op_family family;
     int n_in, n_out;
-    /* The dtype rule of each buffer ('T', 'f' or 'i'; see ops.def), inputs
+    /* The dtype rule of each buffer ('T', 'f', 'i' or 'U'; see ops.def), inputs
      * then outputs; NUL-terminated. */
     const char *in_rule, *out_rule;
     xg_op backward; /* XG_OP_none when there is none */
@@ -65,11 +65,12 @@ extern const xg_op_info xg_op_table[XG_OP_COUNT];
 extern const char *const xg_family_names[XG_FAMILY_COUNT];
 
 /* The dtype that rule letter `rule` gives when the op's element type is
- * `t`: t for 'T', XG_F32 for 'f', XG_I32 for 'i'. */
+ * `t`: t for 'T' and 'U' (any dtype, given by the call), XG_F32 for 'f',
+ * XG_I32 for 'i'. */
 xg_dtype xg_op_rule_dtype(char rule, xg_dtype t);
 
 /* True when `dtypes` (n_in inputs then n_out outputs) is op's signature
- * instantiated with element type `t`. */
+ * instantiated with element type `t`; a 'U' position accepts any dtype. */
 bool xg_op_signature_is(xg_op op, const xg_dtype *dtypes, xg_dtype t);
 
 /* ---- kernel arguments, one struct per family --------------------------- */
@@ -327,6 +328,16 @@ typedef struct xg_norm_args {
     int has_weight, has_bias;
 } xg_norm_args;
 
+/* CAST: out[i] = in[i] converted from in's dtype to out's, n elements,
+ * both contiguous. Float to float rounds to nearest even (f16 overflow
+ * gives +-Inf, NaN stays a quiet NaN with its sign; the host conversions
+ * xg_f32_to_bf16 etc. are the reference, bit for bit); float to i32
+ * truncates toward zero (NaN or out of range: unspecified); i32 to float
+ * rounds to nearest even. Same dtype: a copy. */
+typedef struct xg_cast_args {
+    int64_t n;
+} xg_cast_args;
+
 /* One buffer of a kernel call: a whole device allocation made by the same
  * backend's alloc(), element 0 at offset 0, holding elements of `dtype`
  * (the op's rule for this position, instantiated; see ops.def). Unused
@@ -361,6 +372,7 @@ typedef struct xg_kernel_call {
         xg_where_args where;
         xg_attention_args attention;
         xg_norm_args norm;
+        xg_cast_args cast;
     } p;
 } xg_kernel_call;
 

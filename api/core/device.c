@@ -343,6 +343,12 @@ bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype)
         (unsigned)dtype >= XG_DTYPE_COUNT)
         return false;
     const xg_op_info *info = &xg_op_table[op];
+    if (op == XG_OP_cast) { /* both directions between f32 and dtype */
+        xg_dtype there[2] = {XG_F32, dtype}, back[2] = {dtype, XG_F32};
+        return dev->backend->kernels[info->family] &&
+               dev->backend->supports(dev->bdev, XG_OP_cast, there) &&
+               dev->backend->supports(dev->bdev, XG_OP_cast, back);
+    }
     /* An op without T buffers (the f32 optimizer updates) has one type. */
     if (!strchr(info->in_rule, 'T') && !strchr(info->out_rule, 'T') &&
         dtype != XG_F32)

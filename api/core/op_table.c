@@ -36,10 +36,12 @@ bool xg_op_signature_is(xg_op op, const xg_dtype *dtypes, xg_dtype t)
 {
     const xg_op_info *info = &xg_op_table[op];
     for (int i = 0; i < info->n_in; i++)
-        if (dtypes[i] != xg_op_rule_dtype(info->in_rule[i], t))
+        if (info->in_rule[i] != 'U' &&
+            dtypes[i] != xg_op_rule_dtype(info->in_rule[i], t))
             return false;
     for (int j = 0; j < info->n_out; j++)
-        if (dtypes[info->n_in + j] != xg_op_rule_dtype(info->out_rule[j], t))
+        if (info->out_rule[j] != 'U' &&
+            dtypes[info->n_in + j] != xg_op_rule_dtype(info->out_rule[j], t))
             return false;
     return true;
 }
@@ -49,6 +51,8 @@ const char *xg_dtype_name(xg_dtype dtype)
     switch (dtype) {
     case XG_F32: return "f32";
     case XG_I32: return "i32";
+    case XG_BF16: return "bf16";
+    case XG_F16: return "f16";
     }
     return "unknown";
 }
@@ -58,6 +62,13 @@ size_t xg_dtype_size(xg_dtype dtype)
     switch (dtype) {
     case XG_F32:
     case XG_I32: return 4;
+    case XG_BF16:
+    case XG_F16: return 2;
     }
     return 0;
+}
+
+bool xg_dtype_is_float(xg_dtype dtype)
+{
+    return dtype == XG_F32 || dtype == XG_BF16 || dtype == XG_F16;
 }

@@ -234,11 +234,11 @@ xg_tensor *xg__tensor_new(xg_device *dev, xg_dtype dtype,
     int64_t n = shape_numel(shape, ndim, who);
     if (n < 0 || !dev)
         return NULL;
-    if (dtype != XG_F32 && dtype != XG_I32) {
+    if ((unsigned)dtype >= XG_DTYPE_COUNT) {
         xg_set_error(XG_ERR_DTYPE, "%s: unknown dtype %d", who, (int)dtype);
         return NULL;
     }
-    xg_storage *s = storage_new(dev, (size_t)n * 4, who);
+    xg_storage *s = storage_new(dev, (size_t)n * xg_dtype_size(dtype), who);
     if (!s)
         return NULL;
     xg_tensor *t = tensor_wrap(s, dtype, shape, ndim, n, who);
@@ -391,8 +391,8 @@ bool xg__check_arg(const char *op, int index, const xg_tensor *t,
     if (xg__device_check(t->storage->dev, op) != XG_OK)
         return false;
     if (t->dtype != dtype) {
-        xg_set_error(XG_ERR_DTYPE, "%s: argument %d must be %s", op, index,
-                     dtype == XG_F32 ? "f32" : "i32");
+        xg_set_error(XG_ERR_DTYPE, "%s: argument %d must be %s, not %s", op,
+                     index, xg_dtype_name(dtype), xg_dtype_name(t->dtype));
         return false;
     }
     return true;
@@ -438,10 +438,12 @@ static xg_status check_transfer(const xg_tensor *t, const void *host,
 {
     if (!t || !host)
         return xg_set_error(XG_ERR_INVALID_ARG, "%s: NULL argument", who);
-    if (bytes != (size_t)t->numel * 4)
+    size_t size = xg_dtype_size(t->dtype);
+    if (bytes != (size_t)t->numel * size)
         return xg_set_error(XG_ERR_INVALID_ARG, "%s: %zu bytes given, the "
-                            "tensor holds %lld", who, bytes,
-                            (long long)t->numel * 4);
+                            "tensor holds %lld (%s)", who, bytes,
+                            (long long)t->numel * (long long)size,
+                            xg_dtype_name(t->dtype));
     return xg__device_check(t->storage->dev, who);
 }
 
@@ -480,15 +482,68 @@ xg_status xg_tensor_write(xg_tensor *t, const void *src, size_t bytes)
     return st;
 }
 
+/* Checks the f32 host transfers of a float tensor. */
+static xg_status check_transfer_f32(const xg_tensor *t, const void *host,
+                                    size_t count, const char *who)
+{
+    if (!t || !host)
+        return xg_set_error(XG_ERR_INVALID_ARG, "%s: NULL argument", who);
+    if (!xg_dtype_is_float(t->dtype))
+        return xg_set_error(XG_ERR_DTYPE, "%s: needs a float tensor, got %s",
+                            who, xg_dtype_name(t->dtype));
+    if (count != (size_t)t->numel)
+        return xg_set_error(XG_ERR_INVALID_ARG, "%s: %zu elements given, the "
+                            "tensor holds %lld", who, count,
+                            (long long)t->numel);
+    return XG_OK;
+}
+
+xg_status xg_tensor_read_f32(const xg_tensor *t, float *dst, size_t count)
+{
+    xg_status st = check_transfer_f32(t, dst, count, "tensor_read_f32");
+    if (st != XG_OK || t->dtype == XG_F32)
+        return st != XG_OK ? st : xg_tensor_read(t, dst, count * 4);
+    uint16_t *half = malloc(count * 2);
+    if (!half)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "tensor_read_f32: out of "
+                            "host memory");
+    st = xg_tensor_read(t, half, count * 2);
+    if (st == XG_OK && t->dtype == XG_BF16)
+        xg_bf16_to_f32(half, dst, count);
+    else if (st == XG_OK)
+        xg_f16_to_f32(half, dst, count);
+    free(half);
+    return st;
+}
+
+xg_status xg_tensor_write_f32(xg_tensor *t, const float *src, size_t count)
+{
+    xg_status st = check_transfer_f32(t, src, count, "tensor_write_f32");
+    if (st != XG_OK || t->dtype == XG_F32)
+        return st != XG_OK ? st : xg_tensor_write(t, src, count * 4);
+    uint16_t *half = malloc(count * 2);
+    if (!half)
+        return xg_set_error(XG_ERR_OUT_OF_MEMORY, "tensor_write_f32: out of "
+                            "host memory");
+    if (t->dtype == XG_BF16)
+        xg_f32_to_bf16(src, half, count);
+    else
+        xg_f32_to_f16(src, half, count);
+    st = xg_tensor_write(t, half, count * 2);
+    free(half);
+    return st;
+}
+
 xg_status xg_tensor_item(const xg_tensor *t, float *out)
 {
     if (!t || !out)
         return xg_set_error(XG_ERR_INVALID_ARG, "tensor_item: NULL argument");
-    if (t->numel != 1 || t->dtype != XG_F32)
+    if (t->numel != 1 || !xg_dtype_is_float(t->dtype))
         return xg_set_error(XG_ERR_INVALID_ARG, "tensor_item: needs a "
-                            "one-element f32 tensor, got %lld elements",
-                            (long long)t->numel);
-    return xg_tensor_read(t, out, sizeof *out);
+                            "one-element float tensor, got %lld elements "
+                            "of %s", (long long)t->numel,
+                            xg_dtype_name(t->dtype));
+    return xg_tensor_read_f32(t, out, 1);
 }
 
 /* ---- creation --------------------------------------------------------- */
@@ -502,7 +557,9 @@ xg_tensor *xg_tensor_from_data(const void *data, xg_dtype dtype,
     }
     xg_tensor *t = xg__tensor_new(xg_device_current(), dtype, shape, ndim,
                                   "tensor_from_data");
-    if (t && xg_tensor_write(t, data, (size_t)t->numel * 4) != XG_OK) {
+    if (t && xg_tensor_write(t, data,
+                             (size_t)t->numel * xg_dtype_size(dtype)) !=
+                 XG_OK) {
         xg_tensor_free(t);
         return NULL;
     }
@@ -633,7 +690,7 @@ xg_tensor *xg_tensor_to(xg_tensor *t, xg_device *dev)
         xg_set_error(XG_ERR_INVALID_ARG, "tensor_to: device is NULL");
         return NULL;
     }
-    size_t bytes = (size_t)t->numel * 4;
+    size_t bytes = (size_t)t->numel * xg_dtype_size(t->dtype);
     void *host = malloc(bytes);
     if (!host) {
         xg_set_error(XG_ERR_OUT_OF_MEMORY, "tensor_to: out of host memory");

@@ -211,12 +211,16 @@ static xg_status cpu_pooling(xg_backend_device *dev, const xg_kernel_call *c)
 #define CPU_KERNEL_WHERE cpu_where
 #define CPU_KERNEL_ATTENTION cpu_attention
 #define CPU_KERNEL_NORM cpu_layer_norm
+#define CPU_KERNEL_CAST cpu_cast
 
 /* The reference backend runs every op on f32 element types. */
 static bool cpu_supports(const xg_backend_device *dev, xg_op op,
                          const xg_dtype *dtypes)
 {
     (void)dev;
+    if (op == XG_OP_cast) /* every pair of dtypes */
+        return (unsigned)dtypes[0] < XG_DTYPE_COUNT &&
+               (unsigned)dtypes[1] < XG_DTYPE_COUNT;
     return xg_op_signature_is(op, dtypes, XG_F32);
 }
 

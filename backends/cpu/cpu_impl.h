@@ -264,6 +264,9 @@ xg_status cpu_attention(xg_backend_device *dev, const xg_kernel_call *call);
 /* cpu_norm.c: layer_norm, its dx and its dweight / dbias column sums */
 xg_status cpu_layer_norm(xg_backend_device *dev, const xg_kernel_call *call);
 
+/* cpu_cast.c: conversions between f32, bf16, f16 and i32 */
+xg_status cpu_cast(xg_backend_device *dev, const xg_kernel_call *call);
+
 /* cpu_optim.c */
 xg_status cpu_adam_update(xg_backend_device *dev, const xg_kernel_call *call);
 xg_status cpu_sgd_update(xg_backend_device *dev, const xg_kernel_call *call);

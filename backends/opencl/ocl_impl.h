@@ -82,7 +82,8 @@ static inline ocl_device *ocl_dev(xg_backend_device *dev)
  * kernels. */
 static inline int ocl_op_has_kernel(xg_op_family family)
 {
-    return family != XG_FAMILY_GEMM && family != XG_FAMILY_CONV;
+    return family != XG_FAMILY_GEMM && family != XG_FAMILY_CONV &&
+           family != XG_FAMILY_CAST;
 }
 
 /* ---- ocl_error.c --------------------------------------------------------- */
@@ -211,5 +212,6 @@ xg_status ocl_run_norm(xg_backend_device *dev, const xg_kernel_call *c);
 #define OCL_LAUNCHER_WHERE ocl_run_where
 #define OCL_LAUNCHER_ATTENTION ocl_run_attention
 #define OCL_LAUNCHER_NORM ocl_run_norm
+#define OCL_LAUNCHER_CAST NULL /* no cast kernel yet: supports() says no */
 
 #endif

@@ -532,7 +532,7 @@ static bool vk_supports(const xg_backend_device *dev, xg_op op,
                         const xg_dtype *dtypes)
 {
     (void)dev;
-    return xg_op_signature_is(op, dtypes, XG_F32);
+    return op != XG_OP_cast && xg_op_signature_is(op, dtypes, XG_F32);
 }
 
 const xg_backend xg_backend_vulkan = {
