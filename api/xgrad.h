@@ -718,9 +718,10 @@ bool xg_grad_enabled(void);
  * xg_matmul, xg_matmul_t, the Linear layer (and GPT's), xg_conv2d (and
  * its layer) and xg_attention cast their float inputs to that dtype
  * (xg_to_dtype: recorded, so an f32 parameter's gradient arrives in f32)
- * and give outputs of that dtype. Everything else runs in its inputs'
- * dtypes: reductions, softmax, the losses and the norms' statistics
- * compute in f32, and an op with an f32 and a 16-bit input gives f32.
+ * and give outputs of that dtype; xg_softmax, xg_log_softmax, the
+ * cross-entropy losses, xg_layer_norm and xg_batch_norm2d (and their
+ * layers) cast 16-bit inputs to f32 and compute and give f32. Other ops
+ * run in their inputs' dtypes (an f32 and a 16-bit input give f32).
  * Parameters, gradients and optimizer state stay f32. Run the forward
  * pass and the loss under autocast; backward needs no autocast (each op
  * of the graph differentiates in the dtypes it recorded). bf16 keeps

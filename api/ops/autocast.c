@@ -28,11 +28,9 @@ static bool casts(const xg_tensor *t, xg_dtype to)
     return t && t->dtype != to && xg_dtype_is_float(t->dtype);
 }
 
-bool xg__autocast(xg_tensor **in, int n, xg_scope **scope)
+/* Casts the float inputs of another dtype than `to` (see autocast_impl.h). */
+static bool cast_all(xg_tensor **in, int n, xg_scope **scope, xg_dtype to)
 {
-    xg_dtype to = autocast;
-    if (to == XG_F32)
-        return false;
     bool any = false;
     for (int i = 0; i < n && !any; i++)
         any = casts(in[i], to);
@@ -43,4 +41,14 @@ bool xg__autocast(xg_tensor **in, int n, xg_scope **scope)
         if (casts(in[i], to))
             in[i] = xg_to_dtype(in[i], to);
     return true;
+}
+
+bool xg__autocast(xg_tensor **in, int n, xg_scope **scope)
+{
+    return autocast != XG_F32 && cast_all(in, n, scope, autocast);
+}
+
+bool xg__autocast_f32(xg_tensor **in, int n, xg_scope **scope)
+{
+    return autocast != XG_F32 && cast_all(in, n, scope, XG_F32);
 }

@@ -17,4 +17,10 @@
  * cast. */
 bool xg__autocast(xg_tensor **in, int n, xg_scope **scope);
 
+/* The same for the front-ends that stay f32 under autocast (softmax,
+ * log_softmax, cross-entropy, layer norm, batch norm): while autocast is
+ * on, their bf16 and f16 inputs are cast to f32 (so 16-bit activations
+ * meet f32 parameters and statistics). */
+bool xg__autocast_f32(xg_tensor **in, int n, xg_scope **scope);
+
 #endif

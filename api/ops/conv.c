@@ -416,6 +416,12 @@ xg_tensor *xg_batch_norm2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
                            xg_tensor *running_mean, xg_tensor *running_var,
                            bool training, float momentum, float eps)
 {
+    xg_scope *cast; /* under autocast: statistics and result in f32 */
+    if (xg__autocast_f32(&x, 1, &cast))
+        return xg__composite_end(cast, xg_batch_norm2d(
+            x, weight, bias, running_mean, running_var, training, momentum,
+            eps));
+
     xg_tensor *pc[4] = {weight, bias, running_mean, running_var};
     if (!check_bn_args(x, pc, training))
         return NULL;
