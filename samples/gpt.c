@@ -492,6 +492,7 @@ typedef struct run {
     xg_optim *opt;
     xg_dtype autocast;       /* --precision: XG_F32 (off), XG_BF16, XG_F16 */
     xg_grad_scaler *scaler;  /* under f16; else NULL */
+    int64_t skipped;         /* steps it skipped in this run */
     xg_grad_sync *sync;  /* averages gradients over the ranks */
     xg_tensor **params;
     int n_params;
@@ -550,9 +551,11 @@ static xg_status optimizer_step(run *r)
     if (st == XG_OK && r->o.grad_clip > 0)
         st = xg_clip_grad_norm(r->params, r->n_params, (float)r->o.grad_clip,
                                NULL);
+    bool stepped = true;
     if (st == XG_OK)
-        st = sc ? xg_grad_scaler_step(sc, r->opt, NULL)
+        st = sc ? xg_grad_scaler_step(sc, r->opt, &stepped)
                 : xg_optim_step(r->opt);
+    r->skipped += st == XG_OK && !stepped;
     return st == XG_OK && sc ? xg_grad_scaler_update(sc) : st;
 }
 
@@ -1504,6 +1507,10 @@ static int main_run(run *r)
         return rc;
     if ((rc = adapters_out(r)))
         return rc;
+    if (r->scaler)
+        printf("loss scale: %g, %lld steps skipped (inf/NaN gradients)\n",
+               (double)xg_grad_scaler_get_scale(r->scaler),
+               (long long)r->skipped);
     printf("result: backend=%s model=gpt params=%lld steps=%lld "
            "train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f",
            xg_device_backend(dev), (long long)r->n_weights,

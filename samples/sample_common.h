@@ -43,9 +43,10 @@
  * forward pass runs under xg_set_autocast (matrix products, convolutions
  * and attention in 16 bits, the parameters, the loss and the optimizer in
  * f32); f16 adds a loss scaler (xg_grad_scaler_*), whose skipped steps
- * (inf/NaN gradients) the optimizer's step count leaves out. Checkpoints
- * record the precision (and the scaler's state), and --resume refuses a
- * checkpoint of another precision.
+ * (inf/NaN gradients) the optimizer's step count leaves out; a line
+ * "loss scale: S, N steps skipped (inf/NaN gradients)" ends the training.
+ * Checkpoints record the precision (and the scaler's state), and --resume
+ * refuses a checkpoint of another precision.
  *
  * The log (--log) is a CSV file with the header
  *   kind,step,epoch,loss,lr,samples_per_s,elapsed_s,accuracy

@@ -35,6 +35,7 @@ struct sample_trainer {
     xg_grad_scaler *scaler; /* under f16; else NULL */
     bool stepped;           /* the last batch's step was taken (not skipped
                              * by the scaler) */
+    int64_t skipped;        /* steps the scaler skipped in this run */
     xg_grad_sync *sync;     /* averages gradients over the ranks */
     xg_loader *train_loader, *test_loader;
     int32_t *predictions;   /* EVAL_BATCH argmax results read back */
@@ -237,6 +238,7 @@ static xg_status backward_step(sample_trainer *t, xg_tensor *loss)
     if (st == XG_OK)
         st = sc ? xg_grad_scaler_step(sc, t->optim, &t->stepped)
                 : xg_optim_step(t->optim);
+    t->skipped += st == XG_OK && !t->stepped;
     return st == XG_OK && sc ? xg_grad_scaler_update(sc) : st;
 }
 
@@ -510,6 +512,12 @@ int sample_trainer_run(sample_trainer *t, int64_t first_epoch,
         fprintf(stderr, "%s: %s\n", t->s->prog, xg_last_error());
     if (rc == 0)
         sample_print_sync_stats(t->sync, t->job.phase);
+    if (rc == 0 && t->scaler && t->speaks)
+        printf("%s%sloss scale: %g, %lld steps skipped (inf/NaN "
+               "gradients)\n", t->job.phase ? t->job.phase : "",
+               t->job.phase ? " " : "",
+               (double)xg_grad_scaler_get_scale(t->scaler),
+               (long long)t->skipped);
     int closed = sample_log_close(t->log);
     t->log = NULL;
     return rc != 0 || closed;
