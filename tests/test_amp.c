@@ -1,5 +1,5 @@
 /* Mixed precision: the loss scaler (xg_grad_scaler_*) against the rules of
- * PyTorch's GradScaler documentation (tests/grad_scaler_torch.py runs the
+ * PyTorch's GradScaler documentation (tests/amp_torch.py runs the
  * same kind of script through torch's own GradScaler), its misuse refused,
  * its state in checkpoints; the autocast mode.
  *

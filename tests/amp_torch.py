@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""xgrad's loss scaler (xg_grad_scaler_*) against torch.cuda.amp.GradScaler.
+"""Mixed precision against PyTorch: xgrad's loss scaler (xg_grad_scaler_*)
+against torch.cuda.amp.GradScaler, and xg_set_autocast(XG_BF16) against
+torch.autocast("cpu", dtype=torch.bfloat16).
 
-Usage: grad_scaler_torch.py path/to/libxgrad.so   (meson test runs it)
+Usage: amp_torch.py path/to/libxgrad.so   (meson test runs it)
 
 Both train the same parameters with SGD (momentum 0.9) through a scripted
 run: gradients with an inf or a NaN at some steps, clean ones at others,
@@ -16,7 +18,15 @@ their documented rules (_amp_foreach_non_finite_check_and_unscale_:
 found_inf = 1 when any gradient value is not finite, every gradient
 multiplied by inv_scale; _amp_update_scale_: backoff and reset on
 found_inf, else count the step and grow after growth_interval of them,
-unless the grown scale is inf). Exits 77 (skipped) without torch.
+unless the grown scale is inf).
+
+Autocast: a Linear layer and conv2d (with bias) on the same f32 inputs and
+parameters under bf16 autocast in both: the outputs are bf16 in both and
+their values agree within one bf16 unit in the last place of the largest
+output (xgrad rounds the product, then the sum with the bias: a sum that
+cancels keeps the product's rounding), the f32 weights' gradients are
+f32 and agree within bf16's precision; the cross-entropy loss on the bf16 logits is f32 in both.
+Exits 77 (skipped) without torch.
 """
 import ctypes as C
 import math
@@ -176,6 +186,96 @@ def run(lib, xg, options, scaler_kw, max_norm=1.5):
     return ok
 
 
+XG_BF16 = 2  # enum xg_dtype
+
+
+def values_f32(lib, xg, x, shape):
+    n = lib.xg_tensor_numel(x)
+    buf = (C.c_float * n)()
+    xg.check(lib.xg_tensor_read_f32(x, buf, n) == 0, "read_f32")
+    return torch.tensor(list(buf), dtype=torch.float32).reshape(shape)
+
+
+def close(what, got, want, rtol, atol):
+    if torch.allclose(got, want, rtol=rtol, atol=atol):
+        return True
+    print("FAIL %s: max difference %g" % (what, float((got - want).abs()
+                                                      .max())))
+    return False
+
+
+def check_autocast(lib, xg):
+    ok = True
+    torch.manual_seed(0)
+    x = torch.randn(8, 24)
+    w = torch.randn(16, 24) * 0.3
+    b = torch.randn(16)
+    img = torch.randn(2, 3, 7, 7)
+    cw = torch.randn(5, 3, 3, 3) * 0.3
+    cb = torch.randn(5)
+    labels = torch.tensor([0, 3, 5, 7, 1, 15, 2, 9])
+    # torch
+    tw, tcw = w.clone().requires_grad_(True), cw.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ty = torch.nn.functional.linear(x, tw, b)
+        tz = torch.nn.functional.conv2d(img, tcw, cb)
+        tloss = torch.nn.functional.cross_entropy(ty, labels)
+    (tloss + tz.float().sum() * 1e-3).backward()
+    # xgrad: the same through its Linear layer's parameters
+    lin = lib.xg_linear(24, 16, True)
+    xg.check(lin, "linear")
+    for i, v in enumerate([w, b]):
+        p = lib.xg_module_param(lin, i, None)
+        xg.check(lib.xg_tensor_write(p, xg_bytes(v), 4 * v.numel()) == 0,
+                 "write")
+    xw = lib.xg_module_param(lin, 0, None)
+    xcw = xg.tensor(cw, grad=True)
+    scope = lib.xg_scope_begin()
+    was = lib.xg_set_autocast(XG_BF16)
+    xy = lib.xg_module_forward(lin, xg.tensor(x))
+    xz = lib.xg_conv2d(xg.tensor(img), xcw, xg.tensor(cb), None)
+    xl = lib.xg_cross_entropy(xy, xg.tensor(labels.int()))
+    lib.xg_set_autocast(was)
+    xg.check(xy and xz and xl, "forward under autocast")
+    for what, t, want in [("linear", xy, XG_BF16), ("conv2d", xz, XG_BF16),
+                          ("cross_entropy", xl, xc.XG_F32)]:
+        if lib.xg_tensor_dtype(t) != want:
+            print("FAIL %s: dtype %d, want %d" % (what, lib.xg_tensor_dtype(t),
+                                                  want))
+            ok = False
+    if tloss.dtype != torch.float32 or ty.dtype != torch.bfloat16:
+        print("FAIL torch's dtypes changed: %s %s" % (tloss.dtype, ty.dtype))
+        ok = False
+    # a bf16 unit in the last place of the largest value: 2^-7 of it
+    ok &= close("linear", values_f32(lib, xg, xy, (8, 16)), ty.float(),
+                2 ** -7, 2 ** -7 * float(ty.float().abs().max()))
+    ok &= close("conv2d", values_f32(lib, xg, xz, tuple(tz.shape)),
+                tz.float(), 2 ** -7, 2 ** -7 * float(tz.float().abs().max()))
+    ok &= close("loss", values_f32(lib, xg, xl, ()), tloss, 1e-2, 1e-3)
+    zsum = lib.xg_mul_scalar(lib.xg_sum_all(xz), C.c_float(1e-3))
+    xg.check(lib.xg_backward(lib.xg_add(xl, zsum)) == 0, "backward")
+    for what, p, tp, shape in [("linear weight", xw, tw, (16, 24)),
+                               ("conv weight", xcw, tcw, (5, 3, 3, 3))]:
+        g = lib.xg_tensor_grad(p)
+        if lib.xg_tensor_dtype(g) != xc.XG_F32:
+            print("FAIL %s: gradient not f32" % what)
+            ok = False
+        ok &= close(what + " gradient", values_f32(lib, xg, g, shape),
+                    tp.grad, 2 ** -6, 2e-3 * float(tp.grad.abs().max()))
+    lib.xg_scope_end(scope)
+    lib.xg_tensor_free(xcw)
+    lib.xg_module_free(lin)
+    if ok:
+        print("autocast: bf16 Linear, conv2d and cross-entropy agree with "
+              "torch.autocast")
+    return ok
+
+
+def xg_bytes(t):
+    return C.create_string_buffer(struct.pack("<%df" % t.numel(),
+                                              *t.flatten().tolist()))
+
+
 def main():
     lib = xc.load(sys.argv[1], {
         "xg_grad_scaler_new": (P, [P]),
@@ -194,6 +294,14 @@ def main():
         "xg_mul": (P, [P, P]),
         "xg_scope_begin": (P, []),
         "xg_scope_end": (None, [P]),
+        "xg_set_autocast": (C.c_int, [C.c_int]),
+        "xg_linear": (P, [C.c_int64, C.c_int64, C.c_bool]),
+        "xg_conv2d": (P, [P, P, P, P]),
+        "xg_cross_entropy": (P, [P, P]),
+        "xg_tensor_read_f32": (C.c_int, [P, P, C.c_size_t]),
+        "xg_tensor_write": (C.c_int, [P, P, C.c_size_t]),
+        "xg_mul_scalar": (P, [P, C.c_float]),
+        "xg_add": (P, [P, P]),
     })
     xg = Xgrad(lib)
     small = ScalerOptions(init_scale=1024.0, growth_factor=2.0,
@@ -206,11 +314,13 @@ def main():
     ok &= run(lib, xg, odd, dict(init_scale=3.0, growth_factor=4.0,
                                  backoff_factor=0.25, growth_interval=2))
     ok &= run(lib, xg, None, {})  # both defaults
+    if ok:
+        print("grad scaler: %d steps x 3 runs agree with torch's GradScaler"
+              % len(SCRIPT))
+    ok &= check_autocast(lib, xg)
     lib.xg_shutdown()
     if not ok:
         sys.exit(1)
-    print("grad scaler: %d steps x 3 runs agree with torch's GradScaler" %
-          len(SCRIPT))
 
 
 if __name__ == "__main__":
