@@ -261,6 +261,11 @@ const char *xg_op_name(int op);
  * device. */
 bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype);
 
+/* Whether `dev` runs op `op` with element type `dtype` in a kernel of its
+ * own (true for xg_device_supports' answers but the widened ones). */
+bool xg_device_supports_natively(const xg_device *dev, int op,
+                                 xg_dtype dtype);
+
 typedef struct xg_tensor xg_tensor;
 
 /* XG_SHAPE(64, 784) expands to the (shape, ndim) argument pair. */
@@ -1010,7 +1015,9 @@ xg_adam_options xg_adamw_defaults(void);
 /* New optimizers over `n` parameters (f32 leaf tensors, each given once).
  * Errors: XG_ERR_INVALID_ARG for bad hyperparameters (negative lr, beta
  * outside [0, 1), nesterov without momentum...), a NULL or non-leaf
- * parameter, or one given twice. */
+ * parameter, or one given twice; XG_ERR_DTYPE for a bf16 or f16
+ * parameter (the updates are f32: keep f32 master weights and cast them
+ * with xg_to_dtype for a 16-bit forward). */
 xg_optim *xg_optim_sgd(xg_tensor *const *params, int n,
                        const xg_sgd_options *options);
 xg_optim *xg_optim_adam(xg_tensor *const *params, int n,

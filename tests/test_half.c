@@ -108,3 +108,174 @@ Test(half, offsets_and_tails)
                              n);
         }
 }
+
+/* ---- 16-bit tensors through the API (CPU backend) ------------------------ */
+
+#include "test_util.h"
+
+TestSuite(half_tensors, .init = tu_init_scope, .fini = tu_fini_scope);
+
+#define N16 37
+
+static void fill_values(float *v, int n, float scale)
+{
+    for (int i = 0; i < n; i++)
+        v[i] = scale * (float)((int)(rnd32() % 2001) - 1000) / 333.0f;
+}
+
+/* t's values widened to f32. */
+static void read_f32(const xg_tensor *t, float *v, size_t n)
+{
+    cr_assert_eq(xg_tensor_read_f32(t, v, n), XG_OK, "%s", xg_last_error());
+}
+
+Test(half_tensors, host_io_and_casts)
+{
+    float v[N16], back[N16];
+    uint16_t bits[N16], want[N16];
+    fill_values(v, N16, 100.0f);
+    v[0] = 70000.0f; /* f16 overflow: Inf */
+    xg_tensor *x = xg_tensor_from_data(v, XG_F32, XG_SHAPE(N16));
+    for (int d = XG_BF16; d <= XG_F16; d++) {
+        xg_tensor *h = xg_to_dtype(x, (xg_dtype)d);
+        cr_assert_not_null(h, "%s", xg_last_error());
+        cr_expect_eq(xg_tensor_dtype(h), d);
+        cr_expect_eq(xg_tensor_read(h, bits, sizeof bits), XG_OK);
+        cr_expect_eq(xg_tensor_read(h, bits, N16 * 4), XG_ERR_INVALID_ARG,
+                     "bytes count in the tensor's dtype");
+        (d == XG_BF16 ? xg_f32_to_bf16 : xg_f32_to_f16)(v, want, N16);
+        cr_expect_arr_eq(bits, want, sizeof bits, "%s bits",
+                         xg_dtype_name((xg_dtype)d));
+        read_f32(h, back, N16);
+        for (int i = 0; i < N16; i++) {
+            float w = d == XG_BF16 ? xg__bf16_to_f32_1(want[i])
+                                   : xg__f16_to_f32_1(want[i]);
+            cr_expect_eq(xg__f32_bits(back[i]), xg__f32_bits(w));
+        }
+        cr_expect(isinf(back[0]) == (d == XG_F16));
+        /* back to f32, and from bytes */
+        xg_tensor *f = xg_to_dtype(h, XG_F32);
+        float f_back[N16];
+        cr_assert_eq(xg_tensor_read(f, f_back, sizeof f_back), XG_OK);
+        cr_expect_arr_eq(f_back, back, sizeof back);
+        xg_tensor *g = xg_tensor_from_data(want, (xg_dtype)d, XG_SHAPE(N16));
+        cr_assert_not_null(g, "%s", xg_last_error());
+        cr_expect_eq(xg_tensor_write_f32(g, v, N16), XG_OK);
+        cr_expect_eq(xg_tensor_read(g, bits, sizeof bits), XG_OK);
+        cr_expect_arr_eq(bits, want, sizeof bits);
+        float item;
+        cr_expect_eq(xg_tensor_item(xg_sum_all(g), &item), XG_OK, "%s",
+                     xg_last_error());
+    }
+    /* i32 <-> float: truncation toward zero, no gradient */
+    float iv[4] = {1.7f, -2.5f, 3.0f, -0.2f};
+    xg_tensor *fi = xg_tensor_from_data(iv, XG_F32, XG_SHAPE(4));
+    xg_tensor *i = xg_to_dtype(fi, XG_I32);
+    int32_t ints[4];
+    cr_assert_eq(xg_tensor_read(i, ints, sizeof ints), XG_OK);
+    cr_expect(ints[0] == 1 && ints[1] == -2 && ints[2] == 3 && ints[3] == 0);
+    cr_expect_eq(xg_tensor_read_f32(i, iv, 4), XG_ERR_DTYPE);
+    xg_tensor *hi = xg_to_dtype(i, XG_F16);
+    read_f32(hi, iv, 4);
+    cr_expect(iv[0] == 1.0f && iv[1] == -2.0f && iv[3] == 0.0f);
+}
+
+/* An op with no 16-bit kernel (exp, matmul, softmax on the CPU) runs on
+ * the widened values and rounds once: the bits of the f32 op on the same
+ * values, rounded. */
+Test(half_tensors, widened_ops_round_once)
+{
+    xg_device *dev = xg_device_current();
+    int exp_op = -1, copy_op = -1, cast_op = -1;
+    for (int op = 0; op < xg_op_count(); op++) {
+        if (strcmp(xg_op_name(op), "exp") == 0)
+            exp_op = op;
+        if (strcmp(xg_op_name(op), "copy") == 0)
+            copy_op = op;
+        if (strcmp(xg_op_name(op), "cast") == 0)
+            cast_op = op;
+    }
+    cr_expect(xg_device_supports(dev, exp_op, XG_BF16));
+    cr_expect(!xg_device_supports_natively(dev, exp_op, XG_BF16));
+    cr_expect(xg_device_supports_natively(dev, copy_op, XG_F16));
+    cr_expect(xg_device_supports_natively(dev, cast_op, XG_F16));
+    cr_expect(xg_device_supports_natively(dev, exp_op, XG_F32));
+    float a[6 * 5], b[5 * 4];
+    fill_values(a, 30, 1.0f);
+    fill_values(b, 20, 1.0f);
+    xg_tensor *fa = xg_tensor_from_data(a, XG_F32, XG_SHAPE(6, 5));
+    xg_tensor *fb = xg_tensor_from_data(b, XG_F32, XG_SHAPE(5, 4));
+    for (int d = XG_BF16; d <= XG_F16; d++) {
+        xg_dtype t = (xg_dtype)d;
+        xg_tensor *ha = xg_to_dtype(fa, t), *hb = xg_to_dtype(fb, t);
+        /* the reference: f32 ops on the rounded values, rounded */
+        xg_tensor *wa = xg_to_dtype(ha, XG_F32), *wb = xg_to_dtype(hb, XG_F32);
+        xg_tensor *got[3] = {xg_exp(ha), xg_matmul(ha, hb), xg_softmax(ha)};
+        xg_tensor *ref[3] = {xg_to_dtype(xg_exp(wa), t),
+                             xg_to_dtype(xg_matmul(wa, wb), t),
+                             xg_to_dtype(xg_softmax(wa), t)};
+        for (int k = 0; k < 3; k++) {
+            cr_assert_not_null(got[k], "%s", xg_last_error());
+            cr_expect_eq(xg_tensor_dtype(got[k]), t);
+            int64_t n = xg_tensor_numel(got[k]);
+            uint16_t g[64], r[64];
+            cr_assert_eq(xg_tensor_read(got[k], g, (size_t)n * 2), XG_OK);
+            cr_assert_eq(xg_tensor_read(ref[k], r, (size_t)n * 2), XG_OK);
+            cr_expect_arr_eq(g, r, (size_t)n * 2, "%s op %d",
+                             xg_dtype_name(t), k);
+        }
+        /* a mixed pair promotes to f32 */
+        xg_tensor *mixed = xg_add(fa, ha);
+        cr_assert_not_null(mixed, "%s", xg_last_error());
+        cr_expect_eq(xg_tensor_dtype(mixed), XG_F32);
+        float m[30], w[30];
+        read_f32(mixed, m, 30);
+        read_f32(ha, w, 30);
+        for (int i = 0; i < 30; i++)
+            cr_expect_eq(m[i], a[i] + w[i]);
+        /* views of 16-bit tensors: the native copy_strided */
+        xg_tensor *tr = xg_contiguous(xg_transpose(ha, 0, 1));
+        float tv[30];
+        read_f32(tr, tv, 30);
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 5; j++)
+                cr_expect_eq(tv[j * 6 + i], w[i * 5 + j]);
+    }
+}
+
+/* Gradients flow in the leaf's dtype: through a 16-bit graph, and through
+ * xg_to_dtype back to an f32 master copy. */
+Test(half_tensors, gradients_keep_the_leaf_dtype)
+{
+    float v[N16];
+    fill_values(v, N16, 1.0f);
+    xg_tensor *master = xg_tensor_from_data(v, XG_F32, XG_SHAPE(N16));
+    cr_assert_eq(xg_tensor_set_requires_grad(master, true), XG_OK);
+    xg_tensor *h = xg_to_dtype(master, XG_BF16);
+    xg_tensor *loss = xg_sum_all(xg_mul(h, h));
+    cr_assert_not_null(loss, "%s", xg_last_error());
+    cr_expect_eq(xg_tensor_dtype(loss), XG_BF16);
+    cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
+    xg_tensor *g = xg_tensor_grad(master);
+    cr_assert_not_null(g);
+    cr_expect_eq(xg_tensor_dtype(g), XG_F32);
+    float gv[N16], hv[N16];
+    read_f32(g, gv, N16);
+    read_f32(h, hv, N16);
+    for (int i = 0; i < N16; i++) /* 2h, rounded to bf16 once */
+        cr_expect_eq(gv[i], xg__bf16_to_f32_1(xg__f32_to_bf16_1(2 * hv[i])));
+    /* a 16-bit leaf gets a 16-bit gradient, also through mixed ops */
+    xg_tensor *leaf = xg_to_dtype(xg_tensor_from_data(v, XG_F32,
+                                                      XG_SHAPE(N16)),
+                                  XG_F16);
+    cr_assert_eq(xg_tensor_set_requires_grad(leaf, true), XG_OK);
+    xg_tensor *l2 = xg_sum_all(xg_mul(leaf, master)); /* promoted */
+    cr_assert_eq(xg_backward(l2), XG_OK, "%s", xg_last_error());
+    cr_expect_eq(xg_tensor_dtype(xg_tensor_grad(leaf)), XG_F16);
+    /* optimizers take f32 master weights only */
+    xg_sgd_options so = xg_sgd_defaults();
+    xg_optim *o = xg_optim_sgd(&leaf, 1, &so);
+    cr_expect_null(o);
+    cr_expect_eq(xg_last_status(), XG_ERR_DTYPE);
+    cr_expect(strstr(xg_last_error(), "f16") != NULL, "%s", xg_last_error());
+}

@@ -16,10 +16,10 @@ xg_status xg_tensor_set_requires_grad(xg_tensor *t, bool requires_grad)
         return xg_set_error(XG_ERR_INVALID_ARG, "set_requires_grad: only "
                             "leaf tensors can change it (this one was made "
                             "by %s)", t->node->name);
-    if (requires_grad && t->dtype != XG_F32)
+    if (requires_grad && !xg_dtype_is_float(t->dtype))
         return xg_set_error(XG_ERR_DTYPE,
-                            "set_requires_grad: only f32 tensors have "
-                            "gradients");
+                            "set_requires_grad: only float tensors (f32, "
+                            "bf16, f16) have gradients");
     t->requires_grad = requires_grad;
     return XG_OK;
 }
@@ -127,6 +127,15 @@ static xg_status run_node(xg_tensor *t)
     xg_scope *scope = xg_scope_begin();
     xg_status st = scope ? node->backward(node, t->bw_grad, grads)
                          : XG_ERR_OUT_OF_MEMORY;
+    /* A gradient in another float dtype than its input's (a rule mixing
+     * dtypes promotes to f32) is cast to the input's. */
+    for (int i = 0; st == XG_OK && i < node->n_inputs; i++) {
+        xg_tensor *in = node->inputs[i];
+        if (grads[i] && grads[i]->dtype != in->dtype &&
+            xg_dtype_is_float(in->dtype) &&
+            !(grads[i] = xg_to_dtype(grads[i], in->dtype)))
+            st = xg_last_status();
+    }
     for (int i = 0; i < node->n_inputs; i++) {
         if (grads[i] && st == XG_OK && node->inputs[i]->requires_grad)
             own_grad(grads[i], scope);
@@ -186,7 +195,7 @@ static void free_node(xg_tensor *t)
 
 static xg_status check_loss(const xg_tensor *loss)
 {
-    if (!xg__check_arg("backward", 0, loss, XG_F32))
+    if (!xg__check_float("backward", 0, loss))
         return xg_last_status() ? xg_last_status() : XG_ERR_INVALID_ARG;
     if (loss->numel != 1)
         return xg_set_error(XG_ERR_INVALID_ARG, "backward: the loss must "
@@ -223,8 +232,10 @@ xg_status xg_backward_hooked(xg_tensor *loss, bool retain_graph,
     for (int i = 0; i < n; i++)
         xg__tensor_retain(order[i]);
     bool was_enabled = xg_set_grad_enabled(false);
-    loss->bw_grad = xg_tensor_keep(xg__fill(loss->storage->dev, loss->shape,
-                                            loss->ndim, 1.0f, "backward"));
+    loss->bw_grad = xg_tensor_keep(xg__fill_dtype(loss->storage->dev,
+                                                  loss->dtype, loss->shape,
+                                                  loss->ndim, 1.0f,
+                                                  "backward"));
     if (!loss->bw_grad)
         st = xg_last_status();
     for (int i = n - 1; i >= 0; i--) {

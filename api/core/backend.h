@@ -346,6 +346,9 @@ typedef struct xg_buffer xg_buffer;
 typedef struct xg_operand {
     xg_buffer *buf;
     xg_dtype dtype;
+    /* The buffer's size in bytes when the core made the operand (xg__arg;
+     * the core's widening of 16-bit ops reads it); kernels ignore it. */
+    size_t bytes;
 } xg_operand;
 
 /* One kernel call: the op, its buffers (in[0 .. n_in-1], out[0 ..

@@ -164,6 +164,10 @@ void xg__tensor_release(xg_tensor *t);
 bool xg__check_arg(const char *op, int index, const xg_tensor *t,
                    xg_dtype dtype);
 
+/* xg__check_arg for an argument of any float dtype (f32, bf16, f16): the
+ * ops' element type T. XG_ERR_DTYPE otherwise. */
+bool xg__check_float(const char *op, int index, const xg_tensor *t);
+
 /* Both tensors on the same device. */
 bool xg__check_same_device(const char *op, const xg_tensor *a,
                            const xg_tensor *b);
@@ -186,9 +190,13 @@ xg_operand xg__arg(xg_tensor *t);
  * dense; no graph): in-place updates such as running statistics. */
 xg_status xg__assign(xg_tensor *dst, xg_tensor *src);
 
-/* Makes a tensor of `shape` on `dev` filled with `value` (no graph). */
+/* Makes a tensor of `shape` on `dev` filled with `value` (no graph):
+ * f32, or of `dtype` (the value rounded to it). */
 xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
                     float value, const char *who);
+xg_tensor *xg__fill_dtype(xg_device *dev, xg_dtype dtype,
+                          const int64_t *shape, int ndim, float value,
+                          const char *who);
 
 /* The shape that a and b broadcast to, or false with the error for `op`
  * (api/core/shape.c). */

@@ -337,29 +337,78 @@ const char *xg_op_name(int op)
     return op >= 0 && op < XG_OP_COUNT ? xg_op_table[op].name : NULL;
 }
 
-bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype)
+/* The rule letter of buffer k of op (inputs, then outputs). */
+static char rule_of(const xg_op_info *info, int k)
+{
+    return k < info->n_in ? info->in_rule[k] : info->out_rule[k - info->n_in];
+}
+
+/* Whether the op's buffers include one of the element type T. */
+static bool has_t(const xg_op_info *info)
+{
+    return strchr(info->in_rule, 'T') || strchr(info->out_rule, 'T');
+}
+
+/* Whether the backend casts between f32 and t both ways, and runs `op`
+ * with `dtypes` once every t of a T position is f32: what the core's
+ * widening of a 16-bit op needs. */
+static bool widenable(const xg_backend *b, const xg_backend_device *bdev,
+                      xg_op op, const xg_dtype *dtypes, xg_dtype t)
+{
+    const xg_op_info *info = &xg_op_table[op];
+    if ((t != XG_BF16 && t != XG_F16) || op == XG_OP_cast ||
+        !b->kernels[XG_FAMILY_CAST] || !b->kernels[info->family])
+        return false;
+    xg_dtype there[2] = {XG_F32, t}, back[2] = {t, XG_F32};
+    if (!b->supports(bdev, XG_OP_cast, there) ||
+        !b->supports(bdev, XG_OP_cast, back))
+        return false;
+    xg_dtype wide[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
+    for (int k = 0; k < info->n_in + info->n_out; k++)
+        wide[k] = rule_of(info, k) == 'T' ? XG_F32 : dtypes[k];
+    return b->supports(bdev, op, wide);
+}
+
+/* The signature of op instantiated with element type dtype. */
+static void signature(const xg_op_info *info, xg_dtype dtype, xg_dtype *sig)
+{
+    for (int k = 0; k < info->n_in + info->n_out; k++)
+        sig[k] = xg_op_rule_dtype(rule_of(info, k), dtype);
+}
+
+/* 0: unsupported, 1: native, 2: widened (16-bit T through f32). */
+static int support_kind(const xg_device *dev, int op, xg_dtype dtype)
 {
     if (!dev || dev->closed || op < 0 || op >= XG_OP_COUNT ||
         (unsigned)dtype >= XG_DTYPE_COUNT)
-        return false;
+        return 0;
     const xg_op_info *info = &xg_op_table[op];
+    const xg_backend *b = dev->backend;
     if (op == XG_OP_cast) { /* both directions between f32 and dtype */
         xg_dtype there[2] = {XG_F32, dtype}, back[2] = {dtype, XG_F32};
-        return dev->backend->kernels[info->family] &&
-               dev->backend->supports(dev->bdev, XG_OP_cast, there) &&
-               dev->backend->supports(dev->bdev, XG_OP_cast, back);
+        return b->kernels[info->family] &&
+               b->supports(dev->bdev, XG_OP_cast, there) &&
+               b->supports(dev->bdev, XG_OP_cast, back);
     }
     /* An op without T buffers (the f32 optimizer updates) has one type. */
-    if (!strchr(info->in_rule, 'T') && !strchr(info->out_rule, 'T') &&
-        dtype != XG_F32)
-        return false;
+    if (!has_t(info) && dtype != XG_F32)
+        return 0;
     xg_dtype sig[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
-    for (int i = 0; i < info->n_in; i++)
-        sig[i] = xg_op_rule_dtype(info->in_rule[i], dtype);
-    for (int j = 0; j < info->n_out; j++)
-        sig[info->n_in + j] = xg_op_rule_dtype(info->out_rule[j], dtype);
-    return dev->backend->kernels[info->family] &&
-           dev->backend->supports(dev->bdev, (xg_op)op, sig);
+    signature(info, dtype, sig);
+    if (b->kernels[info->family] && b->supports(dev->bdev, (xg_op)op, sig))
+        return 1;
+    return widenable(b, dev->bdev, (xg_op)op, sig, dtype) ? 2 : 0;
+}
+
+bool xg_device_supports(const xg_device *dev, int op, xg_dtype dtype)
+{
+    return support_kind(dev, op, dtype) != 0;
+}
+
+bool xg_device_supports_natively(const xg_device *dev, int op,
+                                 xg_dtype dtype)
+{
+    return support_kind(dev, op, dtype) == 1;
 }
 
 /* Writes "f32" when every buffer of the call is of the op's element type or
@@ -386,6 +435,75 @@ static void describe_dtypes(const xg_op_info *info, const xg_dtype *dtypes,
                                  xg_dtype_name(dtypes[i]));
 }
 
+/* Casts n elements of `src` (of dtype from) into `dst` (of dtype to). */
+static xg_status cast_buffer(xg_device *dev, xg_buffer *src, xg_dtype from,
+                             xg_buffer *dst, xg_dtype to, int64_t n)
+{
+    xg_kernel_call c = {.op = XG_OP_cast, .in = {{src, from, 0}},
+                        .out = {{dst, to, 0}}};
+    c.p.cast.n = n;
+    return dev->backend->kernels[XG_FAMILY_CAST](dev->bdev, &c);
+}
+
+/* Runs a call whose element type t is 16-bit through f32 (the device has
+ * checked widenable): every T buffer gets an f32 twin of the same element
+ * count, inputs (and outputs that the op updates in place: copy_strided's)
+ * cast in, the op run on the twins, T outputs cast back: one rounding, at
+ * the output. Under the device's lock. The twins are the backend's own
+ * allocations, outside the device's memory accounting, freed at once (work
+ * queued on them still completes). */
+static xg_status launch_widened(xg_device *dev, const xg_kernel_call *call,
+                                xg_dtype t)
+{
+    const xg_op_info *info = &xg_op_table[call->op];
+    const xg_backend *b = dev->backend;
+    size_t size = xg_dtype_size(t);
+    xg_kernel_call wide = *call;
+    xg_buffer *twins[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT] = {0};
+    bool in_place = info->family == XG_FAMILY_STRIDED;
+    xg_status st = XG_OK;
+    for (int k = 0; st == XG_OK && k < info->n_in + info->n_out; k++) {
+        bool is_in = k < info->n_in;
+        const xg_operand *o = is_in ? &call->in[k] : &call->out[k - info->n_in];
+        xg_operand *w = is_in ? &wide.in[k] : &wide.out[k - info->n_in];
+        if (rule_of(info, k) != 'T' || !o->buf)
+            continue;
+        /* an absent weight or bias passed as in[0] again shares its twin */
+        if (is_in && k > 0 && o->buf == call->in[0].buf && twins[0]) {
+            w->buf = twins[0];
+            w->dtype = XG_F32;
+            continue;
+        }
+        int64_t n = (int64_t)(o->bytes / size);
+        if (n <= 0) {
+            st = xg_set_error(XG_ERR_INVALID_ARG, "%s: buffer %d has no size "
+                              "to widen", info->name, k);
+            break;
+        }
+        st = xg__device_result(dev, b->alloc(dev->bdev, (size_t)n * 4,
+                                             &twins[k]));
+        if (st == XG_OK && (is_in || in_place))
+            st = xg__device_result(dev, cast_buffer(dev, o->buf, t, twins[k],
+                                                    XG_F32, n));
+        w->buf = twins[k];
+        w->dtype = XG_F32;
+        w->bytes = (size_t)n * 4;
+    }
+    if (st == XG_OK)
+        st = xg__device_result(dev, b->kernels[info->family](dev->bdev,
+                                                              &wide));
+    for (int j = 0; st == XG_OK && j < info->n_out; j++) {
+        xg_buffer *twin = twins[info->n_in + j];
+        if (twin)
+            st = xg__device_result(
+                dev, cast_buffer(dev, twin, XG_F32, call->out[j].buf, t,
+                                 (int64_t)(call->out[j].bytes / size)));
+    }
+    for (int k = 0; k < info->n_in + info->n_out; k++)
+        b->free(dev->bdev, twins[k]);
+    return st;
+}
+
 xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
 {
     const xg_op_info *info = &xg_op_table[call->op];
@@ -407,6 +525,20 @@ xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
     const xg_backend *b = dev->backend;
     xg_kernel_fn fn = b->kernels[info->family];
     if (!fn || !b->supports(dev->bdev, call->op, dtypes)) {
+        /* The element type: that of the first T buffer. */
+        xg_dtype t = XG_F32;
+        for (int k = 0; k < info->n_in + info->n_out; k++)
+            if (rule_of(info, k) == 'T') {
+                t = dtypes[k];
+                break;
+            }
+        if ((t == XG_BF16 || t == XG_F16) &&
+            widenable(b, dev->bdev, call->op, dtypes, t)) {
+            xg__device_lock(dev);
+            st = launch_widened(dev, call, t);
+            xg__device_unlock(dev);
+            return st;
+        }
         char what[160];
         describe_dtypes(info, dtypes, what, sizeof what);
         return xg_set_error(XG_ERR_UNSUPPORTED,

@@ -325,10 +325,11 @@ xg_operand xg__arg(xg_tensor *t)
     if (!t)
         return (xg_operand){0};
     if (xg__is_dense(t))
-        return (xg_operand){t->storage->buf, t->dtype};
+        return (xg_operand){t->storage->buf, t->dtype, t->storage->bytes};
     if (make_dense(t) != XG_OK)
-        return (xg_operand){NULL, t->dtype};
-    return (xg_operand){t->dense->storage->buf, t->dtype};
+        return (xg_operand){NULL, t->dtype, 0};
+    return (xg_operand){t->dense->storage->buf, t->dtype,
+                        t->dense->storage->bytes};
 }
 
 void xg__tensor_retain(xg_tensor *t)
@@ -393,6 +394,19 @@ bool xg__check_arg(const char *op, int index, const xg_tensor *t,
     if (t->dtype != dtype) {
         xg_set_error(XG_ERR_DTYPE, "%s: argument %d must be %s, not %s", op,
                      index, xg_dtype_name(dtype), xg_dtype_name(t->dtype));
+        return false;
+    }
+    return true;
+}
+
+bool xg__check_float(const char *op, int index, const xg_tensor *t)
+{
+    if (!xg__check_arg(op, index, t, t ? t->dtype : XG_F32))
+        return false;
+    if (!xg_dtype_is_float(t->dtype)) {
+        xg_set_error(XG_ERR_DTYPE, "%s: argument %d must be a float tensor "
+                     "(f32, bf16, f16), not %s", op, index,
+                     xg_dtype_name(t->dtype));
         return false;
     }
     return true;
@@ -569,7 +583,14 @@ xg_tensor *xg_tensor_from_data(const void *data, xg_dtype dtype,
 xg_tensor *xg__fill(xg_device *dev, const int64_t *shape, int ndim,
                     float value, const char *who)
 {
-    xg_tensor *t = xg__tensor_new(dev, XG_F32, shape, ndim, who);
+    return xg__fill_dtype(dev, XG_F32, shape, ndim, value, who);
+}
+
+xg_tensor *xg__fill_dtype(xg_device *dev, xg_dtype dtype,
+                          const int64_t *shape, int ndim, float value,
+                          const char *who)
+{
+    xg_tensor *t = xg__tensor_new(dev, dtype, shape, ndim, who);
     if (!t)
         return NULL;
     xg_kernel_call call = {.op = XG_OP_fill, .out = {xg__arg(t)}};

@@ -24,7 +24,7 @@
 static xg_tensor *conv1d_forward(xg_module *m, xg_tensor *x)
 {
     xg_tensor *w = xg_module_find_param(m, "weight");
-    if (!w || !xg__check_arg("Conv1D", 0, x, XG_F32))
+    if (!w || !xg__check_float("Conv1D", 0, x))
         return NULL;
     int64_t in = w->shape[0], out = w->shape[1];
     if (x->ndim == 0 || x->shape[x->ndim - 1] != in) {

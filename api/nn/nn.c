@@ -812,7 +812,7 @@ static xg_tensor *own_buffer(const xg_module *m, const char *name)
 static xg_tensor *linear_forward(xg_module *m, xg_tensor *x)
 {
     xg_tensor *w = own(m, "weight");
-    if (!w || !xg__check_arg("linear", 0, x, XG_F32))
+    if (!w || !xg__check_float("linear", 0, x))
         return NULL;
     int64_t in_features = w->shape[1];
     if (x->ndim == 0 || x->shape[x->ndim - 1] != in_features) {
@@ -1145,7 +1145,7 @@ typedef struct layer_norm_config {
 static xg_tensor *layer_norm_forward(xg_module *m, xg_tensor *x)
 {
     const layer_norm_config *c = xg_module_state(m);
-    if (!xg__check_arg("layer_norm_layer", 0, x, XG_F32))
+    if (!xg__check_float("layer_norm_layer", 0, x))
         return NULL;
     if (x->ndim == 0 || x->shape[x->ndim - 1] != c->dim) {
         char s[160];

@@ -43,7 +43,7 @@ static xg_status bw_attention(xg_node *n, xg_tensor *g, xg_tensor **gi)
     xg_tensor *lse = n->saved[0], *out = n->saved[1];
     xg_device *dev = q->storage->dev;
     xg_tensor *qo[2] = {
-        xg__tensor_new(dev, XG_F32, q->shape, 4, "attention_backward"),
+        xg__tensor_new(dev, q->dtype, q->shape, 4, "attention_backward"),
         xg__tensor_new(dev, XG_F32, lse->shape, lse->ndim,
                        "attention_backward")};
     xg_kernel_call cq = {.op = XG_OP_attention_backward_q,
@@ -58,8 +58,8 @@ static xg_status bw_attention(xg_node *n, xg_tensor *g, xg_tensor **gi)
     if (st != XG_OK)
         return st;
     xg_tensor *kvo[2] = {
-        xg__tensor_new(dev, XG_F32, k->shape, 4, "attention_backward"),
-        xg__tensor_new(dev, XG_F32, v->shape, 4, "attention_backward")};
+        xg__tensor_new(dev, q->dtype, k->shape, 4, "attention_backward"),
+        xg__tensor_new(dev, q->dtype, v->shape, 4, "attention_backward")};
     xg_kernel_call ckv = {.op = XG_OP_attention_backward_kv,
                           .in = {xg__arg(q), xg__arg(k), xg__arg(v),
                                  xg__arg(g), xg__arg(lse), xg__arg(qo[1])}};
@@ -99,8 +99,8 @@ static bool check_args(xg_tensor *q, xg_tensor *k, xg_tensor *v,
                        const xg_attention_params *p)
 {
     const char *op = "attention";
-    if (!xg__check_arg(op, 0, q, XG_F32) || !xg__check_arg(op, 1, k, XG_F32) ||
-        !xg__check_arg(op, 2, v, XG_F32) ||
+    if (!xg__check_float(op, 0, q) || !xg__check_arg(op, 1, k, q->dtype) ||
+        !xg__check_arg(op, 2, v, q->dtype) ||
         !xg__check_same_device(op, q, k) || !xg__check_same_device(op, q, v) ||
         !check_shapes(q, k, v))
         return false;
@@ -146,7 +146,7 @@ xg_tensor *xg_attention(xg_tensor *q, xg_tensor *k, xg_tensor *v,
     xg_device *dev = q->storage->dev;
     int64_t lse_shape[3] = {q->shape[0], q->shape[1], tq};
     xg_tensor *outs[2] = {
-        xg__tensor_new(dev, XG_F32, q->shape, 4, "attention"),
+        xg__tensor_new(dev, q->dtype, q->shape, 4, "attention"),
         xg__tensor_new(dev, XG_F32, lse_shape, 3, "attention")};
     xg_kernel_call call = {.op = XG_OP_attention,
                            .in = {xg__arg(q), xg__arg(k), xg__arg(v)}};

@@ -105,7 +105,7 @@ static xg_tensor *conv_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
                               const int64_t *shape, const xg_conv_args *a)
 {
     xg_device *dev = in0->storage->dev;
-    xg_tensor *out = xg__tensor_new(dev, XG_F32, shape, 4,
+    xg_tensor *out = xg__tensor_new(dev, in0->dtype, shape, 4,
                                     xg_op_table[op].name);
     if (!out)
         return NULL;
@@ -133,9 +133,9 @@ static xg_status bw_conv2d(xg_node *n, xg_tensor *g, xg_tensor **gi)
     return XG_OK;
 }
 
-static bool check_bias(const xg_tensor *bias, int64_t c_out)
+static bool check_bias(const xg_tensor *bias, int64_t c_out, xg_dtype t)
 {
-    if (!xg__check_arg("conv2d", 2, bias, XG_F32))
+    if (!xg__check_arg("conv2d", 2, bias, t))
         return false;
     if (bias->ndim == 1 && bias->shape[0] == c_out)
         return true;
@@ -154,11 +154,11 @@ xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
                                                  params));
     xg_conv2d_params p = params ? *params : xg_conv2d_defaults();
     xg_conv_args a;
-    if (!xg__check_arg("conv2d", 0, x, XG_F32) ||
-        !xg__check_arg("conv2d", 1, weight, XG_F32) ||
+    if (!xg__check_float("conv2d", 0, x) ||
+        !xg__check_arg("conv2d", 1, weight, x->dtype) ||
         !xg__check_same_device("conv2d", x, weight) || !is_4d("conv2d", 0, x) ||
         !is_4d("conv2d", 1, weight) || !conv_geometry(x, weight, &p, &a) ||
-        (bias && !check_bias(bias, a.c_out)))
+        (bias && !check_bias(bias, a.c_out, x->dtype)))
         return NULL;
     int64_t shape[4] = {a.n, a.c_out, a.oh, a.ow};
     xg_tensor *in[2] = {x, weight};
@@ -217,7 +217,7 @@ static xg_tensor *pool_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
 {
     const char *name = xg_op_table[op].name;
     xg_device *dev = in0->storage->dev;
-    xg_tensor *out = xg__tensor_new(dev, XG_F32, shape, 4, name);
+    xg_tensor *out = xg__tensor_new(dev, in0->dtype, shape, 4, name);
     xg_tensor *idx = index && out ? xg__tensor_new(dev, XG_I32, shape, 4, name)
                                   : NULL;
     if (!out || (index && !idx))
@@ -258,7 +258,7 @@ static xg_tensor *pool(xg_op op, xg_tensor *x, int k, int stride, int pad,
     const char *name = xg_op_table[op].name;
     bool is_max = op == XG_OP_max_pool2d;
     xg_pool_args a;
-    if (!xg__check_arg(name, 0, x, XG_F32) ||
+    if (!xg__check_float(name, 0, x) ||
         !pool_geometry(name, x, k, stride, pad, is_max, &a))
         return NULL;
     int64_t shape[4] = {a.n, a.c, a.oh, a.ow};
@@ -290,7 +290,8 @@ static xg_tensor *dropout_kernel(xg_tensor *x, float p, uint64_t seed,
                                  uint64_t offset)
 {
     xg_device *dev = x->storage->dev;
-    xg_tensor *y = xg__tensor_new(dev, XG_F32, x->shape, x->ndim, "dropout");
+    xg_tensor *y = xg__tensor_new(dev, x->dtype, x->shape, x->ndim,
+                                  "dropout");
     if (!y)
         return NULL;
     xg_kernel_call call = {.op = XG_OP_dropout, .in = {xg__arg(x)},
@@ -315,7 +316,7 @@ static xg_status bw_dropout(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 xg_tensor *xg_dropout(xg_tensor *x, float p, bool training)
 {
-    if (!xg__check_arg("dropout", 0, x, XG_F32))
+    if (!xg__check_float("dropout", 0, x))
         return NULL;
     if (!(p >= 0.0f && p < 1.0f)) {
         xg_set_error(XG_ERR_INVALID_ARG, "dropout: p = %g, must be in [0, 1)",
@@ -371,14 +372,14 @@ static xg_status update_running(xg_tensor *running, xg_tensor *batch,
 static bool check_bn_args(xg_tensor *x, xg_tensor *const *per_channel,
                           bool training)
 {
-    if (!xg__check_arg("batch_norm2d", 0, x, XG_F32) ||
+    if (!xg__check_float("batch_norm2d", 0, x) ||
         !is_4d("batch_norm2d", 0, x))
         return false;
     for (int i = 0; i < 4; i++) {
         xg_tensor *t = per_channel[i];
         if (!t && (i < 2 || training))
             continue;
-        if (!xg__check_arg("batch_norm2d", i + 1, t, XG_F32) ||
+        if (!xg__check_arg("batch_norm2d", i + 1, t, x->dtype) ||
             !xg__check_same_device("batch_norm2d", x, t))
             return false;
         if (t->numel != x->shape[1]) {

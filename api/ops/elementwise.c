@@ -4,10 +4,10 @@
 
 /* ---- launching -------------------------------------------------------- */
 
-/* A new f32 tensor like `x` (same device and shape). */
+/* A new tensor like `x` (same device, dtype and shape). */
 static xg_tensor *new_like(const xg_tensor *x, const char *who)
 {
-    return xg__tensor_new(x->storage->dev, XG_F32, x->shape, x->ndim, who);
+    return xg__tensor_new(x->storage->dev, x->dtype, x->shape, x->ndim, who);
 }
 
 /* Launches `call` on out's device, freeing `out` on failure. */
@@ -26,7 +26,7 @@ static xg_tensor *finish(xg_tensor *out, xg_kernel_call *call)
 static xg_tensor *unary_kernel(xg_op op, xg_tensor *x, float s)
 {
     const char *name = xg_op_table[op].name;
-    if (!xg__check_arg(name, 0, x, XG_F32))
+    if (!xg__check_float(name, 0, x))
         return NULL;
     xg_tensor *y = new_like(x, name);
     xg_kernel_call call = {.op = op, .in = {xg__arg(x)}};
@@ -39,8 +39,7 @@ static xg_tensor *unary_kernel(xg_op op, xg_tensor *x, float s)
 xg_tensor *xg__unary_backward(xg_op op, xg_tensor *x, xg_tensor *g)
 {
     const char *name = xg_op_table[op].name;
-    if (!xg__check_arg(name, 0, x, XG_F32) ||
-        !xg__check_arg(name, 1, g, XG_F32))
+    if (!xg__check_float(name, 0, x) || !xg__check_arg(name, 1, g, x->dtype))
         return NULL;
     xg_tensor *dx = new_like(x, name);
     xg_kernel_call call = {.op = op, .in = {xg__arg(x), xg__arg(g)}};
@@ -215,7 +214,8 @@ static xg_tensor *binary_kernel(xg_op op, xg_tensor *a, xg_tensor *b,
                                 const int64_t *shape, int ndim)
 {
     const char *name = xg_op_table[op].name;
-    xg_tensor *c = xg__tensor_new(a->storage->dev, XG_F32, shape, ndim, name);
+    xg_tensor *c = xg__tensor_new(a->storage->dev, a->dtype, shape, ndim,
+                                  name);
     if (!c)
         return NULL;
     xg_kernel_call call = {.op = op, .in = {xg__arg(a), xg__arg(b)},
@@ -256,10 +256,14 @@ static xg_status bw_binary(xg_node *n, xg_tensor *g, xg_tensor **gi)
 static xg_tensor *binary(xg_op op, xg_tensor *a, xg_tensor *b)
 {
     const char *name = xg_op_table[op].name;
-    if (!xg__check_arg(name, 0, a, XG_F32) ||
-        !xg__check_arg(name, 1, b, XG_F32) ||
+    if (!xg__check_float(name, 0, a) || !xg__check_float(name, 1, b) ||
         !xg__check_same_device(name, a, b))
         return NULL;
+    if (a->dtype != b->dtype) { /* promoted to f32, as PyTorch does */
+        xg_scope *scope = xg__composite_begin();
+        xg_tensor *wa = xg_to_dtype(a, XG_F32), *wb = xg_to_dtype(b, XG_F32);
+        return xg__composite_end(scope, wa && wb ? binary(op, wa, wb) : NULL);
+    }
     int64_t shape[XG_MAX_DIMS];
     int ndim;
     if (!xg__broadcast_shape(name, a, b, shape, &ndim))
@@ -283,8 +287,7 @@ xg_tensor *xg__same_value(xg_tensor *a, xg_tensor *b)
     const char *name = "same_value";
     int64_t shape[XG_MAX_DIMS];
     int ndim;
-    if (!xg__check_arg(name, 0, a, XG_F32) ||
-        !xg__check_arg(name, 1, b, XG_F32) ||
+    if (!xg__check_float(name, 0, a) || !xg__check_arg(name, 1, b, a->dtype) ||
         !xg__check_same_device(name, a, b) ||
         !xg__broadcast_shape(name, a, b, shape, &ndim))
         return NULL;
@@ -299,9 +302,10 @@ static xg_status bw_expand(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 xg_tensor *xg__expand(xg_tensor *src, const int64_t *shape, int ndim)
 {
-    if (!xg__check_arg("expand", 0, src, XG_F32))
+    if (!xg__check_float("expand", 0, src))
         return NULL;
-    xg_tensor *zero = xg__fill(src->storage->dev, NULL, 0, 0.0f, "expand");
+    xg_tensor *zero = xg__fill_dtype(src->storage->dev, src->dtype, NULL, 0,
+                                     0.0f, "expand");
     if (!zero)
         return NULL;
     xg_tensor *out = binary_kernel(XG_OP_add, src, zero, shape, ndim);

@@ -79,7 +79,7 @@ static bool check_index_shape(const char *op, const xg_tensor *x, int axis,
 static bool check_index_args(const char *op, const xg_tensor *x, int *axis,
                              const xg_tensor *index, bool gather)
 {
-    return xg__check_arg(op, 0, x, XG_F32) &&
+    return xg__check_float(op, 0, x) &&
            xg__check_arg(op, 2, index, XG_I32) &&
            xg__check_same_device(op, x, index) &&
            index_axis(op, x, axis) &&
@@ -183,7 +183,7 @@ static xg_status bw_index(xg_node *n, xg_tensor *g, xg_tensor **gi)
     const index_node_args *a = n->args;
     xg_op op = xg_op_table[fwd].backward;
     xg_device *dev = x->storage->dev;
-    xg_tensor *dx = xg__tensor_new(dev, XG_F32, x->shape, x->ndim,
+    xg_tensor *dx = xg__tensor_new(dev, x->dtype, x->shape, x->ndim,
                                    xg_op_table[op].name);
     if (!dx)
         return xg_last_status();
@@ -236,7 +236,7 @@ static xg_tensor *index_run(xg_op op, const char *who, const char *x_name,
     int32_t *host = read_checked_indices(who, x_name, x, axis, index);
     if (!host)
         return NULL;
-    xg_tensor *out = xg__tensor_new(x->storage->dev, XG_F32, sel, x->ndim,
+    xg_tensor *out = xg__tensor_new(x->storage->dev, x->dtype, sel, x->ndim,
                                     name);
     xg_kernel_call call = {.op = op, .in = {xg__arg(x), xg__arg(index)},
                            .out = {xg__arg(out)}};
@@ -274,7 +274,7 @@ xg_tensor *xg_gather(xg_tensor *x, int axis, xg_tensor *index)
 xg_tensor *xg_embedding(xg_tensor *weight, xg_tensor *index)
 {
     const char *op = "embedding";
-    if (!xg__check_arg(op, 0, weight, XG_F32) ||
+    if (!xg__check_float(op, 0, weight) ||
         !xg__check_arg(op, 1, index, XG_I32) ||
         !xg__check_same_device(op, weight, index))
         return NULL;
@@ -376,8 +376,8 @@ static xg_tensor *where_kernel(xg_op op, xg_tensor *const *in,
 {
     const char *name = xg_op_table[op].name;
     int n_in = xg_op_table[op].n_in;
-    xg_tensor *out = xg__tensor_new(in[0]->storage->dev, XG_F32, shape, ndim,
-                                    name);
+    xg_tensor *out = xg__tensor_new(in[0]->storage->dev, in[0]->dtype, shape,
+                                    ndim, name);
     if (!out)
         return NULL;
     xg_kernel_call call = {.op = op, .out = {xg__arg(out)}};
@@ -421,11 +421,16 @@ static xg_status bw_where(xg_node *n, xg_tensor *g, xg_tensor **gi)
 xg_tensor *xg_where(xg_tensor *cond, xg_tensor *a, xg_tensor *b)
 {
     const char *op = "where";
-    if (!xg__check_arg(op, 0, cond, XG_I32) ||
-        !xg__check_arg(op, 1, a, XG_F32) || !xg__check_arg(op, 2, b, XG_F32) ||
-        !xg__check_same_device(op, cond, a) ||
+    if (!xg__check_arg(op, 0, cond, XG_I32) || !xg__check_float(op, 1, a) ||
+        !xg__check_float(op, 2, b) || !xg__check_same_device(op, cond, a) ||
         !xg__check_same_device(op, a, b))
         return NULL;
+    if (a->dtype != b->dtype) { /* promoted to f32 */
+        xg_scope *scope = xg__composite_begin();
+        xg_tensor *wa = xg_to_dtype(a, XG_F32), *wb = xg_to_dtype(b, XG_F32);
+        return xg__composite_end(scope,
+                                 wa && wb ? xg_where(cond, wa, wb) : NULL);
+    }
     xg_tensor *in[3] = {a, b, cond}; /* the kernel's order (ops.def) */
     int64_t shape[XG_MAX_DIMS];
     int nd;
@@ -453,7 +458,7 @@ static xg_status bw_masked_fill(xg_node *n, xg_tensor *g, xg_tensor **gi)
 xg_tensor *xg_masked_fill(xg_tensor *x, xg_tensor *mask, float value)
 {
     const char *op = "masked_fill";
-    if (!xg__check_arg(op, 0, x, XG_F32) ||
+    if (!xg__check_float(op, 0, x) ||
         !xg__check_arg(op, 1, mask, XG_I32) ||
         !xg__check_same_device(op, x, mask))
         return NULL;

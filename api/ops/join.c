@@ -36,7 +36,8 @@ static bool concat_shape(xg_tensor *const *xs, int n, int *axis,
         return false;
     }
     for (int i = 0; i < n; i++)
-        if (!xg__check_arg("concat", i, xs[i], XG_F32) ||
+        if (!(i == 0 ? xg__check_float("concat", 0, xs[0])
+                     : xg__check_arg("concat", i, xs[i], xs[0]->dtype)) ||
             !xg__check_same_device("concat", xs[0], xs[i]))
             return false;
     int nd = xs[0]->ndim, a = *axis < 0 ? *axis + nd : *axis;

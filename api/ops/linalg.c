@@ -107,7 +107,7 @@ static xg_tensor *matmul_nd(xg_tensor *a, xg_tensor *b, bool ta, bool tb)
     shape[p.batch_ndim] = p.m;
     shape[p.batch_ndim + 1] = p.n;
     xg_device *dev = a->storage->dev;
-    xg_tensor *c = xg__tensor_new(dev, XG_F32, shape, p.batch_ndim + 2,
+    xg_tensor *c = xg__tensor_new(dev, a->dtype, shape, p.batch_ndim + 2,
                                   "matmul");
     if (!c)
         return NULL;
@@ -161,10 +161,15 @@ xg_tensor *xg_matmul_t(xg_tensor *a, xg_tensor *b, bool trans_a,
     if (xg__autocast(ac, 2, &cast))
         return xg__composite_end(cast, xg_matmul_t(ac[0], ac[1], trans_a,
                                                    trans_b));
-    if (!xg__check_arg("matmul", 0, a, XG_F32) ||
-        !xg__check_arg("matmul", 1, b, XG_F32) ||
+    if (!xg__check_float("matmul", 0, a) || !xg__check_float("matmul", 1, b) ||
         !xg__check_same_device("matmul", a, b))
         return NULL;
+    if (a->dtype != b->dtype) { /* promoted to f32 */
+        xg_scope *scope = xg__composite_begin();
+        xg_tensor *wa = xg_to_dtype(a, XG_F32), *wb = xg_to_dtype(b, XG_F32);
+        return xg__composite_end(
+            scope, wa && wb ? xg_matmul_t(wa, wb, trans_a, trans_b) : NULL);
+    }
     if (a->ndim == 0 || b->ndim == 0) {
         xg_set_error(XG_ERR_SHAPE, "matmul: operands need at least one axis");
         return NULL;

@@ -37,7 +37,7 @@ static xg_status bw_layer_norm(xg_node *n, xg_tensor *g, xg_tensor **gi)
     xg_tensor *mean = n->saved[0], *rstd = n->saved[1];
     xg_device *dev = x->storage->dev;
     if (x->requires_grad) {
-        xg_tensor *dx = xg__tensor_new(dev, XG_F32, x->shape, x->ndim,
+        xg_tensor *dx = xg__tensor_new(dev, x->dtype, x->shape, x->ndim,
                                        "layer_norm_backward");
         if (!dx)
             return xg_last_status();
@@ -57,8 +57,8 @@ static xg_status bw_layer_norm(xg_node *n, xg_tensor *g, xg_tensor **gi)
         return XG_OK;
     int64_t cols = p->cols;
     const char *name = "layer_norm_backward_affine";
-    xg_tensor *dw = xg__tensor_new(dev, XG_F32, &cols, 1, name);
-    xg_tensor *db = dw ? xg__tensor_new(dev, XG_F32, &cols, 1, name) : NULL;
+    xg_tensor *dw = xg__tensor_new(dev, x->dtype, &cols, 1, name);
+    xg_tensor *db = dw ? xg__tensor_new(dev, x->dtype, &cols, 1, name) : NULL;
     if (!db)
         return xg_last_status(); /* dw, if made, goes with the scope */
     xg_kernel_call call = {
@@ -80,7 +80,7 @@ static bool check_affine(const char *op, int index, const char *what,
 {
     if (!t)
         return true;
-    if (!xg__check_arg(op, index, t, XG_F32) ||
+    if (!xg__check_arg(op, index, t, x->dtype) ||
         !xg__check_same_device(op, x, t))
         return false;
     int64_t cols = x->shape[x->ndim - 1];
@@ -102,7 +102,7 @@ xg_tensor *xg_layer_norm(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
         return xg__composite_end(cast, xg_layer_norm(x, weight, bias, eps));
 
     const char *op = "layer_norm";
-    if (!xg__check_arg(op, 0, x, XG_F32))
+    if (!xg__check_float(op, 0, x))
         return NULL;
     if (x->ndim == 0) {
         xg_set_error(XG_ERR_SHAPE, "%s: x must have at least one axis, got "
@@ -119,7 +119,7 @@ xg_tensor *xg_layer_norm(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
     }
     xg_device *dev = x->storage->dev;
     norm_node_args a = {norm_args(x, eps, weight != NULL, bias != NULL)};
-    xg_tensor *y = xg__tensor_new(dev, XG_F32, x->shape, x->ndim, op);
+    xg_tensor *y = xg__tensor_new(dev, x->dtype, x->shape, x->ndim, op);
     xg_tensor *mean = y ? xg__tensor_new(dev, XG_F32, &a.p.rows, 1, op)
                         : NULL;
     xg_tensor *rstd = mean ? xg__tensor_new(dev, XG_F32, &a.p.rows, 1, op)

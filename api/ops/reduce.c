@@ -32,7 +32,7 @@ bool xg__i32_index_ok(const char *op, const char *what, int64_t n)
 /* Resolves the axis of an op with i32 index output and checks its length. */
 static bool index_axis(const char *op, const xg_tensor *x, int *axis)
 {
-    return xg__check_arg(op, 0, x, XG_F32) && resolve_axis(op, x, axis) &&
+    return xg__check_float(op, 0, x) && resolve_axis(op, x, axis) &&
            xg__i32_index_ok(op, "axis", x->ndim ? x->shape[*axis] : 1);
 }
 
@@ -112,9 +112,10 @@ static xg_status bw_sum(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 xg_tensor *xg_sum(xg_tensor *x, int axis, bool keepdim)
 {
-    if (!xg__check_arg("sum", 0, x, XG_F32) || !resolve_axis("sum", x, &axis))
+    if (!xg__check_float("sum", 0, x) || !resolve_axis("sum", x, &axis))
         return NULL;
-    xg_tensor *out = reduce_kernel(XG_OP_sum, x, axis, keepdim, XG_F32, NULL);
+    xg_tensor *out = reduce_kernel(XG_OP_sum, x, axis, keepdim, x->dtype,
+                                   NULL);
     return xg__record(out, &(xg_record){.op = XG_OP_sum, .backward = bw_sum,
                                         .inputs = &x, .n_inputs = 1,
                                         .args = &(axis_args){axis},
@@ -123,7 +124,7 @@ xg_tensor *xg_sum(xg_tensor *x, int axis, bool keepdim)
 
 xg_tensor *xg_mean(xg_tensor *x, int axis, bool keepdim)
 {
-    if (!xg__check_arg("mean", 0, x, XG_F32) ||
+    if (!xg__check_float("mean", 0, x) ||
         !resolve_axis("mean", x, &axis))
         return NULL;
     int64_t n = x->ndim ? x->shape[axis] : 1;
@@ -163,7 +164,7 @@ static xg_status bw_max_all(xg_node *n, xg_tensor *g, xg_tensor **gi)
 
 xg_tensor *xg_max_all(xg_tensor *x)
 {
-    if (!xg__check_arg("max_all", 0, x, XG_F32) ||
+    if (!xg__check_float("max_all", 0, x) ||
         !xg__i32_index_ok("max_all", "tensor", x->numel))
         return NULL;
     bool was = xg_set_grad_enabled(false);
@@ -178,8 +179,8 @@ xg_tensor *xg_max_all(xg_tensor *x)
 static xg_status bw_max(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_tensor *x = n->inputs[0];
-    xg_tensor *dx = xg__tensor_new(x->storage->dev, XG_F32, x->shape, x->ndim,
-                                   "max_backward");
+    xg_tensor *dx = xg__tensor_new(x->storage->dev, x->dtype, x->shape,
+                                   x->ndim, "max_backward");
     if (!dx)
         return xg_last_status();
     xg_kernel_call call = {.op = XG_OP_max_backward,
@@ -196,7 +197,8 @@ xg_tensor *xg_max(xg_tensor *x, int axis, bool keepdim)
     if (!index_axis("max", x, &axis))
         return NULL;
     xg_tensor *idx = NULL;
-    xg_tensor *out = reduce_kernel(XG_OP_max, x, axis, keepdim, XG_F32, &idx);
+    xg_tensor *out = reduce_kernel(XG_OP_max, x, axis, keepdim, x->dtype,
+                                   &idx);
     if (!out)
         return NULL;
     out = xg__record(out, &(xg_record){.op = XG_OP_max, .backward = bw_max,
@@ -237,10 +239,10 @@ xg_tensor *xg__sum_to(xg_tensor *g, const int64_t *shape, int ndim)
 static xg_tensor *rows_kernel(xg_op op, xg_tensor *x)
 {
     const char *name = xg_op_table[op].name;
-    if (!xg__check_arg(name, 0, x, XG_F32))
+    if (!xg__check_float(name, 0, x))
         return NULL;
-    xg_tensor *y = xg__tensor_new(x->storage->dev, XG_F32, x->shape, x->ndim,
-                                  name);
+    xg_tensor *y = xg__tensor_new(x->storage->dev, x->dtype, x->shape,
+                                  x->ndim, name);
     if (!y)
         return NULL;
     int64_t cols = x->ndim ? x->shape[x->ndim - 1] : 1;
@@ -302,8 +304,8 @@ static xg_status bw_cross_entropy(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_tensor *logits = n->inputs[0];
     xg_device *dev = logits->storage->dev;
-    xg_tensor *dx = xg__tensor_new(dev, XG_F32, logits->shape, logits->ndim,
-                                   "cross_entropy_backward");
+    xg_tensor *dx = xg__tensor_new(dev, logits->dtype, logits->shape,
+                                   logits->ndim, "cross_entropy_backward");
     if (!dx)
         return xg_last_status();
     xg_kernel_call call = {.op = XG_OP_cross_entropy_backward,
@@ -319,7 +321,7 @@ static xg_status bw_cross_entropy(xg_node *n, xg_tensor *g, xg_tensor **gi)
 static bool check_ce_args(xg_tensor *logits, xg_tensor *labels)
 {
     const char *op = "cross_entropy";
-    if (!xg__check_arg(op, 0, logits, XG_F32) ||
+    if (!xg__check_float(op, 0, logits) ||
         !xg__check_arg(op, 1, labels, XG_I32) ||
         !xg__check_same_device(op, logits, labels))
         return false;
@@ -343,7 +345,7 @@ static xg_tensor *cross_entropy_rows(xg_tensor *logits, xg_tensor *labels,
                                      xg_tensor **counted)
 {
     xg_device *dev = logits->storage->dev;
-    xg_tensor *loss = xg__tensor_new(dev, XG_F32, labels->shape, 1,
+    xg_tensor *loss = xg__tensor_new(dev, logits->dtype, labels->shape, 1,
                                      "cross_entropy");
     xg_tensor *count = loss ? xg__tensor_new(dev, XG_F32, labels->shape, 1,
                                              "cross_entropy")
@@ -403,8 +405,7 @@ xg_tensor *xg_mse_loss(xg_tensor *pred, xg_tensor *target)
     const char *op = "mse_loss";
     int64_t shape[XG_MAX_DIMS];
     int nd;
-    if (!xg__check_arg(op, 0, pred, XG_F32) ||
-        !xg__check_arg(op, 1, target, XG_F32) ||
+    if (!xg__check_float(op, 0, pred) || !xg__check_float(op, 1, target) ||
         !xg__check_same_device(op, pred, target) ||
         !xg__broadcast_shape(op, pred, target, shape, &nd))
         return NULL;

@@ -59,7 +59,15 @@ static xg_optim *optim_new(optim_kind kind, xg_tensor *const *params, int n)
                      (const void *)params);
         return NULL;
     }
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        if (params && params[i] && (params[i]->dtype == XG_BF16 ||
+                                     params[i]->dtype == XG_F16)) {
+            xg_set_error(XG_ERR_DTYPE, "optim: parameter %d is %s: the "
+                         "optimizers update f32 master weights (keep the "
+                         "parameter in f32 and cast it with xg_to_dtype for "
+                         "the forward)", i, xg_dtype_name(params[i]->dtype));
+            return NULL;
+        }
         if (!params || !params[i] || params[i]->dtype != XG_F32 ||
             params[i]->node) {
             xg_set_error(XG_ERR_INVALID_ARG, "optim: parameter %d is %s", i,
@@ -67,6 +75,7 @@ static xg_optim *optim_new(optim_kind kind, xg_tensor *const *params, int n)
                                                : "not an f32 leaf tensor");
             return NULL;
         }
+    }
     /* Given twice, a parameter would be updated twice per step. */
     for (int i = 1; i < n; i++)
         for (int k = 0; k < i; k++)
@@ -198,6 +207,8 @@ static const char *group_conflict(const xg_optim *o, xg_tensor *const *params,
     const xg_tensor *p = params[i];
     if (!p)
         return "NULL";
+    if (p->dtype == XG_BF16 || p->dtype == XG_F16)
+        return "16-bit: the optimizers update f32 master weights";
     if (p->dtype != XG_F32 || p->node)
         return "not an f32 leaf tensor";
     for (int k = 0; k < o->n; k++)
@@ -242,8 +253,12 @@ xg_status xg_optim_add_group(xg_optim *o, xg_tensor *const *params, int n,
     for (int i = 0; i < n; i++) {
         const char *bad = group_conflict(o, params, i);
         if (bad)
-            return xg_set_error(XG_ERR_INVALID_ARG, "optim_add_group: "
-                                "parameter %d is %s", i, bad);
+            return xg_set_error(params[i] && (params[i]->dtype == XG_BF16 ||
+                                              params[i]->dtype == XG_F16)
+                                    ? XG_ERR_DTYPE
+                                    : XG_ERR_INVALID_ARG,
+                                "optim_add_group: parameter %d is %s", i,
+                                bad);
     }
     if (!group_grow(o, n))
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "optim_add_group: out of "

@@ -213,7 +213,8 @@ static xg_status cpu_pooling(xg_backend_device *dev, const xg_kernel_call *c)
 #define CPU_KERNEL_NORM cpu_layer_norm
 #define CPU_KERNEL_CAST cpu_cast
 
-/* The reference backend runs every op on f32 element types. */
+/* The reference backend runs every op on f32 element types, casts between
+ * every pair of dtypes, and moves 16-bit values natively. */
 static bool cpu_supports(const xg_backend_device *dev, xg_op op,
                          const xg_dtype *dtypes)
 {
@@ -221,7 +222,19 @@ static bool cpu_supports(const xg_backend_device *dev, xg_op op,
     if (op == XG_OP_cast) /* every pair of dtypes */
         return (unsigned)dtypes[0] < XG_DTYPE_COUNT &&
                (unsigned)dtypes[1] < XG_DTYPE_COUNT;
-    return xg_op_signature_is(op, dtypes, XG_F32);
+    if (xg_op_signature_is(op, dtypes, XG_F32))
+        return true;
+    /* 16-bit natively: the ops that move values; the rest is widened by
+     * the core (through the casts and the f32 kernel). */
+    switch (op) {
+    case XG_OP_copy:
+    case XG_OP_fill:
+    case XG_OP_copy_strided:
+        return xg_op_signature_is(op, dtypes, XG_BF16) ||
+               xg_op_signature_is(op, dtypes, XG_F16);
+    default:
+        return false;
+    }
 }
 
 const xg_backend xg_backend_cpu = {

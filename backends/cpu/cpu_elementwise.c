@@ -5,6 +5,7 @@
  * loop is instantiated per op by a dispatch switch whose cases pass the op as
  * a constant, so every op gets its own tight, vectorisable loop. */
 #include "cpu_impl.h"
+#include "half_impl.h"
 
 #include <assert.h>
 #include <math.h>
@@ -349,10 +350,44 @@ static void strided_range(const void *ctx, int64_t begin, int64_t end, int t)
     }
 }
 
+/* The same for 2-byte elements (bf16, f16): the bits move unchanged. */
+static void strided16_range(const void *ctx, int64_t begin, int64_t end,
+                            int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    const xg_strided_args *p = &c->p.strided;
+    const uint16_t *in = (const uint16_t *)(void *)c->in[0].buf +
+                         p->in_offset;
+    uint16_t *out = (uint16_t *)(void *)c->out[0].buf + p->out_offset;
+    int last = p->ndim - 1;
+    int64_t si = p->in_stride[last], so = p->out_stride[last];
+    strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
+                      .stride = {p->in_stride, p->out_stride}};
+    walk_start(&w, begin);
+    for (int64_t pos = begin; pos < end;) {
+        int64_t len = walk_row_left(&w);
+        if (len > end - pos)
+            len = end - pos;
+        const uint16_t *src = in + w.off[0];
+        uint16_t *dst = out + w.off[1];
+        if (si == 1 && so == 1)
+            memcpy(dst, src, (size_t)len * sizeof *dst);
+        else
+            for (int64_t i = 0; i < len; i++)
+                dst[i * so] = src[i * si];
+        walk_advance(&w, len);
+        pos += len;
+    }
+}
+
 xg_status cpu_copy_strided(xg_backend_device *dev, const xg_kernel_call *call)
 {
     cpu_parallel_elements(cpu_dev(dev)->pool, call->p.strided.n,
-                          CPU_COST_SIMPLE, strided_range, call);
+                          CPU_COST_SIMPLE,
+                          xg_dtype_size(call->out[0].dtype) == 2
+                              ? strided16_range : strided_range,
+                          call);
     return XG_OK;
 }
 
@@ -366,10 +401,21 @@ static void copy_range(const void *ctx, int64_t begin, int64_t end, int t)
            (size_t)(end - begin) * sizeof(float));
 }
 
+static void copy16_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    memcpy((uint16_t *)(void *)c->out[0].buf + begin,
+           (const uint16_t *)(void *)c->in[0].buf + begin,
+           (size_t)(end - begin) * sizeof(uint16_t));
+}
+
 xg_status cpu_copy(xg_backend_device *dev, const xg_kernel_call *call)
 {
     cpu_parallel_elements(cpu_dev(dev)->pool, call->p.fill.n, CPU_COST_SIMPLE,
-                          copy_range, call);
+                          xg_dtype_size(call->out[0].dtype) == 2
+                              ? copy16_range : copy_range,
+                          call);
     return XG_OK;
 }
 
@@ -383,8 +429,31 @@ static void fill_range(const void *ctx, int64_t begin, int64_t end, int t)
         out[i] = value;
 }
 
+typedef struct fill16_ctx {
+    uint16_t *out;
+    uint16_t value;
+} fill16_ctx;
+
+static void fill16_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    const fill16_ctx *c = ctx;
+    for (int64_t i = begin; i < end; i++)
+        c->out[i] = c->value;
+}
+
 xg_status cpu_fill(xg_backend_device *dev, const xg_kernel_call *call)
 {
+    xg_dtype t = call->out[0].dtype;
+    if (t == XG_BF16 || t == XG_F16) { /* the value rounded once */
+        float v = call->p.fill.value;
+        fill16_ctx c = {(uint16_t *)(void *)call->out[0].buf,
+                        t == XG_BF16 ? xg__f32_to_bf16_1(v)
+                                     : xg__f32_to_f16_1(v)};
+        cpu_parallel_elements(cpu_dev(dev)->pool, call->p.fill.n,
+                              CPU_COST_SIMPLE, fill16_range, &c);
+        return XG_OK;
+    }
     cpu_parallel_elements(cpu_dev(dev)->pool, call->p.fill.n, CPU_COST_SIMPLE,
                           fill_range, call);
     return XG_OK;
