@@ -20,10 +20,10 @@
  *   device that threads without a device of their own share, or one a
  *   program opened): every call into its backend holds the device's lock,
  *   so their work is serialised on it. Errors, scopes, the grad mode, the
- *   random generator and the current device are per thread. Tensors,
- *   modules, optimizers, loaders and files are not: use each from one
- *   thread at a time (two threads training one model need their own
- *   synchronisation).
+ *   autocast dtype, the random generator and the current device are per
+ *   thread. Tensors, modules, optimizers, loss scalers, loaders and files
+ *   are not: use each from one thread at a time (two threads training one
+ *   model need their own synchronisation).
  */
 #ifndef XGRAD_H
 #define XGRAD_H
@@ -1535,13 +1535,14 @@ typedef struct xg_train_state {
 
 /* Saves the module's parameters and buffers (any module tree, under the
  * names of xg_module_param), optimizer state (moments, momentum buffers,
- * step counts, lr, parameter groups), `state` (NULL: zeros), and `hparams`
+ * step counts, lr, parameter groups), `state` (NULL: zeros; its loss
+ * scale only when > 0), and `hparams`
  * (NULL or a NULL-ended list of key, value strings) as __metadata__,
  * atomically. Errors: XG_ERR_INVALID_ARG (NULL argument, an optimizer
  * parameter that is not one of the module's, a parameter name longer than
  * 255 characters, an epoch or step outside [0, 2^53], a hyperparameter
- * without value or with a key the checkpoint uses), XG_ERR_IO, device
- * errors. */
+ * without value or with a key the checkpoint uses, a loss scale that is
+ * negative or not finite), XG_ERR_IO, device errors. */
 xg_status xg_checkpoint_save(const char *path, const xg_module *m,
                              const xg_optim *opt, const xg_train_state *state,
                              const char *const *hparams);
@@ -1550,7 +1551,7 @@ xg_status xg_checkpoint_save(const char *path, const xg_module *m,
  * the same way (same kind, same options: betas, eps, weight decay,
  * momentum, dampening, nesterov; same parameters, same parameter groups),
  * sets the optimizer's learning rate to the checkpoint's, and fills *state
- * (optional). Nothing is changed on error. Errors: those of
+ * (optional; loss_scale 0 when the file has none). Nothing is changed on error. Errors: those of
  * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata, a step
  * or epoch count outside [0, 2^53], an optimizer moment or momentum that
  * is not finite, a negative second moment; the message names the key and
