@@ -192,6 +192,10 @@ typedef struct xg_device_info {
     char name[256];
     bool is_software;      /* CPU implementation: lavapipe, PoCL, xgrad cpu */
     uint64_t memory_bytes; /* 0 when unknown */
+    /* The device's 16-bit float capabilities as its backend names them,
+     * space-separated (the CPU's "f16c avx512_bf16": the conversion
+     * instructions it has); "" when it reports none. */
+    char features[128];
 } xg_device_info;
 
 /* Names of the backends built into this library, in "auto" preference
@@ -1475,6 +1479,12 @@ xg_status xg_safetensors_info(const xg_safetensors *st, const char *name,
  * are. Errors: XG_ERR_NOT_FOUND, XG_ERR_DTYPE for other dtypes. */
 xg_tensor *xg_safetensors_tensor(const xg_safetensors *st, const char *name);
 
+/* As xg_safetensors_tensor, but F16 and BF16 load into XG_F16 and XG_BF16
+ * tensors with the stored bits (no conversion); the other dtypes load as
+ * xg_safetensors_tensor loads them. */
+xg_tensor *xg_safetensors_tensor_as_stored(const xg_safetensors *st,
+                                           const char *name);
+
 /* The value of a __metadata__ key (borrowed), or NULL. */
 const char *xg_safetensors_metadata(const xg_safetensors *st,
                                     const char *key);
@@ -1484,7 +1494,7 @@ typedef struct xg_safetensors_writer xg_safetensors_writer;
 
 xg_safetensors_writer *xg_safetensors_writer_new(void);
 /* Adds a tensor (copied to the host now, so it may be freed after) under
- * `name` (unique, non-empty). */
+ * `name` (unique, non-empty), in its own dtype: F32, I32, BF16 or F16. */
 xg_status xg_safetensors_writer_add(xg_safetensors_writer *w,
                                     const char *name, const xg_tensor *t);
 /* Adds a scalar I64 tensor (e.g. BatchNorm's num_batches_tracked). */

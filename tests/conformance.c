@@ -641,6 +641,298 @@ static void close_pair(dev_pair *dp)
             dp->be[s]->close(dp->dev[s]);
 }
 
+/* ---- 16-bit element types ------------------------------------------------- */
+
+/* The one table of 16-bit tolerances. A bf16 or f16 result is compared
+ * with the CPU's f32 kernel run on the same inputs (rounded to the dtype
+ * first), its output rounded to the dtype: nMSE bounds of about
+ * (2^-8)^2 for bf16 and (2^-11)^2 for f16 where each output comes from a
+ * few operations, 2^6 times looser where it sums many (reductions,
+ * matrix products, convolutions, norms, attention, index backward). Ops
+ * that only move values (props' exact) must give the rounded reference's
+ * bits. Casts are compared bit for bit with the CPU's. */
+static const struct {
+    xg_dtype dtype;
+    double elementwise, summing;
+} half_tol[] = {
+    {XG_BF16, 0x1p-16, 0x1p-10},
+    {XG_F16, 0x1p-22, 0x1p-16},
+};
+
+static double half_tol_of(xg_dtype t, xg_op op)
+{
+    static const xg_op_family summing[] = {
+        XG_FAMILY_REDUCE, XG_FAMILY_REDUCE_BACKWARD, XG_FAMILY_ROWS,
+        XG_FAMILY_GEMM, XG_FAMILY_CONV, XG_FAMILY_POOL, XG_FAMILY_INDEX,
+        XG_FAMILY_ATTENTION, XG_FAMILY_NORM,
+    };
+    bool sums = false;
+    for (size_t i = 0; i < sizeof summing / sizeof summing[0]; i++)
+        sums = sums || xg_op_table[op].family == summing[i];
+    for (size_t i = 0; i < sizeof half_tol / sizeof half_tol[0]; i++)
+        if (half_tol[i].dtype == t)
+            return sums ? half_tol[i].summing : half_tol[i].elementwise;
+    return 0;
+}
+
+/* Unwritten 16-bit outputs hold this (a NaN in both formats). */
+#define SENTINEL16 0x7fa1u
+
+static uint16_t to_half(float v, xg_dtype t)
+{
+    uint16_t h;
+    (t == XG_BF16 ? xg_f32_to_bf16 : xg_f32_to_f16)(&v, &h, 1);
+    return h;
+}
+
+static float from_half(uint16_t h, xg_dtype t)
+{
+    float v;
+    (t == XG_BF16 ? xg_bf16_to_f32 : xg_f16_to_f32)(&h, &v, 1);
+    return v;
+}
+
+static bool is_t(const xg_op_info *info, int k)
+{
+    return (k < info->n_in ? info->in_rule[k]
+                           : info->out_rule[k - info->n_in]) == 'T';
+}
+
+/* Runs case c on the target with every T buffer in dtype t, and on the
+ * CPU in f32 on the same rounded inputs; the results go to d->res (the
+ * target's widened to f32, the reference rounded to t and widened, so
+ * that check_case compares them; guards keep SENTINEL). */
+static bool run_on_half(const dev_pair *dp, const conf_case *c, xg_dtype t,
+                        case_data *d, run_state *rs)
+{
+    const xg_op_info *info = &xg_op_table[c->call.op];
+    for (int k = 0; k < info->n_in; k++)
+        if (is_t(info, k) && d->in[k])
+            for (int64_t i = 0; i < c->in[k].count; i++) {
+                float *f = (float *)d->in[k] + i;
+                *f = from_half(to_half(*f, t), t);
+            }
+    if (!run_on(dp, 0, c, d, rs))
+        return false;
+    const xg_backend *be = dp->be[1];
+    xg_backend_device *dev = dp->dev[1];
+    xg_kernel_call call = c->call;
+    xg_buffer *bufs[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT] = {0};
+    xg_buffer **outs = bufs + XG_KERNEL_MAX_IN;
+    xg_status st = XG_OK;
+    const char *stage = "upload";
+    int k;
+    for (k = 0; st == XG_OK && k < XG_KERNEL_MAX_IN; k++) {
+        int64_t n = c->in[k].count;
+        if (!n)
+            continue;
+        if (is_t(info, k)) {
+            uint16_t *h = xmalloc((size_t)n * 2);
+            for (int64_t i = 0; i < n; i++)
+                h[i] = to_half(((float *)d->in[k])[i], t);
+            st = put(be, dev, h, (size_t)n * 2, &bufs[k]);
+            free(h);
+        } else {
+            st = put(be, dev, d->in[k], (size_t)n * 4, &bufs[k]);
+        }
+        call.in[k] = (xg_operand){bufs[k], is_t(info, k) ? t : c->in[k].dtype,
+                                  0};
+    }
+    for (k = 0; st == XG_OK && k < XG_KERNEL_MAX_OUT; k++) {
+        int64_t n = c->out[k].count;
+        if (!n)
+            continue;
+        bool half = is_t(info, info->n_in + k);
+        if (half) {
+            uint16_t *h = xmalloc((size_t)(n + GUARD) * 2);
+            for (int64_t i = 0; i < n + GUARD; i++)
+                h[i] = (uint16_t)SENTINEL16;
+            st = put(be, dev, h, (size_t)(n + GUARD) * 2, &outs[k]);
+            free(h);
+        } else {
+            st = put(be, dev, d->out0[k], (size_t)(n + GUARD) * 4, &outs[k]);
+        }
+        call.out[k] = (xg_operand){outs[k], half ? t : c->out[k].dtype, 0};
+    }
+    if (st == XG_OK) {
+        stage = "kernel call";
+        st = be->kernels[info->family](dev, &call);
+    }
+    for (k = 0; st == XG_OK && k < XG_KERNEL_MAX_OUT; k++) {
+        int64_t n = c->out[k].count;
+        if (!n)
+            continue;
+        stage = "download";
+        bool half = is_t(info, info->n_in + k);
+        d->res[1][k] = xmalloc((size_t)(n + GUARD) * 4);
+        if (!half) {
+            st = be->download(dev, outs[k], 0, d->res[1][k],
+                              (size_t)(n + GUARD) * 4);
+            continue;
+        }
+        uint16_t *h = xmalloc((size_t)(n + GUARD) * 2);
+        st = be->download(dev, outs[k], 0, h, (size_t)(n + GUARD) * 2);
+        for (int64_t i = 0; i < n + GUARD; i++) {
+            float v = from_half(h[i], t);
+            uint32_t *ref = &d->res[0][k][i];
+            if (*ref != SENTINEL) {
+                float r;
+                memcpy(&r, ref, sizeof r);
+                r = from_half(to_half(r, t), t);
+                memcpy(ref, &r, sizeof r);
+            }
+            if (h[i] == SENTINEL16)
+                d->res[1][k][i] = SENTINEL;
+            else
+                memcpy(&d->res[1][k][i], &v, sizeof v);
+        }
+        free(h);
+    }
+    if (st != XG_OK)
+        report(rs, "%s (%s): %s failed on %s: %s: %s", c->desc,
+               xg_dtype_name(t), stage, be->name, xg_status_str(st),
+               xg_last_error());
+    for (k = 0; k < XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT; k++)
+        if (bufs[k])
+            be->free(dev, bufs[k]);
+    return st == XG_OK;
+}
+
+/* cast between dtypes a and b: the target's output bytes must be the
+ * CPU's (NaN: a NaN of the same sign). Float inputs are case c's values
+ * in a (special values included); float -> i32 gets only values in range
+ * (the contract leaves the others unspecified). */
+static bool run_cast_pair(const dev_pair *dp, const conf_case *c, xg_dtype a,
+                          xg_dtype b, const case_data *d, run_state *rs)
+{
+    int64_t n = c->in[0].count;
+    size_t sa = xg_dtype_size(a), sb = xg_dtype_size(b);
+    char *host = xmalloc((size_t)n * sa);
+    for (int64_t i = 0; i < n; i++) {
+        float v = ((const float *)d->in[0])[i];
+        if (b == XG_I32 && !(fabsf(v) < 1e9f))
+            v = (float)i;
+        if (a == XG_I32) {
+            int32_t iv = fabsf(v) < 1e9f ? (int32_t)(v * 1000.0f)
+                                          : (int32_t)(i * 7919);
+            memcpy(host + i * 4, &iv, 4);
+        } else if (a == XG_F32) {
+            memcpy(host + i * 4, &v, 4);
+        } else {
+            uint16_t h = to_half(v, a);
+            memcpy(host + i * 2, &h, 2);
+        }
+    }
+    char *res[2] = {xmalloc((size_t)n * sb), xmalloc((size_t)n * sb)};
+    bool ok = true;
+    for (int s = 0; s < 2 && ok; s++) {
+        const xg_backend *be = dp->be[s];
+        xg_backend_device *dev = dp->dev[s];
+        xg_buffer *in = NULL, *out = NULL;
+        xg_status st = put(be, dev, host, (size_t)n * sa, &in);
+        if (st == XG_OK)
+            st = be->alloc(dev, (size_t)n * sb, &out);
+        xg_kernel_call call = {.op = XG_OP_cast, .in = {{in, a, 0}},
+                               .out = {{out, b, 0}}};
+        call.p.cast.n = n;
+        if (st == XG_OK)
+            st = be->kernels[XG_FAMILY_CAST](dev, &call);
+        if (st == XG_OK)
+            st = be->download(dev, out, 0, res[s], (size_t)n * sb);
+        if (st != XG_OK) {
+            report(rs, "%s %s -> %s: failed on %s: %s: %s", c->desc,
+                   xg_dtype_name(a), xg_dtype_name(b), be->name,
+                   xg_status_str(st), xg_last_error());
+            ok = false;
+        }
+        be->free(dev, in);
+        be->free(dev, out);
+    }
+    for (int64_t i = 0; ok && i < n; i++) {
+        if (memcmp(res[0] + i * sb, res[1] + i * sb, sb) == 0)
+            continue;
+        float g = 0, r = 0;
+        if (b != XG_I32) {
+            uint16_t hg = 0, hr = 0;
+            if (b == XG_F32) {
+                memcpy(&g, res[1] + i * 4, 4);
+                memcpy(&r, res[0] + i * 4, 4);
+            } else {
+                memcpy(&hg, res[1] + i * 2, 2);
+                memcpy(&hr, res[0] + i * 2, 2);
+                g = from_half(hg, b);
+                r = from_half(hr, b);
+            }
+            if (isnan(g) && isnan(r) && signbit(g) == signbit(r))
+                continue;
+        }
+        uint32_t gb = 0, rb = 0;
+        memcpy(&gb, res[1] + i * sb, sb);
+        memcpy(&rb, res[0] + i * sb, sb);
+        report(rs, "%s %s -> %s: element %" PRId64 " is 0x%x on %s, cpu "
+               "0x%x (casts must match bit for bit)", c->desc,
+               xg_dtype_name(a), xg_dtype_name(b), i, gb, rs->target, rb);
+        ok = false;
+    }
+    free(host);
+    free(res[0]);
+    free(res[1]);
+    return ok;
+}
+
+/* The 16-bit cases of op: those of its family with T in bf16 and in f16
+ * wherever the target supports that natively (casts: every pair of dtypes
+ * the target supports). Returns the number of cases run. */
+static int run_half_cases(const dev_pair *dp, xg_op op,
+                          const conf_case_list *cases, run_state *rs)
+{
+    const xg_op_info *info = &xg_op_table[op];
+    int run = 0;
+    if (op == XG_OP_cast) {
+        for (int a = 0; a < XG_DTYPE_COUNT; a++)
+            for (int b = 0; b < XG_DTYPE_COUNT; b++) {
+                xg_dtype pair[2] = {(xg_dtype)a, (xg_dtype)b};
+                if ((a == XG_F32 && b == XG_F32) ||
+                    !dp->be[1]->supports(dp->dev[1], op, pair))
+                    continue;
+                for (int i = 0; i < cases->n; i++) {
+                    case_data d;
+                    case_data_make(&cases->v[i], i, &d);
+                    rs->failures += !run_cast_pair(dp, &cases->v[i], pair[0],
+                                                   pair[1], &d, rs);
+                    case_data_free(&d);
+                    run++;
+                }
+            }
+        return run;
+    }
+    for (size_t h = 0; h < sizeof half_tol / sizeof half_tol[0]; h++) {
+        xg_dtype t = half_tol[h].dtype;
+        xg_dtype sig[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
+        for (int k = 0; k < info->n_in + info->n_out; k++)
+            sig[k] = xg_op_rule_dtype(k < info->n_in
+                                          ? info->in_rule[k]
+                                          : info->out_rule[k - info->n_in],
+                                      t);
+        if (!dp->be[1]->supports(dp->dev[1], op, sig))
+            continue;
+        for (int i = 0; i < cases->n; i++) {
+            conf_case c = cases->v[i];
+            c.tol = half_tol_of(t, op);
+            int cut = (int)sizeof c.desc - 8; /* room for " [bf16]" */
+            snprintf(c.desc, sizeof c.desc, "%.*s [%s]", cut,
+                     cases->v[i].desc, xg_dtype_name(t));
+            case_data d;
+            case_data_make(&cases->v[i], i, &d);
+            bool ok = run_on_half(dp, &c, t, &d, rs) && check_case(&c, &d, rs);
+            rs->failures += !ok;
+            case_data_free(&d);
+            run++;
+        }
+    }
+    return run;
+}
+
 /* The kernel-level test of one op: every case of its family. */
 static void run_op_test(xg_op op)
 {
@@ -686,12 +978,15 @@ static void run_op_test(xg_op op)
         rs.failures += !ok;
         case_data_free(&d);
     }
+    int n_half = run_half_cases(&dp, op, &cases, &rs);
+    if (n_half)
+        cr_log_info("%s: %d 16-bit case(s) on %s", name, n_half, t->name);
     close_pair(&dp);
     if (rs.messages > MAX_MESSAGES)
         cr_log_error("%s: %d more message(s) not shown", name,
                      rs.messages - MAX_MESSAGES);
     cr_expect(rs.failures == 0, "op %s: %d of %d case(s) fail on %s", name,
-              rs.failures, cases.n, t->name);
+              rs.failures, cases.n + n_half, t->name);
     free(cases.v);
     conf_check_validation();
 }

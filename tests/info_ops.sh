@@ -4,6 +4,11 @@
 # op on f32). With XGRAD_REQUIRE_BACKENDS=1 the column of every backend this
 # build has (OpenCL, Vulkan) must be there too, and give f32 for every op
 # but cast (a backend's casts come with its 16-bit support).
+# 16-bit: on cpu every op with an element type T runs bf16 and f16 (the
+# core widens what has no kernel, marked "(w)"), natively for the ops that
+# only move values (copy, fill, copy_strided, cast) and matmul; the f32-only updates
+# (no T in their row) list f32 alone; and xgrad-info shows the CPU's
+# 16-bit features and the native / widened counts.
 #   info_ops.sh XGRAD_INFO OPS_DEF
 set -euo pipefail
 info=$1 ops_def=$2
@@ -25,4 +30,31 @@ for b in $backends; do
         exit 1
     fi
 done
-echo "info_ops: $(echo "$want" | wc -l) ops, f32 on: $backends"
+t_ops=$(sed -n 's/^XG_OP(\([a-z0-9_]*\), *[A-Z_]*, *"\([a-zA-Z]*\)", *"\([a-zA-Z]*\)".*/\1 \2\3/p' "$ops_def")
+while read -r op rules; do
+    line=$(echo "$got" | grep "^$op ")
+    cpu=$(echo "$line" | sed 's/.* cpu:\([^ ]*\).*/\1/')
+    case $rules in
+    *T*) want16="bf16(w),f16(w)" ;;
+    *) want16="" ;;
+    esac
+    case $op in
+    copy|fill|copy_strided|cast|matmul) want16="bf16,f16" ;;
+    esac
+    case $cpu in
+    f32,bf16*|f32,i32,bf16*) [ -n "$want16" ] && [ "${cpu#*,bf16}" != "$cpu" ] &&
+        [ "bf16${cpu#*,bf16}" = "$want16" ] && continue ;;
+    f32) [ -z "$want16" ] && continue ;;
+    esac
+    echo "info_ops: $op on cpu gives '$cpu', want f32 and '$want16'" >&2
+    exit 1
+done <<< "$t_ops"
+summary=$("$info")
+if grep -q -w f16c /proc/cpuinfo 2>/dev/null &&
+    ! echo "$summary" | grep -q "16-bit features: .*f16c"; then
+    echo "info_ops: the CPU's f16c is not shown" >&2
+    exit 1
+fi
+echo "$summary" | grep -q "bf16 ops: [0-9]* native, [0-9]* widened" ||
+    { echo "info_ops: no 16-bit op counts in xgrad-info" >&2; exit 1; }
+echo "info_ops: $(echo "$want" | wc -l) ops, f32 on: $backends; 16-bit on cpu"

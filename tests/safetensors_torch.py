@@ -16,7 +16,10 @@ xgrad is driven through ctypes. Checked:
   4. an I64 tensor written by torch loads into xgrad as I32;
   5. F16 and BF16 tensors written from torch load as F32 with the bits of
      torch's .float(): every one of the 65536 bit patterns of each
-     (subnormals, infinities, NaNs), and values made by torch.
+     (subnormals, infinities, NaNs), and values made by torch;
+  6. the same tensors load as XG_F16 / XG_BF16 with the stored bits
+     (xg_safetensors_tensor_as_stored), and saved by xgrad in their own
+     dtype, torch reads them back bit for bit as float16 / bfloat16.
 Exits 77 (skipped) when torch is not installed.
 """
 import collections
@@ -122,7 +125,12 @@ def load_xgrad(path):
                                          C.POINTER(C.c_char_p)]),
         "xg_safetensors_open": (C.c_int, [C.c_char_p, C.POINTER(P)]),
         "xg_safetensors_tensor": (P, [P, C.c_char_p]),
+        "xg_safetensors_tensor_as_stored": (P, [P, C.c_char_p]),
         "xg_safetensors_close": (None, [P]),
+        "xg_safetensors_writer_new": (P, []),
+        "xg_safetensors_writer_add": (C.c_int, [P, C.c_char_p, P]),
+        "xg_safetensors_writer_save": (C.c_int, [P, C.c_char_p]),
+        "xg_safetensors_writer_free": (None, [P]),
     })
 
 
@@ -297,6 +305,54 @@ def halves_load_exactly(xg, folder):
     print("ok: F16 and BF16 load as torch's .float(), all 2 x 65536 patterns")
 
 
+XG_BF16, XG_F16 = 2, 3  # enum xg_dtype (api/xgrad.h)
+
+
+def halves_round_trip(xg, folder):
+    path = os.path.join(folder, "halves16.safetensors")
+    every = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    made = torch.randn(3, 5) * 100
+    tensors = {"f16_all": every.view(torch.float16).reshape(256, 256),
+               "bf16_all": every.view(torch.bfloat16).reshape(2, 128, 256),
+               "f16_made": made.half(), "bf16_made": made.bfloat16()}
+    st_write(path, tensors)
+    st = C.c_void_p()
+    lib = xg.lib
+    xg.check(lib.xg_safetensors_open(path.encode(), C.byref(st)) == 0, "open")
+    w = lib.xg_safetensors_writer_new()
+    loaded = []
+    for name, t in sorted(tensors.items()):
+        x = lib.xg_safetensors_tensor_as_stored(st, name.encode())
+        xg.check(x, "safetensors_tensor_as_stored " + name)
+        want_dtype = XG_F16 if t.dtype == torch.float16 else XG_BF16
+        assert lib.xg_tensor_dtype(x) == want_dtype, name
+        n = lib.xg_tensor_numel(x)
+        buf = C.create_string_buffer(2 * n)
+        xg.check(lib.xg_tensor_read(x, buf, 2 * n) == 0, "read " + name)
+        got = torch.tensor(struct.unpack("<%dh" % n, buf.raw),
+                           dtype=torch.int16)
+        assert torch.equal(got, t.flatten().view(torch.int16)), name
+        xg.check(lib.xg_safetensors_writer_add(w, name.encode(), x) == 0,
+                 "writer_add " + name)
+        loaded.append(x)
+    out = os.path.join(folder, "saved16.safetensors")
+    xg.check(lib.xg_safetensors_writer_save(w, out.encode()) == 0, "save")
+    lib.xg_safetensors_writer_free(w)
+    for x in loaded:
+        lib.xg_tensor_free(x)
+    lib.xg_safetensors_close(st)
+    back, _ = st_read(out)
+    raw = open(out, "rb").read()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    for name, t in tensors.items():
+        assert header[name]["dtype"] == DTYPE_NAMES[t.dtype], name
+        assert back[name].dtype == t.dtype, name
+        assert torch.equal(back[name].view(torch.int16),
+                           t.view(torch.int16)), name + " bits"
+    print("ok: F16 and BF16 load as XG_F16 / XG_BF16 and save back to "
+          "torch bit for bit")
+
+
 def main():
     xg = Xgrad(load_xgrad(sys.argv[1]))
     torch.manual_seed(1)
@@ -308,6 +364,7 @@ def main():
         adam_state_matches_torch(xg, folder, x, y)
         int64_loads_as_int32(xg, folder)
         halves_load_exactly(xg, folder)
+        halves_round_trip(xg, folder)
     xg.lib.xg_shutdown()
 
 

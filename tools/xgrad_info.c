@@ -4,10 +4,17 @@
  *
  *   xgrad-info          backends, devices and the selection
  *   xgrad-info --ops    the support matrix: one line per kernel op,
- *                       `<op> cpu:f32 opencl:f32 vulkan:f32`, listing the
- *                       element types each backend's first device runs
- *                       (software devices included); a backend without a
- *                       device is left out and named on stderr
+ *                       `<op> cpu:f32,bf16(w),f16(w) opencl:f32 ...`,
+ *                       listing the element types each backend's first
+ *                       device runs (software devices included): a type
+ *                       marked (w) runs widened (through f32 and the
+ *                       device's casts), the others in kernels of their
+ *                       own; a backend without a device is left out and
+ *                       named on stderr
+ *
+ * The device list shows each device's 16-bit features as its backend
+ * reports them, and how many ops run on bf16 and f16 natively and
+ * widened.
  *
  * Exit status: 0 when the selected device (or, with --ops, at least one
  * device) opens, 1 otherwise, 2 on bad usage.
@@ -33,6 +40,35 @@ static const char *format_memory(uint64_t bytes, char *buf, size_t cap)
     return buf;
 }
 
+/* The device's 16-bit features and how many ops run on bf16 and f16
+ * natively and widened. */
+static void show_half(const char *backend, int index,
+                      const xg_device_info *info)
+{
+    printf("        16-bit features: %s\n",
+           info->features[0] ? info->features : "none reported");
+    char spec[64];
+    snprintf(spec, sizeof spec, "%s:%d", backend, index);
+    xg_device *dev = NULL;
+    if (xg_device_open(spec, &dev) != XG_OK) {
+        printf("        16-bit ops: unknown (%s)\n", xg_last_error());
+        return;
+    }
+    xg_dtype types[2] = {XG_BF16, XG_F16};
+    for (int k = 0; k < 2; k++) {
+        int native = 0, widened = 0;
+        for (int op = 0; op < xg_op_count(); op++)
+            if (xg_device_supports_natively(dev, op, types[k]))
+                native++;
+            else if (xg_device_supports(dev, op, types[k]))
+                widened++;
+        printf("        %-4s ops: %d native, %d widened, %d not run\n",
+               xg_dtype_name(types[k]), native, widened,
+               xg_op_count() - native - widened);
+    }
+    xg_device_close(dev);
+}
+
 /* Prints one backend's devices, or why it has none. */
 static void list_backend(const char *backend)
 {
@@ -52,6 +88,7 @@ static void list_backend(const char *backend)
         printf("    %s:%d  %-40s %-9s memory %s\n", backend, i,
                devices[i].name, devices[i].is_software ? "software" : "hardware",
                format_memory(devices[i].memory_bytes, mem, sizeof mem));
+        show_half(backend, i, &devices[i]);
     }
     if (count > MAX_DEVICES)
         printf("    ... and %d more\n", count - MAX_DEVICES);
@@ -98,8 +135,11 @@ static int list_ops(void)
             int listed = 0;
             for (int t = 0; t < XG_DTYPE_COUNT; t++)
                 if (xg_device_supports(devs[b], op, (xg_dtype)t))
-                    printf("%s%s", listed++ ? "," : "",
-                           xg_dtype_name((xg_dtype)t));
+                    printf("%s%s%s", listed++ ? "," : "",
+                           xg_dtype_name((xg_dtype)t),
+                           xg_device_supports_natively(devs[b], op,
+                                                       (xg_dtype)t)
+                               ? "" : "(w)");
             if (!listed)
                 printf("-");
         }

@@ -386,6 +386,9 @@ typedef struct xg_device_desc {
     char name[256];        /* the driver's device name */
     int is_software;       /* 1 for CPU implementations (lavapipe, PoCL) */
     uint64_t memory_bytes; /* device memory, 0 if unknown */
+    /* 16-bit float capabilities, space-separated names (xgrad-info shows
+     * them); "" for none. */
+    char features[128];
 } xg_device_desc;
 
 /* A backend's open device. Backends embed this as the first member of their

@@ -82,6 +82,8 @@ xg_status xg_backend_devices(const char *backend, xg_device_info *out,
         memcpy(out[i].name, descs[i].name, sizeof out[i].name);
         out[i].is_software = descs[i].is_software != 0;
         out[i].memory_bytes = descs[i].memory_bytes;
+        memcpy(out[i].features, descs[i].features, sizeof out[i].features);
+        out[i].features[sizeof out[i].features - 1] = '\0';
     }
     *count = n;
     return XG_OK;

@@ -614,8 +614,10 @@ xg_status xg__safetensors_to_f32(const xg__st_entry *e, float *out)
     return XG_OK;
 }
 
-xg_tensor *xg__safetensors_load(const xg_safetensors *st,
-                                const xg__st_entry *e, xg_device *dev)
+/* Entry e as a tensor on dev; F16 and BF16 as XG_F16 and XG_BF16 when
+ * keep_16 (their bits as stored), else widened to XG_F32. */
+static xg_tensor *load_entry(const xg_safetensors *st, const xg__st_entry *e,
+                             xg_device *dev, bool keep_16)
 {
     char who[320];
     snprintf(who, sizeof who, "%s: tensor '%s'", st->label, e->name);
@@ -633,6 +635,15 @@ xg_tensor *xg__safetensors_load(const xg_safetensors *st,
         if (!(host = narrow_i64(e, who)))
             return NULL;
         bytes = e->bytes / 2;
+    } else if (half && keep_16) {
+        size_t n = e->bytes / 2;
+        uint16_t *h = malloc(e->bytes ? e->bytes : 1);
+        if (!(host = h)) {
+            xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory", who);
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++) /* little-endian, maybe unaligned */
+            h[i] = (uint16_t)(e->data[2 * i] | e->data[2 * i + 1] << 8);
     } else if (half) {
         bytes = e->bytes * 2;
         if (!(host = malloc(bytes ? bytes : 1))) {
@@ -641,8 +652,10 @@ xg_tensor *xg__safetensors_load(const xg_safetensors *st,
         }
         xg__safetensors_to_f32(e, host); /* cannot fail for F16 / BF16 */
     }
-    xg_tensor *t = xg__tensor_new(dev, f32 || half ? XG_F32 : XG_I32,
-                                  e->shape, e->ndim, who);
+    xg_dtype dtype = f32 || half ? XG_F32 : XG_I32;
+    if (half && keep_16)
+        dtype = strcmp(e->dtype, "F16") == 0 ? XG_F16 : XG_BF16;
+    xg_tensor *t = xg__tensor_new(dev, dtype, e->shape, e->ndim, who);
     if (t && xg_tensor_write(t, host ? host : (const void *)e->data, bytes) !=
                  XG_OK) {
         xg_tensor_free(t);
@@ -652,18 +665,32 @@ xg_tensor *xg__safetensors_load(const xg_safetensors *st,
     return t;
 }
 
+xg_tensor *xg__safetensors_load(const xg_safetensors *st,
+                                const xg__st_entry *e, xg_device *dev)
+{
+    return load_entry(st, e, dev, false);
+}
+
 xg_tensor *xg_safetensors_tensor(const xg_safetensors *st, const char *name)
 {
     const xg__st_entry *e = find(st, name, "safetensors_tensor");
     xg_device *dev = e ? xg_device_current() : NULL;
-    return dev ? xg__safetensors_load(st, e, dev) : NULL;
+    return dev ? load_entry(st, e, dev, false) : NULL;
+}
+
+xg_tensor *xg_safetensors_tensor_as_stored(const xg_safetensors *st,
+                                           const char *name)
+{
+    const xg__st_entry *e = find(st, name, "safetensors_tensor_as_stored");
+    xg_device *dev = e ? xg_device_current() : NULL;
+    return dev ? load_entry(st, e, dev, true) : NULL;
 }
 
 /* ==== Writing ============================================================= */
 
 typedef struct wr_item {
     char *name;
-    const char *dtype; /* "F32", "I32" or "I64" */
+    const char *dtype; /* "F32", "BF16", "F16", "I32" or "I64" */
     int ndim;
     int64_t shape[XG_MAX_DIMS];
     void *data;        /* little-endian values */
@@ -761,7 +788,7 @@ xg_status xg_safetensors_writer_add(xg_safetensors_writer *w,
         return xg_set_error(XG_ERR_INVALID_ARG, "safetensors_writer_add: "
                             "NULL argument");
     xg_status s = check_new_name(w, name);
-    size_t bytes = (size_t)t->numel * 4;
+    size_t bytes = (size_t)t->numel * xg_dtype_size(t->dtype);
     void *data = s == XG_OK ? malloc(bytes) : NULL;
     if (s == XG_OK && !data)
         s = xg_set_error(XG_ERR_OUT_OF_MEMORY, "safetensors_writer_add: out "
@@ -772,8 +799,11 @@ xg_status xg_safetensors_writer_add(xg_safetensors_writer *w,
         free(data);
         return s;
     }
-    return push_item(w, name, t->dtype == XG_F32 ? "F32" : "I32", t->shape,
-                     t->ndim, data, bytes);
+    static const char *const names[XG_DTYPE_COUNT] = {
+        [XG_F32] = "F32", [XG_I32] = "I32", [XG_BF16] = "BF16",
+        [XG_F16] = "F16"};
+    return push_item(w, name, names[t->dtype], t->shape, t->ndim, data,
+                     bytes);
 }
 
 xg_status xg_safetensors_writer_add_i64(xg_safetensors_writer *w,

@@ -1,6 +1,7 @@
 /* The CPU backend: one device (this machine), host memory as device memory,
  * every op computed synchronously by the reference kernels. */
 #include "cpu_impl.h"
+#include "half_impl.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -60,6 +61,11 @@ static void describe(xg_device_desc *desc, int threads)
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
     desc->memory_bytes =
         pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    bool f16c, bf16;
+    xg__half_features(&f16c, &bf16); /* the host conversions' instructions */
+    snprintf(desc->features, sizeof desc->features, "%s%s%s",
+             f16c ? "f16c" : "", f16c && bf16 ? " " : "",
+             bf16 ? "avx512_bf16" : "");
 }
 
 static xg_status cpu_enumerate(xg_device_desc *out, int cap, int *count)
@@ -214,7 +220,7 @@ static xg_status cpu_pooling(xg_backend_device *dev, const xg_kernel_call *c)
 #define CPU_KERNEL_CAST cpu_cast
 
 /* The reference backend runs every op on f32 element types, casts between
- * every pair of dtypes, and moves 16-bit values natively. */
+ * every pair of dtypes, and moves and multiplies 16-bit values natively. */
 static bool cpu_supports(const xg_backend_device *dev, xg_op op,
                          const xg_dtype *dtypes)
 {
@@ -224,9 +230,10 @@ static bool cpu_supports(const xg_backend_device *dev, xg_op op,
                (unsigned)dtypes[1] < XG_DTYPE_COUNT;
     if (xg_op_signature_is(op, dtypes, XG_F32))
         return true;
-    /* 16-bit natively: the ops that move values; the rest is widened by
-     * the core (through the casts and the f32 kernel). */
+    /* 16-bit natively: the ops that move values, and matmul; the rest is
+     * widened by the core (through the casts and the f32 kernel). */
     switch (op) {
+    case XG_OP_matmul:
     case XG_OP_copy:
     case XG_OP_fill:
     case XG_OP_copy_strided:

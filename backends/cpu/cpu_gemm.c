@@ -323,8 +323,70 @@ void cpu_sgemm_serial_end(cpu_device *dev)
 #endif
 }
 
+/* Conversions between 16-bit buffers and f32 copies, in parallel. */
+typedef struct half_copy {
+    const void *src;
+    void *dst;
+    xg_dtype t;
+    int widen; /* 1: t -> f32, 0: f32 -> t */
+} half_copy;
+
+static void half_copy_range(const void *ctx, int64_t begin, int64_t end,
+                            int thread)
+{
+    (void)thread;
+    const half_copy *c = ctx;
+    size_t n = (size_t)(end - begin);
+    if (c->widen)
+        (c->t == XG_BF16 ? xg_bf16_to_f32 : xg_f16_to_f32)(
+            (const uint16_t *)c->src + begin, (float *)c->dst + begin, n);
+    else
+        (c->t == XG_BF16 ? xg_f32_to_bf16 : xg_f32_to_f16)(
+            (const float *)c->src + begin, (uint16_t *)c->dst + begin, n);
+}
+
+static void half_convert(cpu_device *dev, const void *src, void *dst,
+                         xg_dtype t, int widen, int64_t n)
+{
+    half_copy c = {src, dst, t, widen};
+    cpu_parallel_elements(dev->pool, n, CPU_COST_SIMPLE * 2, half_copy_range,
+                          &c);
+}
+
+/* bf16 / f16: the operands widened to f32 (exactly), the f32 GEMM (f32
+ * accumulation), the output rounded once: the bits of the f32 GEMM on the
+ * same values, rounded. */
+static xg_status matmul_half(cpu_device *dev, const xg_kernel_call *call)
+{
+    const xg_gemm_args *g = &call->p.gemm;
+    xg_dtype t = call->out[0].dtype;
+    int64_t na = (g->batch - 1) * g->stride_a + g->m * g->k;
+    int64_t nb = (g->batch - 1) * g->stride_b + g->k * g->n;
+    int64_t nc = g->batch * g->m * g->n;
+    float *a = malloc((size_t)na * sizeof *a);
+    float *b = malloc((size_t)nb * sizeof *b);
+    float *c = malloc((size_t)nc * sizeof *c);
+    xg_status st = XG_OK;
+    if (!a || !b || !c) {
+        st = xg_set_error(XG_ERR_DEVICE_OOM, "matmul (%s): out of host "
+                          "memory for the f32 operands", xg_dtype_name(t));
+    } else {
+        half_convert(dev, call->in[0].buf, a, t, 1, na);
+        half_convert(dev, call->in[1].buf, b, t, 1, nb);
+        st = cpu_sgemm(dev, g, a, b, c, 0, -1);
+        if (st == XG_OK)
+            half_convert(dev, c, call->out[0].buf, t, 0, nc);
+    }
+    free(a);
+    free(b);
+    free(c);
+    return st;
+}
+
 xg_status cpu_matmul(xg_backend_device *dev, const xg_kernel_call *call)
 {
+    if (call->out[0].dtype != XG_F32)
+        return matmul_half(cpu_dev(dev), call);
     return cpu_sgemm(cpu_dev(dev), &call->p.gemm, cpu_f32(call->in[0].buf),
                      cpu_f32(call->in[1].buf), cpu_f32(call->out[0].buf), 0, -1);
 }
