@@ -112,8 +112,10 @@ static int make_parts(sample_trainer *t)
                                        (float)o->lr);
     t->autocast = sample_precision_dtype(o->precision);
     if (t->optim && t->autocast == XG_F16 &&
-        !(t->scaler = xg_grad_scaler_new(NULL)))
+        !(t->scaler = xg_grad_scaler_new(NULL))) {
+        fprintf(stderr, "%s: setting up: %s\n", t->s->prog, xg_last_error());
         return 1;
+    }
     if (t->optim)
         t->sync = xg_grad_sync_new(job->module, 0);
     if (t->sync)
@@ -230,10 +232,9 @@ static xg_tensor *forward(sample_trainer *t, xg_tensor *images)
 static xg_status backward_step(sample_trainer *t, xg_tensor *loss)
 {
     xg_grad_scaler *sc = t->scaler;
+    xg_tensor *scaled = sc ? xg_grad_scaler_scale(sc, loss) : loss;
     /* averaged over the ranks; the graph goes as the backward walks */
-    xg_status st = xg_grad_sync_backward(t->sync, sc ? xg_grad_scaler_scale(
-                                                           sc, loss)
-                                                     : loss);
+    xg_status st = xg_grad_sync_backward(t->sync, scaled);
     t->stepped = !sc;
     if (st == XG_OK)
         st = sc ? xg_grad_scaler_step(sc, t->optim, &t->stepped)
