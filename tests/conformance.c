@@ -659,7 +659,7 @@ static const struct {
     {XG_F16, 0x1p-22, 0x1p-16},
 };
 
-static double half_tol_of(xg_dtype t, xg_op op)
+double conf_half_tol(xg_dtype t, xg_op op)
 {
     static const xg_op_family summing[] = {
         XG_FAMILY_REDUCE, XG_FAMILY_REDUCE_BACKWARD, XG_FAMILY_ROWS,
@@ -918,7 +918,7 @@ static int run_half_cases(const dev_pair *dp, xg_op op,
             continue;
         for (int i = 0; i < cases->n; i++) {
             conf_case c = cases->v[i];
-            c.tol = half_tol_of(t, op);
+            c.tol = conf_half_tol(t, op);
             int cut = (int)sizeof c.desc - 8; /* room for " [bf16]" */
             snprintf(c.desc, sizeof c.desc, "%.*s [%s]", cut,
                      cases->v[i].desc, xg_dtype_name(t));

@@ -30,6 +30,11 @@
 #define CONF_GRAD_ATOL 1e-3
 #define CONF_GRAD_RTOL 1e-3
 
+/* The nMSE bound of a bf16 or f16 result of `op` against the CPU's f32 on
+ * the same rounded inputs (the one table of 16-bit tolerances, in
+ * conformance.c); 0 for other dtypes. */
+double conf_half_tol(xg_dtype t, xg_op op);
+
 /* ---- the backend under test ---------------------------------------------- */
 
 typedef struct conf_target {

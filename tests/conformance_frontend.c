@@ -549,6 +549,130 @@ static void run_group(const char *group)
     conf_check_validation();
 }
 
+/* ---- 16-bit through the API -------------------------------------------------
+ * Ops on bf16 and f16 tensors, run natively or widened by the core: the
+ * target's result against the CPU's (itself f32 math on the same rounded
+ * values, rounded once) within conf_half_tol. An op the target does not
+ * run in that dtype (xg_device_supports) is left out. */
+
+typedef struct half_case {
+    const char *op; /* the kernel op whose support decides */
+    int n_in;
+    int64_t shape[2][2];
+    xg_tensor *(*fn)(xg_tensor *const *x);
+} half_case;
+
+static xg_tensor *h_exp(xg_tensor *const *x) { return xg_exp(x[0]); }
+static xg_tensor *h_gelu(xg_tensor *const *x) { return xg_gelu(x[0]); }
+static xg_tensor *h_add(xg_tensor *const *x) { return xg_add(x[0], x[1]); }
+static xg_tensor *h_mm(xg_tensor *const *x) { return xg_matmul(x[0], x[1]); }
+static xg_tensor *h_softmax(xg_tensor *const *x) { return xg_softmax(x[0]); }
+static xg_tensor *h_sum(xg_tensor *const *x) { return xg_sum(x[0], 1, false); }
+static xg_tensor *h_ln(xg_tensor *const *x) { return xg_layer_norm(x[0], NULL, NULL, 1e-5f); }
+static xg_tensor *h_t(xg_tensor *const *x) { return xg_contiguous(xg_transpose(x[0], 0, 1)); }
+
+static const half_case half_cases[] = {
+    {"exp", 1, {{33, 17}}, h_exp},
+    {"gelu", 1, {{33, 17}}, h_gelu},
+    {"add", 2, {{33, 17}, {1, 17}}, h_add},
+    {"matmul", 2, {{33, 65}, {65, 17}}, h_mm},
+    {"softmax", 1, {{33, 70}}, h_softmax},
+    {"sum", 1, {{33, 300}}, h_sum},
+    {"layer_norm", 1, {{33, 70}}, h_ln},
+    {"copy_strided", 1, {{33, 17}}, h_t},
+};
+
+static int op_index(const char *name)
+{
+    for (int op = 0; op < xg_op_count(); op++)
+        if (strcmp(xg_op_name(op), name) == 0)
+            return op;
+    return -1;
+}
+
+/* fn on `dev` with inputs x (host f32, rounded to t there); the output
+ * widened into *out (malloc'd), its element count returned (-1: failed). */
+static int64_t half_run(xg_device *dev, const half_case *c, xg_dtype t,
+                        float *const *x, float **out)
+{
+    xg_device_set_current(dev);
+    xg_scope *scope = xg_scope_begin();
+    xg_tensor *in[2] = {NULL, NULL};
+    for (int i = 0; i < c->n_in; i++) {
+        const int64_t *sh = c->shape[i];
+        xg_tensor *f = xg_tensor_from_data(x[i], XG_F32, sh, 2);
+        in[i] = f ? xg_to_dtype(f, t) : NULL;
+    }
+    xg_tensor *y = in[0] && (c->n_in < 2 || in[1]) ? c->fn(in) : NULL;
+    int64_t n = -1;
+    if (y && xg_tensor_dtype(y) == t) {
+        n = xg_tensor_numel(y);
+        *out = malloc((size_t)n * sizeof **out);
+        if (!*out || xg_tensor_read_f32(y, *out, (size_t)n) != XG_OK)
+            n = -1;
+    }
+    if (n < 0)
+        cr_log_error("%s [%s] on %s: %s", c->op, xg_dtype_name(t),
+                     xg_device_backend(dev), xg_last_error());
+    xg_scope_end(scope);
+    xg_device_set_current(NULL);
+    return n;
+}
+
+Test(frontend, half_dtypes)
+{
+    const conf_target *tg = conf_target_get();
+    xg_device *cpu, *dev;
+    open_devices(&cpu, &dev);
+    static const xg_dtype types[2] = {XG_BF16, XG_F16};
+    int run = 0, failures = 0;
+    for (size_t ci = 0; ci < sizeof half_cases / sizeof half_cases[0]; ci++)
+        for (int k = 0; k < 2; k++) {
+            const half_case *c = &half_cases[ci];
+            int op = op_index(c->op);
+            cr_assert(op >= 0, "no op %s", c->op);
+            if (!xg_device_supports(dev, op, types[k]))
+                continue;
+            float *x[2] = {NULL, NULL}, *ref = NULL, *got = NULL;
+            conf_rng r = conf_rng_make(ci, (uint64_t)k);
+            for (int i = 0; i < c->n_in; i++) {
+                int64_t n = c->shape[i][0] * c->shape[i][1];
+                x[i] = malloc((size_t)n * sizeof *x[i]);
+                cr_assert_not_null(x[i]);
+                for (int64_t j = 0; j < n; j++)
+                    x[i][j] = conf_rng_uniform(&r, -3.0f, 3.0f);
+            }
+            int64_t n_ref = half_run(cpu, c, types[k], x, &ref);
+            int64_t n_got = half_run(dev, c, types[k], x, &got);
+            double tol = conf_half_tol(types[k], (xg_op)op);
+            bool ok = n_ref > 0 && n_ref == n_got;
+            if (ok) {
+                conf_cmp cmp = conf_compare_f32(got, ref, n_ref);
+                ok = !cmp.nonfinite_mismatch && cmp.nmse <= tol;
+                if (!ok)
+                    cr_expect_fail("%s [%s]: nMSE %.3g > %.3g on %s (%" PRId64
+                                   " NaN/Inf mismatches)", c->op,
+                                   xg_dtype_name(types[k]), cmp.nmse, tol,
+                                   tg->name, cmp.nonfinite_mismatch);
+            } else {
+                cr_expect_fail("%s [%s]: failed on %s or cpu", c->op,
+                               xg_dtype_name(types[k]), tg->name);
+            }
+            failures += !ok;
+            run++;
+            free(x[0]);
+            free(x[1]);
+            free(ref);
+            free(got);
+        }
+    xg_device_close(dev);
+    xg_device_close(cpu);
+    cr_log_info("16-bit front-end: %d case(s) on %s", run, tg->name);
+    cr_expect(failures == 0, "16-bit front-end: %d of %d case(s) fail on %s",
+              failures, run, tg->name);
+    conf_check_validation();
+}
+
 TestSuite(frontend, .timeout = 900);
 
 Test(frontend, add) { run_group("add"); }
