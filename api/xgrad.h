@@ -20,10 +20,10 @@
  *   device that threads without a device of their own share, or one a
  *   program opened): every call into its backend holds the device's lock,
  *   so their work is serialised on it. Errors, scopes, the grad mode, the
- *   random generator and the current device are per thread. Tensors,
- *   modules, optimizers, loaders and files are not: use each from one
- *   thread at a time (two threads training one model need their own
- *   synchronisation).
+ *   autocast dtype, the random generator and the current device are per
+ *   thread. Tensors, modules, optimizers, loss scalers, loaders and files
+ *   are not: use each from one thread at a time (two threads training one
+ *   model need their own synchronisation).
  */
 #ifndef XGRAD_H
 #define XGRAD_H
@@ -722,6 +722,29 @@ xg_status xg_backward_hooked(xg_tensor *loss, bool retain_graph,
 bool xg_set_grad_enabled(bool enabled);
 bool xg_grad_enabled(void);
 
+/* Autocast (mixed precision, as torch.autocast): while the calling
+ * thread's autocast dtype is XG_BF16 or XG_F16, the compute-heavy ops
+ * xg_matmul, xg_matmul_t, the Linear layer (and GPT's), xg_conv2d (and
+ * its layer) and xg_attention cast their float inputs to that dtype
+ * (xg_to_dtype: recorded, so an f32 parameter's gradient arrives in f32)
+ * and give outputs of that dtype; xg_softmax, xg_log_softmax, the
+ * cross-entropy losses, xg_layer_norm and xg_batch_norm2d (and their
+ * layers) cast 16-bit inputs to f32 and compute and give f32. Other ops
+ * run in their inputs' dtypes (an f32 and a 16-bit input give f32).
+ * Parameters, gradients and optimizer state stay f32. Run the forward
+ * pass and the loss under autocast; backward needs no autocast (each op
+ * of the graph differentiates in the dtypes it recorded). bf16 keeps
+ * f32's range; with f16 scale the loss (xg_grad_scaler_*).
+ * xg_set_autocast sets the dtype (XG_F32: autocast off, the default) and
+ * returns the previous one, for nesting:
+ *     xg_dtype was = xg_set_autocast(XG_BF16);
+ *     xg_tensor *loss = xg_cross_entropy(xg_module_forward(m, x), y);
+ *     xg_set_autocast(was);
+ * Another dtype is refused with XG_ERR_DTYPE, the setting unchanged (and
+ * returned). */
+xg_dtype xg_set_autocast(xg_dtype dtype);
+xg_dtype xg_autocast_dtype(void);
+
 /* ===== nn: modules =======================================================
  * A module is a piece of a network: a forward function, the parameters it
  * trains, buffers it saves without training (BatchNorm's running
@@ -1071,6 +1094,89 @@ float xg_lr_cosine(float base_lr, int64_t step, int64_t warmup,
  * from the device. */
 xg_status xg_clip_grad_norm(xg_tensor *const *params, int n, float max_norm,
                             float *total_norm);
+
+/* ===== Mixed precision: the loss scaler ==================================
+ * Training with f16 activations needs the loss scaled up before backward,
+ * or small gradients round to 0 in f16, and scaled down again before the
+ * step: a dynamic loss scaler with the semantics of PyTorch's
+ * torch.cuda.amp.GradScaler. Each step:
+ *     loss = ...;                                     (f32)
+ *     xg_backward(xg_grad_scaler_scale(scaler, loss));
+ *     xg_grad_scaler_unscale(scaler, opt);            (optional: to clip)
+ *     xg_clip_grad_norm(params, n, 1.0f, NULL);       (optional)
+ *     xg_grad_scaler_step(scaler, opt, NULL);         (skipped on inf/NaN)
+ *     xg_grad_scaler_update(scaler);
+ *     xg_optim_zero_grad(opt);
+ * A step whose gradients hold an inf or NaN is skipped and the scale
+ * multiplied by backoff_factor; after growth_interval steps in a row
+ * without one it is multiplied by growth_factor (unless that would make it
+ * inf). The check costs one value read from the device per optimizer and
+ * step, not a read of the gradients. bf16 has f32's range and needs no
+ * scaler. A scaler serves one or more optimizers (each unscaled and
+ * stepped once per step; update looks at all of them). */
+
+typedef struct xg_grad_scaler xg_grad_scaler;
+
+typedef struct xg_grad_scaler_options {
+    float init_scale;        /* the first scale (65536) */
+    float growth_factor;     /* > 1 (2) */
+    float backoff_factor;    /* in (0, 1) (0.5) */
+    int64_t growth_interval; /* clean steps before growing, >= 1 (2000) */
+} xg_grad_scaler_options;
+
+/* PyTorch's defaults, in parentheses above. */
+xg_grad_scaler_options xg_grad_scaler_defaults(void);
+
+/* A new scaler; options NULL: the defaults. Free with
+ * xg_grad_scaler_free. Errors: XG_ERR_INVALID_ARG (an option out of its
+ * range), XG_ERR_OUT_OF_MEMORY. */
+xg_grad_scaler *xg_grad_scaler_new(const xg_grad_scaler_options *options);
+
+/* loss * scale, differentiable (a new tensor, owned as ops' results are);
+ * backward from it gives gradients multiplied by the scale. NULL on a NULL
+ * scaler (XG_ERR_INVALID_ARG) or loss (its error kept). */
+xg_tensor *xg_grad_scaler_scale(xg_grad_scaler *scaler, xg_tensor *loss);
+
+/* Divides the gradients of opt's parameters by the scale, in place (each
+ * .grad replaced by grad / scale; no graph), and checks them for inf and
+ * NaN on the device (nothing is read yet). At most once per optimizer per
+ * step, before xg_grad_scaler_step; call it to clip or read the true
+ * gradients before the step. Errors: XG_ERR_INVALID_ARG (NULL argument),
+ * XG_ERR_STATE (called again for opt, or after its step, before
+ * xg_grad_scaler_update), device errors. */
+xg_status xg_grad_scaler_unscale(xg_grad_scaler *scaler, xg_optim *opt);
+
+/* Unscales opt's gradients unless xg_grad_scaler_unscale did, reads the
+ * check (one float from the device) and runs xg_optim_step(opt) if every
+ * gradient is finite; otherwise skips it (the optimizer's state and step
+ * count are unchanged). *stepped (optional) says whether it stepped.
+ * Errors: XG_ERR_INVALID_ARG (NULL argument), XG_ERR_STATE (a second
+ * step for opt before xg_grad_scaler_update), those of the unscale and
+ * of xg_optim_step. */
+xg_status xg_grad_scaler_step(xg_grad_scaler *scaler, xg_optim *opt,
+                              bool *stepped);
+
+/* Ends the step: backs the scale off if any optimizer unscaled in this
+ * step had an inf or NaN, else counts a clean step and grows the scale
+ * after growth_interval of them. Errors: XG_ERR_INVALID_ARG (NULL),
+ * XG_ERR_STATE (no optimizer was unscaled or stepped since the last
+ * update), device errors. */
+xg_status xg_grad_scaler_update(xg_grad_scaler *scaler);
+
+/* The current scale (0 for NULL), and the clean steps counted towards the
+ * next growth (0 for NULL): the state a checkpoint keeps
+ * (xg_train_state.loss_scale, .loss_scale_growth). */
+float xg_grad_scaler_get_scale(const xg_grad_scaler *scaler);
+int64_t xg_grad_scaler_growth_tracker(const xg_grad_scaler *scaler);
+
+/* Restores that state (to resume a run) and forgets the current step's.
+ * Errors: XG_ERR_INVALID_ARG (NULL scaler, a scale that is not finite and
+ * > 0, a growth tracker outside [0, growth_interval)). */
+xg_status xg_grad_scaler_set_state(xg_grad_scaler *scaler, float scale,
+                                   int64_t growth_tracker);
+
+/* Frees the scaler (not the optimizers). NULL is ignored. */
+void xg_grad_scaler_free(xg_grad_scaler *scaler);
 
 /* ===== Data-parallel training over MPI ===================================
  * One process per device, on one machine or many, each training the same
@@ -1431,17 +1537,22 @@ typedef struct xg_train_state {
     int64_t epoch; /* epochs completed */
     int64_t step;  /* optimizer steps taken */
     uint64_t rng_seed, rng_offset; /* xg_rng_state() */
+    /* Mixed precision with a loss scaler: xg_grad_scaler_get_scale and
+     * xg_grad_scaler_growth_tracker; loss_scale 0 when there is none. */
+    float loss_scale;
+    int64_t loss_scale_growth;
 } xg_train_state;
 
 /* Saves the module's parameters and buffers (any module tree, under the
  * names of xg_module_param), optimizer state (moments, momentum buffers,
- * step counts, lr, parameter groups), `state` (NULL: zeros), and `hparams`
+ * step counts, lr, parameter groups), `state` (NULL: zeros; its loss
+ * scale only when > 0), and `hparams`
  * (NULL or a NULL-ended list of key, value strings) as __metadata__,
  * atomically. Errors: XG_ERR_INVALID_ARG (NULL argument, an optimizer
  * parameter that is not one of the module's, a parameter name longer than
  * 255 characters, an epoch or step outside [0, 2^53], a hyperparameter
- * without value or with a key the checkpoint uses), XG_ERR_IO, device
- * errors. */
+ * without value or with a key the checkpoint uses, a loss scale that is
+ * negative or not finite), XG_ERR_IO, device errors. */
 xg_status xg_checkpoint_save(const char *path, const xg_module *m,
                              const xg_optim *opt, const xg_train_state *state,
                              const char *const *hparams);
@@ -1450,7 +1561,7 @@ xg_status xg_checkpoint_save(const char *path, const xg_module *m,
  * the same way (same kind, same options: betas, eps, weight decay,
  * momentum, dampening, nesterov; same parameters, same parameter groups),
  * sets the optimizer's learning rate to the checkpoint's, and fills *state
- * (optional). Nothing is changed on error. Errors: those of
+ * (optional; loss_scale 0 when the file has none). Nothing is changed on error. Errors: those of
  * xg_module_load, XG_ERR_FORMAT (not a checkpoint, bad metadata, a step
  * or epoch count outside [0, 2^53], an optimizer moment or momentum that
  * is not finite, a negative second moment; the message names the key and

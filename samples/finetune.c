@@ -348,8 +348,8 @@ static int run(void *ctx, const sample_session *s)
     if (!o->model_path && temp_model_path(o, dir, sizeof dir, path,
                                           sizeof path) != 0)
         return 1;
-    printf("device: %s (%s)\n", xg_device_name(s->dev),
-           xg_device_backend(s->dev));
+    printf("device: %s (%s)\nprecision: %s\n", xg_device_name(s->dev),
+           xg_device_backend(s->dev), s->opt->precision);
     sample_print_dist(s->opt->batch_size);
     xg_dataset *few = subset(s->train, 5, o->few);
     xg_dataset *test = subset(s->test, 5, 0);

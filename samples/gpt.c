@@ -14,6 +14,10 @@
  *   training  --batch-size 16 --steps 2000 --lr 1e-3 --lr-schedule
  *             constant|cosine --warmup N --weight-decay 0.1 --grad-clip 1
  *             (0: off) --accumulate N (micro-batches per step) --seed N
+ *             --precision f32|bf16|f16 (mixed precision: the forward pass
+ *             and the loss, training and validation, under autocast;
+ *             f16 adds a loss scaler, whose skipped steps still count as
+ *             steps; checkpoints record the precision and the scaler)
  *   eval      --eval-every N (200) --eval-batches N (20): the validation
  *             loss, mean over N batches of random windows drawn the same
  *             way every time; --eval FILE: the loss on FILE's tokens cut
@@ -97,6 +101,7 @@ typedef struct options {
     double temperature;
     bool no_kv_cache;
     bool dropout_given, context_given;
+    const char *precision; /* "f32", "bf16" or "f16" */
     /* pretrained GPT-2 (Hugging Face folders) and LoRA */
     const char *init, *encode;
     bool lora;
@@ -162,6 +167,7 @@ static const struct {
     {"--eval-every", "N", "steps between validations (200)"},
     {"--eval-batches", "N", "batches per validation (20)"},
     {"--seed", "N", "initialisation, batches and sampling (0)"},
+    {"--precision", "NAME", "f32, or mixed: bf16 or f16 (f32)"},
     {"--save", "PATH", "write the trained model (a folder with --init)"},
     {"--load", "PATH", "start from a saved model"},
     {"--checkpoint", "PATH", "model + optimizer at every validation"},
@@ -305,6 +311,8 @@ static int set_flag(options *o, const char *name, const char *v)
 #undef STR
     if (!strcmp(name, "--lora"))
         return parse_lora(o, v);
+    if (!strcmp(name, "--precision"))
+        return sample_parse_precision(v, &o->precision);
     if (!strcmp(name, "--prompt")) {
         o->prompt = v;
         return 0;
@@ -482,6 +490,9 @@ typedef struct run {
     xg_module *model;
     xg_gpt_config cfg;
     xg_optim *opt;
+    xg_dtype autocast;       /* --precision: XG_F32 (off), XG_BF16, XG_F16 */
+    xg_grad_scaler *scaler;  /* under f16; else NULL */
+    int64_t skipped;         /* steps it skipped in this run */
     xg_grad_sync *sync;  /* averages gradients over the ranks */
     xg_tensor **params;
     int n_params;
@@ -518,12 +529,34 @@ static int get_batch(run *r, bool val, uint64_t k, xg_tensor **x,
 /* The mean cross-entropy of the model on ids x with targets y. */
 static xg_tensor *loss_of(run *r, xg_tensor *x, xg_tensor *y)
 {
+    xg_dtype was = xg_set_autocast(r->autocast); /* --precision */
     xg_tensor *logits = xg_module_forward(r->model, x);
     int64_t rows[2] = {xg_tensor_numel(y), r->cfg.vocab_size};
     int64_t flat[1] = {xg_tensor_numel(y)};
-    return logits ? xg_cross_entropy(xg_reshape(logits, rows, 2),
-                                     xg_reshape(y, flat, 1))
-                  : NULL;
+    xg_tensor *loss = logits ? xg_cross_entropy(xg_reshape(logits, rows, 2),
+                                                xg_reshape(y, flat, 1))
+                             : NULL;
+    xg_set_autocast(was);
+    return loss;
+}
+
+/* The step after the backward passes: unscaled (f16), clipped, the
+ * optimizer's update (which the scaler skips on inf/NaN gradients). */
+static xg_status optimizer_step(run *r)
+{
+    xg_grad_scaler *sc = r->scaler;
+    xg_status st = XG_OK;
+    if (sc && r->o.grad_clip > 0)
+        st = xg_grad_scaler_unscale(sc, r->opt);
+    if (st == XG_OK && r->o.grad_clip > 0)
+        st = xg_clip_grad_norm(r->params, r->n_params, (float)r->o.grad_clip,
+                               NULL);
+    bool stepped = true;
+    if (st == XG_OK)
+        st = sc ? xg_grad_scaler_step(sc, r->opt, &stepped)
+                : xg_optim_step(r->opt);
+    r->skipped += st == XG_OK && !stepped;
+    return st == XG_OK && sc ? xg_grad_scaler_update(sc) : st;
 }
 
 /* The validation loss: the mean over --eval-batches fixed batches. */
@@ -580,6 +613,8 @@ static int train_step(run *r, double *loss)
         xg_tensor *scaled = r->o.accumulate > 1
                                 ? xg_div_scalar(l, (float)r->o.accumulate)
                                 : l;
+        if (r->scaler) /* f16: the loss scale too */
+            scaled = xg_grad_scaler_scale(r->scaler, scaled);
         /* the last micro-batch's backward averages over the ranks; the
          * graph goes as the backward walks: nothing here reuses it */
         xg_status st = !scaled ? xg_last_status()
@@ -596,10 +631,7 @@ static int train_step(run *r, double *loss)
     if (xg_dist_sum(&sum, 1) != XG_OK) /* the step's loss over all ranks */
         return lib_fail("training step");
     sum /= xg_dist_world_size();
-    if ((r->o.grad_clip > 0 &&
-         xg_clip_grad_norm(r->params, r->n_params, (float)r->o.grad_clip,
-                           NULL) != XG_OK) ||
-        xg_optim_step(r->opt) != XG_OK)
+    if (optimizer_step(r) != XG_OK)
         return lib_fail("optimizer step");
     r->step++;
     *loss = sum / (double)r->o.accumulate;
@@ -645,6 +677,7 @@ static void make_meta(const run *r, meta *m, bool train)
         PAIR("train.accumulate", "%lld", (long long)r->o.accumulate);
         PAIR("train.window", "%lld", (long long)r->window);
         PAIR("train.world_size", "%d", xg_dist_world_size());
+        PAIR("train.precision", "%s", r->o.precision);
     }
 #undef PAIR
     m->kv[n] = NULL;
@@ -694,19 +727,23 @@ static int read_meta(run *r, const char *flag, const char *path, bool train)
     if (!rc && train) {
         const char *w = xg_safetensors_metadata(st, "train.window");
         r->ckpt_window = w ? strtoll(w, NULL, 10) : -1;
-        char want[4][32];
+        char want[5][32];
         snprintf(want[0], 32, "%llu", (unsigned long long)r->o.seed);
         snprintf(want[1], 32, "%lld", (long long)r->o.batch_size);
         snprintf(want[2], 32, "%lld", (long long)r->o.accumulate);
         snprintf(want[3], 32, "%d", xg_dist_world_size());
-        const char *key[4] = {"train.seed", "train.batch_size",
-                              "train.accumulate", "train.world_size"};
-        const char *name[4] = {"--seed", "--batch-size", "--accumulate",
-                               "ranks (mpirun -np)"};
-        for (int i = 0; i < 4 && !rc; i++) {
+        snprintf(want[4], 32, "%s", r->o.precision);
+        const char *key[5] = {"train.seed", "train.batch_size",
+                              "train.accumulate", "train.world_size",
+                              "train.precision"};
+        const char *name[5] = {"--seed", "--batch-size", "--accumulate",
+                               "ranks (mpirun -np)", "--precision"};
+        for (int i = 0; i < 5 && !rc; i++) {
             const char *s = xg_safetensors_metadata(st, key[i]);
             if (!s && i == 3) /* from before data-parallel runs */
                 s = "1";
+            if (!s && i == 4) /* from before --precision */
+                s = "f32";
             if (!s || strcmp(s, want[i])) {
                 fprintf(stderr, PROG ": --resume %s: the checkpoint was "
                         "made with %s %s, this run has %s: give the same "
@@ -777,7 +814,10 @@ static int save_checkpoint(run *r)
         return 0;
     meta m;
     make_meta(r, &m, true);
-    xg_train_state s = {.epoch = 0, .step = r->step};
+    xg_train_state s = {
+        .epoch = 0, .step = r->step,
+        .loss_scale = xg_grad_scaler_get_scale(r->scaler), /* 0: none */
+        .loss_scale_growth = xg_grad_scaler_growth_tracker(r->scaler)};
     xg_rng_state(&s.rng_seed, &s.rng_offset);
     if (xg_checkpoint_save(r->o.checkpoint, r->model, r->opt, &s, m.kv) !=
         XG_OK) {
@@ -1301,6 +1341,9 @@ static int setup_model(run *r)
     r->opt = xg_gpt_adamw(r->model, &ao);
     if (!r->opt)
         return lib_fail("optimizer");
+    r->autocast = sample_precision_dtype(r->o.precision);
+    if (r->autocast == XG_F16 && !(r->scaler = xg_grad_scaler_new(NULL)))
+        return lib_fail("loss scaler");
     r->n_params = xg_module_param_count(r->model);
     r->params = malloc(sizeof *r->params * (size_t)r->n_params);
     if (!r->params) {
@@ -1328,6 +1371,15 @@ static int setup_model(run *r)
         }
         r->step = s.step;
         xg_rng_set_state(s.rng_seed, s.rng_offset);
+        if (r->scaler && (s.loss_scale <= 0 ||
+                          xg_grad_scaler_set_state(r->scaler, s.loss_scale,
+                                                   s.loss_scale_growth) !=
+                              XG_OK)) {
+            fprintf(stderr, PROG ": --resume %s: %s\n", r->o.resume,
+                    s.loss_scale <= 0 ? "the checkpoint has no loss scale"
+                                      : xg_last_error());
+            return 1;
+        }
     }
     /* Every rank starts from rank 0's parameters, with its own dropout. */
     if (xg_dist_broadcast_module(r->model) != XG_OK ||
@@ -1418,11 +1470,13 @@ static int main_run(run *r)
            (long long)r->n_trained);
     if (r->o.steps > 0)
         printf("training: %lld steps of %lld x %lld tokens%s, AdamW lr %g "
-               "(%s), weight decay %g\n", (long long)r->o.steps,
+               "(%s), weight decay %g, precision %s\n",
+               (long long)r->o.steps,
                (long long)(r->o.batch_size * r->o.accumulate),
                (long long)r->window,
                r->o.accumulate > 1 ? " (accumulated)" : "", r->o.lr,
-               r->o.cosine ? "cosine" : "constant", r->o.weight_decay);
+               r->o.cosine ? "cosine" : "constant", r->o.weight_decay,
+               r->o.precision);
     fflush(stdout);
     sample_print_dist(r->o.batch_size);
     if (r->o.dump_batches && xg_dist_rank() == 0 && (rc = dump_batches(r)))
@@ -1453,6 +1507,10 @@ static int main_run(run *r)
         return rc;
     if ((rc = adapters_out(r)))
         return rc;
+    if (r->scaler)
+        printf("loss scale: %g, %lld steps skipped (inf/NaN gradients)\n",
+               (double)xg_grad_scaler_get_scale(r->scaler),
+               (long long)r->skipped);
     printf("result: backend=%s model=gpt params=%lld steps=%lld "
            "train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f",
            xg_device_backend(dev), (long long)r->n_weights,
@@ -1479,7 +1537,7 @@ int main(int argc, char **argv)
                    .batch_size = 16, .steps = 2000, .accumulate = 1,
                    .lr = 1e-3, .weight_decay = 0.1, .grad_clip = 1.0,
                    .eval_every = 200, .eval_batches = 20, .log_every = 20,
-                   .temperature = 1.0}};
+                   .temperature = 1.0, .precision = "f32"}};
     sample_set_prog(PROG);
     if (sample_dist_begin(&argc, &argv))
         return sample_dist_end(1);
@@ -1493,6 +1551,7 @@ int main(int argc, char **argv)
     else if (r.log && sample_log_close(r.log))
         rc = 1;
     xg_optim_free(r.opt);
+    xg_grad_scaler_free(r.scaler);
     free(r.params);
     xg_module_free(r.model);
     xg_text_free(r.text);

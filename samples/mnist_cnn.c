@@ -6,7 +6,7 @@
  *
  * Its own flag: --bn, batch normalisation after each convolution. The
  * common flags are mnist_mlp's (listed there, described in
- * sample_common.h), --log FILE.csv and --log-every N included.
+ * sample_common.h), --log FILE.csv, --log-every N and --precision included.
  *
  * The model (sample_cnn.h, shared with finetune) is
  * nn.Sequential(Conv2d(1, 32, 3), ReLU(), Conv2d(32, 64, 3), ReLU(),

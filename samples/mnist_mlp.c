@@ -9,7 +9,7 @@
  * --lr X, --optimizer sgd|adam|adamw, --lr-schedule constant|cosine,
  * --warmup N, --schedule-epochs N, --augment flip,shift=N|none, --limit N,
  * --seed N, --save PATH, --load PATH, --checkpoint PATH, --resume PATH,
- * --log FILE.csv, --log-every N, --help.
+ * --log FILE.csv, --log-every N, --precision f32|bf16|f16, --help.
  *
  * The model is nn.Sequential(Linear(784, h1), ReLU(), ..., Linear(hk, 10)).
  * Its children are named by index as in PyTorch's nn.Sequential, so the

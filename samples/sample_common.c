@@ -64,6 +64,8 @@ static const common_flag common_flags[] = {
     {"--log", "FILE.csv", "write a CSV log: loss, rate, speed, accuracy",
      0},
     {"--log-every", "N", "steps per training row of the log (20)", 0},
+    {"--precision", "NAME", "f32, or mixed: bf16 (autocast) or f16 "
+     "(autocast,\n                      loss scaling) (f32)", 0},
 };
 enum { N_COMMON = sizeof common_flags / sizeof common_flags[0] };
 
@@ -207,6 +209,24 @@ int sample_parse_int(const char *flag, const char *s, int64_t min,
     return 0;
 }
 
+int sample_parse_precision(const char *s, const char **out)
+{
+    static const char *const names[] = {"f32", "bf16", "f16"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = names[i];
+            return 0;
+        }
+    return sample_bad_value("--precision", s, "f32, bf16 or f16");
+}
+
+xg_dtype sample_precision_dtype(const char *precision)
+{
+    return strcmp(precision, "bf16") == 0  ? XG_BF16
+           : strcmp(precision, "f16") == 0 ? XG_F16
+                                           : XG_F32;
+}
+
 static int parse_seed(const char *s, uint64_t *out)
 {
     char *end = NULL;
@@ -314,6 +334,8 @@ static int parse_common(sample_options *o, const char *flag, const char *value)
         return parse_seed(value, &o->seed);
     if (strcmp(flag, "--log-every") == 0)
         return sample_parse_int(flag, value, 1, 1 << 30, &o->log_every);
+    if (strcmp(flag, "--precision") == 0)
+        return sample_parse_precision(value, &o->precision);
     return -1;
 }
 
@@ -374,7 +396,8 @@ static int parse_args(const sample_spec *spec, int argc, char **argv,
 {
     *o = (sample_options){.data_dir = DEFAULT_DATA,
                           .epochs = default_epochs(spec), .batch_size = 64,
-                          .lr = 1e-3, .optimizer = "adam"};
+                          .lr = 1e-3, .optimizer = "adam",
+                          .precision = "f32"};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(spec, stdout);
@@ -482,9 +505,10 @@ static void print_header(const run *r)
     char augment[32];
     augment_text(o, augment, sizeof augment);
     printf("model: %s, %lld parameters; %s lr=%g%s batch=%lld seed=%llu "
-           "augment=%s\n", r->model.description, (long long)params,
-           o->optimizer, o->lr, schedule, (long long)o->batch_size,
-           (unsigned long long)o->seed, augment);
+           "augment=%s precision=%s\n", r->model.description,
+           (long long)params, o->optimizer, o->lr, schedule,
+           (long long)o->batch_size, (unsigned long long)o->seed, augment,
+           o->precision);
     sample_print_dist(o->batch_size);
     fflush(stdout);
 }
@@ -519,15 +543,16 @@ static void run_hparams(const run *r, char (*values)[32], const char **kv)
     snprintf(values[5], 32, "%.9g", o->lr);
     /* Each rank's batch and shard depend on the number of ranks. */
     snprintf(values[6], 32, "%d", xg_dist_world_size());
+    /* Another precision would round every step differently. */
     const char *list[] = {"model", r->model.name, "batch_size", values[0],
                           "seed", values[1], "limit", values[2],
                           "lr_schedule", values[3], "augment", values[4],
                           "base_lr", values[5], "world_size", values[6],
-                          NULL};
+                          "precision", o->precision, NULL};
     memcpy(kv, list, sizeof list);
 }
 
-enum { N_HPARAMS = 8 };
+enum { N_HPARAMS = 9 };
 
 static int check_resume_settings(const run *r)
 {
@@ -549,6 +574,8 @@ static int check_resume_settings(const run *r)
             continue; /* not recorded before: the checkpoint's rate rules */
         if (!saved && strcmp(kv[i], "world_size") == 0)
             saved = "1";
+        if (!saved && strcmp(kv[i], "precision") == 0)
+            saved = "f32";
         if (!saved || strcmp(saved, kv[i + 1]) != 0) {
             fprintf(stderr, "%s: %s: the checkpoint has %s=%s, this run %s; "
                     "resume with the same settings\n", prog, r->opt->resume,
@@ -575,6 +602,16 @@ static int start_from_files(run *r)
                            sample_trainer_optim(r->trainer), &state) != XG_OK)
         return file_error("resuming from", o->resume);
     xg_rng_set_state(state.rng_seed, state.rng_offset);
+    xg_grad_scaler *scaler = sample_trainer_scaler(r->trainer);
+    if (scaler && (state.loss_scale <= 0 ||
+                   xg_grad_scaler_set_state(scaler, state.loss_scale,
+                                            state.loss_scale_growth) !=
+                       XG_OK)) {
+        fprintf(stderr, "%s: resuming from %s: %s\n", prog, o->resume,
+                state.loss_scale <= 0 ? "the checkpoint has no loss scale"
+                                      : xg_last_error());
+        return 1;
+    }
     r->first_epoch = state.epoch;
     printf("resumed: %s after epoch %lld\n", o->resume,
            (long long)state.epoch);
@@ -592,8 +629,11 @@ static int write_checkpoint(void *ctx, int64_t epochs_done)
     char values[N_HPARAMS][32];
     const char *kv[2 * N_HPARAMS + 1];
     run_hparams(r, values, kv);
-    xg_train_state state = {.epoch = epochs_done,
-                            .step = xg_optim_steps(optim)};
+    xg_grad_scaler *scaler = sample_trainer_scaler(r->trainer);
+    xg_train_state state = {
+        .epoch = epochs_done, .step = xg_optim_steps(optim),
+        .loss_scale = xg_grad_scaler_get_scale(scaler), /* 0: none */
+        .loss_scale_growth = xg_grad_scaler_growth_tracker(scaler)};
     xg_rng_state(&state.rng_seed, &state.rng_offset);
     if (xg_checkpoint_save(r->opt->checkpoint, r->model.module, optim, &state,
                            kv) != XG_OK)

@@ -25,6 +25,7 @@
  *   --log FILE.csv        the training log (below)
  *   --log-every N         steps per training row of the log (20; only
  *                         with --log)
+ *   --precision NAME      f32, bf16 or f16 (f32): see below
  *   --help
  * Model files are safetensors: --save writes the trained model's
  * state_dict, --load starts from one (with --epochs 0 it only evaluates),
@@ -38,6 +39,14 @@
  * early and be resumed later gives the full length there.
  * --augment makes the training loader mirror images left-right at random
  * (flip) and shift them by up to N pixels (shift=N), black coming in.
+ * --precision bf16 or f16 trains and evaluates with mixed precision: the
+ * forward pass runs under xg_set_autocast (matrix products, convolutions
+ * and attention in 16 bits, the parameters, the loss and the optimizer in
+ * f32); f16 adds a loss scaler (xg_grad_scaler_*), whose skipped steps
+ * (inf/NaN gradients) the optimizer's step count leaves out; a line
+ * "loss scale: S, N steps skipped (inf/NaN gradients)" ends the training.
+ * Checkpoints record the precision (and the scaler's state), and --resume
+ * refuses a checkpoint of another precision.
  *
  * The log (--log) is a CSV file with the header
  *   kind,step,epoch,loss,lr,samples_per_s,elapsed_s,accuracy
@@ -98,6 +107,7 @@ typedef struct sample_options {
     const char *save, *load, *checkpoint, *resume; /* paths or NULL */
     const char *log;   /* --log: the CSV log's path, or NULL */
     int64_t log_every; /* --log-every: steps per train row */
+    const char *precision; /* --precision: "f32", "bf16" or "f16" */
 } sample_options;
 
 /* Common flags a sample may leave out (sample_spec.omit). */
@@ -165,6 +175,14 @@ void sample_set_prog(const char *name);
 
 /* Reports "PROG: FLAG 'VALUE': expected WANT" on stderr; returns 2. */
 int sample_bad_value(const char *flag, const char *value, const char *want);
+
+/* --precision's value: *out gets "f32", "bf16" or "f16" (static); returns
+ * 0, or 2 after reporting a bad value. */
+int sample_parse_precision(const char *value, const char **out);
+
+/* The autocast dtype of a precision sample_parse_precision gave: XG_F32
+ * (autocast off), XG_BF16 or XG_F16. */
+xg_dtype sample_precision_dtype(const char *precision);
 
 /* Parses `value` of `flag` as an integer in [min, max] into *out; returns
  * 0, or 2 after reporting a bad value. */
@@ -254,6 +272,9 @@ sample_trainer *sample_trainer_new(const sample_session *s,
 /* The trainer's optimizer (borrowed), e.g. to restore from a checkpoint
  * before sample_trainer_run. */
 xg_optim *sample_trainer_optim(const sample_trainer *t);
+
+/* The trainer's loss scaler (borrowed) under --precision f16; else NULL. */
+xg_grad_scaler *sample_trainer_scaler(const sample_trainer *t);
 
 /* Training samples an epoch visits. */
 int64_t sample_trainer_samples(const sample_trainer *t);

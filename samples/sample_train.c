@@ -31,6 +31,11 @@ struct sample_trainer {
     const sample_session *s;
     sample_job job;
     xg_optim *optim;
+    xg_dtype autocast;      /* --precision: XG_F32 (off), XG_BF16, XG_F16 */
+    xg_grad_scaler *scaler; /* under f16; else NULL */
+    bool stepped;           /* the last batch's step was taken (not skipped
+                             * by the scaler) */
+    int64_t skipped;        /* steps the scaler skipped in this run */
     xg_grad_sync *sync;     /* averages gradients over the ranks */
     xg_loader *train_loader, *test_loader;
     int32_t *predictions;   /* EVAL_BATCH argmax results read back */
@@ -105,6 +110,12 @@ static int make_parts(sample_trainer *t)
     if (xg_dist_broadcast_module(job->module) == XG_OK)
         t->optim = xg_optim_for_module(job->module, o->optimizer,
                                        (float)o->lr);
+    t->autocast = sample_precision_dtype(o->precision);
+    if (t->optim && t->autocast == XG_F16 &&
+        !(t->scaler = xg_grad_scaler_new(NULL))) {
+        fprintf(stderr, "%s: setting up: %s\n", t->s->prog, xg_last_error());
+        return 1;
+    }
     if (t->optim)
         t->sync = xg_grad_sync_new(job->module, 0);
     if (t->sync)
@@ -164,6 +175,11 @@ xg_optim *sample_trainer_optim(const sample_trainer *t)
     return t->optim;
 }
 
+xg_grad_scaler *sample_trainer_scaler(const sample_trainer *t)
+{
+    return t->scaler;
+}
+
 int64_t sample_trainer_samples(const sample_trainer *t)
 {
     return t->train_samples;
@@ -177,6 +193,7 @@ void sample_trainer_free(sample_trainer *t)
     xg_loader_free(t->train_loader);
     xg_loader_free(t->test_loader);
     xg_grad_sync_free(t->sync);
+    xg_grad_scaler_free(t->scaler);
     xg_optim_free(t->optim);
     free(t->predictions);
     free(t->truth);
@@ -197,13 +214,33 @@ static float cosine_lr(const sample_trainer *t)
                         total, 0.0f);
 }
 
-/* The model's output for a batch of images [b, c, h, w]. */
+/* The model's output for a batch of images [b, c, h, w], under the
+ * autocast of --precision. */
 static xg_tensor *forward(sample_trainer *t, xg_tensor *images)
 {
     xg_tensor *x = t->job.flatten
                        ? xg_reshape(images, XG_SHAPE(-1, t->features))
                        : images;
-    return xg_module_forward(t->job.module, x);
+    xg_dtype was = xg_set_autocast(t->autocast);
+    xg_tensor *y = xg_module_forward(t->job.module, x);
+    xg_set_autocast(was);
+    return y;
+}
+
+/* Backward from the loss (scaled under f16) and the optimizer's step
+ * (skipped by the scaler on inf/NaN gradients: t->stepped says). */
+static xg_status backward_step(sample_trainer *t, xg_tensor *loss)
+{
+    xg_grad_scaler *sc = t->scaler;
+    xg_tensor *scaled = sc ? xg_grad_scaler_scale(sc, loss) : loss;
+    /* averaged over the ranks; the graph goes as the backward walks */
+    xg_status st = xg_grad_sync_backward(t->sync, scaled);
+    t->stepped = !sc;
+    if (st == XG_OK)
+        st = sc ? xg_grad_scaler_step(sc, t->optim, &t->stepped)
+                : xg_optim_step(t->optim);
+    t->skipped += st == XG_OK && !t->stepped;
+    return st == XG_OK && sc ? xg_grad_scaler_update(sc) : st;
 }
 
 /* Forward, loss, backward, update on one batch. The loss is added to
@@ -214,9 +251,7 @@ static int train_batch(sample_trainer *t, xg_tensor *images,
     if (t->s->opt->cosine)
         xg_optim_set_lr(t->optim, cosine_lr(t));
     xg_tensor *loss = xg_cross_entropy(forward(t, images), labels);
-    /* averaged over the ranks; the graph goes as the backward walks */
-    if (!loss || xg_grad_sync_backward(t->sync, loss) != XG_OK ||
-        xg_optim_step(t->optim) != XG_OK)
+    if (!loss || backward_step(t, loss) != XG_OK)
         return lib_error();
     xg_optim_zero_grad(t->optim);
     xg_tensor *sum = xg_tensor_keep(xg_add(*loss_sum, xg_detach(loss)));
@@ -336,7 +371,8 @@ static int train_epoch(sample_trainer *t, int64_t epoch, epoch_stats *out)
         i++;
         if (t->speaks && (i % every == 0 || i == n))
             got = show_progress(t, epoch, i, loss_sum);
-        if (got == 1 && t->log && xg_optim_steps(t->optim) % log_every == 0)
+        if (got == 1 && t->log && t->stepped &&
+            xg_optim_steps(t->optim) % log_every == 0)
             got = log_step(t, loss_sum);
     }
     float sum = 0.0f;
@@ -477,6 +513,12 @@ int sample_trainer_run(sample_trainer *t, int64_t first_epoch,
         fprintf(stderr, "%s: %s\n", t->s->prog, xg_last_error());
     if (rc == 0)
         sample_print_sync_stats(t->sync, t->job.phase);
+    if (rc == 0 && t->scaler && t->speaks)
+        printf("%s%sloss scale: %g, %lld steps skipped (inf/NaN "
+               "gradients)\n", t->job.phase ? t->job.phase : "",
+               t->job.phase ? " " : "",
+               (double)xg_grad_scaler_get_scale(t->scaler),
+               (long long)t->skipped);
     int closed = sample_log_close(t->log);
     t->log = NULL;
     return rc != 0 || closed;

@@ -17,7 +17,10 @@
  * "optimizer_options" records the options beside the rate (betas, eps,
  * weight decay; SGD's momentum, dampening, nesterov) and a checkpoint loads
  * only into an optimizer with the same ones (a file without the key, from
- * before it, loads as it always did).
+ * before it, loads as it always did). A run with a loss scaler
+ * (xg_train_state.loss_scale > 0) adds "loss_scale" (%.9g, so the float
+ * comes back exactly) and "loss_scale_growth"; loading a file without
+ * them gives loss_scale 0.
  *
  * Loading checks the whole file against the module and optimizer and
  * builds the new optimizer state before it changes anything. */
@@ -43,7 +46,7 @@
 static const char *const reserved[] = {
     "format", "optimizer", "lr", "optimizer_steps",
     "epoch", "step", "rng_seed", "rng_offset", "param_groups",
-    "optimizer_options",
+    "optimizer_options", "loss_scale", "loss_scale_growth",
 };
 
 /* Parameter names in checkpoints are at most this long, so that every
@@ -285,6 +288,19 @@ static xg_status add_optim(xg_safetensors_writer *w, const xg_module *m,
     return XG_OK;
 }
 
+/* The loss scaler's state, when the run has one. */
+static xg_status add_loss_scale(xg_safetensors_writer *w,
+                                const xg_train_state *s)
+{
+    char scale[32], growth[32];
+    snprintf(scale, sizeof scale, "%.9g", (double)s->loss_scale);
+    snprintf(growth, sizeof growth, "%" PRId64, s->loss_scale_growth);
+    xg_status st = xg_safetensors_writer_metadata(w, "loss_scale", scale);
+    return st == XG_OK ? xg_safetensors_writer_metadata(w, "loss_scale_growth",
+                                                        growth)
+                       : st;
+}
+
 static xg_status add_metadata(xg_safetensors_writer *w, const xg_module *m,
                               const xg_optim *opt, const xg_train_state *s,
                               const char *const *hparams)
@@ -314,6 +330,8 @@ static xg_status add_metadata(xg_safetensors_writer *w, const xg_module *m,
     if (st == XG_OK && groups)
         st = xg_safetensors_writer_metadata(w, "param_groups", groups);
     free(groups);
+    if (st == XG_OK && s->loss_scale > 0)
+        st = add_loss_scale(w, s);
     return st;
 }
 
@@ -325,6 +343,12 @@ static xg_status check_save_args(const xg_train_state *s,
         (uint64_t)s->step > MAX_COUNT)
         return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: epoch and "
                             "step must be in [0, %" PRIu64 "]", MAX_COUNT);
+    if (!(s->loss_scale == 0 ||
+          (isfinite(s->loss_scale) && s->loss_scale > 0)) ||
+        s->loss_scale_growth < 0 || (uint64_t)s->loss_scale_growth > MAX_COUNT)
+        return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: the loss "
+                            "scale must be 0 (none) or finite and > 0, its "
+                            "growth tracker in [0, %" PRIu64 "]", MAX_COUNT);
     for (int i = 0; hparams && hparams[i]; i += 2) {
         if (!hparams[i + 1])
             return xg_set_error(XG_ERR_INVALID_ARG, "checkpoint_save: "
@@ -689,6 +713,27 @@ static xg_status meta_lr(const xg_safetensors *st, float *lr)
     return XG_OK;
 }
 
+/* The loss scaler's state, when the file has one (else loss_scale 0). */
+static xg_status meta_loss_scale(const xg_safetensors *st, xg_train_state *s)
+{
+    const char *v = xg_safetensors_metadata(st, "loss_scale");
+    if (!v)
+        return XG_OK;
+    char *end = NULL;
+    float scale = strtof(v, &end);
+    if (end == v || *end || !isfinite(scale) || !(scale > 0))
+        return xg_set_error(XG_ERR_FORMAT, "%s: metadata 'loss_scale' is "
+                            "\"%s\", not a finite number > 0",
+                            xg__safetensors_label(st), v);
+    uint64_t growth = 0;
+    xg_status r = meta_uint(st, "loss_scale_growth", MAX_COUNT, &growth);
+    if (r == XG_OK) {
+        s->loss_scale = scale;
+        s->loss_scale_growth = (int64_t)growth;
+    }
+    return r;
+}
+
 /* Checks that the file is a checkpoint for an optimizer of opt's kind and
  * reads its numbers. */
 static xg_status read_meta(const xg_safetensors *st, const xg_optim *opt,
@@ -716,6 +761,8 @@ static xg_status read_meta(const xg_safetensors *st, const xg_optim *opt,
         s = meta_lr(st, &meta->lr);
     meta->optimizer_steps = (int64_t)v[0];
     meta->state = (xg_train_state){(int64_t)v[1], (int64_t)v[2], v[3], v[4]};
+    if (s == XG_OK)
+        s = meta_loss_scale(st, &meta->state);
     return s;
 }
 

@@ -17,6 +17,7 @@
 
 #include "../core/core_impl.h"
 #include "gpt_impl.h"
+#include "../ops/autocast_impl.h"
 
 /* ---- Conv1D: y = x W + b, W [in, out] ------------------------------------ */
 
@@ -35,16 +36,19 @@ static xg_tensor *conv1d_forward(xg_module *m, xg_tensor *x)
     }
     /* one [N, in] x [in, out] GEMM over every position */
     int64_t rows_shape[2] = {x->numel / in, in};
-    xg_tensor *y = xg_matmul(xg_reshape(x, rows_shape, 2), w);
+    /* under autocast the bias too: the sum in its dtype */
     xg_tensor *b = xg_module_find_param(m, "bias");
+    xg_tensor *ac[3] = {x, w, b};
+    xg_scope *cast = NULL;
+    bool casting = xg__autocast(ac, 3, &cast);
+    xg_tensor *y = xg_matmul(xg_reshape(ac[0], rows_shape, 2), ac[1]);
     if (b)
-        y = xg_add(y, b);
-    if (!y)
-        return NULL;
+        y = xg_add(y, ac[2]);
     int64_t shape[XG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 1] = out;
-    return xg_reshape(y, shape, x->ndim);
+    y = y ? xg_reshape(y, shape, x->ndim) : NULL;
+    return casting ? xg__composite_end(cast, y) : y;
 }
 
 static const xg_module_class conv1d_class = {.name = "Conv1D",

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "nn/nn_impl.h"
+#include "ops/autocast_impl.h"
 #include "ops/ops_impl.h"
 #include "nn/gpt_impl.h"
 
@@ -821,8 +822,13 @@ static xg_tensor *linear_forward(xg_module *m, xg_tensor *x)
                      "to be in_features = %lld", s, (long long)in_features);
         return NULL;
     }
-    xg_tensor *y = xg_matmul_t(x, w, false, true);
-    return m->params.n > 1 ? xg_add(y, own(m, "bias")) : y;
+    /* under autocast the bias too: the sum in its dtype */
+    xg_tensor *ac[3] = {x, w, m->params.n > 1 ? own(m, "bias") : NULL};
+    xg_scope *cast = NULL;
+    bool casting = xg__autocast(ac, 3, &cast);
+    xg_tensor *y = xg_matmul_t(ac[0], ac[1], false, true);
+    y = m->params.n > 1 ? xg_add(y, ac[2]) : y;
+    return casting ? xg__composite_end(cast, y) : y;
 }
 
 static const xg_module_class linear_class = {.name = "Linear",

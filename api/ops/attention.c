@@ -9,6 +9,7 @@
  * them); the node keeps both, so the backward kernels draw the same mask. */
 #include <math.h>
 
+#include "ops/autocast_impl.h"
 #include "ops/ops_impl.h"
 
 xg_attention_params xg_attention_defaults(void)
@@ -119,6 +120,11 @@ static bool check_args(xg_tensor *q, xg_tensor *k, xg_tensor *v,
 xg_tensor *xg_attention(xg_tensor *q, xg_tensor *k, xg_tensor *v,
                         const xg_attention_params *params)
 {
+    xg_tensor *ac[3] = {q, k, v}; /* under autocast: in its dtype */
+    xg_scope *cast;
+    if (xg__autocast(ac, 3, &cast))
+        return xg__composite_end(cast, xg_attention(ac[0], ac[1], ac[2],
+                                                    params));
     xg_attention_params p = params ? *params : xg_attention_defaults();
     if (!check_args(q, k, v, &p))
         return NULL;

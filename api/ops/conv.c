@@ -1,6 +1,7 @@
 /* Convolution, pooling, dropout, flatten and batch normalisation. */
 #include <math.h>
 
+#include "ops/autocast_impl.h"
 #include "ops/ops_impl.h"
 
 /* ---- conv2d --------------------------------------------------------------- */
@@ -146,6 +147,11 @@ static bool check_bias(const xg_tensor *bias, int64_t c_out, xg_dtype t)
 xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
                      const xg_conv2d_params *params)
 {
+    xg_tensor *ac[3] = {x, weight, bias}; /* under autocast: in its dtype */
+    xg_scope *cast;
+    if (xg__autocast(ac, 3, &cast))
+        return xg__composite_end(cast, xg_conv2d(ac[0], ac[1], ac[2],
+                                                 params));
     xg_conv2d_params p = params ? *params : xg_conv2d_defaults();
     xg_conv_args a;
     if (!xg__check_float("conv2d", 0, x) ||
@@ -413,6 +419,12 @@ xg_tensor *xg_batch_norm2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
                            xg_tensor *running_mean, xg_tensor *running_var,
                            bool training, float momentum, float eps)
 {
+    xg_scope *cast; /* under autocast: statistics and result in f32 */
+    if (xg__autocast_f32(&x, 1, &cast))
+        return xg__composite_end(cast, xg_batch_norm2d(
+            x, weight, bias, running_mean, running_var, training, momentum,
+            eps));
+
     xg_tensor *pc[4] = {weight, bias, running_mean, running_var};
     if (!check_bn_args(x, pc, training))
         return NULL;

@@ -1,6 +1,7 @@
 /* Matrix products. */
 #include <string.h>
 
+#include "ops/autocast_impl.h"
 #include "ops/ops_impl.h"
 
 /* ---- matmul --------------------------------------------------------------- */
@@ -155,6 +156,11 @@ static xg_tensor *as_matrix(xg_tensor *v, bool left)
 xg_tensor *xg_matmul_t(xg_tensor *a, xg_tensor *b, bool trans_a,
                        bool trans_b)
 {
+    xg_tensor *ac[2] = {a, b}; /* under autocast: in its dtype */
+    xg_scope *cast;
+    if (xg__autocast(ac, 2, &cast))
+        return xg__composite_end(cast, xg_matmul_t(ac[0], ac[1], trans_a,
+                                                   trans_b));
     if (!xg__check_float("matmul", 0, a) || !xg__check_float("matmul", 1, b) ||
         !xg__check_same_device("matmul", a, b))
         return NULL;

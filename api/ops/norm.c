@@ -8,6 +8,7 @@
  * Vulkan dispatch then holds a valid buffer. */
 #include <math.h>
 
+#include "ops/autocast_impl.h"
 #include "ops/ops_impl.h"
 
 /* What the node keeps beside mean and rstd (saved[0], saved[1]). Its
@@ -96,6 +97,10 @@ static bool check_affine(const char *op, int index, const char *what,
 xg_tensor *xg_layer_norm(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
                          float eps)
 {
+    xg_scope *cast; /* under autocast: in f32 */
+    if (xg__autocast_f32(&x, 1, &cast))
+        return xg__composite_end(cast, xg_layer_norm(x, weight, bias, eps));
+
     const char *op = "layer_norm";
     if (!xg__check_float(op, 0, x))
         return NULL;

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/autocast_impl.h"
 #include "ops/ops_impl.h"
 
 /* Resolves a possibly negative axis of x (a scalar counts as shape [1]). */
@@ -284,11 +285,17 @@ static xg_tensor *softmax_op(xg_op op, xg_tensor *x, xg_backward_fn bw)
 
 xg_tensor *xg_softmax(xg_tensor *x)
 {
+    xg_scope *cast; /* under autocast: in f32 */
+    if (xg__autocast_f32(&x, 1, &cast))
+        return xg__composite_end(cast, xg_softmax(x));
     return softmax_op(XG_OP_softmax, x, bw_softmax);
 }
 
 xg_tensor *xg_log_softmax(xg_tensor *x)
 {
+    xg_scope *cast; /* under autocast: in f32 */
+    if (xg__autocast_f32(&x, 1, &cast))
+        return xg__composite_end(cast, xg_log_softmax(x));
     return softmax_op(XG_OP_log_softmax, x, bw_log_softmax);
 }
 
@@ -378,6 +385,11 @@ fail:
 xg_tensor *xg_cross_entropy_ignore(xg_tensor *logits, xg_tensor *labels,
                                    int32_t ignore_index)
 {
+    xg_scope *cast; /* under autocast: in f32 */
+    if (xg__autocast_f32(&logits, 1, &cast))
+        return xg__composite_end(cast, xg_cross_entropy_ignore(
+            logits, labels, ignore_index));
+
     if (!check_ce_args(logits, labels))
         return NULL;
     xg_scope *scope = xg__composite_begin();

@@ -38,8 +38,8 @@ static xg_tensor *view_of(xg_tensor *x, const char *name, const int64_t *shape,
 static xg_tensor *scatter_into_zeros(xg_tensor *g, const xg_tensor *x,
                                      const int64_t *strides, int64_t offset)
 {
-    xg_tensor *dx = xg__fill(g->storage->dev, x->shape, x->ndim, 0.0f,
-                             "view backward");
+    xg_tensor *dx = xg__fill_dtype(g->storage->dev, x->dtype, x->shape,
+                                   x->ndim, 0.0f, "view backward");
     if (dx && xg__copy_strided(g, dx, strides, offset) != XG_OK) {
         xg_tensor_free(dx);
         return NULL;

@@ -1,0 +1,366 @@
+/* Mixed precision: the loss scaler (xg_grad_scaler_*) against the rules of
+ * PyTorch's GradScaler documentation (tests/amp_torch.py runs the
+ * same kind of script through torch's own GradScaler), its misuse refused,
+ * its state in checkpoints; the autocast mode.
+ *
+ * Gradients are made known as in test_optim.c: backward from
+ * scale * sum(p * c) gives grad p = scale * c, with inf or NaN in c where
+ * a step should be skipped. */
+#include <math.h>
+
+#include "test_util.h"
+
+TestSuite(amp, .init = tu_init_scope, .fini = tu_fini_scope);
+
+/* A call that must fail with `status` and a message that names `needle`. */
+#define EXPECT_ERROR(call, status, needle)                                  \
+    do {                                                                    \
+        xg_status got_ = (call);                                            \
+        cr_expect_eq(got_, status, "%s: %d", #call, (int)got_);             \
+        tu_assert_error(status, needle, #call);                             \
+    } while (0)
+
+/* Backward from the scaled sum(p * c). */
+static void scaled_backward(xg_grad_scaler *s, xg_tensor *p, const float *c)
+{
+    xg_scope *scope = xg_scope_begin();
+    xg_tensor *ct = tu_f32(c, xg_tensor_shape(p), xg_tensor_ndim(p));
+    xg_tensor *loss = xg_grad_scaler_scale(s, xg_sum_all(xg_mul(p, ct)));
+    cr_assert_eq(xg_backward(loss), XG_OK, "backward: %s", xg_last_error());
+    xg_scope_end(scope);
+}
+
+Test(amp, defaults_are_pytorchs)
+{
+    xg_grad_scaler_options o = xg_grad_scaler_defaults();
+    cr_expect_eq(o.init_scale, 65536.0f);
+    cr_expect_eq(o.growth_factor, 2.0f);
+    cr_expect_eq(o.backoff_factor, 0.5f);
+    cr_expect_eq(o.growth_interval, 2000);
+    xg_grad_scaler *s = xg_grad_scaler_new(NULL);
+    cr_assert_not_null(s, "%s", xg_last_error());
+    cr_expect_eq(xg_grad_scaler_get_scale(s), 65536.0f);
+    cr_expect_eq(xg_grad_scaler_growth_tracker(s), 0);
+    xg_grad_scaler_free(s);
+}
+
+/* The scripted run: per step, whether the gradient holds an inf (1), a NaN
+ * (2) or neither (0), with growth_interval 3. want_scale is the scale after
+ * each update, worked out from the documented rules: backoff 0.5 and the
+ * tracker reset on inf/NaN, x2 after 3 clean steps in a row. */
+static const int script[] = {0, 0, 0, 0, 1, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0};
+static const float want_scale[] = {8, 8, 16, 16, 8, 8, 8, 4, 2, 2, 2, 4,
+                                   4, 4, 8};
+enum { N_SCRIPT = sizeof script / sizeof *script };
+
+Test(amp, scale_follows_the_documented_rules_and_skips_bad_steps)
+{
+    xg_grad_scaler_options o = xg_grad_scaler_defaults();
+    o.init_scale = 8.0f;
+    o.growth_interval = 3;
+    xg_grad_scaler *s = xg_grad_scaler_new(&o);
+    cr_assert_not_null(s);
+    xg_tensor *p = tu_param(xg_zeros(XG_SHAPE(4)));
+    xg_sgd_options so = xg_sgd_defaults();
+    so.lr = 0.5f;
+    xg_optim *opt = xg_optim_sgd(&p, 1, &so);
+    double want_p[4] = {0};
+    int64_t steps = 0;
+    for (int k = 0; k < N_SCRIPT; k++) {
+        float c[4] = {1, -2, 0.25f, 3};
+        c[0] += (float)k; /* a different gradient every step */
+        if (script[k])
+            c[2] = script[k] == 1 ? INFINITY : NAN;
+        scaled_backward(s, p, c);
+        bool stepped = true;
+        cr_assert_eq(xg_grad_scaler_step(s, opt, &stepped), XG_OK, "%s",
+                     xg_last_error());
+        cr_expect_eq(stepped, script[k] == 0, "step %d stepped: %d", k,
+                     stepped);
+        if (!script[k]) {
+            steps++;
+            /* the unscaled gradient is c exactly (scales are powers of 2) */
+            tu_assert_values(xg_tensor_grad(p), XG_SHAPE(4),
+                             (const double[]){c[0], c[1], c[2], c[3]}, 0, 0,
+                             "unscaled gradient");
+            for (int i = 0; i < 4; i++)
+                want_p[i] -= 0.5 * c[i];
+        }
+        cr_assert_eq(xg_grad_scaler_update(s), XG_OK, "%s", xg_last_error());
+        cr_expect_eq(xg_grad_scaler_get_scale(s), want_scale[k],
+                     "scale after step %d: %g, want %g", k,
+                     (double)xg_grad_scaler_get_scale(s),
+                     (double)want_scale[k]);
+        xg_optim_zero_grad(opt);
+        tu_assert_values(p, XG_SHAPE(4), want_p, 1e-6, 1e-6,
+                         "parameters (skipped steps leave them alone)");
+    }
+    cr_expect_eq(xg_optim_steps(opt), steps, "skipped steps are not counted");
+    xg_optim_free(opt);
+    xg_grad_scaler_free(s);
+}
+
+Test(amp, unscale_then_clip_then_step)
+{
+    xg_grad_scaler *s = xg_grad_scaler_new(NULL);
+    xg_tensor *p = tu_param(xg_zeros(XG_SHAPE(2)));
+    xg_optim *opt = xg_optim_sgd(&p, 1, &(xg_sgd_options){.lr = 1.0f});
+    scaled_backward(s, p, (const float[]){3, 4});
+    tu_assert_values(xg_tensor_grad(p), XG_SHAPE(2),
+                     (const double[]){3 * 65536.0, 4 * 65536.0}, 0, 0,
+                     "scaled gradient");
+    cr_assert_eq(xg_grad_scaler_unscale(s, opt), XG_OK, "%s",
+                 xg_last_error());
+    tu_assert_values(xg_tensor_grad(p), XG_SHAPE(2), (const double[]){3, 4},
+                     0, 0, "unscaled in place");
+    /* a second unscale before update is refused, the gradients unchanged */
+    EXPECT_ERROR(xg_grad_scaler_unscale(s, opt), XG_ERR_STATE, "already");
+    float norm = 0;
+    cr_assert_eq(xg_clip_grad_norm(&p, 1, 1.0f, &norm), XG_OK);
+    cr_expect_float_eq(norm, 5.0f, 1e-6);
+    bool stepped = false;
+    cr_assert_eq(xg_grad_scaler_step(s, opt, &stepped), XG_OK, "%s",
+                 xg_last_error());
+    cr_expect(stepped);
+    tu_assert_values(p, XG_SHAPE(2),
+                     (const double[]){-3 / (5 + 1e-6), -4 / (5 + 1e-6)}, 1e-6,
+                     1e-6, "stepped with the clipped gradient");
+    EXPECT_ERROR(xg_grad_scaler_step(s, opt, NULL), XG_ERR_STATE, "already");
+    EXPECT_ERROR(xg_grad_scaler_unscale(s, opt), XG_ERR_STATE, "after");
+    cr_assert_eq(xg_grad_scaler_update(s), XG_OK);
+    cr_expect_eq(xg_grad_scaler_growth_tracker(s), 1);
+    /* update with nothing checked since */
+    EXPECT_ERROR(xg_grad_scaler_update(s), XG_ERR_STATE, "no gradients");
+    xg_optim_free(opt);
+    xg_grad_scaler_free(s);
+}
+
+/* Two optimizers: an inf in either skips neither's clean step but backs
+ * the scale off once. */
+Test(amp, two_optimizers_one_update)
+{
+    xg_grad_scaler *s = xg_grad_scaler_new(NULL);
+    xg_tensor *a = tu_param(xg_zeros(XG_SHAPE(1)));
+    xg_tensor *b = tu_param(xg_zeros(XG_SHAPE(1)));
+    xg_optim *oa = xg_optim_sgd(&a, 1, &(xg_sgd_options){.lr = 1.0f});
+    xg_optim *ob = xg_optim_sgd(&b, 1, &(xg_sgd_options){.lr = 1.0f});
+    scaled_backward(s, a, (const float[]){2});
+    scaled_backward(s, b, (const float[]){INFINITY});
+    bool sa = false, sb = true;
+    cr_assert_eq(xg_grad_scaler_step(s, oa, &sa), XG_OK);
+    cr_assert_eq(xg_grad_scaler_step(s, ob, &sb), XG_OK);
+    cr_expect(sa && !sb, "a steps, b is skipped");
+    cr_assert_eq(xg_grad_scaler_update(s), XG_OK);
+    cr_expect_eq(xg_grad_scaler_get_scale(s), 32768.0f);
+    tu_assert_values(a, XG_SHAPE(1), (const double[]){-2}, 0, 0, "a");
+    tu_assert_values(b, XG_SHAPE(1), (const double[]){0}, 0, 0, "b");
+    xg_optim_free(oa);
+    xg_optim_free(ob);
+    xg_grad_scaler_free(s);
+}
+
+/* Growth stops short of inf; backoff keeps going down. */
+Test(amp, scale_never_grows_to_inf)
+{
+    xg_grad_scaler_options o = xg_grad_scaler_defaults();
+    o.init_scale = 3e38f;
+    o.growth_interval = 1;
+    xg_grad_scaler *s = xg_grad_scaler_new(&o);
+    xg_tensor *p = tu_param(xg_zeros(XG_SHAPE(1)));
+    xg_optim *opt = xg_optim_sgd(&p, 1, &(xg_sgd_options){.lr = 0.0f});
+    scaled_backward(s, p, (const float[]){0});
+    cr_assert_eq(xg_grad_scaler_step(s, opt, NULL), XG_OK);
+    cr_assert_eq(xg_grad_scaler_update(s), XG_OK);
+    cr_expect_eq(xg_grad_scaler_get_scale(s), 3e38f);
+    cr_expect_eq(xg_grad_scaler_growth_tracker(s), 0);
+    xg_optim_free(opt);
+    xg_grad_scaler_free(s);
+}
+
+Test(amp, bad_options_and_state_refused)
+{
+    xg_grad_scaler_options bad[] = {
+        {0, 2, 0.5f, 10},        {INFINITY, 2, 0.5f, 10},
+        {1, 1, 0.5f, 10},        {1, 2, 1, 10},
+        {1, 2, 0, 10},           {1, 2, 0.5f, 0},
+        {NAN, 2, 0.5f, 10},      {1, NAN, 0.5f, 10},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_null(xg_grad_scaler_new(&bad[i]), "options %zu", i);
+        cr_expect_eq(xg_last_status(), XG_ERR_INVALID_ARG);
+    }
+    xg_grad_scaler *s = xg_grad_scaler_new(NULL);
+    EXPECT_ERROR(xg_grad_scaler_set_state(s, 0, 0),
+                 XG_ERR_INVALID_ARG, "scale");
+    EXPECT_ERROR(xg_grad_scaler_set_state(s, NAN, 0),
+                 XG_ERR_INVALID_ARG, "scale");
+    EXPECT_ERROR(xg_grad_scaler_set_state(s, 1, 2000),
+                 XG_ERR_INVALID_ARG, "growth");
+    EXPECT_ERROR(xg_grad_scaler_set_state(s, 1, -1),
+                 XG_ERR_INVALID_ARG, "growth");
+    cr_assert_eq(xg_grad_scaler_set_state(s, 1024, 7), XG_OK);
+    cr_expect_eq(xg_grad_scaler_get_scale(s), 1024.0f);
+    cr_expect_eq(xg_grad_scaler_growth_tracker(s), 7);
+    EXPECT_ERROR(xg_grad_scaler_step(s, NULL, NULL),
+                 XG_ERR_INVALID_ARG, "NULL");
+    EXPECT_ERROR(xg_grad_scaler_update(NULL), XG_ERR_INVALID_ARG, "NULL");
+    cr_expect_null(xg_grad_scaler_scale(NULL, NULL));
+    xg_grad_scaler_free(s);
+    xg_grad_scaler_free(NULL);
+}
+
+/* The checkpoint keeps the scaler's state exactly, and a file without it
+ * reads as loss_scale 0. */
+Test(amp, checkpoint_keeps_the_loss_scale)
+{
+    char dir[256];
+    tu_tmpdir_new(dir, sizeof dir, "amp");
+    xg_module *m = xg_linear(3, 2, true);
+    xg_optim *opt = xg_optim_for_module(m, "adam", 1e-3f);
+    const char *with = tu_path_in(dir, "with.safetensors");
+    xg_train_state st = {.epoch = 1, .step = 5, .loss_scale = 0.1f * 3,
+                         .loss_scale_growth = 1999};
+    cr_assert_eq(xg_checkpoint_save(with, m, opt, &st, NULL), XG_OK, "%s",
+                 xg_last_error());
+    xg_train_state back = {0};
+    cr_assert_eq(xg_checkpoint_load(with, m, opt, &back), XG_OK, "%s",
+                 xg_last_error());
+    cr_expect_eq(back.loss_scale, 0.1f * 3, "the float exactly");
+    cr_expect_eq(back.loss_scale_growth, 1999);
+    const char *without = tu_path_in(dir, "without.safetensors");
+    st.loss_scale = 0;
+    cr_assert_eq(xg_checkpoint_save(without, m, opt, &st, NULL), XG_OK);
+    back.loss_scale = 5;
+    cr_assert_eq(xg_checkpoint_load(without, m, opt, &back), XG_OK);
+    cr_expect_eq(back.loss_scale, 0.0f);
+    cr_expect_eq(back.loss_scale_growth, 0);
+    st.loss_scale = -1;
+    EXPECT_ERROR(xg_checkpoint_save(without, m, opt, &st, NULL),
+                 XG_ERR_INVALID_ARG, "loss scale");
+    const char *hp[] = {"loss_scale", "1", NULL};
+    st.loss_scale = 0;
+    EXPECT_ERROR(xg_checkpoint_save(without, m, opt, &st, hp),
+                 XG_ERR_INVALID_ARG, "loss_scale");
+    xg_optim_free(opt);
+    xg_module_free(m);
+    tu_rm_tree(dir);
+}
+
+/* ---- autocast -------------------------------------------------------------- */
+
+Test(amp, set_autocast_returns_the_previous_and_refuses_i32)
+{
+    cr_expect_eq(xg_autocast_dtype(), XG_F32, "off by default");
+    cr_expect_eq(xg_set_autocast(XG_BF16), XG_F32);
+    cr_expect_eq(xg_set_autocast(XG_F16), XG_BF16);
+    cr_expect_eq(xg_set_autocast(XG_I32), XG_F16, "refused: unchanged");
+    tu_assert_error(XG_ERR_DTYPE, "i32", "set_autocast(i32)");
+    cr_expect_eq(xg_autocast_dtype(), XG_F16);
+    cr_expect_eq(xg_set_autocast(XG_F32), XG_F16);
+    cr_expect_eq(xg_autocast_dtype(), XG_F32);
+}
+
+/* v rounded to dtype (bf16 or f16) and back. */
+static float round_to(xg_dtype dtype, float v)
+{
+    uint16_t h;
+    float r;
+    if (dtype == XG_BF16) {
+        xg_f32_to_bf16(&v, &h, 1);
+        xg_bf16_to_f32(&h, &r, 1);
+    } else {
+        xg_f32_to_f16(&v, &h, 1);
+        xg_f16_to_f32(&h, &r, 1);
+    }
+    return r;
+}
+
+/* Autocast's matmul: an output of the autocast dtype whose values are the
+ * product of the rounded inputs, rounded (accumulation in f32 or better);
+ * the f32 leaves' gradients arrive in f32. */
+static void check_matmul(xg_dtype dtype)
+{
+    enum { M = 5, K = 33, N = 7 };
+    float a[M * K], b[K * N];
+    tu_fill_signed(a, M * K, 11, 0.1, 2.0);
+    tu_fill_signed(b, K * N, 12, 0.1, 2.0);
+    xg_tensor *ta = tu_param(tu_f32(a, XG_SHAPE(M, K)));
+    xg_tensor *tb = tu_param(tu_f32(b, XG_SHAPE(K, N)));
+    xg_dtype was = xg_set_autocast(dtype);
+    xg_tensor *c = xg_matmul(ta, tb);
+    xg_set_autocast(was);
+    cr_assert_not_null(c, "%s", xg_last_error());
+    cr_expect_eq(xg_tensor_dtype(c), dtype, "output dtype %s",
+                 xg_dtype_name(xg_tensor_dtype(c)));
+    float got[M * N];
+    cr_assert_eq(xg_tensor_read_f32(c, got, M * N), XG_OK, "%s",
+                 xg_last_error());
+    double eps = dtype == XG_BF16 ? 1.0 / 256 : 1.0 / 2048;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0, mag = 0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)round_to(dtype, a[i * K + k]) *
+                           (double)round_to(dtype, b[k * N + j]);
+                s += p;
+                mag += fabs(p);
+            }
+            /* one rounding of the result, and f32 accumulation */
+            cr_expect(fabs(got[i * N + j] - s) <= eps * fabs(s) + 1e-5 * mag,
+                      "%s c[%d,%d] = %g, want %g", xg_dtype_name(dtype), i, j,
+                      (double)got[i * N + j], s);
+        }
+    cr_assert_eq(xg_backward(xg_sum_all(c)), XG_OK, "%s", xg_last_error());
+    cr_expect_eq(xg_tensor_dtype(xg_tensor_grad(ta)), XG_F32);
+    cr_expect_eq(xg_tensor_dtype(xg_tensor_grad(tb)), XG_F32);
+    /* d sum(A B) / dA[i,k] = sum_j B[k,j], of the rounded B, in 16 bits */
+    float ga[M * K];
+    cr_assert_eq(xg_tensor_read_f32(xg_tensor_grad(ta), ga, M * K), XG_OK);
+    for (int k = 0; k < K; k++) {
+        double s = 0;
+        for (int j = 0; j < N; j++)
+            s += round_to(dtype, b[k * N + j]);
+        cr_expect(fabs(ga[k] - s) <= 2 * eps * (fabs(s) + N),
+                  "grad a[0,%d] = %g, want %g", k, (double)ga[k], s);
+    }
+}
+
+Test(amp, matmul_under_bf16) { check_matmul(XG_BF16); }
+Test(amp, matmul_under_f16) { check_matmul(XG_F16); }
+
+/* Linear (with its bias), conv2d and attention give 16-bit outputs under
+ * autocast, f32 without; the loss stays f32. */
+Test(amp, layers_compute_in_the_autocast_dtype)
+{
+    xg_manual_seed(3);
+    xg_module *lin = xg_linear(6, 4, true);
+    xg_module *conv = xg_conv2d_layer(2, 3, 3, NULL, true);
+    xg_tensor *x = tu_rand(XG_SHAPE(5, 6), 21, -1, 1);
+    xg_tensor *img = tu_rand(XG_SHAPE(2, 2, 6, 6), 22, -1, 1);
+    xg_tensor *q = tu_rand(XG_SHAPE(1, 2, 4, 8), 23, -1, 1);
+    int32_t lab[5] = {0, 1, 2, 3, 0};
+    xg_tensor *labels = tu_i32(lab, XG_SHAPE(5));
+    xg_dtype dts[3] = {XG_F32, XG_BF16, XG_F16};
+    for (int i = 0; i < 3; i++) {
+        xg_dtype was = xg_set_autocast(dts[i]);
+        xg_tensor *y = xg_module_forward(lin, x);
+        xg_tensor *z = xg_module_forward(conv, img);
+        xg_tensor *a = xg_attention(q, q, q, NULL);
+        xg_tensor *loss = xg_cross_entropy(y, labels);
+        xg_set_autocast(was);
+        cr_assert(y && z && a && loss, "%s: %s", xg_dtype_name(dts[i]),
+                  xg_last_error());
+        cr_expect_eq(xg_tensor_dtype(y), dts[i], "linear");
+        cr_expect_eq(xg_tensor_dtype(z), dts[i], "conv2d");
+        cr_expect_eq(xg_tensor_dtype(a), dts[i], "attention");
+        cr_expect_eq(xg_tensor_dtype(loss), XG_F32, "the loss stays f32");
+        cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
+        xg_tensor *w = xg_module_param(lin, 0, NULL);
+        cr_expect_eq(xg_tensor_dtype(xg_tensor_grad(w)), XG_F32,
+                     "the master weight's gradient is f32");
+        xg_tensor_zero_grad(w);
+        xg_tensor_zero_grad(xg_module_param(lin, 1, NULL));
+    }
+    xg_module_free(lin);
+    xg_module_free(conv);
+}
