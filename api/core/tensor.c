@@ -279,8 +279,10 @@ xg_status xg__copy_strided(xg_tensor *src, xg_tensor *dst,
                            const int64_t *dst_strides, int64_t dst_offset)
 {
     xg_kernel_call call = {.op = XG_OP_copy_strided,
-                           .in = {{src->storage->buf, src->dtype}},
-                           .out = {{dst->storage->buf, dst->dtype}}};
+                           .in = {{src->storage->buf, src->dtype,
+                                   src->storage->bytes}},
+                           .out = {{dst->storage->buf, dst->dtype,
+                                    dst->storage->bytes}}};
     xg_strided_args *p = &call.p.strided;
     p->ndim = src->ndim ? src->ndim : 1;
     p->n = src->numel;
