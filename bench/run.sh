@@ -26,7 +26,8 @@
 # (first of python3, /usr/bin/python3 that imports torch and numpy; none:
 # xgrad alone), XGRAD_BACKEND and XGRAD_NUM_THREADS (as usual: the CPU
 # backend uses every online core by default), DATA (a --data folder for
-# both).
+# both), ONLY (an extended regular expression: only the rows whose name
+# matches it run, e.g. ONLY=CNN or ONLY='matmul|update').
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -123,8 +124,12 @@ speed() { awk -v m="$1" -v a="$2" -v b="$3" 'function c(x,  s, r) {
 rows=()    # markdown rows of the table
 notes=()   # lines under it
 
+# want NAME: whether ONLY (if set) selects the row NAME.
+want() { [[ -z ${ONLY:-} ]] || grep -Eq -- "$ONLY" <<<"$1"; }
+
 # workload NAME XGRAD_CMD... -- TORCH_CMD...: alternating runs; appends a row.
 workload() {
+    want "$1" || return 0
     local name=$1 xs=() xr=() t i k first
     shift
     local xcmd=() tcmd=()
@@ -191,8 +196,9 @@ workload "CNN (MNIST example) Adam, batch 64" "$build/samples/mnist_cnn" "${cnn[
 # Micro-benchmarks: once each.
 micro_out=
 micro() {
+    want "$2" || return 1
     local bin=$build/bench/$1
-    shift
+    shift 2
     if [[ ! -x "$bin" ]]; then
         notes+=("- $(basename "$bin"): not built")
         return 1
@@ -201,7 +207,7 @@ micro() {
     run "$bin" "$@"
     micro_out+=$(cat "$tmp/out")$'\n'
 }
-if micro bench_matmul "${matmul_args[@]}"; then
+if micro bench_matmul "matmul" "${matmul_args[@]}"; then
     g=$(field "$line" gflops) ob=$(field "$line" openblas_gflops) n=${matmul_args[0]}
     if [[ -n "$ob" ]]; then
         rows+=("| matmul ${n}^3 f32: GFLOP/s | $g | $ob, OpenBLAS sgemm | $(awk -v a="$g" -v b="$ob" 'BEGIN { printf "%.2f", a / b }') | $(mib "$rss_kb") | |")
@@ -209,10 +215,10 @@ if micro bench_matmul "${matmul_args[@]}"; then
         rows+=("| matmul ${n}^3 f32: GFLOP/s | $g | n/a | n/a | $(mib "$rss_kb") | |")
     fi
 fi
-if micro bench_small_op "${small_args[@]}"; then
+if micro bench_small_op "one small op" "${small_args[@]}"; then
     rows+=("| one small op (add of 1,000 floats), queued: µs | $(field "$line" us_per_op) | | | $(mib "$rss_kb") | |")
 fi
-if micro bench_optim "${optim_args[@]}"; then
+if micro bench_optim "adam adamw sgd update" "${optim_args[@]}"; then
     while read -r l; do
         n=$(field "$l" n) mc=$(field "$l" memcpy_gbs)
         for opt in adam adamw sgd_momentum sgd; do
