@@ -76,6 +76,11 @@ xg_dtype xg_op_rule_dtype(char rule, xg_dtype t);
  * instantiated with element type `t`; a 'U' position accepts any dtype. */
 bool xg_op_signature_is(xg_op op, const xg_dtype *dtypes, xg_dtype t);
 
+/* The support a backend without 16-bit arithmetic answers: every op in f32,
+ * a cast between any two dtypes, and the ops that only move bits (fill,
+ * copy, copy_strided) in bf16 and f16; the core widens the rest. */
+bool xg_op_f32_or_16bit_move(xg_op op, const xg_dtype *dtypes);
+
 /* ---- kernel arguments, one struct per family --------------------------- */
 
 /* UNARY, UNARY_BACKWARD, SCALAR: n elements; `scalar` for SCALAR only. */

@@ -72,3 +72,16 @@ bool xg_dtype_is_float(xg_dtype dtype)
 {
     return dtype == XG_F32 || dtype == XG_BF16 || dtype == XG_F16;
 }
+
+bool xg_op_f32_or_16bit_move(xg_op op, const xg_dtype *dtypes)
+{
+    if (op == XG_OP_cast)
+        return (unsigned)dtypes[0] < XG_DTYPE_COUNT &&
+               (unsigned)dtypes[1] < XG_DTYPE_COUNT;
+    if (xg_op_signature_is(op, dtypes, XG_F32))
+        return true;
+    return (op == XG_OP_fill || op == XG_OP_copy ||
+            op == XG_OP_copy_strided) &&
+           (xg_op_signature_is(op, dtypes, XG_BF16) ||
+            xg_op_signature_is(op, dtypes, XG_F16));
+}

@@ -593,15 +593,7 @@ static bool vk_supports(const xg_backend_device *dev, xg_op op,
                         const xg_dtype *dtypes)
 {
     (void)dev;
-    if (op == XG_OP_cast) /* every pair of dtypes */
-        return (unsigned)dtypes[0] < XG_DTYPE_COUNT &&
-               (unsigned)dtypes[1] < XG_DTYPE_COUNT;
-    if (xg_op_signature_is(op, dtypes, XG_F32))
-        return true;
-    return (op == XG_OP_fill || op == XG_OP_copy ||
-            op == XG_OP_copy_strided) &&
-           (xg_op_signature_is(op, dtypes, XG_BF16) ||
-            xg_op_signature_is(op, dtypes, XG_F16));
+    return xg_op_f32_or_16bit_move(op, dtypes);
 }
 
 const xg_backend xg_backend_vulkan = {
