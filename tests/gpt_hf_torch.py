@@ -18,6 +18,8 @@ a transposed Conv1D weight, moves the loss visibly (checked).
 Checked, on BACKEND (tests/gpt_hf_eval runs xgrad there):
   1. each folder's mean cross-entropy on fixed ids, xgrad (f32) against
      torch (float64 from the same f32 weights) within 1e-4 relative;
+     the same model saved in F32, F16 and BF16 in one layout: the 16-bit
+     files' losses (xgrad) within 1e-2 relative of the f32 file's;
 on the CPU also:
   2. a folder saved by xg_gpt_save_hf loads back bit for bit, its
      model.safetensors holds exactly GPT2LMHeadModel's keys and shapes
@@ -145,6 +147,27 @@ def check_losses(exe, backend, tmp):
         print("%s: %-26s torch %.7f xgrad %.7f rel %.2e (limit 1e-4)"
               % (backend, name, want, got, rel))
         ok &= rel <= 1e-4
+    # the same model saved in F32, F16 and BF16 (one layout): each 16-bit
+    # file's loss within 1e-2 relative of the f32 file's (xgrad's losses);
+    # each also matches torch on its rounded weights (1e-4, above)
+    same = {}
+    for name, dtype in [("f32", torch.float32), ("f16", torch.float16),
+                        ("bf16", torch.bfloat16)]:
+        folder = os.path.join(tmp, "same_" + name)
+        loaded = write_folder(folder, model, dtype, "transformer.", True,
+                              False)
+        want = torch_loss(loaded, x)
+        got = xgrad_loss(exe, backend, folder, x)
+        rel = abs(got - want) / abs(want)
+        print("%s: %-26s torch %.7f xgrad %.7f rel %.2e (limit 1e-4)"
+              % (backend, "same_" + name, want, got, rel))
+        ok &= rel <= 1e-4
+        same[name] = got
+    for name in ("f16", "bf16"):
+        rel = abs(same[name] - same["f32"]) / abs(same["f32"])
+        print("%s: the %s file's loss %.7f, the f32 file's %.7f: rel %.2e "
+              "(limit 1e-2)" % (backend, name, same[name], same["f32"], rel))
+        ok &= rel <= 1e-2
     # the test can see a layout mistake: a transposed square Conv1D
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["h.0.attn.c_proj.weight"] = state["h.0.attn.c_proj.weight"].t()
