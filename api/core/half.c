@@ -14,6 +14,7 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define XG_HALF_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -95,7 +96,11 @@ static int cpu_features(void)
     f = PROBED;
 #ifdef XG_HALF_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"))
+    /* F16C from CPUID leaf 1: not every compiler's __builtin_cpu_supports
+     * knows its name (clang 14 does not) */
+    unsigned a, b, c, d;
+    if (__builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) &&
+        (c & bit_F16C))
         f |= HAVE_F16C;
     if (__builtin_cpu_supports("avx512bf16") &&
         __builtin_cpu_supports("avx512vl") &&
