@@ -8,7 +8,9 @@
 # core widens what has no kernel, marked "(w)"), natively for the ops that
 # only move values (copy, fill, copy_strided, cast) and matmul; the f32-only updates
 # (no T in their row) list f32 alone; and xgrad-info shows the CPU's
-# 16-bit features and the native / widened counts.
+# 16-bit features and the native / widened counts, and each backend's
+# 16-bit features are words of its own (cpu: f16c avx512_bf16; opencl:
+# cl_khr_fp16; vulkan: storageBuffer16BitAccess shaderFloat16).
 #   info_ops.sh XGRAD_INFO OPS_DEF
 set -euo pipefail
 info=$1 ops_def=$2
@@ -53,6 +55,30 @@ summary=$("$info")
 if grep -q -w f16c /proc/cpuinfo 2>/dev/null &&
     ! echo "$summary" | grep -q "16-bit features: .*f16c"; then
     echo "info_ops: the CPU's f16c is not shown" >&2
+    exit 1
+fi
+# Each backend names its 16-bit features in its own terms: the CPU its
+# conversion instructions, OpenCL the half-arithmetic extension, Vulkan its
+# 16-bit storage and arithmetic features; any other word (another backend's,
+# or stale memory) fails.
+bad=$(echo "$summary" | awk '
+    /^[a-z]+:$/ { backend = substr($1, 1, length($1) - 1) }
+    /16-bit features:/ {
+        sub(/.*16-bit features: /, "")
+        if ($0 == "none reported") next
+        n = split($0, words, " ")
+        for (i = 1; i <= n; i++) {
+            w = words[i]
+            ok = (backend == "cpu" && (w == "f16c" || w == "avx512_bf16")) ||
+                 (backend == "opencl" && w == "cl_khr_fp16") ||
+                 (backend == "vulkan" && (w == "storageBuffer16BitAccess" ||
+                                          w == "shaderFloat16"))
+            if (!ok) print backend ": " w
+        }
+    }')
+if [ -n "$bad" ]; then
+    echo "info_ops: 16-bit features a backend cannot have:" >&2
+    echo "$bad" >&2
     exit 1
 fi
 echo "$summary" | grep -q "bf16 ops: [0-9]* native, [0-9]* widened" ||
