@@ -324,13 +324,15 @@ xg_status cpu_binary(xg_backend_device *dev, const xg_kernel_call *call)
 
 /* ---- copy_strided: out[out strides] = in[in strides] --------------------- */
 
-static void strided_range(const void *ctx, int64_t begin, int64_t end, int t)
+/* Copies elements [begin, end) of `c` whose size is `size` bytes; the bits
+ * move unchanged. Inlined into one copy per size, so each fixed-size
+ * memcpy is a single load and store. */
+static inline void strided_rows(const xg_kernel_call *c, int64_t begin,
+                                int64_t end, size_t size)
 {
-    (void)t;
-    const xg_kernel_call *c = ctx;
     const xg_strided_args *p = &c->p.strided;
-    const float *in = cpu_f32(c->in[0].buf) + p->in_offset;
-    float *out = cpu_f32(c->out[0].buf) + p->out_offset;
+    const char *in = (const char *)c->in[0].buf + p->in_offset * size;
+    char *out = (char *)c->out[0].buf + p->out_offset * size;
     int last = p->ndim - 1;
     int64_t si = p->in_stride[last], so = p->out_stride[last];
     strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
@@ -340,47 +342,31 @@ static void strided_range(const void *ctx, int64_t begin, int64_t end, int t)
         int64_t len = walk_row_left(&w);
         if (len > end - pos)
             len = end - pos;
-        const float *src = in + w.off[0];
-        float *dst = out + w.off[1];
+        const char *src = in + w.off[0] * size;
+        char *dst = out + w.off[1] * size;
         if (si == 1 && so == 1)
-            memcpy(dst, src, (size_t)len * sizeof *dst);
+            memcpy(dst, src, (size_t)len * size);
         else
             for (int64_t i = 0; i < len; i++)
-                dst[i * so] = src[i * si];
+                memcpy(dst + i * so * (int64_t)size,
+                       src + i * si * (int64_t)size, size);
         walk_advance(&w, len);
         pos += len;
     }
 }
 
-/* The same for 2-byte elements (bf16, f16): the bits move unchanged. */
+static void strided_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    strided_rows(ctx, begin, end, 4);
+}
+
+/* bf16 and f16. */
 static void strided16_range(const void *ctx, int64_t begin, int64_t end,
                             int t)
 {
     (void)t;
-    const xg_kernel_call *c = ctx;
-    const xg_strided_args *p = &c->p.strided;
-    const uint16_t *in = (const uint16_t *)(void *)c->in[0].buf +
-                         p->in_offset;
-    uint16_t *out = (uint16_t *)(void *)c->out[0].buf + p->out_offset;
-    int last = p->ndim - 1;
-    int64_t si = p->in_stride[last], so = p->out_stride[last];
-    strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
-                      .stride = {p->in_stride, p->out_stride}};
-    walk_start(&w, begin);
-    for (int64_t pos = begin; pos < end;) {
-        int64_t len = walk_row_left(&w);
-        if (len > end - pos)
-            len = end - pos;
-        const uint16_t *src = in + w.off[0];
-        uint16_t *dst = out + w.off[1];
-        if (si == 1 && so == 1)
-            memcpy(dst, src, (size_t)len * sizeof *dst);
-        else
-            for (int64_t i = 0; i < len; i++)
-                dst[i * so] = src[i * si];
-        walk_advance(&w, len);
-        pos += len;
-    }
+    strided_rows(ctx, begin, end, 2);
 }
 
 xg_status cpu_copy_strided(xg_backend_device *dev, const xg_kernel_call *call)
