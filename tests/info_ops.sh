@@ -6,8 +6,9 @@
 # but cast (a backend's casts come with its 16-bit support).
 # 16-bit: on cpu every op with an element type T runs bf16 and f16 (the
 # core widens what has no kernel, marked "(w)"), natively for the ops that
-# only move values (copy, fill, copy_strided, cast) and matmul; the f32-only updates
-# (no T in their row) list f32 alone; and xgrad-info shows the CPU's
+# only move values (copy, fill, copy_strided, cast), matmul and the
+# elementwise families (UNARY, UNARY_BACKWARD, SCALAR, BINARY); the
+# f32-only updates (no T in their row) list f32 alone; and xgrad-info shows the CPU's
 # 16-bit features and the native / widened counts, and each backend's
 # 16-bit features are words of its own (cpu: f16c avx512_bf16; opencl:
 # cl_khr_fp16; vulkan: storageBuffer16BitAccess shaderFloat16).
@@ -32,8 +33,8 @@ for b in $backends; do
         exit 1
     fi
 done
-t_ops=$(sed -n 's/^XG_OP(\([a-z0-9_]*\), *[A-Z_]*, *"\([a-zA-Z]*\)", *"\([a-zA-Z]*\)".*/\1 \2\3/p' "$ops_def")
-while read -r op rules; do
+t_ops=$(sed -n 's/^XG_OP(\([a-z0-9_]*\), *\([A-Z_]*\), *"\([a-zA-Z]*\)", *"\([a-zA-Z]*\)".*/\1 \2 \3\4/p' "$ops_def")
+while read -r op family rules; do
     line=$(echo "$got" | grep "^$op ")
     cpu=$(echo "$line" | sed 's/.* cpu:\([^ ]*\).*/\1/')
     case $rules in
@@ -42,6 +43,9 @@ while read -r op rules; do
     esac
     case $op in
     copy|fill|copy_strided|cast|matmul) want16="bf16,f16" ;;
+    esac
+    case $family in
+    UNARY|UNARY_BACKWARD|SCALAR|BINARY) want16="bf16,f16" ;;
     esac
     case $cpu in
     f32,bf16*|f32,i32,bf16*) [ -n "$want16" ] && [ "${cpu#*,bf16}" != "$cpu" ] &&
