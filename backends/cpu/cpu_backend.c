@@ -235,25 +235,18 @@ static bool cpu_supports(const xg_backend_device *dev, xg_op op,
     /* 16-bit natively: the ops that move values, matmul and the
      * elementwise families; the rest is widened by the core (through the
      * casts and the f32 kernel). */
+    if (!xg_op_signature_is(op, dtypes, XG_BF16) &&
+        !xg_op_signature_is(op, dtypes, XG_F16))
+        return false;
     switch (xg_op_table[op].family) {
     case XG_FAMILY_UNARY:
     case XG_FAMILY_UNARY_BACKWARD:
     case XG_FAMILY_SCALAR:
     case XG_FAMILY_BINARY:
-        return xg_op_signature_is(op, dtypes, XG_BF16) ||
-               xg_op_signature_is(op, dtypes, XG_F16);
+        return true;
     default:
-        break;
-    }
-    switch (op) {
-    case XG_OP_matmul:
-    case XG_OP_copy:
-    case XG_OP_fill:
-    case XG_OP_copy_strided:
-        return xg_op_signature_is(op, dtypes, XG_BF16) ||
-               xg_op_signature_is(op, dtypes, XG_F16);
-    default:
-        return false;
+        return op == XG_OP_matmul || op == XG_OP_copy || op == XG_OP_fill ||
+               op == XG_OP_copy_strided;
     }
 }
 
