@@ -17,7 +17,10 @@
 # (/usr/bin/time's %M, else getrusage through Python). Then bench_matmul
 # (1024^3, next to OpenBLAS when built with it), bench_small_op and
 # bench_optim (Adam/AdamW/SGD update rate next to memcpy) run once each
-# (they take medians of their own).
+# (they take medians of their own). On the cpu backend the CNN row gets a
+# companion: its GEMM work per CPU-second (71.6 MFLOP a training sample
+# over the training's CPU time, every thread counted; the sample prints
+# it as train_cpu_s) next to bench_matmul's rate on one thread.
 #
 # --quick: a smoke test of a few seconds a workload: REPS 1, 6400 MLP and
 # 640 CNN samples, small micro-benchmarks. Its figures mean nothing.
@@ -128,9 +131,12 @@ notes=()   # lines under it
 want() { [[ -z ${ONLY:-} ]] || grep -Eq -- "$ONLY" <<<"$1"; }
 
 # workload NAME XGRAD_CMD... -- TORCH_CMD...: alternating runs; appends a row.
+# With `mflop` set (the workload's GEMM work per training sample, MFLOP),
+# also sets `gflop_cpu` to the median over xgrad's runs of that work's rate
+# per CPU-second (train_samples x mflop / train_cpu_s).
 workload() {
     want "$1" || return 0
-    local name=$1 xs=() xr=() t i k first
+    local name=$1 xs=() xr=() xg=() t i k first
     shift
     local xcmd=() tcmd=()
     while [[ $1 != -- ]]; do xcmd+=("$1"); shift; done
@@ -149,6 +155,9 @@ workload() {
             if [[ $k == x ]]; then
                 run "${xcmd[@]}"
                 xs+=("$(field "$line" samples_per_s)") xr+=("$rss_kb")
+                [[ -z ${mflop:-} ]] || xg+=("$(awk -v s="$(field "$line" train_samples)" \
+                    -v c="$(field "$line" train_cpu_s)" -v m="$mflop" \
+                    'BEGIN { printf "%.1f", (c > 0 ? s * m / 1000 / c : 0) }')")
                 backend=$(field "$line" backend)
                 echo "  $name $i/$reps xgrad: $line rss_kb=$rss_kb" >&2
             else
@@ -159,6 +168,8 @@ workload() {
         done
     done
     read -r xm xa xb <<<"$(stats "${xs[@]}")"
+    gflop_cpu=
+    [[ -z ${mflop:-} ]] || read -r gflop_cpu _ <<<"$(stats "${xg[@]}")"
     local xcell xrss peer="n/a" ratio="n/a" trss="n/a" best= bm=0 ba bb
     xcell=$(speed "$xm" "$xa" "$xb")
     xrss=$(mib "$(max "${xr[@]}")")
@@ -190,8 +201,14 @@ workload "MLP 784-256-10 Adam, batch 64" "$build/samples/mnist_mlp" --batch-size
 workload "MLP 784-256-10 Adam, batch 1024" "$build/samples/mnist_mlp" --batch-size 1024 "${mlp[@]}" \
     -- "$here/mlp_torch.py" --batch-size 1024 "${mlp[@]}"
 cnn=(--batch-size 64 --lr 1e-3 --optimizer adam --seed 0 --epochs 1 --limit "$cnn_limit" "${data[@]}")
+# The CNN's GEMM-shaped work per training sample, forward and backward:
+# conv 1 (1->32, 3x3, 26x26 out) forward and weight gradient 2 x 0.389,
+# conv 2 (32->64, 3x3, 24x24 out) forward, input and weight gradients
+# 3 x 21.23, linear 9216->128 3 x 2.36, linear 128->10 3 x 0.0026 MFLOP.
+mflop=71.57
 workload "CNN (MNIST example) Adam, batch 64" "$build/samples/mnist_cnn" "${cnn[@]}" \
     -- "$here/cnn_torch.py" "${cnn[@]}"
+mflop=
 
 # Micro-benchmarks: once each.
 micro_out=
@@ -214,6 +231,13 @@ if micro bench_matmul "matmul" "${matmul_args[@]}"; then
     else
         rows+=("| matmul ${n}^3 f32: GFLOP/s | $g | n/a | n/a | $(mib "$rss_kb") | |")
     fi
+fi
+# The CNN's GEMM work per CPU-second next to one thread's sgemm (1024^3):
+# how much of the machine's GEMM rate the training step turns into work.
+if [[ -n ${gflop_cpu:-} && $backend == cpu && -x "$build/bench/bench_matmul" ]]; then
+    XGRAD_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 run "$build/bench/bench_matmul" "${matmul_args[@]}"
+    g1=$(field "$line" gflops)
+    rows+=("| CNN GEMM work (71.6 MFLOP a sample): GFLOP per CPU-second | $gflop_cpu | $g1, sgemm on 1 thread | $(awk -v a="$gflop_cpu" -v b="$g1" 'BEGIN { printf "%.2f", a / b }') | | |")
 fi
 if micro bench_small_op "one small op" "${small_args[@]}"; then
     rows+=("| one small op (add of 1,000 floats), queued: µs | $(field "$line" us_per_op) | | | $(mib "$rss_kb") | |")

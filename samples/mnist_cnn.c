@@ -21,7 +21,7 @@
  *
  * Output and exit status as mnist_mlp (sample_common.h); the last
  * line is
- *   result: backend=cpu model=cnn epochs=3 train_samples=60000 test_acc=0.9123 samples_per_s=1500
+ *   result: backend=cpu model=cnn epochs=3 train_samples=60000 test_acc=0.9123 samples_per_s=1500 train_cpu_s=239.50
  * with model=cnn_bn under --bn.
  */
 #include <stdio.h>

@@ -17,9 +17,10 @@
  * state_dict of bench/mlp_torch.py.
  *
  * Output: a header, one line per epoch, then a last line
- *   result: backend=cpu model=mlp epochs=3 train_samples=60000 test_acc=0.8812 samples_per_s=41234
+ *   result: backend=cpu model=mlp epochs=3 train_samples=60000 test_acc=0.8812 samples_per_s=41234 train_cpu_s=8.71
  * where samples_per_s counts training samples over training wall time
- * (evaluation excluded). Progress goes to stderr. Flags, data, the training
+ * (evaluation excluded) and train_cpu_s is the process's CPU time over the
+ * same span, every thread counted. Progress goes to stderr. Flags, data, the training
  * loop, the log and the output are those of every sample (sample_common.h).
  *
  * Exit status: 0 on success, 1 on a library, data or file error, 2 on bad

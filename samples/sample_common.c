@@ -695,12 +695,13 @@ static int train(run *r)
     int64_t samples = sample_trainer_samples(r->trainer) *
                       xg_dist_world_size(); /* over all ranks */
     printf("result: backend=%s model=%s epochs=%lld train_samples=%lld "
-           "test_acc=%.4f samples_per_s=%.0f\n", xg_device_backend(r->s->dev),
-           r->model.name, (long long)o->epochs, (long long)samples,
-           out.accuracy, out.epochs_trained
-                             ? (double)(samples * out.epochs_trained) /
-                                   out.train_seconds
-                             : 0.0);
+           "test_acc=%.4f samples_per_s=%.0f train_cpu_s=%.2f\n",
+           xg_device_backend(r->s->dev), r->model.name, (long long)o->epochs,
+           (long long)samples, out.accuracy,
+           out.epochs_trained ? (double)(samples * out.epochs_trained) /
+                                    out.train_seconds
+                              : 0.0,
+           out.train_cpu_seconds);
     return 0;
 }
 

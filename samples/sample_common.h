@@ -258,6 +258,9 @@ typedef struct sample_job {
 typedef struct sample_outcome {
     double accuracy;        /* of the last evaluation */
     double train_seconds;   /* training wall time, evaluation excluded */
+    /* The CPU time of the process (every thread: xgrad's pool, the
+     * loaders, the driver's) over the same span. */
+    double train_cpu_seconds;
     int64_t epochs_trained; /* by this run (not by a resumed checkpoint) */
 } sample_outcome;
 

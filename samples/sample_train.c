@@ -61,6 +61,15 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU seconds the process has used, all its threads together. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+        return 0.0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* The status of the error just reported by the library, as a negative int. */
 static int lib_error(void)
 {
@@ -354,7 +363,7 @@ static int log_step(sample_trainer *t, xg_tensor *loss_sum)
 /* ===== Epochs ============================================================ */
 
 typedef struct epoch_stats {
-    double loss, seconds;
+    double loss, seconds, cpu_seconds;
 } epoch_stats;
 
 static int train_epoch(sample_trainer *t, int64_t epoch, epoch_stats *out)
@@ -364,6 +373,7 @@ static int train_epoch(sample_trainer *t, int64_t epoch, epoch_stats *out)
     every = every > 0 ? every : 1;
     xg_loader_start(t->train_loader, epoch);
     t->epoch_start = now();
+    double cpu_start = cpu_now();
     t->win.read = 0.0f;
     xg_tensor *loss_sum = xg_zeros(XG_SHAPE(1));
     int got = loss_sum ? 1 : lib_error();
@@ -379,6 +389,7 @@ static int train_epoch(sample_trainer *t, int64_t epoch, epoch_stats *out)
     if (got == 0 && xg_tensor_item(loss_sum, &sum) != XG_OK)
         got = lib_error();
     out->seconds = now() - t->epoch_start; /* after the read: all done */
+    out->cpu_seconds = cpu_now() - cpu_start;
     double mean = i ? sum / (double)i : 0.0; /* over all ranks' steps */
     if (got == 0 && xg_dist_sum(&mean, 1) != XG_OK)
         got = lib_error();
@@ -484,6 +495,7 @@ static int run_epoch(sample_trainer *t, int64_t epoch, sample_outcome *out)
     if (rc != 0)
         return rc;
     out->train_seconds += st.seconds;
+    out->train_cpu_seconds += st.cpu_seconds;
     out->epochs_trained++;
     print_epoch_line(t, epoch, &st, eval, out->accuracy);
     return 0;
