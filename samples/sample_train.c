@@ -259,7 +259,12 @@ static int train_batch(sample_trainer *t, xg_tensor *images,
 {
     if (t->s->opt->cosine)
         xg_optim_set_lr(t->optim, cosine_lr(t));
+    /* the loss under autocast too: computed in f32 from 16-bit logits, as
+     * the GPT sample and PyTorch's recipe do (a 16-bit loss would overflow
+     * under the f16 loss scale) */
+    xg_dtype was = xg_set_autocast(t->autocast);
     xg_tensor *loss = xg_cross_entropy(forward(t, images), labels);
+    xg_set_autocast(was);
     if (!loss || backward_step(t, loss) != XG_OK)
         return lib_error();
     xg_optim_zero_grad(t->optim);
