@@ -1,11 +1,14 @@
-/* bench_matmul: f32 matrix-product throughput of the current xgrad device,
- * next to OpenBLAS's cblas_sgemm in the same process when the device is the
- * CPU and OpenBLAS was found at build time.
+/* bench_matmul: matrix-product throughput of the current xgrad device in
+ * f32, bf16 or f16, next to OpenBLAS's cblas_sgemm (f32) in the same
+ * process when the device is the CPU and OpenBLAS was found at build time.
  *
- *   bench_matmul [N [RUNS]]     N x N times N x N (1024), RUNS timed runs (7)
+ *   bench_matmul [N [RUNS [DTYPE]]]   N x N times N x N (1024), RUNS timed
+ *                                     runs (7), operands and output in
+ *                                     DTYPE: f32 (default), bf16 or f16
  *
  * Each timed run is one xg_matmul followed by xg_device_sync; one untimed
  * run first builds pipelines and warms the caches. Reports the median.
+ * The 16-bit operands are the f32 ones rounded (xg_to_dtype, untimed).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,14 +23,18 @@
 
 #define MAX_RUNS 101
 
-/* Median seconds of one n^3 xg_matmul on `dev`; < 0 on error. */
-static double time_xgrad(xg_device *dev, int64_t n, int runs)
+/* Median seconds of one n^3 xg_matmul in `dtype` on `dev`; < 0 on error. */
+static double time_xgrad(xg_device *dev, int64_t n, int runs, xg_dtype dtype)
 {
     double t[MAX_RUNS];
     xg_scope *scope = xg_scope_begin();
     xg_tensor *a = xg_rand_uniform(XG_SHAPE(n, n), -1.0f, 1.0f);
     xg_tensor *b = xg_rand_uniform(XG_SHAPE(n, n), -1.0f, 1.0f);
-    xg_tensor *c = xg_matmul(a, b); /* warm-up */
+    if (dtype != XG_F32) {
+        a = a ? xg_to_dtype(a, dtype) : NULL;
+        b = b ? xg_to_dtype(b, dtype) : NULL;
+    }
+    xg_tensor *c = a && b ? xg_matmul(a, b) : NULL; /* warm-up */
     int ok = c && xg_device_sync(dev) == XG_OK;
     for (int r = 0; ok && r < runs; r++) {
         xg_tensor_free(c);
@@ -78,16 +85,25 @@ int main(int argc, char **argv)
     long runs = bench_arg(argc, argv, 2, 7, MAX_RUNS);
     if (n < 0 || runs < 0)
         return 2;
+    const char *dname = argc > 3 ? argv[3] : "f32";
+    xg_dtype dtype = strcmp(dname, "bf16") == 0  ? XG_BF16
+                     : strcmp(dname, "f16") == 0 ? XG_F16
+                                                 : XG_F32;
+    if (dtype == XG_F32 && strcmp(dname, "f32") != 0) {
+        fprintf(stderr, "%s: argument 3 '%s': expected f32, bf16 or f16\n",
+                argv[0], dname);
+        return 2;
+    }
     xg_device *dev = xg_device_current();
-    double xs = dev ? time_xgrad(dev, n, (int)runs) : -1.0;
+    double xs = dev ? time_xgrad(dev, n, (int)runs, dtype) : -1.0;
     if (xs < 0) {
         fprintf(stderr, "bench_matmul: %s\n", xg_last_error());
         xg_shutdown();
         return 1;
     }
     const char *backend = xg_device_backend(dev);
-    printf("matmul %ldx%ld @ %ldx%ld f32, median of %ld runs\n", n, n, n, n,
-           runs);
+    printf("matmul %ldx%ld @ %ldx%ld %s, median of %ld runs\n", n, n, n, n,
+           dname, runs);
     printf("  xgrad %-8s %8.2f ms %8.1f GFLOP/s  (%s)\n", backend, xs * 1e3,
            gflops(n, xs), xg_device_name(dev));
     double bs = -1.0;
@@ -96,8 +112,8 @@ int main(int argc, char **argv)
         printf("  openblas sgemm %8.2f ms %8.1f GFLOP/s\n", bs * 1e3,
                gflops(n, bs));
 #endif
-    printf("result: bench=matmul backend=%s n=%ld gflops=%.1f", backend, n,
-           gflops(n, xs));
+    printf("result: bench=matmul backend=%s n=%ld dtype=%s gflops=%.1f",
+           backend, n, dname, gflops(n, xs));
     if (bs > 0)
         printf(" openblas_gflops=%.1f", gflops(n, bs));
     printf("\n");

@@ -3,7 +3,14 @@
  *
  * Run: XGRAD_TEST_BACKEND=opencl ./conformance   (or vulkan, or "name:N").
  * Exit 77 (meson's SKIP) when the backend is not built or has no device,
- * unless XGRAD_REQUIRE_BACKENDS=1, which makes that a failure. */
+ * unless XGRAD_REQUIRE_BACKENDS=1, which makes that a failure.
+ * Two knobs trim a run (the CPU's 16-bit test uses them): with
+ * XGRAD_CONF_16BIT_ONLY=1 the kernel-level tests run only their 16-bit
+ * cases (against the CPU's f32 kernels, so they mean something with
+ * XGRAD_TEST_BACKEND=cpu too, where the f32 cases would compare the CPU
+ * with itself); XGRAD_CONF_MAX_ELEMENTS=N skips the cases whose buffers
+ * hold more than N elements in all (the "huge" ones, made for the GPUs'
+ * dispatch limits). */
 #include "conformance.h"
 #include "core_impl.h" /* xg__launch, xg_device's backend device */
 
@@ -903,10 +910,38 @@ static bool run_cast_pair(const dev_pair *dp, const conf_case *c, xg_dtype a,
     return ok;
 }
 
+/* XGRAD_CONF_16BIT_ONLY=1: the kernel-level tests skip their f32 cases. */
+static bool only_16bit(void)
+{
+    const char *e = getenv("XGRAD_CONF_16BIT_ONLY");
+    return e && strcmp(e, "1") == 0;
+}
+
+/* XGRAD_CONF_MAX_ELEMENTS: the most elements a case's buffers may hold in
+ * all (a positive integer), else no bound (INT64_MAX). */
+static int64_t max_elements(void)
+{
+    const char *e = getenv("XGRAD_CONF_MAX_ELEMENTS");
+    char *end = NULL;
+    long long v = e ? strtoll(e, &end, 10) : 0;
+    return e && end != e && *end == '\0' && v > 0 ? (int64_t)v : INT64_MAX;
+}
+
+/* Whether case c fits within max_elements(). */
+static bool case_fits(const conf_case *c)
+{
+    int64_t n = 0;
+    for (int k = 0; k < XG_KERNEL_MAX_IN; k++)
+        n += c->in[k].count;
+    for (int k = 0; k < XG_KERNEL_MAX_OUT; k++)
+        n += c->out[k].count;
+    return n <= max_elements();
+}
+
 /* The 16-bit cases of op: those of its family with T in bf16 and in f16
  * wherever the target's device answers xg_device_supports (natively or
  * widened by the core; casts: every pair of dtypes the target's backend
- * supports). Returns the number of cases run. */
+ * supports), within max_elements(). Returns the number of cases run. */
 static int run_half_cases(const dev_pair *dp, xg_op op,
                           const conf_case_list *cases, run_state *rs)
 {
@@ -919,6 +954,8 @@ static int run_half_cases(const dev_pair *dp, xg_op op,
                     !dp->be[1]->supports(dp->dev[1], op, pair))
                     continue;
                 for (int i = 0; i < cases->n; i++) {
+                    if (!case_fits(&cases->v[i]))
+                        continue;
                     case_data d;
                     case_data_make(&cases->v[i], i, &d);
                     rs->failures += !run_cast_pair(dp, &cases->v[i], pair[0],
@@ -934,6 +971,8 @@ static int run_half_cases(const dev_pair *dp, xg_op op,
         if (!xg_device_supports(dp->core, op, t))
             continue;
         for (int i = 0; i < cases->n; i++) {
+            if (!case_fits(&cases->v[i]))
+                continue;
             conf_case c = cases->v[i];
             c.tol = conf_half_tol(t, op);
             int cut = (int)sizeof c.desc - 8; /* room for " [bf16]" */
@@ -986,7 +1025,11 @@ static void run_op_test(xg_op op)
     cr_assert(cases.n > 0, "op %s (family %d) has no conformance cases", name,
               (int)xg_op_table[op].family);
     run_state rs = {t->name, 0, 0};
-    for (int i = 0; i < cases.n; i++) {
+    int n_f32 = 0;
+    for (int i = 0; i < cases.n && !only_16bit(); i++) {
+        if (!case_fits(&cases.v[i]))
+            continue;
+        n_f32++;
         case_data d;
         case_data_make(&cases.v[i], i, &d);
         bool ok = run_on(&dp, 0, &cases.v[i], &d, &rs) &&
@@ -1003,7 +1046,7 @@ static void run_op_test(xg_op op)
         cr_log_error("%s: %d more message(s) not shown", name,
                      rs.messages - MAX_MESSAGES);
     cr_expect(rs.failures == 0, "op %s: %d of %d case(s) fail on %s", name,
-              rs.failures, cases.n + n_half, t->name);
+              rs.failures, n_f32 + n_half, t->name);
     free(cases.v);
     conf_check_validation();
 }

@@ -355,7 +355,11 @@ static void half_convert(cpu_device *dev, const void *src, void *dst,
 
 /* bf16 / f16: the operands widened to f32 (exactly), the f32 GEMM (f32
  * accumulation), the output rounded once: the bits of the f32 GEMM on the
- * same values, rounded. */
+ * same values, rounded. (Debian's OpenBLAS 0.3.21 is built without
+ * cblas_sbgemm, so the f32 GEMM is the product on every build.) The f32
+ * copies come from the device's caching allocator: a training loop's
+ * products of the same sizes reuse their pages instead of faulting in
+ * fresh ones at every call (at n = 256 that was most of the cost). */
 static xg_status matmul_half(cpu_device *dev, const xg_kernel_call *call)
 {
     const xg_gemm_args *g = &call->p.gemm;
@@ -363,23 +367,27 @@ static xg_status matmul_half(cpu_device *dev, const xg_kernel_call *call)
     int64_t na = (g->batch - 1) * g->stride_a + g->m * g->k;
     int64_t nb = (g->batch - 1) * g->stride_b + g->k * g->n;
     int64_t nc = g->batch * g->m * g->n;
-    float *a = malloc((size_t)na * sizeof *a);
-    float *b = malloc((size_t)nb * sizeof *b);
-    float *c = malloc((size_t)nc * sizeof *c);
+    if (nc <= 0) /* nothing to write */
+        return XG_OK;
+    xg_buffer *buf[3] = {NULL, NULL, NULL};
+    int64_t count[3] = {na, nb, nc};
     xg_status st = XG_OK;
-    if (!a || !b || !c) {
-        st = xg_set_error(XG_ERR_DEVICE_OOM, "matmul (%s): out of host "
-                          "memory for the f32 operands", xg_dtype_name(t));
-    } else {
+    for (int i = 0; i < 3 && st == XG_OK; i++)
+        st = cpu_cache_alloc(dev, (size_t)(count[i] > 0 ? count[i] : 1) *
+                                      sizeof(float),
+                             &buf[i]);
+    if (st == XG_OK) {
+        float *a = cpu_f32(buf[0]), *b = cpu_f32(buf[1]),
+              *c = cpu_f32(buf[2]);
         half_convert(dev, call->in[0].buf, a, t, 1, na);
         half_convert(dev, call->in[1].buf, b, t, 1, nb);
         st = cpu_sgemm(dev, g, a, b, c, 0, -1);
         if (st == XG_OK)
             half_convert(dev, c, call->out[0].buf, t, 0, nc);
     }
-    free(a);
-    free(b);
-    free(c);
+    for (int i = 0; i < 3; i++)
+        if (buf[i])
+            cpu_cache_free(dev, buf[i]);
     return st;
 }
 
