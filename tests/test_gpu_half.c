@@ -590,6 +590,72 @@ Test(gpu_half, matmul_16bit_kernels, .timeout = 600)
     gpu_close(&g);
 }
 
+/* Every 16-bit pattern through each way the kernels load and store
+ * elements: times 1 (an exact product), as op(B)'s row (B not transposed:
+ * the 16-wide loads of OpenCL's kernel and its last columns), as op(A)'s
+ * column with A transposed and not, and as column 0 of a transposed B with
+ * k = 16 (OpenCL's 16-wide dot products; the other 15 products are 0 * 0).
+ * The result must be the pattern's value: the loads widen every pattern
+ * exactly (subnormals, Inf; NaN stays a NaN) and the store rounds nothing
+ * away. Zeros may lose their sign where a + 0 is summed. */
+Test(gpu_half, matmul_16bit_every_pattern, .timeout = 600)
+{
+    gpu g = gpu_open();
+    uint16_t *pat = all_patterns();
+    const int64_t P = PATTERNS;
+    for (xg_dtype t = XG_BF16; t <= XG_F16; t++) {
+        uint16_t one = t == XG_BF16 ? 0x3f80 : 0x3c00;
+        uint16_t *wide = calloc((size_t)P * 16, 2), e0[16] = {one};
+        cr_assert_not_null(wide);
+        for (int64_t i = 0; i < P; i++)
+            wide[i * 16] = pat[i];
+        struct {
+            const char *what;
+            xg_gemm_args ga;
+            const uint16_t *a, *b;
+            int64_t na, nb;
+        } ways[] = {
+            {"row of B", {1, 1, P, 1, 1, P, P, 0, 0, 1.0f}, &one, pat, 1, P},
+            {"column of A", {1, P, 1, 1, P, 1, P, 0, 0, 1.0f}, pat, &one, P, 1},
+            {"column of A transposed", {1, P, 1, 1, P, 1, P, 1, 0, 1.0f}, pat,
+             &one, P, 1},
+            {"k = 16, B transposed", {1, 1, P, 16, 16, P * 16, P, 0, 1, 1.0f},
+             e0, wide, 16, P * 16},
+        };
+        for (size_t w = 0; w < sizeof ways / sizeof ways[0]; w++) {
+            uint16_t *got = run_matmul16(&g, t, &ways[w].ga, ways[w].a,
+                                         ways[w].na, ways[w].b, ways[w].nb,
+                                         false);
+            float fg[1], fp[1];
+            int bad = 0;
+            for (int64_t i = 0; i < P && bad < 5; i++) {
+                host_to_f32(t, &got[i], fg, 1);
+                host_to_f32(t, &pat[i], fp, 1);
+                /* bf16 subnormals are f32 subnormals, which a device
+                 * may flush in its arithmetic (f16's are normal in f32) */
+                bool flushable = t == XG_BF16 && fpclassify(fp[0]) ==
+                                                     FP_SUBNORMAL;
+                bool ok = isnan(fp[0]) ? isnan(fg[0])
+                                       : fg[0] == fp[0] ||
+                                             (flushable && fg[0] == 0.0f);
+                if (!ok) {
+                    bad++;
+                    cr_expect_fail("%s, %s: pattern 0x%04x gave 0x%04x",
+                                   xg_dtype_name(t), ways[w].what, pat[i],
+                                   got[i]);
+                }
+            }
+            for (int64_t e = P; e < P + MM16_GUARD; e++)
+                cr_expect_eq(got[e], MM16_SENTINEL, "%s, %s: guard written",
+                             xg_dtype_name(t), ways[w].what);
+            free(got);
+        }
+        free(wide);
+    }
+    free(pat);
+    gpu_close(&g);
+}
+
 #ifdef XGRAD_HAVE_VULKAN
 /* XGRAD_VK_16BIT=0 keeps 16-bit elements in words; the meson test that
  * sets it (gpu-half-vulkan-words) checks that it took effect. */

@@ -58,6 +58,29 @@
 #define XG_GEMM_DM 4 /* rows per work-item, B transposed */
 #define XG_GEMM_DN 4 /* columns per work-item, B transposed */
 
+/* f16 bits (the low half of each lane) -> f32, exactly, in integer
+ * operations and selects that vectorize (PoCL calls a routine per element
+ * for vload_half: the f16 GEMM ran 1.8x slower than the f32 one with it):
+ * normal numbers rebiased, Inf and NaN (made quiet) moved to the f32
+ * exponent, and a subnormal's m * 2^-24 as 2^-14 (1 + m / 1024) - 2^-14, a
+ * subtraction of two normal f32 values that is exact and whose result is
+ * normal (so no device's flushing of subnormals can touch it). The same
+ * values as xg_f16_to_f32_bits. */
+#define XG_GEMM_DEFINE_F16_WIDEN(name, F, U)                                 \
+    static F name(U h)                                                       \
+    {                                                                        \
+        U a = (h & 0x7fffu) << 13, e = h & 0x7c00u;                          \
+        U normal = a + 0x38000000u;                                          \
+        U special = a | 0x7f800000u |                                        \
+                    ((a & 0x7fe000u) != 0 ? 0x400000u : 0u);                 \
+        U sub = as_##U(as_##F(a | 0x38800000u) - as_##F((U)0x38800000u));    \
+        U bits = e == 0x7c00u ? special : e != 0u ? normal : sub;            \
+        return as_##F(bits | ((h & 0x8000u) << 16));                         \
+    }
+XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen, float, uint)
+XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen16, float16, uint16)
+#undef XG_GEMM_DEFINE_F16_WIDEN
+
 /* The sum of v's 16 lanes, in a fixed tree. */
 static float xg_gemm_sum16(float16 v)
 {
@@ -76,8 +99,8 @@ static float xg_gemm_sum16(float16 v)
 #elif !defined(XG_GEMM_DONE_F16)
 #define XG_GEMM_DONE_F16
 #define XG_GEMM_T ushort
-#define XG_GEMM_LD(p, i) vload_half(i, (__global const half *)(p))
-#define XG_GEMM_LD16(p) vload_half16(0, (__global const half *)(p))
+#define XG_GEMM_LD(p, i) xg_gemm_f16_widen((p)[i])
+#define XG_GEMM_LD16(p) xg_gemm_f16_widen16(convert_uint16(vload16(0, p)))
 #define XG_GEMM_ST(p, v) (*(p) = (ushort)xg_f32_to_f16_bits(as_uint(v)))
 #define XG_GEMM_FN(name) name##_f16
 #else
