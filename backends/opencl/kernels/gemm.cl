@@ -45,7 +45,12 @@
  *
  * Per instance: XG_GEMM_T the stored element, XG_GEMM_LD(p, i) p[i] as a
  * float, XG_GEMM_LD16(p) p[0 .. 15] as a float16, XG_GEMM_ST(p, v) stores
- * the float v at p, XG_GEMM_FN(name) the instance's name for a function. */
+ * the float v at p, XG_GEMM_FN(name) the instance's name for a function.
+ * The 16-bit ones also define XG_GEMM_LD8(p) (p[0 .. 7] as a float8) and
+ * XG_GEMM_WIDE_A: the first form then widens A's elements 16 along k (A
+ * not transposed) or 8 along m (transposed) at a time, in vectors, rather
+ * than each on its own in the inner loop, where widening f16 one element
+ * at a time cost more than the multiply-adds; the sums keep their order. */
 #if !defined(XG_GEMM_DONE_F32)
 #define XG_GEMM_DONE_F32
 #define XG_GEMM_T float
@@ -54,7 +59,8 @@
 #define XG_GEMM_ST(p, v) (*(p) = (v))
 #define XG_GEMM_FN(name) name
 
-#define XG_GEMM_RM 8 /* rows per work-item, B not transposed */
+#define XG_GEMM_RM 8 /* rows per work-item, B not transposed (8: the
+                      * 16-bit forms' float8 of A's rows) */
 #define XG_GEMM_DM 4 /* rows per work-item, B transposed */
 #define XG_GEMM_DN 4 /* columns per work-item, B transposed */
 
@@ -78,6 +84,7 @@
         return as_##F(bits | ((h & 0x8000u) << 16));                         \
     }
 XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen, float, uint)
+XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen8, float8, uint8)
 XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen16, float16, uint16)
 #undef XG_GEMM_DEFINE_F16_WIDEN
 
@@ -94,6 +101,8 @@ static float xg_gemm_sum16(float16 v)
 #define XG_GEMM_T ushort
 #define XG_GEMM_LD(p, i) as_float((uint)(p)[i] << 16)
 #define XG_GEMM_LD16(p) as_float16(convert_uint16(vload16(0, p)) << 16)
+#define XG_GEMM_LD8(p) as_float8(convert_uint8(vload8(0, p)) << 16)
+#define XG_GEMM_WIDE_A
 #define XG_GEMM_ST(p, v) (*(p) = (ushort)xg_f32_to_bf16_bits(as_uint(v)))
 #define XG_GEMM_FN(name) name##_bf16
 #elif !defined(XG_GEMM_DONE_F16)
@@ -101,6 +110,8 @@ static float xg_gemm_sum16(float16 v)
 #define XG_GEMM_T ushort
 #define XG_GEMM_LD(p, i) xg_gemm_f16_widen((p)[i])
 #define XG_GEMM_LD16(p) xg_gemm_f16_widen16(convert_uint16(vload16(0, p)))
+#define XG_GEMM_LD8(p) xg_gemm_f16_widen8(convert_uint8(vload8(0, p)))
+#define XG_GEMM_WIDE_A
 #define XG_GEMM_ST(p, v) (*(p) = (ushort)xg_f32_to_f16_bits(as_uint(v)))
 #define XG_GEMM_FN(name) name##_f16
 #else
@@ -151,7 +162,46 @@ static void XG_GEMM_FN(xg_gemm_rows)(__global const XG_GEMM_T *a,
         acc[r] = 0.0f;
     if (col0 + 16 <= n) {
         __global const XG_GEMM_T *bp = b + col0;
-        for (int kk = 0; kk < k; kk++) {
+        int kk = 0;
+#ifdef XG_GEMM_WIDE_A
+/* k = kk + (lane c of av[r]): the products of one k */
+#define XG_GEMM_KSTEP(c)                                                     \
+    {                                                                        \
+        float16 bv = XG_GEMM_LD16(bp);                                       \
+        bp += ldb;                                                           \
+        for (int r = 0; r < XG_GEMM_RM; r++)                                 \
+            acc[r] += av[r].c * bv;                                          \
+    }
+        if (!trans_a) {
+            for (; kk + 16 <= k; kk += 16) {
+                float16 av[XG_GEMM_RM];
+                for (int r = 0; r < XG_GEMM_RM; r++)
+                    av[r] = XG_GEMM_LD16(a + a_at[r] + kk);
+                XG_GEMM_KSTEP(s0) XG_GEMM_KSTEP(s1) XG_GEMM_KSTEP(s2)
+                XG_GEMM_KSTEP(s3) XG_GEMM_KSTEP(s4) XG_GEMM_KSTEP(s5)
+                XG_GEMM_KSTEP(s6) XG_GEMM_KSTEP(s7) XG_GEMM_KSTEP(s8)
+                XG_GEMM_KSTEP(s9) XG_GEMM_KSTEP(sa) XG_GEMM_KSTEP(sb)
+                XG_GEMM_KSTEP(sc) XG_GEMM_KSTEP(sd) XG_GEMM_KSTEP(se)
+                XG_GEMM_KSTEP(sf)
+            }
+        } else if (row0 + XG_GEMM_RM <= m) {
+            for (; kk < k; kk++) {
+                float8 a8 = XG_GEMM_LD8(a + row0 + kk * lda);
+                float16 bv = XG_GEMM_LD16(bp);
+                bp += ldb;
+                acc[0] += a8.s0 * bv;
+                acc[1] += a8.s1 * bv;
+                acc[2] += a8.s2 * bv;
+                acc[3] += a8.s3 * bv;
+                acc[4] += a8.s4 * bv;
+                acc[5] += a8.s5 * bv;
+                acc[6] += a8.s6 * bv;
+                acc[7] += a8.s7 * bv;
+            }
+        }
+#undef XG_GEMM_KSTEP
+#endif
+        for (; kk < k; kk++) {
             float16 bv = XG_GEMM_LD16(bp);
             bp += ldb;
             for (int r = 0; r < XG_GEMM_RM; r++)
@@ -254,5 +304,7 @@ __kernel void XG_GEMM_FN(xg_gemm)(__global const XG_GEMM_T *a,
 #undef XG_GEMM_T
 #undef XG_GEMM_LD
 #undef XG_GEMM_LD16
+#undef XG_GEMM_LD8
+#undef XG_GEMM_WIDE_A
 #undef XG_GEMM_ST
 #undef XG_GEMM_FN
