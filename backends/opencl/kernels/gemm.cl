@@ -66,22 +66,20 @@
 
 /* f16 bits (the low half of each lane) -> f32, exactly, in integer
  * operations and selects that vectorize (PoCL calls a routine per element
- * for vload_half: the f16 GEMM ran 1.8x slower than the f32 one with it):
- * normal numbers rebiased, Inf and NaN (made quiet) moved to the f32
- * exponent, and a subnormal's m * 2^-24 as 2^-14 (1 + m / 1024) - 2^-14, a
- * subtraction of two normal f32 values that is exact and whose result is
- * normal (so no device's flushing of subnormals can touch it). The same
- * values as xg_f16_to_f32_bits. */
+ * for vload_half): normal numbers rebiased, Inf and NaN moved to the f32
+ * exponent (a NaN keeps its payload; the products make it quiet), and a
+ * subnormal's m * 2^-24 as 2^-14 (1 + m / 1024) - 2^-14, a subtraction of
+ * two normal f32 values that is exact and whose result is normal (so no
+ * device's flushing of subnormals can touch it). The values of
+ * xg_f16_to_f32_bits. */
 #define XG_GEMM_DEFINE_F16_WIDEN(name, F, U)                                 \
     static F name(U h)                                                       \
     {                                                                        \
-        U a = (h & 0x7fffu) << 13, e = h & 0x7c00u;                          \
-        U normal = a + 0x38000000u;                                          \
-        U special = a | 0x7f800000u |                                        \
-                    ((a & 0x7fe000u) != 0 ? 0x400000u : 0u);                 \
-        U sub = as_##U(as_##F(a | 0x38800000u) - as_##F((U)0x38800000u));    \
-        U bits = e == 0x7c00u ? special : e != 0u ? normal : sub;            \
-        return as_##F(bits | ((h & 0x8000u) << 16));                         \
+        U a = (h & 0x7fffu) << 13, e = a & 0x0f800000u;                      \
+        U bits = a + select((U)0x38000000u, (U)0x70000000u,                  \
+                            e == 0x0f800000u);                               \
+        U sub = as_##U(as_##F(a + 0x38800000u) - as_##F((U)0x38800000u));    \
+        return as_##F(select(bits, sub, e == 0u) | ((h & 0x8000u) << 16));   \
     }
 XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen, float, uint)
 XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen8, float8, uint8)
