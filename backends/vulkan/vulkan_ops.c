@@ -1,7 +1,8 @@
 /* Ops: every slot of the dispatch table runs through vk_run, which picks the
  * op's pipeline (the shader variant named after it), lets the op family's
  * planner fill in push constants and grid, and records one dispatch. The
- * one exception is a GEMM with a long K, which runs as two (split K).
+ * one exception is a GEMM with a long K, which runs as two (split K; three
+ * on 16-bit elements).
  *
  * The push-constant structs below mirror the `Push` blocks of the shaders
  * in shaders/ field by field (std430: 4-byte scalars, arrays of stride 4).

@@ -37,11 +37,11 @@
  * type: xg_gemm (f32), xg_gemm_bf16, xg_gemm_f16. A and B and C are all of
  * that type; the 16-bit forms read the elements as ushort and widen them
  * exactly as they load them (bf16 by shifting into the upper half of an
- * f32, f16 with vload_half), accumulate in f32 in the order above and
- * round each result once, to nearest even on the bits (half.cl: the cast
- * kernel's rounding). So a 16-bit product is the same bits as the f32
- * kernel run on the inputs cast to f32, its outputs cast back: what the
- * core's widening of the op would give.
+ * f32, f16 on the bits: xg_gemm_f16_widen), accumulate in f32 in the order
+ * above and round each result once, to nearest even on the bits (half.cl:
+ * the cast kernel's rounding). So a 16-bit product is the same bits as the
+ * f32 kernel run on the inputs cast to f32, its outputs cast back: what
+ * the core's widening of the op would give.
  *
  * Per instance: XG_GEMM_T the stored element, XG_GEMM_LD(p, i) p[i] as a
  * float, XG_GEMM_LD16(p) p[0 .. 15] as a float16, XG_GEMM_ST(p, v) stores
