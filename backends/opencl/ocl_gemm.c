@@ -64,7 +64,9 @@ static xg_status own_gemm(ocl_device *d, ocl_helper kernel, const char *what,
     cl_long v[9] = {(cl_long)a.offset, (cl_long)a.ld, (cl_long)a.stride,
                     (cl_long)b.offset, (cl_long)b.ld, (cl_long)b.stride,
                     (cl_long)c.offset, (cl_long)c.ld, (cl_long)c.stride};
-    size_t bm = tb ? 4 : 8, bn = tb ? 4 : 16; /* XG_GEMM_DM/DN, RM x 16 */
+    /* XG_GEMM_DM x XG_GEMM_DN, or XG_GEMM_RM (8; 16 for 16-bit) x 16 */
+    size_t bm = tb ? 4 : kernel == OCL_HELPER_gemm ? 8 : 16;
+    size_t bn = tb ? 4 : 16;
     size_t global[3] = {(n + bn - 1) / bn, (m + bm - 1) / bm, batch};
     size_t local[3] = {OCL_GEMM_CPU_GROUP, 1, 1};
     const size_t *lp = NULL;

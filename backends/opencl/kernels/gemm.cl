@@ -46,11 +46,13 @@
  * Per instance: XG_GEMM_T the stored element, XG_GEMM_LD(p, i) p[i] as a
  * float, XG_GEMM_LD16(p) p[0 .. 15] as a float16, XG_GEMM_ST(p, v) stores
  * the float v at p, XG_GEMM_FN(name) the instance's name for a function.
- * The 16-bit ones also define XG_GEMM_LD8(p) (p[0 .. 7] as a float8) and
- * XG_GEMM_WIDE_A: the first form then widens A's elements 16 along k (A
- * not transposed) or 8 along m (transposed) at a time, in vectors, rather
- * than each on its own in the inner loop, where widening f16 one element
- * at a time cost more than the multiply-adds; the sums keep their order. */
+ * XG_GEMM_RM, the first form's rows per work-item, is 8 for f32 and 16
+ * for the 16-bit forms, which so widen each 16 elements of B for twice as
+ * many multiply-adds. The 16-bit forms also define XG_GEMM_WIDE_A: the
+ * first form then widens A's elements 16 at a time in vectors (along k, or
+ * the block's 16 rows when A is transposed) rather than each on its own in
+ * the inner loop, where widening f16 one element at a time cost more than
+ * the multiply-adds. Neither changes the order of any sum. */
 #if !defined(XG_GEMM_DONE_F32)
 #define XG_GEMM_DONE_F32
 #define XG_GEMM_T float
@@ -58,9 +60,8 @@
 #define XG_GEMM_LD16(p) vload16(0, p)
 #define XG_GEMM_ST(p, v) (*(p) = (v))
 #define XG_GEMM_FN(name) name
+#define XG_GEMM_RM 8 /* rows per work-item, B not transposed */
 
-#define XG_GEMM_RM 8 /* rows per work-item, B not transposed (8: the
-                      * 16-bit forms' float8 of A's rows) */
 #define XG_GEMM_DM 4 /* rows per work-item, B transposed */
 #define XG_GEMM_DN 4 /* columns per work-item, B transposed */
 
@@ -82,7 +83,6 @@
         return as_##F(select(bits, sub, e == 0u) | ((h & 0x8000u) << 16));   \
     }
 XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen, float, uint)
-XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen8, float8, uint8)
 XG_GEMM_DEFINE_F16_WIDEN(xg_gemm_f16_widen16, float16, uint16)
 #undef XG_GEMM_DEFINE_F16_WIDEN
 
@@ -99,7 +99,7 @@ static float xg_gemm_sum16(float16 v)
 #define XG_GEMM_T ushort
 #define XG_GEMM_LD(p, i) as_float((uint)(p)[i] << 16)
 #define XG_GEMM_LD16(p) as_float16(convert_uint16(vload16(0, p)) << 16)
-#define XG_GEMM_LD8(p) as_float8(convert_uint8(vload8(0, p)) << 16)
+#define XG_GEMM_RM 16
 #define XG_GEMM_WIDE_A
 #define XG_GEMM_ST(p, v) (*(p) = (ushort)xg_f32_to_bf16_bits(as_uint(v)))
 #define XG_GEMM_FN(name) name##_bf16
@@ -108,7 +108,7 @@ static float xg_gemm_sum16(float16 v)
 #define XG_GEMM_T ushort
 #define XG_GEMM_LD(p, i) xg_gemm_f16_widen((p)[i])
 #define XG_GEMM_LD16(p) xg_gemm_f16_widen16(convert_uint16(vload16(0, p)))
-#define XG_GEMM_LD8(p) xg_gemm_f16_widen8(convert_uint8(vload8(0, p)))
+#define XG_GEMM_RM 16
 #define XG_GEMM_WIDE_A
 #define XG_GEMM_ST(p, v) (*(p) = (ushort)xg_f32_to_f16_bits(as_uint(v)))
 #define XG_GEMM_FN(name) name##_f16
@@ -184,17 +184,25 @@ static void XG_GEMM_FN(xg_gemm_rows)(__global const XG_GEMM_T *a,
             }
         } else if (row0 + XG_GEMM_RM <= m) {
             for (; kk < k; kk++) {
-                float8 a8 = XG_GEMM_LD8(a + row0 + kk * lda);
+                float16 a16 = XG_GEMM_LD16(a + row0 + kk * lda);
                 float16 bv = XG_GEMM_LD16(bp);
                 bp += ldb;
-                acc[0] += a8.s0 * bv;
-                acc[1] += a8.s1 * bv;
-                acc[2] += a8.s2 * bv;
-                acc[3] += a8.s3 * bv;
-                acc[4] += a8.s4 * bv;
-                acc[5] += a8.s5 * bv;
-                acc[6] += a8.s6 * bv;
-                acc[7] += a8.s7 * bv;
+                acc[0] += a16.s0 * bv;
+                acc[1] += a16.s1 * bv;
+                acc[2] += a16.s2 * bv;
+                acc[3] += a16.s3 * bv;
+                acc[4] += a16.s4 * bv;
+                acc[5] += a16.s5 * bv;
+                acc[6] += a16.s6 * bv;
+                acc[7] += a16.s7 * bv;
+                acc[8] += a16.s8 * bv;
+                acc[9] += a16.s9 * bv;
+                acc[10] += a16.sa * bv;
+                acc[11] += a16.sb * bv;
+                acc[12] += a16.sc * bv;
+                acc[13] += a16.sd * bv;
+                acc[14] += a16.se * bv;
+                acc[15] += a16.sf * bv;
             }
         }
 #undef XG_GEMM_KSTEP
@@ -302,7 +310,7 @@ __kernel void XG_GEMM_FN(xg_gemm)(__global const XG_GEMM_T *a,
 #undef XG_GEMM_T
 #undef XG_GEMM_LD
 #undef XG_GEMM_LD16
-#undef XG_GEMM_LD8
+#undef XG_GEMM_RM
 #undef XG_GEMM_WIDE_A
 #undef XG_GEMM_ST
 #undef XG_GEMM_FN
