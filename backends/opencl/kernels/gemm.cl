@@ -66,8 +66,8 @@
 #define XG_GEMM_DN 4 /* columns per work-item, B transposed */
 
 /* f16 bits (the low half of each lane) -> f32, exactly, in integer
- * operations and selects that vectorize (PoCL calls a routine per element
- * for vload_half): normal numbers rebiased, Inf and NaN moved to the f32
+ * operations and selects, which vectorize on any device (vload_half's
+ * speed is the driver's): normal numbers rebiased, Inf and NaN moved to the f32
  * exponent (a NaN keeps its payload; the products make it quiet), and a
  * subnormal's m * 2^-24 as 2^-14 (1 + m / 1024) - 2^-14, a subtraction of
  * two normal f32 values that is exact and whose result is normal (so no
