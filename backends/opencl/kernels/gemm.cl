@@ -67,12 +67,12 @@
 
 /* f16 bits (the low half of each lane) -> f32, exactly, in integer
  * operations and selects, which vectorize on any device (vload_half's
- * speed is the driver's): normal numbers rebiased, Inf and NaN moved to the f32
- * exponent (a NaN keeps its payload; the products make it quiet), and a
- * subnormal's m * 2^-24 as 2^-14 (1 + m / 1024) - 2^-14, a subtraction of
- * two normal f32 values that is exact and whose result is normal (so no
- * device's flushing of subnormals can touch it). The values of
- * xg_f16_to_f32_bits. */
+ * speed is the driver's): normal numbers rebiased, Inf and NaN moved to
+ * the f32 exponent (a NaN keeps its payload; the products make it quiet),
+ * and a subnormal's m * 2^-24 as 2^-14 (1 + m / 1024) - 2^-14, a
+ * subtraction of two normal f32 values that is exact and whose result is
+ * normal (so no device's flushing of subnormals can touch it). The values
+ * of xg_f16_to_f32_bits. */
 #define XG_GEMM_DEFINE_F16_WIDEN(name, F, U)                                 \
     static F name(U h)                                                       \
     {                                                                        \
