@@ -516,7 +516,8 @@ Test(gpu_half, matmul_16bit_kernels, .timeout = 600)
     const char *own = "xgrad GEMM)";
     size_t len = strlen(name), own_len = strlen(own);
     bool same_order = strcmp(g.be->name, "vulkan") == 0 ||
-                      (len >= own_len && strcmp(name + len - own_len, own) == 0);
+                      (len >= own_len &&
+                       strcmp(name + len - own_len, own) == 0);
     cr_log_info("%s: 16-bit matmul %s the widened one's bits", name,
                 same_order ? "must give" : "need not give");
     uint64_t s = 42;
@@ -554,7 +555,8 @@ Test(gpu_half, matmul_16bit_kernels, .timeout = 600)
                 const float *B = fb + bi * ga.stride_b;
                 double ref = 0, mag = 0;
                 for (int64_t kk = 0; kk < ga.k; kk++) {
-                    double x = ga.trans_a ? A[kk * ga.m + r] : A[r * ga.k + kk];
+                    double x = ga.trans_a ? A[kk * ga.m + r]
+                                          : A[r * ga.k + kk];
                     double y = ga.trans_b ? B[col * ga.k + kk]
                                           : B[kk * ga.n + col];
                     ref += x * y;
@@ -562,7 +564,8 @@ Test(gpu_half, matmul_16bit_kernels, .timeout = 600)
                 }
                 ref *= ga.alpha;
                 mag *= fabs(ga.alpha);
-                double tol = ulp16(t, ref) + (double)(ga.k + 2) * 0x1p-23 * mag;
+                double tol =
+                    ulp16(t, ref) + (double)(ga.k + 2) * 0x1p-23 * mag;
                 bool ok = fabs(fgot[e] - ref) <= tol;
                 bool same = got[e] == wide[e];
                 if (!ok || (same_order && !same)) {
@@ -616,7 +619,8 @@ Test(gpu_half, matmul_16bit_every_pattern, .timeout = 600)
             int64_t na, nb;
         } ways[] = {
             {"row of B", {1, 1, P, 1, 1, P, P, 0, 0, 1.0f}, &one, pat, 1, P},
-            {"column of A", {1, P, 1, 1, P, 1, P, 0, 0, 1.0f}, pat, &one, P, 1},
+            {"column of A", {1, P, 1, 1, P, 1, P, 0, 0, 1.0f}, pat, &one, P,
+             1},
             {"column of A transposed", {1, P, 1, 1, P, 1, P, 1, 0, 1.0f}, pat,
              &one, P, 1},
             {"k = 16, B transposed", {1, 1, P, 16, 16, P * 16, P, 0, 1, 1.0f},

@@ -152,8 +152,10 @@ static const xg_vk_pipe gemm_pipes[2][4] = {
 #define GEMM16_OUT(k, l, t, s)                                               \
     {XG_VK_PIPE_matmul##k##_##l##_##t##s,                                    \
      XG_VK_PIPE_matmul##k##_##l##_##t##s##_partial}
-#define GEMM16_STORAGE(k, l, t) {GEMM16_OUT(k, l, t, ), GEMM16_OUT(k, l, t, _s16)}
-#define GEMM16_DTYPE(k, l) {GEMM16_STORAGE(k, l, bf16), GEMM16_STORAGE(k, l, f16)}
+#define GEMM16_STORAGE(k, l, t)                                              \
+    {GEMM16_OUT(k, l, t, ), GEMM16_OUT(k, l, t, _s16)}
+#define GEMM16_DTYPE(k, l)                                                   \
+    {GEMM16_STORAGE(k, l, bf16), GEMM16_STORAGE(k, l, f16)}
 #define GEMM16_LAYOUT(k)                                                     \
     {GEMM16_DTYPE(k, nn), GEMM16_DTYPE(k, nt), GEMM16_DTYPE(k, tn),          \
      GEMM16_DTYPE(k, tt)}
