@@ -9,6 +9,9 @@
  * invocations read neighbouring shared-memory words. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#ifdef XG_16BIT_STORAGE
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 #include "gemm_common.glsl"
 
 #define TILE_M XG_GEMM_TILE_M

@@ -15,6 +15,9 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_ballot : require
+#ifdef XG_16BIT_STORAGE
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 #include "gemm_common.glsl"
 
 #define LANES XG_GEMM_SG_LANES

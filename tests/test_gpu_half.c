@@ -4,14 +4,18 @@
  * delicate (ties, subnormals, overflow, NaN with its sign); fill, copy and
  * copy_strided on 16-bit elements copy bits and leave alone every element
  * they do not address, also the other half of a 32-bit word (the Vulkan
- * backend without 16-bit storage, XGRAD_VK_16BIT=0); and supports()
- * answers true for exactly these 16-bit kernels.
+ * backend without 16-bit storage, XGRAD_VK_16BIT=0); matmul on 16-bit
+ * operands runs in the backend's own kernel (never widened by the core),
+ * within rounding of a double-precision product and with the widened
+ * sequence's bits where the f32 GEMM sums in the same order; and
+ * supports() answers true for exactly these 16-bit kernels.
  *
  * The backend is XGRAD_TEST_BACKEND (opencl or vulkan); skipped when it is
  * unset or has no device, unless XGRAD_REQUIRE_BACKENDS=1. Under Vulkan
  * every test also fails on any validation message. */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -363,8 +367,8 @@ Test(gpu_half, copy_strided_leaves_neighbours)
     gpu_close(&g);
 }
 
-/* supports() answers true for the 16-bit kernels above and no other op on
- * 16-bit elements (the core widens those through casts). */
+/* supports() answers true for the 16-bit kernels above and matmul, and no
+ * other op on 16-bit elements (the core widens those through casts). */
 Test(gpu_half, supports_exactly_the_16bit_kernels)
 {
     gpu g = gpu_open();
@@ -380,12 +384,279 @@ Test(gpu_half, supports_exactly_the_16bit_kernels)
             for (const char *r = info->out_rule; *r; r++)
                 sig[k++] = xg_op_rule_dtype(*r, t);
             bool want = op == XG_OP_cast || op == XG_OP_fill ||
-                        op == XG_OP_copy || op == XG_OP_copy_strided;
+                        op == XG_OP_copy || op == XG_OP_copy_strided ||
+                        op == XG_OP_matmul;
             cr_expect_eq(g.be->supports(g.bdev, (xg_op)op, sig), want,
                          "%s on %s: supports() says %d", info->name,
                          xg_dtype_name(t), !want);
         }
     }
+    gpu_close(&g);
+}
+
+/* ---- matmul on 16-bit elements: native kernels ------------------------ */
+
+/* matmul on bf16 and f16 runs in the backend's own kernel: the core must
+ * not widen it (a silent fallback to f32 temporaries fails here). */
+Test(gpu_half, matmul_runs_natively)
+{
+    gpu g = gpu_open();
+    for (xg_dtype t = XG_BF16; t <= XG_F16; t++) {
+        cr_expect(xg_device_supports_natively(g.dev, XG_OP_matmul, t),
+                  "matmul on %s is widened on %s", xg_dtype_name(t),
+                  g.be->name);
+        cr_expect(xg_device_supports(g.dev, XG_OP_matmul, t));
+    }
+    gpu_close(&g);
+}
+
+/* Shapes: odd sizes around the kernels' tiles (OpenCL 8 x 16 and 4 x 4
+ * blocks, 16-wide k slices; Vulkan 64 x 64 x 16 tiles, 32 x 64 subgroup
+ * tiles), every layout, batches with a broadcast operand, alpha, and a K
+ * past XG_GEMM_K_CHUNK (16384: Vulkan splits K, sums f32 partials and then
+ * rounds). */
+static const struct {
+    int64_t batch, m, n, k;
+    int bcast_a, bcast_b, ta, tb;
+    float alpha;
+} mm16_cases[] = {
+    {1, 1, 1, 1, 0, 0, 0, 0, 1.0f},     {1, 17, 33, 65, 0, 0, 0, 0, 1.0f},
+    {1, 17, 33, 65, 0, 0, 0, 1, 1.0f},  {1, 17, 33, 65, 0, 0, 1, 0, 1.0f},
+    {1, 17, 33, 65, 0, 0, 1, 1, 1.0f},  {1, 70, 131, 37, 0, 0, 0, 0, 1.0f},
+    {1, 70, 131, 37, 0, 0, 1, 1, 1.0f}, {1, 65, 3, 300, 0, 0, 0, 1, 1.0f},
+    {3, 9, 19, 21, 0, 0, 0, 0, -0.5f},  {4, 5, 17, 9, 1, 0, 0, 0, 1.0f},
+    {4, 3, 17, 33, 0, 1, 1, 0, 2.0f},   {2, 33, 7, 5, 0, 1, 0, 1, 1.0f},
+    {2, 3, 5, 16411, 0, 0, 0, 0, 1.0f}, {1, 5, 3, 16411, 0, 0, 1, 1, 1.0f},
+};
+
+/* Guard elements after C, which must keep their bits. */
+#define MM16_GUARD 3
+#define MM16_SENTINEL 0x7fa1u
+
+/* Runs matmul g on the device with A, B (host 16-bit elements of t) and
+ * returns C with its guard (malloc'd). `widened`: as the core widens an op
+ * (A and B cast to f32 on the device, the f32 kernel, C cast back to t),
+ * else the backend's 16-bit kernel. */
+static uint16_t *run_matmul16(gpu *g, xg_dtype t, const xg_gemm_args *ga,
+                              const uint16_t *a, int64_t na,
+                              const uint16_t *b, int64_t nb, bool widened)
+{
+    int64_t nc = ga->batch * ga->m * ga->n;
+    uint16_t *c = malloc((size_t)(nc + MM16_GUARD) * 2);
+    cr_assert_not_null(c);
+    for (int64_t i = 0; i < nc + MM16_GUARD; i++)
+        c[i] = MM16_SENTINEL;
+    xg_buffer *ba = upload(g, a, (size_t)na * 2);
+    xg_buffer *bb = upload(g, b, (size_t)nb * 2);
+    xg_buffer *bc = upload(g, c, (size_t)(nc + MM16_GUARD) * 2);
+    xg_kernel_call call = {.op = XG_OP_matmul, .p.gemm = *ga};
+    xg_buffer *tmp[3] = {NULL, NULL, NULL};
+    if (widened) {
+        const int64_t n[3] = {na, nb, nc};
+        for (int i = 0; i < 3; i++)
+            cr_assert_eq(g->be->alloc(g->bdev, (size_t)n[i] * 4, &tmp[i]),
+                         XG_OK);
+        for (int i = 0; i < 2; i++) {
+            xg_kernel_call cast = {.op = XG_OP_cast,
+                                   .in = {{i ? bb : ba, t}},
+                                   .out = {{tmp[i], XG_F32}},
+                                   .p.cast = {n[i]}};
+            cr_assert_eq(g->be->kernels[XG_FAMILY_CAST](g->bdev, &cast),
+                         XG_OK, "%s", xg_last_error());
+        }
+        call.in[0] = (xg_operand){tmp[0], XG_F32, 0};
+        call.in[1] = (xg_operand){tmp[1], XG_F32, 0};
+        call.out[0] = (xg_operand){tmp[2], XG_F32, 0};
+    } else {
+        xg_dtype sig[3] = {t, t, t};
+        cr_assert(g->be->supports(g->bdev, XG_OP_matmul, sig));
+        call.in[0] = (xg_operand){ba, t, 0};
+        call.in[1] = (xg_operand){bb, t, 0};
+        call.out[0] = (xg_operand){bc, t, 0};
+    }
+    cr_assert_eq(g->be->kernels[XG_FAMILY_GEMM](g->bdev, &call), XG_OK, "%s",
+                 xg_last_error());
+    if (widened) {
+        xg_kernel_call cast = {.op = XG_OP_cast,
+                               .in = {{tmp[2], XG_F32}},
+                               .out = {{bc, t}},
+                               .p.cast = {nc}};
+        cr_assert_eq(g->be->kernels[XG_FAMILY_CAST](g->bdev, &cast), XG_OK,
+                     "%s", xg_last_error());
+    }
+    download(g, bc, c, (size_t)(nc + MM16_GUARD) * 2);
+    for (int i = 0; i < 3; i++)
+        if (tmp[i])
+            g->be->free(g->bdev, tmp[i]);
+    g->be->free(g->bdev, ba);
+    g->be->free(g->bdev, bb);
+    g->be->free(g->bdev, bc);
+    return c;
+}
+
+/* One unit in the last place of t at |x| (subnormal spacing below). */
+static double ulp16(xg_dtype t, double x)
+{
+    int e;
+    frexp(fabs(x), &e); /* |x| in [2^(e-1), 2^e) */
+    int bits = t == XG_BF16 ? 8 : 11, min_e = t == XG_BF16 ? -125 : -13;
+    return ldexp(1.0, (e > min_e ? e : min_e) - bits);
+}
+
+/* The 16-bit kernels against a double-precision product of the same
+ * 16-bit inputs: within one unit of t plus the f32 accumulation's bound;
+ * and against the widened sequence (cast, f32 kernel, cast) on the same
+ * device: the same bits wherever the f32 GEMM is the same kernel with the
+ * same summation order (Vulkan; OpenCL with xgrad's GEMM, the default on
+ * CPU devices, but not CLBlast). Guards after C keep their bits. */
+Test(gpu_half, matmul_16bit_kernels, .timeout = 600)
+{
+    gpu g = gpu_open();
+    const char *name = xg_device_name(g.dev);
+    const char *own = "xgrad GEMM)";
+    size_t len = strlen(name), own_len = strlen(own);
+    bool same_order = strcmp(g.be->name, "vulkan") == 0 ||
+                      (len >= own_len &&
+                       strcmp(name + len - own_len, own) == 0);
+    cr_log_info("%s: 16-bit matmul %s the widened one's bits", name,
+                same_order ? "must give" : "need not give");
+    uint64_t s = 42;
+    for (size_t ci = 0; ci < sizeof mm16_cases / sizeof mm16_cases[0]; ci++) {
+        xg_gemm_args ga = {mm16_cases[ci].batch, mm16_cases[ci].m,
+                           mm16_cases[ci].n, mm16_cases[ci].k, 0, 0, 0,
+                           mm16_cases[ci].ta, mm16_cases[ci].tb,
+                           mm16_cases[ci].alpha};
+        ga.stride_a = mm16_cases[ci].bcast_a ? 0 : ga.m * ga.k;
+        ga.stride_b = mm16_cases[ci].bcast_b ? 0 : ga.k * ga.n;
+        ga.stride_c = ga.m * ga.n;
+        int64_t na = (ga.batch - 1) * ga.stride_a + ga.m * ga.k;
+        int64_t nb = (ga.batch - 1) * ga.stride_b + ga.k * ga.n;
+        int64_t nc = ga.batch * ga.m * ga.n;
+        for (xg_dtype t = XG_BF16; t <= XG_F16; t++) {
+            float *fa = malloc((size_t)(na + nb) * sizeof *fa), *fb = fa + na;
+            uint16_t *h = malloc((size_t)(na + nb) * 2);
+            cr_assert(fa && h);
+            for (int64_t i = 0; i < na + nb; i++) {
+                s = s * 6364136223846793005u + 1442695040888963407u;
+                fa[i] = ((float)(s >> 40) / (float)(1u << 24) - 0.5f) * 4.0f;
+            }
+            host_from_f32(t, fa, h, (size_t)(na + nb));
+            host_to_f32(t, h, fa, (size_t)(na + nb)); /* the exact inputs */
+            uint16_t *got = run_matmul16(&g, t, &ga, h, na, h + na, nb, false);
+            uint16_t *wide = run_matmul16(&g, t, &ga, h, na, h + na, nb, true);
+            float *fgot = malloc((size_t)nc * sizeof *fgot);
+            cr_assert_not_null(fgot);
+            host_to_f32(t, got, fgot, (size_t)nc);
+            int bad = 0;
+            for (int64_t e = 0; e < nc && bad < 5; e++) {
+                int64_t bi = e / (ga.m * ga.n), r = e / ga.n % ga.m,
+                        col = e % ga.n;
+                const float *A = fa + bi * ga.stride_a;
+                const float *B = fb + bi * ga.stride_b;
+                double ref = 0, mag = 0;
+                for (int64_t kk = 0; kk < ga.k; kk++) {
+                    double x = ga.trans_a ? A[kk * ga.m + r]
+                                          : A[r * ga.k + kk];
+                    double y = ga.trans_b ? B[col * ga.k + kk]
+                                          : B[kk * ga.n + col];
+                    ref += x * y;
+                    mag += fabs(x * y);
+                }
+                ref *= ga.alpha;
+                mag *= fabs(ga.alpha);
+                double tol =
+                    ulp16(t, ref) + (double)(ga.k + 2) * 0x1p-23 * mag;
+                bool ok = fabs(fgot[e] - ref) <= tol;
+                bool same = got[e] == wide[e];
+                if (!ok || (same_order && !same)) {
+                    bad++;
+                    cr_expect_fail("case %zu (%s, batch %" PRId64 " m %" PRId64
+                                   " n %" PRId64 " k %" PRId64 " ta %d tb %d)"
+                                   " element %" PRId64 ": 0x%04x (%g), "
+                                   "widened 0x%04x, exact %g (tolerance %g)",
+                                   ci, xg_dtype_name(t), ga.batch, ga.m, ga.n,
+                                   ga.k, ga.trans_a, ga.trans_b, e, got[e],
+                                   (double)fgot[e], wide[e], ref, tol);
+                }
+            }
+            for (int64_t e = nc; e < nc + MM16_GUARD; e++)
+                cr_expect_eq(got[e], MM16_SENTINEL,
+                             "case %zu (%s): guard %" PRId64 " written", ci,
+                             xg_dtype_name(t), e - nc);
+            free(fgot);
+            free(got);
+            free(wide);
+            free(fa);
+            free(h);
+        }
+    }
+    gpu_close(&g);
+}
+
+/* Every 16-bit pattern through each way the kernels load and store
+ * elements: times 1 (an exact product), as op(B)'s row (B not transposed:
+ * the 16-wide loads of OpenCL's kernel and its last columns), as op(A)'s
+ * column with A transposed and not, and as column 0 of a transposed B with
+ * k = 16 (OpenCL's 16-wide dot products; the other 15 products are 0 * 0).
+ * The result must be the pattern's value: the loads widen every pattern
+ * exactly (subnormals, Inf; NaN stays a NaN) and the store rounds nothing
+ * away. Zeros may lose their sign where a + 0 is summed. */
+Test(gpu_half, matmul_16bit_every_pattern, .timeout = 600)
+{
+    gpu g = gpu_open();
+    uint16_t *pat = all_patterns();
+    const int64_t P = PATTERNS;
+    for (xg_dtype t = XG_BF16; t <= XG_F16; t++) {
+        uint16_t one = t == XG_BF16 ? 0x3f80 : 0x3c00;
+        uint16_t *wide = calloc((size_t)P * 16, 2), e0[16] = {one};
+        cr_assert_not_null(wide);
+        for (int64_t i = 0; i < P; i++)
+            wide[i * 16] = pat[i];
+        struct {
+            const char *what;
+            xg_gemm_args ga;
+            const uint16_t *a, *b;
+            int64_t na, nb;
+        } ways[] = {
+            {"row of B", {1, 1, P, 1, 1, P, P, 0, 0, 1.0f}, &one, pat, 1, P},
+            {"column of A", {1, P, 1, 1, P, 1, P, 0, 0, 1.0f}, pat, &one, P,
+             1},
+            {"column of A transposed", {1, P, 1, 1, P, 1, P, 1, 0, 1.0f}, pat,
+             &one, P, 1},
+            {"k = 16, B transposed", {1, 1, P, 16, 16, P * 16, P, 0, 1, 1.0f},
+             e0, wide, 16, P * 16},
+        };
+        for (size_t w = 0; w < sizeof ways / sizeof ways[0]; w++) {
+            uint16_t *got = run_matmul16(&g, t, &ways[w].ga, ways[w].a,
+                                         ways[w].na, ways[w].b, ways[w].nb,
+                                         false);
+            float fg[1], fp[1];
+            int bad = 0;
+            for (int64_t i = 0; i < P && bad < 5; i++) {
+                host_to_f32(t, &got[i], fg, 1);
+                host_to_f32(t, &pat[i], fp, 1);
+                /* bf16 subnormals are f32 subnormals, which a device
+                 * may flush in its arithmetic (f16's are normal in f32) */
+                bool flushable = t == XG_BF16 && fpclassify(fp[0]) ==
+                                                     FP_SUBNORMAL;
+                bool ok = isnan(fp[0]) ? isnan(fg[0])
+                                       : fg[0] == fp[0] ||
+                                             (flushable && fg[0] == 0.0f);
+                if (!ok) {
+                    bad++;
+                    cr_expect_fail("%s, %s: pattern 0x%04x gave 0x%04x",
+                                   xg_dtype_name(t), ways[w].what, pat[i],
+                                   got[i]);
+                }
+            }
+            for (int64_t e = P; e < P + MM16_GUARD; e++)
+                cr_expect_eq(got[e], MM16_SENTINEL, "%s, %s: guard written",
+                             xg_dtype_name(t), ways[w].what);
+            free(got);
+        }
+        free(wide);
+    }
+    free(pat);
     gpu_close(&g);
 }
 

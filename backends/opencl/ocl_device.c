@@ -407,13 +407,17 @@ static xg_status ocl_sync(xg_backend_device *dev)
 /* ---- the dispatch table ------------------------------------------------- */
 
 /* Every op runs on f32 element types (OpenCL 1.2 core); casts between
- * every pair of dtypes (xg_cast); fill, copy and copy_strided also on bf16 and f16 (bit
- * copies, kernels/half.cl). The core widens every other op on 16-bit
+ * every pair of dtypes (xg_cast); fill, copy and copy_strided also on bf16
+ * and f16 (bit copies, kernels/half.cl); matmul also on bf16 and f16 (f32
+ * accumulation, kernels/gemm.cl). The core widens every other op on 16-bit
  * elements through casts to f32. */
 static bool ocl_supports(const xg_backend_device *dev, xg_op op,
                          const xg_dtype *dtypes)
 {
     (void)dev;
+    if (op == XG_OP_matmul && (xg_op_signature_is(op, dtypes, XG_BF16) ||
+                               xg_op_signature_is(op, dtypes, XG_F16)))
+        return true; /* kernels/gemm.cl's 16-bit forms */
     return xg_op_f32_or_16bit_move(op, dtypes);
 }
 

@@ -2,7 +2,11 @@
  * row-major, transposes passed as flags (no transposed copies), through
  * CLBlast or xgrad's kernel (kernels/gemm.cl): by default the kernel on
  * CPU devices (PoCL) and CLBlast on others; XGRAD_OPENCL_GEMM=clblast|xgrad
- * overrides (ocl_device.c: gemm_choice, d->clblast).
+ * overrides (ocl_device.c: gemm_choice, d->clblast). matmul on bf16 and
+ * f16 runs xgrad's kernel's 16-bit forms (xg_gemm_bf16, xg_gemm_f16) on
+ * every device: CLBlast's HGEMM computes in half precision where the
+ * device has cl_khr_fp16 (f16 only, with f16 accumulation on some
+ * devices) and has no bf16.
  *
  * Why two: CLBlast compiles the OpenCL program of each routine (GEMM,
  * strided batched GEMM) on its first call in every process and keeps it
@@ -46,10 +50,10 @@ xg_status ocl_clblast_fail(int status, const char *what)
  * keeps it only in its own cache), so the size it would pick for each shape
  * would cost a compile per shape. Elsewhere the driver picks. */
 #define OCL_GEMM_CPU_GROUP 8
-static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
-                          size_t m, size_t n, size_t k, float alpha,
-                          ocl_mat a, ocl_mat b, float beta, ocl_mat c,
-                          size_t batch)
+static xg_status own_gemm(ocl_device *d, ocl_helper kernel, const char *what,
+                          bool ta, bool tb, size_t m, size_t n, size_t k,
+                          float alpha, ocl_mat a, ocl_mat b, float beta,
+                          ocl_mat c, size_t batch)
 {
     if (m > INT_MAX || n > INT_MAX || k > INT_MAX)
         return xg_set_error(XG_ERR_INVALID_ARG, "opencl: %s: GEMM of %zu x "
@@ -60,18 +64,20 @@ static xg_status own_gemm(ocl_device *d, const char *what, bool ta, bool tb,
     cl_long v[9] = {(cl_long)a.offset, (cl_long)a.ld, (cl_long)a.stride,
                     (cl_long)b.offset, (cl_long)b.ld, (cl_long)b.stride,
                     (cl_long)c.offset, (cl_long)c.ld, (cl_long)c.stride};
-    size_t bm = tb ? 4 : 8, bn = tb ? 4 : 16; /* XG_GEMM_DM/DN, RM x 16 */
+    /* XG_GEMM_DM x XG_GEMM_DN, or XG_GEMM_RM (8; 16 for 16-bit) x 16 */
+    size_t bm = tb ? 4 : kernel == OCL_HELPER_gemm ? 8 : 16;
+    size_t bn = tb ? 4 : 16;
     size_t global[3] = {(n + bn - 1) / bn, (m + bm - 1) / bm, batch};
     size_t local[3] = {OCL_GEMM_CPU_GROUP, 1, 1};
     const size_t *lp = NULL;
-    if (d->cpu && d->helper_wg_size[OCL_HELPER_gemm] >= OCL_GEMM_CPU_GROUP) {
+    if (d->cpu && d->helper_wg_size[kernel] >= OCL_GEMM_CPU_GROUP) {
         global[0] = (global[0] + OCL_GEMM_CPU_GROUP - 1) /
                     OCL_GEMM_CPU_GROUP * OCL_GEMM_CPU_GROUP; /* the kernel
                                                   skips the extra ones */
         lp = local;
     }
     const xg_buffer *bufs[] = {a.buf, b.buf, c.buf};
-    return ocl_enqueue(d, d->helpers[OCL_HELPER_gemm], what, bufs, 3,
+    return ocl_enqueue(d, d->helpers[kernel], what, bufs, 3,
                        OCL_ARGS(OCL_ARG(mi), OCL_ARG(ni), OCL_ARG(ki),
                                 OCL_ARG(tai), OCL_ARG(tbi), OCL_ARG(v[0]),
                                 OCL_ARG(v[1]), OCL_ARG(v[2]), OCL_ARG(v[3]),
@@ -86,8 +92,8 @@ xg_status ocl_gemm(ocl_device *d, const char *what, bool ta, bool tb,
                    ocl_mat b, float beta, ocl_mat c, size_t batch)
 {
     if (!d->clblast)
-        return own_gemm(d, what, ta, tb, m, n, k, alpha, a, b, beta, c,
-                        batch);
+        return own_gemm(d, OCL_HELPER_gemm, what, ta, tb, m, n, k, alpha, a,
+                        b, beta, c, batch);
     CLBlastTranspose ta_ = ta ? CLBlastTransposeYes : CLBlastTransposeNo;
     CLBlastTranspose tb_ = tb ? CLBlastTransposeYes : CLBlastTransposeNo;
     CLBlastStatusCode st;
@@ -121,6 +127,13 @@ xg_status ocl_run_gemm(xg_backend_device *dev, const xg_kernel_call *c)
                  (size_t)g->stride_a};
     ocl_mat b = {c->in[1].buf, 0, g->trans_b ? k : n, (size_t)g->stride_b};
     ocl_mat out = {c->out[0].buf, 0, n, (size_t)g->stride_c};
+    xg_dtype t = c->out[0].dtype; /* the inputs' too (ocl_supports) */
+    if (t == XG_BF16 || t == XG_F16)
+        return own_gemm(ocl_dev(dev),
+                        t == XG_BF16 ? OCL_HELPER_gemm_bf16
+                                     : OCL_HELPER_gemm_f16,
+                        "matmul", g->trans_a, g->trans_b, m, n, k, g->alpha,
+                        a, b, 0.0f, out, batch);
     return ocl_gemm(ocl_dev(dev), "matmul", g->trans_a, g->trans_b, m, n, k,
                     g->alpha, a, b, 0.0f, out, batch);
 }

@@ -25,10 +25,12 @@
 #define OCL_SIZE_CLASSES 256
 
 /* Kernels that serve several ops rather than one (see kernels/conv.cl), or
- * an op on other dtypes (the 16-bit copies of kernels/half.cl): X(name)
- * for a kernel named xg_<name>, a name no op may have. */
+ * an op on other dtypes (the 16-bit copies of kernels/half.cl, the 16-bit
+ * GEMMs of kernels/gemm.cl): X(name) for a kernel named xg_<name>, a name
+ * no op may have. */
 #define OCL_HELPERS(X)                                                       \
-    X(im2col) X(col2im) X(gemm) X(copy_16) X(fill_16) X(copy_strided_16)
+    X(im2col) X(col2im) X(gemm) X(gemm_bf16) X(gemm_f16) X(copy_16)          \
+    X(fill_16) X(copy_strided_16)
 
 typedef enum ocl_helper {
 #define OCL_HELPER_ENUM(name) OCL_HELPER_##name,

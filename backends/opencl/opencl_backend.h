@@ -18,7 +18,9 @@
  *                             on CPU devices (PoCL), CLBlast on others;
  *                             the device's name ends in "CLBlast GEMM)"
  *                             or "xgrad GEMM)". Anything else fails the
- *                             open.
+ *                             open. Matrix products on bf16 and f16 run
+ *                             kernels/gemm.cl's 16-bit forms whatever the
+ *                             setting.
  */
 #ifndef XGRAD_OPENCL_BACKEND_H
 #define XGRAD_OPENCL_BACKEND_H

@@ -1,7 +1,8 @@
 /* Ops: every slot of the dispatch table runs through vk_run, which picks the
  * op's pipeline (the shader variant named after it), lets the op family's
  * planner fill in push constants and grid, and records one dispatch. The
- * one exception is a GEMM with a long K, which runs as two (split K).
+ * one exception is a GEMM with a long K, which runs as two (split K; three
+ * on 16-bit elements).
  *
  * The push-constant structs below mirror the `Push` blocks of the shaders
  * in shaders/ field by field (std430: 4-byte scalars, arrays of stride 4).
@@ -144,6 +145,32 @@ static const xg_vk_pipe gemm_pipes[2][4] = {
      XG_VK_PIPE_matmul_sg_tt},
 };
 
+/* matmul on bf16 and f16: the same kernels with 16-bit A, B and C
+ * (gemm_common.glsl), in words or with 16-bit storage, storing C or f32
+ * partial products (split K). Indexed [subgroup][2 * trans_a + trans_b]
+ * [f16][storage16][partial]. */
+#define GEMM16_OUT(k, l, t, s)                                               \
+    {XG_VK_PIPE_matmul##k##_##l##_##t##s,                                    \
+     XG_VK_PIPE_matmul##k##_##l##_##t##s##_partial}
+#define GEMM16_STORAGE(k, l, t)                                              \
+    {GEMM16_OUT(k, l, t, ), GEMM16_OUT(k, l, t, _s16)}
+#define GEMM16_DTYPE(k, l)                                                   \
+    {GEMM16_STORAGE(k, l, bf16), GEMM16_STORAGE(k, l, f16)}
+#define GEMM16_LAYOUT(k)                                                     \
+    {GEMM16_DTYPE(k, nn), GEMM16_DTYPE(k, nt), GEMM16_DTYPE(k, tn),          \
+     GEMM16_DTYPE(k, tt)}
+static const xg_vk_pipe gemm16_pipes[2][4][2][2][2] = {GEMM16_LAYOUT(),
+                                                       GEMM16_LAYOUT(_sg)};
+#undef GEMM16_OUT
+#undef GEMM16_STORAGE
+#undef GEMM16_DTYPE
+#undef GEMM16_LAYOUT
+
+static bool is_16bit(xg_dtype t)
+{
+    return t == XG_BF16 || t == XG_F16;
+}
+
 /* K chunks of a GEMM: K loops longer than XG_GEMM_K_CHUNK are split
  * (shaders/shader_config.h). */
 static int64_t gemm_splits(const xg_gemm_args *a)
@@ -173,17 +200,18 @@ static void plan_gemm(const plan_in *in, xg_vk_job *job)
     };
     set_push(job, &p, sizeof p);
     bool sg = in->dev->subgroup_gemm;
-    job->pipe = gemm_pipes[sg][2 * !!a->trans_a + !!a->trans_b];
+    int layout = 2 * !!a->trans_a + !!a->trans_b;
+    xg_dtype t = in->call->in[0].dtype; /* B's too; C's, or f32 partials */
+    if (is_16bit(t))
+        job->pipe = gemm16_pipes[sg][layout][t == XG_F16][in->dev->storage16]
+                                [in->call->out[0].dtype == XG_F32];
+    else
+        job->pipe = gemm_pipes[sg][layout];
     job->groups[0] = groups(a->n, sg ? XG_GEMM_SG_LANES * XG_GEMM_SG_COL_BLOCKS
                                      : XG_GEMM_TILE_N);
     job->groups[1] = groups(a->m, sg ? XG_GEMM_SG_LANES * XG_GEMM_SG_ROW_BLOCKS
                                      : XG_GEMM_TILE_M);
     job->groups[2] = groups(a->batch * splits, 1);
-}
-
-static bool is_16bit(xg_dtype t)
-{
-    return t == XG_BF16 || t == XG_F16;
 }
 
 /* STRIDED: strided.comp gets the index space, both sides' strides and
@@ -488,29 +516,45 @@ static xg_status run_planned(xg_vk_device *d, const xg_kernel_call *call)
 }
 
 /* A GEMM with K split into chunks: the partial products go to a temporary
- * [batch, splits, M, N], then `sum` reduces it over the splits into C. */
+ * [batch, splits, M, N] (f32 whatever C's type), then `sum` reduces it
+ * over the splits into C; a 16-bit C gets the f32 sums in a second
+ * temporary, then a cast rounds them into C (as the core's widening of
+ * the op would: the same bits). */
 static xg_status run_split_gemm(xg_vk_device *d, const xg_kernel_call *call)
 {
     const xg_gemm_args *a = &call->p.gemm;
     int64_t splits = gemm_splits(a);
-    xg_buffer *partial = NULL;
+    bool half = is_16bit(call->out[0].dtype);
+    xg_buffer *partial = NULL, *sums = NULL;
     xg_status st = xg_vk_alloc(&d->base,
                                (size_t)(a->batch * splits * a->m * a->n) * 4,
                                &partial);
-    if (st != XG_OK)
-        return st;
+    if (st == XG_OK && half)
+        st = xg_vk_alloc(&d->base, (size_t)(a->batch * a->m * a->n) * 4,
+                         &sums);
     xg_kernel_call parts = *call;
-    parts.out[0].buf = partial;
-    st = run_planned(d, &parts);
+    parts.out[0] = (xg_operand){partial, XG_F32, 0};
+    if (st == XG_OK)
+        st = run_planned(d, &parts);
     xg_kernel_call sum = {
         .op = XG_OP_sum,
         .in = {{partial, XG_F32}},
-        .out = {call->out[0]},
+        .out = {half ? (xg_operand){sums, XG_F32, 0} : call->out[0]},
         .p.reduce = {a->batch, splits, a->m * a->n},
     };
     if (st == XG_OK)
         st = run_planned(d, &sum);
-    xg_vk_free(&d->base, partial); /* kept until the sum has run */
+    xg_kernel_call round = {
+        .op = XG_OP_cast,
+        .in = {{sums, XG_F32}},
+        .out = {call->out[0]},
+        .p.cast = {a->batch * a->m * a->n},
+    };
+    if (st == XG_OK && half)
+        st = run_planned(d, &round);
+    /* kept until the dispatches that use them have run */
+    xg_vk_free(&d->base, sums);
+    xg_vk_free(&d->base, partial);
     return st;
 }
 
@@ -587,12 +631,17 @@ static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
 }
 
 /* Every op runs on f32 element types; casts between every pair of dtypes
- * (cast.comp); fill, copy and copy_strided also on bf16 and f16 (bit copies). The
- * core widens every other op on 16-bit elements through casts to f32. */
+ * (cast.comp); fill, copy and copy_strided also on bf16 and f16 (bit
+ * copies); matmul also on bf16 and f16 (f32 accumulation, gemm_common.glsl).
+ * The core widens every other op on 16-bit elements through casts to
+ * f32. */
 static bool vk_supports(const xg_backend_device *dev, xg_op op,
                         const xg_dtype *dtypes)
 {
     (void)dev;
+    if (op == XG_OP_matmul && (xg_op_signature_is(op, dtypes, XG_BF16) ||
+                               xg_op_signature_is(op, dtypes, XG_F16)))
+        return true;
     return xg_op_f32_or_16bit_move(op, dtypes);
 }
 
