@@ -145,8 +145,9 @@ xg_status xg_device_open(const char *spec, xg_device **out);
  * now (in_use), the most they held at once since the device was opened or
  * since xg_device_reset_peak_memory (peak), and the limit allocations are
  * refused past (limit; 0 when the driver reports none and
- * XGRAD_MEMORY_LIMIT is unset). Backends may keep freed blocks for reuse
- * beyond this. */
+ * XGRAD_MEMORY_LIMIT is unset). The f32 temporaries of a 16-bit op that the
+ * backend runs through f32 (xg_device_supports_natively false) count while
+ * the op runs. Backends may keep freed blocks for reuse beyond this. */
 typedef struct xg_device_memory_info {
     uint64_t in_use, peak, limit;
 } xg_device_memory_info;
@@ -577,7 +578,9 @@ xg_tensor *xg_embedding(xg_tensor *weight, xg_tensor *index);
  *   y = (x - mean) / sqrt(var + eps) * weight + bias
  * with the biased variance (divided by C). weight and bias are [C] or NULL
  * (no scale, no shift). One fused kernel forward, one backward (which
- * reuses the mean and 1/sqrt(var + eps) kept from the forward).
+ * reuses the mean and 1/sqrt(var + eps) kept from the forward). Under a
+ * 16-bit autocast: computed in f32, output in the autocast dtype (see
+ * xg_set_autocast).
  * Errors: XG_ERR_INVALID_ARG (NULL x, eps < 0 or not finite, different
  * devices), XG_ERR_DTYPE, XG_ERR_SHAPE (x 0-D, weight or bias not [C]). */
 xg_tensor *xg_layer_norm(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
@@ -728,9 +731,14 @@ bool xg_grad_enabled(void);
  * its layer) and xg_attention cast their float inputs to that dtype
  * (xg_to_dtype: recorded, so an f32 parameter's gradient arrives in f32)
  * and give outputs of that dtype; xg_softmax, xg_log_softmax, the
- * cross-entropy losses, xg_layer_norm and xg_batch_norm2d (and their
- * layers) cast 16-bit inputs to f32 and compute and give f32. Other ops
- * run in their inputs' dtypes (an f32 and a 16-bit input give f32).
+ * cross-entropy losses and xg_batch_norm2d (and their layers) cast 16-bit
+ * inputs to f32 and compute and give f32; xg_layer_norm (and its layer)
+ * computes its statistics and affine map in f32 (a 16-bit x cast to f32)
+ * and gives its output rounded once to the autocast dtype, the dtype the
+ * matmul after it reads (PyTorch's CPU autocast leaves layer_norm alone:
+ * f32 in, f32 out, cast by that matmul: the same values; the graph keeps
+ * only the 16-bit output). Other ops run in their inputs' dtypes (an f32
+ * and a 16-bit input give f32).
  * Parameters, gradients and optimizer state stay f32. Run the forward
  * pass and the loss under autocast; backward needs no autocast (each op
  * of the graph differentiates in the dtypes it recorded). bf16 keeps

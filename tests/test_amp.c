@@ -364,3 +364,120 @@ Test(amp, layers_compute_in_the_autocast_dtype)
     xg_module_free(lin);
     xg_module_free(conv);
 }
+
+/* A 16-bit op the CPU backend widens (gelu: no 16-bit kernel) runs on f32
+ * twins of its buffers; they count in the device's memory account while
+ * they live: the peak of the call holds them (bf16 in and out: 2 + 2
+ * bytes an element, the twins 4 + 4), in_use is back after it, and
+ * XGRAD_MEMORY_LIMIT refuses a call whose twins do not fit though its
+ * output alone would. */
+static int op_named(const char *name)
+{
+    for (int op = 0; op < xg_op_count(); op++)
+        if (!strcmp(xg_op_name(op), name))
+            return op;
+    cr_assert_fail("no op %s", name);
+    return -1;
+}
+
+Test(amp, widened_temporaries_count_in_the_memory_account)
+{
+    setenv("XGRAD_MEMORY_LIMIT", "1M", 1);
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    unsetenv("XGRAD_MEMORY_LIMIT");
+    xg_device_set_current(dev);
+    if (xg_device_supports_natively(dev, op_named("gelu"), XG_BF16)) {
+        xg_device_set_current(NULL);
+        xg_device_close(dev);
+        cr_skip_test("the CPU backend has a bf16 gelu: nothing is widened");
+    }
+    xg_scope *s = xg_scope_begin();
+    enum { N = 32 * 1024 };
+    xg_tensor *x = xg_to_dtype(xg_full(XG_SHAPE(N), 0.5f), XG_BF16);
+    cr_assert_not_null(x, "%s", xg_last_error());
+    xg_device_memory_info before, after;
+    xg_device_memory(dev, &before);
+    xg_device_reset_peak_memory(dev);
+    xg_tensor *y = xg_gelu(x); /* 64 KiB out, 256 KiB of twins */
+    cr_assert_not_null(y, "%s", xg_last_error());
+    xg_device_memory(dev, &after);
+    cr_expect_eq(after.in_use, before.in_use + 2 * N, "only y stays");
+    cr_expect_geq(after.peak, before.in_use + 2 * N + 8 * N,
+                  "the peak %llu holds y and both twins (in use before "
+                  "%llu)", (unsigned long long)after.peak,
+                  (unsigned long long)before.in_use);
+    float v;
+    cr_assert_eq(xg_tensor_item(xg_sum_all(xg_narrow(y, 0, 0, 1)), &v),
+                 XG_OK, "%s", xg_last_error());
+    cr_expect_float_eq(v, 0.345703125f, 1e-6f, "gelu(0.5) in bf16: %g", v);
+    xg_scope_end(s);
+
+    /* 256 KiB of bf16 held: a gelu over them needs 256 KiB for y and
+     * 1 MiB of twins, past the 1 MiB limit; y alone fits */
+    s = xg_scope_begin();
+    enum { BIG = 128 * 1024 };
+    xg_tensor *f = xg_full(XG_SHAPE(BIG), 0.5f);
+    xg_tensor *held = xg_to_dtype(f, XG_BF16);
+    cr_assert_not_null(held, "%s", xg_last_error());
+    xg_tensor_free(f);
+    xg_device_memory(dev, &before);
+    cr_expect_null(xg_gelu(held), "its twins are past the limit");
+    cr_expect_eq(xg_last_status(), XG_ERR_DEVICE_OOM, "%s", xg_last_error());
+    cr_expect(strstr(xg_last_error(), "XGRAD_MEMORY_LIMIT") != NULL, "%s",
+              xg_last_error());
+    xg_device_memory(dev, &after);
+    cr_expect_eq(after.in_use, before.in_use, "nothing left behind");
+    cr_expect_not_null(xg_relu(xg_to_dtype(xg_full(XG_SHAPE(1024), 1.0f),
+                                           XG_BF16)),
+                       "a small widened call still runs: %s",
+                       xg_last_error());
+    xg_scope_end(s);
+    xg_device_set_current(NULL);
+    xg_device_close(dev);
+}
+
+/* Layer norm under autocast: statistics and affine map in f32, the output
+ * rounded once to the autocast dtype (what the matmul after it reads), so
+ * its values are those of the f32 layer norm cast to that dtype, bit for
+ * bit; the gradients of x, weight and bias come back in f32. */
+Test(amp, layer_norm_gives_the_autocast_dtype_from_f32_statistics)
+{
+    float xv[24], wv[6], bv[6];
+    tu_fill_signed(xv, 24, 31, 0.1, 3.0);
+    tu_fill(wv, 6, 32, 0.5, 1.5);
+    tu_fill(bv, 6, 33, -0.5, 0.5);
+    xg_dtype dts[2] = {XG_BF16, XG_F16};
+    for (int i = 0; i < 2; i++) {
+        xg_tensor *x = tu_param(tu_f32(xv, XG_SHAPE(4, 6)));
+        xg_tensor *w = tu_param(tu_f32(wv, XG_SHAPE(6)));
+        xg_tensor *b = tu_param(tu_f32(bv, XG_SHAPE(6)));
+        xg_tensor *want = xg_to_dtype(xg_layer_norm(x, w, b, 1e-5f), dts[i]);
+        xg_dtype was = xg_set_autocast(dts[i]);
+        xg_tensor *y = xg_layer_norm(x, w, b, 1e-5f);
+        /* a 16-bit input: its dtype out too */
+        xg_tensor *y16 = xg_layer_norm(xg_to_dtype(x, dts[i]), w, b, 1e-5f);
+        xg_set_autocast(was);
+        cr_assert(y && y16 && want, "%s", xg_last_error());
+        cr_expect_eq(xg_tensor_dtype(y), dts[i], "%s", xg_dtype_name(dts[i]));
+        cr_expect_eq(xg_tensor_dtype(y16), dts[i]);
+        float *got = tu_read(xg_to_dtype(y, XG_F32)),
+              *exp = tu_read(xg_to_dtype(want, XG_F32));
+        for (int k = 0; k < 24; k++)
+            cr_expect_eq(got[k], exp[k], "%s [%d]: %g, want %g",
+                         xg_dtype_name(dts[i]), k, got[k], exp[k]);
+        free(got);
+        free(exp);
+        float c[24];
+        tu_fill_signed(c, 24, 34, 0.5, 2.0);
+        cr_assert_eq(xg_backward(xg_sum_all(xg_mul(
+                         xg_to_dtype(y, XG_F32), tu_f32(c, XG_SHAPE(4, 6))))),
+                     XG_OK, "%s", xg_last_error());
+        xg_tensor *ps[3] = {x, w, b};
+        for (int k = 0; k < 3; k++) {
+            xg_tensor *g = xg_tensor_grad(ps[k]);
+            cr_assert_not_null(g, "gradient %d", k);
+            cr_expect_eq(xg_tensor_dtype(g), XG_F32, "gradient %d is f32", k);
+        }
+    }
+}

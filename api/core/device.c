@@ -316,6 +316,34 @@ void xg_device_reset_peak_memory(xg_device *dev)
     xg__device_unlock(dev);
 }
 
+xg_status xg__device_alloc(xg_device *dev, size_t bytes, xg_buffer **out,
+                           const char *who)
+{
+    if (dev->limit && bytes > dev->limit - dev->in_use)
+        return xg_set_error(XG_ERR_DEVICE_OOM, "%s: out of device memory: "
+                            "%zu bytes asked, %llu of %llu in use on %s (the "
+                            "device's memory, or XGRAD_MEMORY_LIMIT)", who,
+                            bytes, (unsigned long long)dev->in_use,
+                            (unsigned long long)dev->limit,
+                            dev->backend->name);
+    xg_status st = xg__device_result(
+        dev, dev->backend->alloc(dev->bdev, bytes, out));
+    if (st != XG_OK)
+        return st;
+    dev->in_use += bytes;
+    if (dev->in_use > dev->peak)
+        dev->peak = dev->in_use;
+    return XG_OK;
+}
+
+void xg__device_free(xg_device *dev, xg_buffer *buf, size_t bytes)
+{
+    if (!buf)
+        return;
+    dev->backend->free(dev->bdev, buf);
+    dev->in_use -= bytes;
+}
+
 xg_status xg_device_sync(xg_device *dev)
 {
     if (!dev)
@@ -451,9 +479,9 @@ static xg_status cast_buffer(xg_device *dev, xg_buffer *src, xg_dtype from,
  * checked widenable): every T buffer gets an f32 twin of the same element
  * count, inputs (and outputs that the op updates in place: copy_strided's)
  * cast in, the op run on the twins, T outputs cast back: one rounding, at
- * the output. Under the device's lock. The twins are the backend's own
- * allocations, outside the device's memory accounting, freed at once (work
- * queued on them still completes). */
+ * the output. Under the device's lock. The twins count in the device's
+ * memory account while they live (XGRAD_MEMORY_LIMIT can refuse them) and
+ * are freed at once (work queued on them still completes). */
 static xg_status launch_widened(xg_device *dev, const xg_kernel_call *call,
                                 xg_dtype t)
 {
@@ -462,6 +490,7 @@ static xg_status launch_widened(xg_device *dev, const xg_kernel_call *call,
     size_t size = xg_dtype_size(t);
     xg_kernel_call wide = *call;
     xg_buffer *twins[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT] = {0};
+    size_t wide_bytes[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT] = {0};
     bool in_place = info->family == XG_FAMILY_STRIDED;
     xg_status st = XG_OK;
     for (int k = 0; st == XG_OK && k < info->n_in + info->n_out; k++) {
@@ -482,11 +511,11 @@ static xg_status launch_widened(xg_device *dev, const xg_kernel_call *call,
                               "to widen", info->name, k);
             break;
         }
-        st = xg__device_result(dev, b->alloc(dev->bdev, (size_t)n * 4,
-                                             &twins[k]));
+        st = xg__device_alloc(dev, (size_t)n * 4, &twins[k], info->name);
         if (st == XG_OK && (is_in || in_place))
             st = xg__device_result(dev, cast_buffer(dev, o->buf, t, twins[k],
                                                     XG_F32, n));
+        wide_bytes[k] = (size_t)n * 4;
         w->buf = twins[k];
         w->dtype = XG_F32;
         w->bytes = (size_t)n * 4;
@@ -502,7 +531,7 @@ static xg_status launch_widened(xg_device *dev, const xg_kernel_call *call,
                                  (int64_t)(call->out[j].bytes / size)));
     }
     for (int k = 0; k < info->n_in + info->n_out; k++)
-        b->free(dev->bdev, twins[k]);
+        xg__device_free(dev, twins[k], wide_bytes[k]);
     return st;
 }
 
