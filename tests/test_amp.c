@@ -481,3 +481,60 @@ Test(amp, layer_norm_gives_the_autocast_dtype_from_f32_statistics)
         }
     }
 }
+
+/* A large elementwise call is widened a chunk at a time: its f32
+ * temporaries stay a few MiB however long it is, and its values are those
+ * of the f32 kernel rounded once, bit for bit (a partial last chunk
+ * included). */
+Test(amp, long_widened_elementwise_calls_run_in_chunks)
+{
+    xg_device *dev = xg_device_current();
+    if (xg_device_supports_natively(dev, op_named("gelu"), XG_BF16))
+        cr_skip_test("the backend has a bf16 gelu: nothing is widened");
+    enum { N = 1000 * 1000 + 7 };
+    float *v = malloc(sizeof *v * N);
+    cr_assert_not_null(v);
+    tu_fill_signed(v, N, 41, 0.01, 4.0);
+    xg_tensor *x = xg_to_dtype(tu_f32(v, XG_SHAPE(N)), XG_BF16);
+    free(v);
+    cr_assert_not_null(x, "%s", xg_last_error());
+    xg_tensor *want = xg_to_dtype(xg_gelu(xg_to_dtype(x, XG_F32)), XG_BF16);
+    cr_assert_not_null(want, "%s", xg_last_error());
+    xg_device_memory_info before, after;
+    xg_device_memory(dev, &before);
+    xg_device_reset_peak_memory(dev);
+    xg_tensor *y = xg_gelu(x);
+    cr_assert_not_null(y, "%s", xg_last_error());
+    xg_device_memory(dev, &after);
+    /* y, and at most 4 MiB of staging and twins (8 N bytes unchunked) */
+    cr_expect_leq(after.peak - before.in_use, 2 * (uint64_t)N + (4u << 20),
+                  "peak %llu over %llu", (unsigned long long)after.peak,
+                  (unsigned long long)before.in_use);
+    cr_expect_eq(after.in_use, before.in_use + 2 * (uint64_t)N);
+    float *got = tu_read(xg_to_dtype(y, XG_F32));
+    float *exp = tu_read(xg_to_dtype(want, XG_F32));
+    int64_t bad = 0;
+    for (int64_t i = 0; i < N; i++)
+        bad += memcmp(&got[i], &exp[i], sizeof *got) != 0;
+    cr_expect_eq(bad, 0, "%lld of %d values differ from the f32 kernel's "
+                 "rounded once", (long long)bad, N);
+    free(got);
+    free(exp);
+    /* the backward too (UNARY_BACKWARD, two inputs) */
+    xg_tensor *xp = tu_param(xg_to_dtype(x, XG_F32));
+    xg_tensor *x16 = xg_to_dtype(xp, XG_BF16);
+    cr_assert_eq(xg_backward(xg_sum_all(xg_to_dtype(xg_gelu(x16), XG_F32))),
+                 XG_OK, "%s", xg_last_error());
+    xg_tensor *g32 = tu_param(xg_to_dtype(x, XG_F32));
+    cr_assert_eq(xg_backward(xg_sum_all(xg_gelu(g32))), XG_OK, "%s",
+                 xg_last_error());
+    got = tu_read(xg_tensor_grad(xp));
+    exp = tu_read(xg_to_dtype(xg_to_dtype(xg_tensor_grad(g32), XG_BF16),
+                              XG_F32));
+    bad = 0;
+    for (int64_t i = 0; i < N; i++)
+        bad += memcmp(&got[i], &exp[i], sizeof *got) != 0;
+    cr_expect_eq(bad, 0, "gelu_backward: %lld values differ", (long long)bad);
+    free(got);
+    free(exp);
+}

@@ -535,6 +535,106 @@ static xg_status launch_widened(xg_device *dev, const xg_kernel_call *call,
     return st;
 }
 
+/* Elements per pass of a chunked widening: 1 MiB of f32 in each twin. */
+enum { WIDEN_CHUNK = 1 << 18 };
+
+/* Whether a widened call is an elementwise one over more than a chunk
+ * (UNARY, UNARY_BACKWARD, SCALAR: every buffer n elements of t) on a
+ * backend that copies t between offsets (copy_strided), so that it can
+ * run a chunk at a time (launch_widened_chunks). */
+static bool chunkable(const xg_backend *b, const xg_backend_device *bdev,
+                      const xg_kernel_call *call, xg_dtype t)
+{
+    xg_op_family f = xg_op_table[call->op].family;
+    xg_dtype move[2] = {t, t};
+    return (f == XG_FAMILY_UNARY || f == XG_FAMILY_UNARY_BACKWARD ||
+            f == XG_FAMILY_SCALAR) &&
+           call->p.ew.n > WIDEN_CHUNK && b->kernels[XG_FAMILY_STRIDED] &&
+           b->supports(bdev, XG_OP_copy_strided, move);
+}
+
+/* Copies n elements of t from src[from] to dst[to] (copy_strided). */
+static xg_status move_range(xg_device *dev, xg_buffer *src, int64_t from,
+                            xg_buffer *dst, int64_t to, int64_t n,
+                            xg_dtype t)
+{
+    xg_kernel_call c = {.op = XG_OP_copy_strided, .in = {{src, t, 0}},
+                        .out = {{dst, t, 0}}};
+    c.p.strided = (xg_strided_args){.ndim = 1, .n = n, .shape = {n},
+                                    .in_stride = {1}, .out_stride = {1},
+                                    .in_offset = from, .out_offset = to};
+    return dev->backend->kernels[XG_FAMILY_STRIDED](dev->bdev, &c);
+}
+
+/* launch_widened for a chunkable call, WIDEN_CHUNK elements at a time, so
+ * that its f32 temporaries stay small whatever n is: per chunk, each
+ * input's range is copied into a 16-bit staging buffer and cast into its
+ * f32 twin, the op runs on the twins, and the output twin is cast back
+ * into staging and copied into its range. Elementwise, so an output that
+ * shares its buffer with an input (a backward writing over its gradient)
+ * is safe: a chunk's inputs are read before its output is written. The
+ * values are those of launch_widened, bit for bit. Under the device's
+ * lock; the buffers count in the memory account while they live. */
+static xg_status launch_widened_chunks(xg_device *dev,
+                                       const xg_kernel_call *call,
+                                       xg_dtype t)
+{
+    const xg_op_info *info = &xg_op_table[call->op];
+    const xg_backend *b = dev->backend;
+    size_t size = xg_dtype_size(t);
+    int64_t n = call->p.ew.n;
+    int n_buf = info->n_in + info->n_out;
+    xg_kernel_call wide = *call;
+    xg_buffer *stage[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT] = {0};
+    xg_buffer *twin[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT] = {0};
+    xg_status st = XG_OK;
+    for (int k = 0; st == XG_OK && k < n_buf; k++) {
+        const xg_operand *o = k < info->n_in ? &call->in[k]
+                                             : &call->out[k - info->n_in];
+        if (o->bytes < (size_t)n * size)
+            st = xg_set_error(XG_ERR_INVALID_ARG, "%s: buffer %d holds %zu "
+                              "bytes, under %lld elements", info->name, k,
+                              o->bytes, (long long)n);
+        if (st == XG_OK)
+            st = xg__device_alloc(dev, WIDEN_CHUNK * size, &stage[k],
+                                  info->name);
+        if (st == XG_OK)
+            st = xg__device_alloc(dev, WIDEN_CHUNK * 4, &twin[k],
+                                  info->name);
+        xg_operand *w = k < info->n_in ? &wide.in[k]
+                                       : &wide.out[k - info->n_in];
+        *w = (xg_operand){twin[k], XG_F32, WIDEN_CHUNK * 4};
+    }
+    for (int64_t at = 0; st == XG_OK && at < n; at += WIDEN_CHUNK) {
+        int64_t m = n - at < WIDEN_CHUNK ? n - at : WIDEN_CHUNK;
+        for (int k = 0; st == XG_OK && k < info->n_in; k++) {
+            st = xg__device_result(dev, move_range(dev, call->in[k].buf, at,
+                                                   stage[k], 0, m, t));
+            if (st == XG_OK)
+                st = xg__device_result(dev, cast_buffer(dev, stage[k], t,
+                                                        twin[k], XG_F32, m));
+        }
+        wide.p.ew.n = m;
+        if (st == XG_OK)
+            st = xg__device_result(dev, b->kernels[info->family](dev->bdev,
+                                                                  &wide));
+        for (int j = 0; st == XG_OK && j < info->n_out; j++) {
+            int k = info->n_in + j;
+            st = xg__device_result(dev, cast_buffer(dev, twin[k], XG_F32,
+                                                    stage[k], t, m));
+            if (st == XG_OK)
+                st = xg__device_result(dev, move_range(dev, stage[k], 0,
+                                                       call->out[j].buf, at,
+                                                       m, t));
+        }
+    }
+    for (int k = 0; k < n_buf; k++) {
+        xg__device_free(dev, stage[k], stage[k] ? WIDEN_CHUNK * size : 0);
+        xg__device_free(dev, twin[k], twin[k] ? WIDEN_CHUNK * 4 : 0);
+    }
+    return st;
+}
+
 xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
 {
     const xg_op_info *info = &xg_op_table[call->op];
@@ -566,7 +666,9 @@ xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
         if ((t == XG_BF16 || t == XG_F16) &&
             widenable(b, dev->bdev, call->op, dtypes, t)) {
             xg__device_lock(dev);
-            st = launch_widened(dev, call, t);
+            st = chunkable(b, dev->bdev, call, t)
+                     ? launch_widened_chunks(dev, call, t)
+                     : launch_widened(dev, call, t);
             xg__device_unlock(dev);
             return st;
         }
