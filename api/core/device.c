@@ -635,6 +635,113 @@ static xg_status launch_widened_chunks(xg_device *dev,
     return st;
 }
 
+/* Whether a widened BINARY call can run a band of output rows (its first
+ * axis) at a time (launch_widened_rows): more than a chunk of elements,
+ * more than one row, no input sharing the output's buffer, and
+ * copy_strided for t. */
+static bool row_chunkable(const xg_backend *b, const xg_backend_device *bdev,
+                          const xg_kernel_call *call, xg_dtype t)
+{
+    const xg_binary_args *p = &call->p.binary;
+    xg_dtype move[2] = {t, t};
+    return xg_op_table[call->op].family == XG_FAMILY_BINARY &&
+           p->n > WIDEN_CHUNK && p->ndim >= 1 && p->shape[0] > 1 &&
+           call->in[0].buf != call->out[0].buf &&
+           call->in[1].buf != call->out[0].buf &&
+           b->kernels[XG_FAMILY_STRIDED] &&
+           b->supports(bdev, XG_OP_copy_strided, move);
+}
+
+/* The elements that input `stride` reads for `rows` rows of the output
+ * from its first: the span from the first row's start to the last
+ * element of the last row. */
+static int64_t row_span(const xg_binary_args *p, const int64_t *stride,
+                        int64_t rows)
+{
+    int64_t last = (rows - 1) * stride[0];
+    for (int k = 1; k < p->ndim; k++)
+        last += (p->shape[k] - 1) * stride[k];
+    return last + 1;
+}
+
+/* launch_widened for a BINARY call, a band of output rows at a time (as
+ * many as make a chunk of WIDEN_CHUNK elements, at least one): per band,
+ * the span of each input that the band reads (all of a broadcast input,
+ * stride 0 on the first axis) is copied into a 16-bit staging buffer and
+ * cast into its f32 twin, the op runs on the band with the same strides,
+ * and the band's output is cast back and copied into place. The values
+ * are those of launch_widened, bit for bit. Under the device's lock; the
+ * buffers count in the memory account while they live. */
+static xg_status launch_widened_rows(xg_device *dev,
+                                     const xg_kernel_call *call, xg_dtype t)
+{
+    const xg_binary_args *p = &call->p.binary;
+    const xg_backend *b = dev->backend;
+    size_t size = xg_dtype_size(t);
+    int64_t inner = p->n / p->shape[0];
+    int64_t band = inner >= WIDEN_CHUNK ? 1 : WIDEN_CHUNK / inner;
+    const int64_t *strides[2] = {p->stride_a, p->stride_b};
+    /* elements of each buffer's staging: a band's span, the output's band */
+    int64_t cap[3];
+    for (int k = 0; k < 2; k++)
+        cap[k] = row_span(p, strides[k], band < p->shape[0] ? band
+                                                            : p->shape[0]);
+    cap[2] = band * inner;
+    xg_kernel_call wide = *call;
+    xg_buffer *stage[3] = {0}, *twin[3] = {0};
+    xg_status st = XG_OK;
+    for (int k = 0; st == XG_OK && k < 3; k++) {
+        const xg_operand *o = k < 2 ? &call->in[k] : &call->out[0];
+        int64_t whole = k < 2 ? strides[k][0] * (p->shape[0] - 1) +
+                                    row_span(p, strides[k], 1)
+                              : p->n;
+        if (o->bytes < (size_t)whole * size)
+            st = xg_set_error(XG_ERR_INVALID_ARG, "%s: buffer %d holds %zu "
+                              "bytes, under %lld elements",
+                              xg_op_table[call->op].name, k, o->bytes,
+                              (long long)whole);
+        if (st == XG_OK)
+            st = xg__device_alloc(dev, (size_t)cap[k] * size, &stage[k],
+                                  xg_op_table[call->op].name);
+        if (st == XG_OK)
+            st = xg__device_alloc(dev, (size_t)cap[k] * 4, &twin[k],
+                                  xg_op_table[call->op].name);
+        xg_operand *w = k < 2 ? &wide.in[k] : &wide.out[0];
+        *w = (xg_operand){twin[k], XG_F32, (size_t)cap[k] * 4};
+    }
+    for (int64_t r = 0; st == XG_OK && r < p->shape[0]; r += band) {
+        int64_t rows = p->shape[0] - r < band ? p->shape[0] - r : band;
+        for (int k = 0; st == XG_OK && k < 2; k++) {
+            int64_t span = row_span(p, strides[k], rows);
+            st = xg__device_result(
+                dev, move_range(dev, call->in[k].buf, r * strides[k][0],
+                                stage[k], 0, span, t));
+            if (st == XG_OK)
+                st = xg__device_result(dev, cast_buffer(dev, stage[k], t,
+                                                        twin[k], XG_F32,
+                                                        span));
+        }
+        wide.p.binary.shape[0] = rows;
+        wide.p.binary.n = rows * inner;
+        if (st == XG_OK)
+            st = xg__device_result(
+                dev, b->kernels[XG_FAMILY_BINARY](dev->bdev, &wide));
+        if (st == XG_OK)
+            st = xg__device_result(dev, cast_buffer(dev, twin[2], XG_F32,
+                                                    stage[2], t,
+                                                    rows * inner));
+        if (st == XG_OK)
+            st = xg__device_result(
+                dev, move_range(dev, stage[2], 0, call->out[0].buf,
+                                r * inner, rows * inner, t));
+    }
+    for (int k = 0; k < 3; k++) {
+        xg__device_free(dev, stage[k], stage[k] ? (size_t)cap[k] * size : 0);
+        xg__device_free(dev, twin[k], twin[k] ? (size_t)cap[k] * 4 : 0);
+    }
+    return st;
+}
+
 xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
 {
     const xg_op_info *info = &xg_op_table[call->op];
@@ -668,6 +775,8 @@ xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
             xg__device_lock(dev);
             st = chunkable(b, dev->bdev, call, t)
                      ? launch_widened_chunks(dev, call, t)
+                 : row_chunkable(b, dev->bdev, call, t)
+                     ? launch_widened_rows(dev, call, t)
                      : launch_widened(dev, call, t);
             xg__device_unlock(dev);
             return st;
