@@ -194,8 +194,10 @@ typedef struct xg_device_info {
     bool is_software;      /* CPU implementation: lavapipe, PoCL, xgrad cpu */
     uint64_t memory_bytes; /* 0 when unknown */
     /* The device's 16-bit float capabilities as its backend names them,
-     * space-separated (the CPU's "f16c avx512_bf16": the conversion
-     * instructions it has); "" when it reports none. */
+     * space-separated; "" when it reports none. cpu: "f16c" and
+     * "avx512_bf16", the conversion instructions it has; opencl:
+     * "cl_khr_fp16", half arithmetic in kernels; vulkan:
+     * "storageBuffer16BitAccess" and "shaderFloat16". */
     char features[128];
 } xg_device_info;
 

@@ -6,9 +6,12 @@
 # but cast (a backend's casts come with its 16-bit support).
 # 16-bit: on cpu every op with an element type T runs bf16 and f16 (the
 # core widens what has no kernel, marked "(w)"), natively for the ops that
-# only move values (copy, fill, copy_strided, cast) and matmul; the f32-only updates
-# (no T in their row) list f32 alone; and xgrad-info shows the CPU's
-# 16-bit features and the native / widened counts.
+# only move values (copy, fill, copy_strided, cast), matmul and the
+# elementwise families (UNARY, UNARY_BACKWARD, SCALAR, BINARY); the
+# f32-only updates (no T in their row) list f32 alone; and xgrad-info shows the CPU's
+# 16-bit features and the native / widened counts, and each backend's
+# 16-bit features are words of its own (cpu: f16c avx512_bf16; opencl:
+# cl_khr_fp16; vulkan: storageBuffer16BitAccess shaderFloat16).
 #   info_ops.sh XGRAD_INFO OPS_DEF
 set -euo pipefail
 info=$1 ops_def=$2
@@ -30,8 +33,8 @@ for b in $backends; do
         exit 1
     fi
 done
-t_ops=$(sed -n 's/^XG_OP(\([a-z0-9_]*\), *[A-Z_]*, *"\([a-zA-Z]*\)", *"\([a-zA-Z]*\)".*/\1 \2\3/p' "$ops_def")
-while read -r op rules; do
+t_ops=$(sed -n 's/^XG_OP(\([a-z0-9_]*\), *\([A-Z_]*\), *"\([a-zA-Z]*\)", *"\([a-zA-Z]*\)".*/\1 \2 \3\4/p' "$ops_def")
+while read -r op family rules; do
     line=$(echo "$got" | grep "^$op ")
     cpu=$(echo "$line" | sed 's/.* cpu:\([^ ]*\).*/\1/')
     case $rules in
@@ -40,6 +43,9 @@ while read -r op rules; do
     esac
     case $op in
     copy|fill|copy_strided|cast|matmul) want16="bf16,f16" ;;
+    esac
+    case $family in
+    UNARY|UNARY_BACKWARD|SCALAR|BINARY) want16="bf16,f16" ;;
     esac
     case $cpu in
     f32,bf16*|f32,i32,bf16*) [ -n "$want16" ] && [ "${cpu#*,bf16}" != "$cpu" ] &&
@@ -53,6 +59,30 @@ summary=$("$info")
 if grep -q -w f16c /proc/cpuinfo 2>/dev/null &&
     ! echo "$summary" | grep -q "16-bit features: .*f16c"; then
     echo "info_ops: the CPU's f16c is not shown" >&2
+    exit 1
+fi
+# Each backend names its 16-bit features in its own terms: the CPU its
+# conversion instructions, OpenCL the half-arithmetic extension, Vulkan its
+# 16-bit storage and arithmetic features; any other word (another backend's,
+# or stale memory) fails.
+bad=$(echo "$summary" | awk '
+    /^[a-z]+:$/ { backend = substr($1, 1, length($1) - 1) }
+    /16-bit features:/ {
+        sub(/.*16-bit features: /, "")
+        if ($0 == "none reported") next
+        n = split($0, words, " ")
+        for (i = 1; i <= n; i++) {
+            w = words[i]
+            ok = (backend == "cpu" && (w == "f16c" || w == "avx512_bf16")) ||
+                 (backend == "opencl" && w == "cl_khr_fp16") ||
+                 (backend == "vulkan" && (w == "storageBuffer16BitAccess" ||
+                                          w == "shaderFloat16"))
+            if (!ok) print backend ": " w
+        }
+    }')
+if [ -n "$bad" ]; then
+    echo "info_ops: 16-bit features a backend cannot have:" >&2
+    echo "$bad" >&2
     exit 1
 fi
 echo "$summary" | grep -q "bf16 ops: [0-9]* native, [0-9]* widened" ||

@@ -6,6 +6,7 @@
  * bits themselves (tests/half_torch.py). */
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "half_impl.h"
@@ -180,26 +181,137 @@ Test(half_tensors, host_io_and_casts)
     cr_expect(iv[0] == 1.0f && iv[1] == -2.0f && iv[3] == 0.0f);
 }
 
-/* An op with no 16-bit kernel (exp, matmul, softmax on the CPU) runs on
+static int op_index(const char *name)
+{
+    for (int op = 0; op < xg_op_count(); op++)
+        if (strcmp(xg_op_name(op), name) == 0)
+            return op;
+    cr_assert_fail("no op %s", name);
+    return -1;
+}
+
+/* Whether 16-bit tensors `got` and `ref` hold the same bits. */
+static void expect_same_bits(xg_tensor *got, xg_tensor *ref, const char *what)
+{
+    cr_assert_not_null(got, "%s: %s", what, xg_last_error());
+    cr_assert_not_null(ref, "%s: %s", what, xg_last_error());
+    cr_assert_eq(xg_tensor_dtype(got), xg_tensor_dtype(ref), "%s", what);
+    int64_t n = xg_tensor_numel(got);
+    cr_assert_eq(n, xg_tensor_numel(ref), "%s", what);
+    uint16_t *g = malloc((size_t)n * 2), *r = malloc((size_t)n * 2);
+    cr_assert(g && r);
+    cr_assert_eq(xg_tensor_read(got, g, (size_t)n * 2), XG_OK);
+    cr_assert_eq(xg_tensor_read(ref, r, (size_t)n * 2), XG_OK);
+    int64_t bad = -1;
+    for (int64_t i = 0; i < n && bad < 0; i++)
+        if (g[i] != r[i])
+            bad = i;
+    cr_expect(bad < 0, "%s: element %lld is 0x%04x, want 0x%04x", what,
+              (long long)bad, bad < 0 ? 0 : g[bad], bad < 0 ? 0 : r[bad]);
+    free(g);
+    free(r);
+}
+
+/* The CPU runs the elementwise families on 16-bit values natively, in f32
+ * blocks: every op gives the bits of the f32 op on the widened values,
+ * rounded once, across block boundaries (rows longer than a block, odd
+ * tails), broadcast operands, strided views, and through the backward ops
+ * (the unary ops' derivatives, reached by autograd). */
+Test(half_tensors, native_elementwise_rounds_once)
+{
+    xg_device *dev = xg_device_current();
+    const char *native[] = {"neg", "gelu", "relu_backward", "add_scalar",
+                            "mul", "same_value"};
+    for (size_t k = 0; k < sizeof native / sizeof *native; k++)
+        for (int d = XG_BF16; d <= XG_F16; d++)
+            cr_expect(xg_device_supports_natively(dev, op_index(native[k]),
+                                                  (xg_dtype)d),
+                      "%s on %s", native[k], xg_dtype_name((xg_dtype)d));
+    enum { R = 7, C = 613 }; /* rows over two 256-element blocks */
+    float *a = malloc(R * C * sizeof *a), *b = malloc(R * C * sizeof *b);
+    cr_assert(a && b);
+    fill_values(a, R * C, 1.5f);
+    fill_values(b, R * C, 1.5f);
+    for (int i = 0; i < R * C; i += 97)
+        b[i] = a[i]; /* same_value's ones */
+    xg_tensor *fa = xg_tensor_from_data(a, XG_F32, XG_SHAPE(R, C));
+    xg_tensor *fb = xg_tensor_from_data(b, XG_F32, XG_SHAPE(R, C));
+    for (int d = XG_BF16; d <= XG_F16; d++) {
+        xg_dtype t = (xg_dtype)d;
+        xg_tensor *ha = xg_to_dtype(fa, t), *hb = xg_to_dtype(fb, t);
+        xg_tensor *wa = xg_to_dtype(ha, XG_F32), *wb = xg_to_dtype(hb, XG_F32);
+        xg_tensor *pos = xg_add_scalar(xg_mul(ha, ha), 0.25f); /* log, sqrt */
+        xg_tensor *wpos = xg_to_dtype(pos, XG_F32);
+        typedef xg_tensor *(*unary_fn)(xg_tensor *);
+        static const struct { const char *name; unary_fn f; } unary[] = {
+            {"neg", xg_neg},     {"exp", xg_exp},       {"relu", xg_relu},
+            {"sigmoid", xg_sigmoid}, {"tanh", xg_tanh}, {"gelu", xg_gelu},
+            {"silu", xg_silu},   {"gelu_tanh", xg_gelu_tanh}};
+        for (size_t k = 0; k < sizeof unary / sizeof *unary; k++)
+            expect_same_bits(unary[k].f(ha), xg_to_dtype(unary[k].f(wa), t),
+                             unary[k].name);
+        expect_same_bits(xg_log(pos), xg_to_dtype(xg_log(wpos), t), "log");
+        expect_same_bits(xg_sqrt(pos), xg_to_dtype(xg_sqrt(wpos), t), "sqrt");
+        expect_same_bits(xg_add_scalar(ha, 0.3f),
+                         xg_to_dtype(xg_add_scalar(wa, 0.3f), t), "add_scalar");
+        expect_same_bits(xg_div_scalar(ha, 3.0f),
+                         xg_to_dtype(xg_div_scalar(wa, 3.0f), t), "div_scalar");
+        /* binary: same shape, a row, a column, a scalar, a transposed view */
+        xg_tensor *row = xg_to_dtype(xg_narrow(fb, 0, 0, 1), t);
+        xg_tensor *col = xg_to_dtype(xg_narrow(fb, 1, 0, 1), t);
+        xg_tensor *one = xg_to_dtype(xg_narrow(xg_narrow(fb, 0, 2, 1), 1, 5, 1),
+                                     t);
+        xg_tensor *operands[4] = {hb, row, col, one};
+        xg_tensor *(*binary[4])(xg_tensor *, xg_tensor *) = {xg_add, xg_sub,
+                                                             xg_mul, xg_div};
+        for (int o = 0; o < 4; o++)
+            for (int k = 0; k < 4; k++) {
+                char what[64];
+                snprintf(what, sizeof what, "binary %d, operand %d", k, o);
+                xg_tensor *wo = xg_to_dtype(operands[o], XG_F32);
+                expect_same_bits(binary[k](ha, operands[o]),
+                                 xg_to_dtype(binary[k](wa, wo), t), what);
+                expect_same_bits(binary[k](operands[o], ha),
+                                 xg_to_dtype(binary[k](wo, wa), t), what);
+            }
+        xg_tensor *square = xg_to_dtype(xg_narrow(fa, 1, 0, R), t);
+        xg_tensor *wsq = xg_to_dtype(square, XG_F32);
+        expect_same_bits(xg_sub(xg_transpose(square, 0, 1), square),
+                         xg_to_dtype(xg_sub(xg_transpose(wsq, 0, 1), wsq), t),
+                         "transposed view");
+        /* the unary ops' backward: d/dx sum(f(x) * g) = f'(x) g */
+        static const struct { const char *name; unary_fn f; } grads[] = {
+            {"relu_backward", xg_relu}, {"gelu_backward", xg_gelu},
+            {"silu_backward", xg_silu}, {"gelu_tanh_backward", xg_gelu_tanh}};
+        for (size_t k = 0; k < sizeof grads / sizeof *grads; k++) {
+            xg_tensor *x16 = xg_to_dtype(fa, t), *x32 = xg_to_dtype(x16, XG_F32);
+            cr_assert_eq(xg_tensor_set_requires_grad(x16, true), XG_OK);
+            cr_assert_eq(xg_tensor_set_requires_grad(x32, true), XG_OK);
+            cr_assert_eq(xg_backward(xg_sum_all(xg_mul(grads[k].f(x16), hb))),
+                         XG_OK, "%s", xg_last_error());
+            cr_assert_eq(xg_backward(xg_sum_all(xg_mul(grads[k].f(x32), wb))),
+                         XG_OK, "%s", xg_last_error());
+            expect_same_bits(xg_tensor_grad(x16),
+                             xg_to_dtype(xg_tensor_grad(x32), t), grads[k].name);
+        }
+    }
+    free(a);
+    free(b);
+}
+
+/* An op with no 16-bit kernel (softmax, the reductions on the CPU) runs on
  * the widened values and rounds once: the bits of the f32 op on the same
  * values, rounded. */
 Test(half_tensors, widened_ops_round_once)
 {
     xg_device *dev = xg_device_current();
-    int exp_op = -1, copy_op = -1, cast_op = -1;
-    for (int op = 0; op < xg_op_count(); op++) {
-        if (strcmp(xg_op_name(op), "exp") == 0)
-            exp_op = op;
-        if (strcmp(xg_op_name(op), "copy") == 0)
-            copy_op = op;
-        if (strcmp(xg_op_name(op), "cast") == 0)
-            cast_op = op;
-    }
-    cr_expect(xg_device_supports(dev, exp_op, XG_BF16));
-    cr_expect(!xg_device_supports_natively(dev, exp_op, XG_BF16));
+    int softmax_op = op_index("softmax"), copy_op = op_index("copy"),
+        cast_op = op_index("cast");
+    cr_expect(xg_device_supports(dev, softmax_op, XG_BF16));
+    cr_expect(!xg_device_supports_natively(dev, softmax_op, XG_BF16));
     cr_expect(xg_device_supports_natively(dev, copy_op, XG_F16));
     cr_expect(xg_device_supports_natively(dev, cast_op, XG_F16));
-    cr_expect(xg_device_supports_natively(dev, exp_op, XG_F32));
+    cr_expect(xg_device_supports_natively(dev, softmax_op, XG_F32));
     float a[6 * 5], b[5 * 4];
     fill_values(a, 30, 1.0f);
     fill_values(b, 20, 1.0f);

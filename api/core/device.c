@@ -74,6 +74,7 @@ xg_status xg_backend_devices(const char *backend, xg_device_info *out,
     if (!be)
         return unknown_backend(backend);
     xg_device_desc descs[MAX_LISTED];
+    memset(descs, 0, sizeof descs); /* a backend may leave fields unset */
     int n = 0;
     xg_status st = be->enumerate(descs, MAX_LISTED, &n);
     if (st != XG_OK)
@@ -141,6 +142,7 @@ static xg_status open_named(const xg_backend *be, const char *index_str,
                             const char *spec, xg_device **out)
 {
     xg_device_desc descs[MAX_LISTED];
+    memset(descs, 0, sizeof descs); /* a backend may leave fields unset */
     int n = 0;
     xg_status st = be->enumerate(descs, MAX_LISTED, &n);
     if (st != XG_OK)

@@ -220,7 +220,9 @@ static xg_status cpu_pooling(xg_backend_device *dev, const xg_kernel_call *c)
 #define CPU_KERNEL_CAST cpu_cast
 
 /* The reference backend runs every op on f32 element types, casts between
- * every pair of dtypes, and moves and multiplies 16-bit values natively. */
+ * every pair of dtypes, and runs on 16-bit values natively the ops that
+ * move them, matmul, and the elementwise families (through f32 blocks in
+ * cache, cpu_elementwise.c). */
 static bool cpu_supports(const xg_backend_device *dev, xg_op op,
                          const xg_dtype *dtypes)
 {
@@ -230,8 +232,19 @@ static bool cpu_supports(const xg_backend_device *dev, xg_op op,
                (unsigned)dtypes[1] < XG_DTYPE_COUNT;
     if (xg_op_signature_is(op, dtypes, XG_F32))
         return true;
-    /* 16-bit natively: the ops that move values, and matmul; the rest is
-     * widened by the core (through the casts and the f32 kernel). */
+    /* 16-bit natively: the ops that move values, matmul and the
+     * elementwise families; the rest is widened by the core (through the
+     * casts and the f32 kernel). */
+    switch (xg_op_table[op].family) {
+    case XG_FAMILY_UNARY:
+    case XG_FAMILY_UNARY_BACKWARD:
+    case XG_FAMILY_SCALAR:
+    case XG_FAMILY_BINARY:
+        return xg_op_signature_is(op, dtypes, XG_BF16) ||
+               xg_op_signature_is(op, dtypes, XG_F16);
+    default:
+        break;
+    }
     switch (op) {
     case XG_OP_matmul:
     case XG_OP_copy:

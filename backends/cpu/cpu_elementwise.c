@@ -11,6 +11,50 @@
 #include <math.h>
 #include <string.h>
 
+/* ---- 16-bit elements (bf16, f16) ---------------------------------------- */
+
+/* bf16 and f16 operands of the unary, unary-backward, scalar and binary
+ * ops run the same f32 loops on blocks of HALF_BLOCK elements: each input
+ * block is widened exactly into f32 on the stack, the loop runs, and each
+ * result is rounded once (to nearest even) to the output's dtype. These are
+ * the values of widening whole tensors, as the core does for ops without
+ * 16-bit kernels, without the f32 temporaries and their passes over
+ * memory. An output that is also an input is read block by block before it
+ * is written, so the UNARY_BACKWARD contract (out may be in[1]) holds. */
+enum { HALF_BLOCK = 256 };
+
+/* Widens n elements of `dtype` at src[i * stride] into dst. */
+static void half_load(xg_dtype dtype, const void *src, int64_t stride,
+                      float *dst, int64_t n)
+{
+    const uint16_t *h = src;
+    if (stride == 1 && dtype == XG_BF16)
+        xg_bf16_to_f32(h, dst, (size_t)n);
+    else if (stride == 1)
+        xg_f16_to_f32(h, dst, (size_t)n);
+    else if (dtype == XG_BF16)
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = xg__bf16_to_f32_1(h[i * stride]);
+    else
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = xg__f16_to_f32_1(h[i * stride]);
+}
+
+/* Rounds n f32 values into `dtype` at dst. */
+static void half_store(xg_dtype dtype, const float *src, void *dst, int64_t n)
+{
+    if (dtype == XG_BF16)
+        xg_f32_to_bf16(src, dst, (size_t)n);
+    else
+        xg_f32_to_f16(src, dst, (size_t)n);
+}
+
+/* Element offset `i` of a 16-bit buffer. */
+static inline const uint16_t *half_at(const void *buf, int64_t i)
+{
+    return (const uint16_t *)buf + i;
+}
+
 /* ---- unary -------------------------------------------------------------- */
 
 /* Standard normal CDF and density, for GELU.
@@ -60,14 +104,10 @@ CPU_INLINE void unary_loop(xg_op op, const float *x, float *y, int64_t n)
         y[i] = unary_value(op, x[i]);
 }
 
-CPU_CLONES static void unary_range(const void *ctx, int64_t begin, int64_t end, int t)
+/* The op's loop, chosen with the op as a constant. */
+CPU_INLINE void unary_dispatch(xg_op op, const float *x, float *y, int64_t n)
 {
-    (void)t;
-    const xg_kernel_call *c = ctx;
-    const float *x = cpu_f32(c->in[0].buf) + begin;
-    float *y = cpu_f32(c->out[0].buf) + begin;
-    int64_t n = end - begin;
-    switch (c->op) {
+    switch (op) {
     case XG_OP_neg: unary_loop(XG_OP_neg, x, y, n); break;
     case XG_OP_exp: unary_loop(XG_OP_exp, x, y, n); break;
     case XG_OP_log: unary_loop(XG_OP_log, x, y, n); break;
@@ -82,14 +122,12 @@ CPU_CLONES static void unary_range(const void *ctx, int64_t begin, int64_t end, 
     }
 }
 
-xg_status cpu_unary(xg_backend_device *dev, const xg_kernel_call *call)
+CPU_CLONES static void unary_range(const void *ctx, int64_t begin, int64_t end, int t)
 {
-    int cheap = call->op == XG_OP_neg || call->op == XG_OP_relu ||
-                call->op == XG_OP_sqrt;
-    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.ew.n,
-                          cheap ? CPU_COST_SIMPLE : CPU_COST_LIBM,
-                          unary_range, call);
-    return XG_OK;
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    unary_dispatch(c->op, cpu_f32(c->in[0].buf) + begin,
+                   cpu_f32(c->out[0].buf) + begin, end - begin);
 }
 
 /* ---- unary backward: dx = g * f'(x) ------------------------------------- */
@@ -127,16 +165,10 @@ CPU_INLINE void unary_backward_loop(xg_op op, const float *x, const float *g,
         dx[i] = unary_backward_value(op, x[i], g[i]);
 }
 
-CPU_CLONES static void unary_backward_range(const void *ctx, int64_t begin, int64_t end,
-                                 int t)
+CPU_INLINE void unary_backward_dispatch(xg_op op, const float *x,
+                                        const float *g, float *dx, int64_t n)
 {
-    (void)t;
-    const xg_kernel_call *c = ctx;
-    const float *x = cpu_f32(c->in[0].buf) + begin;
-    const float *g = cpu_f32(c->in[1].buf) + begin;
-    float *dx = cpu_f32(c->out[0].buf) + begin;
-    int64_t n = end - begin;
-    switch (c->op) {
+    switch (op) {
     case XG_OP_relu_backward:
         unary_backward_loop(XG_OP_relu_backward, x, g, dx, n);
         break;
@@ -153,14 +185,14 @@ CPU_CLONES static void unary_backward_range(const void *ctx, int64_t begin, int6
     }
 }
 
-xg_status cpu_unary_backward(xg_backend_device *dev,
-                             const xg_kernel_call *call)
+CPU_CLONES static void unary_backward_range(const void *ctx, int64_t begin, int64_t end,
+                                 int t)
 {
-    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.ew.n,
-                          call->op == XG_OP_relu_backward ? CPU_COST_SIMPLE
-                                                          : CPU_COST_LIBM,
-                          unary_backward_range, call);
-    return XG_OK;
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    unary_backward_dispatch(c->op, cpu_f32(c->in[0].buf) + begin,
+                            cpu_f32(c->in[1].buf) + begin,
+                            cpu_f32(c->out[0].buf) + begin, end - begin);
 }
 
 /* ---- binary rows: c[i] = a[i * sa] (op) b[i * sb] ----------------------- */
@@ -238,10 +270,61 @@ CPU_CLONES static void scalar_range(const void *ctx, int64_t begin,
                end - begin);
 }
 
+/* The contiguous families (UNARY, UNARY_BACKWARD, SCALAR) on 16-bit
+ * elements, block by block. */
+CPU_CLONES static void half_ew_range(const void *ctx, int64_t begin,
+                                     int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    xg_op_family family = xg_op_table[c->op].family;
+    int inputs = family == XG_FAMILY_UNARY_BACKWARD ? 2 : 1;
+    float in[2][HALF_BLOCK], out[HALF_BLOCK];
+    for (int64_t i = begin; i < end; i += HALF_BLOCK) {
+        int64_t n = end - i < HALF_BLOCK ? end - i : HALF_BLOCK;
+        for (int k = 0; k < inputs; k++)
+            half_load(c->in[k].dtype, half_at(c->in[k].buf, i), 1, in[k], n);
+        if (family == XG_FAMILY_UNARY)
+            unary_dispatch(c->op, in[0], out, n);
+        else if (family == XG_FAMILY_UNARY_BACKWARD)
+            unary_backward_dispatch(c->op, in[0], in[1], out, n);
+        else
+            binary_row(scalar_to_binary(c->op), out, in[0], 1,
+                       &c->p.ew.scalar, 0, n);
+        half_store(c->out[0].dtype, out, (uint16_t *)c->out[0].buf + i, n);
+    }
+}
+
+xg_status cpu_unary(xg_backend_device *dev, const xg_kernel_call *call)
+{
+    int cheap = call->op == XG_OP_neg || call->op == XG_OP_relu ||
+                call->op == XG_OP_sqrt;
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.ew.n,
+                          cheap ? CPU_COST_SIMPLE : CPU_COST_LIBM,
+                          call->out[0].dtype == XG_F32 ? unary_range
+                                                       : half_ew_range,
+                          call);
+    return XG_OK;
+}
+
+xg_status cpu_unary_backward(xg_backend_device *dev,
+                             const xg_kernel_call *call)
+{
+    cpu_parallel_elements(cpu_dev(dev)->pool, call->p.ew.n,
+                          call->op == XG_OP_relu_backward ? CPU_COST_SIMPLE
+                                                          : CPU_COST_LIBM,
+                          call->out[0].dtype == XG_F32 ? unary_backward_range
+                                                       : half_ew_range,
+                          call);
+    return XG_OK;
+}
+
 xg_status cpu_scalar(xg_backend_device *dev, const xg_kernel_call *call)
 {
     cpu_parallel_elements(cpu_dev(dev)->pool, call->p.ew.n, CPU_COST_SIMPLE,
-                          scalar_range, call);
+                          call->out[0].dtype == XG_F32 ? scalar_range
+                                                       : half_ew_range,
+                          call);
     return XG_OK;
 }
 
@@ -315,22 +398,60 @@ CPU_CLONES static void binary_range(const void *ctx, int64_t begin,
     }
 }
 
+/* The same on 16-bit elements: each row is cut into blocks, an operand
+ * broadcast along the row (stride 0) is widened once. */
+CPU_CLONES static void half_binary_range(const void *ctx, int64_t begin,
+                                         int64_t end, int t)
+{
+    (void)t;
+    const xg_kernel_call *c = ctx;
+    const xg_binary_args *p = &c->p.binary;
+    int last = p->ndim - 1;
+    int64_t sa = p->stride_a[last], sb = p->stride_b[last];
+    float a[HALF_BLOCK], b[HALF_BLOCK], out[HALF_BLOCK];
+    strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
+                      .stride = {p->stride_a, p->stride_b}};
+    walk_start(&w, begin);
+    for (int64_t pos = begin; pos < end;) {
+        int64_t len = walk_row_left(&w);
+        if (len > end - pos)
+            len = end - pos;
+        for (int64_t j = 0; j < len; j += HALF_BLOCK) {
+            int64_t n = len - j < HALF_BLOCK ? len - j : HALF_BLOCK;
+            half_load(c->in[0].dtype, half_at(c->in[0].buf, w.off[0] + j * sa),
+                      sa, a, sa ? n : 1);
+            half_load(c->in[1].dtype, half_at(c->in[1].buf, w.off[1] + j * sb),
+                      sb, b, sb ? n : 1);
+            binary_row(c->op, out, a, sa ? 1 : 0, b, sb ? 1 : 0, n);
+            half_store(c->out[0].dtype, out,
+                       (uint16_t *)c->out[0].buf + pos + j, n);
+        }
+        walk_advance(&w, len);
+        pos += len;
+    }
+}
+
 xg_status cpu_binary(xg_backend_device *dev, const xg_kernel_call *call)
 {
     cpu_parallel_elements(cpu_dev(dev)->pool, call->p.binary.n,
-                          CPU_COST_SIMPLE, binary_range, call);
+                          CPU_COST_SIMPLE,
+                          call->out[0].dtype == XG_F32 ? binary_range
+                                                       : half_binary_range,
+                          call);
     return XG_OK;
 }
 
 /* ---- copy_strided: out[out strides] = in[in strides] --------------------- */
 
-static void strided_range(const void *ctx, int64_t begin, int64_t end, int t)
+/* Copies elements [begin, end) of `c` whose size is `size` bytes; the bits
+ * move unchanged. Inlined into one copy per size, so each fixed-size
+ * memcpy is a single load and store. */
+static inline void strided_rows(const xg_kernel_call *c, int64_t begin,
+                                int64_t end, size_t size)
 {
-    (void)t;
-    const xg_kernel_call *c = ctx;
     const xg_strided_args *p = &c->p.strided;
-    const float *in = cpu_f32(c->in[0].buf) + p->in_offset;
-    float *out = cpu_f32(c->out[0].buf) + p->out_offset;
+    const char *in = (const char *)c->in[0].buf + p->in_offset * size;
+    char *out = (char *)c->out[0].buf + p->out_offset * size;
     int last = p->ndim - 1;
     int64_t si = p->in_stride[last], so = p->out_stride[last];
     strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
@@ -340,47 +461,31 @@ static void strided_range(const void *ctx, int64_t begin, int64_t end, int t)
         int64_t len = walk_row_left(&w);
         if (len > end - pos)
             len = end - pos;
-        const float *src = in + w.off[0];
-        float *dst = out + w.off[1];
+        const char *src = in + w.off[0] * size;
+        char *dst = out + w.off[1] * size;
         if (si == 1 && so == 1)
-            memcpy(dst, src, (size_t)len * sizeof *dst);
+            memcpy(dst, src, (size_t)len * size);
         else
             for (int64_t i = 0; i < len; i++)
-                dst[i * so] = src[i * si];
+                memcpy(dst + i * so * (int64_t)size,
+                       src + i * si * (int64_t)size, size);
         walk_advance(&w, len);
         pos += len;
     }
 }
 
-/* The same for 2-byte elements (bf16, f16): the bits move unchanged. */
+static void strided_range(const void *ctx, int64_t begin, int64_t end, int t)
+{
+    (void)t;
+    strided_rows(ctx, begin, end, 4);
+}
+
+/* bf16 and f16. */
 static void strided16_range(const void *ctx, int64_t begin, int64_t end,
                             int t)
 {
     (void)t;
-    const xg_kernel_call *c = ctx;
-    const xg_strided_args *p = &c->p.strided;
-    const uint16_t *in = (const uint16_t *)(void *)c->in[0].buf +
-                         p->in_offset;
-    uint16_t *out = (uint16_t *)(void *)c->out[0].buf + p->out_offset;
-    int last = p->ndim - 1;
-    int64_t si = p->in_stride[last], so = p->out_stride[last];
-    strided_walk w = {.ndim = p->ndim, .inputs = 2, .shape = p->shape,
-                      .stride = {p->in_stride, p->out_stride}};
-    walk_start(&w, begin);
-    for (int64_t pos = begin; pos < end;) {
-        int64_t len = walk_row_left(&w);
-        if (len > end - pos)
-            len = end - pos;
-        const uint16_t *src = in + w.off[0];
-        uint16_t *dst = out + w.off[1];
-        if (si == 1 && so == 1)
-            memcpy(dst, src, (size_t)len * sizeof *dst);
-        else
-            for (int64_t i = 0; i < len; i++)
-                dst[i * so] = src[i * si];
-        walk_advance(&w, len);
-        pos += len;
-    }
+    strided_rows(ctx, begin, end, 2);
 }
 
 xg_status cpu_copy_strided(xg_backend_device *dev, const xg_kernel_call *call)

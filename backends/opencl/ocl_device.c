@@ -119,11 +119,23 @@ static int gemm_choice(cl_device_type type, const char *g)
     return strcmp(g, "xgrad") == 0 ? 0 : -1;
 }
 
+/* Whether the space-separated list `list` holds `word`. */
+static bool has_word(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = strstr(list, word); p; p = strstr(p + 1, word))
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
 /* "device name (platform name, GEMM)", software flag and memory size,
  * where GEMM says which one gemm_choice picks ("CLBlast GEMM" or "xgrad
- * GEMM"; left out when XGRAD_OPENCL_GEMM is malformed). */
+ * GEMM"; left out when XGRAD_OPENCL_GEMM is malformed), and the 16-bit
+ * feature (cl_khr_fp16) when the device has it. */
 static void describe_device(cl_device_id id, xg_device_desc *desc)
 {
+    memset(desc, 0, sizeof *desc);
     char name[1024] = "?", platform_name[1024] = "?";
     cl_platform_id platform = NULL;
     cl_device_type type = 0;
@@ -135,6 +147,21 @@ static void describe_device(cl_device_id id, xg_device_desc *desc)
     clGetDeviceInfo(id, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     clGetDeviceInfo(id, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof memory, &memory,
                     NULL);
+    /* The 16-bit feature xgrad-info shows: half arithmetic in kernels. */
+    size_t ext_size = 0;
+    if (clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, 0, NULL, &ext_size) ==
+            CL_SUCCESS &&
+        ext_size > 0) {
+        char *ext = malloc(ext_size + 1);
+        if (ext && clGetDeviceInfo(id, CL_DEVICE_EXTENSIONS, ext_size, ext,
+                                   NULL) == CL_SUCCESS) {
+            ext[ext_size] = '\0';
+            if (has_word(ext, "cl_khr_fp16"))
+                snprintf(desc->features, sizeof desc->features,
+                         "cl_khr_fp16");
+        }
+        free(ext);
+    }
     int gemm = gemm_choice(type, getenv("XGRAD_OPENCL_GEMM"));
     snprintf(desc->name, sizeof desc->name, "%.170s (%.60s%s)", name,
              platform_name,

@@ -344,6 +344,28 @@ void xg_vk_describe(xg_vk_instance *inst, VkPhysicalDevice physical,
     inst->GetPhysicalDeviceMemoryProperties(physical, &mem);
     memset(desc, 0, sizeof *desc);
     snprintf(desc->name, sizeof desc->name, "%s", props.deviceName);
+    /* The 16-bit features xgrad-info shows (Vulkan 1.1 and
+     * VK_KHR_shader_float16_int8 names). */
+    VkPhysicalDeviceShaderFloat16Int8Features float16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
+    };
+    VkPhysicalDevice16BitStorageFeatures storage = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+        .pNext = &float16,
+    };
+    VkPhysicalDeviceFeatures2 features2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+        .pNext = &storage,
+    };
+    if (props.apiVersion >= VK_API_VERSION_1_1) {
+        inst->GetPhysicalDeviceFeatures2(physical, &features2);
+        snprintf(desc->features, sizeof desc->features, "%s%s",
+                 storage.storageBuffer16BitAccess ? "storageBuffer16BitAccess"
+                                                  : "",
+                 !float16.shaderFloat16                  ? ""
+                 : storage.storageBuffer16BitAccess ? " shaderFloat16"
+                                                    : "shaderFloat16");
+    }
     desc->is_software = props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     for (uint32_t i = 0; i < mem.memoryHeapCount; i++)
         if (mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT &&
