@@ -119,6 +119,11 @@ typedef struct xg_device xg_device;
  * drivers hand out more and fail later, or let the system kill the
  * process) with XG_ERR_DEVICE_OOM; XGRAD_MEMORY_LIMIT (bytes, optionally
  * with K, M or G) lowers that limit.
+ * 16-bit ops: a bf16 or f16 op that the backend has no kernel for runs on
+ * f32 copies of its buffers, the output rounded once (widening; see
+ * xg_device_supports_natively); XGRAD_WIDEN=all widens every 16-bit op
+ * that could be (for testing that path and comparing it; "native" or unset:
+ * only what must be).
  * Start-up: GPU backends compile their kernels on first use and keep what
  * the driver compiled in $XDG_CACHE_HOME/xgrad ($HOME/.cache/xgrad when
  * XDG_CACHE_HOME is unset): vulkan-*.bin (the pipeline cache) and
@@ -137,7 +142,7 @@ typedef struct xg_device xg_device;
  * cannot reuse), by default an eighth of that peak and at least 64 MiB.
  * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
  * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device,
- * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT, XGRAD_OPENCL_GEMM
+ * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT, XGRAD_WIDEN, XGRAD_OPENCL_GEMM
  * or (CPU) XGRAD_CPU_CACHE. */
 xg_status xg_device_open(const char *spec, xg_device **out);
 

@@ -365,12 +365,6 @@ Test(amp, layers_compute_in_the_autocast_dtype)
     xg_module_free(conv);
 }
 
-/* A 16-bit op the CPU backend widens (gelu: no 16-bit kernel) runs on f32
- * twins of its buffers; they count in the device's memory account while
- * they live: the peak of the call holds them (bf16 in and out: 2 + 2
- * bytes an element, the twins 4 + 4), in_use is back after it, and
- * XGRAD_MEMORY_LIMIT refuses a call whose twins do not fit though its
- * output alone would. */
 static int op_named(const char *name)
 {
     for (int op = 0; op < xg_op_count(); op++)
@@ -380,6 +374,12 @@ static int op_named(const char *name)
     return -1;
 }
 
+/* A 16-bit op the CPU backend widens (softmax: no 16-bit kernel) runs on
+ * f32 twins of its buffers; they count in the device's memory account
+ * while they live: the peak of the call holds them (bf16 in and out: 2 +
+ * 2 bytes an element, the twins 4 + 4), in_use is back after it, and
+ * XGRAD_MEMORY_LIMIT refuses a call whose twins do not fit though its
+ * output alone would. */
 Test(amp, widened_temporaries_count_in_the_memory_account)
 {
     setenv("XGRAD_MEMORY_LIMIT", "1M", 1);
@@ -387,19 +387,22 @@ Test(amp, widened_temporaries_count_in_the_memory_account)
     cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
     unsetenv("XGRAD_MEMORY_LIMIT");
     xg_device_set_current(dev);
-    if (xg_device_supports_natively(dev, op_named("gelu"), XG_BF16)) {
+    if (xg_device_supports_natively(dev, op_named("softmax"), XG_BF16)) {
         xg_device_set_current(NULL);
         xg_device_close(dev);
-        cr_skip_test("the CPU backend has a bf16 gelu: nothing is widened");
+        cr_skip_test("the CPU backend has a bf16 softmax: nothing is "
+                     "widened");
     }
     xg_scope *s = xg_scope_begin();
     enum { N = 32 * 1024 };
-    xg_tensor *x = xg_to_dtype(xg_full(XG_SHAPE(N), 0.5f), XG_BF16);
+    xg_tensor *f = xg_full(XG_SHAPE(N / 64, 64), 0.5f);
+    xg_tensor *x = xg_to_dtype(f, XG_BF16);
     cr_assert_not_null(x, "%s", xg_last_error());
+    xg_tensor_free(f);
     xg_device_memory_info before, after;
     xg_device_memory(dev, &before);
     xg_device_reset_peak_memory(dev);
-    xg_tensor *y = xg_gelu(x); /* 64 KiB out, 256 KiB of twins */
+    xg_tensor *y = xg_softmax(x); /* 64 KiB out, 256 KiB of twins */
     cr_assert_not_null(y, "%s", xg_last_error());
     xg_device_memory(dev, &after);
     cr_expect_eq(after.in_use, before.in_use + 2 * N, "only y stays");
@@ -407,34 +410,67 @@ Test(amp, widened_temporaries_count_in_the_memory_account)
                   "the peak %llu holds y and both twins (in use before "
                   "%llu)", (unsigned long long)after.peak,
                   (unsigned long long)before.in_use);
-    float v;
-    cr_assert_eq(xg_tensor_item(xg_sum_all(xg_narrow(y, 0, 0, 1)), &v),
-                 XG_OK, "%s", xg_last_error());
-    cr_expect_float_eq(v, 0.345703125f, 1e-6f, "gelu(0.5) in bf16: %g", v);
+    float *v = tu_read(xg_to_dtype(y, XG_F32));
+    cr_expect_eq(v[0], 1.0f / 64, "softmax of a constant row: %g", v[0]);
+    cr_expect_eq(v[N - 1], 1.0f / 64);
+    free(v);
     xg_scope_end(s);
 
-    /* 256 KiB of bf16 held: a gelu over them needs 256 KiB for y and
+    /* 256 KiB of bf16 held: a softmax over them needs 256 KiB for y and
      * 1 MiB of twins, past the 1 MiB limit; y alone fits */
     s = xg_scope_begin();
     enum { BIG = 128 * 1024 };
-    xg_tensor *f = xg_full(XG_SHAPE(BIG), 0.5f);
+    f = xg_full(XG_SHAPE(BIG / 64, 64), 0.5f);
     xg_tensor *held = xg_to_dtype(f, XG_BF16);
     cr_assert_not_null(held, "%s", xg_last_error());
     xg_tensor_free(f);
     xg_device_memory(dev, &before);
-    cr_expect_null(xg_gelu(held), "its twins are past the limit");
+    cr_expect_null(xg_softmax(held), "its twins are past the limit");
     cr_expect_eq(xg_last_status(), XG_ERR_DEVICE_OOM, "%s", xg_last_error());
     cr_expect(strstr(xg_last_error(), "XGRAD_MEMORY_LIMIT") != NULL, "%s",
               xg_last_error());
     xg_device_memory(dev, &after);
     cr_expect_eq(after.in_use, before.in_use, "nothing left behind");
-    cr_expect_not_null(xg_relu(xg_to_dtype(xg_full(XG_SHAPE(1024), 1.0f),
-                                           XG_BF16)),
+    cr_expect_not_null(xg_softmax(xg_to_dtype(xg_full(XG_SHAPE(16, 64), 1.0f),
+                                              XG_BF16)),
                        "a small widened call still runs: %s",
                        xg_last_error());
     xg_scope_end(s);
     xg_device_set_current(NULL);
     xg_device_close(dev);
+}
+
+/* A CPU device that widens every 16-bit op it can (XGRAD_WIDEN=all), as
+ * a device without 16-bit arithmetic does, made current. */
+static xg_device *widening_cpu(void)
+{
+    setenv("XGRAD_WIDEN", "all", 1);
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    unsetenv("XGRAD_WIDEN");
+    xg_device_set_current(dev);
+    cr_assert(!xg_device_supports_natively(dev, op_named("gelu"), XG_BF16),
+              "XGRAD_WIDEN=all widens gelu");
+    cr_assert(xg_device_supports(dev, op_named("gelu"), XG_BF16));
+    return dev;
+}
+
+static void widening_cpu_close(xg_device *dev)
+{
+    xg_device_set_current(NULL);
+    xg_device_close(dev);
+}
+
+Test(amp, widen_all_is_checked)
+{
+    xg_device *dev = NULL;
+    setenv("XGRAD_WIDEN", "everything", 1);
+    cr_expect_eq(xg_device_open("cpu", &dev), XG_ERR_INVALID_ARG);
+    tu_assert_error(XG_ERR_INVALID_ARG, "XGRAD_WIDEN", "device_open");
+    setenv("XGRAD_WIDEN", "native", 1);
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    xg_device_close(dev);
+    unsetenv("XGRAD_WIDEN");
 }
 
 /* Layer norm under autocast: statistics and affine map in f32, the output
@@ -488,9 +524,8 @@ Test(amp, layer_norm_gives_the_autocast_dtype_from_f32_statistics)
  * included). */
 Test(amp, long_widened_elementwise_calls_run_in_chunks)
 {
-    xg_device *dev = xg_device_current();
-    if (xg_device_supports_natively(dev, op_named("gelu"), XG_BF16))
-        cr_skip_test("the backend has a bf16 gelu: nothing is widened");
+    xg_device *dev = widening_cpu();
+    xg_scope *scope = xg_scope_begin();
     enum { N = 1000 * 1000 + 7 };
     float *v = malloc(sizeof *v * N);
     cr_assert_not_null(v);
@@ -537,6 +572,8 @@ Test(amp, long_widened_elementwise_calls_run_in_chunks)
     cr_expect_eq(bad, 0, "gelu_backward: %lld values differ", (long long)bad);
     free(got);
     free(exp);
+    xg_scope_end(scope);
+    widening_cpu_close(dev);
 }
 
 /* The same for a long BINARY call, a band of rows at a time, with either
@@ -544,9 +581,8 @@ Test(amp, long_widened_elementwise_calls_run_in_chunks)
  * values rounded once, and a few MiB of temporaries. */
 Test(amp, long_widened_binary_calls_run_in_bands_of_rows)
 {
-    xg_device *dev = xg_device_current();
-    if (xg_device_supports_natively(dev, op_named("add"), XG_BF16))
-        cr_skip_test("the backend has a bf16 add: nothing is widened");
+    xg_device *dev = widening_cpu();
+    xg_scope *scope = xg_scope_begin();
     enum { R = 777, C = 1999 };
     float *v = malloc(sizeof *v * R * C);
     cr_assert_not_null(v);
@@ -592,4 +628,6 @@ Test(amp, long_widened_binary_calls_run_in_bands_of_rows)
         free(got);
         free(exp);
     }
+    xg_scope_end(scope);
+    widening_cpu_close(dev);
 }

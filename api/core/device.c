@@ -99,10 +99,25 @@ static xg_status env_memory_limit(uint64_t *limit)
     return st == XG_ERR_NOT_FOUND ? XG_OK : st;
 }
 
+/* XGRAD_WIDEN: "all" (every 16-bit op through f32 where the device can),
+ * or unset, "" or "native" (only what the device cannot run natively). */
+static xg_status env_widen(bool *all)
+{
+    const char *v = getenv("XGRAD_WIDEN");
+    *all = v && !strcmp(v, "all");
+    if (!v || !*v || *all || !strcmp(v, "native"))
+        return XG_OK;
+    return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_WIDEN='%s': expected all "
+                        "or native", v);
+}
+
 static xg_status open_index(const xg_backend *be, int index, xg_device **out)
 {
     uint64_t limit;
+    bool widen_all;
     xg_status st = env_memory_limit(&limit);
+    if (st == XG_OK)
+        st = env_widen(&widen_all);
     if (st != XG_OK)
         return st;
     xg_device *dev = calloc(1, sizeof *dev);
@@ -117,6 +132,7 @@ static xg_status open_index(const xg_backend *be, int index, xg_device **out)
     if (limit && (!dev->limit || limit < dev->limit))
         dev->limit = limit;
     dev->backend = be;
+    dev->widen_all = widen_all;
     dev->refs = 1;
     pthread_mutex_init(&dev->lock, NULL);
     *out = dev;
@@ -401,6 +417,29 @@ static bool widenable(const xg_backend *b, const xg_backend_device *bdev,
     return b->supports(bdev, op, wide);
 }
 
+/* The element type of a call: that of its first T buffer (f32 if none). */
+static xg_dtype element_type(const xg_op_info *info, const xg_dtype *dtypes)
+{
+    for (int k = 0; k < info->n_in + info->n_out; k++)
+        if (rule_of(info, k) == 'T')
+            return dtypes[k];
+    return XG_F32;
+}
+
+/* XGRAD_WIDEN=all: a 16-bit call that the device runs natively goes
+ * through f32 all the same, when it can, except the ops that only move
+ * values (FILL, STRIDED; cast is never widened). */
+static bool forced_wide(const xg_device *dev, xg_op op, const xg_dtype *dtypes)
+{
+    const xg_op_info *info = &xg_op_table[op];
+    if (!dev->widen_all || info->family == XG_FAMILY_FILL ||
+        info->family == XG_FAMILY_STRIDED)
+        return false;
+    xg_dtype t = element_type(info, dtypes);
+    return (t == XG_BF16 || t == XG_F16) &&
+           widenable(dev->backend, dev->bdev, op, dtypes, t);
+}
+
 /* The signature of op instantiated with element type dtype. */
 static void signature(const xg_op_info *info, xg_dtype dtype, xg_dtype *sig)
 {
@@ -427,7 +466,8 @@ static int support_kind(const xg_device *dev, int op, xg_dtype dtype)
         return 0;
     xg_dtype sig[XG_KERNEL_MAX_IN + XG_KERNEL_MAX_OUT];
     signature(info, dtype, sig);
-    if (b->kernels[info->family] && b->supports(dev->bdev, (xg_op)op, sig))
+    if (b->kernels[info->family] && b->supports(dev->bdev, (xg_op)op, sig) &&
+        !forced_wide(dev, (xg_op)op, sig))
         return 1;
     return widenable(b, dev->bdev, (xg_op)op, sig, dtype) ? 2 : 0;
 }
@@ -764,14 +804,9 @@ xg_status xg__launch(xg_device *dev, const xg_kernel_call *call)
         dtypes[info->n_in + j] = call->out[j].dtype;
     const xg_backend *b = dev->backend;
     xg_kernel_fn fn = b->kernels[info->family];
-    if (!fn || !b->supports(dev->bdev, call->op, dtypes)) {
-        /* The element type: that of the first T buffer. */
-        xg_dtype t = XG_F32;
-        for (int k = 0; k < info->n_in + info->n_out; k++)
-            if (rule_of(info, k) == 'T') {
-                t = dtypes[k];
-                break;
-            }
+    if (!fn || !b->supports(dev->bdev, call->op, dtypes) ||
+        forced_wide(dev, call->op, dtypes)) {
+        xg_dtype t = element_type(info, dtypes);
         if ((t == XG_BF16 || t == XG_F16) &&
             widenable(b, dev->bdev, call->op, dtypes, t)) {
             xg__device_lock(dev);
