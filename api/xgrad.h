@@ -142,8 +142,8 @@ typedef struct xg_device xg_device;
  * cannot reuse), by default an eighth of that peak and at least 64 MiB.
  * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
  * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device,
- * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT, XGRAD_WIDEN, XGRAD_OPENCL_GEMM
- * or (CPU) XGRAD_CPU_CACHE. */
+ * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT, XGRAD_WIDEN,
+ * XGRAD_OPENCL_GEMM or (CPU) XGRAD_CPU_CACHE. */
 xg_status xg_device_open(const char *spec, xg_device **out);
 
 /* The device memory that tensors hold, in bytes: what live tensors hold
@@ -736,8 +736,10 @@ bool xg_grad_enabled(void);
  * thread's autocast dtype is XG_BF16 or XG_F16, the compute-heavy ops
  * xg_matmul, xg_matmul_t, the Linear layer (and GPT's), xg_conv2d (and
  * its layer) and xg_attention cast their float inputs to that dtype
- * (xg_to_dtype: recorded, so an f32 parameter's gradient arrives in f32)
- * and give outputs of that dtype; xg_softmax, xg_log_softmax, the
+ * (xg_to_dtype: recorded, so an f32 parameter's gradient arrives in f32;
+ * a matmul operand that is a float leaf collecting a gradient, a master
+ * weight, is cast again in the backward instead of the graph keeping its
+ * 16-bit copy) and give outputs of that dtype; xg_softmax, xg_log_softmax, the
  * cross-entropy losses and xg_batch_norm2d (and their layers) cast 16-bit
  * inputs to f32 and compute and give f32; xg_layer_norm (and its layer)
  * computes its statistics and affine map in f32 (a 16-bit x cast to f32)
