@@ -119,6 +119,11 @@ typedef struct xg_device xg_device;
  * drivers hand out more and fail later, or let the system kill the
  * process) with XG_ERR_DEVICE_OOM; XGRAD_MEMORY_LIMIT (bytes, optionally
  * with K, M or G) lowers that limit.
+ * 16-bit ops: a bf16 or f16 op that the backend has no kernel for runs on
+ * f32 copies of its buffers, the output rounded once (widening; see
+ * xg_device_supports_natively); XGRAD_WIDEN=all widens every 16-bit op
+ * that could be (for testing that path and comparing it; "native" or unset:
+ * only what must be).
  * Start-up: GPU backends compile their kernels on first use and keep what
  * the driver compiled in $XDG_CACHE_HOME/xgrad ($HOME/.cache/xgrad when
  * XDG_CACHE_HOME is unset): vulkan-*.bin (the pipeline cache) and
@@ -137,16 +142,17 @@ typedef struct xg_device xg_device;
  * cannot reuse), by default an eighth of that peak and at least 64 MiB.
  * Errors: XG_ERR_NOT_FOUND for an unknown name or index (the message lists
  * what exists), XG_ERR_NO_DEVICE when the backend has no driver or device,
- * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT, XGRAD_OPENCL_GEMM
- * or (CPU) XGRAD_CPU_CACHE. */
+ * XG_ERR_INVALID_ARG for a malformed XGRAD_MEMORY_LIMIT, XGRAD_WIDEN,
+ * XGRAD_OPENCL_GEMM or (CPU) XGRAD_CPU_CACHE. */
 xg_status xg_device_open(const char *spec, xg_device **out);
 
 /* The device memory that tensors hold, in bytes: what live tensors hold
  * now (in_use), the most they held at once since the device was opened or
  * since xg_device_reset_peak_memory (peak), and the limit allocations are
  * refused past (limit; 0 when the driver reports none and
- * XGRAD_MEMORY_LIMIT is unset). Backends may keep freed blocks for reuse
- * beyond this. */
+ * XGRAD_MEMORY_LIMIT is unset). The f32 temporaries of a 16-bit op that the
+ * backend runs through f32 (xg_device_supports_natively false) count while
+ * the op runs. Backends may keep freed blocks for reuse beyond this. */
 typedef struct xg_device_memory_info {
     uint64_t in_use, peak, limit;
 } xg_device_memory_info;
@@ -579,7 +585,9 @@ xg_tensor *xg_embedding(xg_tensor *weight, xg_tensor *index);
  *   y = (x - mean) / sqrt(var + eps) * weight + bias
  * with the biased variance (divided by C). weight and bias are [C] or NULL
  * (no scale, no shift). One fused kernel forward, one backward (which
- * reuses the mean and 1/sqrt(var + eps) kept from the forward).
+ * reuses the mean and 1/sqrt(var + eps) kept from the forward). Under a
+ * 16-bit autocast: computed in f32, output in the autocast dtype (see
+ * xg_set_autocast).
  * Errors: XG_ERR_INVALID_ARG (NULL x, eps < 0 or not finite, different
  * devices), XG_ERR_DTYPE, XG_ERR_SHAPE (x 0-D, weight or bias not [C]). */
 xg_tensor *xg_layer_norm(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
@@ -728,11 +736,18 @@ bool xg_grad_enabled(void);
  * thread's autocast dtype is XG_BF16 or XG_F16, the compute-heavy ops
  * xg_matmul, xg_matmul_t, the Linear layer (and GPT's), xg_conv2d (and
  * its layer) and xg_attention cast their float inputs to that dtype
- * (xg_to_dtype: recorded, so an f32 parameter's gradient arrives in f32)
- * and give outputs of that dtype; xg_softmax, xg_log_softmax, the
- * cross-entropy losses, xg_layer_norm and xg_batch_norm2d (and their
- * layers) cast 16-bit inputs to f32 and compute and give f32. Other ops
- * run in their inputs' dtypes (an f32 and a 16-bit input give f32).
+ * (xg_to_dtype: recorded, so an f32 parameter's gradient arrives in f32;
+ * a matmul operand that is a float leaf collecting a gradient, a master
+ * weight, is cast again in the backward instead of the graph keeping its
+ * 16-bit copy) and give outputs of that dtype; xg_softmax, xg_log_softmax, the
+ * cross-entropy losses and xg_batch_norm2d (and their layers) cast 16-bit
+ * inputs to f32 and compute and give f32; xg_layer_norm (and its layer)
+ * computes its statistics and affine map in f32 (a 16-bit x cast to f32)
+ * and gives its output rounded once to the autocast dtype, the dtype the
+ * matmul after it reads (PyTorch's CPU autocast leaves layer_norm alone:
+ * f32 in, f32 out, cast by that matmul: the same values; the graph keeps
+ * only the 16-bit output). Other ops run in their inputs' dtypes (an f32
+ * and a 16-bit input give f32).
  * Parameters, gradients and optimizer state stay f32. Run the forward
  * pass and the loss under autocast; backward needs no autocast (each op
  * of the graph differentiates in the dtypes it recorded). bf16 keeps

@@ -14,12 +14,18 @@ Usage:
       backend) must give losses within 1e-3 relative of DIR's.
   gpt_torch.py bench [--layers 4 --heads 4 --embd 128 --context 128
                       --batch-size 16 --vocab 256 --steps 30 --threads 2
-                      --positions N --lora R]
+                      --positions N --lora R --precision f32|bf16|f16]
       training tokens/s of the same model and step (forward, backward,
       clipping, AdamW) on random tokens, every step counted; prints
       "torch_tokens_per_s=N" and the peak RSS. --positions: the model's
       context when longer than the window (--context); --lora R: LoRA of
       rank R (alpha 2R, dropout 0.05) on c_attn, the rest frozen.
+      --precision bf16|f16: the forward pass and the loss under
+      torch.autocast("cpu", dtype) (f32 weights, gradients and AdamW
+      state; PyTorch 1.13's CPU autocast supports only bf16: f16 exits 77
+      with its error); also prints the bytes of the
+      parameters, gradients and optimizer state and those the autograd
+      graph saved for the backward of the last step (saved_mb).
   gpt_torch.py curve INIT BATCHES OUT.csv [--lr 1e-3 --cosine --warmup N]
       trains from INIT (the gpt sample's --save-init file) on the batches
       that the sample wrote with --dump-batches and writes OUT.csv in the
@@ -166,9 +172,16 @@ def adamw(model, lr, weight_decay):
                               {"params": rest, "weight_decay": 0.0}], lr=lr)
 
 
-def step(model, opt, x, y):
-    logits = model(x)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+def step(model, opt, x, y, dtype=None):
+    if dtype is None:
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                               y.reshape(-1))
+    else:
+        with torch.autocast("cpu", dtype=dtype):
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                   y.reshape(-1))
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(
@@ -238,9 +251,26 @@ def bench(a):
         x = torch.randint(0, a.vocab, (a.batch_size, a.context + 1))
         return x[:, :-1], x[:, 1:]
 
+    dtype = {"f32": None, "bf16": torch.bfloat16,
+             "f16": torch.float16}[a.precision]
+    if dtype is not None:
+        try:
+            with torch.autocast("cpu", dtype=dtype):
+                pass
+        except RuntimeError as e:
+            print("precision=%s: torch %s: %s" % (a.precision,
+                                                  torch.__version__, e))
+            return 77
     t0 = time.perf_counter()  # every step counts, the first included
-    for _ in range(a.steps):
-        step(model, opt, *batch())
+    for _ in range(a.steps - 1):
+        step(model, opt, *batch(), dtype)
+    saved = {}  # the last step: what the graph saves, by storage
+
+    def pack(t):
+        saved[t.storage().data_ptr()] = t.storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step(model, opt, *batch(), dtype)
     dt = time.perf_counter() - t0
     rate = a.steps * a.batch_size * a.context / dt
     print("torch %s layers=%d heads=%d embd=%d context=%d batch=%d "
@@ -248,6 +278,16 @@ def bench(a):
                                   a.embd, a.context, a.batch_size, a.threads,
                                   a.lora))
     print("torch_tokens_per_s=%.0f peak_rss_mb=%.0f" % (rate, peak_rss_mb()))
+
+    def mb(ts):
+        return sum(t.numel() * t.element_size() for t in ts) / 2.0**20
+    ps = [p for p in model.parameters() if p.requires_grad]
+    print("precision=%s params_mb=%.1f grads_mb=%.1f optim_mb=%.1f "
+          "saved_mb=%.1f" % (a.precision, mb(model.parameters()),
+                             mb(p.grad for p in ps if p.grad is not None),
+                             mb(v for s in opt.state.values()
+                                for v in s.values() if torch.is_tensor(v)),
+                             sum(saved.values()) / 2.0**20))
     return 0
 
 
@@ -317,6 +357,8 @@ def main():
                               ("positions", 0), ("lora", 0)):
             p.add_argument("--" + flag, type=int, default=default)
         p.add_argument("--dropout", type=float, default=0.0)
+        p.add_argument("--precision", choices=("f32", "bf16", "f16"),
+                       default="f32")
         return bench(p.parse_args(sys.argv[2:]))
     if mode == "curve":
         for name in ("init", "batches", "out"):

@@ -26,6 +26,15 @@ their values agree within one bf16 unit in the last place of the largest
 output (xgrad rounds the product, then the sum with the bias: a sum that
 cancels keeps the product's rounding), the f32 weights' gradients are
 f32 and agree within bf16's precision; the cross-entropy loss on the bf16 logits is f32 in both.
+
+Layer norm differs on purpose: PyTorch 1.13's CPU autocast leaves
+layer_norm alone (an f32 input gives f32), and the Linear after it casts
+that output to bf16; xgrad's layer_norm under autocast computes in f32 and
+gives bf16 itself, so the graph keeps no f32 copy. The check: xgrad's
+output is bf16 and equals torch's f32 output rounded to bf16 (within one
+bf16 unit of the largest value: the f32 sums may round differently), the
+Linear on it agrees with torch's Linear on torch's f32 output as above,
+and the layer norm's f32 weight gradient agrees within bf16's precision.
 Exits 77 (skipped) without torch.
 """
 import ctypes as C
@@ -265,9 +274,64 @@ def check_autocast(lib, xg):
     lib.xg_scope_end(scope)
     lib.xg_tensor_free(xcw)
     lib.xg_module_free(lin)
+    ok &= check_layer_norm(lib, xg)
     if ok:
-        print("autocast: bf16 Linear, conv2d and cross-entropy agree with "
-              "torch.autocast")
+        print("autocast: bf16 Linear, conv2d, layer norm and cross-entropy "
+              "agree with torch.autocast")
+    return ok
+
+
+def check_layer_norm(lib, xg):
+    """layer_norm -> Linear under bf16 autocast (see the module's doc)."""
+    ok = True
+    torch.manual_seed(1)
+    x = torch.randn(8, 24) * 2 + 0.5
+    lw = torch.rand(24) + 0.5
+    lb = torch.randn(24) * 0.1
+    w = torch.randn(16, 24) * 0.3
+    b = torch.randn(16)
+    tlw = lw.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tn = torch.nn.functional.layer_norm(x, (24,), tlw, lb, 1e-5)
+        ty = torch.nn.functional.linear(tn, w, b)
+    if tn.dtype != torch.float32 or ty.dtype != torch.bfloat16:
+        print("FAIL torch's layer_norm/linear dtypes changed: %s %s"
+              % (tn.dtype, ty.dtype))
+        ok = False
+    ty.float().sum().backward()
+    xlw = xg.tensor(lw, grad=True)
+    lin = lib.xg_linear(24, 16, True)
+    xg.check(lin, "linear")
+    for i, v in enumerate([w, b]):
+        p = lib.xg_module_param(lin, i, None)
+        xg.check(lib.xg_tensor_write(p, xg_bytes(v), 4 * v.numel()) == 0,
+                 "write")
+    scope = lib.xg_scope_begin()
+    was = lib.xg_set_autocast(XG_BF16)
+    xn = lib.xg_layer_norm(xg.tensor(x), xlw, xg.tensor(lb), C.c_float(1e-5))
+    xy = lib.xg_module_forward(lin, xn) if xn else None
+    lib.xg_set_autocast(was)
+    xg.check(xn and xy, "layer_norm under autocast")
+    for what, t in [("layer_norm", xn), ("linear after it", xy)]:
+        if lib.xg_tensor_dtype(t) != XG_BF16:
+            print("FAIL %s: dtype %d, want bf16" % (what,
+                                                    lib.xg_tensor_dtype(t)))
+            ok = False
+    want = tn.detach().bfloat16().float()
+    ok &= close("layer_norm", values_f32(lib, xg, xn, (8, 24)), want, 0,
+                2 ** -8 * float(want.abs().max()))
+    ok &= close("linear after layer_norm", values_f32(lib, xg, xy, (8, 16)),
+                ty.float(), 2 ** -7, 2 ** -7 * float(ty.float().abs().max()))
+    xg.check(lib.xg_backward(lib.xg_sum_all(xy)) == 0, "backward")
+    g = lib.xg_tensor_grad(xlw)
+    if lib.xg_tensor_dtype(g) != xc.XG_F32:
+        print("FAIL layer_norm weight: gradient not f32")
+        ok = False
+    ok &= close("layer_norm weight gradient", values_f32(lib, xg, g, (24,)),
+                tlw.grad, 2 ** -6, 2e-3 * float(tlw.grad.abs().max()))
+    lib.xg_scope_end(scope)
+    lib.xg_tensor_free(xlw)
+    lib.xg_module_free(lin)
     return ok
 
 
@@ -302,6 +366,7 @@ def main():
         "xg_tensor_write": (C.c_int, [P, P, C.c_size_t]),
         "xg_mul_scalar": (P, [P, C.c_float]),
         "xg_add": (P, [P, P]),
+        "xg_layer_norm": (P, [P, P, P, C.c_float]),
     })
     xg = Xgrad(lib)
     small = ScalerOptions(init_scale=1024.0, growth_factor=2.0,

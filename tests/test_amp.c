@@ -364,3 +364,270 @@ Test(amp, layers_compute_in_the_autocast_dtype)
     xg_module_free(lin);
     xg_module_free(conv);
 }
+
+static int op_named(const char *name)
+{
+    for (int op = 0; op < xg_op_count(); op++)
+        if (!strcmp(xg_op_name(op), name))
+            return op;
+    cr_assert_fail("no op %s", name);
+    return -1;
+}
+
+/* A 16-bit op the CPU backend widens (softmax: no 16-bit kernel) runs on
+ * f32 twins of its buffers; they count in the device's memory account
+ * while they live: the peak of the call holds them (bf16 in and out: 2 +
+ * 2 bytes an element, the twins 4 + 4), in_use is back after it, and
+ * XGRAD_MEMORY_LIMIT refuses a call whose twins do not fit though its
+ * output alone would. */
+Test(amp, widened_temporaries_count_in_the_memory_account)
+{
+    setenv("XGRAD_MEMORY_LIMIT", "1M", 1);
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    unsetenv("XGRAD_MEMORY_LIMIT");
+    xg_device_set_current(dev);
+    if (xg_device_supports_natively(dev, op_named("softmax"), XG_BF16)) {
+        xg_device_set_current(NULL);
+        xg_device_close(dev);
+        cr_skip_test("the CPU backend has a bf16 softmax: nothing is "
+                     "widened");
+    }
+    xg_scope *s = xg_scope_begin();
+    enum { N = 32 * 1024 };
+    xg_tensor *f = xg_full(XG_SHAPE(N / 64, 64), 0.5f);
+    xg_tensor *x = xg_to_dtype(f, XG_BF16);
+    cr_assert_not_null(x, "%s", xg_last_error());
+    xg_tensor_free(f);
+    xg_device_memory_info before, after;
+    xg_device_memory(dev, &before);
+    xg_device_reset_peak_memory(dev);
+    xg_tensor *y = xg_softmax(x); /* 64 KiB out, 256 KiB of twins */
+    cr_assert_not_null(y, "%s", xg_last_error());
+    xg_device_memory(dev, &after);
+    cr_expect_eq(after.in_use, before.in_use + 2 * N, "only y stays");
+    cr_expect_geq(after.peak, before.in_use + 2 * N + 8 * N,
+                  "the peak %llu holds y and both twins (in use before "
+                  "%llu)", (unsigned long long)after.peak,
+                  (unsigned long long)before.in_use);
+    float *v = tu_read(xg_to_dtype(y, XG_F32));
+    cr_expect_eq(v[0], 1.0f / 64, "softmax of a constant row: %g", v[0]);
+    cr_expect_eq(v[N - 1], 1.0f / 64);
+    free(v);
+    xg_scope_end(s);
+
+    /* 256 KiB of bf16 held: a softmax over them needs 256 KiB for y and
+     * 1 MiB of twins, past the 1 MiB limit; y alone fits */
+    s = xg_scope_begin();
+    enum { BIG = 128 * 1024 };
+    f = xg_full(XG_SHAPE(BIG / 64, 64), 0.5f);
+    xg_tensor *held = xg_to_dtype(f, XG_BF16);
+    cr_assert_not_null(held, "%s", xg_last_error());
+    xg_tensor_free(f);
+    xg_device_memory(dev, &before);
+    cr_expect_null(xg_softmax(held), "its twins are past the limit");
+    cr_expect_eq(xg_last_status(), XG_ERR_DEVICE_OOM, "%s", xg_last_error());
+    cr_expect(strstr(xg_last_error(), "XGRAD_MEMORY_LIMIT") != NULL, "%s",
+              xg_last_error());
+    xg_device_memory(dev, &after);
+    cr_expect_eq(after.in_use, before.in_use, "nothing left behind");
+    cr_expect_not_null(xg_softmax(xg_to_dtype(xg_full(XG_SHAPE(16, 64), 1.0f),
+                                              XG_BF16)),
+                       "a small widened call still runs: %s",
+                       xg_last_error());
+    xg_scope_end(s);
+    xg_device_set_current(NULL);
+    xg_device_close(dev);
+}
+
+/* A CPU device that widens every 16-bit op it can (XGRAD_WIDEN=all), as
+ * a device without 16-bit arithmetic does, made current. */
+static xg_device *widening_cpu(void)
+{
+    setenv("XGRAD_WIDEN", "all", 1);
+    xg_device *dev = NULL;
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    unsetenv("XGRAD_WIDEN");
+    xg_device_set_current(dev);
+    cr_assert(!xg_device_supports_natively(dev, op_named("gelu"), XG_BF16),
+              "XGRAD_WIDEN=all widens gelu");
+    cr_assert(xg_device_supports(dev, op_named("gelu"), XG_BF16));
+    return dev;
+}
+
+static void widening_cpu_close(xg_device *dev)
+{
+    xg_device_set_current(NULL);
+    xg_device_close(dev);
+}
+
+Test(amp, widen_all_is_checked)
+{
+    xg_device *dev = NULL;
+    setenv("XGRAD_WIDEN", "everything", 1);
+    cr_expect_eq(xg_device_open("cpu", &dev), XG_ERR_INVALID_ARG);
+    tu_assert_error(XG_ERR_INVALID_ARG, "XGRAD_WIDEN", "device_open");
+    setenv("XGRAD_WIDEN", "native", 1);
+    cr_assert_eq(xg_device_open("cpu", &dev), XG_OK, "%s", xg_last_error());
+    xg_device_close(dev);
+    unsetenv("XGRAD_WIDEN");
+}
+
+/* Layer norm under autocast: statistics and affine map in f32, the output
+ * rounded once to the autocast dtype (what the matmul after it reads), so
+ * its values are those of the f32 layer norm cast to that dtype, bit for
+ * bit; the gradients of x, weight and bias come back in f32. */
+Test(amp, layer_norm_gives_the_autocast_dtype_from_f32_statistics)
+{
+    float xv[24], wv[6], bv[6];
+    tu_fill_signed(xv, 24, 31, 0.1, 3.0);
+    tu_fill(wv, 6, 32, 0.5, 1.5);
+    tu_fill(bv, 6, 33, -0.5, 0.5);
+    xg_dtype dts[2] = {XG_BF16, XG_F16};
+    for (int i = 0; i < 2; i++) {
+        xg_tensor *x = tu_param(tu_f32(xv, XG_SHAPE(4, 6)));
+        xg_tensor *w = tu_param(tu_f32(wv, XG_SHAPE(6)));
+        xg_tensor *b = tu_param(tu_f32(bv, XG_SHAPE(6)));
+        xg_tensor *want = xg_to_dtype(xg_layer_norm(x, w, b, 1e-5f), dts[i]);
+        xg_dtype was = xg_set_autocast(dts[i]);
+        xg_tensor *y = xg_layer_norm(x, w, b, 1e-5f);
+        /* a 16-bit input: its dtype out too */
+        xg_tensor *y16 = xg_layer_norm(xg_to_dtype(x, dts[i]), w, b, 1e-5f);
+        xg_set_autocast(was);
+        cr_assert(y && y16 && want, "%s", xg_last_error());
+        cr_expect_eq(xg_tensor_dtype(y), dts[i], "%s", xg_dtype_name(dts[i]));
+        cr_expect_eq(xg_tensor_dtype(y16), dts[i]);
+        float *got = tu_read(xg_to_dtype(y, XG_F32)),
+              *exp = tu_read(xg_to_dtype(want, XG_F32));
+        for (int k = 0; k < 24; k++)
+            cr_expect_eq(got[k], exp[k], "%s [%d]: %g, want %g",
+                         xg_dtype_name(dts[i]), k, got[k], exp[k]);
+        free(got);
+        free(exp);
+        float c[24];
+        tu_fill_signed(c, 24, 34, 0.5, 2.0);
+        cr_assert_eq(xg_backward(xg_sum_all(xg_mul(
+                         xg_to_dtype(y, XG_F32), tu_f32(c, XG_SHAPE(4, 6))))),
+                     XG_OK, "%s", xg_last_error());
+        xg_tensor *ps[3] = {x, w, b};
+        for (int k = 0; k < 3; k++) {
+            xg_tensor *g = xg_tensor_grad(ps[k]);
+            cr_assert_not_null(g, "gradient %d", k);
+            cr_expect_eq(xg_tensor_dtype(g), XG_F32, "gradient %d is f32", k);
+        }
+    }
+}
+
+/* A large elementwise call is widened a chunk at a time: its f32
+ * temporaries stay a few MiB however long it is, and its values are those
+ * of the f32 kernel rounded once, bit for bit (a partial last chunk
+ * included). */
+Test(amp, long_widened_elementwise_calls_run_in_chunks)
+{
+    xg_device *dev = widening_cpu();
+    xg_scope *scope = xg_scope_begin();
+    enum { N = 1000 * 1000 + 7 };
+    float *v = malloc(sizeof *v * N);
+    cr_assert_not_null(v);
+    tu_fill_signed(v, N, 41, 0.01, 4.0);
+    xg_tensor *x = xg_to_dtype(tu_f32(v, XG_SHAPE(N)), XG_BF16);
+    free(v);
+    cr_assert_not_null(x, "%s", xg_last_error());
+    xg_tensor *want = xg_to_dtype(xg_gelu(xg_to_dtype(x, XG_F32)), XG_BF16);
+    cr_assert_not_null(want, "%s", xg_last_error());
+    xg_device_memory_info before, after;
+    xg_device_memory(dev, &before);
+    xg_device_reset_peak_memory(dev);
+    xg_tensor *y = xg_gelu(x);
+    cr_assert_not_null(y, "%s", xg_last_error());
+    xg_device_memory(dev, &after);
+    /* y, and at most 4 MiB of staging and twins (8 N bytes unchunked) */
+    cr_expect_leq(after.peak - before.in_use, 2 * (uint64_t)N + (4u << 20),
+                  "peak %llu over %llu", (unsigned long long)after.peak,
+                  (unsigned long long)before.in_use);
+    cr_expect_eq(after.in_use, before.in_use + 2 * (uint64_t)N);
+    float *got = tu_read(xg_to_dtype(y, XG_F32));
+    float *exp = tu_read(xg_to_dtype(want, XG_F32));
+    int64_t bad = 0;
+    for (int64_t i = 0; i < N; i++)
+        bad += memcmp(&got[i], &exp[i], sizeof *got) != 0;
+    cr_expect_eq(bad, 0, "%lld of %d values differ from the f32 kernel's "
+                 "rounded once", (long long)bad, N);
+    free(got);
+    free(exp);
+    /* the backward too (UNARY_BACKWARD, two inputs) */
+    xg_tensor *xp = tu_param(xg_to_dtype(x, XG_F32));
+    xg_tensor *x16 = xg_to_dtype(xp, XG_BF16);
+    cr_assert_eq(xg_backward(xg_sum_all(xg_to_dtype(xg_gelu(x16), XG_F32))),
+                 XG_OK, "%s", xg_last_error());
+    xg_tensor *g32 = tu_param(xg_to_dtype(x, XG_F32));
+    cr_assert_eq(xg_backward(xg_sum_all(xg_gelu(g32))), XG_OK, "%s",
+                 xg_last_error());
+    got = tu_read(xg_tensor_grad(xp));
+    exp = tu_read(xg_to_dtype(xg_to_dtype(xg_tensor_grad(g32), XG_BF16),
+                              XG_F32));
+    bad = 0;
+    for (int64_t i = 0; i < N; i++)
+        bad += memcmp(&got[i], &exp[i], sizeof *got) != 0;
+    cr_expect_eq(bad, 0, "gelu_backward: %lld values differ", (long long)bad);
+    free(got);
+    free(exp);
+    xg_scope_end(scope);
+    widening_cpu_close(dev);
+}
+
+/* The same for a long BINARY call, a band of rows at a time, with either
+ * input broadcast along rows or columns: bit for bit the f32 kernel's
+ * values rounded once, and a few MiB of temporaries. */
+Test(amp, long_widened_binary_calls_run_in_bands_of_rows)
+{
+    xg_device *dev = widening_cpu();
+    xg_scope *scope = xg_scope_begin();
+    enum { R = 777, C = 1999 };
+    float *v = malloc(sizeof *v * R * C);
+    cr_assert_not_null(v);
+    tu_fill_signed(v, R * C, 51, 0.01, 4.0);
+    xg_tensor *m = xg_to_dtype(tu_f32(v, XG_SHAPE(R, C)), XG_BF16);
+    xg_tensor *m2 = xg_to_dtype(xg_mul_scalar(tu_f32(v, XG_SHAPE(R, C)), 0.3f),
+                                XG_BF16);
+    tu_fill_signed(v, C, 52, 0.01, 2.0);
+    xg_tensor *row = xg_to_dtype(tu_f32(v, XG_SHAPE(1, C)), XG_BF16);
+    tu_fill_signed(v, R, 53, 0.01, 2.0);
+    xg_tensor *col = xg_to_dtype(tu_f32(v, XG_SHAPE(R, 1)), XG_BF16);
+    free(v);
+    cr_assert(m && m2 && row && col, "%s", xg_last_error());
+    struct { const char *what; xg_tensor *(*f)(xg_tensor *, xg_tensor *);
+             xg_tensor *a, *b; } cases[] = {
+        {"matrix + row", xg_add, m, row}, {"row - matrix", xg_sub, row, m},
+        {"matrix * column", xg_mul, m, col}, {"matrix / matrix", xg_div, m, m2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        xg_tensor *a = cases[i].a, *b = cases[i].b;
+        xg_tensor *want = xg_to_dtype(
+            cases[i].f(xg_to_dtype(a, XG_F32), xg_to_dtype(b, XG_F32)),
+            XG_BF16);
+        cr_assert_not_null(want, "%s", xg_last_error());
+        xg_device_memory_info before, after;
+        xg_device_memory(dev, &before);
+        xg_device_reset_peak_memory(dev);
+        xg_tensor *y = cases[i].f(a, b);
+        cr_assert_not_null(y, "%s: %s", cases[i].what, xg_last_error());
+        xg_device_memory(dev, &after);
+        cr_expect_leq(after.peak - before.in_use,
+                      2 * (uint64_t)(R * C) + (6u << 20), "%s: peak %llu "
+                      "over %llu", cases[i].what,
+                      (unsigned long long)after.peak,
+                      (unsigned long long)before.in_use);
+        float *got = tu_read(xg_to_dtype(y, XG_F32));
+        float *exp = tu_read(xg_to_dtype(want, XG_F32));
+        int64_t bad = 0;
+        for (int64_t k = 0; k < R * C; k++)
+            bad += memcmp(&got[k], &exp[k], sizeof *got) != 0;
+        cr_expect_eq(bad, 0, "%s: %lld values differ", cases[i].what,
+                     (long long)bad);
+        free(got);
+        free(exp);
+    }
+    xg_scope_end(scope);
+    widening_cpu_close(dev);
+}

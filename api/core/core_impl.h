@@ -25,6 +25,7 @@ struct xg_device {
      * device's reported memory, lowered by XGRAD_MEMORY_LIMIT. Under lock. */
     uint64_t in_use, limit;
     uint64_t peak; /* the most in_use has been since open or the last reset */
+    bool widen_all; /* XGRAD_WIDEN=all: 16-bit ops through f32 (device.c) */
     bool closed; /* the opener closed it; tensors on it are unusable */
     xg_status lost; /* XG_ERR_DEVICE_LOST once the device is lost, else OK */
 };
@@ -54,6 +55,19 @@ xg_status xg__device_check(const xg_device *dev, const char *what);
 
 /* Passes a backend's status through, remembering a device loss. */
 xg_status xg__device_result(xg_device *dev, xg_status st);
+
+/* Allocates a device buffer of `bytes` in the device's memory account:
+ * refused with XG_ERR_DEVICE_OOM (naming `who`) when in_use would pass the
+ * limit, else in_use (and the peak) grow by bytes. Every device buffer the
+ * core makes goes through here (tensor storage, and the f32 twins of a
+ * widened 16-bit call), so XGRAD_MEMORY_LIMIT and xg_device_memory see
+ * them all. Under the device's lock. */
+xg_status xg__device_alloc(xg_device *dev, size_t bytes, xg_buffer **out,
+                           const char *who);
+
+/* Frees a buffer of xg__device_alloc (NULL ignored) and takes its bytes
+ * off the account. Under the device's lock. */
+void xg__device_free(xg_device *dev, xg_buffer *buf, size_t bytes);
 
 /* Runs one kernel on `dev`: checks the device is usable and the slot is
  * filled, then calls it. A lost device stays lost. */

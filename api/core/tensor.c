@@ -118,21 +118,7 @@ static xg_storage *storage_new(xg_device *dev, size_t bytes, const char *who)
         return NULL;
     }
     xg__device_lock(dev);
-    xg_status st;
-    if (dev->limit && bytes > dev->limit - dev->in_use)
-        st = xg_set_error(XG_ERR_DEVICE_OOM, "%s: out of device memory: %zu "
-                          "bytes asked, %llu of %llu in use on %s (the "
-                          "device's memory, or XGRAD_MEMORY_LIMIT)", who,
-                          bytes, (unsigned long long)dev->in_use,
-                          (unsigned long long)dev->limit, dev->backend->name);
-    else
-        st = xg__device_result(
-            dev, dev->backend->alloc(dev->bdev, bytes, &s->buf));
-    if (st == XG_OK) {
-        dev->in_use += bytes;
-        if (dev->in_use > dev->peak)
-            dev->peak = dev->in_use;
-    }
+    xg_status st = xg__device_alloc(dev, bytes, &s->buf, who);
     xg__device_unlock(dev);
     if (st != XG_OK) {
         free(s);
@@ -150,8 +136,7 @@ static void storage_release(xg_storage *s)
     if (!s || --s->refs > 0)
         return;
     xg__device_lock(s->dev);
-    s->dev->backend->free(s->dev->bdev, s->buf);
-    s->dev->in_use -= s->bytes;
+    xg__device_free(s->dev, s->buf, s->bytes);
     xg__device_unlock(s->dev);
     xg__device_release(s->dev);
     free(s);

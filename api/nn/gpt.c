@@ -36,14 +36,15 @@ static xg_tensor *conv1d_forward(xg_module *m, xg_tensor *x)
     }
     /* one [N, in] x [in, out] GEMM over every position */
     int64_t rows_shape[2] = {x->numel / in, in};
-    /* under autocast the bias too: the sum in its dtype */
+    /* under autocast the matmul casts x and w itself (keeping no 16-bit
+     * copy of w for the backward), and the bias is cast too: the sum in
+     * the autocast dtype */
     xg_tensor *b = xg_module_find_param(m, "bias");
-    xg_tensor *ac[3] = {x, w, b};
     xg_scope *cast = NULL;
-    bool casting = xg__autocast(ac, 3, &cast);
-    xg_tensor *y = xg_matmul(xg_reshape(ac[0], rows_shape, 2), ac[1]);
+    bool casting = xg__autocast(&b, 1, &cast);
+    xg_tensor *y = xg_matmul(xg_reshape(x, rows_shape, 2), w);
     if (b)
-        y = xg_add(y, ac[2]);
+        y = xg_add(y, b);
     int64_t shape[XG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 1] = out;

@@ -822,12 +822,14 @@ static xg_tensor *linear_forward(xg_module *m, xg_tensor *x)
                      "to be in_features = %lld", s, (long long)in_features);
         return NULL;
     }
-    /* under autocast the bias too: the sum in its dtype */
-    xg_tensor *ac[3] = {x, w, m->params.n > 1 ? own(m, "bias") : NULL};
+    /* under autocast the matmul casts x and w itself (keeping no 16-bit
+     * copy of w for the backward), and the bias is cast too: the sum in
+     * the autocast dtype */
+    xg_tensor *b = m->params.n > 1 ? own(m, "bias") : NULL;
     xg_scope *cast = NULL;
-    bool casting = xg__autocast(ac, 3, &cast);
-    xg_tensor *y = xg_matmul_t(ac[0], ac[1], false, true);
-    y = m->params.n > 1 ? xg_add(y, ac[2]) : y;
+    bool casting = xg__autocast(&b, 1, &cast);
+    xg_tensor *y = xg_matmul_t(x, w, false, true);
+    y = b ? xg_add(y, b) : y;
     return casting ? xg__composite_end(cast, y) : y;
 }
 

@@ -18,9 +18,10 @@
 bool xg__autocast(xg_tensor **in, int n, xg_scope **scope);
 
 /* The same for the front-ends that stay f32 under autocast (softmax,
- * log_softmax, cross-entropy, layer norm, batch norm): while autocast is
- * on, their bf16 and f16 inputs are cast to f32 (so 16-bit activations
- * meet f32 parameters and statistics). */
+ * log_softmax, cross-entropy, batch norm): while autocast is on, their
+ * bf16 and f16 inputs are cast to f32 (so 16-bit activations meet f32
+ * parameters and statistics). Layer norm computes in f32 too but rounds
+ * its output to the autocast dtype (ops/norm.c). */
 bool xg__autocast_f32(xg_tensor **in, int n, xg_scope **scope);
 
 #endif

@@ -153,9 +153,93 @@ static xg_tensor *as_matrix(xg_tensor *v, bool left)
     return xg_reshape(v, shape, 2);
 }
 
+/* ---- matmul under autocast with an f32 parameter ---------------------- */
+
+/* An f32 (or other float) leaf that collects a gradient, of another dtype
+ * than the autocast one: a master weight. */
+static bool master_weight(const xg_tensor *t, xg_dtype autocast)
+{
+    return t && !t->node && t->requires_grad && t->dtype != autocast &&
+           xg_dtype_is_float(t->dtype);
+}
+
+typedef struct autocast_mm_args {
+    bool ta, tb;
+    xg_dtype dtype; /* the autocast dtype of the forward */
+} autocast_mm_args;
+
+/* bw_matmul on the inputs cast again to the forward's dtype: a master
+ * weight's 16-bit copy is made anew here instead of being kept from the
+ * forward; its gradient goes back to its dtype, as xg_to_dtype's would. */
+static xg_status bw_autocast_matmul(xg_node *n, xg_tensor *g, xg_tensor **gi)
+{
+    const autocast_mm_args *p = n->args;
+    xg_tensor *in[2] = {n->inputs[0], n->inputs[1]}, *lo[2];
+    for (int i = 0; i < 2; i++)
+        if (!(lo[i] = in[i]->dtype == p->dtype ? in[i]
+                                               : xg_to_dtype(in[i], p->dtype)))
+            return xg_last_status();
+    xg_tensor *a = lo[0], *b = lo[1];
+    bool ta = p->ta, tb = p->tb;
+    if (in[0]->requires_grad) {
+        xg_tensor *da = ta ? xg_matmul_t(b, g, tb, true)
+                           : xg_matmul_t(g, b, false, !tb);
+        da = xg__sum_to(da, a->shape, a->ndim);
+        if (!(gi[0] = da ? xg_to_dtype(da, in[0]->dtype) : NULL))
+            return xg_last_status();
+    }
+    if (in[1]->requires_grad) {
+        xg_tensor *db = tb ? xg_matmul_t(g, a, true, ta)
+                           : xg_matmul_t(a, g, !ta, false);
+        db = xg__sum_to(db, b->shape, b->ndim);
+        if (!(gi[1] = db ? xg_to_dtype(db, in[1]->dtype) : NULL))
+            return xg_last_status();
+    }
+    return XG_OK;
+}
+
+/* op(a) op(b) under autocast when an operand is a master weight (both
+ * with >= 2 axes): as the plain autocast path (the product of the 16-bit
+ * casts, an activation's cast recorded as usual), but the node holds the
+ * master weight itself and its rule casts it again, so the graph keeps no
+ * 16-bit copy of the weight between the forward and the backward. The
+ * same values and gradients, bit for bit. */
+static xg_tensor *autocast_matmul(xg_tensor *a, xg_tensor *b, bool ta,
+                                  bool tb, xg_dtype dt)
+{
+    xg_scope *scope = xg__composite_begin();
+    xg_tensor *in[2] = {a, b}, *lo[2];
+    for (int i = 0; i < 2; i++) {
+        bool weight = master_weight(in[i], dt);
+        bool grad = weight ? xg_set_grad_enabled(false) : false;
+        lo[i] = in[i]->dtype == dt ? in[i] : xg_to_dtype(in[i], dt);
+        if (weight)
+            xg_set_grad_enabled(grad);
+        if (!lo[i])
+            return xg__composite_end(scope, NULL);
+        if (!weight) /* the node holds the activation's 16-bit cast */
+            in[i] = lo[i];
+    }
+    bool grad = xg_set_grad_enabled(false);
+    xg_tensor *y = xg_matmul_t(lo[0], lo[1], ta, tb);
+    xg_set_grad_enabled(grad);
+    autocast_mm_args args = {.ta = ta, .tb = tb, .dtype = dt};
+    y = xg__record(y, &(xg_record){.op = XG_OP_matmul, .name = "matmul",
+                                   .backward = bw_autocast_matmul,
+                                   .inputs = in, .n_inputs = 2,
+                                   .args = &args, .args_size = sizeof args});
+    return xg__composite_end(scope, y);
+}
+
 xg_tensor *xg_matmul_t(xg_tensor *a, xg_tensor *b, bool trans_a,
                        bool trans_b)
 {
+    xg_dtype dt = xg_autocast_dtype();
+    if (dt != XG_F32 && a && b && a->ndim >= 2 && b->ndim >= 2 &&
+        xg_dtype_is_float(a->dtype) && xg_dtype_is_float(b->dtype) &&
+        (master_weight(a, dt) || master_weight(b, dt)) &&
+        xg__check_same_device("matmul", a, b))
+        return autocast_matmul(a, b, trans_a, trans_b, dt);
     xg_tensor *ac[2] = {a, b}; /* under autocast: in its dtype */
     xg_scope *cast;
     if (xg__autocast(ac, 2, &cast))

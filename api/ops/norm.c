@@ -97,9 +97,20 @@ static bool check_affine(const char *op, int index, const char *what,
 xg_tensor *xg_layer_norm(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
                          float eps)
 {
-    xg_scope *cast; /* under autocast: in f32 */
-    if (xg__autocast_f32(&x, 1, &cast))
-        return xg__composite_end(cast, xg_layer_norm(x, weight, bias, eps));
+    /* Under a 16-bit autocast: the statistics and the affine map in f32
+     * (a 16-bit x cast to f32 first), the output rounded once to the
+     * autocast dtype, which is what the matmul after it reads; the f32
+     * output is a temporary (the cast's rule does not read it), so the
+     * graph keeps only the 16-bit one. */
+    xg_dtype ac = xg_autocast_dtype();
+    if (ac != XG_F32 && x && xg_dtype_is_float(x->dtype)) {
+        xg_scope *cast = xg__composite_begin();
+        xg_dtype was = xg_set_autocast(XG_F32);
+        xg_tensor *x32 = xg_to_dtype(x, XG_F32);
+        xg_tensor *y = x32 ? xg_layer_norm(x32, weight, bias, eps) : NULL;
+        xg_set_autocast(was);
+        return xg__composite_end(cast, y ? xg_to_dtype(y, ac) : NULL);
+    }
 
     const char *op = "layer_norm";
     if (!xg__check_float(op, 0, x))
