@@ -231,12 +231,7 @@ def check_autocast(lib, xg):
         tloss = torch.nn.functional.cross_entropy(ty, labels)
     (tloss + tz.float().sum() * 1e-3).backward()
     # xgrad: the same through its Linear layer's parameters
-    lin = lib.xg_linear(24, 16, True)
-    xg.check(lin, "linear")
-    for i, v in enumerate([w, b]):
-        p = lib.xg_module_param(lin, i, None)
-        xg.check(lib.xg_tensor_write(p, xg_bytes(v), 4 * v.numel()) == 0,
-                 "write")
+    lin = linear_with(lib, xg, w, b)
     xw = lib.xg_module_param(lin, 0, None)
     xcw = xg.tensor(cw, grad=True)
     scope = lib.xg_scope_begin()
@@ -300,12 +295,7 @@ def check_layer_norm(lib, xg):
         ok = False
     ty.float().sum().backward()
     xlw = xg.tensor(lw, grad=True)
-    lin = lib.xg_linear(24, 16, True)
-    xg.check(lin, "linear")
-    for i, v in enumerate([w, b]):
-        p = lib.xg_module_param(lin, i, None)
-        xg.check(lib.xg_tensor_write(p, xg_bytes(v), 4 * v.numel()) == 0,
-                 "write")
+    lin = linear_with(lib, xg, w, b)
     scope = lib.xg_scope_begin()
     was = lib.xg_set_autocast(XG_BF16)
     xn = lib.xg_layer_norm(xg.tensor(x), xlw, xg.tensor(lb), C.c_float(1e-5))
@@ -338,6 +328,17 @@ def check_layer_norm(lib, xg):
 def xg_bytes(t):
     return C.create_string_buffer(struct.pack("<%df" % t.numel(),
                                               *t.flatten().tolist()))
+
+
+def linear_with(lib, xg, w, b):
+    """An xgrad Linear(24, 16) holding torch's weight w and bias b."""
+    lin = lib.xg_linear(24, 16, True)
+    xg.check(lin, "linear")
+    for i, v in enumerate([w, b]):
+        p = lib.xg_module_param(lin, i, None)
+        xg.check(lib.xg_tensor_write(p, xg_bytes(v), 4 * v.numel()) == 0,
+                 "write")
+    return lin
 
 
 def main():

@@ -25,7 +25,7 @@ struct xg_device {
      * device's reported memory, lowered by XGRAD_MEMORY_LIMIT. Under lock. */
     uint64_t in_use, limit;
     uint64_t peak; /* the most in_use has been since open or the last reset */
-    bool widen_all; /* XGRAD_WIDEN=all: 16-bit ops through f32 (device.c) */
+    bool widen_all; /* XGRAD_WIDEN=all: 16-bit ops through f32 (launch.c) */
     bool closed; /* the opener closed it; tensors on it are unusable */
     xg_status lost; /* XG_ERR_DEVICE_LOST once the device is lost, else OK */
 };
