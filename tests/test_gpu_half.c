@@ -7,8 +7,11 @@
  * backend without 16-bit storage, XGRAD_VK_16BIT=0); matmul on 16-bit
  * operands runs in the backend's own kernel (never widened by the core),
  * within rounding of a double-precision product and with the widened
- * sequence's bits where the f32 GEMM sums in the same order; and
- * supports() answers true for exactly these 16-bit kernels.
+ * sequence's bits where the f32 GEMM sums in the same order; the
+ * elementwise families (UNARY, UNARY_BACKWARD, SCALAR, BINARY) run natively
+ * where the backend has 16-bit forms of them (elementwise_native) and give
+ * the widened sequence's bits; and supports() answers true for exactly
+ * these 16-bit kernels.
  *
  * The backend is XGRAD_TEST_BACKEND (opencl or vulkan); skipped when it is
  * unset or has no device, unless XGRAD_REQUIRE_BACKENDS=1. Under Vulkan
@@ -924,8 +927,8 @@ Test(gpu_half, vulkan_16bit_storage_setting)
 }
 #endif
 
-/* ---- through the front-ends: ops on 16-bit tensors (widened by the core
- * on this backend) agree with the CPU's within the 16-bit type's rounding */
+/* ---- through the front-ends: ops on 16-bit tensors (native or widened by
+ * the core) agree with the CPU's within the 16-bit type's rounding */
 
 /* Values of a small mixed-precision step on the current device: f32 master
  * weights cast to t, matmul, bias, gelu, a transposed copy (copy_strided),
