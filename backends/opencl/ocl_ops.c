@@ -66,6 +66,17 @@ static xg_status launch(ocl_device *d, const xg_kernel_call *c,
                        args, n_args, dims, global, local);
 }
 
+/* Work-groups in one grid-stride launch, at most. A CPU device (PoCL) runs
+ * a work-group's work-items one after another, each through its whole
+ * grid-stride loop: with few groups every work-item strides across the
+ * whole buffer and the lines it loads are evicted before its neighbour
+ * uses them, so there a launch covers the items in one pass (up to a
+ * bound that keeps the global size in range). */
+static uint64_t grid_groups(const ocl_device *d)
+{
+    return d->cpu ? (uint64_t)1 << 20 : d->max_groups;
+}
+
 /* Enqueues a grid-stride kernel (XG_FOR_EACH) for `items` (>= 1) items. */
 static xg_status launch_grid_stride(ocl_device *d, const xg_kernel_call *c,
                                     const ocl_arg *args, int n_args,
@@ -74,8 +85,8 @@ static xg_status launch_grid_stride(ocl_device *d, const xg_kernel_call *c,
     size_t local;
     op_kernel(d, c, &local);
     uint64_t groups = ((uint64_t)items + local - 1) / local;
-    if (groups > d->max_groups)
-        groups = d->max_groups;
+    if (groups > grid_groups(d))
+        groups = grid_groups(d);
     size_t global = (size_t)groups * local;
     return launch(d, c, args, n_args, 1, &global, &local);
 }
