@@ -1,8 +1,12 @@
 /* c = a (op) b with broadcasting strides (struct xg_binary_args); the op is
- * chosen at build time with -DOP_<NAME>. */
+ * chosen at build time with -DOP_<NAME>; 16-bit forms as in unary.comp. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#ifdef XG_16BIT_STORAGE
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 #include "common.glsl"
+#include "half.glsl"
 
 layout(local_size_x = XG_WG_SIZE) in;
 
@@ -14,9 +18,9 @@ layout(push_constant) uniform Push {
     uint stride_b[6];
 } pc;
 
-XG_IN(0, float, a);
-XG_IN(1, float, b);
-XG_OUT(0, float, c);
+XG_IN(0, XG_EW_T, a);
+XG_IN(1, XG_EW_T, b);
+XG_OUT(0, XG_EW_T, c);
 
 float op(float u, float v)
 {
@@ -47,6 +51,6 @@ void main()
         }
         ia += rest * pc.stride_a[0]; /* rest < shape[0] */
         ib += rest * pc.stride_b[0];
-        c[i] = op(a[ia], b[ib]);
+        c[i] = XG_EW_ST(op(XG_EW_LD(a[ia]), XG_EW_LD(b[ib])));
     }
 }

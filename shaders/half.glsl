@@ -61,4 +61,23 @@ uint xg_bf16_to_f32_bits(uint h)
     return h << 16;
 }
 
+/* Element access of the elementwise shaders' 16-bit forms (unary.comp,
+ * binary.comp: -DXG_EW_BF16 or -DXG_EW_F16 with -DXG_16BIT_STORAGE):
+ * XG_EW_T the stored element, XG_EW_LD(v) the element v widened exactly
+ * to a float, XG_EW_ST(f) the float f rounded once to nearest even, as the
+ * cast rounds. Without either, f32 elements as they are. */
+#if defined(XG_EW_BF16)
+#define XG_EW_T uint16_t
+#define XG_EW_LD(v) uintBitsToFloat(xg_bf16_to_f32_bits(uint(v)))
+#define XG_EW_ST(f) uint16_t(xg_f32_to_bf16_bits(floatBitsToUint(f)))
+#elif defined(XG_EW_F16)
+#define XG_EW_T uint16_t
+#define XG_EW_LD(v) uintBitsToFloat(xg_f16_to_f32_bits(uint(v)))
+#define XG_EW_ST(f) uint16_t(xg_f32_to_f16_bits(floatBitsToUint(f)))
+#else
+#define XG_EW_T float
+#define XG_EW_LD(v) (v)
+#define XG_EW_ST(f) (f)
+#endif
+
 #endif

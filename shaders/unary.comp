@@ -1,9 +1,15 @@
 /* Elementwise ops on one tensor: y = f(x), dx = g * f'(x) (the UNARY_BACKWARD
  * family) and y = x (op) scalar. The op is chosen at build time with
- * -DOP_<NAME>. */
+ * -DOP_<NAME>. With -DXG_EW_BF16 or -DXG_EW_F16 and -DXG_16BIT_STORAGE, the
+ * 16-bit form: elements widened exactly, op() in f32, the result rounded
+ * once (half.glsl), so the bits of the f32 form on the widened values. */
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#ifdef XG_16BIT_STORAGE
+#extension GL_EXT_shader_16bit_storage : require
+#endif
 #include "common.glsl"
+#include "half.glsl"
 
 layout(local_size_x = XG_WG_SIZE) in;
 
@@ -12,13 +18,13 @@ layout(push_constant) uniform Push {
     float scalar; /* add/sub/mul/div_scalar */
 } pc;
 
-XG_IN(0, float, x);
+XG_IN(0, XG_EW_T, x);
 #if defined(OP_RELU_BACKWARD) || defined(OP_GELU_BACKWARD) ||                 \
     defined(OP_SILU_BACKWARD) || defined(OP_GELU_TANH_BACKWARD)
 #define XG_HAS_GRAD
-XG_IN(1, float, g);
+XG_IN(1, XG_EW_T, g);
 #endif
-XG_OUT(0, float, y);
+XG_OUT(0, XG_EW_T, y);
 
 /* erf in single precision, max error about 1 ulp.
  * reference: N. Juffa's erff (minimax polynomials around expf). */
@@ -116,9 +122,9 @@ void main()
 {
     XG_FOR_EACH(i, pc.n) {
 #ifdef XG_HAS_GRAD
-        y[i] = op(x[i], g[i]);
+        y[i] = XG_EW_ST(op(XG_EW_LD(x[i]), XG_EW_LD(g[i])));
 #else
-        y[i] = op(x[i]);
+        y[i] = XG_EW_ST(op(XG_EW_LD(x[i])));
 #endif
     }
 }

@@ -7,8 +7,11 @@
  * backend without 16-bit storage, XGRAD_VK_16BIT=0); matmul on 16-bit
  * operands runs in the backend's own kernel (never widened by the core),
  * within rounding of a double-precision product and with the widened
- * sequence's bits where the f32 GEMM sums in the same order; and
- * supports() answers true for exactly these 16-bit kernels.
+ * sequence's bits where the f32 GEMM sums in the same order; the
+ * elementwise families (UNARY, UNARY_BACKWARD, SCALAR, BINARY) run natively
+ * where the backend has 16-bit forms of them (elementwise_native) and give
+ * the widened sequence's bits; and supports() answers true for exactly
+ * these 16-bit kernels.
  *
  * The backend is XGRAD_TEST_BACKEND (opencl or vulkan); skipped when it is
  * unset or has no device, unless XGRAD_REQUIRE_BACKENDS=1. Under Vulkan
@@ -17,6 +20,7 @@
 #include <criterion/logging.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -367,8 +371,29 @@ Test(gpu_half, copy_strided_leaves_neighbours)
     gpu_close(&g);
 }
 
-/* supports() answers true for the 16-bit kernels above and matmul, and no
- * other op on 16-bit elements (the core widens those through casts). */
+/* The elementwise families (UNARY, UNARY_BACKWARD, SCALAR, BINARY). */
+static bool is_elementwise_family(xg_op_family f)
+{
+    return f == XG_FAMILY_UNARY || f == XG_FAMILY_UNARY_BACKWARD ||
+           f == XG_FAMILY_SCALAR || f == XG_FAMILY_BINARY;
+}
+
+/* Whether the backend runs the elementwise families on 16-bit elements in
+ * kernels of its own: OpenCL does (kernels/elementwise.cl, binary.cl), and
+ * Vulkan with 16-bit storage (unary.comp, binary.comp; in words the core
+ * widens them). */
+static bool elementwise_native(const gpu *g)
+{
+#ifdef XGRAD_HAVE_VULKAN
+    if (strcmp(g->be->name, "vulkan") == 0)
+        return xg_vulkan_16bit_storage(g->bdev);
+#endif
+    return strcmp(g->be->name, "opencl") == 0;
+}
+
+/* supports() answers true for the 16-bit kernels above, matmul and (where
+ * elementwise_native) the elementwise families, and no other op on 16-bit
+ * elements (the core widens those through casts). */
 Test(gpu_half, supports_exactly_the_16bit_kernels)
 {
     gpu g = gpu_open();
@@ -385,7 +410,9 @@ Test(gpu_half, supports_exactly_the_16bit_kernels)
                 sig[k++] = xg_op_rule_dtype(*r, t);
             bool want = op == XG_OP_cast || op == XG_OP_fill ||
                         op == XG_OP_copy || op == XG_OP_copy_strided ||
-                        op == XG_OP_matmul;
+                        op == XG_OP_matmul ||
+                        (elementwise_native(&g) &&
+                         is_elementwise_family(info->family));
             cr_expect_eq(g.be->supports(g.bdev, (xg_op)op, sig), want,
                          "%s on %s: supports() says %d", info->name,
                          xg_dtype_name(t), !want);
@@ -660,6 +687,230 @@ Test(gpu_half, matmul_16bit_every_pattern, .timeout = 600)
     gpu_close(&g);
 }
 
+/* ---- the elementwise families on 16-bit elements -------------------- */
+
+/* Whether 16-bit bits h are a NaN of type t. */
+static bool is_nan16(xg_dtype t, uint16_t h)
+{
+    return t == XG_BF16 ? (h & 0x7fffu) > 0x7f80u : (h & 0x7fffu) > 0x7c00u;
+}
+
+/* Whether a NaN's sign and payload may differ from the widened op's: SPIR-V
+ * leaves the NaN that arithmetic makes unspecified, and lavapipe's two
+ * compilations of one expression (f32 and 16-bit forms) may give NaNs of
+ * different signs. OpenCL (PoCL) gives the same bits throughout. */
+static bool nan_bits_free(void)
+{
+    const char *name = getenv("XGRAD_TEST_BACKEND");
+    return name && strcmp(name, "vulkan") == 0;
+}
+
+/* Asserts that got and ref (16-bit tensors) hold the same bits (a NaN for
+ * a NaN where nan_bits_free). */
+static void expect_same_bits(xg_tensor *got, xg_tensor *ref, const char *what,
+                             xg_dtype t)
+{
+    cr_assert_not_null(got, "%s: %s", what, xg_last_error());
+    cr_assert_not_null(ref, "%s: %s", what, xg_last_error());
+    cr_assert_eq(xg_tensor_dtype(got), t, "%s", what);
+    cr_assert_eq(xg_tensor_dtype(ref), t, "%s", what);
+    int64_t n = xg_tensor_numel(got);
+    cr_assert_eq(n, xg_tensor_numel(ref), "%s", what);
+    uint16_t *a = malloc((size_t)n * 2), *b = malloc((size_t)n * 2);
+    cr_assert(a && b);
+    cr_assert_eq(xg_tensor_read(got, a, (size_t)n * 2), XG_OK, "%s",
+                 xg_last_error());
+    cr_assert_eq(xg_tensor_read(ref, b, (size_t)n * 2), XG_OK, "%s",
+                 xg_last_error());
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (a[i] != b[i] &&
+            !(nan_bits_free() && is_nan16(t, a[i]) && is_nan16(t, b[i])) &&
+            bad++ == 0)
+            first = i;
+    cr_expect_eq(bad, 0,
+                 "%s (%s): %" PRId64 " of %" PRId64 " elements differ from "
+                 "the widened op's, first [%" PRId64 "]: 0x%04x, want 0x%04x",
+                 what, xg_dtype_name(t), bad, n, first,
+                 first >= 0 ? a[first] : 0, first >= 0 ? b[first] : 0);
+    free(a);
+    free(b);
+}
+
+/* n values in about [-scale, scale], a few special ones among them: NaN,
+ * +-Inf, -0, tiny values (subnormal in f16, and their products in
+ * bf16), values past f16's range when scale is large. */
+static void ew_values(float *v, int n, float scale, uint64_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        v[i] = scale * ((float)(seed >> 40) / (float)(1u << 24) * 2.0f - 1.0f);
+    }
+    const float special[] = {NAN, INFINITY, -INFINITY, -0.0f, 3e-7f, -5e-8f,
+                             1e-30f, 60000.0f, -0.5f, 0.5f};
+    for (int i = 0; i < (int)(sizeof special / sizeof *special); i++)
+        if (i * 37 + 11 < n)
+            v[i * 37 + 11] = special[i];
+}
+
+/* On the device under test, every op of the elementwise families on bf16
+ * and f16 runs natively (elementwise_native) and gives the bits of the f32
+ * op on the widened values, rounded once: odd lengths (not a multiple of
+ * any work-group or of two, so the last 16-bit element of a 32-bit word is
+ * written alone), broadcast binaries (a row, a column, a scalar, both
+ * sides), a transposed operand, and the backward ops with the output in
+ * place of the gradient (in[1]), as autograd may call them. */
+Test(gpu_half, elementwise_native_matches_widened, .timeout = 300)
+{
+    gpu g = gpu_open();
+    xg_device_set_current(g.dev);
+    xg_scope *scope = xg_scope_begin();
+    for (int op = 0; op < XG_OP_COUNT; op++)
+        if (is_elementwise_family(xg_op_table[op].family))
+            for (xg_dtype t = XG_BF16; t <= XG_F16; t++)
+                cr_expect_eq(xg_device_supports_natively(g.dev, op, t),
+                             elementwise_native(&g), "%s on %s: native %d",
+                             xg_op_table[op].name, xg_dtype_name(t),
+                             !elementwise_native(&g));
+    enum { R = 5, C = 1001, N = R * C }; /* odd */
+    float *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    cr_assert(a && b);
+    typedef xg_tensor *(*unary_fn)(xg_tensor *);
+    typedef xg_tensor *(*binary_fn)(xg_tensor *, xg_tensor *);
+    static const struct { const char *name; unary_fn f; } unary[] = {
+        {"neg", xg_neg},         {"exp", xg_exp},   {"log", xg_log},
+        {"sqrt", xg_sqrt},       {"relu", xg_relu}, {"sigmoid", xg_sigmoid},
+        {"tanh", xg_tanh},       {"gelu", xg_gelu}, {"silu", xg_silu},
+        {"gelu_tanh", xg_gelu_tanh}};
+    static const struct { const char *name; binary_fn f; } binary[] = {
+        {"add", xg_add}, {"sub", xg_sub}, {"mul", xg_mul}, {"div", xg_div}};
+    static const struct { const char *name; unary_fn f; } grads[] = {
+        {"relu_backward", xg_relu}, {"gelu_backward", xg_gelu},
+        {"silu_backward", xg_silu}, {"gelu_tanh_backward", xg_gelu_tanh}};
+    const float scales[2] = {3.0f, 400.0f}; /* the second overflows f16 */
+    for (xg_dtype t = XG_BF16; t <= XG_F16; t++)
+        for (int sc = 0; sc < 2; sc++) {
+            ew_values(a, N, scales[sc], 1 + (uint64_t)sc);
+            ew_values(b, N, scales[sc], 7 + (uint64_t)sc);
+            xg_tensor *fa = xg_tensor_from_data(a, XG_F32, XG_SHAPE(R, C));
+            xg_tensor *fb = xg_tensor_from_data(b, XG_F32, XG_SHAPE(R, C));
+            xg_tensor *ha = xg_to_dtype(fa, t), *hb = xg_to_dtype(fb, t);
+            cr_assert(ha && hb, "%s", xg_last_error());
+            xg_tensor *wa = xg_to_dtype(ha, XG_F32);
+            xg_tensor *wb = xg_to_dtype(hb, XG_F32);
+            for (size_t k = 0; k < sizeof unary / sizeof *unary; k++)
+                expect_same_bits(unary[k].f(ha),
+                                 xg_to_dtype(unary[k].f(wa), t),
+                                 unary[k].name, t);
+            const float scalars[2] = {0.3f, -3.0f};
+            for (int k = 0; k < 2; k++) {
+                float s = scalars[k];
+                expect_same_bits(xg_add_scalar(ha, s),
+                                 xg_to_dtype(xg_add_scalar(wa, s), t),
+                                 "add_scalar", t);
+                expect_same_bits(xg_sub_scalar(ha, s),
+                                 xg_to_dtype(xg_sub_scalar(wa, s), t),
+                                 "sub_scalar", t);
+                expect_same_bits(xg_mul_scalar(ha, s),
+                                 xg_to_dtype(xg_mul_scalar(wa, s), t),
+                                 "mul_scalar", t);
+                expect_same_bits(xg_div_scalar(ha, s),
+                                 xg_to_dtype(xg_div_scalar(wa, s), t),
+                                 "div_scalar", t);
+            }
+            /* b whole, a row [1, C], a column [R, 1], a scalar [1, 1] */
+            xg_tensor *row = xg_narrow(hb, 0, 2, 1);
+            xg_tensor *col = xg_narrow(hb, 1, 3, 1);
+            xg_tensor *one = xg_narrow(row, 1, 5, 1);
+            xg_tensor *operands[4] = {hb, row, col, one};
+            for (int o = 0; o < 4; o++) {
+                xg_tensor *wo = xg_to_dtype(operands[o], XG_F32);
+                for (size_t k = 0; k < sizeof binary / sizeof *binary; k++) {
+                    char what[64];
+                    snprintf(what, sizeof what, "%s, operand %d",
+                             binary[k].name, o);
+                    expect_same_bits(binary[k].f(ha, operands[o]),
+                                     xg_to_dtype(binary[k].f(wa, wo), t),
+                                     what, t);
+                    expect_same_bits(binary[k].f(operands[o], ha),
+                                     xg_to_dtype(binary[k].f(wo, wa), t),
+                                     what, t);
+                }
+            }
+            /* a transposed operand (strided) */
+            xg_tensor *sq = xg_narrow(ha, 1, 0, R);
+            xg_tensor *wsq = xg_to_dtype(sq, XG_F32);
+            expect_same_bits(
+                xg_sub(xg_transpose(sq, 0, 1), sq),
+                xg_to_dtype(xg_sub(xg_transpose(wsq, 0, 1), wsq), t),
+                "transposed operand", t);
+            /* backward: d/dx sum(f(x) * b) = f'(x) b */
+            for (size_t k = 0; k < sizeof grads / sizeof *grads; k++) {
+                xg_tensor *x16 = xg_to_dtype(fa, t);
+                xg_tensor *x32 = xg_to_dtype(x16, XG_F32);
+                cr_assert_eq(xg_tensor_set_requires_grad(x16, true), XG_OK);
+                cr_assert_eq(xg_tensor_set_requires_grad(x32, true), XG_OK);
+                cr_assert_eq(
+                    xg_backward(xg_sum_all(xg_mul(grads[k].f(x16), hb))),
+                    XG_OK, "%s", xg_last_error());
+                cr_assert_eq(
+                    xg_backward(xg_sum_all(xg_mul(grads[k].f(x32), wb))),
+                    XG_OK, "%s", xg_last_error());
+                expect_same_bits(xg_tensor_grad(x16),
+                                 xg_to_dtype(xg_tensor_grad(x32), t),
+                                 grads[k].name, t);
+            }
+        }
+    xg_scope_end(scope);
+    xg_device_set_current(NULL);
+    free(a);
+    free(b);
+    gpu_close(&g);
+}
+
+/* UNARY_BACKWARD at the kernel level with out[0] the gradient buffer
+ * (in[1]), as backend.h allows: the result is the kernel's with separate
+ * buffers, on an odd count. */
+Test(gpu_half, unary_backward_in_place)
+{
+    gpu g = gpu_open();
+    enum { N = 4099 };
+    float x[N], gr[N];
+    ew_values(x, N, 3.0f, 3);
+    ew_values(gr, N, 2.0f, 5);
+    const xg_op ops[] = {XG_OP_relu_backward, XG_OP_gelu_backward,
+                         XG_OP_silu_backward, XG_OP_gelu_tanh_backward};
+    for (xg_dtype t = XG_BF16; t <= XG_F16; t++) {
+        uint16_t hx[N], hg[N], sep[N], inplace[N];
+        host_from_f32(t, x, hx, N);
+        host_from_f32(t, gr, hg, N);
+        for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
+            xg_dtype sig[3] = {t, t, t};
+            if (!g.be->supports(g.bdev, ops[k], sig))
+                continue; /* widened by the core on this backend */
+            xg_buffer *bx = upload(&g, hx, sizeof hx);
+            xg_buffer *bg = upload(&g, hg, sizeof hg), *out = NULL;
+            cr_assert_eq(g.be->alloc(g.bdev, sizeof sep, &out), XG_OK);
+            xg_kernel_call c = {.op = ops[k],
+                                .in = {{bx, t}, {bg, t}},
+                                .out = {{out, t}},
+                                .p.ew = {.n = N}};
+            xg_kernel_fn run = g.be->kernels[XG_FAMILY_UNARY_BACKWARD];
+            cr_assert_eq(run(g.bdev, &c), XG_OK, "%s", xg_last_error());
+            download(&g, out, sep, sizeof sep);
+            c.out[0].buf = bg;
+            cr_assert_eq(run(g.bdev, &c), XG_OK, "%s", xg_last_error());
+            download(&g, bg, inplace, sizeof inplace);
+            cr_expect_arr_eq(inplace, sep, sizeof sep, "%s on %s in place",
+                             xg_op_table[ops[k]].name, xg_dtype_name(t));
+            g.be->free(g.bdev, bx);
+            g.be->free(g.bdev, bg);
+            g.be->free(g.bdev, out);
+        }
+    }
+    gpu_close(&g);
+}
+
 #ifdef XGRAD_HAVE_VULKAN
 /* XGRAD_VK_16BIT=0 keeps 16-bit elements in words; the meson test that
  * sets it (gpu-half-vulkan-words) checks that it took effect. */
@@ -676,8 +927,8 @@ Test(gpu_half, vulkan_16bit_storage_setting)
 }
 #endif
 
-/* ---- through the front-ends: ops on 16-bit tensors (widened by the core
- * on this backend) agree with the CPU's within the 16-bit type's rounding */
+/* ---- through the front-ends: ops on 16-bit tensors (native or widened by
+ * the core) agree with the CPU's within the 16-bit type's rounding */
 
 /* Values of a small mixed-precision step on the current device: f32 master
  * weights cast to t, matmul, bias, gelu, a transposed copy (copy_strided),

@@ -276,6 +276,16 @@ static xg_status create_kernels(ocl_device *d)
         if (ocl_op_has_kernel(xg_op_table[op].family))
             st = create_kernel(d, kernel_names[op], &d->kernels[op],
                                &d->wg_size[op]);
+    for (int op = 0; st == XG_OK && op < XG_OP_COUNT; op++)
+        for (int t = 0; st == XG_OK && t < 2 &&
+                        ocl_op_has_16bit_kernels(xg_op_table[op].family);
+             t++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s_%s", kernel_names[op],
+                     t == 0 ? "bf16" : "f16");
+            st = create_kernel(d, name, &d->kernels16[t][op],
+                               &d->wg_size16[t][op]);
+        }
     for (int h = 0; st == XG_OK && h < OCL_HELPER_COUNT; h++)
         st = create_kernel(d, helper_names[h], &d->helpers[h],
                            &d->helper_wg_size[h]);
@@ -288,12 +298,17 @@ static void release_program(ocl_device *d)
     for (int op = 0; op < XG_OP_COUNT; op++)
         if (d->kernels[op])
             clReleaseKernel(d->kernels[op]);
+    for (int t = 0; t < 2; t++)
+        for (int op = 0; op < XG_OP_COUNT; op++)
+            if (d->kernels16[t][op])
+                clReleaseKernel(d->kernels16[t][op]);
     for (int h = 0; h < OCL_HELPER_COUNT; h++)
         if (d->helpers[h])
             clReleaseKernel(d->helpers[h]);
     if (d->program)
         clReleaseProgram(d->program);
     memset(d->kernels, 0, sizeof d->kernels);
+    memset(d->kernels16, 0, sizeof d->kernels16);
     memset(d->helpers, 0, sizeof d->helpers);
     d->program = NULL;
 }
@@ -409,15 +424,19 @@ static xg_status ocl_sync(xg_backend_device *dev)
 /* Every op runs on f32 element types (OpenCL 1.2 core); casts between
  * every pair of dtypes (xg_cast); fill, copy and copy_strided also on bf16
  * and f16 (bit copies, kernels/half.cl); matmul also on bf16 and f16 (f32
- * accumulation, kernels/gemm.cl). The core widens every other op on 16-bit
- * elements through casts to f32. */
+ * accumulation, kernels/gemm.cl); the UNARY, UNARY_BACKWARD, SCALAR and
+ * BINARY families also on bf16 and f16 (f32 arithmetic, the widened
+ * path's bits: kernels/elementwise.cl, kernels/binary.cl). The core widens
+ * every other op on 16-bit elements through casts to f32. */
 static bool ocl_supports(const xg_backend_device *dev, xg_op op,
                          const xg_dtype *dtypes)
 {
     (void)dev;
-    if (op == XG_OP_matmul && (xg_op_signature_is(op, dtypes, XG_BF16) ||
-                               xg_op_signature_is(op, dtypes, XG_F16)))
-        return true; /* kernels/gemm.cl's 16-bit forms */
+    bool half = xg_op_signature_is(op, dtypes, XG_BF16) ||
+                xg_op_signature_is(op, dtypes, XG_F16);
+    if (half && (op == XG_OP_matmul || /* kernels/gemm.cl's 16-bit forms */
+                 ocl_op_has_16bit_kernels(xg_op_table[op].family)))
+        return true;
     return xg_op_f32_or_16bit_move(op, dtypes);
 }
 

@@ -60,6 +60,11 @@ typedef struct ocl_device {
     size_t wg_size[XG_OP_COUNT];
     cl_kernel helpers[OCL_HELPER_COUNT]; /* and their sizes, likewise */
     size_t helper_wg_size[OCL_HELPER_COUNT];
+    /* The 16-bit forms xg_<op>_bf16 ([0]) and xg_<op>_f16 ([1]) of the
+     * ops that have them (ocl_op_has_16bit_kernels), NULL for the rest;
+     * and their sizes. */
+    cl_kernel kernels16[2][XG_OP_COUNT];
+    size_t wg_size16[2][XG_OP_COUNT];
     size_t max_groups;   /* work-groups in one grid-stride launch, at most */
     cl_ulong max_alloc;  /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
     xg_buffer *free_list[OCL_SIZE_CLASSES];
@@ -88,6 +93,14 @@ static inline ocl_device *ocl_dev(xg_backend_device *dev)
 static inline int ocl_op_has_kernel(xg_op_family family)
 {
     return family != XG_FAMILY_GEMM && family != XG_FAMILY_CONV;
+}
+
+/* Whether ops of the family also have 16-bit forms xg_<op>_bf16 and
+ * xg_<op>_f16 (kernels/elementwise.cl, kernels/binary.cl). */
+static inline int ocl_op_has_16bit_kernels(xg_op_family family)
+{
+    return family == XG_FAMILY_UNARY || family == XG_FAMILY_UNARY_BACKWARD ||
+           family == XG_FAMILY_SCALAR || family == XG_FAMILY_BINARY;
 }
 
 /* ---- ocl_error.c --------------------------------------------------------- */

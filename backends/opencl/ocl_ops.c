@@ -30,8 +30,26 @@ xg_status ocl_enqueue(ocl_device *d, cl_kernel k, const char *what,
     return err == CL_SUCCESS ? XG_OK : ocl_fail(err, what);
 }
 
-/* Enqueues the op's kernel: the call's input buffers, its output buffers
- * and then `args`, over `global` work-items in groups of `local`. */
+/* The op's kernel for the call's element type: the 16-bit form where the
+ * output is bf16 or f16 and the op has one (its inputs are then of the
+ * same type: ocl_supports), else xg_<op>; *wg_size gets its largest
+ * work-group size. */
+static cl_kernel op_kernel(ocl_device *d, const xg_kernel_call *c,
+                           size_t *wg_size)
+{
+    xg_dtype t = xg_op_table[c->op].n_out ? c->out[0].dtype : XG_F32;
+    int half = t == XG_BF16 ? 0 : t == XG_F16 ? 1 : -1;
+    if (half >= 0 && d->kernels16[half][c->op]) {
+        *wg_size = d->wg_size16[half][c->op];
+        return d->kernels16[half][c->op];
+    }
+    *wg_size = d->wg_size[c->op];
+    return d->kernels[c->op];
+}
+
+/* Enqueues the op's kernel (op_kernel): the call's input buffers, its
+ * output buffers and then `args`, over `global` work-items in groups of
+ * `local`. */
 static xg_status launch(ocl_device *d, const xg_kernel_call *c,
                         const ocl_arg *args, int n_args, cl_uint dims,
                         const size_t *global, const size_t *local)
@@ -43,8 +61,20 @@ static xg_status launch(ocl_device *d, const xg_kernel_call *c,
         bufs[n_bufs++] = c->in[i].buf;
     for (int i = 0; i < info->n_out; i++)
         bufs[n_bufs++] = c->out[i].buf;
-    return ocl_enqueue(d, d->kernels[c->op], info->name, bufs, n_bufs, args,
-                       n_args, dims, global, local);
+    size_t wg;
+    return ocl_enqueue(d, op_kernel(d, c, &wg), info->name, bufs, n_bufs,
+                       args, n_args, dims, global, local);
+}
+
+/* Work-groups in one grid-stride launch, at most. A CPU device (PoCL) runs
+ * a work-group's work-items one after another, each through its whole
+ * grid-stride loop: with few groups every work-item strides across the
+ * whole buffer and the lines it loads are evicted before its neighbour
+ * uses them, so there a launch covers the items in one pass (up to a
+ * bound that keeps the global size in range). */
+static uint64_t grid_groups(const ocl_device *d)
+{
+    return d->cpu ? (uint64_t)1 << 20 : d->max_groups;
 }
 
 /* Enqueues a grid-stride kernel (XG_FOR_EACH) for `items` (>= 1) items. */
@@ -52,10 +82,11 @@ static xg_status launch_grid_stride(ocl_device *d, const xg_kernel_call *c,
                                     const ocl_arg *args, int n_args,
                                     int64_t items)
 {
-    size_t local = d->wg_size[c->op];
+    size_t local;
+    op_kernel(d, c, &local);
     uint64_t groups = ((uint64_t)items + local - 1) / local;
-    if (groups > d->max_groups)
-        groups = d->max_groups;
+    if (groups > grid_groups(d))
+        groups = grid_groups(d);
     size_t global = (size_t)groups * local;
     return launch(d, c, args, n_args, 1, &global, &local);
 }

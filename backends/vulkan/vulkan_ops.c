@@ -501,11 +501,43 @@ static const xg_vk_pipe op_pipes[XG_OP_COUNT] = {
 #undef XG_OP
 };
 
+/* The elementwise families' 16-bit forms with 16-bit storage
+ * (shaders/meson.build: <op>_<bf16|f16>_s16; none in words, where the core
+ * widens these ops). Indexed [op][f16]; `has` is false for the ops
+ * without. */
+static const struct {
+    bool has;
+    xg_vk_pipe pipe[2];
+} ew16_pipes[XG_OP_COUNT] = {
+#define EW16(op)                                                             \
+    [XG_OP_##op] = {true, {XG_VK_PIPE_##op##_bf16_s16, XG_VK_PIPE_##op##_f16_s16}},
+    EW16(neg) EW16(exp) EW16(log) EW16(sqrt) EW16(relu) EW16(sigmoid)
+    EW16(tanh) EW16(gelu) EW16(silu) EW16(gelu_tanh)
+    EW16(relu_backward) EW16(gelu_backward) EW16(silu_backward)
+    EW16(gelu_tanh_backward)
+    EW16(add_scalar) EW16(sub_scalar) EW16(mul_scalar) EW16(div_scalar)
+    EW16(add) EW16(sub) EW16(mul) EW16(div) EW16(same_value)
+#undef EW16
+};
+
+/* Whether the device runs op (of an elementwise family) on 16-bit elements
+ * in a kernel of its own. */
+static bool ew16_native(const xg_vk_device *d, xg_op op)
+{
+    xg_op_family f = xg_op_table[op].family;
+    return d->storage16 && ew16_pipes[op].has &&
+           (f == XG_FAMILY_UNARY || f == XG_FAMILY_UNARY_BACKWARD ||
+            f == XG_FAMILY_SCALAR || f == XG_FAMILY_BINARY);
+}
+
 /* Runs a call as one dispatch. */
 static xg_status run_planned(xg_vk_device *d, const xg_kernel_call *call)
 {
     plan_in in = {d, call};
     xg_vk_job job = {.pipe = op_pipes[call->op]};
+    xg_dtype t = xg_op_table[call->op].n_out ? call->out[0].dtype : XG_F32;
+    if (is_16bit(t) && ew16_native(d, call->op))
+        job.pipe = ew16_pipes[call->op].pipe[t == XG_F16];
     planners[xg_op_table[call->op].family](&in, &job);
     xg_buffer *in_bufs[XG_KERNEL_MAX_IN] = {NULL}, *out_bufs[XG_KERNEL_MAX_OUT] = {NULL};
     for (int i = 0; i < XG_KERNEL_MAX_IN; i++)
@@ -632,15 +664,18 @@ static xg_status vk_run(xg_backend_device *dev, const xg_kernel_call *call)
 
 /* Every op runs on f32 element types; casts between every pair of dtypes
  * (cast.comp); fill, copy and copy_strided also on bf16 and f16 (bit
- * copies); matmul also on bf16 and f16 (f32 accumulation, gemm_common.glsl).
- * The core widens every other op on 16-bit elements through casts to
- * f32. */
+ * copies); matmul also on bf16 and f16 (f32 accumulation, gemm_common.glsl);
+ * with 16-bit storage, the UNARY, UNARY_BACKWARD, SCALAR and BINARY
+ * families also on bf16 and f16 (f32 arithmetic, the widened path's bits:
+ * unary.comp, binary.comp). The core widens every other op on 16-bit
+ * elements through casts to f32. */
 static bool vk_supports(const xg_backend_device *dev, xg_op op,
                         const xg_dtype *dtypes)
 {
-    (void)dev;
-    if (op == XG_OP_matmul && (xg_op_signature_is(op, dtypes, XG_BF16) ||
-                               xg_op_signature_is(op, dtypes, XG_F16)))
+    bool half = xg_op_signature_is(op, dtypes, XG_BF16) ||
+                xg_op_signature_is(op, dtypes, XG_F16);
+    if (half && (op == XG_OP_matmul ||
+                 ew16_native((const xg_vk_device *)dev, op)))
         return true;
     return xg_op_f32_or_16bit_move(op, dtypes);
 }

@@ -5,28 +5,45 @@
 #define XG_SQRT1_2 0.70710678118654752f   /* 1 / sqrt(2) */
 #define XG_INV_SQRT_2PI 0.39894228040143268f /* 1 / sqrt(2 pi) */
 
-/* y = expr(x, s) */
-#define XG_MAP(name, expr)                                                   \
-    __kernel void xg_##name(__global const float *in, __global float *out,   \
-                            long n, float s)                                 \
-    {                                                                        \
-        XG_FOR_EACH(i, n) {                                                  \
-            float x = in[i];                                                 \
-            out[i] = (expr);                                                 \
-        }                                                                    \
-    }
+/* UNARY, UNARY_BACKWARD and SCALAR ops also have 16-bit forms,
+ * xg_<op>_bf16 and xg_<op>_f16 (ushort elements), which the launcher picks
+ * by dtype: each widens its inputs exactly (half.cl's XG_LD_*), computes
+ * the f32 form's expression in f32 and rounds the result once to nearest
+ * even (XG_ST_*), so it gives the bits of the f32 kernel run on the inputs
+ * cast to f32 and its output cast back: the core's widening of the op.
+ * XG_MAP_T and XG_MAP_BACKWARD_T make one form: T the stored element, LD
+ * and ST its access (half.cl). */
 
-/* dx = expr(x, g) */
-#define XG_MAP_BACKWARD(name, expr)                                          \
-    __kernel void xg_##name(__global const float *in,                        \
-                            __global const float *grad, __global float *out, \
-                            long n, float s)                                 \
+/* y = expr(x, s) */
+#define XG_MAP_T(fn, sfx, T, LD, ST, expr)                                   \
+    __kernel void fn##sfx(__global const T *in, __global T *out, long n,     \
+                            float s)                                         \
     {                                                                        \
         XG_FOR_EACH(i, n) {                                                  \
-            float x = in[i], g = grad[i];                                    \
-            out[i] = (expr);                                                 \
+            float x = LD(in, i);                                             \
+            ST(out, i, (expr));                                              \
         }                                                                    \
     }
+#define XG_MAP(name, expr)                                                   \
+    XG_MAP_T(xg_##name, , float, XG_LD_F32, XG_ST_F32, expr)                 \
+    XG_MAP_T(xg_##name, _bf16, ushort, XG_LD_BF16, XG_ST_BF16, expr)         \
+    XG_MAP_T(xg_##name, _f16, ushort, XG_LD_F16, XG_ST_F16, expr)
+
+/* dx = expr(x, g). out may be grad (backend.h): each work-item reads its
+ * element of both inputs before it writes that element. */
+#define XG_MAP_BACKWARD_T(fn, sfx, T, LD, ST, expr)                          \
+    __kernel void fn##sfx(__global const T *in, __global const T *grad,      \
+                            __global T *out, long n, float s)                \
+    {                                                                        \
+        XG_FOR_EACH(i, n) {                                                  \
+            float x = LD(in, i), g = LD(grad, i);                            \
+            ST(out, i, (expr));                                              \
+        }                                                                    \
+    }
+#define XG_MAP_BACKWARD(name, expr)                                          \
+    XG_MAP_BACKWARD_T(xg_##name, , float, XG_LD_F32, XG_ST_F32, expr)        \
+    XG_MAP_BACKWARD_T(xg_##name, _bf16, ushort, XG_LD_BF16, XG_ST_BF16, expr) \
+    XG_MAP_BACKWARD_T(xg_##name, _f16, ushort, XG_LD_F16, XG_ST_F16, expr)
 
 XG_MAP(neg, -x)
 XG_MAP(exp, exp(x))
@@ -49,7 +66,8 @@ XG_MAP(sub_scalar, x - s)
 XG_MAP(mul_scalar, x * s)
 XG_MAP(div_scalar, x / s)
 
-XG_MAP(copy, x)
+/* copy (FILL family): 16-bit elements go to half.cl's xg_copy_16 */
+XG_MAP_T(xg_copy, , float, XG_LD_F32, XG_ST_F32, x)
 
 XG_MAP_BACKWARD(relu_backward, x > 0.0f ? g : 0.0f)
 /* d/dx [x Phi(x)] = Phi(x) + x phi(x) */

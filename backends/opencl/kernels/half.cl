@@ -1,6 +1,8 @@
-/* 16-bit elements: the CAST family (xg_cast) and the 16-bit kernels of the
+/* 16-bit elements: the CAST family (xg_cast), the 16-bit kernels of the
  * FILL and STRIDED families (helpers xg_copy_16, xg_fill_16,
- * xg_copy_strided_16, which the launchers pick by dtype).
+ * xg_copy_strided_16, which the launchers pick by dtype) and the loads and
+ * stores of the elementwise and binary kernels' 16-bit forms (XG_LD_*,
+ * XG_ST_* below; this file precedes theirs in the program).
  *
  * Conversions work on the bits with integer operations only, never with the
  * device's float conversions or float arithmetic: OpenCL lets a device
@@ -74,6 +76,18 @@ uint xg_bf16_to_f32_bits(uint h)
 {
     return h << 16;
 }
+
+/* Element access for kernels instanced per element type (elementwise.cl,
+ * binary.cl): XG_LD_<T>(p, i) is p[i] widened exactly to a float,
+ * XG_ST_<T>(p, i, v) stores the float v at p[i], rounded once to nearest
+ * even on the bits as xg_cast rounds. T is F32 (float elements), BF16 or
+ * F16 (ushort elements). */
+#define XG_LD_F32(p, i) ((p)[i])
+#define XG_ST_F32(p, i, v) ((p)[i] = (v))
+#define XG_LD_BF16(p, i) as_float(xg_bf16_to_f32_bits((p)[i]))
+#define XG_ST_BF16(p, i, v) ((p)[i] = (ushort)xg_f32_to_bf16_bits(as_uint(v)))
+#define XG_LD_F16(p, i) as_float(xg_f16_to_f32_bits((p)[i]))
+#define XG_ST_F16(p, i, v) ((p)[i] = (ushort)xg_f32_to_f16_bits(as_uint(v)))
 
 /* f32 -> i32: toward zero; NaN and out of range give INT_MIN, as on the
  * CPU. */
