@@ -193,15 +193,9 @@ static bool storage16_supported(xg_vk_device *d)
     const char *v = getenv("XGRAD_VK_16BIT");
     if (v && strcmp(v, "0") == 0)
         return false;
-    VkPhysicalDevice16BitStorageFeatures storage = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
-    };
-    VkPhysicalDeviceFeatures2 features2 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
-        .pNext = &storage,
-    };
-    d->instance.GetPhysicalDeviceFeatures2(d->physical, &features2);
-    return storage.storageBuffer16BitAccess;
+    bool storage16, float16;
+    xg_vk_16bit_features(&d->instance, d->physical, &storage16, &float16);
+    return storage16;
 }
 
 static void load_device_functions(xg_vk_device *d)

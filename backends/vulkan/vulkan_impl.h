@@ -124,6 +124,11 @@ void xg_vk_instance_close(xg_vk_instance *inst);
  * enumerate() lists them: up to `cap` to `out`, the total to *count. */
 xg_status xg_vk_physical_devices(xg_vk_instance *inst, VkPhysicalDevice *out,
                                  int cap, int *count);
+/* The device's 16-bit features: storageBuffer16BitAccess and
+ * shaderFloat16 (both false before Vulkan 1.1). */
+void xg_vk_16bit_features(xg_vk_instance *inst, VkPhysicalDevice physical,
+                          bool *storage16, bool *float16);
+
 void xg_vk_describe(xg_vk_instance *inst, VkPhysicalDevice physical,
                     xg_device_desc *desc);
 

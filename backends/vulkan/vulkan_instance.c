@@ -335,6 +335,28 @@ xg_status xg_vk_physical_devices(xg_vk_instance *inst, VkPhysicalDevice *out,
     return XG_OK;
 }
 
+void xg_vk_16bit_features(xg_vk_instance *inst, VkPhysicalDevice physical,
+                          bool *storage16, bool *float16)
+{
+    VkPhysicalDeviceProperties props;
+    inst->GetPhysicalDeviceProperties(physical, &props);
+    VkPhysicalDeviceShaderFloat16Int8Features f16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
+    };
+    VkPhysicalDevice16BitStorageFeatures storage = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
+        .pNext = &f16,
+    };
+    VkPhysicalDeviceFeatures2 features2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+        .pNext = &storage,
+    };
+    if (props.apiVersion >= VK_API_VERSION_1_1)
+        inst->GetPhysicalDeviceFeatures2(physical, &features2);
+    *storage16 = storage.storageBuffer16BitAccess;
+    *float16 = f16.shaderFloat16;
+}
+
 void xg_vk_describe(xg_vk_instance *inst, VkPhysicalDevice physical,
                     xg_device_desc *desc)
 {
@@ -346,26 +368,11 @@ void xg_vk_describe(xg_vk_instance *inst, VkPhysicalDevice physical,
     snprintf(desc->name, sizeof desc->name, "%s", props.deviceName);
     /* The 16-bit features xgrad-info shows (Vulkan 1.1 and
      * VK_KHR_shader_float16_int8 names). */
-    VkPhysicalDeviceShaderFloat16Int8Features float16 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES,
-    };
-    VkPhysicalDevice16BitStorageFeatures storage = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES,
-        .pNext = &float16,
-    };
-    VkPhysicalDeviceFeatures2 features2 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
-        .pNext = &storage,
-    };
-    if (props.apiVersion >= VK_API_VERSION_1_1) {
-        inst->GetPhysicalDeviceFeatures2(physical, &features2);
-        snprintf(desc->features, sizeof desc->features, "%s%s",
-                 storage.storageBuffer16BitAccess ? "storageBuffer16BitAccess"
-                                                  : "",
-                 !float16.shaderFloat16                  ? ""
-                 : storage.storageBuffer16BitAccess ? " shaderFloat16"
-                                                    : "shaderFloat16");
-    }
+    bool storage16, float16;
+    xg_vk_16bit_features(inst, physical, &storage16, &float16);
+    snprintf(desc->features, sizeof desc->features, "%s%s",
+             storage16 ? "storageBuffer16BitAccess" : "",
+             !float16 ? "" : storage16 ? " shaderFloat16" : "shaderFloat16");
     desc->is_software = props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     for (uint32_t i = 0; i < mem.memoryHeapCount; i++)
         if (mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT &&
