@@ -1,7 +1,8 @@
 /* Convolution, pooling and dropout on NCHW images, with the semantics of
  * api/core/backend.h (struct xg_conv_args, xg_pool_args, xg_dropout_args).
  *
- * Convolution is lowered to GEMM through im2col.
+ * Convolution is GEMM over the unfolded image (im2col), without the
+ * unfolded matrix ever being stored.
  * reference: Chellapilla, Puri & Simard, "High Performance Convolutional
  * Neural Networks for Document Processing", IWFHR 2006; Caffe's
  * im2col_cpu / col2im_cpu.
@@ -12,16 +13,10 @@
  *   forward          y_g [c_out_g, P] = W_g [c_out_g, K] cols
  *   backward input   dcols [K, P] = W_g^T dy_g, added back into dx (col2im)
  *   backward weight  dW_g [c_out_g, K] = sum over samples of dy_g cols^T
- * A 1x1 kernel with stride 1 and no padding needs no unfolding: cols is x
- * (and in the forward and input gradient, dx is the GEMM's output).
- * Rather than one small GEMM per sample, each GEMM runs over a chunk of
- * samples at once (see "convolution jobs" below).
- *
- * Threads: with at least as many chunks as threads, the chunks are split
- * over the pool and every GEMM runs serially in its thread (one OpenBLAS
- * thread), each thread unfolding into its own buffers (conv_scratch of the
- * device). With fewer chunks, they run one after another and each GEMM
- * uses every thread. Results do not depend on the thread count. */
+ * The GEMMs run on the built-in micro-kernel, whose packed panels of cols
+ * are gathered from the image directly (see "convolution" below). Work is
+ * split over the device's pool; results do not depend on the thread
+ * count. */
 #include "cpu_impl.h"
 
 #include <assert.h>
@@ -44,7 +39,7 @@ static float *conv_scratch(cpu_device *dev, size_t floats)
     return dev->conv_scratch;
 }
 
-/* ---- im2col and col2im ------------------------------------------------ */
+/* ---- col2im ----------------------------------------------------------- */
 
 /* Outputs [*j0, *j1) of `out` whose input coordinate j * stride + off lies
  * inside [0, size). */
@@ -59,93 +54,9 @@ static void valid_span(int64_t out, int64_t size, int stride, int64_t off,
         *j1 = *j0;
 }
 
-/* dst[0 .. n) = src[0 .. n) and dst[0 .. n) = 0 for the short runs of
- * im2col (an output row: tens of floats), where a libc call per run would
- * cost more than the copy. Eight floats go as one unaligned vector (GCC's
- * vector extension; a fixed 32-byte memcpy is cut into two 16-byte moves
- * even in the AVX2 clone, and these copies are store-bound). CPU_OPAQUE,
- * an empty asm on the index, keeps GCC from turning the loops back into
- * memmove / memset calls. */
-#if defined(__GNUC__)
-typedef float cpu_f32x8 __attribute__((vector_size(32), aligned(4),
-                                        may_alias));
-#define CPU_OPAQUE(i) __asm__("" : "+r"(i))
-#else
-#define CPU_OPAQUE(i) ((void)0)
-#endif
-
-CPU_INLINE void copy_floats(float *restrict dst, const float *restrict src,
-                            int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-#if defined(__GNUC__)
-        *(cpu_f32x8 *)(void *)(dst + i) =
-            *(const cpu_f32x8 *)(const void *)(src + i);
-#else
-        memcpy(dst + i, src + i, 8 * sizeof *dst);
-#endif
-        CPU_OPAQUE(i);
-    }
-    for (; i < n; i++) {
-        dst[i] = src[i];
-        CPU_OPAQUE(i);
-    }
-}
-
-CPU_INLINE void zero_floats(float *dst, int64_t n)
-{
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-#if defined(__GNUC__)
-        *(cpu_f32x8 *)(void *)(dst + i) = (cpu_f32x8){0};
-#else
-        memset(dst + i, 0, 8 * sizeof *dst);
-#endif
-        CPU_OPAQUE(i);
-    }
-    for (; i < n; i++) {
-        dst[i] = 0.0f;
-        CPU_OPAQUE(i);
-    }
-}
-
-/* Row (p, q) of one input channel's columns: row[i * ow + j] =
- * plane[i * stride_h - pad_h + p * dil_h, j * stride_w - pad_w + q * dil_w],
- * 0 outside the plane. The rows of outputs that meet only padding are
- * cleared in one run before and after the others; at unit stride with the
- * whole output row inside the plane (the bulk of a convolution without
- * padding), each output row is one copy. */
-CPU_INLINE void im2col_row(const xg_conv_args *a, const float *plane, int p,
-                           int q, float *row)
-{
-    int64_t off = (int64_t)q * a->dil_w - a->pad_w, j0, j1;
-    int64_t top = (int64_t)p * a->dil_h - a->pad_h, i0, i1;
-    valid_span(a->ow, a->w, a->stride_w, off, &j0, &j1);
-    valid_span(a->oh, a->h, a->stride_h, top, &i0, &i1);
-    zero_floats(row, i0 * a->ow);
-    const float *line = i1 > i0 ? plane + (i0 * a->stride_h + top) * a->w
-                                : plane;
-    int64_t step = a->stride_h * a->w;
-    if (a->stride_w == 1 && j0 == 0 && j1 == a->ow) {
-        for (int64_t i = i0; i < i1; i++, line += step)
-            copy_floats(row + i * a->ow, line + off, a->ow);
-    } else {
-        for (int64_t i = i0; i < i1; i++, line += step) {
-            float *r = row + i * a->ow;
-            zero_floats(r, j0);
-            if (a->stride_w == 1)
-                copy_floats(r + j0, line + j0 + off, j1 - j0);
-            else
-                for (int64_t j = j0; j < j1; j++)
-                    r[j] = line[j * a->stride_w + off];
-            zero_floats(r + j1, a->ow - j1);
-        }
-    }
-    zero_floats(row + i1 * a->ow, (a->oh - i1) * a->ow);
-}
-
-/* The transpose of im2col_row: plane[...] += row[i * ow + j]. */
+/* Row (p, q) of one input channel's columns added back into its plane:
+ * plane[i * stride_h - pad_h + p * dil_h, j * stride_w - pad_w + q * dil_w]
+ * += row[i * ow + j], skipping positions outside the plane. */
 CPU_INLINE void col2im_row(const xg_conv_args *a, const float *restrict row,
                            int p, int q, float *restrict plane)
 {
@@ -165,22 +76,10 @@ CPU_INLINE void col2im_row(const xg_conv_args *a, const float *restrict row,
     }
 }
 
-/* Rows [channels * kh * kw] of columns from `channels` planes at x: row r
- * of the unfolding starts at cols + r * ld (ld >= oh * ow), so the rows
- * of several samples can sit side by side in one matrix. */
-CPU_INLINE void im2col(const xg_conv_args *a, const float *x,
-                       int64_t channels, float *cols, int64_t ld)
-{
-    int64_t plane = a->h * a->w;
-    for (int64_t c = 0; c < channels; c++)
-        for (int p = 0; p < a->kh; p++)
-            for (int q = 0; q < a->kw; q++, cols += ld)
-                im2col_row(a, x + c * plane, p, q, cols);
-}
-
-/* dx (`channels` planes) = col2im(cols), rows ld apart as in im2col:
- * each plane is cleared just before its taps add into it, while it is
- * about to be in cache anyway. */
+/* dx (`channels` planes) = col2im(cols), the transpose of the unfolding:
+ * row (c, p, q) of cols (rows ld apart) adds into plane c. Each plane is
+ * cleared just before its taps add into it, while it is about to be in
+ * cache anyway. */
 CPU_INLINE void col2im(const xg_conv_args *a, const float *cols,
                        int64_t channels, int64_t ld, float *dx)
 {
@@ -193,326 +92,412 @@ CPU_INLINE void col2im(const xg_conv_args *a, const float *cols,
     }
 }
 
-/* ---- convolution jobs -------------------------------------------------
- * The samples are cut into `chunks` chunks, chunk c holding samples
- * [n c / chunks, n (c + 1) / chunks), and a chunk into runs of at most
- * `span` samples. One run, one group is one GEMM call:
- *   forward          y_s [c_out_g, P] = W_g cols_s, batched over the run's
- *                    s samples (each sample's columns [K, P] one after
- *                    another, W shared, each y_s written in place in y)
- *   backward input   dcols_s [K, P] = W_g^T dy_s, batched likewise with
- *                    dy_s read in place, then col2im per sample
- *   backward weight  dW_c [c_out_g, K] += dy cols^T  (depth s P), the
- *                    columns of s samples side by side as [K, s P] and dy
- *                    of the run gathered into [c_out_g, s P]
- * span keeps a thread's buffers (columns and the gathered dy) within
- * CONV_RUN_FLOATS, about half of a core's L2: small convolutions (few
- * channels) get long runs and large GEMMs, while for a large one a run is
- * one sample, whose GEMM is large already and whose buffers then stay in
- * cache (measured: runs of several such samples, their columns past L2,
- * were slower). The weight gradient has CONV_WEIGHT_CHUNKS chunks whatever
- * the thread count and sums their dW_c in chunk order, so its bits do not
- * depend on the threads; for the forward and dx the runs are the chunks,
- * balanced over the threads (an output element's GEMM sum runs over the
- * same depth in the same order whatever the run). */
+/* ---- convolution ------------------------------------------------------
+ * Each pass is a GEMM run on the built-in micro-kernel (cpu_micro), whose
+ * operands are packed here, B straight from the image:
+ *   forward          y_g [c_out_g, P] = W_g [c_out_g, K] cols: A is W,
+ *                    packed once per call; B a panel of nr output pixels,
+ *                    its K rows gathered from x (gather_taps); one item is
+ *                    (sample, group, panel), all of K in one sum
+ *   backward input   dcols [K, P] = W_g^T dy_g, then col2im into dx: A is
+ *                    W^T, packed once per call for each block of input
+ *                    channels; B a panel of dy; one item is (sample,
+ *                    group, block of channels), whose dcols rows stay in
+ *                    the thread's buffer until its col2im
+ *   backward weight  dW_g [c_out_g, K] += dy_g cols^T over the output
+ *                    pixels: A is dy transposed into panels, B a panel of
+ *                    nr taps with a row per pixel gathered from x
+ *                    (gather_pixels), both over CONV_DEPTH pixels at a time
+ * So there are no columns matrices, no copies by a BLAS and no zeroing of
+ * outputs. The weight gradient has CONV_WEIGHT_CHUNKS chunks of samples
+ * whatever the thread count (one item each), summed in chunk order; every
+ * other sum is one micro-kernel sum. Results do not depend on the thread
+ * count. */
 
 enum {
-    CONV_RUN_FLOATS = 1 << 18, /* 1 MB per thread */
     CONV_WEIGHT_CHUNKS = 8,
+    CONV_DEPTH = 256, /* most pixels in one packed block (weight gradient) */
 };
 
 typedef struct conv_job {
     cpu_device *dev;
     const xg_conv_args *a;
+    const cpu_micro *mk;
     int64_t cin_g, cout_g; /* channels per group */
-    int64_t k, p;          /* GEMM depth K and columns P per group */
-    int unit;              /* 1x1, stride 1, no padding: x is the columns */
+    int64_t npq;           /* taps per channel: kh * kw */
+    int64_t k, p, plane;   /* taps per group (K), output pixels, input plane */
+    int64_t panels;        /* panels of nr output pixels */
     const float *in0, *in1;
     float *out;
-    int64_t chunks;        /* chunks of samples */
-    int64_t span;          /* most samples in one run (one GEMM) */
-    float *scratch;        /* per thread: columns [K, span P], then
-                              [c_out_g, span P] (dy of a weight run) */
-    float *partial;        /* backward weight: one weight-sized sum per
-                              chunk > 0 */
-    int serial_gemm;       /* chunks split over threads: each GEMM runs
-                              serially in its thread */
+    float *packed;         /* forward, dx: A of every group (and block) */
+    int32_t *panel_idx;    /* forward: gather tables (panel_tables) */
+    uint32_t *panel_mask;
+    int64_t packed_size;   /* floats of one group's (block's) packed A */
+    int64_t cb, blocks;    /* dx: input channels per block, blocks a group */
+    int64_t chunks;        /* dweight: chunks of samples */
+    int64_t depth;         /* dweight: pixels per packed block */
+    int32_t *tap_off, *tap_h, *tap_w; /* dweight: per tap, nr-padded */
+    float *partial;        /* dweight: a weight-sized sum per chunk > 0 */
+    float *scratch;        /* per-thread buffers, per_thread floats each */
+    int64_t per_thread;
 } conv_job;
 
-static float *thread_cols(const conv_job *j, int thread)
+static int64_t round_up(int64_t x, int64_t unit)
 {
-    return j->scratch +
-           (size_t)thread * (size_t)((j->k + j->cout_g) * j->span * j->p);
+    return (x + unit - 1) / unit * unit;
 }
 
-static float *thread_mat(const conv_job *j, int thread)
+static int64_t min64(int64_t x, int64_t y)
 {
-    return thread_cols(j, thread) + (size_t)(j->k * j->span * j->p);
+    return x < y ? x : y;
 }
 
-/* The first sample of chunk c and its sample count. */
-static int64_t chunk_samples(const conv_job *j, int64_t c, int64_t *count)
+/* The mask of the first `lanes` lanes (lanes <= 32). */
+static uint32_t lane_mask(int64_t lanes)
 {
-    int64_t b0 = j->a->n * c / j->chunks;
-    *count = j->a->n * (c + 1) / j->chunks - b0;
-    return b0;
+    return lanes >= 32 ? 0xffffffffu : (1u << lanes) - 1u;
 }
 
-/* Columns [K, ns P] of group `grp` of samples b0 .. b0 + ns - 1, in
- * `thread`'s buffer (or x itself: one sample, 1x1). */
-CPU_CLONES static const float *chunk_cols(const conv_job *j, int64_t b0,
-                                          int64_t ns, int64_t grp,
-                                          int thread)
+static float *thread_buffer(const conv_job *j, int thread)
 {
-    const xg_conv_args *a = j->a;
-    int64_t plane = a->h * a->w;
-    const float *x = j->in0 + (b0 * a->c_in + grp * j->cin_g) * plane;
-    if (j->unit && ns == 1)
-        return x;
-    float *cols = thread_cols(j, thread);
-    for (int64_t s = 0; s < ns; s++)
-        im2col(a, x + s * a->c_in * plane, j->cin_g, cols + s * j->p,
-               ns * j->p);
-    return cols;
+    return j->scratch + (size_t)thread * (size_t)j->per_thread;
 }
 
-/* dy of group `grp` of samples b0 .. b0 + ns - 1 as one [c_out_g, ns P]
- * matrix: dy itself for one sample, else gathered into `thread`'s
- * buffer. */
-static const float *chunk_dy(const conv_job *j, const float *dy, int64_t b0,
-                             int64_t ns, int64_t grp, int thread)
+/* Rows [r0, r0 + m) of the [rows, cols] row-major matrix x (rows / cols
+ * swapped when `trans`: element (r, k) at x[k * rows + r]) packed as
+ * panels of mr rows, each k-major over depths [0, cols), zero-padded to a
+ * whole panel. */
+static void pack_a(float *dst, const float *x, int64_t ld, int trans,
+                   int64_t r0, int64_t m, int64_t depth, int64_t mr)
 {
-    const xg_conv_args *a = j->a;
-    const float *src = dy + (b0 * a->c_out + grp * j->cout_g) * j->p;
-    if (ns == 1)
-        return src;
-    float *m = thread_mat(j, thread);
-    for (int64_t o = 0; o < j->cout_g; o++)
-        for (int64_t s = 0; s < ns; s++)
-            memcpy(m + (o * ns + s) * j->p, src + (s * a->c_out + o) * j->p,
-                   (size_t)j->p * sizeof *m);
-    return m;
-}
-
-/* The GEMM of one group: C (+)= op(A) op(B), C [m, n], depth k. */
-static void group_gemm(const conv_job *j, int thread, int64_t m, int64_t n,
-                       int64_t k, int ta, int tb, const float *A,
-                       const float *B, float *C, int accumulate)
-{
-    xg_gemm_args g = {.batch = 1, .m = m, .n = n, .k = k, .trans_a = ta,
-                      .trans_b = tb, .alpha = 1.0f};
-    xg_status st = cpu_sgemm(j->dev, &g, A, B, C, accumulate,
-                             j->serial_gemm ? thread : -1);
-    assert(st == XG_OK); /* sizes were checked in conv_prepare */
-    (void)st;
-}
-
-/* The same GEMM for each of `ns` samples at once: C_s = op(W) B_s, W
- * shared, B_s and C_s `sb` and `sc` floats apart. A sample's product runs
- * over the same depth in the same order as alone. */
-static void sample_gemm(const conv_job *j, int thread, int64_t ns, int64_t m,
-                        int64_t k, int ta, const float *W, const float *B,
-                        int64_t sb, float *C, int64_t sc)
-{
-    xg_gemm_args g = {.batch = ns, .m = m, .n = j->p, .k = k,
-                      .stride_a = 0, .stride_b = sb, .stride_c = sc,
-                      .trans_a = ta, .alpha = 1.0f};
-    xg_status st = cpu_sgemm(j->dev, &g, W, B, C, 0,
-                             j->serial_gemm ? thread : -1);
-    assert(st == XG_OK); /* sizes were checked in conv_prepare */
-    (void)st;
-}
-
-/* Columns of group `grp` of samples b0 .. b0 + ns - 1 as ns matrices
- * [K, P], *stride floats apart: x itself for a 1x1 kernel, else unfolded
- * into `thread`'s buffer. */
-CPU_CLONES static const float *sample_cols(const conv_job *j, int64_t b0,
-                                           int64_t ns, int64_t grp,
-                                           int thread, int64_t *stride)
-{
-    const xg_conv_args *a = j->a;
-    int64_t plane = a->h * a->w;
-    const float *x = j->in0 + (b0 * a->c_in + grp * j->cin_g) * plane;
-    if (j->unit) {
-        *stride = a->c_in * plane;
-        return x;
+    for (int64_t pr = 0; pr < m; pr += mr, dst += mr * depth) {
+        int64_t h = min64(mr, m - pr);
+        if (trans) /* h consecutive values per depth */
+            for (int64_t kk = 0; kk < depth; kk++)
+                memcpy(dst + kk * mr, x + kk * ld + r0 + pr,
+                       (size_t)h * sizeof *dst);
+        else /* a row at a time, read in order */
+            for (int64_t i = 0; i < h; i++) {
+                const float *row = x + (r0 + pr + i) * ld;
+                for (int64_t kk = 0; kk < depth; kk++)
+                    dst[kk * mr + i] = row[kk];
+            }
+        for (int64_t kk = 0; kk < depth; kk++)
+            for (int64_t i = h; i < mr; i++)
+                dst[kk * mr + i] = 0.0f;
     }
-    float *cols = thread_cols(j, thread);
-    for (int64_t s = 0; s < ns; s++)
-        im2col(a, x + s * a->c_in * plane, j->cin_g, cols + s * j->k * j->p,
-               j->p);
-    *stride = j->k * j->p;
-    return cols;
 }
 
-/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h).
- * Each sample's product is written into y directly. */
+/* Gather tables of every panel of output pixels: for panel pn and tap
+ * (p, q), idx[(pn * npq + pq) * nr + l] is the plane index that pixel
+ * pn * nr + l reads, and bit l of mask[pn * npq + pq] says whether it lies
+ * inside the plane (and the pixel inside the output). */
+static void panel_tables(const conv_job *j, int32_t *idx, uint32_t *mask)
+{
+    const xg_conv_args *a = j->a;
+    int64_t nr = j->mk->nr;
+    for (int64_t pn = 0; pn < j->panels; pn++)
+        for (int64_t p = 0, pq = pn * j->npq; p < a->kh; p++)
+            for (int64_t q = 0; q < a->kw; q++, pq++) {
+                uint32_t m = 0;
+                for (int64_t l = 0; l < nr; l++) {
+                    int64_t pix = pn * nr + l;
+                    int64_t ih = pix / a->ow * a->stride_h - a->pad_h +
+                                 p * a->dil_h;
+                    int64_t iw = pix % a->ow * a->stride_w - a->pad_w +
+                                 q * a->dil_w;
+                    int ok = pix < j->p && ih >= 0 && ih < a->h &&
+                             iw >= 0 && iw < a->w;
+                    idx[pq * nr + l] = ok ? (int32_t)(ih * a->w + iw) : 0;
+                    m |= (uint32_t)ok << l;
+                }
+                mask[pq] = m;
+            }
+}
+
+/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h). */
 static void forward_range(const void *ctx, int64_t begin, int64_t end,
                           int thread)
 {
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
-    for (int64_t c = begin; c < end; c++) {
-        int64_t ns, b0 = chunk_samples(j, c, &ns);
-        for (int64_t grp = 0; grp < a->groups; grp++) {
-            int64_t sb;
-            const float *cols = sample_cols(j, b0, ns, grp, thread, &sb);
-            const float *w = j->in1 + grp * j->cout_g * j->k;
-            float *y = j->out + (b0 * a->c_out + grp * j->cout_g) * j->p;
-            sample_gemm(j, thread, ns, j->cout_g, j->k, 0, w, cols, sb, y,
-                        a->c_out * j->p);
-        }
+    const cpu_micro *mk = j->mk;
+    float *panel = thread_buffer(j, thread);
+    for (int64_t item = begin; item < end; item++) {
+        int64_t pn = item % j->panels, bg = item / j->panels;
+        int64_t b = bg / a->groups, grp = bg % a->groups;
+        int64_t p0 = pn * mk->nr, cols = min64(mk->nr, j->p - p0);
+        mk->gather_taps(panel,
+                        j->in0 + (b * a->c_in + grp * j->cin_g) * j->plane,
+                        j->cin_g, j->plane, (int)j->npq,
+                        j->panel_idx + pn * j->npq * mk->nr,
+                        j->panel_mask + pn * j->npq);
+        const float *w = j->packed + grp * j->packed_size;
+        float *y = j->out + (b * a->c_out + grp * j->cout_g) * j->p + p0;
+        for (int64_t r = 0; r < j->cout_g; r += mk->mr)
+            mk->kernel(j->k, w + r * j->k, panel, y + r * j->p, j->p, 1.0f,
+                       0, min64(mk->mr, j->cout_g - r), cols);
     }
 }
 
-/* reference: dx = sum over taps of w^T dy placed where im2col took x. The
- * columns of each sample come from dy in place; a 1x1 kernel's are dx
- * itself. */
-CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
-                                            int64_t end, int thread)
+/* reference: dx = sum over taps of w^T dy placed where the forward read x:
+ * the item's rows of dcols, panel by panel of dy, then col2im. */
+static void backward_input_range(const void *ctx, int64_t begin,
+                                 int64_t end, int thread)
 {
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
-    int64_t plane = a->h * a->w;
-    for (int64_t c = begin; c < end; c++) {
-        int64_t ns, b0 = chunk_samples(j, c, &ns);
-        float *dx = j->out + b0 * a->c_in * plane;
-        for (int64_t grp = 0; grp < a->groups; grp++) {
-            const float *dy =
-                j->in0 + (b0 * a->c_out + grp * j->cout_g) * j->p;
-            const float *w = j->in1 + grp * j->cout_g * j->k;
-            float *dxg = dx + grp * j->cin_g * plane;
-            if (j->unit) {
-                sample_gemm(j, thread, ns, j->k, j->cout_g, 1, w, dy,
-                            a->c_out * j->p, dxg, a->c_in * plane);
-                continue;
+    const cpu_micro *mk = j->mk;
+    float *dcols = thread_buffer(j, thread);
+    float *panel = dcols + round_up(j->cb * j->npq * j->p, 16);
+    for (int64_t item = begin; item < end; item++) {
+        int64_t blk = item % j->blocks, bg = item / j->blocks;
+        int64_t b = bg / a->groups, grp = bg % a->groups;
+        int64_t c0 = blk * j->cb, nc = min64(j->cb, j->cin_g - c0);
+        int64_t taps = nc * j->npq;
+        const float *dy = j->in0 + (b * a->c_out + grp * j->cout_g) * j->p;
+        const float *wt = j->packed + (grp * j->blocks + blk) * j->packed_size;
+        for (int64_t p0 = 0; p0 < j->p; p0 += mk->nr) {
+            int64_t cols = min64(mk->nr, j->p - p0);
+            for (int64_t o = 0; o < j->cout_g; o++) {
+                memcpy(panel + o * mk->nr, dy + o * j->p + p0,
+                       (size_t)cols * sizeof *panel);
+                memset(panel + o * mk->nr + cols, 0,
+                       (size_t)(mk->nr - cols) * sizeof *panel);
             }
-            float *cols = thread_cols(j, thread);
-            sample_gemm(j, thread, ns, j->k, j->cout_g, 1, w, dy,
-                        a->c_out * j->p, cols, j->k * j->p);
-            for (int64_t s = 0; s < ns; s++)
-                col2im(a, cols + s * j->k * j->p, j->cin_g, j->p,
-                       dxg + s * a->c_in * plane);
+            for (int64_t r = 0; r < taps; r += mk->mr)
+                mk->kernel(j->cout_g, wt + r * j->cout_g, panel,
+                           dcols + r * j->p + p0, j->p, 1.0f, 0,
+                           min64(mk->mr, taps - r), cols);
         }
+        col2im(a, dcols, nc, j->p,
+               j->out + (b * a->c_in + grp * j->cin_g + c0) * j->plane);
     }
 }
 
-/* Chunk c of the weight gradient: the sum over its samples, run by run,
- * into dweight itself (chunk 0) or its partial buffer. */
+/* Pixels [p0, p0 + rows) of the weight gradient's gather: off[r] is the
+ * plane index of the pixel's first tap (it may be negative under padding),
+ * inside[r] whether every tap lies inside the plane. */
+static void pixel_offsets(const conv_job *j, int64_t p0, int64_t rows,
+                          int32_t *off, uint8_t *inside)
+{
+    const xg_conv_args *a = j->a;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t i = (p0 + r) / a->ow, jj = (p0 + r) % a->ow;
+        int64_t ih = i * a->stride_h - a->pad_h;
+        int64_t iw = jj * a->stride_w - a->pad_w;
+        off[r] = (int32_t)(ih * a->w + iw);
+        inside[r] = ih >= 0 && ih + (int64_t)(a->kh - 1) * a->dil_h < a->h &&
+                    iw >= 0 && iw + (int64_t)(a->kw - 1) * a->dil_w < a->w;
+    }
+}
+
+/* The gather masks of taps [t0, t0 + nr) for those pixels. */
+static void pixel_masks(const conv_job *j, int64_t p0, int64_t rows,
+                        int64_t t0, const int32_t *off, const uint8_t *inside,
+                        uint32_t *mask)
+{
+    const xg_conv_args *a = j->a;
+    int64_t lanes = min64(j->mk->nr, j->k - t0);
+    uint32_t all = lane_mask(lanes);
+    for (int64_t r = 0; r < rows; r++) {
+        if (inside[r]) {
+            mask[r] = all;
+            continue;
+        }
+        int64_t i = (p0 + r) / a->ow, jj = (p0 + r) % a->ow;
+        int64_t ih = i * a->stride_h - a->pad_h;
+        int64_t iw = jj * a->stride_w - a->pad_w;
+        uint32_t m = 0;
+        for (int64_t l = 0; l < lanes; l++) {
+            int64_t th = ih + j->tap_h[t0 + l], tw = iw + j->tap_w[t0 + l];
+            m |= (uint32_t)(th >= 0 && th < a->h && tw >= 0 && tw < a->w)
+                 << l;
+        }
+        mask[r] = m;
+        (void)off;
+    }
+}
+
+/* Chunk c of the weight gradient: the sum over its samples, block of
+ * pixels by block, into dweight itself (chunk 0) or its partial buffer. */
 static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
                                   int thread)
 {
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
+    const cpu_micro *mk = j->mk;
+    int64_t mpad = round_up(j->cout_g, mk->mr);
+    float *apan = thread_buffer(j, thread);
+    float *bpan = apan + round_up(mpad * j->depth, 16); /* vector-aligned */
+    int32_t *off = (int32_t *)(bpan + j->depth * mk->nr);
+    uint32_t *mask = (uint32_t *)(off + j->depth);
+    uint8_t *inside = (uint8_t *)(mask + j->depth);
     int64_t wsize = a->c_out * j->k;
     for (int64_t c = begin; c < end; c++) {
         float *dw = c == 0 ? j->out : j->partial + (c - 1) * wsize;
-        int64_t count, first = chunk_samples(j, c, &count);
-        for (int64_t b0 = first; b0 < first + count; b0 += j->span) {
-            int64_t left = first + count - b0;
-            int64_t ns = left < j->span ? left : j->span;
-            for (int64_t grp = 0; grp < a->groups; grp++) {
-                const float *cols = chunk_cols(j, b0, ns, grp, thread);
-                const float *dy = chunk_dy(j, j->in1, b0, ns, grp, thread);
-                group_gemm(j, thread, j->cout_g, j->k, ns * j->p, 0, 1, dy,
-                           cols, dw + grp * j->cout_g * j->k, b0 > first);
+        int64_t b0 = a->n * c / j->chunks, b1 = a->n * (c + 1) / j->chunks;
+        int add = 0;
+        for (int64_t b = b0; b < b1; b++)
+            for (int64_t p0 = 0; p0 < j->p; p0 += j->depth) {
+                int64_t kc = min64(j->depth, j->p - p0);
+                pixel_offsets(j, p0, kc, off, inside);
+                for (int64_t grp = 0; grp < a->groups; grp++) {
+                    const float *dy =
+                        j->in1 + (b * a->c_out + grp * j->cout_g) * j->p + p0;
+                    const float *x =
+                        j->in0 + (b * a->c_in + grp * j->cin_g) * j->plane;
+                    float *dwg = dw + grp * j->cout_g * j->k;
+                    pack_a(apan, dy, j->p, 0, 0, j->cout_g, kc, mk->mr);
+                    for (int64_t t0 = 0; t0 < j->k; t0 += mk->nr) {
+                        pixel_masks(j, p0, kc, t0, off, inside, mask);
+                        mk->gather_pixels(bpan, x, kc, off, mask,
+                                          j->tap_off + t0);
+                        for (int64_t r = 0; r < j->cout_g; r += mk->mr)
+                            mk->kernel(kc, apan + r * kc, bpan,
+                                       dwg + r * j->k + t0, j->k, 1.0f, add,
+                                       min64(mk->mr, j->cout_g - r),
+                                       min64(mk->nr, j->k - t0));
+                    }
+                }
+                add = 1;
             }
-        }
+        if (!add) /* no samples: a zero sum */
+            memset(dw, 0, (size_t)wsize * sizeof *dw);
     }
 }
 
-/* Fills in the job's sizes, chunks and scratch; XG_ERR_TOO_LARGE past the
- * BLAS index range, XG_ERR_OUT_OF_MEMORY without scratch. */
+/* Fills in the job's sizes, packs A where it is shared, and lays out the
+ * scratch; XG_ERR_TOO_LARGE where a gather index would pass int32,
+ * XG_ERR_OUT_OF_MEMORY without scratch. */
 static xg_status conv_prepare(xg_backend_device *dev,
-                              const xg_kernel_call *call, conv_job *j)
+                              const xg_kernel_call *call, conv_job *j,
+                              int64_t *items, int64_t *item_cost)
 {
     const xg_conv_args *a = &call->p.conv;
+    const char *name = xg_op_table[call->op].name;
     int threads = cpu_pool_threads(cpu_dev(dev)->pool);
-    int weight = call->op == XG_OP_conv2d_backward_weight;
     *j = (conv_job){.dev = cpu_dev(dev), .a = a,
                     .cin_g = a->c_in / a->groups,
                     .cout_g = a->c_out / a->groups,
-                    .k = a->c_in / a->groups * a->kh * a->kw,
-                    .p = a->oh * a->ow,
-                    .unit = a->kh == 1 && a->kw == 1 && a->stride_h == 1 &&
-                            a->stride_w == 1 && a->pad_h == 0 && a->pad_w == 0,
-                    .in0 = cpu_f32(call->in[0].buf), .in1 = cpu_f32(call->in[1].buf),
+                    .npq = (int64_t)a->kh * a->kw,
+                    .p = a->oh * a->ow, .plane = a->h * a->w,
+                    .in0 = cpu_f32(call->in[0].buf),
+                    .in1 = cpu_f32(call->in[1].buf),
                     .out = cpu_f32(call->out[0].buf)};
-    if (j->k > INT_MAX || j->p > INT_MAX || j->cout_g > INT_MAX)
-        return xg_set_error(XG_ERR_TOO_LARGE, "%s: a [%lld x %lld] column "
-                            "matrix exceeds the GEMM index range",
-                            xg_op_table[call->op].name, (long long)j->k,
-                            (long long)j->p);
-    if (j->k + j->cout_g > INT64_MAX / j->p)
-        return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld x %lld columns are "
-                            "too large", xg_op_table[call->op].name,
-                            (long long)j->k, (long long)j->p);
-    /* Samples per run within the budget; then the chunks: the runs,
-     * rounded up to a multiple of the threads (forward, dx: balanced), or
-     * CONV_WEIGHT_CHUNKS whatever the threads (dweight: its sums must not
-     * depend on them). */
-    int64_t per_sample = (j->k + j->cout_g) * j->p;
-    int64_t fit = CONV_RUN_FLOATS / per_sample;
-    fit = fit < 1 ? 1 : fit < a->n ? fit : a->n;
-    int64_t chunks = (a->n + fit - 1) / fit;
-    chunks = weight ? CONV_WEIGHT_CHUNKS
-                    : (chunks + threads - 1) / threads * threads;
-    j->chunks = chunks < a->n ? chunks : a->n;
-    j->span = weight ? fit : (a->n + j->chunks - 1) / j->chunks;
-    j->serial_gemm = threads > 1 && j->chunks >= threads;
-    /* Columns and a dy / y matrix for each thread that runs chunks,
-     * partial sums for chunks > 0. */
-    int64_t users = j->serial_gemm ? threads : 1;
-    if (j->span * j->p > INT_MAX ||
-        per_sample >
-            (int64_t)(SIZE_MAX / 4 / sizeof(float)) / j->span / users)
-        return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld x %lld columns are "
-                            "too large", xg_op_table[call->op].name,
-                            (long long)j->k, (long long)j->p);
-    size_t cols = (size_t)(users * per_sample * j->span);
-    size_t partial = weight ? (size_t)((j->chunks - 1) * a->c_out * j->k) : 0;
-    float *s = conv_scratch(j->dev, cols + partial);
+    j->k = j->cin_g * j->npq;
+    if (j->cin_g > INT32_MAX / (j->plane > 0 ? j->plane : 1) ||
+        j->npq > INT32_MAX / 32 || j->k > INT32_MAX / 32)
+        return xg_set_error(XG_ERR_TOO_LARGE, "%s: %lld channels of %lld "
+                            "pixels a group exceed the kernel's int32 "
+                            "indices", name, (long long)j->cin_g,
+                            (long long)j->plane);
+    /* shared: packed A or the tap tables and partial sums; per thread:
+     * the panels and gather tables */
+    int64_t shared, nr;
+    if (call->op == XG_OP_conv2d) {
+        j->mk = cpu_micro_pick(j->cout_g);
+        nr = j->mk->nr;
+        j->packed_size = round_up(j->cout_g, j->mk->mr) * j->k;
+        j->panels = (j->p + nr - 1) / nr;
+        shared = a->groups * j->packed_size + j->panels * j->npq * (nr + 1);
+        j->per_thread = j->k * nr;
+        *items = a->n * a->groups * j->panels;
+        *item_cost = j->cout_g * j->k * nr;
+    } else if (call->op == XG_OP_conv2d_backward_input) {
+        /* whole groups per item, unless that leaves threads idle */
+        int64_t per = a->n * a->groups, want = 2 * (int64_t)threads;
+        j->blocks = per >= want ? 1 : min64(j->cin_g, (want + per - 1) / per);
+        j->cb = (j->cin_g + j->blocks - 1) / j->blocks;
+        j->blocks = (j->cin_g + j->cb - 1) / j->cb;
+        j->mk = cpu_micro_pick(j->cb * j->npq);
+        nr = j->mk->nr;
+        j->packed_size = round_up(j->cb * j->npq, j->mk->mr) * j->cout_g;
+        shared = a->groups * j->blocks * j->packed_size;
+        j->per_thread = round_up(j->cb * j->npq * j->p, 16) + j->cout_g * nr;
+        *items = per * j->blocks;
+        *item_cost = j->cb * j->npq * j->cout_g * (j->p > 0 ? j->p : 1);
+    } else {
+        j->mk = cpu_micro_pick(j->cout_g);
+        nr = j->mk->nr;
+        j->chunks = min64(CONV_WEIGHT_CHUNKS, a->n > 0 ? a->n : 1);
+        int64_t blocks = (j->p + CONV_DEPTH - 1) / CONV_DEPTH;
+        j->depth = blocks > 0 ? (j->p + blocks - 1) / blocks : 1;
+        shared = 3 * round_up(j->k, nr) +
+                 (j->chunks - 1) * a->c_out * j->k;
+        j->per_thread = round_up(round_up(j->cout_g, j->mk->mr) * j->depth,
+                                 16) +
+                        j->depth * nr + 3 * j->depth;
+        *items = j->chunks;
+        *item_cost = j->cout_g * j->k * (j->p > 0 ? j->p : 1) *
+                     ((a->n + j->chunks - 1) / j->chunks);
+    }
+    shared = round_up(shared, 16);
+    j->per_thread = round_up(j->per_thread, 16);
+    if (j->per_thread > (INT64_MAX / 4 - shared) / threads / 4)
+        return xg_set_error(XG_ERR_TOO_LARGE, "%s: the kernel's buffers are "
+                            "too large", name);
+    size_t floats = (size_t)(shared + threads * j->per_thread);
+    float *s = conv_scratch(j->dev, floats);
     if (!s)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory for"
-                            " %zu floats of columns", xg_op_table[call->op].name,
-                            cols + partial);
-    j->scratch = s;
-    j->partial = s + cols;
+                            " %zu floats of packed operands", name, floats);
+    j->scratch = s + shared;
+    if (call->op == XG_OP_conv2d) {
+        j->packed = s;
+        j->panel_idx = (int32_t *)(s + a->groups * j->packed_size);
+        j->panel_mask = (uint32_t *)(j->panel_idx + j->panels * j->npq * nr);
+        panel_tables(j, j->panel_idx, j->panel_mask);
+        for (int64_t g = 0; g < a->groups; g++)
+            pack_a(s + g * j->packed_size, j->in1 + g * j->cout_g * j->k,
+                   j->k, 0, 0, j->cout_g, j->k, j->mk->mr);
+    } else if (call->op == XG_OP_conv2d_backward_input) {
+        j->packed = s;
+        for (int64_t g = 0; g < a->groups; g++)
+            for (int64_t blk = 0; blk < j->blocks; blk++)
+                pack_a(s + (g * j->blocks + blk) * j->packed_size,
+                       j->in1 + g * j->cout_g * j->k, j->k, 1,
+                       blk * j->cb * j->npq,
+                       min64(j->cb, j->cin_g - blk * j->cb) * j->npq,
+                       j->cout_g, j->mk->mr);
+    } else {
+        int64_t padded = round_up(j->k, nr);
+        j->tap_off = (int32_t *)s;
+        j->tap_h = j->tap_off + padded;
+        j->tap_w = j->tap_h + padded;
+        for (int64_t t = 0; t < padded; t++) {
+            int64_t c = t / j->npq, pq = t % j->npq;
+            int64_t dh = pq / a->kw * a->dil_h, dw = pq % a->kw * a->dil_w;
+            int in = t < j->k;
+            j->tap_off[t] = in ? (int32_t)(c * j->plane + dh * a->w + dw) : 0;
+            j->tap_h[t] = in ? (int32_t)dh : 0;
+            j->tap_w[t] = in ? (int32_t)dw : 0;
+        }
+        j->partial = s + 3 * padded;
+    }
     return XG_OK;
 }
 
-/* Runs fn over the chunks, split over the threads (each GEMM serial) or
- * one after another (each GEMM over the pool). */
-static xg_status conv_run(conv_job *j, cpu_range_fn fn)
+static xg_status conv_run(xg_backend_device *dev, const xg_kernel_call *call,
+                          cpu_range_fn fn)
 {
-    if (!j->serial_gemm) {
-        fn(j, 0, j->chunks, 0);
-        return XG_OK;
-    }
-    xg_status st = cpu_sgemm_serial_begin(j->dev);
-    if (st != XG_OK)
-        return st;
-    /* multiply-adds of a chunk's GEMMs plus its unfolding */
-    int64_t cost = j->a->groups * (j->cout_g + 1) * j->k * j->p *
-                   ((j->a->n + j->chunks - 1) / j->chunks);
-    cpu_parallel_for(j->dev->pool, j->chunks, cost, 1, fn, j);
-    cpu_sgemm_serial_end(j->dev);
-    return XG_OK;
+    conv_job j;
+    int64_t items, cost;
+    xg_status st = conv_prepare(dev, call, &j, &items, &cost);
+    if (st == XG_OK)
+        cpu_parallel_for(j.dev->pool, items, cost, 1, fn, &j);
+    return st;
 }
 
 xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call)
 {
-    conv_job j;
-    xg_status st = conv_prepare(dev, call, &j);
-    return st != XG_OK ? st : conv_run(&j, forward_range);
+    return conv_run(dev, call, forward_range);
 }
 
 xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
                                     const xg_kernel_call *call)
 {
-    conv_job j;
-    xg_status st = conv_prepare(dev, call, &j);
-    return st != XG_OK ? st : conv_run(&j, backward_input_range);
+    return conv_run(dev, call, backward_input_range);
 }
 
 /* dst[i] += src[i] for the partial sums, chunk by chunk. */
@@ -536,11 +521,13 @@ xg_status cpu_conv2d_backward_weight(xg_backend_device *dev,
                                      const xg_kernel_call *call)
 {
     conv_job j;
-    xg_status st = conv_prepare(dev, call, &j);
-    if (st == XG_OK)
-        st = conv_run(&j, backward_weight_range);
-    if (st != XG_OK || j.chunks == 1)
+    int64_t items, cost;
+    xg_status st = conv_prepare(dev, call, &j, &items, &cost);
+    if (st != XG_OK)
         return st;
+    cpu_parallel_for(j.dev->pool, items, cost, 1, backward_weight_range, &j);
+    if (j.chunks == 1)
+        return XG_OK;
     int64_t wsize = j.a->c_out * j.k;
     sum_job s = {j.out, j.partial, j.chunks - 1, wsize};
     cpu_parallel_elements(j.dev->pool, wsize, j.chunks, sum_partials_range,

@@ -142,8 +142,16 @@ typedef struct gemm_job {
                  float *pb);
 } gemm_job;
 
+/* The scalar row gather, for the baseline variant. */
+#define GEMM_GATHER_SCALAR(dst, base, idx, off, mask)                          \
+    do {                                                                       \
+        for (int l_ = 0; l_ < GEMM_NR; l_++)                                   \
+            (dst)[l_] = (mask) >> l_ & 1u ? (base)[(off) + (idx)[l_]] : 0.0f;  \
+    } while (0)
+
 #define GEMM_NAME(x) x##_base
 #define GEMM_MADD(acc, b, s) ((acc) + (b) * (s))
+#define GEMM_GATHER GEMM_GATHER_SCALAR
 #define GEMM_TARGET
 #define GEMM_VL 4
 #define GEMM_MR 6
@@ -153,9 +161,42 @@ typedef struct gemm_job {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define GEMM_X86 1
+/* Two masked gathers of 8; the lanes' mask bits become all-ones lanes. */
+#define GEMM_GATHER_AVX2(dst, base, idx, off, mask)                            \
+    do {                                                                       \
+        const __m256i bit_ = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);   \
+        const __m256i o_ = _mm256_set1_epi32(off);                             \
+        for (int h_ = 0; h_ < 2; h_++) {                                       \
+            __m256i m_ = _mm256_and_si256(                                     \
+                _mm256_set1_epi32((int)((mask) >> (8 * h_))), bit_);           \
+            __m256i i_ = _mm256_add_epi32(                                     \
+                _mm256_loadu_si256((const __m256i *)((idx) + 8 * h_)), o_);    \
+            _mm256_store_ps((dst) + 8 * h_,                                    \
+                            _mm256_mask_i32gather_ps(                          \
+                                _mm256_setzero_ps(), (base), i_,               \
+                                _mm256_castsi256_ps(                           \
+                                    _mm256_cmpeq_epi32(m_, bit_)),             \
+                                4));                                           \
+        }                                                                      \
+    } while (0)
+/* Two masked gathers of 16. */
+#define GEMM_GATHER_AVX512(dst, base, idx, off, mask)                          \
+    do {                                                                       \
+        const __m512i o_ = _mm512_set1_epi32(off);                             \
+        for (int h_ = 0; h_ < 2; h_++)                                         \
+            _mm512_store_ps((dst) + 16 * h_,                                   \
+                            _mm512_mask_i32gather_ps(                          \
+                                _mm512_setzero_ps(),                           \
+                                (__mmask16)((mask) >> (16 * h_)),              \
+                                _mm512_add_epi32(                              \
+                                    _mm512_loadu_si512((idx) + 16 * h_), o_),  \
+                                (base), 4));                                   \
+    } while (0)
+
 #define GEMM_NAME(x) x##_avx2
 #define GEMM_TARGET __attribute__((target("avx2,fma")))
 #define GEMM_MADD(acc, b, s) _mm256_fmadd_ps(b, _mm256_set1_ps(s), acc)
+#define GEMM_GATHER GEMM_GATHER_AVX2
 #define GEMM_VL 8
 #define GEMM_MR 6
 #define GEMM_NV 2
@@ -164,6 +205,7 @@ typedef struct gemm_job {
 #define GEMM_NAME(x) x##_avx512
 #define GEMM_TARGET __attribute__((target("avx512f,fma")))
 #define GEMM_MADD(acc, b, s) _mm512_fmadd_ps(b, _mm512_set1_ps(s), acc)
+#define GEMM_GATHER GEMM_GATHER_AVX512
 #define GEMM_VL 16
 #define GEMM_MR 12
 #define GEMM_NV 2
@@ -172,33 +214,52 @@ typedef struct gemm_job {
 #define GEMM_NAME(x) x##_avx512_8
 #define GEMM_TARGET __attribute__((target("avx512f,fma")))
 #define GEMM_MADD(acc, b, s) _mm512_fmadd_ps(b, _mm512_set1_ps(s), acc)
+#define GEMM_GATHER GEMM_GATHER_AVX512
 #define GEMM_VL 16
 #define GEMM_MR 8
 #define GEMM_NV 2
 #include "cpu_gemm_kernel.h"
 #endif
 
-/* The variant for this machine and m rows of C: its tile routine,
- * micro-tile and largest tile (mc a multiple of mr, nc of nr, within
- * MC_MAX x NC_MAX). */
+/* One variant: its tile routine, micro-tile and largest tile (mc a
+ * multiple of mr, nc of nr, within MC_MAX x NC_MAX), and the micro-kernel
+ * and panel gathers that convolution drives directly. */
 typedef struct gemm_variant {
     void (*tile)(const gemm_job *job, int64_t tile, float *pa, float *pb);
     int64_t mr, nr, mc, nc;
+    cpu_micro micro;
 } gemm_variant;
 
-static gemm_variant gemm_pick(int64_t m)
+#define GEMM_VARIANT(x, mr, nr)                                                \
+    {tile_##x, mr, nr, 480, 512,                                               \
+     {mr, nr, micro_##x, gather_taps_##x, gather_pixels_##x}}
+
+static const gemm_variant gemm_base = GEMM_VARIANT(base, 6, 8);
+#ifdef GEMM_X86
+static const gemm_variant gemm_avx2 = GEMM_VARIANT(avx2, 6, 16);
+static const gemm_variant gemm_avx512 = GEMM_VARIANT(avx512, 12, 32);
+static const gemm_variant gemm_avx512_8 = GEMM_VARIANT(avx512_8, 8, 32);
+#endif
+
+/* The variant for this machine and m rows of C. */
+static const gemm_variant *gemm_pick(int64_t m)
 {
 #ifdef GEMM_X86
     /* AVX-512: 12 x 32, or 8 x 32 where that pads m clearly less (the
      * samples' batches of 64 rows); the same bits either way. */
     if (__builtin_cpu_supports("avx512f"))
         return (m + 7) / 8 * 8 * 15 < (m + 11) / 12 * 12 * 14
-                   ? (gemm_variant){tile_avx512_8, 8, 32, 480, 512}
-                   : (gemm_variant){tile_avx512, 12, 32, 480, 512};
+                   ? &gemm_avx512_8
+                   : &gemm_avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return (gemm_variant){tile_avx2, 6, 16, 480, 512};
+        return &gemm_avx2;
 #endif
-    return (gemm_variant){tile_base, 6, 8, 480, 512};
+    return &gemm_base;
+}
+
+const cpu_micro *cpu_micro_pick(int64_t m)
+{
+    return &gemm_pick(m)->micro;
 }
 
 /* Blocks of `unit` multiples covering `size` in `parts` near-equal pieces. */
@@ -237,7 +298,7 @@ static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
 {
     if (g->batch <= 0 || g->m <= 0 || g->n <= 0)
         return XG_OK;
-    gemm_variant v = gemm_pick(g->m);
+    gemm_variant v = *gemm_pick(g->m);
     /* As few tiles as the largest size allows; over the pool, more until
      * each thread has two, or one for a small product (a tile of at least
      * 2^17 multiply-adds), halving the longer side (never below 2 x 2

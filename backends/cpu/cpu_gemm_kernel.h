@@ -7,9 +7,13 @@
  *   GEMM_MR       rows of the micro-tile
  *   GEMM_NV       vectors per micro-tile row (NR = GEMM_NV * GEMM_VL)
  *   GEMM_MADD(acc, b, s)  acc + b * s for a vector acc, b and a float s
+ *   GEMM_GATHER(dst, base, idx, off, mask)
+ *                 one packed row of NR floats: dst[l] = base[off + idx[l]]
+ *                 where bit l of the uint32_t mask is set, else 0
+ *                 (a hardware gather where the variant has one)
  *
  * and gemm_job, gemm_operand, KC from cpu_gemm.c in scope; it undefines
- * those six at the end.
+ * those seven at the end.
  *
  * Every variant computes each element of C in the same order: per block of
  * KC depths, acc = sum over k of a * b from k = 0 up, then
@@ -108,6 +112,38 @@ GEMM_TARGET __attribute__((noinline)) static void GEMM_NAME(micro)(int64_t kc,
                 (add ? c[i * ldc + j] : 0.0f) + t[i][j] * alpha;
 }
 
+/* Panels gathered from an image, for the convolution kernels (cpu_conv.c),
+ * which pack B straight from the image instead of unfolding it first.
+ * gather_taps: rows (c, j) for c < channels, j < period, one after another:
+ *   row = base[c * stride + idx[j * NR + l]] where bit l of mask[j] is set
+ * (a panel of NR output pixels; the rows are the taps (channel, p, q)).
+ * gather_pixels: rows r < rows:
+ *   row = base[off[r] + idx[l]] where bit l of mask[r] is set
+ * (a panel of NR taps; the rows are output pixels). Indices are int32: the
+ * caller checks that every one it forms fits. */
+GEMM_TARGET static void GEMM_NAME(gather_taps)(float *restrict dst,
+                                               const float *base,
+                                               int64_t channels,
+                                               int64_t stride, int period,
+                                               const int32_t *idx,
+                                               const uint32_t *mask)
+{
+    for (int64_t c = 0; c < channels; c++, base += stride)
+        for (int j = 0; j < period; j++, dst += GEMM_NR)
+            GEMM_GATHER(dst, base, idx + j * GEMM_NR, 0, mask[j]);
+}
+
+GEMM_TARGET static void GEMM_NAME(gather_pixels)(float *restrict dst,
+                                                 const float *base,
+                                                 int64_t rows,
+                                                 const int32_t *off,
+                                                 const uint32_t *mask,
+                                                 const int32_t *idx)
+{
+    for (int64_t r = 0; r < rows; r++, dst += GEMM_NR)
+        GEMM_GATHER(dst, base, idx, off[r], mask[r]);
+}
+
 /* One mc x nc tile of one batch entry's C, over all of K: per KC block,
  * pack the tile's rows of op(A) and columns of op(B), then run the
  * micro-kernel over the tile, B's micro-panel outermost (it stays in L1
@@ -152,3 +188,4 @@ GEMM_TARGET static void GEMM_NAME(tile)(const gemm_job *job, int64_t tile,
 #undef GEMM_MR
 #undef GEMM_NV
 #undef GEMM_MADD
+#undef GEMM_GATHER

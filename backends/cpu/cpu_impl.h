@@ -153,8 +153,9 @@ typedef struct cpu_device {
     int cache_slack_fixed;
     float *gemm_scratch;    /* packing buffers of the built-in GEMM */
     size_t gemm_scratch_floats;
-    float *conv_scratch;    /* per-thread im2col columns and partial sums
-                               of the convolution kernels (cpu_conv.c) */
+    float *conv_scratch;    /* packed operands, per-thread panels and
+                               partial sums of the convolution kernels
+                               (cpu_conv.c) */
     size_t conv_scratch_floats;
     int blas_threads;       /* OpenBLAS threads saved by
                                cpu_sgemm_serial_begin */
@@ -238,10 +239,35 @@ xg_status cpu_sgemm(cpu_device *dev, const xg_gemm_args *g, const float *a,
 xg_status cpu_sgemm_serial_begin(cpu_device *dev);
 void cpu_sgemm_serial_end(cpu_device *dev);
 
+/* The built-in GEMM's register-tiled micro-kernel and its panel gathers,
+ * for kernels that pack their own operands (convolution packs B straight
+ * from the image). Packed A holds mr values per depth (rows of C), packed
+ * B nr per depth (columns of C), both 64-byte aligned, nr <= 32.
+ *   kernel  C[rows x cols] (row stride ldc) = (add ? C : 0) + alpha *
+ *           sum over kc depths of a b, rows <= mr, cols <= nr; each sum
+ *           runs from depth 0 up, with FMA where the CPU has it
+ *   gather_taps, gather_pixels  see cpu_gemm_kernel.h
+ * Owned by the library (static). */
+typedef struct cpu_micro {
+    int64_t mr, nr;
+    void (*kernel)(int64_t kc, const float *a, const float *b, float *c,
+                   int64_t ldc, float alpha, int add, int64_t rows,
+                   int64_t cols);
+    void (*gather_taps)(float *dst, const float *base, int64_t channels,
+                        int64_t stride, int period, const int32_t *idx,
+                        const uint32_t *mask);
+    void (*gather_pixels)(float *dst, const float *base, int64_t rows,
+                          const int32_t *off, const uint32_t *mask,
+                          const int32_t *idx);
+} cpu_micro;
+
+/* The micro-kernel for this CPU and a product with m rows. */
+const cpu_micro *cpu_micro_pick(int64_t m);
+
 /* cpu_random.c */
 xg_status cpu_rand(xg_backend_device *dev, const xg_kernel_call *call);
 
-/* cpu_conv.c: convolution (im2col + GEMM), pooling, dropout */
+/* cpu_conv.c: convolution (GEMM on gathered panels), pooling, dropout */
 xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call);
 xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
                                     const xg_kernel_call *call);
