@@ -105,9 +105,9 @@ CPU_INLINE void col2im(const xg_conv_args *a, const float *cols,
  *                    group, block of channels), whose dcols rows stay in
  *                    the thread's buffer until its col2im
  *   backward weight  dW_g [c_out_g, K] += dy_g cols^T over the output
- *                    pixels: A is dy transposed into panels, B a panel of
- *                    nr taps with a row per pixel gathered from x
- *                    (gather_pixels), both over CONV_DEPTH pixels at a time
+ *                    pixels: A is dy read in place (kernel_rows), B a
+ *                    panel of nr taps with a row per pixel gathered from x
+ *                    (gather_pixels), CONV_DEPTH pixels at a time
  * So there are no columns matrices, no copies by a BLAS and no zeroing of
  * outputs. The weight gradient has CONV_WEIGHT_CHUNKS chunks of samples
  * whatever the thread count (one item each), summed in chunk order; every
@@ -242,7 +242,7 @@ static void forward_range(const void *ctx, int64_t begin, int64_t end,
 
 /* reference: dx = sum over taps of w^T dy placed where the forward read x:
  * the item's rows of dcols, panel by panel of dy, then col2im. */
-static void backward_input_range(const void *ctx, int64_t begin,
+CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
                                  int64_t end, int thread)
 {
     const conv_job *j = ctx;
@@ -327,9 +327,7 @@ static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
     const cpu_micro *mk = j->mk;
-    int64_t mpad = round_up(j->cout_g, mk->mr);
-    float *apan = thread_buffer(j, thread);
-    float *bpan = apan + round_up(mpad * j->depth, 16); /* vector-aligned */
+    float *bpan = thread_buffer(j, thread);
     int32_t *off = (int32_t *)(bpan + j->depth * mk->nr);
     uint32_t *mask = (uint32_t *)(off + j->depth);
     uint8_t *inside = (uint8_t *)(mask + j->depth);
@@ -348,16 +346,15 @@ static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
                     const float *x =
                         j->in0 + (b * a->c_in + grp * j->cin_g) * j->plane;
                     float *dwg = dw + grp * j->cout_g * j->k;
-                    pack_a(apan, dy, j->p, 0, 0, j->cout_g, kc, mk->mr);
                     for (int64_t t0 = 0; t0 < j->k; t0 += mk->nr) {
                         pixel_masks(j, p0, kc, t0, off, inside, mask);
                         mk->gather_pixels(bpan, x, kc, off, mask,
                                           j->tap_off + t0);
                         for (int64_t r = 0; r < j->cout_g; r += mk->mr)
-                            mk->kernel(kc, apan + r * kc, bpan,
-                                       dwg + r * j->k + t0, j->k, 1.0f, add,
-                                       min64(mk->mr, j->cout_g - r),
-                                       min64(mk->nr, j->k - t0));
+                            mk->kernel_rows(kc, dy + r * j->p, j->p, bpan,
+                                            dwg + r * j->k + t0, j->k, 1.0f,
+                                            add, min64(mk->mr, j->cout_g - r),
+                                            min64(mk->nr, j->k - t0));
                     }
                 }
                 add = 1;
@@ -425,9 +422,7 @@ static xg_status conv_prepare(xg_backend_device *dev,
         j->depth = blocks > 0 ? (j->p + blocks - 1) / blocks : 1;
         shared = 3 * round_up(j->k, nr) +
                  (j->chunks - 1) * a->c_out * j->k;
-        j->per_thread = round_up(round_up(j->cout_g, j->mk->mr) * j->depth,
-                                 16) +
-                        j->depth * nr + 3 * j->depth;
+        j->per_thread = j->depth * nr + 3 * j->depth;
         *items = j->chunks;
         *item_cost = j->cout_g * j->k * (j->p > 0 ? j->p : 1) *
                      ((a->n + j->chunks - 1) / j->chunks);

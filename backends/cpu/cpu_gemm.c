@@ -232,7 +232,8 @@ typedef struct gemm_variant {
 
 #define GEMM_VARIANT(x, mr, nr)                                                \
     {tile_##x, mr, nr, 480, 512,                                               \
-     {mr, nr, micro_##x, gather_taps_##x, gather_pixels_##x}}
+     {mr, nr, micro_##x, micro_rows_##x, gather_taps_##x,               \
+      gather_pixels_##x}}
 
 static const gemm_variant gemm_base = GEMM_VARIANT(base, 6, 8);
 #ifdef GEMM_X86

@@ -62,33 +62,37 @@ GEMM_TARGET CPU_INLINE void GEMM_NAME(pack)(float *restrict dst,
     }
 }
 
-/* The MR x NR tile at c (row stride ldc) over kc depths of the packed
- * panels a (MR per depth) and b (NR per depth, vector-aligned):
- * c = (add ? c : 0) + alpha * sum_k a b, clipped to rows x cols. */
-GEMM_TARGET __attribute__((noinline)) static void GEMM_NAME(micro)(int64_t kc,
-                                             const float *restrict a,
-                                             const float *restrict b,
-                                             float *restrict c, int64_t ldc,
-                                             float alpha, int add,
-                                             int64_t rows, int64_t cols)
+/* The MR x NR tile at c (row stride ldc) over kc depths of A and of the
+ * packed panel b (NR per depth, vector-aligned): c = (add ? c : 0) +
+ * alpha * sum_k a b, clipped to rows x cols. Element (i, k) of A is at
+ * a[i * ars + k * aks]; with `clamp`, rows past `rows` read row 0 instead
+ * (A is then a matrix of exactly `rows` rows, not a zero-padded panel). */
+GEMM_TARGET __attribute__((always_inline)) static inline void
+GEMM_NAME(micro_body)(int64_t kc, const float *restrict a, int64_t ars,
+                      int64_t aks, int clamp, const float *restrict b,
+                      float *restrict c, int64_t ldc, float alpha, int add,
+                      int64_t rows, int64_t cols)
 {
     typedef GEMM_NAME(vec) vec;
     typedef GEMM_NAME(vecu) vecu;
     const vec zero = {0};
     vec acc[GEMM_MR][GEMM_NV];
+    const float *ar[GEMM_MR];
 #pragma GCC unroll 16
-    for (int i = 0; i < GEMM_MR; i++)
+    for (int i = 0; i < GEMM_MR; i++) {
+        ar[i] = a + (clamp && i >= rows ? 0 : i) * ars;
 #pragma GCC unroll 4
         for (int v = 0; v < GEMM_NV; v++)
             acc[i][v] = zero;
-    for (int64_t k = 0; k < kc; k++, a += GEMM_MR, b += GEMM_NR) {
+    }
+    for (int64_t k = 0; k < kc; k++, b += GEMM_NR) {
         vec bv[GEMM_NV];
 #pragma GCC unroll 4
         for (int v = 0; v < GEMM_NV; v++)
             bv[v] = *(const vec *)(const void *)(b + v * GEMM_VL);
 #pragma GCC unroll 16
         for (int i = 0; i < GEMM_MR; i++) {
-            float s = a[i];
+            float s = ar[i][k * aks];
 #pragma GCC unroll 4
             for (int v = 0; v < GEMM_NV; v++)
                 acc[i][v] = GEMM_MADD(acc[i][v], bv[v], s);
@@ -110,6 +114,26 @@ GEMM_TARGET __attribute__((noinline)) static void GEMM_NAME(micro)(int64_t kc,
         for (int64_t j = 0; j < cols; j++)
             c[i * ldc + j] =
                 (add ? c[i * ldc + j] : 0.0f) + t[i][j] * alpha;
+}
+
+/* A packed as a panel: MR values per depth. */
+GEMM_TARGET __attribute__((noinline)) static void
+GEMM_NAME(micro)(int64_t kc, const float *restrict a, const float *restrict b,
+                 float *restrict c, int64_t ldc, float alpha, int add,
+                 int64_t rows, int64_t cols)
+{
+    GEMM_NAME(micro_body)(kc, a, 1, GEMM_MR, 0, b, c, ldc, alpha, add, rows,
+                          cols);
+}
+
+/* A read in place: `rows` rows of kc depths, lda floats apart. */
+GEMM_TARGET __attribute__((noinline)) static void
+GEMM_NAME(micro_rows)(int64_t kc, const float *restrict a, int64_t lda,
+                      const float *restrict b, float *restrict c, int64_t ldc,
+                      float alpha, int add, int64_t rows, int64_t cols)
+{
+    GEMM_NAME(micro_body)(kc, a, lda, 1, 1, b, c, ldc, alpha, add, rows,
+                          cols);
 }
 
 /* Panels gathered from an image, for the convolution kernels (cpu_conv.c),

@@ -246,6 +246,8 @@ void cpu_sgemm_serial_end(cpu_device *dev);
  *   kernel  C[rows x cols] (row stride ldc) = (add ? C : 0) + alpha *
  *           sum over kc depths of a b, rows <= mr, cols <= nr; each sum
  *           runs from depth 0 up, with FMA where the CPU has it
+ *   kernel_rows  the same with A read in place: `rows` rows of kc floats,
+ *           lda apart (no packing; the same bits)
  *   gather_taps, gather_pixels  see cpu_gemm_kernel.h
  * Owned by the library (static). */
 typedef struct cpu_micro {
@@ -253,6 +255,9 @@ typedef struct cpu_micro {
     void (*kernel)(int64_t kc, const float *a, const float *b, float *c,
                    int64_t ldc, float alpha, int add, int64_t rows,
                    int64_t cols);
+    void (*kernel_rows)(int64_t kc, const float *a, int64_t lda,
+                        const float *b, float *c, int64_t ldc, float alpha,
+                        int add, int64_t rows, int64_t cols);
     void (*gather_taps)(float *dst, const float *base, int64_t channels,
                         int64_t stride, int period, const int32_t *idx,
                         const uint32_t *mask);
