@@ -456,6 +456,40 @@ Test(cnn, conv2d_same_bits_for_any_thread_count)
     }
 }
 
+/* XGRAD_CPU_KERNELS caps the built-in kernels' instruction set: AVX-512 and
+ * AVX2 fuse each multiply-add and give the same bits; the baseline rounds
+ * products and sums apart, so it agrees to rounding. A bad value is an
+ * error when the device opens. */
+Test(cnn, conv2d_cpu_kernel_variants)
+{
+    conv_case c = {5, 6, 11, 9, 10, 3, 3, {1, 2, 1, 2, 1, 1, 2}};
+    conv_case_sizes(&c);
+    const char *caps[] = {"avx512", "avx2", "baseline"};
+    float *got[3];
+    int64_t n[3];
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(setenv("XGRAD_CPU_KERNELS", caps[i], 1), 0);
+        got[i] = conv_bits_on_threads(c, "2", &n[i]);
+        cr_assert_eq(n[i], n[0]);
+    }
+    unsetenv("XGRAD_CPU_KERNELS");
+    cr_expect_eq(memcmp(got[0], got[1], (size_t)n[0] * sizeof(float)), 0,
+                 "AVX-512 and AVX2 give the same bits");
+    for (int64_t k = 0; k < n[0]; k++)
+        cr_assert(fabsf(got[2][k] - got[0][k]) <=
+                      1e-5f * (1.0f + fabsf(got[0][k])),
+                  "element %" PRId64 ": baseline %g, AVX-512 %g", k,
+                  (double)got[2][k], (double)got[0][k]);
+    for (int i = 0; i < 3; i++)
+        free(got[i]);
+    xg_device *dev = NULL;
+    cr_assert_eq(setenv("XGRAD_CPU_KERNELS", "sse9", 1), 0);
+    cr_expect_eq(xg_device_open("cpu", &dev), XG_ERR_INVALID_ARG);
+    cr_expect(strstr(xg_last_error(), "XGRAD_CPU_KERNELS") != NULL, "%s",
+              xg_last_error());
+    unsetenv("XGRAD_CPU_KERNELS");
+}
+
 /* ===== finite-difference gradients ======================================= */
 
 static xg_tensor *f_conv(xg_tensor *const *in, const void *ctx)

@@ -83,6 +83,10 @@ static xg_status cpu_open(int index, xg_backend_device **out)
                             "cpu: no device %d (the CPU backend has one "
                             "device, 0)",
                             index);
+    cpu_kernels kernels;
+    xg_status st = cpu_kernels_from_env(&kernels);
+    if (st != XG_OK)
+        return st;
     int threads = cpu_thread_count();
     cpu_device *dev = calloc(1, sizeof *dev);
     cpu_pool *pool = dev ? cpu_pool_new(threads) : NULL;
@@ -96,7 +100,8 @@ static xg_status cpu_open(int index, xg_backend_device **out)
         openblas_set_num_threads(threads);
 #endif
     dev->pool = pool;
-    xg_status st = cpu_cache_init(dev);
+    dev->kernels = kernels;
+    st = cpu_cache_init(dev);
     if (st != XG_OK) {
         cpu_pool_free(pool);
         free(dev);

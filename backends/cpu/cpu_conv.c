@@ -393,7 +393,7 @@ static xg_status conv_prepare(xg_backend_device *dev,
      * the panels and gather tables */
     int64_t shared, nr;
     if (call->op == XG_OP_conv2d) {
-        j->mk = cpu_micro_pick(j->cout_g);
+        j->mk = cpu_micro_pick(j->dev, j->cout_g);
         nr = j->mk->nr;
         j->packed_size = round_up(j->cout_g, j->mk->mr) * j->k;
         j->panels = (j->p + nr - 1) / nr;
@@ -407,7 +407,7 @@ static xg_status conv_prepare(xg_backend_device *dev,
         j->blocks = per >= want ? 1 : min64(j->cin_g, (want + per - 1) / per);
         j->cb = (j->cin_g + j->blocks - 1) / j->blocks;
         j->blocks = (j->cin_g + j->cb - 1) / j->cb;
-        j->mk = cpu_micro_pick(j->cb * j->npq);
+        j->mk = cpu_micro_pick(j->dev, j->cb * j->npq);
         nr = j->mk->nr;
         j->packed_size = round_up(j->cb * j->npq, j->mk->mr) * j->cout_g;
         shared = a->groups * j->blocks * j->packed_size;
@@ -415,7 +415,7 @@ static xg_status conv_prepare(xg_backend_device *dev,
         *items = per * j->blocks;
         *item_cost = j->cb * j->npq * j->cout_g * (j->p > 0 ? j->p : 1);
     } else {
-        j->mk = cpu_micro_pick(j->cout_g);
+        j->mk = cpu_micro_pick(j->dev, j->cout_g);
         nr = j->mk->nr;
         j->chunks = min64(CONV_WEIGHT_CHUNKS, a->n > 0 ? a->n : 1);
         int64_t blocks = (j->p + CONV_DEPTH - 1) / CONV_DEPTH;

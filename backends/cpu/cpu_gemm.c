@@ -242,25 +242,48 @@ static const gemm_variant gemm_avx512 = GEMM_VARIANT(avx512, 12, 32);
 static const gemm_variant gemm_avx512_8 = GEMM_VARIANT(avx512_8, 8, 32);
 #endif
 
-/* The variant for this machine and m rows of C. */
-static const gemm_variant *gemm_pick(int64_t m)
+/* The variant for this machine, the device's cap (XGRAD_CPU_KERNELS) and
+ * m rows of C. */
+static const gemm_variant *gemm_pick(const cpu_device *dev, int64_t m)
 {
 #ifdef GEMM_X86
     /* AVX-512: 12 x 32, or 8 x 32 where that pads m clearly less (the
      * samples' batches of 64 rows); the same bits either way. */
-    if (__builtin_cpu_supports("avx512f"))
+    if (dev->kernels >= CPU_KERNELS_AVX512 &&
+        __builtin_cpu_supports("avx512f"))
         return (m + 7) / 8 * 8 * 15 < (m + 11) / 12 * 12 * 14
                    ? &gemm_avx512_8
                    : &gemm_avx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (dev->kernels >= CPU_KERNELS_AVX2 && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
         return &gemm_avx2;
+#else
+    (void)dev;
 #endif
     return &gemm_base;
 }
 
-const cpu_micro *cpu_micro_pick(int64_t m)
+const cpu_micro *cpu_micro_pick(const cpu_device *dev, int64_t m)
 {
-    return &gemm_pick(m)->micro;
+    return &gemm_pick(dev, m)->micro;
+}
+
+xg_status cpu_kernels_from_env(cpu_kernels *out)
+{
+    const char *v = getenv("XGRAD_CPU_KERNELS");
+    *out = CPU_KERNELS_AVX512;
+    if (!v || !*v || !strcmp(v, "avx512"))
+        return XG_OK;
+    if (!strcmp(v, "avx2")) {
+        *out = CPU_KERNELS_AVX2;
+        return XG_OK;
+    }
+    if (!strcmp(v, "baseline")) {
+        *out = CPU_KERNELS_BASELINE;
+        return XG_OK;
+    }
+    return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_CPU_KERNELS='%s': expected "
+                        "avx512, avx2 or baseline", v);
 }
 
 /* Blocks of `unit` multiples covering `size` in `parts` near-equal pieces. */
@@ -299,7 +322,7 @@ static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
 {
     if (g->batch <= 0 || g->m <= 0 || g->n <= 0)
         return XG_OK;
-    gemm_variant v = *gemm_pick(g->m);
+    gemm_variant v = *gemm_pick(dev, g->m);
     /* As few tiles as the largest size allows; over the pool, more until
      * each thread has two, or one for a small product (a tile of at least
      * 2^17 multiply-adds), halving the longer side (never below 2 x 2

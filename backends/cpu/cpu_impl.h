@@ -142,8 +142,17 @@ static inline int32_t *cpu_i32(xg_buffer *buf)
 enum { CPU_CACHE_CLASSES = 64 + 8 * 36 };
 struct block_header;
 
+/* The widest instructions the built-in GEMM and convolution kernels may
+ * use (XGRAD_CPU_KERNELS); the CPU's own features cap them further. */
+typedef enum cpu_kernels {
+    CPU_KERNELS_BASELINE,
+    CPU_KERNELS_AVX2,
+    CPU_KERNELS_AVX512,
+} cpu_kernels;
+
 typedef struct cpu_device {
     xg_backend_device base; /* first member: the core casts */
+    cpu_kernels kernels;
     cpu_pool *pool;
     struct block_header *cache[CPU_CACHE_CLASSES]; /* free blocks by class */
     struct block_header *cache_oldest, *cache_newest; /* by time freed */
@@ -266,8 +275,13 @@ typedef struct cpu_micro {
                           const int32_t *idx);
 } cpu_micro;
 
-/* The micro-kernel for this CPU and a product with m rows. */
-const cpu_micro *cpu_micro_pick(int64_t m);
+/* The micro-kernel for this CPU (within the device's cap) and a product
+ * with m rows. */
+const cpu_micro *cpu_micro_pick(const cpu_device *dev, int64_t m);
+
+/* The cap from XGRAD_CPU_KERNELS: avx512 (or unset, empty: no cap), avx2
+ * or baseline; XG_ERR_INVALID_ARG for anything else. */
+xg_status cpu_kernels_from_env(cpu_kernels *out);
 
 /* cpu_random.c */
 xg_status cpu_rand(xg_backend_device *dev, const xg_kernel_call *call);
