@@ -13,6 +13,8 @@
  *                              reference; no atomics
  *   OP_CONV2D_BACKWARD_WEIGHT  dw[i] = (accumulate ? dw[i] : 0) + sum over
  *                              the chunk's samples of partial[s, i]
+ *   OP_CONV2D_BIAS             y[y_offset ..] += bias[c], per output plane
+ *                              (s, c) of the chunk, after its GEMM
  * The first two run over planes (planes.glsl): a row (s, c, p, q) of the
  * columns for im2col, an image plane (s, c) for col2im. */
 #version 450
@@ -26,6 +28,14 @@ layout(push_constant) uniform Push {
     uint x_offset; /* elements of x / dx before the chunk's first sample */
     uint c_in, h, w, oh, ow;
     int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+} pc;
+#elif defined(OP_CONV2D_BIAS)
+#include "planes.glsl"
+
+layout(push_constant) uniform Push {
+    uint planes;   /* output planes of the chunk: samples x c_out */
+    uint y_offset; /* elements of y before the chunk's first sample */
+    uint c_out, plane;
 } pc;
 #elif defined(OP_CONV2D_BACKWARD_WEIGHT)
 #include "common.glsl"
@@ -113,6 +123,21 @@ void main()
                 }
             }
             dx[pc.x_offset + sc * size + pix] = sum;
+        }
+    }
+}
+
+#elif defined(OP_CONV2D_BIAS)
+XG_IN(0, float, bias);
+XG_INOUT(0, float, y);
+
+void main()
+{
+    XG_FOR_EACH_PLANE(sc, pc.planes) { /* sc = s * c_out + c */
+        float b = bias[sc % pc.c_out];
+        XG_FOR_EACH_PIXEL(pix, pc.plane) {
+            uint at = pc.y_offset + sc * pc.plane + pix;
+            y[at] = y[at] + b;
         }
     }
 }

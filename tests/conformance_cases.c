@@ -724,11 +724,14 @@ static void gen_conv(xg_op op, conf_case_list *l)
         int64_t ny = a.n * a.c_out * a.oh * a.ow;
         int64_t in0 = op == XG_OP_conv2d_backward_input ? ny : nx;
         int64_t in1 = op == XG_OP_conv2d_backward_weight ? ny : nw;
-        int64_t out = op == XG_OP_conv2d                  ? ny
+        bool forward = op == XG_OP_conv2d || op == XG_OP_conv2d_bias;
+        int64_t out = forward                             ? ny
                       : op == XG_OP_conv2d_backward_input ? nx
                                                           : nw;
         set_ins(c, in0);
         c->in[1].count = in1;
+        if (op == XG_OP_conv2d_bias)
+            c->in[2].count = a.c_out;
         set_outs(c, out);
     }
 }

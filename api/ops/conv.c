@@ -100,9 +100,11 @@ static bool conv_geometry(const xg_tensor *x, const xg_tensor *w,
     return !bad;
 }
 
-/* Runs a CONV kernel into a new tensor of `shape`. */
+/* Runs a CONV kernel into a new tensor of `shape`; in2 (conv2d_bias's
+ * bias) is NULL for the others. */
 static xg_tensor *conv_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
-                              const int64_t *shape, const xg_conv_args *a)
+                              xg_tensor *in2, const int64_t *shape,
+                              const xg_conv_args *a)
 {
     xg_device *dev = in0->storage->dev;
     xg_tensor *out = xg__tensor_new(dev, in0->dtype, shape, 4,
@@ -111,6 +113,8 @@ static xg_tensor *conv_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
         return NULL;
     xg_kernel_call call = {.op = op, .in = {xg__arg(in0), xg__arg(in1)},
                            .out = {xg__arg(out)}};
+    if (in2)
+        call.in[2] = xg__arg(in2);
     call.p.conv = *a;
     if (xg__launch(dev, &call) != XG_OK) {
         xg_tensor_free(out);
@@ -119,16 +123,25 @@ static xg_tensor *conv_kernel(xg_op op, xg_tensor *in0, xg_tensor *in1,
     return out;
 }
 
-/* The node's args are the kernel's xg_conv_args: the geometry, kept. */
+/* The node's args are the kernel's xg_conv_args: the geometry, kept. With
+ * a bias (conv2d_bias, a third input), its gradient is g summed over the
+ * samples and pixels. */
 static xg_status bw_conv2d(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
     xg_tensor *x = n->inputs[0], *w = n->inputs[1];
+    xg_tensor *b = n->n_inputs > 2 ? n->inputs[2] : NULL;
     const xg_conv_args *a = n->args;
     if (x->requires_grad &&
-        !(gi[0] = conv_kernel(XG_OP_conv2d_backward_input, g, w, x->shape, a)))
+        !(gi[0] = conv_kernel(XG_OP_conv2d_backward_input, g, w, NULL,
+                              x->shape, a)))
         return xg_last_status();
     if (w->requires_grad &&
-        !(gi[1] = conv_kernel(XG_OP_conv2d_backward_weight, x, g, w->shape, a)))
+        !(gi[1] = conv_kernel(XG_OP_conv2d_backward_weight, x, g, NULL,
+                              w->shape, a)))
+        return xg_last_status();
+    if (b && b->requires_grad &&
+        !(gi[2] = xg_reshape(xg__sum_to(g, XG_SHAPE(1, a->c_out, 1, 1)),
+                             b->shape, 1)))
         return xg_last_status();
     return XG_OK;
 }
@@ -161,18 +174,12 @@ xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
         (bias && !check_bias(bias, a.c_out, x->dtype)))
         return NULL;
     int64_t shape[4] = {a.n, a.c_out, a.oh, a.ow};
-    xg_tensor *in[2] = {x, weight};
-    xg_tensor *y = xg__record(conv_kernel(XG_OP_conv2d, x, weight, shape, &a),
-                              &(xg_record){.op = XG_OP_conv2d,
-                                           .backward = bw_conv2d,
-                                           .inputs = in, .n_inputs = 2,
-                                           .args = &a, .args_size = sizeof a});
-    if (!bias || !y)
-        return y;
-    xg_scope *scope = xg__composite_begin();
-    xg_tensor *out = xg_add(y, xg_reshape(bias, XG_SHAPE(1, a.c_out, 1, 1)));
-    xg_tensor_free(y); /* made before the scope; the graph keeps it */
-    return xg__composite_end(scope, out);
+    xg_tensor *in[3] = {x, weight, bias};
+    xg_op op = bias ? XG_OP_conv2d_bias : XG_OP_conv2d;
+    return xg__record(conv_kernel(op, x, weight, bias, shape, &a),
+                      &(xg_record){.op = op, .backward = bw_conv2d,
+                                   .inputs = in, .n_inputs = bias ? 3 : 2,
+                                   .args = &a, .args_size = sizeof a});
 }
 
 /* ---- pooling ------------------------------------------------------------- */

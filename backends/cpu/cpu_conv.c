@@ -128,6 +128,7 @@ typedef struct conv_job {
     int64_t k, p, plane;   /* taps per group (K), output pixels, input plane */
     int64_t panels;        /* panels of nr output pixels */
     const float *in0, *in1;
+    const float *bias;     /* conv2d_bias: in[2], else NULL */
     float *out;
     float *packed;         /* forward, dx: A of every group (and block) */
     int32_t *panel_idx;    /* forward: gather tables (panel_tables) */
@@ -215,9 +216,10 @@ static void panel_tables(const conv_job *j, int32_t *idx, uint32_t *mask)
             }
 }
 
-/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h). */
-static void forward_range(const void *ctx, int64_t begin, int64_t end,
-                          int thread)
+/* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h),
+ * plus bias[o] for conv2d_bias. */
+CPU_CLONES static void forward_range(const void *ctx, int64_t begin,
+                                     int64_t end, int thread)
 {
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
@@ -234,9 +236,16 @@ static void forward_range(const void *ctx, int64_t begin, int64_t end,
                         j->panel_mask + pn * j->npq);
         const float *w = j->packed + grp * j->packed_size;
         float *y = j->out + (b * a->c_out + grp * j->cout_g) * j->p + p0;
-        for (int64_t r = 0; r < j->cout_g; r += mk->mr)
+        const float *bias = j->bias ? j->bias + grp * j->cout_g : NULL;
+        for (int64_t r = 0; r < j->cout_g; r += mk->mr) {
+            int64_t rows = min64(mk->mr, j->cout_g - r);
+            if (bias) /* y = bias + sum: the rounding of conv2d, then add */
+                for (int64_t i = 0; i < rows; i++)
+                    for (int64_t l = 0; l < cols; l++)
+                        y[(r + i) * j->p + l] = bias[r + i];
             mk->kernel(j->k, w + r * j->k, panel, y + r * j->p, j->p, 1.0f,
-                       0, min64(mk->mr, j->cout_g - r), cols);
+                       bias != NULL, rows, cols);
+        }
     }
 }
 
@@ -392,7 +401,10 @@ static xg_status conv_prepare(xg_backend_device *dev,
     /* shared: packed A or the tap tables and partial sums; per thread:
      * the panels and gather tables */
     int64_t shared, nr;
-    if (call->op == XG_OP_conv2d) {
+    bool forward = call->op == XG_OP_conv2d || call->op == XG_OP_conv2d_bias;
+    if (forward) {
+        j->bias = call->op == XG_OP_conv2d_bias ? cpu_f32(call->in[2].buf)
+                                                 : NULL;
         j->mk = cpu_micro_pick(j->dev, j->cout_g);
         nr = j->mk->nr;
         j->packed_size = round_up(j->cout_g, j->mk->mr) * j->k;
@@ -438,7 +450,7 @@ static xg_status conv_prepare(xg_backend_device *dev,
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory for"
                             " %zu floats of packed operands", name, floats);
     j->scratch = s + shared;
-    if (call->op == XG_OP_conv2d) {
+    if (forward) {
         j->packed = s;
         j->panel_idx = (int32_t *)(s + a->groups * j->packed_size);
         j->panel_mask = (uint32_t *)(j->panel_idx + j->panels * j->npq * nr);
@@ -484,6 +496,7 @@ static xg_status conv_run(xg_backend_device *dev, const xg_kernel_call *call,
     return st;
 }
 
+/* conv2d and conv2d_bias. */
 xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call)
 {
     return conv_run(dev, call, forward_range);

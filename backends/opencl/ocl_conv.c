@@ -7,7 +7,9 @@
  * Kg = K / G rows of col and cog = c_out / G rows of the weight, viewed as
  * [c_out, Kg]. Per chunk and group:
  *   conv2d                  y_b = W_g col_b, a GEMM batched over the
- *                           chunk's samples (the weight broadcast)
+ *                           chunk's samples (the weight broadcast);
+ *                           conv2d_bias then adds the bias to each plane
+ *                           (xg_conv_bias)
  *   conv2d_backward_input   dcol_b = W_g^T dy_b, batched likewise, then
  *                           xg_col2im gathers dcol into dx
  *   conv2d_backward_weight  dW_g (+)= dyT_g col_g^T, one GEMM whose inner
@@ -83,7 +85,7 @@ static xg_status gemm(ocl_device *d, const char *what, bool ta, bool tb,
     return ocl_gemm(d, what, ta, tb, m, n, k, 1.0f, a, b, beta, c, batch);
 }
 
-/* Runs helper kernel h (im2col or col2im) for op `what` from `src` to
+/* Runs helper kernel h (im2col, col2im or conv_bias) for op `what` from `src` to
  * `dst` for samples b0 .. b0 + nb - 1 over `rows` rows of `cols` elements:
  * work-groups of (lx, ly) take ly rows, their lx work-items striding along
  * each row. Short rows share a group, so that groups keep OCL_MIN_GROUP
@@ -111,7 +113,7 @@ static xg_status unfold(ocl_device *d, const conv_plan *p, xg_buffer *x,
                       (cl_long)b0, (cl_int)nb, p->geometry);
 }
 
-/* y = W col for one chunk. */
+/* y = W col (+ bias) for one chunk. */
 static xg_status forward_chunk(ocl_device *d, const conv_plan *p,
                                const xg_kernel_call *c, xg_buffer *col,
                                size_t b0, size_t nb)
@@ -126,7 +128,12 @@ static xg_status forward_chunk(ocl_device *d, const conv_plan *p,
         st = gemm(d, p->what, false, false, p->cog, p->l, p->kg, w, cols,
                   0.0f, y, nb);
     }
-    return st;
+    if (st != XG_OK || c->op != XG_OP_conv2d_bias)
+        return st;
+    cl_int16 planes = {{(cl_int)p->a->c_out, (cl_int)p->l}};
+    return run_helper(d, OCL_HELPER_conv_bias, p->what, c->in[2].buf,
+                      c->out[0].buf, nb * c_out, p->l, (cl_long)b0,
+                      (cl_int)nb, planes);
 }
 
 /* dcol = W^T dy, then dx = col2im(dcol), for one chunk. */
@@ -197,7 +204,7 @@ xg_status ocl_run_conv(xg_backend_device *dev, const xg_kernel_call *c)
                        &dyt);
     for (size_t b0 = 0; st == XG_OK && b0 < (size_t)a->n; b0 += p.chunk) {
         size_t nb = (size_t)a->n - b0 < p.chunk ? (size_t)a->n - b0 : p.chunk;
-        if (c->op == XG_OP_conv2d)
+        if (c->op == XG_OP_conv2d || c->op == XG_OP_conv2d_bias)
             st = forward_chunk(d, &p, c, col, b0, nb);
         else if (c->op == XG_OP_conv2d_backward_input)
             st = backward_input_chunk(d, &p, c, col, b0, nb);

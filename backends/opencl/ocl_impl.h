@@ -29,7 +29,7 @@
  * GEMMs of kernels/gemm.cl): X(name) for a kernel named xg_<name>, a name
  * no op may have. */
 #define OCL_HELPERS(X)                                                       \
-    X(im2col) X(col2im) X(gemm) X(gemm_bf16) X(gemm_f16) X(copy_16)          \
+    X(im2col) X(col2im) X(conv_bias) X(gemm) X(gemm_bf16) X(gemm_f16) X(copy_16)          \
     X(fill_16) X(copy_strided_16)
 
 typedef enum ocl_helper {
