@@ -139,9 +139,15 @@ static xg_status bw_conv2d(xg_node *n, xg_tensor *g, xg_tensor **gi)
         !(gi[1] = conv_kernel(XG_OP_conv2d_backward_weight, x, g, NULL,
                               w->shape, a)))
         return xg_last_status();
+    /* over [n, c_out, oh * ow]: the pixels (long contiguous rows), then
+     * the samples */
     if (b && b->requires_grad &&
-        !(gi[2] = xg_reshape(xg__sum_to(g, XG_SHAPE(1, a->c_out, 1, 1)),
-                             b->shape, 1)))
+        !(gi[2] = xg_reshape(
+              xg_sum(xg_sum(xg_reshape(g, XG_SHAPE(a->n, a->c_out,
+                                                   a->oh * a->ow)),
+                            2, false),
+                     0, false),
+              b->shape, 1)))
         return xg_last_status();
     return XG_OK;
 }
