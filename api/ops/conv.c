@@ -185,6 +185,7 @@ xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
     return xg__record(conv_kernel(op, x, weight, bias, shape, &a),
                       &(xg_record){.op = op, .backward = bw_conv2d,
                                    .inputs = in, .n_inputs = bias ? 3 : 2,
+                                   .values_unused = 1u << 2, /* the bias */
                                    .args = &a, .args_size = sizeof a});
 }
 
