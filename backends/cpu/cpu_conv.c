@@ -136,6 +136,9 @@ typedef struct conv_job {
     int64_t packed_size;   /* floats of one group's (block's) packed A */
     int64_t cb, blocks;    /* dx: input channels per block, blocks a group */
     int64_t chunks;        /* dweight: chunks of samples */
+    int64_t parts;         /* dweight: parts of a chunk's tap blocks */
+    int32_t *pix_off;      /* dweight: gather tables (pixel_offsets) */
+    uint8_t *pix_inside;
     int64_t depth;         /* dweight: pixels per packed block */
     int32_t *tap_off, *tap_h, *tap_w; /* dweight: per tap, nr-padded */
     float *partial;        /* dweight: a weight-sized sum per chunk > 0 */
@@ -284,15 +287,14 @@ CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
     }
 }
 
-/* Pixels [p0, p0 + rows) of the weight gradient's gather: off[r] is the
- * plane index of the pixel's first tap (it may be negative under padding),
+/* The weight gradient's gather table of every output pixel r: off[r] is
+ * the plane index of its first tap (it may be negative under padding),
  * inside[r] whether every tap lies inside the plane. */
-static void pixel_offsets(const conv_job *j, int64_t p0, int64_t rows,
-                          int32_t *off, uint8_t *inside)
+static void pixel_offsets(const conv_job *j, int32_t *off, uint8_t *inside)
 {
     const xg_conv_args *a = j->a;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t i = (p0 + r) / a->ow, jj = (p0 + r) % a->ow;
+    for (int64_t r = 0; r < j->p; r++) {
+        int64_t i = r / a->ow, jj = r % a->ow;
         int64_t ih = i * a->stride_h - a->pad_h;
         int64_t iw = jj * a->stride_w - a->pad_w;
         off[r] = (int32_t)(ih * a->w + iw);
@@ -303,8 +305,7 @@ static void pixel_offsets(const conv_job *j, int64_t p0, int64_t rows,
 
 /* The gather masks of taps [t0, t0 + nr) for those pixels. */
 static void pixel_masks(const conv_job *j, int64_t p0, int64_t rows,
-                        int64_t t0, const int32_t *off, const uint8_t *inside,
-                        uint32_t *mask)
+                        int64_t t0, const uint8_t *inside, uint32_t *mask)
 {
     const xg_conv_args *a = j->a;
     int64_t lanes = min64(j->mk->nr, j->k - t0);
@@ -324,12 +325,14 @@ static void pixel_masks(const conv_job *j, int64_t p0, int64_t rows,
                  << l;
         }
         mask[r] = m;
-        (void)off;
     }
 }
 
-/* Chunk c of the weight gradient: the sum over its samples, block of
- * pixels by block, into dweight itself (chunk 0) or its partial buffer. */
+/* Item (chunk c, part) of the weight gradient: the columns of one part of
+ * the tap blocks, summed over the chunk's samples block of pixels by block,
+ * into dweight itself (chunk 0) or the chunk's partial buffer. Parts split
+ * a chunk's work between threads when there are fewer chunks than threads
+ * (small batches); each output's sum runs in the same order either way. */
 static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
                                   int thread)
 {
@@ -337,27 +340,27 @@ static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
     const xg_conv_args *a = j->a;
     const cpu_micro *mk = j->mk;
     float *bpan = thread_buffer(j, thread);
-    int32_t *off = (int32_t *)(bpan + j->depth * mk->nr);
-    uint32_t *mask = (uint32_t *)(off + j->depth);
-    uint8_t *inside = (uint8_t *)(mask + j->depth);
-    int64_t wsize = a->c_out * j->k;
-    for (int64_t c = begin; c < end; c++) {
+    uint32_t *mask = (uint32_t *)(bpan + j->depth * mk->nr);
+    int64_t wsize = a->c_out * j->k, blocks = (j->k + mk->nr - 1) / mk->nr;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t c = item / j->parts, part = item % j->parts;
+        int64_t t_begin = blocks * part / j->parts * mk->nr;
+        int64_t t_end = min64(j->k, blocks * (part + 1) / j->parts * mk->nr);
         float *dw = c == 0 ? j->out : j->partial + (c - 1) * wsize;
         int64_t b0 = a->n * c / j->chunks, b1 = a->n * (c + 1) / j->chunks;
         int add = 0;
         for (int64_t b = b0; b < b1; b++)
             for (int64_t p0 = 0; p0 < j->p; p0 += j->depth) {
                 int64_t kc = min64(j->depth, j->p - p0);
-                pixel_offsets(j, p0, kc, off, inside);
                 for (int64_t grp = 0; grp < a->groups; grp++) {
                     const float *dy =
                         j->in1 + (b * a->c_out + grp * j->cout_g) * j->p + p0;
                     const float *x =
                         j->in0 + (b * a->c_in + grp * j->cin_g) * j->plane;
                     float *dwg = dw + grp * j->cout_g * j->k;
-                    for (int64_t t0 = 0; t0 < j->k; t0 += mk->nr) {
-                        pixel_masks(j, p0, kc, t0, off, inside, mask);
-                        mk->gather_pixels(bpan, x, kc, off, mask,
+                    for (int64_t t0 = t_begin; t0 < t_end; t0 += mk->nr) {
+                        pixel_masks(j, p0, kc, t0, j->pix_inside + p0, mask);
+                        mk->gather_pixels(bpan, x, kc, j->pix_off + p0, mask,
                                           j->tap_off + t0);
                         for (int64_t r = 0; r < j->cout_g; r += mk->mr)
                             mk->kernel_rows(kc, dy + r * j->p, j->p, bpan,
@@ -368,8 +371,10 @@ static void backward_weight_range(const void *ctx, int64_t begin, int64_t end,
                 }
                 add = 1;
             }
-        if (!add) /* no samples: a zero sum */
-            memset(dw, 0, (size_t)wsize * sizeof *dw);
+        if (!add) /* no samples or pixels: a zero sum */
+            for (int64_t r = 0; r < a->c_out; r++)
+                memset(dw + r * j->k + t_begin, 0,
+                       (size_t)(t_end - t_begin) * sizeof *dw);
     }
 }
 
@@ -430,13 +435,17 @@ static xg_status conv_prepare(xg_backend_device *dev,
         j->mk = cpu_micro_pick(j->dev, j->cout_g);
         nr = j->mk->nr;
         j->chunks = min64(CONV_WEIGHT_CHUNKS, a->n > 0 ? a->n : 1);
+        int64_t tap_blocks = (j->k + nr - 1) / nr;
+        j->parts = min64(tap_blocks, (2 * (int64_t)threads + j->chunks - 1) /
+                                         j->chunks);
         int64_t blocks = (j->p + CONV_DEPTH - 1) / CONV_DEPTH;
         j->depth = blocks > 0 ? (j->p + blocks - 1) / blocks : 1;
-        shared = 3 * round_up(j->k, nr) +
+        shared = 3 * round_up(j->k, nr) + j->p + (j->p + 3) / 4 +
                  (j->chunks - 1) * a->c_out * j->k;
-        j->per_thread = j->depth * nr + 3 * j->depth;
-        *items = j->chunks;
-        *item_cost = j->cout_g * j->k * (j->p > 0 ? j->p : 1) *
+        j->per_thread = j->depth * nr + j->depth;
+        *items = j->chunks * j->parts;
+        *item_cost = j->cout_g * (j->k / j->parts + 1) *
+                     (j->p > 0 ? j->p : 1) *
                      ((a->n + j->chunks - 1) / j->chunks);
     }
     shared = round_up(shared, 16);
@@ -480,7 +489,10 @@ static xg_status conv_prepare(xg_backend_device *dev,
             j->tap_h[t] = in ? (int32_t)dh : 0;
             j->tap_w[t] = in ? (int32_t)dw : 0;
         }
-        j->partial = s + 3 * padded;
+        j->pix_off = j->tap_w + padded;
+        j->pix_inside = (uint8_t *)(j->pix_off + j->p);
+        pixel_offsets(j, j->pix_off, j->pix_inside);
+        j->partial = s + 3 * padded + j->p + (j->p + 3) / 4;
     }
     return XG_OK;
 }
