@@ -107,7 +107,9 @@ static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
  * vectors (GCC vector extensions) computes MR x NR at a time. Variants
  * for AVX-512 (12 x 32 or 8 x 32, FMA), AVX2 (6 x 16, FMA) and the
  * baseline (6 x 8, no FMA) are compiled from cpu_gemm_kernel.h and chosen
- * at run time from the CPU, whatever -march says. K is never split
+ * at run time from the CPU (capped by XGRAD_CPU_KERNELS), whatever -march
+ * says. Convolution (cpu_conv.c) drives the same micro-kernel directly
+ * (cpu_micro_pick), with panels it gathers itself. K is never split
  * between threads and each sum runs in one fixed order, so results do not
  * depend on the thread count or the tiling (cpu_gemm_kernel.h). Unlike the
  * elementwise kernels (CPU_CLONES), the variants use FMA where the CPU has
