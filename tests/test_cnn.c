@@ -433,12 +433,16 @@ static float *conv_bits_on_threads(conv_case c, const char *threads,
 
 Test(cnn, conv2d_same_bits_for_any_thread_count)
 {
-    /* Few channels (many samples per GEMM), many channels (one or two),
-     * groups with stride and padding; batches that do not divide evenly. */
+    /* Few channels, many channels, groups with stride and padding;
+     * batches that do not divide evenly; and batches smaller than the
+     * thread count, whose weight gradient and input gradient split one
+     * sample's work between threads. */
     conv_case cases[] = {
         {13, 3, 10, 10, 8, 3, 3, {1, 1, 1, 1, 1, 1, 1}},
         {11, 64, 12, 12, 32, 3, 3, xg_conv2d_defaults()},
         {9, 8, 9, 11, 12, 3, 2, {2, 1, 1, 0, 1, 2, 4}},
+        {1, 16, 9, 9, 24, 3, 3, {1, 1, 1, 1, 1, 1, 1}},
+        {2, 12, 7, 8, 40, 3, 3, {2, 1, 0, 1, 1, 1, 2}},
     };
     const char *threads[] = {"1", "2", "3", "5"};
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
