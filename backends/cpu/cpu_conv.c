@@ -167,10 +167,9 @@ static float *thread_buffer(const conv_job *j, int thread)
     return j->scratch + (size_t)thread * (size_t)j->per_thread;
 }
 
-/* Rows [r0, r0 + m) of the [rows, cols] row-major matrix x (rows / cols
- * swapped when `trans`: element (r, k) at x[k * rows + r]) packed as
- * panels of mr rows, each k-major over depths [0, cols), zero-padded to a
- * whole panel. */
+/* Rows [r0, r0 + m) of the matrix whose element (r, k) is x[r * ld + k]
+ * (x[k * ld + r] when `trans`), over depths k in [0, depth), packed as
+ * panels of mr rows, each k-major, the last zero-padded to mr rows. */
 static void pack_a(float *dst, const float *x, int64_t ld, int trans,
                    int64_t r0, int64_t m, int64_t depth, int64_t mr)
 {
@@ -254,8 +253,9 @@ CPU_CLONES static void forward_range(const void *ctx, int64_t begin,
 
 /* reference: dx = sum over taps of w^T dy placed where the forward read x:
  * the item's rows of dcols, panel by panel of dy, then col2im. */
-CPU_CLONES static void backward_input_range(const void *ctx, int64_t begin,
-                                 int64_t end, int thread)
+CPU_CLONES static void backward_input_range(const void *ctx,
+                                            int64_t begin, int64_t end,
+                                            int thread)
 {
     const conv_job *j = ctx;
     const xg_conv_args *a = j->a;
