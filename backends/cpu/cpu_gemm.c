@@ -4,8 +4,8 @@
  * batch entries or blocks of C, the transposes passed as flags (no
  * transposed copies), run in parallel by the backend's pool.
  * Without: a cache-blocked kernel in the GotoBLAS/BLIS layout, parallelised
- * over tiles of C. cpu_sgemm is the same on raw pointers, with C += as an
- * option and a serial mode for GEMMs inside a parallel job (convolution).
+ * over tiles of C. Convolution (cpu_conv.c) does not come here: it drives
+ * the built-in kernel's micro-kernel itself (cpu_micro).
  * reference: Goto & van de Geijn, "Anatomy of high-performance matrix
  * multiplication", ACM TOMS 34(3), 2008. */
 #include "cpu_impl.h"
@@ -64,11 +64,11 @@ static void blas_range(const void *ctx, int64_t begin, int64_t end, int th)
 
 /* OpenBLAS, one thread per call; the pool runs the batch entries, or
  * blocks of rows or columns of one product, in parallel. OpenBLAS's own
- * threads stay asleep: woken, they spin (sched_yield) for a long while
- * after each call and steal the pool's cores. */
+ * threads stay asleep (set to one for the job, then back): woken, they
+ * spin (sched_yield) for a long while after each call and steal the
+ * pool's cores. */
 static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
-                           const float *a, const float *b, float *c,
-                           float beta, int thread)
+                           const float *a, const float *b, float *c)
 {
     if (g->m > INT_MAX || g->n > INT_MAX || g->k > INT_MAX)
         return xg_set_error(XG_ERR_TOO_LARGE,
@@ -77,21 +77,20 @@ static xg_status gemm_blas(cpu_device *dev, const xg_gemm_args *g,
                             (long long)g->m, (long long)g->n,
                             (long long)g->k);
     int threads = cpu_pool_threads(dev->pool);
-    blas_job j = {g, a, b, c, beta, 1, g->n, 0};
-    if (thread < 0 && g->batch < threads) {
+    blas_job j = {g, a, b, c, 0.0f, 1, g->n, 0};
+    if (g->batch < threads) {
         j.split_m = g->m > g->n;
         int64_t size = j.split_m ? g->m : g->n;
         j.parts = threads;
         j.step = ((size + threads - 1) / threads + 15) / 16 * 16;
     }
-    if (thread >= 0) {
-        blas_range(&j, 0, g->batch, thread);
-        return XG_OK;
-    }
-    cpu_sgemm_serial_begin(dev);
+    int blas_threads = openblas_get_num_threads();
+    if (blas_threads > 1)
+        openblas_set_num_threads(1);
     cpu_parallel_for(dev->pool, g->batch * j.parts,
                      g->m * g->n * g->k / j.parts, 1, blas_range, &j);
-    cpu_sgemm_serial_end(dev);
+    if (blas_threads > 1)
+        openblas_set_num_threads(blas_threads);
     return XG_OK;
 }
 #endif
@@ -139,7 +138,6 @@ typedef struct gemm_job {
     float *scratch;
     int64_t mc, nc;           /* tile size */
     int64_t tiles_m, tiles_n; /* tiles per batch entry */
-    int accumulate;           /* C += instead of C = */
     void (*tile)(const struct gemm_job *job, int64_t tile, float *pa,
                  float *pb);
 } gemm_job;
@@ -316,11 +314,9 @@ static float *gemm_scratch(cpu_device *dev)
     return dev->gemm_scratch;
 }
 
-/* The built-in GEMM; thread < 0: over the pool, else serially as `thread`
- * (whose packing buffers must already exist: cpu_sgemm_serial_begin). */
+/* The built-in GEMM, over the pool. */
 static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
-                              const float *a, const float *b, float *c,
-                              int accumulate, int thread)
+                              const float *a, const float *b, float *c)
 {
     if (g->batch <= 0 || g->m <= 0 || g->n <= 0)
         return XG_OK;
@@ -331,14 +327,11 @@ static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
      * micro-tiles). The tiling does not change any result's bits. */
     int64_t parts_m = (g->m + v.mc - 1) / v.mc;
     int64_t parts_n = (g->n + v.nc - 1) / v.nc;
-    int64_t want = 1;
-    if (thread < 0) {
-        double tiles = (double)g->batch * (double)g->m * (double)g->n *
-                       (double)g->k / 131072.0;
-        want = 2 * (int64_t)cpu_pool_threads(dev->pool);
-        if (want > tiles)
-            want = (int64_t)tiles;
-    }
+    double small = (double)g->batch * (double)g->m * (double)g->n *
+                   (double)g->k / 131072.0;
+    int64_t want = 2 * (int64_t)cpu_pool_threads(dev->pool);
+    if (want > small)
+        want = (int64_t)small;
     int64_t mc = gemm_block(g->m, parts_m, v.mr);
     int64_t nc = gemm_block(g->n, parts_n, v.nr);
     while (g->batch * parts_m * parts_n < want) {
@@ -351,62 +344,30 @@ static xg_status gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
         else
             break;
     }
-    gemm_job job = {g, a, b, c, thread < 0 ? gemm_scratch(dev)
-                                           : dev->gemm_scratch,
-                    mc, nc, (g->m + mc - 1) / mc, (g->n + nc - 1) / nc,
-                    accumulate, v.tile};
+    gemm_job job = {g, a, b, c, gemm_scratch(dev), mc, nc,
+                    (g->m + mc - 1) / mc, (g->n + nc - 1) / nc, v.tile};
     if (!job.scratch)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY,
                             "matmul: out of host memory for packing buffers");
-    int64_t tiles = g->batch * job.tiles_m * job.tiles_n;
-    if (thread >= 0)
-        gemm_range(&job, 0, tiles, thread);
-    else
-        cpu_parallel_for(dev->pool, tiles, mc * nc * (g->k > 0 ? g->k : 1),
-                         1, gemm_range, &job);
+    cpu_parallel_for(dev->pool, g->batch * job.tiles_m * job.tiles_n,
+                     mc * nc * (g->k > 0 ? g->k : 1), 1, gemm_range, &job);
     return XG_OK;
 }
 
 xg_status cpu_gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
                            const float *a, const float *b, float *c)
 {
-    return gemm_builtin(dev, g, a, b, c, 0, -1);
+    return gemm_builtin(dev, g, a, b, c);
 }
 
-xg_status cpu_sgemm(cpu_device *dev, const xg_gemm_args *g, const float *a,
-                    const float *b, float *c, int accumulate, int thread)
+/* The backend's GEMM on host pointers: OpenBLAS, else the built-in one. */
+static xg_status sgemm(cpu_device *dev, const xg_gemm_args *g,
+                       const float *a, const float *b, float *c)
 {
 #ifdef XGRAD_HAVE_BLAS
-    return gemm_blas(dev, g, a, b, c, accumulate ? 1.0f : 0.0f, thread);
+    return gemm_blas(dev, g, a, b, c);
 #else
-    return gemm_builtin(dev, g, a, b, c, accumulate, thread);
-#endif
-}
-
-xg_status cpu_sgemm_serial_begin(cpu_device *dev)
-{
-#ifdef XGRAD_HAVE_BLAS
-    if (dev->serial_depth++ == 0) {
-        dev->blas_threads = openblas_get_num_threads();
-        if (dev->blas_threads > 1)
-            openblas_set_num_threads(1);
-    }
-    return XG_OK;
-#else
-    return gemm_scratch(dev)
-               ? XG_OK
-               : xg_set_error(XG_ERR_OUT_OF_MEMORY,
-                              "gemm: out of host memory for packing buffers");
-#endif
-}
-
-void cpu_sgemm_serial_end(cpu_device *dev)
-{
-#ifdef XGRAD_HAVE_BLAS
-    if (--dev->serial_depth == 0 && dev->blas_threads > 1)
-        openblas_set_num_threads(dev->blas_threads);
-#else
-    (void)dev;
+    return gemm_builtin(dev, g, a, b, c);
 #endif
 }
 
@@ -468,7 +429,7 @@ static xg_status matmul_half(cpu_device *dev, const xg_kernel_call *call)
               *c = cpu_f32(buf[2]);
         half_convert(dev, call->in[0].buf, a, t, 1, na);
         half_convert(dev, call->in[1].buf, b, t, 1, nb);
-        st = cpu_sgemm(dev, g, a, b, c, 0, -1);
+        st = sgemm(dev, g, a, b, c);
         if (st == XG_OK)
             half_convert(dev, c, call->out[0].buf, t, 0, nc);
     }
@@ -482,6 +443,6 @@ xg_status cpu_matmul(xg_backend_device *dev, const xg_kernel_call *call)
 {
     if (call->out[0].dtype != XG_F32)
         return matmul_half(cpu_dev(dev), call);
-    return cpu_sgemm(cpu_dev(dev), &call->p.gemm, cpu_f32(call->in[0].buf),
-                     cpu_f32(call->in[1].buf), cpu_f32(call->out[0].buf), 0, -1);
+    return sgemm(cpu_dev(dev), &call->p.gemm, cpu_f32(call->in[0].buf),
+                 cpu_f32(call->in[1].buf), cpu_f32(call->out[0].buf));
 }

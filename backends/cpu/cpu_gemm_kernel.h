@@ -188,14 +188,14 @@ GEMM_TARGET static void GEMM_NAME(tile)(const gemm_job *job, int64_t tile,
     gemm_operand b = {job->b + t * g->stride_b, g->trans_b ? g->k : 1,
                       g->trans_b ? 1 : g->n};
     float *c = job->c + t * g->stride_c + i0 * g->n + j0;
-    if (g->k == 0 && !job->accumulate)
+    if (g->k == 0)
         for (int64_t i = 0; i < mc; i++)
             memset(c + i * g->n, 0, (size_t)nc * sizeof *c);
     for (int64_t k0 = 0; k0 < g->k; k0 += KC) {
         int64_t kc = g->k - k0 < KC ? g->k - k0 : KC;
         GEMM_NAME(pack)(pa, a, i0, mc, k0, kc, GEMM_MR);
         GEMM_NAME(pack)(pb, b, j0, nc, k0, kc, GEMM_NR);
-        int add = k0 > 0 || job->accumulate;
+        int add = k0 > 0;
         for (int64_t jr = 0; jr < nc; jr += GEMM_NR)
             for (int64_t ir = 0; ir < mc; ir += GEMM_MR)
                 GEMM_NAME(micro)(kc, pa + ir * kc, pb + jr * kc,

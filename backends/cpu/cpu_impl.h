@@ -166,9 +166,6 @@ typedef struct cpu_device {
                                partial sums of the convolution kernels
                                (cpu_conv.c) */
     size_t conv_scratch_floats;
-    int blas_threads;       /* OpenBLAS threads saved by
-                               cpu_sgemm_serial_begin */
-    int serial_depth;       /* nesting of cpu_sgemm_serial_begin */
 } cpu_device;
 
 static inline cpu_device *cpu_dev(xg_backend_device *dev)
@@ -235,19 +232,6 @@ xg_status cpu_matmul(xg_backend_device *dev, const xg_kernel_call *call);
  * tests can check it against BLAS in every build. */
 xg_status cpu_gemm_builtin(cpu_device *dev, const xg_gemm_args *g,
                            const float *a, const float *b, float *c);
-/* The backend's GEMM (OpenBLAS, else the built-in one) on host pointers:
- * C_b = alpha * op(A_b) op(B_b) as struct xg_gemm_args says, or C_b += that
- * when `accumulate`. thread < 0: called outside any parallel job; the GEMM
- * uses the pool. thread >= 0: called from a cpu_parallel_for range running
- * as `thread`; the GEMM runs serially in it, and the calls must lie between
- * cpu_sgemm_serial_begin and cpu_sgemm_serial_end (made outside the job,
- * nestable), which switch OpenBLAS to one thread (and back) or make sure
- * the built-in kernel's per-thread packing buffers exist. */
-xg_status cpu_sgemm(cpu_device *dev, const xg_gemm_args *g, const float *a,
-                    const float *b, float *c, int accumulate, int thread);
-xg_status cpu_sgemm_serial_begin(cpu_device *dev);
-void cpu_sgemm_serial_end(cpu_device *dev);
-
 /* The built-in GEMM's register-tiled micro-kernel and its panel gathers,
  * for kernels that pack their own operands (convolution packs B straight
  * from the image). Packed A holds mr values per depth (rows of C), packed

@@ -85,8 +85,9 @@ static xg_status gemm(ocl_device *d, const char *what, bool ta, bool tb,
     return ocl_gemm(d, what, ta, tb, m, n, k, 1.0f, a, b, beta, c, batch);
 }
 
-/* Runs helper kernel h (im2col, col2im or conv_bias) for op `what` from `src` to
- * `dst` for samples b0 .. b0 + nb - 1 over `rows` rows of `cols` elements:
+/* Runs helper kernel h (im2col, col2im or conv_bias) for op `what` from
+ * `src` to `dst` for samples b0 .. b0 + nb - 1 over `rows` rows of `cols`
+ * elements:
  * work-groups of (lx, ly) take ly rows, their lx work-items striding along
  * each row. Short rows share a group, so that groups keep OCL_MIN_GROUP
  * work-items. */
