@@ -56,9 +56,11 @@ while read -r op family rules; do
     exit 1
 done <<< "$t_ops"
 summary=$("$info")
+# (here-strings, not `echo | grep -q`: under pipefail a grep that quits
+# early can fail the pipeline)
 if grep -q -w f16c /proc/cpuinfo 2>/dev/null &&
-    ! echo "$summary" | grep -q "16-bit features: .*f16c"; then
-    echo "info_ops: the CPU's f16c is not shown" >&2
+    ! grep -q "16-bit features: .*f16c" <<< "$summary"; then
+    printf 'info_ops: the CPU'"'"'s f16c is not shown in\n%s\n' "$summary" >&2
     exit 1
 fi
 # Each backend names its 16-bit features in its own terms: the CPU its
@@ -85,6 +87,6 @@ if [ -n "$bad" ]; then
     echo "$bad" >&2
     exit 1
 fi
-echo "$summary" | grep -q "bf16 ops: [0-9]* native, [0-9]* widened" ||
+grep -q "bf16 ops: [0-9]* native, [0-9]* widened" <<< "$summary" ||
     { echo "info_ops: no 16-bit op counts in xgrad-info" >&2; exit 1; }
 echo "info_ops: $(echo "$want" | wc -l) ops, f32 on: $backends; 16-bit on cpu"
