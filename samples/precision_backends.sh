@@ -85,6 +85,16 @@ near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN {
 
 # on PRECISION: the backends that run it
 on() { if [ "$1" = f32 ]; then echo cpu; else echo "$backends"; fi; }
+# against_cpu VAR P TEST TOL: ${VAR}_${P}_<b> of every other backend that
+# ran P against ${VAR}_${P}_cpu, by TEST (near or within) with tolerance TOL.
+against_cpu() {
+    for b in $(on "$2"); do
+        [ "$b" = cpu ] && continue
+        eval "v=\$${1}_${2}_$b c=\$${1}_${2}_cpu"
+        "$3" "$v" "$c" "$4" ||
+            fail "$1 $2: $v on $b, $c on cpu (tolerance $4)"
+    done
+}
 
 # check NAME COLUMN: every backend's run NAME against cpu's
 check() {
@@ -130,12 +140,7 @@ for sample in mlp cnn; do
             eval "last_${sample}_${p}_$b=$last"
         done
         check "$sample.$p" 4
-        for b in $(on "$p"); do
-            [ "$b" = cpu ] && continue
-            eval "a=\$acc_${sample}_${p}_$b c=\$acc_${sample}_${p}_cpu"
-            near "$a" "$c" "$ACC_TOL" ||
-                fail "$sample $p: test_acc $a on $b, $c on cpu (tolerance $ACC_TOL)"
-        done
+        against_cpu "acc_$sample" "$p" near "$ACC_TOL"
     done
     for p in bf16 f16; do
         eval "a=\$acc_${sample}_${p}_cpu f=\$acc_${sample}_f32_cpu"
@@ -163,12 +168,7 @@ for p in f32 bf16 f16; do
         eval "val_${p}_$b=$val train_${p}_$b=$train"
     done
     check "gpt.$p" 3
-    for b in $(on "$p"); do
-        [ "$b" = cpu ] && continue
-        eval "v=\$val_${p}_$b c=\$val_${p}_cpu"
-        within "$v" "$c" "$BACKEND_TOL" ||
-            fail "gpt $p: val_loss $v on $b, $c on cpu (tolerance $BACKEND_TOL)"
-    done
+    against_cpu val "$p" within "$BACKEND_TOL"
 done
 for p in bf16 f16; do
     for k in val train; do

@@ -802,22 +802,21 @@ Test(gpu_half, elementwise_native_matches_widened, .timeout = 300)
                 expect_same_bits(unary[k].f(ha),
                                  xg_to_dtype(unary[k].f(wa), t),
                                  unary[k].name, t);
+            static const struct {
+                const char *name;
+                xg_tensor *(*f)(xg_tensor *, float);
+            } scalar_ops[] = {{"add_scalar", xg_add_scalar},
+                              {"sub_scalar", xg_sub_scalar},
+                              {"mul_scalar", xg_mul_scalar},
+                              {"div_scalar", xg_div_scalar}};
             const float scalars[2] = {0.3f, -3.0f};
-            for (int k = 0; k < 2; k++) {
-                float s = scalars[k];
-                expect_same_bits(xg_add_scalar(ha, s),
-                                 xg_to_dtype(xg_add_scalar(wa, s), t),
-                                 "add_scalar", t);
-                expect_same_bits(xg_sub_scalar(ha, s),
-                                 xg_to_dtype(xg_sub_scalar(wa, s), t),
-                                 "sub_scalar", t);
-                expect_same_bits(xg_mul_scalar(ha, s),
-                                 xg_to_dtype(xg_mul_scalar(wa, s), t),
-                                 "mul_scalar", t);
-                expect_same_bits(xg_div_scalar(ha, s),
-                                 xg_to_dtype(xg_div_scalar(wa, s), t),
-                                 "div_scalar", t);
-            }
+            for (int k = 0; k < 2; k++)
+                for (size_t o = 0; o < sizeof scalar_ops / sizeof *scalar_ops;
+                     o++)
+                    expect_same_bits(
+                        scalar_ops[o].f(ha, scalars[k]),
+                        xg_to_dtype(scalar_ops[o].f(wa, scalars[k]), t),
+                        scalar_ops[o].name, t);
             /* b whole, a row [1, C], a column [R, 1], a scalar [1, 1] */
             xg_tensor *row = xg_narrow(hb, 0, 2, 1);
             xg_tensor *col = xg_narrow(hb, 1, 3, 1);
