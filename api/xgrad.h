@@ -644,6 +644,14 @@ xg_conv2d_params xg_conv2d_defaults(void);
 xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
                      const xg_conv2d_params *params);
 
+/* xg_relu(xg_conv2d(x, weight, bias, params)) with the same values, bit for
+ * bit, and the same gradients, as one op when bias is given: the output is
+ * clamped while it is written, so the pass over it and the tensor between
+ * the two are saved (a Sequential runs a Conv2d with bias followed by a
+ * ReLU this way). Same arguments and errors as xg_conv2d. */
+xg_tensor *xg_conv2d_relu(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                          const xg_conv2d_params *params);
+
 /* Pooling over kernel x kernel windows; stride 0 means stride = kernel;
  * padding <= kernel / 2. Max pooling pads with -infinity, average pooling
  * with zeros counted in the mean (PyTorch's defaults). Errors:

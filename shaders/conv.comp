@@ -15,6 +15,7 @@
  *                              the chunk's samples of partial[s, i]
  *   OP_CONV2D_BIAS             y[y_offset ..] += bias[c], per output plane
  *                              (s, c) of the chunk, after its GEMM
+ *   OP_CONV2D_BIAS_RELU        the same, then max(y, 0) (NaN stays NaN)
  * The first two run over planes (planes.glsl): a row (s, c, p, q) of the
  * columns for im2col, an image plane (s, c) for col2im. */
 #version 450
@@ -29,7 +30,7 @@ layout(push_constant) uniform Push {
     uint c_in, h, w, oh, ow;
     int kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
 } pc;
-#elif defined(OP_CONV2D_BIAS)
+#elif defined(OP_CONV2D_BIAS) || defined(OP_CONV2D_BIAS_RELU)
 #include "planes.glsl"
 
 layout(push_constant) uniform Push {
@@ -127,7 +128,7 @@ void main()
     }
 }
 
-#elif defined(OP_CONV2D_BIAS)
+#elif defined(OP_CONV2D_BIAS) || defined(OP_CONV2D_BIAS_RELU)
 XG_IN(0, float, bias);
 XG_INOUT(0, float, y);
 
@@ -137,7 +138,12 @@ void main()
         float b = bias[sc % pc.c_out];
         XG_FOR_EACH_PIXEL(pix, pc.plane) {
             uint at = pc.y_offset + sc * pc.plane + pix;
+#ifdef OP_CONV2D_BIAS_RELU
+            float s = y[at] + b;
+            y[at] = s < 0.0 ? 0.0 : s;
+#else
             y[at] = y[at] + b;
+#endif
         }
     }
 }

@@ -724,13 +724,14 @@ static void gen_conv(xg_op op, conf_case_list *l)
         int64_t ny = a.n * a.c_out * a.oh * a.ow;
         int64_t in0 = op == XG_OP_conv2d_backward_input ? ny : nx;
         int64_t in1 = op == XG_OP_conv2d_backward_weight ? ny : nw;
-        bool forward = op == XG_OP_conv2d || op == XG_OP_conv2d_bias;
+        bool forward = op == XG_OP_conv2d || op == XG_OP_conv2d_bias ||
+                       op == XG_OP_conv2d_bias_relu;
         int64_t out = forward                             ? ny
                       : op == XG_OP_conv2d_backward_input ? nx
                                                           : nw;
         set_ins(c, in0);
         c->in[1].count = in1;
-        if (op == XG_OP_conv2d_bias)
+        if (op == XG_OP_conv2d_bias || op == XG_OP_conv2d_bias_relu)
             c->in[2].count = a.c_out;
         set_outs(c, out);
     }

@@ -517,6 +517,155 @@ Test(cnn, conv2d_gradcheck)
     }
 }
 
+/* ===== conv2d + ReLU in one op ============================================ */
+
+/* y = f(x, w, b), then the gradients of sum(y * dy); returns y, dx, dw, db
+ * in one malloc'd array of *count floats. */
+typedef xg_tensor *(*conv_relu_fn)(xg_tensor *x, xg_tensor *w, xg_tensor *b,
+                                   const xg_conv2d_params *p);
+
+static xg_tensor *separate_conv_relu(xg_tensor *x, xg_tensor *w, xg_tensor *b,
+                                     const xg_conv2d_params *p)
+{
+    return xg_relu(xg_conv2d(x, w, b, p));
+}
+
+static float *conv_relu_run(conv_relu_fn f, conv_case c, bool bias,
+                            int64_t *count, int64_t *zeros)
+{
+    xg_scope *scope = xg_scope_begin();
+    int64_t xs[4] = {c.n, c.c_in, c.h, c.w};
+    int64_t ws[4] = {c.c_out, c.c_in / c.p.groups, c.kh, c.kw};
+    int64_t ys[4] = {c.n, c.c_out, c.oh, c.ow};
+    int64_t nx = cn_numel(xs, 4), nw = cn_numel(ws, 4), ny = cn_numel(ys, 4);
+    float *xv = cn_random(nx, 41, -1, 1);
+    xv[nx / 2] = NAN; /* a NaN stays NaN through relu; its gradient is 0 */
+    xg_tensor *x = cn_tensor(xv, xs, 4);
+    xg_tensor_set_requires_grad(x, true);
+    xg_tensor *w = cn_leaf(ws, 4, 42, -1, 1);
+    xg_tensor *b = bias ? cn_leaf(XG_SHAPE(c.c_out), 43, -1, 1) : NULL;
+    float *dyv = cn_random(ny, 44, -1, 1);
+    xg_tensor *y = f(x, w, b, &c.p);
+    cr_assert_not_null(y, "%s", xg_last_error());
+    xg_tensor *loss = xg_sum_all(xg_mul(y, cn_tensor(dyv, ys, 4)));
+    cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
+    const xg_tensor *parts[4] = {y, xg_tensor_grad(x), xg_tensor_grad(w),
+                                 b ? xg_tensor_grad(b) : NULL};
+    int64_t sizes[4] = {ny, nx, nw, c.c_out}, at = 0;
+    float *out = malloc((size_t)(ny + nx + nw + c.c_out) * sizeof *out);
+    cr_assert_not_null(out);
+    for (int i = 0; i < 4 && parts[i]; i++) {
+        float *v = cn_read(parts[i]);
+        memcpy(out + at, v, (size_t)sizes[i] * sizeof *v);
+        at += sizes[i];
+        free(v);
+    }
+    *zeros = 0;
+    for (int64_t i = 0; i < ny; i++)
+        *zeros += out[i] == 0.0f;
+    free(xv);
+    free(dyv);
+    xg_scope_end(scope);
+    *count = at;
+    return out;
+}
+
+/* xg_conv2d_relu is relu(conv2d) bit for bit, forward and backward (NaN
+ * included), with and without a bias, and still refuses what conv2d
+ * refuses. */
+Test(cnn, conv2d_relu_same_bits_as_separate_ops)
+{
+    conv_case cases[] = {
+        {5, 32, 12, 12, 16, 3, 3, xg_conv2d_defaults()},
+        {3, 6, 9, 8, 9, 3, 2, {2, 1, 1, 0, 1, 2, 3}},
+        {2, 4, 5, 5, 4, 1, 1, xg_conv2d_defaults()},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++)
+        for (int bias = 0; bias < 2; bias++) {
+            conv_case_sizes(&cases[k]);
+            int64_t n0, n1, z0, z1;
+            float *want = conv_relu_run(separate_conv_relu, cases[k], bias,
+                                        &n0, &z0);
+            float *got = conv_relu_run(xg_conv2d_relu, cases[k], bias, &n1,
+                                       &z1);
+            cr_assert_eq(n0, n1);
+            int64_t ny = cases[k].n * cases[k].c_out * cases[k].oh *
+                         cases[k].ow;
+            cr_expect(z0 > ny / 8 && z0 < ny - ny / 8,
+                      "case %zu: relu zeroed %lld of %lld outputs", k,
+                      (long long)z0, (long long)ny);
+            cr_expect_eq(memcmp(got, want, (size_t)n0 * sizeof *got), 0,
+                         "case %zu, bias %d: fused and separate differ", k,
+                         bias);
+            free(want);
+            free(got);
+        }
+    xg_tensor *x = cn_leaf(XG_SHAPE(1, 2, 4, 4), 1, -1, 1);
+    xg_tensor *w = cn_leaf(XG_SHAPE(3, 2, 5, 5), 2, -1, 1);
+    cr_expect_null(xg_conv2d_relu(x, w, NULL, NULL));
+    cr_expect_eq(xg_last_status(), XG_ERR_SHAPE);
+    cr_expect_null(xg_conv2d_relu(x, cn_leaf(XG_SHAPE(3, 2, 3, 3), 3, -1, 1),
+                                  cn_leaf(XG_SHAPE(4), 4, -1, 1), NULL));
+    cr_expect_eq(xg_last_status(), XG_ERR_SHAPE);
+}
+
+/* A Sequential runs each Conv2d-with-bias + ReLU pair as one op: outputs
+ * and every parameter's gradient are those of running its children one by
+ * one (a Conv2d without bias, and a ReLU after a pooling, included). */
+Test(cnn, sequential_conv_relu_pairs_match_children_one_by_one)
+{
+    xg_manual_seed(5);
+    xg_module *seq = xg_sequential();
+    xg_module *layers[] = {
+        xg_conv2d_layer(3, 8, 3, NULL, true), xg_relu_layer(),
+        xg_conv2d_layer(8, 8, 3, NULL, false), xg_relu_layer(),
+        xg_max_pool2d_layer(2, 0, 0), xg_relu_layer(),
+        xg_conv2d_layer(8, 4, 1, NULL, true), xg_relu_layer(),
+    };
+    int count = (int)(sizeof layers / sizeof *layers);
+    for (int i = 0; i < count; i++)
+        cr_assert_eq(xg_sequential_add(seq, NULL, layers[i]), XG_OK);
+    xg_tensor *x = cn_leaf(XG_SHAPE(3, 3, 12, 12), 60, -1, 1);
+    int n_params = xg_module_param_count(seq);
+    cr_assert_eq(n_params, 5);
+    float *out[2], *grads[2][5];
+    for (int run = 0; run < 2; run++) {
+        xg_scope *scope = xg_scope_begin();
+        xg_tensor *y = x;
+        if (run == 0)
+            y = xg_module_forward(seq, x);
+        else
+            for (int i = 0; i < count && y; i++)
+                y = xg_module_forward(layers[i], y);
+        cr_assert_not_null(y, "%s", xg_last_error());
+        cn_assert_shape(y, XG_SHAPE(3, 4, 4, 4), "output");
+        out[run] = cn_read(y);
+        float *dy = cn_random(3 * 4 * 4 * 4, 61, -1, 1);
+        cr_assert_eq(xg_backward(xg_sum_all(xg_mul(
+                         y, cn_tensor(dy, XG_SHAPE(3, 4, 4, 4))))),
+                     XG_OK, "%s", xg_last_error());
+        free(dy);
+        for (int i = 0; i < n_params; i++) {
+            xg_tensor *p = xg_module_param(seq, i, NULL);
+            grads[run][i] = cn_read(xg_tensor_grad(p));
+            xg_tensor_zero_grad(p);
+        }
+        xg_scope_end(scope);
+    }
+    cr_expect_eq(memcmp(out[0], out[1], 3 * 4 * 4 * 4 * sizeof(float)), 0,
+                 "outputs differ");
+    for (int i = 0; i < n_params; i++) {
+        int64_t n = xg_tensor_numel(xg_module_param(seq, i, NULL));
+        cr_expect_eq(memcmp(grads[0][i], grads[1][i], (size_t)n * sizeof(float)),
+                     0, "parameter %d's gradient differs", i);
+        free(grads[0][i]);
+        free(grads[1][i]);
+    }
+    free(out[0]);
+    free(out[1]);
+    xg_module_free(seq);
+}
+
 typedef struct pool_ctx {
     bool max;
     int k, stride, pad;

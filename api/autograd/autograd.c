@@ -242,6 +242,8 @@ xg_status xg_backward_hooked(xg_tensor *loss, bool retain_graph,
         xg_tensor *t = order[i];
         if (st == XG_OK && t->bw_grad) {
             bool leaf = !t->node;
+            if (!leaf)
+                t->node->frees_after = !retain_graph;
             st = leaf ? store_leaf_grad(t) : run_node(t);
             if (st == XG_OK && leaf && hook) /* its gradient is complete */
                 st = hook(ctx, t);

@@ -240,7 +240,17 @@ struct xg_node {
     xg_tensor **inputs;      /* n_inputs, one reference each */
     xg_tensor **saved;       /* n_saved, one reference each */
     const void *args;        /* the op's parameter struct, or NULL */
+    /* Set by the walk while the rule runs: the node is freed right after
+     * it (xg_backward_ex without retain_graph); see xg__node_drop_saved. */
+    bool frees_after;
 };
+
+/* For a backward rule done with saved tensor k before the rule ends (a
+ * fused op's saved output, once the gradient through it is taken):
+ * releases it at once when the walk frees the node after this rule, so
+ * that it is not held through the rest of the rule; keeps it when the
+ * graph is retained for another backward. */
+void xg__node_drop_saved(xg_node *node, int k);
 
 /* True when grad recording is on and one of the inputs requires grad. */
 bool xg__needs_grad(xg_tensor *const *inputs, int n);

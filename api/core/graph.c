@@ -115,6 +115,14 @@ static xg_status graph_freed_backward(xg_node *node, xg_tensor *grad_out,
                         "(xg_backward) to back-propagate through it again");
 }
 
+void xg__node_drop_saved(xg_node *node, int k)
+{
+    if (node->frees_after && node->saved[k]) {
+        xg__tensor_release(node->saved[k]);
+        node->saved[k] = NULL;
+    }
+}
+
 xg_node xg__graph_freed = {.name = "a freed graph", .op = XG_OP_none,
                            .backward = graph_freed_backward};
 
@@ -126,6 +134,8 @@ void xg__node_free(xg_node *node, xg_tensor ***pending, int *n, int *cap)
      * cannot grow, release directly (recursion, but only on host OOM). */
     for (int i = 0; i < node->n_inputs + node->n_saved; i++) {
         xg_tensor *t = node->inputs[i]; /* saved follows inputs */
+        if (!t) /* a saved tensor dropped early (xg__node_drop_saved) */
+            continue;
         if (i < node->n_inputs && i < 32 && (node->values_unused >> i & 1))
             t->edge_refs--;
         if (!xg__tensor_list_push(pending, n, cap, t))

@@ -486,14 +486,27 @@ xg_tensor *xg_module_find_buffer(const xg_module *m, const char *name)
 
 /* ---- containers ------------------------------------------------------- */
 
+static xg_tensor *conv2d_relu_forward(xg_module *conv, xg_tensor *x);
+static bool conv2d_relu_fusable(const xg_module *conv, const xg_module *relu);
+
 /* Each child's output is freed once the next child has run: the graph
  * keeps what a backward rule needs, so a long Sequential does not hold every
- * activation until its scope closes. */
+ * activation until its scope closes. A Conv2d with bias followed by a ReLU
+ * runs as one op (xg_conv2d_relu: the same values and gradients). */
 static xg_tensor *sequential_forward(xg_module *m, xg_tensor *x)
 {
     xg_tensor *in = x;
-    for (int i = 0; i < xg_module_child_count(m) && x; i++) {
-        xg_tensor *y = xg_module_forward(xg_module_child_at(m, i, NULL), x);
+    int n = xg_module_child_count(m);
+    for (int i = 0; i < n && x; i++) {
+        xg_module *child = xg_module_child_at(m, i, NULL);
+        xg_tensor *y;
+        if (i + 1 < n &&
+            conv2d_relu_fusable(child, xg_module_child_at(m, i + 1, NULL))) {
+            y = conv2d_relu_forward(child, x);
+            i++;
+        } else {
+            y = xg_module_forward(child, x);
+        }
         if (x != in)
             xg_tensor_free(x); /* made in this forward's scope */
         x = y;
@@ -984,6 +997,25 @@ static xg_tensor *conv2d_forward(xg_module *m, xg_tensor *x)
 
 static const xg_module_class conv2d_class = {
     .name = "Conv2d", .forward = conv2d_forward, .free_state = free};
+
+/* A Conv2d with bias and a ReLU, neither with a LoRA branch: the pair that
+ * sequential_forward runs as xg_conv2d_relu. */
+static bool conv2d_relu_fusable(const xg_module *conv, const xg_module *relu)
+{
+    return conv->cls == &conv2d_class && conv->params.n > 1 && !conv->lora &&
+           relu->cls == &relu_class && !relu->lora;
+}
+
+/* xg_module_forward of the pair: one scope, the same checks. */
+static xg_tensor *conv2d_relu_forward(xg_module *conv, xg_tensor *x)
+{
+    if (!xg__check_arg("module_forward", 1, x, x ? x->dtype : XG_F32))
+        return NULL;
+    xg_scope *scope = xg__composite_begin();
+    return xg__composite_end(scope, xg_conv2d_relu(x, own(conv, "weight"),
+                                                   own(conv, "bias"),
+                                                   xg_module_state(conv)));
+}
 
 /* Channels, kernel and parameters of a Conv2d layer: every size positive,
  * the parameters as xg_conv2d checks them (for a 1x1 input), the weight

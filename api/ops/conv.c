@@ -163,30 +163,66 @@ static bool check_bias(const xg_tensor *bias, int64_t c_out, xg_dtype t)
     return false;
 }
 
-xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
-                     const xg_conv2d_params *params)
+/* relu(conv2d_bias) as one node: relu's gradient first, taken from the
+ * output as xg_relu's rule does (y > 0 exactly where the pre-activation
+ * is), then conv2d_bias's. The output is not needed after the first step,
+ * so it is let go before the convolution's passes, as it would be between
+ * two nodes. */
+static xg_status bw_conv2d_relu(xg_node *n, xg_tensor *g, xg_tensor **gi)
 {
+    xg_tensor *dz = xg__unary_backward_rule(XG_OP_relu_backward,
+                                            n->saved[n->n_saved - 1], g);
+    if (!dz)
+        return xg_last_status();
+    xg__node_drop_saved(n, n->n_saved - 1);
+    return bw_conv2d(n, dz, gi);
+}
+
+/* xg_conv2d, and xg_conv2d_relu when `relu`. */
+static xg_tensor *conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                         const xg_conv2d_params *params, bool relu)
+{
+    const char *name = relu ? "conv2d_relu" : "conv2d";
     xg_tensor *ac[3] = {x, weight, bias}; /* under autocast: in its dtype */
     xg_scope *cast;
     if (xg__autocast(ac, 3, &cast))
-        return xg__composite_end(cast, xg_conv2d(ac[0], ac[1], ac[2],
-                                                 params));
+        return xg__composite_end(cast, conv2d(ac[0], ac[1], ac[2], params,
+                                              relu));
+    if (relu && !bias) /* no fused op without a bias */
+        return xg_relu(conv2d(x, weight, NULL, params, false));
     xg_conv2d_params p = params ? *params : xg_conv2d_defaults();
     xg_conv_args a;
-    if (!xg__check_float("conv2d", 0, x) ||
-        !xg__check_arg("conv2d", 1, weight, x->dtype) ||
-        !xg__check_same_device("conv2d", x, weight) || !is_4d("conv2d", 0, x) ||
-        !is_4d("conv2d", 1, weight) || !conv_geometry(x, weight, &p, &a) ||
+    if (!xg__check_float(name, 0, x) ||
+        !xg__check_arg(name, 1, weight, x->dtype) ||
+        !xg__check_same_device(name, x, weight) || !is_4d(name, 0, x) ||
+        !is_4d(name, 1, weight) || !conv_geometry(x, weight, &p, &a) ||
         (bias && !check_bias(bias, a.c_out, x->dtype)))
         return NULL;
     int64_t shape[4] = {a.n, a.c_out, a.oh, a.ow};
     xg_tensor *in[3] = {x, weight, bias};
-    xg_op op = bias ? XG_OP_conv2d_bias : XG_OP_conv2d;
+    xg_op op = relu ? XG_OP_conv2d_bias_relu
+               : bias ? XG_OP_conv2d_bias
+                      : XG_OP_conv2d;
     return xg__record(conv_kernel(op, x, weight, bias, shape, &a),
-                      &(xg_record){.op = op, .backward = bw_conv2d,
+                      &(xg_record){.op = op,
+                                   .backward = relu ? bw_conv2d_relu
+                                                    : bw_conv2d,
                                    .inputs = in, .n_inputs = bias ? 3 : 2,
                                    .values_unused = 1u << 2, /* the bias */
+                                   .save_output = relu,
                                    .args = &a, .args_size = sizeof a});
+}
+
+xg_tensor *xg_conv2d(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                     const xg_conv2d_params *params)
+{
+    return conv2d(x, weight, bias, params, false);
+}
+
+xg_tensor *xg_conv2d_relu(xg_tensor *x, xg_tensor *weight, xg_tensor *bias,
+                          const xg_conv2d_params *params)
+{
+    return conv2d(x, weight, bias, params, true);
 }
 
 /* ---- pooling ------------------------------------------------------------- */

@@ -128,7 +128,8 @@ typedef struct conv_job {
     int64_t k, p, plane;   /* taps per group (K), output pixels, input plane */
     int64_t panels;        /* panels of nr output pixels */
     const float *in0, *in1;
-    const float *bias;     /* conv2d_bias: in[2], else NULL */
+    const float *bias;     /* conv2d_bias(_relu): in[2], else NULL */
+    bool relu;             /* conv2d_bias_relu */
     float *out;
     float *packed;         /* forward, dx: A of every group (and block) */
     int32_t *panel_idx;    /* forward: gather tables (panel_tables) */
@@ -219,7 +220,8 @@ static void panel_tables(const conv_job *j, int32_t *idx, uint32_t *mask)
 }
 
 /* reference: y[b, o] = sum over the group's c, p, q of x * w (backend.h),
- * plus bias[o] for conv2d_bias. */
+ * plus bias[o] for conv2d_bias, then max(y, 0) for conv2d_bias_relu while
+ * the tile is still in cache. */
 CPU_CLONES static void forward_range(const void *ctx, int64_t begin,
                                      int64_t end, int thread)
 {
@@ -247,6 +249,12 @@ CPU_CLONES static void forward_range(const void *ctx, int64_t begin,
                         y[(r + i) * j->p + l] = bias[r + i];
             mk->kernel(j->k, w + r * j->k, panel, y + r * j->p, j->p, 1.0f,
                        bias != NULL, rows, cols);
+            if (j->relu) /* as relu: x < 0 ? 0 : x, NaN stays NaN */
+                for (int64_t i = 0; i < rows; i++) {
+                    float *row = y + (r + i) * j->p;
+                    for (int64_t l = 0; l < cols; l++)
+                        row[l] = row[l] < 0.0f ? 0.0f : row[l];
+                }
         }
     }
 }
@@ -406,10 +414,11 @@ static xg_status conv_prepare(xg_backend_device *dev,
     /* shared: packed A or the tap tables and partial sums; per thread:
      * the panels and gather tables */
     int64_t shared, nr;
-    bool forward = call->op == XG_OP_conv2d || call->op == XG_OP_conv2d_bias;
+    bool forward = call->op == XG_OP_conv2d || call->op == XG_OP_conv2d_bias ||
+                   call->op == XG_OP_conv2d_bias_relu;
     if (forward) {
-        j->bias = call->op == XG_OP_conv2d_bias ? cpu_f32(call->in[2].buf)
-                                                 : NULL;
+        j->relu = call->op == XG_OP_conv2d_bias_relu;
+        j->bias = call->op != XG_OP_conv2d ? cpu_f32(call->in[2].buf) : NULL;
         j->mk = cpu_micro_pick(j->dev, j->cout_g);
         nr = j->mk->nr;
         j->packed_size = round_up(j->cout_g, j->mk->mr) * j->k;
@@ -508,7 +517,7 @@ static xg_status conv_run(xg_backend_device *dev, const xg_kernel_call *call,
     return st;
 }
 
-/* conv2d and conv2d_bias. */
+/* conv2d, conv2d_bias and conv2d_bias_relu. */
 xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call)
 {
     return conv_run(dev, call, forward_range);

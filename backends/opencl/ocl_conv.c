@@ -9,7 +9,8 @@
  *   conv2d                  y_b = W_g col_b, a GEMM batched over the
  *                           chunk's samples (the weight broadcast);
  *                           conv2d_bias then adds the bias to each plane
- *                           (xg_conv_bias)
+ *                           (xg_conv_bias), conv2d_bias_relu also clamps
+ *                           at 0 there
  *   conv2d_backward_input   dcol_b = W_g^T dy_b, batched likewise, then
  *                           xg_col2im gathers dcol into dx
  *   conv2d_backward_weight  dW_g (+)= dyT_g col_g^T, one GEMM whose inner
@@ -129,9 +130,10 @@ static xg_status forward_chunk(ocl_device *d, const conv_plan *p,
         st = gemm(d, p->what, false, false, p->cog, p->l, p->kg, w, cols,
                   0.0f, y, nb);
     }
-    if (st != XG_OK || c->op != XG_OP_conv2d_bias)
+    if (st != XG_OK || c->op == XG_OP_conv2d)
         return st;
-    cl_int16 planes = {{(cl_int)p->a->c_out, (cl_int)p->l}};
+    cl_int16 planes = {{(cl_int)p->a->c_out, (cl_int)p->l,
+                        c->op == XG_OP_conv2d_bias_relu}};
     return run_helper(d, OCL_HELPER_conv_bias, p->what, c->in[2].buf,
                       c->out[0].buf, nb * c_out, p->l, (cl_long)b0,
                       (cl_int)nb, planes);
@@ -205,7 +207,8 @@ xg_status ocl_run_conv(xg_backend_device *dev, const xg_kernel_call *c)
                        &dyt);
     for (size_t b0 = 0; st == XG_OK && b0 < (size_t)a->n; b0 += p.chunk) {
         size_t nb = (size_t)a->n - b0 < p.chunk ? (size_t)a->n - b0 : p.chunk;
-        if (c->op == XG_OP_conv2d || c->op == XG_OP_conv2d_bias)
+        if (c->op == XG_OP_conv2d || c->op == XG_OP_conv2d_bias ||
+            c->op == XG_OP_conv2d_bias_relu)
             st = forward_chunk(d, &p, c, col, b0, nb);
         else if (c->op == XG_OP_conv2d_backward_input)
             st = backward_input_chunk(d, &p, c, col, b0, nb);

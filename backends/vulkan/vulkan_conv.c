@@ -9,7 +9,7 @@
  * copies) run per group, batched over the chunk's samples:
  *   forward          y_g [c_out_g, P] = W_g [c_out_g, K] cols_g [K, P]
  *                    (conv2d_bias: then + bias per plane, a dispatch of
- *                    its own)
+ *                    its own; conv2d_bias_relu: + bias, then max(y, 0))
  *   backward input   dcols_g = W_g^T dy_g, then col2im as a gather
  *   backward weight  partial[s]_g = dy_g cols_g^T per sample, then summed
  *                    over the samples into dweight (sample order)
@@ -270,7 +270,7 @@ static gemm_view nchw_view(xg_buffer *buf, int64_t s0, int64_t channels,
 }
 
 /* One chunk of conv2d: in x, weight -> out y; conv2d_bias then adds
- * in[2] to each output plane. */
+ * in[2] to each output plane, conv2d_bias_relu also clamps at 0. */
 static xg_status forward_chunk(xg_vk_device *d, const xg_kernel_call *call,
                                const conv_plan *c, int64_t s0, int64_t count)
 {
@@ -283,13 +283,15 @@ static xg_status forward_chunk(xg_vk_device *d, const xg_kernel_call *call,
                   cols_view(c, call->in[0].buf, s0, g),
                   nchw_view(call->out[0].buf, s0, a->c_out, g, c->cout_g, c->p));
     }
-    if (st != XG_OK || call->op != XG_OP_conv2d_bias)
+    if (st != XG_OK || call->op == XG_OP_conv2d)
         return st;
     struct {
         uint32_t planes, y_offset, c_out, plane;
     } p = {u32(count * a->c_out), u32(s0 * a->c_out * c->p), u32(a->c_out),
            u32(c->p)};
-    return run(d, XG_VK_PIPE_conv2d_bias, &p, sizeof p,
+    return run(d, call->op == XG_OP_conv2d_bias ? XG_VK_PIPE_conv2d_bias
+                                                : XG_VK_PIPE_conv2d_bias_relu,
+               &p, sizeof p,
                groups(c->p, XG_PLANE_WG), groups(count * a->c_out, 1),
                call->in[2].buf, NULL, call->out[0].buf, NULL);
 }
@@ -396,6 +398,7 @@ xg_status xg_vk_cnn(xg_vk_device *d, const xg_kernel_call *call)
     switch (call->op) {
     case XG_OP_conv2d:
     case XG_OP_conv2d_bias:
+    case XG_OP_conv2d_bias_relu:
         return conv(d, call, forward_chunk);
     case XG_OP_conv2d_backward_input:
         return conv(d, call, input_chunk);

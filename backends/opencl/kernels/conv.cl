@@ -97,19 +97,22 @@ __kernel void xg_col2im(__global const float *col, __global float *dx,
 }
 
 /* y[b0 + b, c, :] += bias[c] for the plane get_global_id(1) = b * c_out + c
- * of the chunk (conv2d_bias, after its GEMM); g.s0 = c_out, g.s1 = the
- * pixels of a plane. */
+ * of the chunk (conv2d_bias, after its GEMM), then y = max(y, 0) when g.s2
+ * is 1 (conv2d_bias_relu; NaN stays NaN, as relu); g.s0 = c_out, g.s1 =
+ * the pixels of a plane. */
 __kernel void xg_conv_bias(__global const float *bias, __global float *y,
                            long b0, int nb, int16 g)
 {
-    int c_out = g.s0, plane = g.s1;
+    int c_out = g.s0, plane = g.s1, relu = g.s2;
     long index = get_global_id(1);
     if (index >= (long)nb * c_out)
         return;
     float v = bias[index % c_out];
     __global float *row = y + (b0 * c_out + index) * (long)plane;
-    for (int e = get_local_id(0); e < plane; e += get_local_size(0))
-        row[e] += v;
+    for (int e = get_local_id(0); e < plane; e += get_local_size(0)) {
+        float s = row[e] + v;
+        row[e] = relu && s < 0.0f ? 0.0f : s;
+    }
 }
 
 /* ---- pooling ------------------------------------------------------------ */
