@@ -392,6 +392,54 @@ Test(cnn, conv2d_matches_direct_convolution)
         (conv_case){2, 2, 3, 3, 3, 5, 5, {1, 1, 1, 1, 1, 1, 1}}, 9, true);
 }
 
+/* Winograd's F(2x2, 3x3), which the CPU takes for stride-1, undilated,
+ * ungrouped 3x3 convolutions with 16 or more channels each side (forward
+ * and input gradient; XGRAD_CPU_WINOGRAD=0 turns it off): odd and even
+ * output sizes (partial tiles), padding 0 to 3 (3: the input gradient
+ * falls back to the direct path), one sample, 17 channels, rows of more
+ * than 16 tiles, and the ReLU of conv2d_relu (against the reference,
+ * clamped). */
+Test(cnn, conv2d_winograd_shapes_match_direct_convolution)
+{
+    xg_conv2d_params d = xg_conv2d_defaults(), pad[4];
+    for (int k = 0; k < 4; k++)
+        pad[k] = (xg_conv2d_params){1, 1, k, k, 1, 1, 1};
+    check_against_reference((conv_case){2, 16, 9, 7, 16, 3, 3, pad[1]}, 20,
+                            true);
+    check_against_reference((conv_case){1, 17, 6, 11, 19, 3, 3, d}, 21, true);
+    check_against_reference((conv_case){3, 20, 5, 5, 18, 3, 3, pad[2]}, 22,
+                            false);
+    check_against_reference((conv_case){2, 16, 4, 4, 16, 3, 3, pad[3]}, 23,
+                            true);
+    check_against_reference((conv_case){1, 16, 13, 37, 24, 3, 3, pad[1]}, 24,
+                            true);
+    check_against_reference(
+        (conv_case){2, 16, 8, 6, 16, 3, 3, {1, 1, 2, 0, 1, 1, 1}}, 25, true);
+    /* conv2d_relu: the reference's values, clamped at 0 */
+    conv_case c = {2, 16, 9, 8, 20, 3, 3, pad[1]};
+    conv_case_sizes(&c);
+    int64_t xs[4] = {c.n, c.c_in, c.h, c.w}, ws[4] = {c.c_out, c.c_in, 3, 3};
+    int64_t nx = cn_numel(xs, 4), nw = cn_numel(ws, 4);
+    int64_t ny = c.n * c.c_out * c.oh * c.ow;
+    xg_tensor *x = cn_leaf(xs, 4, 26, -1, 1), *w = cn_leaf(ws, 4, 27, -1, 1);
+    xg_tensor *b = cn_leaf(&c.c_out, 1, 28, -1, 1);
+    conv_ref r = {cn_read(x), cn_read(w), NULL, calloc((size_t)ny, 8),
+                  calloc((size_t)nx, 8), calloc((size_t)nw, 8)};
+    float *dy = calloc((size_t)ny, sizeof *dy);
+    r.dy = dy;
+    conv_taps(&c, tap_forward, &r);
+    float *bv = cn_read(b);
+    for (int64_t k = 0; k < ny; k++) {
+        double v = r.y[k] + bv[k / (c.oh * c.ow) % c.c_out];
+        r.y[k] = v < 0 ? 0 : v;
+    }
+    cn_assert_values(xg_conv2d_relu(x, w, b, &c.p), r.y, 1e-5, 1e-5,
+                     "conv2d_relu");
+    void *owned[] = {dy, (void *)r.x, (void *)r.w, r.y, r.dx, r.dw, bv};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++)
+        free(owned[i]);
+}
+
 /* ===== conv2d: the same bits for any thread count ======================== */
 
 /* y, dx and dweight of case c (dy random) on a CPU device with `threads`
@@ -466,32 +514,43 @@ Test(cnn, conv2d_same_bits_for_any_thread_count)
  * error when the device opens. */
 Test(cnn, conv2d_cpu_kernel_variants)
 {
-    conv_case c = {5, 6, 11, 9, 10, 3, 3, {1, 2, 1, 2, 1, 1, 2}};
-    conv_case_sizes(&c);
+    /* a direct convolution, and one that runs as Winograd (whose
+     * transforms have an AVX-512 version and a portable one) */
+    conv_case cases[] = {{5, 6, 11, 9, 10, 3, 3, {1, 2, 1, 2, 1, 1, 2}},
+                         {3, 16, 11, 9, 20, 3, 3, {1, 1, 1, 0, 1, 1, 1}}};
     const char *caps[] = {"avx512", "avx2", "baseline"};
-    float *got[3];
-    int64_t n[3];
-    for (int i = 0; i < 3; i++) {
-        cr_assert_eq(setenv("XGRAD_CPU_KERNELS", caps[i], 1), 0);
-        got[i] = conv_bits_on_threads(c, "2", &n[i]);
-        cr_assert_eq(n[i], n[0]);
+    for (int cs = 0; cs < 2; cs++) {
+        conv_case c = cases[cs];
+        conv_case_sizes(&c);
+        float *got[3];
+        int64_t n[3];
+        for (int i = 0; i < 3; i++) {
+            cr_assert_eq(setenv("XGRAD_CPU_KERNELS", caps[i], 1), 0);
+            got[i] = conv_bits_on_threads(c, "2", &n[i]);
+            cr_assert_eq(n[i], n[0]);
+        }
+        unsetenv("XGRAD_CPU_KERNELS");
+        cr_expect_eq(memcmp(got[0], got[1], (size_t)n[0] * sizeof(float)),
+                     0, "case %d: AVX-512 and AVX2 give the same bits", cs);
+        for (int64_t k = 0; k < n[0]; k++)
+            cr_assert(fabsf(got[2][k] - got[0][k]) <=
+                          1e-5f * (1.0f + fabsf(got[0][k])),
+                      "case %d, element %" PRId64 ": baseline %g, AVX-512 %g",
+                      cs, k, (double)got[2][k], (double)got[0][k]);
+        for (int i = 0; i < 3; i++)
+            free(got[i]);
     }
-    unsetenv("XGRAD_CPU_KERNELS");
-    cr_expect_eq(memcmp(got[0], got[1], (size_t)n[0] * sizeof(float)), 0,
-                 "AVX-512 and AVX2 give the same bits");
-    for (int64_t k = 0; k < n[0]; k++)
-        cr_assert(fabsf(got[2][k] - got[0][k]) <=
-                      1e-5f * (1.0f + fabsf(got[0][k])),
-                  "element %" PRId64 ": baseline %g, AVX-512 %g", k,
-                  (double)got[2][k], (double)got[0][k]);
-    for (int i = 0; i < 3; i++)
-        free(got[i]);
     xg_device *dev = NULL;
     cr_assert_eq(setenv("XGRAD_CPU_KERNELS", "sse9", 1), 0);
     cr_expect_eq(xg_device_open("cpu", &dev), XG_ERR_INVALID_ARG);
     cr_expect(strstr(xg_last_error(), "XGRAD_CPU_KERNELS") != NULL, "%s",
               xg_last_error());
     unsetenv("XGRAD_CPU_KERNELS");
+    cr_assert_eq(setenv("XGRAD_CPU_WINOGRAD", "yes", 1), 0);
+    cr_expect_eq(xg_device_open("cpu", &dev), XG_ERR_INVALID_ARG);
+    cr_expect(strstr(xg_last_error(), "XGRAD_CPU_WINOGRAD") != NULL, "%s",
+              xg_last_error());
+    unsetenv("XGRAD_CPU_WINOGRAD");
 }
 
 /* ===== finite-difference gradients ======================================= */

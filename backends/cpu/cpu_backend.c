@@ -84,7 +84,10 @@ static xg_status cpu_open(int index, xg_backend_device **out)
                             "device, 0)",
                             index);
     cpu_kernels kernels;
+    bool winograd;
     xg_status st = cpu_kernels_from_env(&kernels);
+    if (st == XG_OK)
+        st = cpu_winograd_from_env(&winograd);
     if (st != XG_OK)
         return st;
     int threads = cpu_thread_count();
@@ -101,6 +104,7 @@ static xg_status cpu_open(int index, xg_backend_device **out)
 #endif
     dev->pool = pool;
     dev->kernels = kernels;
+    dev->winograd = winograd;
     st = cpu_cache_init(dev);
     if (st != XG_OK) {
         cpu_pool_free(pool);

@@ -26,9 +26,7 @@
 
 /* ---- scratch ---------------------------------------------------------- */
 
-/* At least `floats` floats of device scratch, grown as needed and kept until
- * the device closes (its contents are not kept across calls). */
-static float *conv_scratch(cpu_device *dev, size_t floats)
+float *cpu_conv_scratch(cpu_device *dev, size_t floats)
 {
     if (dev->conv_scratch_floats < floats) {
         free(dev->conv_scratch);
@@ -463,7 +461,7 @@ static xg_status conv_prepare(xg_backend_device *dev,
         return xg_set_error(XG_ERR_TOO_LARGE, "%s: the kernel's buffers are "
                             "too large", name);
     size_t floats = (size_t)(shared + threads * j->per_thread);
-    float *s = conv_scratch(j->dev, floats);
+    float *s = cpu_conv_scratch(j->dev, floats);
     if (!s)
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory for"
                             " %zu floats of packed operands", name, floats);
@@ -520,12 +518,16 @@ static xg_status conv_run(xg_backend_device *dev, const xg_kernel_call *call,
 /* conv2d, conv2d_bias and conv2d_bias_relu. */
 xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call)
 {
+    if (cpu_winograd_fits(cpu_dev(dev), &call->p.conv, false))
+        return cpu_winograd_run(cpu_dev(dev), call, false);
     return conv_run(dev, call, forward_range);
 }
 
 xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
                                     const xg_kernel_call *call)
 {
+    if (cpu_winograd_fits(cpu_dev(dev), &call->p.conv, true))
+        return cpu_winograd_run(cpu_dev(dev), call, true);
     return conv_run(dev, call, backward_input_range);
 }
 

@@ -153,6 +153,8 @@ typedef enum cpu_kernels {
 typedef struct cpu_device {
     xg_backend_device base; /* first member: the core casts */
     cpu_kernels kernels;
+    bool winograd;          /* XGRAD_CPU_WINOGRAD: 3x3 convolutions by
+                               Winograd's F(2x2, 3x3) (cpu_conv.c) */
     cpu_pool *pool;
     struct block_header *cache[CPU_CACHE_CLASSES]; /* free blocks by class */
     struct block_header *cache_oldest, *cache_newest; /* by time freed */
@@ -272,6 +274,23 @@ xg_status cpu_rand(xg_backend_device *dev, const xg_kernel_call *call);
 
 /* cpu_conv.c: convolution (GEMM on gathered panels), pooling, dropout */
 xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call);
+/* At least `floats` floats of 64-byte aligned device scratch for the
+ * convolution kernels, grown as needed and kept until the device closes
+ * (its contents are not kept across calls); NULL on host OOM. */
+float *cpu_conv_scratch(cpu_device *dev, size_t floats);
+
+/* cpu_winograd.c: 3x3 convolution by Winograd's F(2x2, 3x3) for the
+ * forward pass (!input_grad: conv2d, conv2d_bias, conv2d_bias_relu) and
+ * the input gradient (conv2d_backward_input). cpu_winograd_fits says
+ * whether call geometry `a` takes it on `dev`; cpu_winograd_run runs such
+ * a call (XG_ERR_OUT_OF_MEMORY, XG_ERR_TOO_LARGE for its buffers).
+ * cpu_winograd_from_env reads XGRAD_CPU_WINOGRAD: unset, empty or 1
+ * (true), 0 (false); anything else is XG_ERR_INVALID_ARG naming it. */
+bool cpu_winograd_fits(const cpu_device *dev, const xg_conv_args *a,
+                       bool input_grad);
+xg_status cpu_winograd_run(cpu_device *dev, const xg_kernel_call *call,
+                           bool input_grad);
+xg_status cpu_winograd_from_env(bool *out);
 xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
                                     const xg_kernel_call *call);
 xg_status cpu_conv2d_backward_weight(xg_backend_device *dev,
