@@ -895,7 +895,11 @@ xg_tensor *xg_module_find_buffer(const xg_module *m, const char *name);
 /* ---- containers ---- */
 
 /* An empty Sequential: its forward runs the children in order, each on
- * the previous one's output. */
+ * the previous one's output. Two patterns run in a cheaper form with the
+ * same values and gradients, bit for bit: a ReLU followed by a MaxPool2d
+ * runs the pooling first (the ReLU then covers a quarter of the values for
+ * 2x2 windows), and any other Conv2d with bias followed by a ReLU runs as
+ * one op (xg_conv2d_relu). */
 xg_module *xg_sequential(void);
 
 /* Appends `child` to a Sequential, which takes ownership of it (also on

@@ -668,26 +668,26 @@ Test(cnn, conv2d_relu_same_bits_as_separate_ops)
     cr_expect_eq(xg_last_status(), XG_ERR_SHAPE);
 }
 
-/* A Sequential runs each Conv2d-with-bias + ReLU pair as one op: outputs
- * and every parameter's gradient are those of running its children one by
- * one (a Conv2d without bias, and a ReLU after a pooling, included). */
-Test(cnn, sequential_conv_relu_pairs_match_children_one_by_one)
+/* A Sequential runs a ReLU followed by a MaxPool2d pooling first, and
+ * other Conv2d-with-bias + ReLU pairs as one op: outputs and every
+ * parameter's gradient are those of running its children one by one
+ * (windows whose values are all <= 0 included: relu's zeros tie). Also a
+ * Conv2d without bias, and a ReLU after a pooling, which stay as they
+ * are. */
+static void check_sequential_against_children(xg_module **layers, int count,
+                                              const int64_t *xs, int xnd,
+                                              const int64_t *ys, int ynd)
 {
+    cr_assert(xnd == 4 && ynd == 4);
     xg_manual_seed(5);
     xg_module *seq = xg_sequential();
-    xg_module *layers[] = {
-        xg_conv2d_layer(3, 8, 3, NULL, true), xg_relu_layer(),
-        xg_conv2d_layer(8, 8, 3, NULL, false), xg_relu_layer(),
-        xg_max_pool2d_layer(2, 0, 0), xg_relu_layer(),
-        xg_conv2d_layer(8, 4, 1, NULL, true), xg_relu_layer(),
-    };
-    int count = (int)(sizeof layers / sizeof *layers);
     for (int i = 0; i < count; i++)
         cr_assert_eq(xg_sequential_add(seq, NULL, layers[i]), XG_OK);
-    xg_tensor *x = cn_leaf(XG_SHAPE(3, 3, 12, 12), 60, -1, 1);
+    xg_tensor *x = cn_leaf(xs, 4, 60, -1, 1);
     int n_params = xg_module_param_count(seq);
-    cr_assert_eq(n_params, 5);
-    float *out[2], *grads[2][5];
+    cr_assert_leq(n_params, 8);
+    int64_t ny = cn_numel(ys, 4);
+    float *out[2], *grads[2][8], *gx[2];
     for (int run = 0; run < 2; run++) {
         xg_scope *scope = xg_scope_begin();
         xg_tensor *y = x;
@@ -697,11 +697,10 @@ Test(cnn, sequential_conv_relu_pairs_match_children_one_by_one)
             for (int i = 0; i < count && y; i++)
                 y = xg_module_forward(layers[i], y);
         cr_assert_not_null(y, "%s", xg_last_error());
-        cn_assert_shape(y, XG_SHAPE(3, 4, 4, 4), "output");
+        cn_assert_shape(y, ys, 4, "output");
         out[run] = cn_read(y);
-        float *dy = cn_random(3 * 4 * 4 * 4, 61, -1, 1);
-        cr_assert_eq(xg_backward(xg_sum_all(xg_mul(
-                         y, cn_tensor(dy, XG_SHAPE(3, 4, 4, 4))))),
+        float *dy = cn_random(ny, 61, -1, 1);
+        cr_assert_eq(xg_backward(xg_sum_all(xg_mul(y, cn_tensor(dy, ys, 4)))),
                      XG_OK, "%s", xg_last_error());
         free(dy);
         for (int i = 0; i < n_params; i++) {
@@ -709,10 +708,14 @@ Test(cnn, sequential_conv_relu_pairs_match_children_one_by_one)
             grads[run][i] = cn_read(xg_tensor_grad(p));
             xg_tensor_zero_grad(p);
         }
+        gx[run] = cn_read(xg_tensor_grad(x));
+        xg_tensor_zero_grad(x);
         xg_scope_end(scope);
     }
-    cr_expect_eq(memcmp(out[0], out[1], 3 * 4 * 4 * 4 * sizeof(float)), 0,
+    cr_expect_eq(memcmp(out[0], out[1], (size_t)ny * sizeof(float)), 0,
                  "outputs differ");
+    cr_expect_eq(memcmp(gx[0], gx[1], (size_t)cn_numel(xs, 4) * sizeof(float)),
+                 0, "the input's gradients differ");
     for (int i = 0; i < n_params; i++) {
         int64_t n = xg_tensor_numel(xg_module_param(seq, i, NULL));
         cr_expect_eq(memcmp(grads[0][i], grads[1][i], (size_t)n * sizeof(float)),
@@ -720,9 +723,30 @@ Test(cnn, sequential_conv_relu_pairs_match_children_one_by_one)
         free(grads[0][i]);
         free(grads[1][i]);
     }
-    free(out[0]);
-    free(out[1]);
+    free(out[0]), free(out[1]), free(gx[0]), free(gx[1]);
     xg_module_free(seq);
+}
+
+Test(cnn, sequential_fused_patterns_match_children_one_by_one)
+{
+    xg_module *a[] = {
+        xg_conv2d_layer(3, 8, 3, NULL, true), xg_relu_layer(),
+        xg_conv2d_layer(8, 8, 3, NULL, false), xg_relu_layer(),
+        xg_max_pool2d_layer(2, 0, 0), xg_relu_layer(),
+        xg_conv2d_layer(8, 4, 1, NULL, true), xg_relu_layer(),
+    };
+    check_sequential_against_children(a, 8, XG_SHAPE(3, 3, 12, 12),
+                                      XG_SHAPE(3, 4, 4, 4));
+    /* the samples' pattern: Conv2d, ReLU, Conv2d, ReLU, MaxPool2d; and
+     * overlapping, padded windows */
+    xg_module *b[] = {
+        xg_conv2d_layer(2, 8, 3, NULL, true), xg_relu_layer(),
+        xg_conv2d_layer(8, 16, 3, NULL, true), xg_relu_layer(),
+        xg_max_pool2d_layer(2, 0, 0), xg_relu_layer(),
+        xg_max_pool2d_layer(3, 1, 1),
+    };
+    check_sequential_against_children(b, 7, XG_SHAPE(2, 2, 14, 14),
+                                      XG_SHAPE(2, 16, 5, 5));
 }
 
 typedef struct pool_ctx {

@@ -486,26 +486,40 @@ xg_tensor *xg_module_find_buffer(const xg_module *m, const char *name)
 
 /* ---- containers ------------------------------------------------------- */
 
-static xg_tensor *conv2d_relu_forward(xg_module *conv, xg_tensor *x);
 static bool conv2d_relu_fusable(const xg_module *conv, const xg_module *relu);
+static xg_tensor *conv2d_relu_forward(xg_module *conv, xg_tensor *x);
+static bool relu_max_pool_swappable(const xg_module *relu,
+                                    const xg_module *pool);
+static xg_tensor *max_pool_relu_forward(xg_module *pool, xg_tensor *x);
 
 /* Each child's output is freed once the next child has run: the graph
  * keeps what a backward rule needs, so a long Sequential does not hold every
- * activation until its scope closes. A Conv2d with bias followed by a ReLU
- * runs as one op (xg_conv2d_relu: the same values and gradients). */
+ * activation until its scope closes. Two patterns run in a cheaper form
+ * with the same values and gradients, bit for bit:
+ *   ReLU, MaxPool2d    as the pooling, then the ReLU on its smaller output
+ *                      (ReLU is monotonic: max(relu(x)) = relu(max(x)),
+ *                      and the gradient is g at the window's winner when
+ *                      the maximum is above 0, else 0, either way)
+ *   Conv2d with bias, ReLU (not followed by a MaxPool2d)
+ *                      as one op, xg_conv2d_relu */
 static xg_tensor *sequential_forward(xg_module *m, xg_tensor *x)
 {
     xg_tensor *in = x;
     int n = xg_module_child_count(m);
     for (int i = 0; i < n && x; i++) {
-        xg_module *child = xg_module_child_at(m, i, NULL);
+        xg_module *c0 = xg_module_child_at(m, i, NULL);
+        xg_module *c1 = i + 1 < n ? xg_module_child_at(m, i + 1, NULL) : NULL;
+        xg_module *c2 = i + 2 < n ? xg_module_child_at(m, i + 2, NULL) : NULL;
         xg_tensor *y;
-        if (i + 1 < n &&
-            conv2d_relu_fusable(child, xg_module_child_at(m, i + 1, NULL))) {
-            y = conv2d_relu_forward(child, x);
+        if (c1 && relu_max_pool_swappable(c0, c1)) {
+            y = max_pool_relu_forward(c1, x);
+            i++;
+        } else if (c1 && conv2d_relu_fusable(c0, c1) &&
+                   !(c2 && relu_max_pool_swappable(c1, c2))) {
+            y = conv2d_relu_forward(c0, x);
             i++;
         } else {
-            y = xg_module_forward(child, x);
+            y = xg_module_forward(c0, x);
         }
         if (x != in)
             xg_tensor_free(x); /* made in this forward's scope */
@@ -1087,6 +1101,25 @@ static const xg_module_class max_pool_class = {
     .name = "MaxPool2d", .forward = max_pool_forward, .free_state = free};
 static const xg_module_class avg_pool_class = {
     .name = "AvgPool2d", .forward = avg_pool_forward, .free_state = free};
+
+/* A ReLU and a MaxPool2d after it, neither with a LoRA branch: the pair
+ * that sequential_forward runs pooling first. */
+static bool relu_max_pool_swappable(const xg_module *relu,
+                                    const xg_module *pool)
+{
+    return relu->cls == &relu_class && !relu->lora &&
+           pool->cls == &max_pool_class && !pool->lora;
+}
+
+/* xg_module_forward of the pair, pooling first: one scope, the same
+ * checks. */
+static xg_tensor *max_pool_relu_forward(xg_module *pool, xg_tensor *x)
+{
+    if (!xg__check_arg("module_forward", 1, x, x ? x->dtype : XG_F32))
+        return NULL;
+    xg_scope *scope = xg__composite_begin();
+    return xg__composite_end(scope, xg_relu(max_pool_forward(pool, x)));
+}
 
 static xg_module *pool_layer(const xg_module_class *cls, int kernel,
                              int stride, int padding)

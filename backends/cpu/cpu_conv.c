@@ -518,16 +518,16 @@ static xg_status conv_run(xg_backend_device *dev, const xg_kernel_call *call,
 /* conv2d, conv2d_bias and conv2d_bias_relu. */
 xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call)
 {
-    if (cpu_winograd_fits(cpu_dev(dev), &call->p.conv, false))
-        return cpu_winograd_run(cpu_dev(dev), call, false);
+    if (cpu_winograd_fits(cpu_dev(dev), call))
+        return cpu_winograd(cpu_dev(dev), call);
     return conv_run(dev, call, forward_range);
 }
 
 xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
                                     const xg_kernel_call *call)
 {
-    if (cpu_winograd_fits(cpu_dev(dev), &call->p.conv, true))
-        return cpu_winograd_run(cpu_dev(dev), call, true);
+    if (cpu_winograd_fits(cpu_dev(dev), call))
+        return cpu_winograd(cpu_dev(dev), call);
     return conv_run(dev, call, backward_input_range);
 }
 
@@ -551,6 +551,8 @@ static void sum_partials_range(const void *ctx, int64_t begin, int64_t end,
 xg_status cpu_conv2d_backward_weight(xg_backend_device *dev,
                                      const xg_kernel_call *call)
 {
+    if (cpu_winograd_fits(cpu_dev(dev), call))
+        return cpu_winograd(cpu_dev(dev), call);
     conv_job j;
     int64_t items, cost;
     xg_status st = conv_prepare(dev, call, &j, &items, &cost);

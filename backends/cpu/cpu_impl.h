@@ -279,17 +279,16 @@ xg_status cpu_conv2d(xg_backend_device *dev, const xg_kernel_call *call);
  * (its contents are not kept across calls); NULL on host OOM. */
 float *cpu_conv_scratch(cpu_device *dev, size_t floats);
 
-/* cpu_winograd.c: 3x3 convolution by Winograd's F(2x2, 3x3) for the
- * forward pass (!input_grad: conv2d, conv2d_bias, conv2d_bias_relu) and
- * the input gradient (conv2d_backward_input). cpu_winograd_fits says
- * whether call geometry `a` takes it on `dev`; cpu_winograd_run runs such
- * a call (XG_ERR_OUT_OF_MEMORY, XG_ERR_TOO_LARGE for its buffers).
+/* cpu_winograd.c: 3x3 convolution by Winograd's minimal filtering:
+ * F(2x2, 3x3) for the forward pass (conv2d, conv2d_bias, conv2d_bias_relu)
+ * and the input gradient (conv2d_backward_input), F(3x3, 2x2) for the
+ * weight gradient (conv2d_backward_weight). cpu_winograd_fits says whether
+ * a CONV call takes it on `dev`; cpu_winograd runs such a call
+ * (XG_ERR_OUT_OF_MEMORY, XG_ERR_TOO_LARGE for its buffers).
  * cpu_winograd_from_env reads XGRAD_CPU_WINOGRAD: unset, empty or 1
  * (true), 0 (false); anything else is XG_ERR_INVALID_ARG naming it. */
-bool cpu_winograd_fits(const cpu_device *dev, const xg_conv_args *a,
-                       bool input_grad);
-xg_status cpu_winograd_run(cpu_device *dev, const xg_kernel_call *call,
-                           bool input_grad);
+bool cpu_winograd_fits(const cpu_device *dev, const xg_kernel_call *call);
+xg_status cpu_winograd(cpu_device *dev, const xg_kernel_call *call);
 xg_status cpu_winograd_from_env(bool *out);
 xg_status cpu_conv2d_backward_input(xg_backend_device *dev,
                                     const xg_kernel_call *call);

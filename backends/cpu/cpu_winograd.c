@@ -47,7 +47,9 @@
 
 enum {
     WINO_MIN_CHANNELS = 16,
-    WINO_SEG = 16, /* most tiles in a segment */
+    WINO_SEG = 16,           /* most tiles in a segment */
+    WINO_WEIGHT_CHUNKS = 8,  /* chunks of samples of the weight gradient */
+    WINO_WEIGHT_TILES = 32,  /* tiles in one block of its sums */
 };
 
 /* A run of tiles of one tile row within a panel: lanes [l0, l0 + len) of
@@ -64,41 +66,59 @@ typedef void (*wino_in_fn)(const wino_job *j, const wino_seg *seg, int nseg,
                            const float *x, float *v);
 typedef void (*wino_out_fn)(const wino_job *j, const wino_seg *seg,
                             int nseg, const float *mt, float bias, float *y);
+typedef void (*wino_dy_fn)(const wino_job *j, const wino_seg *seg, int nseg,
+                           const float *dy, float *u);
 
 struct wino_job {
     const cpu_micro *mk;
     const float *in;     /* [n, cin, h, w] */
+    int64_t n;           /* samples */
     int64_t cin, h, w;   /* input channels (the GEMMs' depth) and plane */
     int64_t ph, pw;      /* zero padding of the input */
     int64_t m, mp;       /* output channels, and rounded up to mr */
     int64_t oh, ow;      /* output plane */
-    int64_t panels;      /* panels of nr tiles, a sample */
+    int64_t lanes;       /* tiles a panel: nr; for the weight gradient
+                            WINO_WEIGHT_TILES, so that its sums are blocked
+                            alike on every micro-kernel */
+    int64_t panels;      /* panels of `lanes` tiles, a sample */
     int64_t vld, mld;    /* floats from one B panel (C tile) to the next:
-                            cin * nr (mp * nr) and 64 bytes more, so that
+                            cin * lanes (mp * nr) and 64 bytes more, so that
                             the 16 are not 4 KiB apart (the same cache
                             set) */
     const float *u;      /* U_xi [m, cin] packed: mp * cin floats each */
-    const wino_seg *seg; /* per panel: up to nr segments, */
+    const wino_seg *seg; /* per panel: up to `lanes` segments, */
     const int32_t *nseg; /* nseg[pn] of them */
     const float *bias;   /* NULL, or [m] */
     bool relu;
     float *out;          /* [n, m, oh, ow] */
     wino_in_fn input;    /* the transforms: AVX-512 or portable */
     wino_out_fn output;
-    float *scratch;      /* per thread: 16 B panels, 16 C tiles */
+    float *scratch;      /* per thread: 16 B panels, 16 C tiles (the
+                            weight gradient: 16 A, 16 B panels) */
     int64_t per_thread;
+    /* the weight gradient (in: x, m: c_out, out: dweight) */
+    const float *dy;     /* [n, m, oh, ow] */
+    int64_t opanels;     /* panels of nr output channels */
+    int64_t uld;         /* floats from one (xi, panel) B block to the
+                            next: lanes * nr and 64 bytes more */
+    int64_t chunks, parts; /* chunks of samples; parts of the 16 xi */
+    float *partial;      /* per chunk: S_xi [cin, m] for the 16 xi */
+    wino_dy_fn dy_input;
 };
 
-bool cpu_winograd_fits(const cpu_device *dev, const xg_conv_args *a,
-                       bool input_grad)
+bool cpu_winograd_fits(const cpu_device *dev, const xg_kernel_call *call)
 {
+    const xg_conv_args *a = &call->p.conv;
+    bool input_grad = call->op == XG_OP_conv2d_backward_input;
     return dev->winograd && a->kh == 3 && a->kw == 3 && a->stride_h == 1 &&
            a->stride_w == 1 && a->dil_h == 1 && a->dil_w == 1 &&
            a->groups == 1 && a->c_in >= WINO_MIN_CHANNELS &&
            a->c_out >= WINO_MIN_CHANNELS &&
            (!input_grad || (a->pad_h <= 2 && a->pad_w <= 2)) &&
            a->h < INT32_MAX / 4 && a->w < INT32_MAX / 4 &&
-           a->oh < INT32_MAX / 4 && a->ow < INT32_MAX / 4;
+           a->oh < INT32_MAX / 4 && a->ow < INT32_MAX / 4 &&
+           /* the weight gradient gathers dy across the channels' planes */
+           a->c_out * a->oh * a->ow < INT32_MAX / 2;
 }
 
 static int64_t round_up(int64_t x, int64_t unit)
@@ -148,11 +168,12 @@ static uint16_t load_mask(int64_t w, int64_t col, int64_t need)
     return lo >= hi ? 0 : (uint16_t)(((1u << (hi - lo)) - 1u) << lo);
 }
 
-/* The segments of every panel of nr tiles (tw tiles to a tile row). */
+/* The segments of every panel of j->lanes tiles (tw tiles to a tile
+ * row). */
 static void wino_segments(const wino_job *j, int64_t tiles, int64_t tw,
                           wino_seg *seg, int32_t *nseg)
 {
-    int64_t nr = j->mk->nr, panels = j->panels;
+    int64_t nr = j->lanes, panels = j->panels;
     for (int64_t pn = 0; pn < panels; pn++) {
         int n = 0;
         for (int64_t l = 0, t = pn * nr; l < nr && t < tiles; n++) {
@@ -180,7 +201,7 @@ static void wino_segments(const wino_job *j, int64_t tiles, int64_t tw,
 /* ---- portable transforms ------------------------------------------------ */
 
 /* V = B^T d B of each segment's tiles, from input channel plane x, into
- * lanes of the 16 B panels v (xi * cin * nr floats apart). */
+ * lanes of the 16 B panels v (vld floats apart). */
 static void wino_input_portable(const wino_job *j, const wino_seg *seg,
                                 int nseg, const float *x, float *v)
 {
@@ -243,6 +264,44 @@ static void wino_output_portable(const wino_job *j, const wino_seg *seg,
                     val = val < 0.0f ? 0.0f : val;
                 if (i + e / 2 < j->oh && c + e % 2 < j->ow)
                     y[(i + e / 2) * j->ow + c + e % 2] = val;
+            }
+        }
+}
+
+/* The weight gradient's B panels: U = G' g G'^T of each tile's 2x2 block
+ * g of dy (0 past the plane), output channels in the lanes: element xi of
+ * tile k and channel o at u[(xi * opanels + o / nr) * uld + k * nr +
+ * o % nr]. dy is the sample's [m, oh, ow]. */
+static void wino_dy_portable(const wino_job *j, const wino_seg *seg,
+                             int nseg, const float *dy, float *u)
+{
+    int64_t nr = j->mk->nr, plane = j->oh * j->ow;
+    for (int s = 0; s < nseg; s++)
+        for (int32_t k = 0; k < seg[s].len; k++) {
+            int64_t i = 2 * (int64_t)seg[s].ti, c = 2 * (int64_t)(seg[s].j0 + k);
+            int64_t lane = seg[s].l0 + k;
+            for (int64_t o = 0; o < j->m; o++) {
+                const float *p = dy + o * plane;
+                float g[2][2], t[4][2];
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++)
+                        g[a][b] = i + a < j->oh && c + b < j->ow
+                                      ? p[(i + a) * j->ow + c + b]
+                                      : 0.0f;
+                for (int b = 0; b < 2; b++) {
+                    t[0][b] = g[0][b];
+                    t[1][b] = (g[0][b] + g[1][b]) * 0.5f;
+                    t[2][b] = (g[0][b] - g[1][b]) * 0.5f;
+                    t[3][b] = g[1][b];
+                }
+                float *out = u + (o / nr) * j->uld + lane * nr + o % nr;
+                int64_t step = j->opanels * j->uld;
+                for (int a = 0; a < 4; a++) {
+                    out[(4 * a) * step] = t[a][0];
+                    out[(4 * a + 1) * step] = (t[a][0] + t[a][1]) * 0.5f;
+                    out[(4 * a + 2) * step] = (t[a][0] - t[a][1]) * 0.5f;
+                    out[(4 * a + 3) * step] = t[a][1];
+                }
             }
         }
 }
@@ -365,6 +424,58 @@ WINO_AVX512 static void wino_output_avx512(const wino_job *j,
         }
     }
 }
+
+WINO_AVX512 static void wino_dy_avx512(const wino_job *j,
+                                       const wino_seg *seg, int nseg,
+                                       const float *dy, float *u)
+{
+    int64_t nr = j->mk->nr, plane = j->oh * j->ow;
+    int64_t step = j->opanels * j->uld;
+    const __m512i across = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                          15),
+        _mm512_set1_epi32((int)plane));
+    const __m512 half = _mm512_set1_ps(0.5f);
+    for (int s = 0; s < nseg; s++)
+        for (int32_t k = 0; k < seg[s].len; k++) {
+            int64_t i = 2 * (int64_t)seg[s].ti, c = 2 * (int64_t)(seg[s].j0 + k);
+            int64_t lane = seg[s].l0 + k;
+            for (int64_t o0 = 0; o0 < j->m; o0 += 16) {
+                int64_t left = j->m - o0;
+                __mmask16 km = (__mmask16)(left >= 16 ? 0xffffu
+                                                      : (1u << left) - 1u);
+                __m512 g[2][2], t[4][2];
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++)
+                        g[a][b] = i + a < j->oh && c + b < j->ow
+                                      ? _mm512_mask_i32gather_ps(
+                                            _mm512_setzero_ps(), km, across,
+                                            dy + o0 * plane +
+                                                (i + a) * j->ow + c + b,
+                                            4)
+                                      : _mm512_setzero_ps();
+                for (int b = 0; b < 2; b++) {
+                    t[0][b] = g[0][b];
+                    t[1][b] = _mm512_mul_ps(_mm512_add_ps(g[0][b], g[1][b]),
+                                            half);
+                    t[2][b] = _mm512_mul_ps(_mm512_sub_ps(g[0][b], g[1][b]),
+                                            half);
+                    t[3][b] = g[1][b];
+                }
+                float *out = u + (o0 / nr) * j->uld + lane * nr + o0 % nr;
+                for (int a = 0; a < 4; a++) {
+                    _mm512_storeu_ps(out + (4 * a) * step, t[a][0]);
+                    _mm512_storeu_ps(
+                        out + (4 * a + 1) * step,
+                        _mm512_mul_ps(_mm512_add_ps(t[a][0], t[a][1]), half));
+                    _mm512_storeu_ps(
+                        out + (4 * a + 2) * step,
+                        _mm512_mul_ps(_mm512_sub_ps(t[a][0], t[a][1]), half));
+                    _mm512_storeu_ps(out + (4 * a + 3) * step, t[a][1]);
+                }
+            }
+        }
+}
 #endif
 
 /* ---- the passes ------------------------------------------------------------ */
@@ -381,6 +492,25 @@ static inline void prefetch_span(const float *p, int64_t n)
 #endif
 }
 
+/* V of every input channel of sample image x (cin planes) for one panel's
+ * tiles: channel c in lanes of rows xi * vld + c * lanes of v. */
+static void wino_patches(const wino_job *j, const float *x,
+                         const wino_seg *seg, int nseg, float *v)
+{
+    /* the image rows the panel reads, the same in every channel */
+    int64_t r0 = 2 * (int64_t)seg[0].ti - j->ph;
+    int64_t r1 = 2 * (int64_t)seg[nseg - 1].ti - j->ph + 4;
+    r0 = r0 < 0 ? 0 : r0;
+    r1 = r1 > j->h ? j->h : r1;
+    for (int64_t c = 0; c < j->cin; c++) {
+        /* the rows two channels ahead, into the cache meanwhile */
+        if (c + 2 < j->cin && r0 < r1)
+            prefetch_span(x + (c + 2) * j->h * j->w + r0 * j->w,
+                          (r1 - r0) * j->w);
+        j->input(j, seg, nseg, x + c * j->h * j->w, v + c * j->lanes);
+    }
+}
+
 CPU_CLONES static void wino_range(const void *ctx, int64_t begin, int64_t end,
                                   int thread)
 {
@@ -391,21 +521,9 @@ CPU_CLONES static void wino_range(const void *ctx, int64_t begin, int64_t end,
     float *mt = v + 16 * vsize;
     for (int64_t item = begin; item < end; item++) {
         int64_t b = item / j->panels, pn = item % j->panels;
-        const wino_seg *seg = j->seg + pn * nr;
+        const wino_seg *seg = j->seg + pn * j->lanes;
         int nseg = j->nseg[pn];
-        const float *x = j->in + b * j->cin * j->h * j->w;
-        /* the image rows the panel reads, the same in every channel */
-        int64_t r0 = 2 * (int64_t)seg[0].ti - j->ph;
-        int64_t r1 = 2 * (int64_t)seg[nseg - 1].ti - j->ph + 4;
-        r0 = r0 < 0 ? 0 : r0;
-        r1 = r1 > j->h ? j->h : r1;
-        for (int64_t c = 0; c < j->cin; c++) {
-            /* the rows two channels ahead, into the cache meanwhile */
-            if (c + 2 < j->cin && r0 < r1)
-                prefetch_span(x + (c + 2) * j->h * j->w + r0 * j->w,
-                              (r1 - r0) * j->w);
-            j->input(j, seg, nseg, x + c * j->h * j->w, v + c * nr);
-        }
+        wino_patches(j, j->in + b * j->cin * j->h * j->w, seg, nseg, v);
         for (int xi = 0; xi < 16; xi++)
             for (int64_t r = 0; r < j->m; r += mk->mr)
                 mk->kernel(j->cin, j->u + xi * j->mp * j->cin + r * j->cin,
@@ -418,14 +536,91 @@ CPU_CLONES static void wino_range(const void *ctx, int64_t begin, int64_t end,
     }
 }
 
-xg_status cpu_winograd_run(cpu_device *dev, const xg_kernel_call *call,
-                           bool input_grad)
+/* The weight gradient, item (chunk, part): S_xi summed over the chunk's
+ * samples and every panel of their tiles, for the part's xi. */
+CPU_CLONES static void wino_weight_range(const void *ctx, int64_t begin,
+                                         int64_t end, int thread)
+{
+    const wino_job *j = ctx;
+    const cpu_micro *mk = j->mk;
+    int64_t nr = mk->nr, plane = j->oh * j->ow;
+    float *v = j->scratch + (size_t)thread * (size_t)j->per_thread;
+    float *u = v + 16 * j->vld;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t chunk = item / j->parts, part = item % j->parts;
+        int x0 = (int)(part * 16 / j->parts);
+        int x1 = (int)((part + 1) * 16 / j->parts);
+        float *acc = j->partial + chunk * 16 * j->cin * j->m;
+        int add = 0;
+        for (int64_t b = chunk * j->n / j->chunks;
+             b < (chunk + 1) * j->n / j->chunks; b++)
+            for (int64_t pn = 0; pn < j->panels; pn++) {
+                const wino_seg *seg = j->seg + pn * j->lanes;
+                int nseg = j->nseg[pn];
+                int64_t count = seg[nseg - 1].l0 + seg[nseg - 1].len;
+                wino_patches(j, j->in + b * j->cin * j->h * j->w, seg, nseg,
+                             v);
+                j->dy_input(j, seg, nseg, j->dy + b * j->m * plane, u);
+                for (int xi = x0; xi < x1; xi++)
+                    for (int64_t c = 0; c < j->cin; c += mk->mr)
+                        for (int64_t op = 0; op < j->opanels; op++)
+                            mk->kernel_rows(
+                                count, v + xi * j->vld + c * j->lanes,
+                                j->lanes,
+                                u + (xi * j->opanels + op) * j->uld,
+                                acc + (xi * j->cin + c) * j->m + op * nr,
+                                j->m, 1.0f, add,
+                                j->cin - c < mk->mr ? j->cin - c : mk->mr,
+                                j->m - op * nr < nr ? j->m - op * nr : nr);
+                add = 1;
+            }
+    }
+}
+
+/* dweight[o] from the chunks' sums, for output channels [begin, end): the
+ * sums added in chunk order, the sign of B'^T against the forward's B^T
+ * (rows and columns 3 negated) applied, then Y = A'^T M A'. */
+static void wino_weight_out_range(const void *ctx, int64_t begin,
+                                  int64_t end, int thread)
+{
+    (void)thread;
+    const wino_job *j = ctx;
+    int64_t per_chunk = 16 * j->cin * j->m;
+    for (int64_t o = begin; o < end; o++)
+        for (int64_t c = 0; c < j->cin; c++) {
+            float m[4][4], t[3][4];
+            for (int xi = 0; xi < 16; xi++) {
+                const float *p = j->partial + (xi * j->cin + c) * j->m + o;
+                float sum = p[0];
+                for (int64_t ch = 1; ch < j->chunks; ch++)
+                    sum += p[ch * per_chunk];
+                m[xi / 4][xi % 4] = (xi / 4 == 3) != (xi % 4 == 3) ? -sum
+                                                                    : sum;
+            }
+            for (int q = 0; q < 4; q++) {
+                t[0][q] = m[0][q] + m[1][q] + m[2][q];
+                t[1][q] = m[1][q] - m[2][q];
+                t[2][q] = m[1][q] + m[2][q] + m[3][q];
+            }
+            float *w = j->out + (o * j->cin + c) * 9;
+            for (int r = 0; r < 3; r++) {
+                w[3 * r] = t[r][0] + t[r][1] + t[r][2];
+                w[3 * r + 1] = t[r][1] - t[r][2];
+                w[3 * r + 2] = t[r][1] + t[r][2] + t[r][3];
+            }
+        }
+}
+
+xg_status cpu_winograd(cpu_device *dev, const xg_kernel_call *call)
 {
     const xg_conv_args *a = &call->p.conv;
     const char *name = xg_op_table[call->op].name;
+    bool input_grad = call->op == XG_OP_conv2d_backward_input;
+    bool weight_grad = call->op == XG_OP_conv2d_backward_weight;
     /* the input gradient convolves dy [n, c_out, oh, ow], padded by
-     * 2 - pad, into dx [n, c_in, h, w] */
-    wino_job j = {.in = cpu_f32(call->in[0].buf),
+     * 2 - pad, into dx [n, c_in, h, w]; the weight gradient reads x (in[0])
+     * in the forward's tiles */
+    wino_job j = {.in = cpu_f32(call->in[0].buf), .n = a->n,
                   .cin = input_grad ? a->c_out : a->c_in,
                   .h = input_grad ? a->oh : a->h,
                   .w = input_grad ? a->ow : a->w,
@@ -437,27 +632,58 @@ xg_status cpu_winograd_run(cpu_device *dev, const xg_kernel_call *call,
                   .out = cpu_f32(call->out[0].buf),
                   .relu = call->op == XG_OP_conv2d_bias_relu,
                   .input = wino_input_portable,
-                  .output = wino_output_portable};
+                  .output = wino_output_portable,
+                  .dy_input = wino_dy_portable};
     if (call->op == XG_OP_conv2d_bias || call->op == XG_OP_conv2d_bias_relu)
         j.bias = cpu_f32(call->in[2].buf);
-    j.mk = cpu_micro_pick(dev, j.m);
+    if (weight_grad) {
+        j.dy = cpu_f32(call->in[1].buf);
+        if (a->n == 0) { /* no samples: a zero gradient */
+            memset(j.out, 0, (size_t)(a->c_out * a->c_in * 9) * sizeof(float));
+            return XG_OK;
+        }
+    }
+    /* the micro-tile's rows: output channels, or for the weight gradient
+     * input channels (its A is the patches) */
+    j.mk = cpu_micro_pick(dev, weight_grad ? j.cin : j.m);
     int64_t nr = j.mk->nr, tw = (j.ow + 1) / 2;
     int64_t tiles = (j.oh + 1) / 2 * tw;
     j.mp = round_up(j.m, j.mk->mr);
-    j.panels = (tiles + nr - 1) / nr;
+    j.lanes = weight_grad ? WINO_WEIGHT_TILES : nr;
+    j.panels = (tiles + j.lanes - 1) / j.lanes;
 #ifdef WINO_X86
     if (nr == 32 && dev->kernels >= CPU_KERNELS_AVX512 &&
         __builtin_cpu_supports("avx512f")) {
         j.input = wino_input_avx512;
         j.output = wino_output_avx512;
+        j.dy_input = wino_dy_avx512;
     }
 #endif
     int threads = cpu_pool_threads(dev->pool);
-    int64_t seg_floats = j.panels * nr * (int64_t)(sizeof(wino_seg) / 4);
-    int64_t shared = round_up(16 * j.mp * j.cin + seg_floats + j.panels, 16);
-    j.vld = j.cin * nr + 16;
-    j.mld = j.mp * nr + 16;
-    j.per_thread = 16 * (j.vld + j.mld);
+    int64_t seg_floats =
+        j.panels * j.lanes * (int64_t)(sizeof(wino_seg) / 4);
+    int64_t shared, items, cost;
+    j.vld = j.cin * j.lanes + 16;
+    if (weight_grad) {
+        j.chunks = WINO_WEIGHT_CHUNKS < a->n ? WINO_WEIGHT_CHUNKS : a->n;
+        j.parts = 1; /* more when chunks leave threads idle: 16 / parts xi */
+        while (j.parts < 16 && j.chunks * j.parts < 2 * (int64_t)threads)
+            j.parts *= 2;
+        j.opanels = (j.m + nr - 1) / nr;
+        j.uld = j.lanes * nr + 16;
+        shared = round_up(seg_floats + j.panels +
+                              j.chunks * 16 * j.cin * j.m, 16);
+        j.per_thread = 16 * (j.vld + j.opanels * j.uld);
+        items = j.chunks * j.parts;
+        cost = 16 / j.parts * j.cin * j.m * tiles *
+               ((a->n + j.chunks - 1) / j.chunks);
+    } else {
+        shared = round_up(16 * j.mp * j.cin + seg_floats + j.panels, 16);
+        j.mld = j.mp * nr + 16;
+        j.per_thread = 16 * (j.vld + j.mld);
+        items = a->n * j.panels;
+        cost = 16 * j.m * j.cin * nr;
+    }
     if (j.per_thread > (INT64_MAX / 4 - shared) / threads / 4)
         return xg_set_error(XG_ERR_TOO_LARGE, "%s: the kernel's buffers are "
                             "too large", name);
@@ -467,15 +693,23 @@ xg_status cpu_winograd_run(cpu_device *dev, const xg_kernel_call *call,
         return xg_set_error(XG_ERR_OUT_OF_MEMORY, "%s: out of host memory for"
                             " %zu floats of transformed operands", name,
                             floats);
-    wino_seg *seg = (wino_seg *)(s + 16 * j.mp * j.cin);
-    int32_t *nseg = (int32_t *)(s + 16 * j.mp * j.cin + seg_floats);
+    float *tables = weight_grad ? s : s + 16 * j.mp * j.cin;
+    wino_seg *seg = (wino_seg *)tables;
+    int32_t *nseg = (int32_t *)(tables + seg_floats);
+    wino_segments(&j, tiles, tw, seg, nseg);
+    j.seg = seg, j.nseg = nseg;
+    j.scratch = s + shared;
+    if (weight_grad) {
+        j.partial = tables + seg_floats + j.panels;
+        cpu_parallel_for(dev->pool, items, cost, 1, wino_weight_range, &j);
+        cpu_parallel_for(dev->pool, j.m, 16 * j.cin * j.chunks, 1,
+                         wino_weight_out_range, &j);
+        return XG_OK;
+    }
     wino_weights(s, cpu_f32(call->in[1].buf), j.m, j.mp, j.cin, j.mk->mr,
                  input_grad);
-    wino_segments(&j, tiles, tw, seg, nseg);
-    j.u = s, j.seg = seg, j.nseg = nseg;
-    j.scratch = s + shared;
-    cpu_parallel_for(dev->pool, a->n * j.panels, 16 * j.m * j.cin * nr, 1,
-                     wino_range, &j);
+    j.u = s;
+    cpu_parallel_for(dev->pool, items, cost, 1, wino_range, &j);
     return XG_OK;
 }
 
