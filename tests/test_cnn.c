@@ -97,6 +97,26 @@ static float *cn_read(const xg_tensor *t)
     return v;
 }
 
+/* The values of n tensors one after another, in one malloc'd array of
+ * *count floats. */
+static float *cn_concat(const xg_tensor *const *parts, int n, int64_t *count)
+{
+    int64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += xg_tensor_numel(parts[i]);
+    float *out = malloc((size_t)total * sizeof *out);
+    cr_assert_not_null(out);
+    *count = 0;
+    for (int i = 0; i < n; i++) {
+        float *v = cn_read(parts[i]);
+        memcpy(out + *count, v,
+               (size_t)xg_tensor_numel(parts[i]) * sizeof *v);
+        *count += xg_tensor_numel(parts[i]);
+        free(v);
+    }
+    return out;
+}
+
 static bool cn_close(double got, double want, double atol, double rtol)
 {
     if (isnan(want))
@@ -444,6 +464,20 @@ Test(cnn, conv2d_winograd_shapes_match_direct_convolution)
 
 /* y, dx and dweight of case c (dy random) on a CPU device with `threads`
  * threads, in one malloc'd array. */
+/* y [n, c, h, w] (shape ys) and the gradients of sum(y * dy) for x, w
+ * and b (when not NULL), in one malloc'd array of *count floats. */
+static float *cn_step_bits(xg_tensor *y, const float *dy, const int64_t *ys,
+                           xg_tensor *x, xg_tensor *w, xg_tensor *b,
+                           int64_t *count)
+{
+    cr_assert_not_null(y, "%s", xg_last_error());
+    xg_tensor *loss = xg_sum_all(xg_mul(y, cn_tensor(dy, ys, 4)));
+    cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
+    const xg_tensor *parts[4] = {y, xg_tensor_grad(x), xg_tensor_grad(w),
+                                 b ? xg_tensor_grad(b) : NULL};
+    return cn_concat(parts, b ? 4 : 3, count);
+}
+
 static float *conv_bits_on_threads(conv_case c, const char *threads,
                                    int64_t *count)
 {
@@ -455,27 +489,15 @@ static float *conv_bits_on_threads(conv_case c, const char *threads,
     int64_t xs[4] = {c.n, c.c_in, c.h, c.w};
     int64_t ws[4] = {c.c_out, c.c_in / c.p.groups, c.kh, c.kw};
     int64_t ys[4] = {c.n, c.c_out, c.oh, c.ow};
-    int64_t nx = cn_numel(xs, 4), nw = cn_numel(ws, 4), ny = cn_numel(ys, 4);
+    int64_t ny = cn_numel(ys, 4);
     xg_tensor *x = cn_leaf(xs, 4, 11, -1, 1), *w = cn_leaf(ws, 4, 12, -1, 1);
     float *dyv = cn_random(ny, 13, -1, 1);
-    xg_tensor *y = xg_conv2d(x, w, NULL, &c.p);
-    xg_tensor *loss = xg_sum_all(xg_mul(y, cn_tensor(dyv, ys, 4)));
-    cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
-    float *out = malloc((size_t)(ny + nx + nw) * sizeof *out);
-    cr_assert_not_null(out);
-    const xg_tensor *parts[3] = {y, xg_tensor_grad(x), xg_tensor_grad(w)};
-    int64_t sizes[3] = {ny, nx, nw}, at = 0;
-    for (int i = 0; i < 3; i++) {
-        float *v = cn_read(parts[i]);
-        memcpy(out + at, v, (size_t)sizes[i] * sizeof *v);
-        at += sizes[i];
-        free(v);
-    }
+    float *out = cn_step_bits(xg_conv2d(x, w, NULL, &c.p), dyv, ys, x, w,
+                              NULL, count);
     free(dyv);
     xg_scope_end(scope);
     xg_device_set_current(NULL);
     xg_device_close(dev);
-    *count = at;
     return out;
 }
 
@@ -596,7 +618,7 @@ static float *conv_relu_run(conv_relu_fn f, conv_case c, bool bias,
     int64_t xs[4] = {c.n, c.c_in, c.h, c.w};
     int64_t ws[4] = {c.c_out, c.c_in / c.p.groups, c.kh, c.kw};
     int64_t ys[4] = {c.n, c.c_out, c.oh, c.ow};
-    int64_t nx = cn_numel(xs, 4), nw = cn_numel(ws, 4), ny = cn_numel(ys, 4);
+    int64_t nx = cn_numel(xs, 4), ny = cn_numel(ys, 4);
     float *xv = cn_random(nx, 41, -1, 1);
     xv[nx / 2] = NAN; /* a NaN stays NaN through relu; its gradient is 0 */
     xg_tensor *x = cn_tensor(xv, xs, 4);
@@ -604,28 +626,13 @@ static float *conv_relu_run(conv_relu_fn f, conv_case c, bool bias,
     xg_tensor *w = cn_leaf(ws, 4, 42, -1, 1);
     xg_tensor *b = bias ? cn_leaf(XG_SHAPE(c.c_out), 43, -1, 1) : NULL;
     float *dyv = cn_random(ny, 44, -1, 1);
-    xg_tensor *y = f(x, w, b, &c.p);
-    cr_assert_not_null(y, "%s", xg_last_error());
-    xg_tensor *loss = xg_sum_all(xg_mul(y, cn_tensor(dyv, ys, 4)));
-    cr_assert_eq(xg_backward(loss), XG_OK, "%s", xg_last_error());
-    const xg_tensor *parts[4] = {y, xg_tensor_grad(x), xg_tensor_grad(w),
-                                 b ? xg_tensor_grad(b) : NULL};
-    int64_t sizes[4] = {ny, nx, nw, c.c_out}, at = 0;
-    float *out = malloc((size_t)(ny + nx + nw + c.c_out) * sizeof *out);
-    cr_assert_not_null(out);
-    for (int i = 0; i < 4 && parts[i]; i++) {
-        float *v = cn_read(parts[i]);
-        memcpy(out + at, v, (size_t)sizes[i] * sizeof *v);
-        at += sizes[i];
-        free(v);
-    }
+    float *out = cn_step_bits(f(x, w, b, &c.p), dyv, ys, x, w, b, count);
     *zeros = 0;
     for (int64_t i = 0; i < ny; i++)
         *zeros += out[i] == 0.0f;
     free(xv);
     free(dyv);
     xg_scope_end(scope);
-    *count = at;
     return out;
 }
 

@@ -270,20 +270,13 @@ const cpu_micro *cpu_micro_pick(const cpu_device *dev, int64_t m)
 
 xg_status cpu_kernels_from_env(cpu_kernels *out)
 {
-    const char *v = getenv("XGRAD_CPU_KERNELS");
-    *out = CPU_KERNELS_AVX512;
-    if (!v || !*v || !strcmp(v, "avx512"))
-        return XG_OK;
-    if (!strcmp(v, "avx2")) {
-        *out = CPU_KERNELS_AVX2;
-        return XG_OK;
-    }
-    if (!strcmp(v, "baseline")) {
-        *out = CPU_KERNELS_BASELINE;
-        return XG_OK;
-    }
-    return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_CPU_KERNELS='%s': expected "
-                        "avx512, avx2 or baseline", v);
+    /* in the enum's order */
+    static const char *const names[] = {"baseline", "avx2", "avx512"};
+    int k;
+    xg_status st = cpu_env_choice("XGRAD_CPU_KERNELS", names, 3,
+                                  CPU_KERNELS_AVX512, &k);
+    *out = (cpu_kernels)k;
+    return st;
 }
 
 /* Blocks of `unit` multiples covering `size` in `parts` near-equal pieces. */

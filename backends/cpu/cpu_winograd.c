@@ -715,14 +715,9 @@ xg_status cpu_winograd(cpu_device *dev, const xg_kernel_call *call)
 
 xg_status cpu_winograd_from_env(bool *out)
 {
-    const char *v = getenv("XGRAD_CPU_WINOGRAD");
-    *out = true;
-    if (!v || !*v || !strcmp(v, "1"))
-        return XG_OK;
-    if (!strcmp(v, "0")) {
-        *out = false;
-        return XG_OK;
-    }
-    return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_CPU_WINOGRAD='%s': "
-                        "expected 0 or 1", v);
+    static const char *const names[] = {"0", "1"};
+    int k;
+    xg_status st = cpu_env_choice("XGRAD_CPU_WINOGRAD", names, 2, 1, &k);
+    *out = k == 1;
+    return st;
 }
