@@ -1,5 +1,6 @@
-/* 3x3 convolution by Winograd's minimal filtering F(2x2, 3x3), for the
- * forward pass and the input gradient of the CPU backend's conv2d.
+/* 3x3 convolution by Winograd's minimal filtering, for the CPU backend's
+ * conv2d: F(2x2, 3x3) for the forward pass and the input gradient,
+ * F(3x3, 2x2) for the weight gradient.
  *
  * reference: Lavin & Gray, "Fast Algorithms for Convolutional Neural
  * Networks", CVPR 2016. Each 2x2 tile of the output is
@@ -12,28 +13,29 @@
  * so the sum over channels becomes 16 independent GEMMs, one per element
  * xi of the transformed 4x4 tile: M_xi [m, tiles] = U_xi [m, c_in]
  * V_xi [c_in, tiles]. That is 16 multiply-adds a tile per (output, input)
- * channel pair where the direct convolution takes 36.
+ * channel pair where the direct convolution takes 36. The input gradient
+ * is itself such a convolution: of dy, zero-padded by 2 - pad, with each
+ * filter turned 180 degrees and the channel axes swapped. The weight
+ * gradient's F(3x3, 2x2) is described above its pass, below.
  *
  * Used for stride-1, undilated, ungrouped 3x3 convolutions with at least
- * WINO_MIN_CHANNELS channels on each side, unless XGRAD_CPU_WINOGRAD=0:
- * for the forward pass, and for the input gradient, which is itself such
- * a convolution: of dy, zero-padded by 2 - pad, with each filter turned
- * 180 degrees and the channel axes swapped. The weight gradient stays
- * direct (cpu_conv.c).
+ * WINO_MIN_CHANNELS channels on each side, on x86-64 CPUs with AVX-512
+ * (within XGRAD_CPU_KERNELS), unless XGRAD_CPU_WINOGRAD=0. The transforms
+ * are written for AVX-512 only: compiled for AVX2 by the compiler they
+ * cost as much as the products they save, so elsewhere every convolution
+ * runs directly (cpu_conv.c).
  *
- * A work item is (sample, panel of nr consecutive tiles, row-major over
- * the output's tiles). A panel is a few segments, each a run of at most
- * 16 tiles of one tile row. For each input channel, each segment's 4x4
- * patches (zero outside the image) are transformed into the 16 packed B
- * panels; the
- * 16 products run on the GEMM micro-kernel into the thread's buffer; the
- * output transform writes the tiles, adding the bias and applying the ReLU
- * of conv2d_bias(_relu). The transforms are additions only, in one fixed
- * order whatever the instruction set (an AVX-512 version and a portable
- * one give the same bits), and each output is one fixed sequence of
- * operations: results do not depend on the thread count. They differ
- * from the direct convolution's by rounding, since the transforms add
- * terms of both signs. */
+ * A work item of the forward pass and the input gradient is (sample,
+ * panel of nr consecutive tiles, row-major over the output's tiles). A
+ * panel is a few segments, each a run of at most 16 tiles of one tile
+ * row, one vector of 16 lanes. For each input channel, each segment's
+ * 4x4 patches are read with masked loads (zero outside the image) and
+ * transformed into the 16 packed B panels; the 16 products run on the
+ * GEMM micro-kernel into the thread's buffer; the output transform writes
+ * the tiles, adding the bias and applying the ReLU of conv2d_bias(_relu).
+ * Each output is one fixed sequence of operations: results do not depend
+ * on the thread count. They differ from the direct convolution's by
+ * rounding, since the transforms add terms of both signs. */
 #include "cpu_impl.h"
 
 #include <limits.h>
@@ -42,8 +44,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
-#define WINO_X86 1
-#endif
+#define WINO_AVX512 __attribute__((target("avx512f")))
 
 enum {
     WINO_MIN_CHANNELS = 16,
@@ -61,15 +62,8 @@ typedef struct wino_seg {
     uint16_t load_mask[4];
 } wino_seg;
 
-typedef struct wino_job wino_job;
-typedef void (*wino_in_fn)(const wino_job *j, const wino_seg *seg, int nseg,
-                           const float *x, float *v);
-typedef void (*wino_out_fn)(const wino_job *j, const wino_seg *seg,
-                            int nseg, const float *mt, float bias, float *y);
-typedef void (*wino_dy_fn)(const wino_job *j, const wino_seg *seg, int nseg,
-                           const float *dy, float *u);
 
-struct wino_job {
+typedef struct wino_job {
     const cpu_micro *mk;
     const float *in;     /* [n, cin, h, w] */
     int64_t n;           /* samples */
@@ -91,8 +85,6 @@ struct wino_job {
     const float *bias;   /* NULL, or [m] */
     bool relu;
     float *out;          /* [n, m, oh, ow] */
-    wino_in_fn input;    /* the transforms: AVX-512 or portable */
-    wino_out_fn output;
     float *scratch;      /* per thread: 16 B panels, 16 C tiles (the
                             weight gradient: 16 A, 16 B panels) */
     int64_t per_thread;
@@ -103,16 +95,16 @@ struct wino_job {
                             next: lanes * nr and 64 bytes more */
     int64_t chunks, parts; /* chunks of samples; parts of the 16 xi */
     float *partial;      /* per chunk: S_xi [cin, m] for the 16 xi */
-    wino_dy_fn dy_input;
-};
+} wino_job;
 
 bool cpu_winograd_fits(const cpu_device *dev, const xg_kernel_call *call)
 {
     const xg_conv_args *a = &call->p.conv;
     bool input_grad = call->op == XG_OP_conv2d_backward_input;
-    return dev->winograd && a->kh == 3 && a->kw == 3 && a->stride_h == 1 &&
-           a->stride_w == 1 && a->dil_h == 1 && a->dil_w == 1 &&
-           a->groups == 1 && a->c_in >= WINO_MIN_CHANNELS &&
+    return dev->winograd && dev->kernels >= CPU_KERNELS_AVX512 &&
+           __builtin_cpu_supports("avx512f") && a->kh == 3 && a->kw == 3 &&
+           a->stride_h == 1 && a->stride_w == 1 && a->dil_h == 1 &&
+           a->dil_w == 1 && a->groups == 1 && a->c_in >= WINO_MIN_CHANNELS &&
            a->c_out >= WINO_MIN_CHANNELS &&
            (!input_grad || (a->pad_h <= 2 && a->pad_w <= 2)) &&
            a->h < INT32_MAX / 4 && a->w < INT32_MAX / 4 &&
@@ -198,121 +190,11 @@ static void wino_segments(const wino_job *j, int64_t tiles, int64_t tw,
     }
 }
 
-/* ---- portable transforms ------------------------------------------------ */
-
-/* V = B^T d B of each segment's tiles, from input channel plane x, into
- * lanes of the 16 B panels v (vld floats apart). */
-static void wino_input_portable(const wino_job *j, const wino_seg *seg,
-                                int nseg, const float *x, float *v)
-{
-    int64_t ld = j->vld;
-    for (int s = 0; s < nseg; s++)
-        for (int32_t k = 0; k < seg[s].len; k++) {
-            int64_t r0 = 2 * (int64_t)seg[s].ti - j->ph;
-            int64_t c0 = 2 * (int64_t)(seg[s].j0 + k) - j->pw;
-            float d[4][4], t[4][4];
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) {
-                    int64_t r = r0 + a, c = c0 + b;
-                    d[a][b] = r >= 0 && r < j->h && c >= 0 && c < j->w
-                                  ? x[r * j->w + c]
-                                  : 0.0f;
-                }
-            for (int b = 0; b < 4; b++) {
-                t[0][b] = d[0][b] - d[2][b];
-                t[1][b] = d[1][b] + d[2][b];
-                t[2][b] = d[2][b] - d[1][b];
-                t[3][b] = d[1][b] - d[3][b];
-            }
-            float *o = v + seg[s].l0 + k;
-            for (int a = 0; a < 4; a++) {
-                o[(4 * a) * ld] = t[a][0] - t[a][2];
-                o[(4 * a + 1) * ld] = t[a][1] + t[a][2];
-                o[(4 * a + 2) * ld] = t[a][2] - t[a][1];
-                o[(4 * a + 3) * ld] = t[a][1] - t[a][3];
-            }
-        }
-}
-
-/* Y = A^T M A (+ bias, then ReLU) of one output channel's tiles, from the
- * lanes of its 16 rows of mt (mp * nr floats apart), into its plane y. */
-static void wino_output_portable(const wino_job *j, const wino_seg *seg,
-                                 int nseg, const float *mt, float bias,
-                                 float *y)
-{
-    int64_t ld = j->mld;
-    for (int s = 0; s < nseg; s++)
-        for (int32_t k = 0; k < seg[s].len; k++) {
-            const float *p = mt + seg[s].l0 + k;
-            float a[4], b[4], r[4];
-            for (int q = 0; q < 4; q++) {
-                float m0 = p[q * ld], m1 = p[(4 + q) * ld],
-                      m2 = p[(8 + q) * ld], m3 = p[(12 + q) * ld];
-                a[q] = m0 + m1 + m2;
-                b[q] = m1 - m2 - m3;
-            }
-            r[0] = a[0] + a[1] + a[2];
-            r[1] = a[1] - a[2] - a[3];
-            r[2] = b[0] + b[1] + b[2];
-            r[3] = b[1] - b[2] - b[3];
-            int64_t i = 2 * (int64_t)seg[s].ti, c = 2 * (int64_t)(seg[s].j0 + k);
-            for (int e = 0; e < 4; e++) {
-                float val = r[e];
-                if (j->bias) /* rounded as the sum, then the bias */
-                    val += bias;
-                if (j->relu) /* as relu: NaN stays NaN */
-                    val = val < 0.0f ? 0.0f : val;
-                if (i + e / 2 < j->oh && c + e % 2 < j->ow)
-                    y[(i + e / 2) * j->ow + c + e % 2] = val;
-            }
-        }
-}
-
-/* The weight gradient's B panels: U = G' g G'^T of each tile's 2x2 block
- * g of dy (0 past the plane), output channels in the lanes: element xi of
- * tile k and channel o at u[(xi * opanels + o / nr) * uld + k * nr +
- * o % nr]. dy is the sample's [m, oh, ow]. */
-static void wino_dy_portable(const wino_job *j, const wino_seg *seg,
-                             int nseg, const float *dy, float *u)
-{
-    int64_t nr = j->mk->nr, plane = j->oh * j->ow;
-    for (int s = 0; s < nseg; s++)
-        for (int32_t k = 0; k < seg[s].len; k++) {
-            int64_t i = 2 * (int64_t)seg[s].ti, c = 2 * (int64_t)(seg[s].j0 + k);
-            int64_t lane = seg[s].l0 + k;
-            for (int64_t o = 0; o < j->m; o++) {
-                const float *p = dy + o * plane;
-                float g[2][2], t[4][2];
-                for (int a = 0; a < 2; a++)
-                    for (int b = 0; b < 2; b++)
-                        g[a][b] = i + a < j->oh && c + b < j->ow
-                                      ? p[(i + a) * j->ow + c + b]
-                                      : 0.0f;
-                for (int b = 0; b < 2; b++) {
-                    t[0][b] = g[0][b];
-                    t[1][b] = (g[0][b] + g[1][b]) * 0.5f;
-                    t[2][b] = (g[0][b] - g[1][b]) * 0.5f;
-                    t[3][b] = g[1][b];
-                }
-                float *out = u + (o / nr) * j->uld + lane * nr + o % nr;
-                int64_t step = j->opanels * j->uld;
-                for (int a = 0; a < 4; a++) {
-                    out[(4 * a) * step] = t[a][0];
-                    out[(4 * a + 1) * step] = (t[a][0] + t[a][1]) * 0.5f;
-                    out[(4 * a + 2) * step] = (t[a][0] - t[a][1]) * 0.5f;
-                    out[(4 * a + 3) * step] = t[a][1];
-                }
-            }
-        }
-}
-
 /* ---- AVX-512 transforms ----------------------------------------------------
  * The same operations in the same order, 16 tiles a vector: a segment's
  * patch columns come from masked loads of its image rows (zero outside
  * the image) by permutes into even and odd columns, and its output rows
  * go back interleaved. */
-#ifdef WINO_X86
-#define WINO_AVX512 __attribute__((target("avx512f")))
 
 /* 16 floats from column `col` of `row` on, lanes outside `mask` 0: the
  * masked lanes are never read, and the address is formed on integers, so
@@ -325,7 +207,7 @@ WINO_AVX512 static inline __m512 wino_load(const float *row, int64_t col,
         (const void *)((uintptr_t)row + (uintptr_t)(col * 4)));
 }
 
-WINO_AVX512 static void wino_input_avx512(const wino_job *j,
+WINO_AVX512 static void wino_input(const wino_job *j,
                                           const wino_seg *seg, int nseg,
                                           const float *x, float *v)
 {
@@ -374,7 +256,7 @@ WINO_AVX512 static void wino_input_avx512(const wino_job *j,
     }
 }
 
-WINO_AVX512 static void wino_output_avx512(const wino_job *j,
+WINO_AVX512 static void wino_output(const wino_job *j,
                                            const wino_seg *seg, int nseg,
                                            const float *mt, float bias,
                                            float *y)
@@ -425,7 +307,7 @@ WINO_AVX512 static void wino_output_avx512(const wino_job *j,
     }
 }
 
-WINO_AVX512 static void wino_dy_avx512(const wino_job *j,
+WINO_AVX512 static void wino_dy(const wino_job *j,
                                        const wino_seg *seg, int nseg,
                                        const float *dy, float *u)
 {
@@ -476,7 +358,6 @@ WINO_AVX512 static void wino_dy_avx512(const wino_job *j,
             }
         }
 }
-#endif
 
 /* ---- the passes ------------------------------------------------------------ */
 
@@ -507,12 +388,12 @@ static void wino_patches(const wino_job *j, const float *x,
         if (c + 2 < j->cin && r0 < r1)
             prefetch_span(x + (c + 2) * j->h * j->w + r0 * j->w,
                           (r1 - r0) * j->w);
-        j->input(j, seg, nseg, x + c * j->h * j->w, v + c * j->lanes);
+        wino_input(j, seg, nseg, x + c * j->h * j->w, v + c * j->lanes);
     }
 }
 
-CPU_CLONES static void wino_range(const void *ctx, int64_t begin, int64_t end,
-                                  int thread)
+static void wino_range(const void *ctx, int64_t begin, int64_t end,
+                       int thread)
 {
     const wino_job *j = ctx;
     const cpu_micro *mk = j->mk;
@@ -531,14 +412,33 @@ CPU_CLONES static void wino_range(const void *ctx, int64_t begin, int64_t end,
                            0, j->m - r < mk->mr ? j->m - r : mk->mr, nr);
         float *y = j->out + b * j->m * j->oh * j->ow;
         for (int64_t o = 0; o < j->m; o++)
-            j->output(j, seg, nseg, mt + o * nr, j->bias ? j->bias[o] : 0.0f,
+            wino_output(j, seg, nseg, mt + o * nr, j->bias ? j->bias[o] : 0.0f,
                       y + o * j->oh * j->ow);
     }
 }
 
-/* The weight gradient, item (chunk, part): S_xi summed over the chunk's
- * samples and every panel of their tiles, for the part's xi. */
-CPU_CLONES static void wino_weight_range(const void *ctx, int64_t begin,
+/* ---- the weight gradient: F(3x3, 2x2) --------------------------------------
+ * dweight[o][c] is the sum over samples and 2x2 tiles of dy of the
+ * correlation of the tile's 4x4 input patch d (the forward's) with its
+ * 2x2 block g of dy: a 3x3 output from a 2x2 filter,
+ *   Y = A'^T [(G' g G'^T) (.) (B'^T d B')] A',
+ *   B'^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 -1 0 1],
+ *   G'   = [1 0; 1/2 1/2; 1/2 -1/2; 0 1],
+ *   A'^T = [1 1 1 0; 0 1 -1 0; 0 1 1 1].
+ * B'^T is the forward's B^T with its last row negated, so the patches go
+ * through the forward's input transform and the sign, - for elements in
+ * exactly one of row 3 and column 3, is applied to the sums (exact). The
+ * sums over tiles are 16 GEMMs a block of WINO_WEIGHT_TILES tiles,
+ * S_xi [c_in, m] += V_xi [c_in, tiles] U_xi [tiles, m]: A is the
+ * transformed patches read in place (kernel_rows), B the transformed dy
+ * blocks with the output channels in the lanes (wino_dy). The blocks are
+ * the same on every micro-kernel and the samples are cut into
+ * WINO_WEIGHT_CHUNKS chunks whatever the thread count, their sums added
+ * in chunk order, so the bits depend on neither. */
+
+/* Item (chunk, part): S_xi summed over the chunk's samples and every
+ * panel of their tiles, for the part's xi. */
+static void wino_weight_range(const void *ctx, int64_t begin,
                                          int64_t end, int thread)
 {
     const wino_job *j = ctx;
@@ -560,7 +460,7 @@ CPU_CLONES static void wino_weight_range(const void *ctx, int64_t begin,
                 int64_t count = seg[nseg - 1].l0 + seg[nseg - 1].len;
                 wino_patches(j, j->in + b * j->cin * j->h * j->w, seg, nseg,
                              v);
-                j->dy_input(j, seg, nseg, j->dy + b * j->m * plane, u);
+                wino_dy(j, seg, nseg, j->dy + b * j->m * plane, u);
                 for (int xi = x0; xi < x1; xi++)
                     for (int64_t c = 0; c < j->cin; c += mk->mr)
                         for (int64_t op = 0; op < j->opanels; op++)
@@ -630,10 +530,7 @@ xg_status cpu_winograd(cpu_device *dev, const xg_kernel_call *call)
                   .oh = input_grad ? a->h : a->oh,
                   .ow = input_grad ? a->w : a->ow,
                   .out = cpu_f32(call->out[0].buf),
-                  .relu = call->op == XG_OP_conv2d_bias_relu,
-                  .input = wino_input_portable,
-                  .output = wino_output_portable,
-                  .dy_input = wino_dy_portable};
+                  .relu = call->op == XG_OP_conv2d_bias_relu};
     if (call->op == XG_OP_conv2d_bias || call->op == XG_OP_conv2d_bias_relu)
         j.bias = cpu_f32(call->in[2].buf);
     if (weight_grad) {
@@ -651,14 +548,6 @@ xg_status cpu_winograd(cpu_device *dev, const xg_kernel_call *call)
     j.mp = round_up(j.m, j.mk->mr);
     j.lanes = weight_grad ? WINO_WEIGHT_TILES : nr;
     j.panels = (tiles + j.lanes - 1) / j.lanes;
-#ifdef WINO_X86
-    if (nr == 32 && dev->kernels >= CPU_KERNELS_AVX512 &&
-        __builtin_cpu_supports("avx512f")) {
-        j.input = wino_input_avx512;
-        j.output = wino_output_avx512;
-        j.dy_input = wino_dy_avx512;
-    }
-#endif
     int threads = cpu_pool_threads(dev->pool);
     int64_t seg_floats =
         j.panels * j.lanes * (int64_t)(sizeof(wino_seg) / 4);
@@ -712,6 +601,22 @@ xg_status cpu_winograd(cpu_device *dev, const xg_kernel_call *call)
     cpu_parallel_for(dev->pool, items, cost, 1, wino_range, &j);
     return XG_OK;
 }
+
+#else /* no AVX-512 transforms: every convolution runs directly */
+
+bool cpu_winograd_fits(const cpu_device *dev, const xg_kernel_call *call)
+{
+    (void)dev, (void)call;
+    return false;
+}
+
+xg_status cpu_winograd(cpu_device *dev, const xg_kernel_call *call)
+{
+    (void)dev;
+    return xg_set_error(XG_ERR_UNSUPPORTED, "%s: Winograd convolution needs "
+                        "x86-64 AVX-512", xg_op_table[call->op].name);
+}
+#endif
 
 xg_status cpu_winograd_from_env(bool *out)
 {
