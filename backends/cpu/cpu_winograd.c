@@ -62,7 +62,6 @@ typedef struct wino_seg {
     uint16_t load_mask[4];
 } wino_seg;
 
-
 typedef struct wino_job {
     const cpu_micro *mk;
     const float *in;     /* [n, cin, h, w] */
@@ -190,11 +189,11 @@ static void wino_segments(const wino_job *j, int64_t tiles, int64_t tw,
     }
 }
 
-/* ---- AVX-512 transforms ----------------------------------------------------
- * The same operations in the same order, 16 tiles a vector: a segment's
- * patch columns come from masked loads of its image rows (zero outside
- * the image) by permutes into even and odd columns, and its output rows
- * go back interleaved. */
+/* ---- the transforms ----------------------------------------------------------
+ * A segment's 16 tiles are the lanes of a vector: its patch columns come
+ * from masked loads of its image rows (zero outside the image) by
+ * permutes into even and odd columns, and its output rows go back
+ * interleaved. */
 
 /* 16 floats from column `col` of `row` on, lanes outside `mask` 0: the
  * masked lanes are never read, and the address is formed on integers, so
