@@ -498,4 +498,11 @@ bool xg__cache_file_write(const char *path, const void *const *parts,
  * when it is malformed, too large, or 0 and !allow_zero. */
 xg_status xg__env_bytes(const char *name, bool allow_zero, uint64_t *out);
 
+/* *out = the index among names[0 .. count - 1] of environment variable
+ * `name`'s value, or `fallback` when it is unset or empty. Any other
+ * value is XG_ERR_INVALID_ARG, with the error set naming the variable and
+ * the values it takes (*out is then fallback). */
+xg_status xg__env_choice(const char *name, const char *const *names,
+                         int count, int fallback, int *out);
+
 #endif

@@ -104,12 +104,11 @@ static xg_status env_memory_limit(uint64_t *limit)
  * or unset, "" or "native" (only what the device cannot run natively). */
 static xg_status env_widen(bool *all)
 {
-    const char *v = getenv("XGRAD_WIDEN");
-    *all = v && !strcmp(v, "all");
-    if (!v || !*v || *all || !strcmp(v, "native"))
-        return XG_OK;
-    return xg_set_error(XG_ERR_INVALID_ARG, "XGRAD_WIDEN='%s': expected all "
-                        "or native", v);
+    static const char *const names[] = {"native", "all"};
+    int k;
+    xg_status st = xg__env_choice("XGRAD_WIDEN", names, 2, 0, &k);
+    *all = k == 1;
+    return st;
 }
 
 static xg_status open_index(const xg_backend *be, int index, xg_device **out)

@@ -112,3 +112,23 @@ xg_status xg__env_bytes(const char *name, bool allow_zero, uint64_t *out)
     *out = (uint64_t)v << shift;
     return XG_OK;
 }
+
+xg_status xg__env_choice(const char *name, const char *const *names,
+                         int count, int fallback, int *out)
+{
+    const char *v = getenv(name);
+    *out = fallback;
+    if (!v || !*v)
+        return XG_OK;
+    for (int i = 0; i < count; i++)
+        if (!strcmp(v, names[i])) {
+            *out = i;
+            return XG_OK;
+        }
+    char list[128] = "";
+    for (int i = 0; i < count; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                 i == 0 ? "" : i + 1 == count ? " or " : ", ", names[i]);
+    return xg_set_error(XG_ERR_INVALID_ARG, "%s='%s': expected %s", name, v,
+                        list);
+}

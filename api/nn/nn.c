@@ -492,6 +492,11 @@ static bool relu_max_pool_swappable(const xg_module *relu,
                                     const xg_module *pool);
 static xg_tensor *max_pool_relu_forward(xg_module *pool, xg_tensor *x);
 
+typedef xg_tensor *(*forward_fn)(xg_module *m, xg_tensor *x);
+/* xg_module_forward of m with `fn` in place of its class's forward: the
+ * same checks, scope and LoRA branch. */
+static xg_tensor *forward_with(xg_module *m, xg_tensor *x, forward_fn fn);
+
 /* Each child's output is freed once the next child has run: the graph
  * keeps what a backward rule needs, so a long Sequential does not hold every
  * activation until its scope closes. Two patterns run in a cheaper form
@@ -512,11 +517,11 @@ static xg_tensor *sequential_forward(xg_module *m, xg_tensor *x)
         xg_module *c2 = i + 2 < n ? xg_module_child_at(m, i + 2, NULL) : NULL;
         xg_tensor *y;
         if (c1 && relu_max_pool_swappable(c0, c1)) {
-            y = max_pool_relu_forward(c1, x);
+            y = forward_with(c1, x, max_pool_relu_forward);
             i++;
         } else if (c1 && conv2d_relu_fusable(c0, c1) &&
                    !(c2 && relu_max_pool_swappable(c1, c2))) {
-            y = conv2d_relu_forward(c0, x);
+            y = forward_with(c0, x, conv2d_relu_forward);
             i++;
         } else {
             y = xg_module_forward(c0, x);
@@ -664,10 +669,15 @@ xg_tensor *xg_module_forward(xg_module *m, xg_tensor *x)
                          "NULL");
         return NULL;
     }
+    return forward_with(m, x, m->cls->forward);
+}
+
+static xg_tensor *forward_with(xg_module *m, xg_tensor *x, forward_fn fn)
+{
     if (!xg__check_arg("module_forward", 1, x, x ? x->dtype : XG_F32))
         return NULL;
     xg_scope *scope = xg__composite_begin();
-    xg_tensor *y = m->cls->forward(m, x);
+    xg_tensor *y = fn(m, x);
     if (y && m->lora) /* LoRA's branch: nn_impl.h */
         y = xg__lora_branch(m, x, y);
     if (y == x) /* an identity: a new handle, so the caller owns one */
@@ -1020,15 +1030,11 @@ static bool conv2d_relu_fusable(const xg_module *conv, const xg_module *relu)
            relu->cls == &relu_class && !relu->lora;
 }
 
-/* xg_module_forward of the pair: one scope, the same checks. */
+/* The pair's forward, run through forward_with on the Conv2d. */
 static xg_tensor *conv2d_relu_forward(xg_module *conv, xg_tensor *x)
 {
-    if (!xg__check_arg("module_forward", 1, x, x ? x->dtype : XG_F32))
-        return NULL;
-    xg_scope *scope = xg__composite_begin();
-    return xg__composite_end(scope, xg_conv2d_relu(x, own(conv, "weight"),
-                                                   own(conv, "bias"),
-                                                   xg_module_state(conv)));
+    return xg_conv2d_relu(x, own(conv, "weight"), own(conv, "bias"),
+                          xg_module_state(conv));
 }
 
 /* Channels, kernel and parameters of a Conv2d layer: every size positive,
@@ -1111,14 +1117,11 @@ static bool relu_max_pool_swappable(const xg_module *relu,
            pool->cls == &max_pool_class && !pool->lora;
 }
 
-/* xg_module_forward of the pair, pooling first: one scope, the same
- * checks. */
+/* The pair's forward, pooling first, run through forward_with on the
+ * MaxPool2d. */
 static xg_tensor *max_pool_relu_forward(xg_module *pool, xg_tensor *x)
 {
-    if (!xg__check_arg("module_forward", 1, x, x ? x->dtype : XG_F32))
-        return NULL;
-    xg_scope *scope = xg__composite_begin();
-    return xg__composite_end(scope, xg_relu(max_pool_forward(pool, x)));
+    return xg_relu(max_pool_forward(pool, x));
 }
 
 static xg_module *pool_layer(const xg_module_class *cls, int kernel,

@@ -52,26 +52,6 @@ int cpu_thread_count(void)
     return n;
 }
 
-xg_status cpu_env_choice(const char *var, const char *const *names,
-                         int count, int fallback, int *out)
-{
-    const char *v = getenv(var);
-    *out = fallback;
-    if (!v || !*v)
-        return XG_OK;
-    for (int i = 0; i < count; i++)
-        if (!strcmp(v, names[i])) {
-            *out = i;
-            return XG_OK;
-        }
-    char list[128] = "";
-    for (int i = 0; i < count; i++)
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
-                 i == 0 ? "" : i + 1 == count ? " or " : ", ", names[i]);
-    return xg_set_error(XG_ERR_INVALID_ARG, "%s='%s': expected %s", var, v,
-                        list);
-}
-
 static void describe(xg_device_desc *desc, int threads)
 {
     memset(desc, 0, sizeof *desc);

@@ -273,7 +273,7 @@ xg_status cpu_kernels_from_env(cpu_kernels *out)
     /* in the enum's order */
     static const char *const names[] = {"baseline", "avx2", "avx512"};
     int k;
-    xg_status st = cpu_env_choice("XGRAD_CPU_KERNELS", names, 3,
+    xg_status st = xg__env_choice("XGRAD_CPU_KERNELS", names, 3,
                                   CPU_KERNELS_AVX512, &k);
     *out = (cpu_kernels)k;
     return st;

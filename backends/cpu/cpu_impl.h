@@ -269,12 +269,6 @@ const cpu_micro *cpu_micro_pick(const cpu_device *dev, int64_t m);
  * or baseline; XG_ERR_INVALID_ARG for anything else. */
 xg_status cpu_kernels_from_env(cpu_kernels *out);
 
-/* *out = the index among names[0 .. count - 1] of environment variable
- * var's value, or `fallback` when it is unset or empty; any other value
- * is XG_ERR_INVALID_ARG naming var and the values it takes (*out is then
- * fallback). cpu_backend.c. */
-xg_status cpu_env_choice(const char *var, const char *const *names,
-                         int count, int fallback, int *out);
 
 /* cpu_random.c */
 xg_status cpu_rand(xg_backend_device *dev, const xg_kernel_call *call);

@@ -621,7 +621,7 @@ xg_status cpu_winograd_from_env(bool *out)
 {
     static const char *const names[] = {"0", "1"};
     int k;
-    xg_status st = cpu_env_choice("XGRAD_CPU_WINOGRAD", names, 2, 1, &k);
+    xg_status st = xg__env_choice("XGRAD_CPU_WINOGRAD", names, 2, 1, &k);
     *out = k == 1;
     return st;
 }
